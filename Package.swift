@@ -1,0 +1,96 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "gbg-vault",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "vault", targets: ["vault"]),
+        .executable(name: "gbg-auth-stub", targets: ["gbg-auth-stub"]),
+        .library(name: "VaultCore", targets: ["VaultCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+    ],
+    targets: [
+        // libsodium from the system (Debian: libsodium-dev), found through pkg-config.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+        // The library: crypto, sealed store, token exchange, audit. No argument parsing.
+        .target(
+            name: "VaultCore",
+            dependencies: [
+                "CSodium",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedMigrations"]
+        ),
+        // prctl(PR_SET_DUMPABLE) for the command layer (variadic in C).
+        .target(name: "CProcess"),
+        // The thin command layer.
+        .executableTarget(
+            name: "vault",
+            dependencies: [
+                "VaultCore",
+                "CProcess",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // A local stand-in for the GBG token endpoint (offline use, demos, tests).
+        .executableTarget(
+            name: "gbg-auth-stub",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Build-time tool: turns Migrations/*.sql into Swift string literals.
+        .executableTarget(name: "migration-embedder"),
+        .plugin(
+            name: "EmbedMigrations",
+            capability: .buildTool(),
+            dependencies: ["migration-embedder"]
+        ),
+        .target(
+            name: "VaultTestSupport",
+            dependencies: ["VaultCore"],
+            path: "Tests/VaultTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VaultCoreTests",
+            dependencies: ["VaultCore", "VaultTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["VaultTestSupport", "vault", "gbg-auth-stub"],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

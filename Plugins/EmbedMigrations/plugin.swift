@@ -1,0 +1,27 @@
+import Foundation
+import PackagePlugin
+
+/// Embeds the top-level `Migrations/*.sql` files into the target as Swift literals.
+///
+/// The SQL files stay the one source of the schema; the generated file is rebuilt when
+/// any of them changes or a new one appears.
+@main
+struct EmbedMigrations: BuildToolPlugin {
+    func createBuildCommands(context: PluginContext, target: any Target) throws -> [Command] {
+        let directory = context.package.directoryURL.appending(path: "Migrations")
+        let files = try FileManager.default
+            .contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "sql" }
+            .sorted { $0.lastPathComponent < $1.lastPathComponent }
+        let output = context.pluginWorkDirectoryURL.appending(path: "EmbeddedMigrations.swift")
+        return [
+            .buildCommand(
+                displayName: "Embedding \(files.count) migrations",
+                executable: try context.tool(named: "migration-embedder").url,
+                arguments: [output.path] + files.map(\.path),
+                inputFiles: files + [directory],
+                outputFiles: [output]
+            )
+        ]
+    }
+}

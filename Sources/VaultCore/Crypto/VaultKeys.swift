@@ -1,0 +1,90 @@
+/// The unlocked key material of a vault (FORMAT.md §4.2).
+///
+/// A random 32-byte *data key* seals secrets and cached tokens and authenticates
+/// metadata; a random 32-byte *audit key* authenticates the audit trail. Both are wrapped
+/// together under the passphrase's key-encryption key. `passwd` rewraps them; `rekey`
+/// replaces the data key and keeps the audit key, so the audit chain survives both.
+public final class VaultKeys: Sendable {
+    public let dataKey: SecureBytes
+    public let auditKey: SecureBytes
+
+    /// Seals secret versions (`crypto_kdf`, context `gbgvsecr`, id 1).
+    public let secretKey: SecureBytes
+    /// Seals cached tokens (`gbgvtokn`, id 1).
+    public let tokenKey: SecureBytes
+    /// MACs profile and environment rows (`gbgvmeta`, id 1).
+    public let metadataKey: SecureBytes
+    /// MACs audit records (`gbgvaudt`, id 1).
+    public let auditMACKey: SecureBytes
+    /// Keys token fingerprints (`gbgvaudt`, id 2).
+    public let fingerprintKey: SecureBytes
+
+    public init(dataKey: SecureBytes, auditKey: SecureBytes) throws(CryptoError) {
+        self.dataKey = dataKey
+        self.auditKey = auditKey
+        secretKey = try Sodium.deriveSubkey(from: dataKey, id: 1, context: Labels.secretContext)
+        tokenKey = try Sodium.deriveSubkey(from: dataKey, id: 1, context: Labels.tokenContext)
+        metadataKey = try Sodium.deriveSubkey(from: dataKey, id: 1, context: Labels.metadataContext)
+        auditMACKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.auditMACSubkeyID, context: Labels.auditContext)
+        fingerprintKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.fingerprintSubkeyID, context: Labels.auditContext)
+    }
+
+    /// Fresh random keys for a new vault.
+    public static func generate() -> VaultKeys {
+        try! VaultKeys(dataKey: .random(count: 32), auditKey: .random(count: 32))
+    }
+
+    /// The same audit key with a new random data key (`vault rekey`).
+    public func withNewDataKey() -> VaultKeys {
+        try! VaultKeys(dataKey: .random(count: 32), auditKey: auditKey)
+    }
+
+    /// The 64-byte plaintext that is wrapped: data key ‖ audit key.
+    func wrappedPlaintext() -> SecureBytes {
+        .concatenating([dataKey, auditKey])
+    }
+
+    /// A keyed, non-reversible fingerprint of a token for the audit trail: 16 bytes of
+    /// keyed BLAKE2b, hex (FORMAT.md §6.3).
+    public func fingerprint(token: SecureBytes) -> String {
+        let digest = token.withUnsafeBytes { Sodium.blake2b(Array($0), key: fingerprintKey, length: 16) }
+        return digest.hexString
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Lowercase hexadecimal.
+    public var hexString: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(count * 2)
+        for byte in self {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Parses lowercase or uppercase hexadecimal; nil on any other character or odd length.
+    public init?(hex: String) {
+        let chars = Array(hex.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: c - 48
+            case 97...102: c - 87
+            case 65...70: c - 55
+            default: nil
+            }
+        }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(chars.count / 2)
+        var index = 0
+        while index < chars.count {
+            guard let high = value(chars[index]), let low = value(chars[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        self = bytes
+    }
+}

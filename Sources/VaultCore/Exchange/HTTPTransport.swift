@@ -1,0 +1,224 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+
+/// A received HTTP response, body capped.
+public struct HTTPResponseData: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(status: Int, headers: [(String, String)], body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0.caseInsensitiveCompare(name) == .orderedSame }?.1
+    }
+}
+
+/// Why a request produced no usable response.
+public enum TransportError: Error, Sendable, Equatable {
+    /// No response at all: refused, reset before the head, DNS, proxy. Retried.
+    case connection(String)
+    /// The deadline passed. Retried while time is left.
+    case timeout
+    /// TLS failed (untrusted certificate, handshake). Not retried.
+    case tls(String)
+    /// The response started but the body broke off. Not retried.
+    case truncated(String)
+    /// The body exceeded the cap. Not retried.
+    case tooLarge(Int)
+}
+
+/// Sends one form POST. Injected so that retry and expiry logic can be tested in-process.
+public protocol HTTPTransport: Sendable {
+    func post(url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws(TransportError) -> HTTPResponseData
+}
+
+/// Network settings of the exchange.
+public struct TransportOptions: Sendable {
+    /// Extra trusted CA certificates (PEM): `--cacert` or `VAULT_CA_BUNDLE`.
+    public var caBundlePath: String?
+    public var connectTimeout: Duration
+    /// The responses' size cap.
+    public var maxResponseBytes: Int
+    /// The process environment, for `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`.
+    public var environment: [String: String]
+
+    public init(caBundlePath: String? = nil, connectTimeout: Duration = .seconds(10),
+                maxResponseBytes: Int = 64 * 1024, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.caBundlePath = caBundlePath
+        self.connectTimeout = connectTimeout
+        self.maxResponseBytes = maxResponseBytes
+        self.environment = environment
+    }
+}
+
+/// The transport over async-http-client: TLS 1.2+, custom CA, proxies, no redirects.
+public struct AsyncHTTPTransport: HTTPTransport {
+    public let options: TransportOptions
+
+    public init(options: TransportOptions) {
+        self.options = options
+    }
+
+    public func post(url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws(TransportError) -> HTTPResponseData {
+        let configuration: HTTPClient.Configuration
+        do {
+            configuration = try makeConfiguration(for: url)
+        } catch {
+            throw .connection(error.message)
+        }
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        let result: Result<HTTPResponseData, TransportError>
+        do {
+            result = .success(try await send(client: client, url: url, headers: headers, body: body, deadline: deadline))
+        } catch let error as TransportError {
+            result = .failure(error)
+        } catch {
+            result = .failure(Self.classify(error, afterHead: false))
+        }
+        try? await client.shutdown()
+        return try result.get()
+    }
+
+    private func send(client: HTTPClient, url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws -> HTTPResponseData {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        var buffer = ByteBufferAllocator().buffer(capacity: body.count)
+        body.withUnsafeBytes { buffer.writeBytes($0) }
+        request.body = .bytes(buffer)
+        let remaining = ContinuousClock.now.duration(to: deadline)
+        guard remaining > .zero else { throw TransportError.timeout }
+        let nioDeadline = NIODeadline.now() + .nanoseconds(Int64(remaining.components.seconds) * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000)
+
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(request, deadline: nioDeadline)
+        } catch {
+            throw Self.classify(error, afterHead: false)
+        }
+        let cap = options.maxResponseBytes
+        let collected: ByteBuffer
+        do {
+            collected = try await withDeadline(deadline) { try await response.body.collect(upTo: cap) }
+        } catch let error as TransportError {
+            throw error
+        } catch is NIOTooManyBytesError {
+            throw TransportError.tooLarge(cap)
+        } catch {
+            throw Self.classify(error, afterHead: true)
+        }
+        return HTTPResponseData(status: Int(response.status.code),
+                                headers: response.headers.map { ($0.name, $0.value) },
+                                body: Array(collected.readableBytesView))
+    }
+
+    static func classify(_ error: any Error, afterHead: Bool) -> TransportError {
+        if let error = error as? TransportError { return error }
+        if let error = error as? HTTPClientError {
+            if error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout || error == .writeTimeout {
+                return .timeout
+            }
+            if afterHead { return .truncated("the connection closed before the whole response arrived") }
+            return .connection(String(describing: error).sanitisedForDisplay(limit: 160))
+        }
+        if error is NIOSSLError || error is BoringSSLError || String(describing: type(of: error)).contains("SSL") {
+            return .tls(String(describing: error).sanitisedForDisplay(limit: 200))
+        }
+        if afterHead { return .truncated("the response body broke off (\(String(describing: error).sanitisedForDisplay(limit: 120)))") }
+        if let error = error as? ChannelError, case .connectTimeout = error { return .timeout }
+        return .connection(String(describing: error).sanitisedForDisplay(limit: 200))
+    }
+
+    func makeConfiguration(for url: String) throws(VaultError) -> HTTPClient.Configuration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        if let path = options.caBundlePath {
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw .usage("cannot read the CA bundle at \(path)")
+            }
+            do {
+                let certificates = try NIOSSLCertificate.fromPEMFile(path)
+                guard !certificates.isEmpty else { throw VaultError.usage("no certificate in the CA bundle at \(path)") }
+                tls.additionalTrustRoots = [.certificates(certificates)]
+            } catch let error as VaultError {
+                throw error
+            } catch {
+                throw .usage("the CA bundle at \(path) is not valid PEM")
+            }
+        }
+        let timeoutAmount = TimeAmount.nanoseconds(Int64(options.connectTimeout.components.seconds) * 1_000_000_000)
+        return HTTPClient.Configuration(
+            tlsConfiguration: tls,
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: timeoutAmount),
+            proxy: try ProxySettings.proxy(for: url, environment: options.environment),
+            decompression: .disabled)
+    }
+}
+
+/// Runs `body`, throwing ``TransportError/timeout`` if `deadline` passes first.
+func withDeadline<T: Sendable>(_ deadline: ContinuousClock.Instant, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(until: deadline, clock: .continuous)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else { throw TransportError.timeout }
+        return value
+    }
+}
+
+/// The standard proxy variables, read by the program because async-http-client does not.
+public enum ProxySettings {
+    /// The proxy for `url`, honouring `HTTPS_PROXY`/`https_proxy` (https URLs),
+    /// `HTTP_PROXY`/`http_proxy` (http URLs), `ALL_PROXY` and `NO_PROXY`/`no_proxy`.
+    /// Loopback hosts never go through a proxy.
+    public static func proxy(for url: String, environment: [String: String]) throws(VaultError) -> HTTPClient.Configuration.Proxy? {
+        guard let components = URLComponents(string: url), let host = components.host else { return nil }
+        if EndpointPolicy.isLoopback(host: host) { return nil }
+        let https = components.scheme?.lowercased() == "https"
+        let names = https ? ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] : ["http_proxy", "HTTP_PROXY", "ALL_PROXY", "all_proxy"]
+        guard let value = names.lazy.compactMap({ environment[$0] }).first(where: { !$0.isEmpty }) else { return nil }
+        let noProxy = environment["NO_PROXY"] ?? environment["no_proxy"] ?? ""
+        if bypasses(host: host, noProxy: noProxy) { return nil }
+        let proxyText = value.contains("://") ? value : "http://" + value
+        guard let proxyURL = URLComponents(string: proxyText), let proxyHost = proxyURL.host, !proxyHost.isEmpty else {
+            throw .usage("the proxy setting is not a valid URL")
+        }
+        switch proxyURL.scheme?.lowercased() {
+        case "http":
+            let authorization = proxyURL.user.map { HTTPClient.Authorization.basic(username: $0.removingPercentEncoding ?? $0, password: proxyURL.password?.removingPercentEncoding ?? "") }
+            return .server(host: proxyHost, port: proxyURL.port ?? 80, authorization: authorization)
+        case "socks5", "socks5h":
+            return .socksServer(host: proxyHost, port: proxyURL.port ?? 1080)
+        default:
+            throw .usage("unsupported proxy scheme '\(proxyURL.scheme ?? "")'", hint: "use an http:// or socks5:// proxy")
+        }
+    }
+
+    /// `NO_PROXY` matching as curl does: `*`, exact hosts, and domain suffixes.
+    public static func bypasses(host: String, noProxy: String) -> Bool {
+        let host = host.lowercased()
+        for raw in noProxy.split(separator: ",") {
+            var entry = raw.trimmingCharacters(in: .whitespaces).lowercased()
+            if entry == "*" { return true }
+            if entry.hasPrefix(".") { entry.removeFirst() }
+            if let colon = entry.lastIndex(of: ":"), !entry.contains("]"), entry.filter({ $0 == ":" }).count == 1 {
+                entry = String(entry[..<colon])
+            }
+            guard !entry.isEmpty else { continue }
+            if host == entry || host.hasSuffix("." + entry) { return true }
+        }
+        return false
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+
+/// What `vault token` and `vault exec` ask for.
+public struct TokenOptions: Sendable {
+    public var profile: String
+    /// Overrides the profile's default environment.
+    public var environment: String?
+    /// Skip the cache and always exchange.
+    public var fresh: Bool
+    /// A cached token is reused only while it has more than this many seconds left.
+    public var minTTL: Int64
+    /// The audit action: `token` or `exec`.
+    public var action: String
+
+    public init(profile: String, environment: String? = nil, fresh: Bool = false, minTTL: Int64 = 300, action: String = "token") {
+        self.profile = profile
+        self.environment = environment
+        self.fresh = fresh
+        self.minTTL = minTTL
+        self.action = action
+    }
+}
+
+/// A token that may leave `vault`: its audit record is already committed.
+public struct DeliveredToken: Sendable {
+    public var token: SecureBytes
+    public var tokenType: String
+    /// Unix seconds.
+    public var expiresAt: Int64
+    /// Seconds left at delivery.
+    public var expiresIn: Int64
+    public var environment: Environment
+    public var fromCache: Bool
+    public var audit: AuditEntry
+}
+
+extension UnlockedVault {
+    /// Resolves the profile and environment, reuses a cached token or performs the
+    /// exchange, and commits the audit record before returning (fail closed: exit 8
+    /// and no token if the record cannot be written).
+    public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
+        let profile = try verifiedProfile(named: options.profile)
+        let environment = try verifiedEnvironment(named: options.environment ?? profile.environment)
+        let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+        let credentials = try credentials(for: profile)
+        let now = vault.clock.now()
+        var entry = AuditEntry(at: now.unixMilliseconds, action: options.action, outcome: "ok", profile: profile.name,
+                               environment: environment.name, tokenURL: tokenURL, grantType: profile.grant.rawValue)
+
+        if !options.fresh, let cached = try cachedToken(profile: profile, environment: environment.name,
+                                                       credentials: credentials, minTTL: options.minTTL) {
+            entry.outcome = "cache_hit"
+            entry.tokenType = "Bearer"
+            entry.expiresAt = cached.expiresAt
+            entry.expiresIn = cached.expiresAt - Int64(now.timeIntervalSince1970)
+            entry.tokenFingerprint = fingerprint(token: cached.token)
+            entry.attempts = 0
+            entry.durationMs = 0
+            let committed = try recordExchange(entry, cache: nil)
+            return DeliveredToken(token: cached.token, tokenType: "Bearer", expiresAt: cached.expiresAt,
+                                  expiresIn: entry.expiresIn ?? 0, environment: environment, fromCache: true, audit: committed)
+        }
+
+        let request = TokenRequest(tokenURL: tokenURL, grant: profile.grant, clientID: profile.clientID,
+                                   clientSecret: credentials.clientSecret, username: profile.username,
+                                   password: credentials.password, scope: profile.scope)
+        let result = await exchange.perform(request)
+        entry.at = vault.clock.now().unixMilliseconds
+        fill(&entry, from: result)
+        guard let issued = result.token, result.error == nil else {
+            try? appendAudit(entry)
+            throw result.error ?? .failure("the exchange failed")
+        }
+        let expiresAt = Int64(vault.clock.now().timeIntervalSince1970) + issued.expiresIn
+        entry.expiresAt = expiresAt
+        entry.tokenFingerprint = fingerprint(token: issued.accessToken)
+        let committed = try recordExchange(entry, cache: (profile, issued.accessToken, expiresAt, credentials))
+        return DeliveredToken(token: issued.accessToken, tokenType: issued.tokenType, expiresAt: expiresAt,
+                              expiresIn: issued.expiresIn, environment: environment, fromCache: false, audit: committed)
+    }
+
+    /// `vault rotate --verify`: exchanges with the new secrets first, and stores them
+    /// only if that succeeds. Either way the attempt is audited.
+    @discardableResult
+    public func rotateVerified(profileNamed name: String, secrets: SecretInput, environment: String?,
+                               exchange: TokenExchange) async throws(VaultError) -> [SecretVersionInfo] {
+        let profile = try verifiedProfile(named: name)
+        let env = try verifiedEnvironment(named: environment ?? profile.environment)
+        let tokenURL = try EndpointPolicy.validateTokenURL(env.tokenURL)
+        let current = try credentials(for: profile)
+        let request = TokenRequest(tokenURL: tokenURL, grant: profile.grant, clientID: profile.clientID,
+                                   clientSecret: secrets.clientSecret ?? current.clientSecret, username: profile.username,
+                                   password: secrets.password ?? current.password, scope: profile.scope)
+        let result = await exchange.perform(request)
+        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: "verify", outcome: "ok", profile: profile.name,
+                               environment: env.name, tokenURL: tokenURL, grantType: profile.grant.rawValue,
+                               detail: "rotate --verify")
+        fill(&entry, from: result)
+        if let token = result.token?.accessToken { entry.tokenFingerprint = fingerprint(token: token) }
+        guard result.error == nil, result.token != nil else {
+            try? appendAudit(entry)
+            throw result.error ?? .failure("verification failed")
+        }
+        try appendAudit(entry)
+        return try rotate(profileNamed: name, secrets: secrets, detail: "verified")
+    }
+
+    private func fill(_ entry: inout AuditEntry, from result: ExchangeResult) {
+        entry.outcome = result.outcome
+        entry.httpStatus = result.httpStatus.map(Int64.init)
+        entry.oauthError = result.oauthError
+        entry.attempts = Int64(result.attempts)
+        entry.durationMs = result.durationMs
+        entry.requestID = result.requestID
+        if let token = result.token {
+            entry.tokenType = token.tokenType
+            entry.expiresIn = token.expiresIn
+        }
+        if let error = result.error, result.outcome == "error" || result.outcome == "malformed" || result.outcome == "unavailable" {
+            entry.detail = [entry.detail, error.message.sanitisedForDisplay(limit: 200)].compactMap { $0 }.joined(separator: "; ")
+        }
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import GRDB
+
+// Record types, one per table (FORMAT.md §3). Column names are snake_case in SQL.
+
+/// §3.1 The single vault header row.
+struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "vault_header"
+    var id: Int64 = 1
+    var formatVersion: Int64
+    var vaultID: Data
+    var kdfAlgorithm: String
+    var kdfOpslimit: Int64
+    var kdfMemlimit: Int64
+    var kdfSalt: Data
+    var keyNonce: Data
+    var wrappedKeys: Data
+    var headerDigest: Data
+    var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, formatVersion = "format_version", vaultID = "vault_id", kdfAlgorithm = "kdf_algorithm"
+        case kdfOpslimit = "kdf_opslimit", kdfMemlimit = "kdf_memlimit", kdfSalt = "kdf_salt"
+        case keyNonce = "key_nonce", wrappedKeys = "wrapped_keys", headerDigest = "header_digest"
+        case createdAt = "created_at"
+    }
+
+    init(_ header: VaultHeader) {
+        formatVersion = Int64(header.formatVersion)
+        vaultID = Data(header.vaultID)
+        kdfAlgorithm = header.kdfAlgorithm
+        kdfOpslimit = Int64(clamping: header.kdf.opslimit)
+        kdfMemlimit = Int64(clamping: header.kdf.memlimit)
+        kdfSalt = Data(header.salt)
+        keyNonce = Data(header.keyNonce)
+        wrappedKeys = Data(header.wrappedKeys)
+        headerDigest = Data(header.headerDigest)
+        createdAt = header.createdAt
+    }
+
+    var header: VaultHeader {
+        VaultHeader(
+            formatVersion: UInt32(clamping: formatVersion), vaultID: [UInt8](vaultID), kdfAlgorithm: kdfAlgorithm,
+            kdf: KDFParameters(opslimit: UInt64(clamping: kdfOpslimit), memlimit: UInt64(clamping: kdfMemlimit)),
+            salt: [UInt8](kdfSalt), keyNonce: [UInt8](keyNonce), wrappedKeys: [UInt8](wrappedKeys),
+            headerDigest: [UInt8](headerDigest), createdAt: createdAt)
+    }
+}
+
+/// §3.2 A user-defined environment.
+struct EnvironmentRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "environment"
+    var name: String
+    var tokenURL: String
+    var apiBase: String?
+    var createdAt: String
+    var mac: Data
+
+    enum CodingKeys: String, CodingKey {
+        case name, tokenURL = "token_url", apiBase = "api_base", createdAt = "created_at", mac
+    }
+}
+
+/// §3.3 A profile's metadata.
+struct ProfileRecord: Codable, FetchableRecord, MutablePersistableRecord {
+    static let databaseTableName = "profile"
+    var id: Int64?
+    var name: String
+    var clientID: String
+    var username: String?
+    var grantType: String
+    var scope: String?
+    var environment: String
+    var createdAt: String
+    var updatedAt: String
+    var mac: Data
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, clientID = "client_id", username, grantType = "grant_type", scope, environment
+        case createdAt = "created_at", updatedAt = "updated_at", mac
+    }
+
+    enum Columns {
+        static let name = Column(CodingKeys.name)
+    }
+
+    mutating func didInsert(_ inserted: InsertionSuccess) {
+        id = inserted.rowID
+    }
+}
+
+/// §3.4 One sealed version of one secret field.
+struct SecretVersionRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "secret_version"
+    var profileID: Int64
+    var field: String
+    var version: Int64
+    var nonce: Data
+    var ciphertext: Data
+    var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case profileID = "profile_id", field, version, nonce, ciphertext, createdAt = "created_at"
+    }
+
+    enum Columns {
+        static let profileID = Column(CodingKeys.profileID)
+        static let field = Column(CodingKeys.field)
+        static let version = Column(CodingKeys.version)
+    }
+}
+
+/// §3.5 A sealed cached token.
+struct TokenCacheRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "token_cache"
+    var profileID: Int64
+    var environment: String
+    var expiresAt: Int64
+    var clientSecretVersion: Int64
+    var passwordVersion: Int64?
+    var nonce: Data
+    var ciphertext: Data
+
+    enum CodingKeys: String, CodingKey {
+        case profileID = "profile_id", environment, expiresAt = "expires_at"
+        case clientSecretVersion = "client_secret_version", passwordVersion = "password_version"
+        case nonce, ciphertext
+    }
+}
+
+/// §3.6 One audit record, as stored.
+struct AuditRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "audit_record"
+    var seq: Int64
+    var at: Int64
+    var action: String
+    var profile: String?
+    var environment: String?
+    var tokenURL: String?
+    var grantType: String?
+    var outcome: String
+    var httpStatus: Int64?
+    var oauthError: String?
+    var attempts: Int64?
+    var durationMs: Int64?
+    var tokenType: String?
+    var expiresIn: Int64?
+    var expiresAt: Int64?
+    var requestID: String?
+    var tokenFingerprint: String?
+    var detail: String?
+    var mac: Data
+
+    enum CodingKeys: String, CodingKey {
+        case seq, at, action, profile, environment, tokenURL = "token_url", grantType = "grant_type", outcome
+        case httpStatus = "http_status", oauthError = "oauth_error", attempts, durationMs = "duration_ms"
+        case tokenType = "token_type", expiresIn = "expires_in", expiresAt = "expires_at"
+        case requestID = "request_id", tokenFingerprint = "token_fingerprint", detail, mac
+    }
+}
+
+/// §3.7 The audit chain head.
+struct AuditHeadRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "audit_head"
+    var id: Int64 = 1
+    var seq: Int64
+    var lastMAC: Data
+    var mac: Data
+
+    enum CodingKeys: String, CodingKey {
+        case id, seq, lastMAC = "last_mac", mac
+    }
+}

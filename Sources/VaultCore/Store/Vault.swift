@@ -1,0 +1,141 @@
+import Foundation
+import GRDB
+
+/// A vault opened without its passphrase: metadata reads only (`list`, `show`,
+/// `history`, `audit`, `doctor`, `backup`). Unlock it for anything else.
+public final class Vault: Sendable {
+    public let database: VaultDatabase
+    public let clock: any VaultClock
+
+    init(database: VaultDatabase, clock: any VaultClock) {
+        self.database = database
+        self.clock = clock
+    }
+
+    /// Creates a vault at `path` (never overwriting) and returns it unlocked.
+    public static func initialise(at path: String, passphrase: SecureBytes, kdf: KDFParameters,
+                                  detail: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> UnlockedVault {
+        guard passphrase.count > 0 else { throw .usage("an empty passphrase is not allowed") }
+        guard kdf.meetsMinimum || (kdf == .testOnlyInsecure && KDFParameters.testOnlyInsecureKDFEnabled) else {
+            throw .usage("KDF parameters weaker than 'interactive' are not allowed")
+        }
+        let keys = VaultKeys.generate()
+        let header = try VaultHeader.create(
+            vaultID: Sodium.randomBytes(VaultHeader.vaultIDBytes), keys: keys, passphrase: passphrase, kdf: kdf,
+            createdAt: clock.now().iso8601)
+        let database = try VaultDatabase.create(at: path)
+        let vault = Vault(database: database, clock: clock)
+        do {
+            try database.write { db in
+                try HeaderRecord(header).insert(db)
+                try AuditChain.append(
+                    AuditEntry(at: clock.now().unixMilliseconds, action: "init", outcome: "ok", detail: detail),
+                    db: db, vaultID: header.vaultID, key: keys.auditMACKey)
+            }
+        } catch {
+            unlink(path); unlink(path + "-wal"); unlink(path + "-shm")
+            throw error
+        }
+        return try vault.unlock(passphrase: passphrase)
+    }
+
+    /// Opens the vault at `path`; exit 6 when there is none.
+    public static func open(at path: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> Vault {
+        Vault(database: try VaultDatabase.open(at: path), clock: clock)
+    }
+
+    /// The stored header (not yet validated).
+    public func header() throws(VaultError) -> VaultHeader {
+        guard let record = try database.read({ try HeaderRecord.fetchOne($0, key: 1) }) else {
+            throw .integrity("the vault header is missing")
+        }
+        return record.header
+    }
+
+    /// Checks the header and derives the keys; exit 3 on a wrong passphrase.
+    public func unlock(passphrase: SecureBytes) throws(VaultError) -> UnlockedVault {
+        let header = try header()
+        let (keys, kek) = try header.unlockReturningKEK(passphrase: passphrase)
+        return UnlockedVault(vault: self, header: header, keys: keys, kek: kek)
+    }
+
+    // MARK: - Metadata reads (no passphrase)
+
+    public func profiles() throws(VaultError) -> [Profile] {
+        try database.read { db in try ProfileRecord.order(ProfileRecord.Columns.name).fetchAll(db) }.map(\.profile)
+    }
+
+    public func profile(named name: String) throws(VaultError) -> Profile {
+        let normalised = name.precomposedStringWithCanonicalMapping
+        guard let record = try database.read({ try ProfileRecord.filter(ProfileRecord.Columns.name == normalised).fetchOne($0) }) else {
+            throw .notFound("no profile named '\(name.sanitisedForDisplay(limit: 64))'")
+        }
+        return record.profile
+    }
+
+    /// Every stored version of every secret field, oldest first: metadata only.
+    public func secretVersions(of profile: Profile) throws(VaultError) -> [SecretVersionInfo] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT field, version, created_at FROM secret_version WHERE profile_id = ? ORDER BY field, version
+                """, arguments: [profile.id])
+        }.compactMap { row in
+            guard let field = SecretField(rawValue: row["field"]) else { return nil }
+            return SecretVersionInfo(field: field, version: row["version"], createdAt: row["created_at"])
+        }
+    }
+
+    /// Built-in environments then the user's, by name.
+    public func environments() throws(VaultError) -> [Environment] {
+        let stored = try database.read { db in try EnvironmentRecord.order(Column("name")).fetchAll(db) }
+        return Environment.builtIns + stored.map {
+            Environment(name: $0.name, tokenURL: $0.tokenURL, apiBase: $0.apiBase, builtIn: false)
+        }
+    }
+
+    public func environment(named name: String) throws(VaultError) -> Environment {
+        guard let environment = try environments().first(where: { $0.name == name }) else {
+            throw .notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'",
+                            )
+        }
+        return environment
+    }
+
+    /// Audit records matching `query`, newest first.
+    public func audit(_ query: AuditQuery) throws(VaultError) -> [AuditEntry] {
+        try database.read { db in try AuditChain.fetch(query, db: db) }
+    }
+}
+
+extension ProfileRecord {
+    var profile: Profile {
+        Profile(id: id ?? 0, name: name, clientID: clientID, username: username,
+                grant: GrantType(rawValue: grantType) ?? .password, scope: scope, environment: environment,
+                createdAt: createdAt, updatedAt: updatedAt)
+    }
+}
+
+/// A new profile's metadata (`vault add`).
+public struct NewProfile: Sendable {
+    public var name: String
+    public var clientID: String
+    public var username: String?
+    public var grant: GrantType
+    public var scope: String?
+    public var environment: String
+
+    public init(name: String, clientID: String, username: String?, grant: GrantType, scope: String?, environment: String) {
+        self.name = name
+        self.clientID = clientID
+        self.username = username
+        self.grant = grant
+        self.scope = scope
+        self.environment = environment
+    }
+}
+
+/// A cached token that is still usable.
+public struct CachedToken: Sendable {
+    public var token: SecureBytes
+    public var expiresAt: Int64
+}

@@ -1,0 +1,73 @@
+/// Every failure `vault` reports, each with its documented exit code (DESIGN §2).
+///
+/// Messages are lowercase, never contain a secret or a token, and name what the user
+/// can act on; `hint` says what to do next.
+public enum VaultError: Error, Sendable, Equatable {
+    /// The passphrase did not unlock the vault. Exit 3.
+    case wrongPassphrase
+    /// No vault, profile or environment by that name. Exit 6.
+    case notFound(String)
+    /// Vault data failed authentication or is corrupt. Exit 7.
+    case integrity(String)
+    /// The token endpoint rejected the credentials with an OAuth error. Exit 4.
+    case rejected(error: String, description: String?, status: Int, hint: String?)
+    /// The token endpoint could not be reached or kept failing. Exit 5.
+    case unavailable(String)
+    /// The token endpoint answered something that is not a valid token response. Exit 7.
+    case malformedResponse(String)
+    /// The audit record could not be written, so the token was withheld. Exit 8.
+    case auditRefused(String)
+    /// The command line or its inputs are wrong. Exit 64.
+    case usage(String, hint: String? = nil)
+    /// The vault was written by a newer version of gbg-vault. Exit 1.
+    case newerVersion(String)
+    /// Anything else. Exit 1.
+    case failure(String, hint: String? = nil)
+
+    /// The process exit code for this error.
+    public var exitCode: Int32 {
+        switch self {
+        case .wrongPassphrase: 3
+        case .rejected: 4
+        case .unavailable: 5
+        case .notFound: 6
+        case .integrity, .malformedResponse: 7
+        case .auditRefused: 8
+        case .usage: 64
+        case .newerVersion, .failure: 1
+        }
+    }
+
+    /// The one-line message shown after `vault: error: `.
+    public var message: String {
+        switch self {
+        case .wrongPassphrase: "wrong passphrase: the vault could not be unlocked"
+        case .notFound(let what): what
+        case .integrity(let what): "integrity failure: \(what)"
+        case .rejected(let error, let description, let status, _):
+            "the token endpoint rejected the credentials (HTTP \(status), \(error))"
+                + (description.map { ": \($0)" } ?? "")
+        case .unavailable(let what): "token endpoint unavailable: \(what)"
+        case .malformedResponse(let what): "malformed token response: \(what)"
+        case .auditRefused(let what): "the audit record could not be written, so no token was released: \(what)"
+        case .usage(let what, _): what
+        case .newerVersion(let what): what
+        case .failure(let what, _): what
+        }
+    }
+
+    /// What the user can do next, if there is something useful to say.
+    public var hint: String? {
+        switch self {
+        case .wrongPassphrase:
+            "check the passphrase source (--passphrase-file, VAULT_PASSPHRASE_FILE, VAULT_PASSPHRASE, prompt)"
+        case .rejected(_, _, _, let hint): hint
+        case .unavailable: "check the network, proxy settings and the environment's token URL, then retry"
+        case .integrity: "restore the vault from a backup; `vault doctor` shows more"
+        case .usage(_, let hint): hint
+        case .newerVersion: "upgrade gbg-vault to open this vault"
+        case .failure(_, let hint): hint
+        case .notFound, .malformedResponse, .auditRefused: nil
+        }
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Handles one HTTP connection: token requests, stats, faults.
+final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let settings: StubSettings
+    let state: StubState
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+    static let maximumRequestBytes = 64 * 1024
+
+    init(settings: StubSettings, state: StubState) {
+        self.settings = settings
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            body = []
+            tooLarge = false
+        case .body(var buffer):
+            if body.count + buffer.readableBytes > Self.maximumRequestBytes {
+                tooLarge = true
+            } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
+                body += bytes
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            handle(head, context: context)
+        }
+    }
+
+    private func handle(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let requestID = UUID().uuidString.lowercased()
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let counts = state.counts.withLockedValue { counts in
+            counts.requests += 1
+            if path.hasSuffix("/as/token.oauth2") { counts.tokenRequests += 1 }
+            return counts
+        }
+        if head.method == .GET, path == "/_stub/stats" {
+            send(.json(.ok, ["requests": counts.requests, "token_requests": counts.tokenRequests, "issued": counts.issued]),
+                 requestID: requestID, context: context)
+            return
+        }
+        guard path == "/as/token.oauth2" || path == "/captain/api/as/token.oauth2" else {
+            send(.json(.notFound, ["error": "not_found"]), requestID: requestID, context: context)
+            return
+        }
+        guard head.method == .POST else {
+            send(.oauthError(.methodNotAllowed, "invalid_request", "use POST"), requestID: requestID, context: context)
+            return
+        }
+        let response: StubResponse
+        var faultApplies = false
+        if counts.tokenRequests <= settings.failFirst {
+            var injected = StubResponse.json(HTTPResponseStatus(statusCode: settings.failStatus), ["error": "temporarily_unavailable"])
+            if let retryAfter = settings.retryAfter { injected.extraHeaders.append(("Retry-After", String(retryAfter))) }
+            response = injected
+        } else if tooLarge {
+            response = .oauthError(.payloadTooLarge, "invalid_request", "request body too large")
+        } else {
+            response = authenticate(head)
+            faultApplies = true
+        }
+        let grant = Self.form(body)["grant_type"] ?? "-"
+        let client = (Self.form(body)["client_id"] ?? "-").prefix(64)
+        log("POST \(path) grant=\(grant.prefix(32)) client_id=\(client) status=\(response.status.code) request_id=\(requestID) fault=\(faultApplies ? settings.fault.rawValue : "none")")
+        let deliver = { [self] in
+            if faultApplies && settings.fault != .none {
+                applyFault(response, requestID: requestID, context: context)
+            } else {
+                send(response, requestID: requestID, context: context)
+            }
+        }
+        if settings.delayMs > 0 {
+            context.eventLoop.scheduleTask(in: .milliseconds(Int64(settings.delayMs))) { deliver() }
+        } else {
+            deliver()
+        }
+    }
+
+    // MARK: - The GBG behaviour
+
+    private func authenticate(_ head: HTTPRequestHead) -> StubResponse {
+        let contentType = head.headers.first(name: "Content-Type")?.lowercased() ?? ""
+        guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
+            return .oauthError(.badRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+        }
+        let form = Self.form(body)
+        guard let grant = form["grant_type"] else {
+            return .oauthError(.badRequest, "invalid_request", "Missing grant_type parameter")
+        }
+        guard grant == "password" || grant == "client_credentials" else {
+            return .oauthError(.badRequest, "unsupported_grant_type", "Unsupported grant type")
+        }
+        guard let clientID = form["client_id"], let secret = form["client_secret"],
+              let client = settings.book.clients.first(where: { $0.clientID == clientID }), client.clientSecret == secret
+        else {
+            return .oauthError(.unauthorized, "invalid_client", "Invalid client or client credentials")
+        }
+        if let grants = client.grants, !grants.contains(grant) {
+            return .oauthError(.badRequest, "unauthorized_client", "The client is not authorized to use this grant type")
+        }
+        if grant == "password" {
+            guard let username = form["username"], let password = form["password"] else {
+                return .oauthError(.badRequest, "invalid_request", "username and password are required")
+            }
+            guard let user = settings.book.users.first(where: { $0.username == username }), user.password == password else {
+                return .oauthError(.badRequest, "invalid_grant", "Invalid username or password")
+            }
+            if user.temporary == true {
+                return .oauthError(.badRequest, "invalid_grant", "Password expired: the temporary password must be changed")
+            }
+        } else {
+            let scope = form["scope"] ?? ""
+            let allowed = client.scopes ?? ["gbg.token"]
+            guard !scope.isEmpty, scope.split(separator: " ").allSatisfy({ allowed.contains(String($0)) }) else {
+                return .oauthError(.badRequest, "invalid_scope", "The requested scope is invalid")
+            }
+        }
+        state.counts.withLockedValue { $0.issued += 1 }
+        var random = SystemRandomNumberGenerator()
+        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
+        return .json(.ok, ["access_token": "stub-\(token)", "token_type": "Bearer", "expires_in": settings.book.tokenTTL ?? 3600])
+    }
+
+    /// Decodes an `application/x-www-form-urlencoded` body (`+` is a space).
+    static func form(_ body: [UInt8]) -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in String(decoding: body, as: UTF8.self).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String? { s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
+            guard let name = decode(parts[0]) else { continue }
+            result[name] = parts.count > 1 ? decode(parts[1]) ?? "" : ""
+        }
+        return result
+    }
+
+    // MARK: - Writing
+
+    private func headers(_ response: StubResponse, requestID: String, length: Int) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(length))
+        headers.add(name: "X-Request-ID", value: requestID)
+        headers.add(name: "Cache-Control", value: "no-store")
+        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
+        return headers
+    }
+
+    private func send(_ response: StubResponse, requestID: String, context: ChannelHandlerContext) {
+        let head = HTTPResponseHead(version: .http1_1, status: response.status,
+                                    headers: headers(response, requestID: requestID, length: response.body.count))
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    private func applyFault(_ response: StubResponse, requestID: String, context: ChannelHandlerContext) {
+        switch settings.fault {
+        case .none:
+            send(response, requestID: requestID, context: context)
+        case .nonJSON:
+            send(StubResponse(status: .ok, body: Array("<html><body>Service maintenance</body></html>".utf8), contentType: "text/html"),
+                 requestID: requestID, context: context)
+        case .empty200:
+            send(StubResponse(status: .ok, body: []), requestID: requestID, context: context)
+        case .oversized:
+            let filler = "{\"access_token\":\"" + String(repeating: "A", count: 2 * 1024 * 1024) + "\",\"token_type\":\"Bearer\",\"expires_in\":3600}"
+            send(StubResponse(status: .ok, body: Array(filler.utf8)), requestID: requestID, context: context)
+        case .custom:
+            var custom = StubResponse(status: HTTPResponseStatus(statusCode: settings.customStatus), body: Array(settings.customBody))
+            custom.contentType = settings.customContentType
+            send(custom, requestID: requestID, context: context)
+        case .closeMidBody:
+            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers(response, requestID: requestID, length: response.body.count))
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            let partial = Array(response.body.prefix(max(1, response.body.count / 3)))
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: partial)))), promise: nil)
+            context.eventLoop.scheduleTask(in: .milliseconds(50)) { context.close(promise: nil) }
+        case .stall:
+            break // never answer; the client's deadline must fire
+        case .slowDrip:
+            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers(response, requestID: requestID, length: response.body.count))
+            context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+            drip(response.body[...], context: context)
+        }
+    }
+
+    private func drip(_ rest: ArraySlice<UInt8>, context: ChannelHandlerContext) {
+        guard let first = rest.first else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: [first])))), promise: nil)
+        context.eventLoop.scheduleTask(in: .milliseconds(500)) { [self] in
+            guard context.channel.isActive else { return }
+            drip(rest.dropFirst(), context: context)
+        }
+    }
+}

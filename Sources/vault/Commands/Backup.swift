@@ -1,0 +1,17 @@
+import ArgumentParser
+import VaultCore
+
+extension VaultCLI {
+    struct Backup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a consistent online copy of the vault, still sealed (never overwrites).")
+
+        @OptionGroup var options: VaultOptions
+        @Argument(help: "Where to write the copy.") var path: String
+
+        func run() async throws {
+            try options.open().database.backup(to: path)
+            Output.info("backup written to \(path)")
+        }
+    }
+}

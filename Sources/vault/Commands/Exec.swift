@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension VaultCLI {
+    struct Exec: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command with a token in its environment.",
+            discussion: """
+                Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE and GBG_TOKEN_EXPIRES_AT, \
+                removes VAULT_PASSPHRASE, VAULT_NEW_PASSPHRASE, GBG_CLIENT_SECRET and GBG_PASSWORD, \
+                then replaces vault with the command (execvp): signals reach the command directly \
+                and vault's exit status is the command's.
+                """)
+
+        @OptionGroup var options: VaultOptions
+        @OptionGroup var selection: TokenSelection
+        @OptionGroup var network: NetworkOptions
+        @Argument(help: "The profile name.") var name: String
+        @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
+
+        func validate() throws {
+            guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. vault exec NAME -- ./call-api.sh") }
+        }
+
+        func run() async throws {
+            let vault = try options.unlock()
+            let delivered = try await vault.obtainToken(
+                TokenOptions(profile: name, environment: selection.env, fresh: selection.fresh,
+                             minTTL: selection.minTtl, action: "exec"),
+                exchange: network.exchange)
+            for name in ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"] { unsetenv(name) }
+            delivered.token.withUnsafeBytes { raw in
+                var bytes = Array(raw)
+                bytes.append(0)
+                bytes.withUnsafeBufferPointer { pointer in
+                    pointer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) { cString in
+                        setenv("GBG_ACCESS_TOKEN", cString, 1)
+                        setenv("GO_CUSTOMER_ACCESS", cString, 1)
+                    }
+                }
+                for i in bytes.indices { bytes[i] = 0 }
+            }
+            setenv("GBG_API_BASE", delivered.environment.apiBase ?? "", 1)
+            setenv("GBG_TOKEN_EXPIRES_AT", TokenPrinter.expiresAtISO(delivered), 1)
+            ProcessHardening.restoreForChild()
+            var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
+            argv.append(nil)
+            execvp(command[0], &argv)
+            let code = errno
+            throw VaultError.failure("cannot run '\(command[0].sanitisedForDisplay(limit: 100))': \(String(cString: strerror(code)))")
+        }
+    }
+}

@@ -1,0 +1,25 @@
+import ArgumentParser
+import VaultCore
+
+extension KDFParameters.Preset: ExpressibleByArgument {}
+
+extension VaultCLI {
+    struct Init: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a new vault (never overwrites an existing one).")
+
+        @OptionGroup var options: VaultOptions
+
+        @Option(help: "Argon2id cost preset: interactive, moderate or sensitive.")
+        var kdf: KDFParameters.Preset = .moderate
+
+        func run() async throws {
+            let passphrase = try options.passphrase.new()
+            var parameters = kdf.parameters
+            if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }
+            let path = options.resolvedPath
+            _ = try Vault.initialise(at: path, passphrase: passphrase, kdf: parameters, detail: "kdf=\(kdf.rawValue)")
+            Output.info("created vault at \(path) (\(parameters))")
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import VaultCore
+
+extension VaultCLI {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List profiles (no passphrase needed).")
+
+        @OptionGroup var options: VaultOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let profiles = try options.open().profiles()
+            if json { return Output.json(profiles.map { ProfileView($0) }) }
+            Output.table(["NAME", "GRANT", "CLIENT ID", "USERNAME", "ENV", "UPDATED"], profiles.map {
+                [$0.name, $0.grant.flagValue, $0.clientID, $0.username ?? "-", $0.environment, $0.updatedAt]
+            })
+        }
+    }
+}
+
+/// The JSON shape of a profile in `list` and `show`.
+struct ProfileView: Encodable {
+    var name: String
+    var clientID: String
+    var username: String?
+    var grant: String
+    var scope: String?
+    var environment: String
+    var createdAt: String
+    var updatedAt: String
+    var secretVersions: [SecretVersionInfo]?
+
+    init(_ p: Profile, versions: [SecretVersionInfo]? = nil) {
+        name = p.name
+        clientID = p.clientID
+        username = p.username
+        grant = p.grant.flagValue
+        scope = p.scope
+        environment = p.environment
+        createdAt = p.createdAt
+        updatedAt = p.updatedAt
+        secretVersions = versions
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, clientID = "client_id", username, grant, scope, environment
+        case createdAt = "created_at", updatedAt = "updated_at", secretVersions = "secret_versions"
+    }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+
+/// Shared options of `token` and `exec`.
+struct TokenSelection: ParsableArguments {
+    @Option(help: "Environment (default: the profile's).") var env: String?
+    @Flag(help: "Ignore the cache and always exchange.") var fresh = false
+    @Option(help: "Reuse a cached token only while it has more than this many seconds left.") var minTtl: Int64 = 300
+
+    func validate() throws {
+        guard minTtl >= 0, minTtl <= 366 * 24 * 3600 else { throw ValidationError("--min-ttl must be between 0 and 31622400") }
+    }
+}
+
+enum TokenFormat: String, ExpressibleByArgument, CaseIterable {
+    case raw, json, header, env
+}
+
+extension VaultCLI {
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a bearer token for a profile, from the sealed cache or a fresh exchange.")
+
+        @OptionGroup var options: VaultOptions
+        @OptionGroup var selection: TokenSelection
+        @OptionGroup var network: NetworkOptions
+        @Argument(help: "The profile name.") var name: String
+        @Option(help: "raw, json, header or env.") var format: TokenFormat = .raw
+
+        func run() async throws {
+            let vault = try options.unlock()
+            let delivered = try await vault.obtainToken(
+                TokenOptions(profile: name, environment: selection.env, fresh: selection.fresh, minTTL: selection.minTtl),
+                exchange: network.exchange)
+            TokenPrinter.print(delivered, format: format)
+        }
+    }
+}
+
+enum TokenPrinter {
+    static func expiresAtISO(_ t: DeliveredToken) -> String {
+        Date(timeIntervalSince1970: TimeInterval(t.expiresAt)).iso8601
+    }
+
+    static func print(_ t: DeliveredToken, format: TokenFormat) {
+        switch format {
+        case .raw:
+            Output.stdout(secret: t.token, suffix: "\n")
+        case .header:
+            Output.stdout(prefix: "Authorization: Bearer ", secret: t.token, suffix: "\n")
+        case .json:
+            // The token is validated as RFC 6750 b64token characters, so it needs no JSON escaping.
+            let rest: [(String, String)] = [
+                ("token_type", jsonString(t.tokenType)),
+                ("expires_in", String(t.expiresIn)),
+                ("expires_at", jsonString(expiresAtISO(t))),
+                ("environment", jsonString(t.environment.name)),
+                ("api_base", t.environment.apiBase.map(jsonString) ?? "null"),
+            ]
+            let tail = rest.map { ",\n  \"\($0.0)\": \($0.1)" }.joined()
+            Output.stdout(prefix: "{\n  \"access_token\": \"", secret: t.token, suffix: "\"" + tail + "\n}\n")
+        case .env:
+            // Single-quoted for POSIX shells; a b64token contains no quote characters.
+            for name in ["GBG_ACCESS_TOKEN", "GO_CUSTOMER_ACCESS"] {
+                Output.stdout(prefix: "export \(name)='", secret: t.token, suffix: "'\n")
+            }
+            Output.stdout("export GBG_API_BASE=\(shellQuote(t.environment.apiBase ?? ""))\n")
+            Output.stdout("export GBG_TOKEN_EXPIRES_AT=\(shellQuote(expiresAtISO(t)))\n")
+        }
+    }
+
+    static func jsonString(_ s: String) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let data = (try? encoder.encode(s)) ?? Data("\"\"".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func shellQuote(_ s: String) -> String {
+        "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import VaultCore
+
+/// Writing to stdout (data only) and stderr (messages).
+enum Output {
+    static func stdout(_ text: String) {
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+
+    /// Writes guarded bytes to stdout without making a Swift `String` of them.
+    static func stdout(prefix: String = "", secret: SecureBytes, suffix: String = "") {
+        var bytes = Array(prefix.utf8)
+        secret.withUnsafeBytes { bytes += $0 }
+        bytes += Array(suffix.utf8)
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(1, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 { if errno == EINTR { continue }; break }
+                offset += n
+            }
+        }
+        for i in bytes.indices { bytes[i] = 0 }
+    }
+
+    static func info(_ text: String) {
+        FileHandle.standardError.write(Data("vault: \(text)\n".utf8))
+    }
+
+    static func error(_ error: VaultError) {
+        var text = "vault: error: \(error.message)\n"
+        if let hint = error.hint { text += "vault: hint: \(hint)\n" }
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    /// Pretty, sorted JSON of an encodable value, newline-terminated.
+    static func json(_ value: some Encodable) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+        stdout(String(decoding: data, as: UTF8.self) + "\n")
+    }
+
+    /// A plain text table with a header row.
+    static func table(_ header: [String], _ rows: [[String]]) {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        var text = ""
+        for row in all {
+            text += row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ") + "\n"
+        }
+        stdout(text)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,126 @@
+import ArgumentParser
+import CProcess
+import Foundation
+import VaultCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `vault`: a sealed credential vault and token tool for the GBG GO API.
+struct VaultCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vault",
+        abstract: "A sealed credential vault and token tool for the GBG GO identity-verification API.",
+        discussion: """
+            Secrets are sealed with libsodium under a key derived from your passphrase. \
+            Passphrase sources, first found wins: --passphrase-file, VAULT_PASSPHRASE_FILE, \
+            VAULT_PASSPHRASE, a no-echo prompt on the terminal.
+
+            Exit codes: 0 success, 1 other failure, 3 wrong passphrase, 4 credentials rejected, \
+            5 token endpoint unavailable, 6 not found, 7 integrity failure or malformed response, \
+            8 audit record not written (token withheld), 64 usage error.
+            """,
+        version: VaultVersion.string,
+        subcommands: [
+            Init.self, Add.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
+            Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Doctor.self,
+        ]
+    )
+}
+
+/// Options every command that touches a vault shares.
+struct VaultOptions: ParsableArguments {
+    @Option(name: .customLong("vault"), help: ArgumentHelp("The vault file (env VAULT_PATH).", valueName: "path"))
+    var vaultPath: String?
+
+    @Option(help: ArgumentHelp("Read the vault passphrase from this file.", valueName: "path"))
+    var passphraseFile: String?
+
+    /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
+    var resolvedPath: String {
+        let env = ProcessInfo.processInfo.environment
+        if let path = vaultPath ?? env["VAULT_PATH"], !path.isEmpty { return path }
+        let dataHome = env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.local/share")
+        return dataHome + "/gbg-vault/vault.db"
+    }
+
+    var passphrase: PassphraseReader { PassphraseReader(passphraseFile: passphraseFile) }
+
+    func open() throws(VaultError) -> Vault {
+        try Vault.open(at: resolvedPath)
+    }
+
+    func unlock() throws(VaultError) -> UnlockedVault {
+        let vault = try open()
+        return try vault.unlock(passphrase: passphrase.existing())
+    }
+}
+
+/// Network options of commands that talk to a token endpoint.
+struct NetworkOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Extra trusted CA certificates, PEM (env VAULT_CA_BUNDLE).", valueName: "path"))
+    var cacert: String?
+
+    @Option(help: ArgumentHelp("Overall deadline for the exchange, retries included, in seconds.", valueName: "seconds"))
+    var timeout: Double = 30
+
+    @Option(help: ArgumentHelp("Connect timeout per attempt, in seconds.", valueName: "seconds"))
+    var connectTimeout: Double = 10
+
+    func validate() throws {
+        guard timeout > 0, timeout <= 600 else { throw ValidationError("--timeout must be between 0 and 600 seconds") }
+        guard connectTimeout > 0, connectTimeout <= 600 else { throw ValidationError("--connect-timeout must be between 0 and 600 seconds") }
+    }
+
+    var exchange: TokenExchange {
+        let env = ProcessInfo.processInfo.environment
+        let options = TransportOptions(
+            caBundlePath: cacert ?? env["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 },
+            connectTimeout: .milliseconds(Int64(connectTimeout * 1000)))
+        return TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .milliseconds(Int64(timeout * 1000)))
+    }
+}
+
+/// Process set-up before anything else runs: no core dumps, not ptrace-able by other
+/// processes of the same user, private file modes.
+enum ProcessHardening {
+    nonisolated(unsafe) static var originalCoreLimit = rlimit()
+
+    static func apply() {
+        getrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
+        var none = rlimit(rlim_cur: 0, rlim_max: originalCoreLimit.rlim_max)
+        setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
+        _ = cprocess_disable_dumpable()
+        umask(0o077)
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Restores the soft core limit before `exec` hands the process to the user's command.
+    static func restoreForChild() {
+        setrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
+        signal(SIGPIPE, SIG_DFL)
+        umask(0o022)
+    }
+}
+
+@main
+enum Main {
+    static func main() async {
+        ProcessHardening.apply()
+        do {
+            var command = try VaultCLI.parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as VaultError {
+            Output.error(error)
+            exit(error.exitCode)
+        } catch {
+            VaultCLI.exit(withError: error)
+        }
+        exit(0)
+    }
+}
