@@ -1,0 +1,173 @@
+import Foundation
+import Testing
+@testable import VaultCore
+
+/// A scripted transport: answers in order, records what it was sent.
+final class ScriptedTransport: HTTPTransport, @unchecked Sendable {
+    var answers: [Result<HTTPResponseData, TransportError>]
+    private(set) var bodies: [String] = []
+    private(set) var headers: [[(String, String)]] = []
+    init(_ answers: [Result<HTTPResponseData, TransportError>]) { self.answers = answers }
+
+    func post(url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws(TransportError) -> HTTPResponseData {
+        bodies.append(body.utf8String() ?? "")
+        self.headers.append(headers)
+        let next = answers.isEmpty ? .failure(.connection("no more answers")) : answers.removeFirst()
+        return try next.get()
+    }
+}
+
+func response(_ status: Int, _ body: String, headers: [(String, String)] = []) -> Result<HTTPResponseData, TransportError> {
+    .success(HTTPResponseData(status: status, headers: headers + [("X-Request-ID", "req-\(status)")], body: Array(body.utf8)))
+}
+
+let okBody = #"{"access_token":"abc.DEF-123_~+/=","token_type":"Bearer","expires_in":3600}"#
+
+func request(_ grant: GrantType = .password) -> TokenRequest {
+    TokenRequest(tokenURL: "https://auth.example/as/token.oauth2", grant: grant, clientID: "client id",
+                 clientSecret: SecureBytes(utf8: "s&cr=t+ ü"), username: grant == .password ? "user@example.com" : nil,
+                 password: grant == .password ? SecureBytes(utf8: "p w") : nil, scope: grant == .clientCredentials ? "gbg.token" : nil)
+}
+
+final class SleepLog: @unchecked Sendable {
+    var delays: [Duration] = []
+}
+
+func exchange(_ transport: ScriptedTransport, log: SleepLog = SleepLog()) -> TokenExchange {
+    TokenExchange(transport: transport, timeout: .seconds(60), sleep: { log.delays.append($0) })
+}
+
+@Suite("token exchange logic (injected transport)")
+struct ExchangeLogicTests {
+    @Test("the form body has exactly the GBG fields of each grant")
+    func formBody() async {
+        let t = ScriptedTransport([response(200, okBody), response(200, okBody)])
+        _ = await exchange(t).perform(request(.password))
+        _ = await exchange(t).perform(request(.clientCredentials))
+        #expect(t.bodies[0] == "client_id=client+id&client_secret=s%26cr%3Dt%2B+%C3%BC&username=user%40example.com&password=p+w&grant_type=password")
+        #expect(t.bodies[1] == "client_id=client+id&client_secret=s%26cr%3Dt%2B+%C3%BC&grant_type=client_credentials&scope=gbg.token")
+        let names = t.headers[0].map { $0.0.lowercased() }
+        #expect(names.contains("accept") && !names.contains("authorization"))
+    }
+
+    @Test("two 503s then success: 3 attempts, backoff grows")
+    func retries() async {
+        let t = ScriptedTransport([response(503, ""), .failure(.connection("refused")), response(200, okBody)])
+        let log = SleepLog()
+        let result = await exchange(t, log: log).perform(request())
+        #expect(result.error == nil)
+        #expect(result.attempts == 3)
+        #expect(result.requestID == "req-200")
+        #expect(log.delays.count == 2)
+        #expect(log.delays[0] >= .milliseconds(125) && log.delays[0] <= .milliseconds(250))
+        #expect(log.delays[1] >= .milliseconds(250) && log.delays[1] <= .milliseconds(500))
+    }
+
+    @Test("Retry-After is honoured")
+    func retryAfter() async {
+        let t = ScriptedTransport([response(429, "", headers: [("Retry-After", "2")]), response(200, okBody)])
+        let log = SleepLog()
+        let result = await exchange(t, log: log).perform(request())
+        #expect(result.error == nil)
+        #expect(log.delays == [.seconds(2)])
+    }
+
+    @Test("400 and 401 are never retried and map to exit 4", arguments: [400, 401])
+    func noRetryOnRejection(status: Int) async {
+        let t = ScriptedTransport([response(status, #"{"error":"invalid_client","error_description":"bad\u001b[31m client"}"#), response(200, okBody)])
+        let result = await exchange(t).perform(request())
+        #expect(result.attempts == 1)
+        #expect(result.error?.exitCode == 4)
+        #expect(result.oauthError == "invalid_client")
+        #expect(result.error?.message.contains("\u{1b}") == false)
+    }
+
+    @Test("retries stop after 3 attempts with exit 5")
+    func exhausted() async {
+        let t = ScriptedTransport([response(502, ""), response(504, ""), response(503, "")])
+        let result = await exchange(t).perform(request())
+        #expect(result.attempts == 3)
+        #expect(result.error?.exitCode == 5)
+        #expect(result.outcome == "unavailable")
+    }
+
+    @Test("hostile token responses are malformed (exit 7)", arguments: [
+        #"{"access_token":"abc\ndef","token_type":"Bearer","expires_in":3600}"#,
+        #"{"access_token":"abc'; rm -rf /","token_type":"Bearer","expires_in":3600}"#,
+        #"{"access_token":"","token_type":"Bearer","expires_in":3600}"#,
+        #"{"access_token":"abc","token_type":"mac","expires_in":3600}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":-1}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":0}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":99999999999}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":"soon"}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":true}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":36.5}"#,
+        #"{"access_token":"abc","token_type":"Bearer"}"#,
+        #"{"access_token":123,"token_type":"Bearer","expires_in":3600}"#,
+        #"[1,2,3]"#, "", "\u{FF}\u{FE}", "null",
+    ])
+    func hostile(body: String) async {
+        let t = ScriptedTransport([response(200, body)])
+        let result = await exchange(t).perform(request())
+        #expect(result.error?.exitCode == 7, "\(body)")
+        #expect(result.token == nil)
+    }
+
+    @Test("expires_in as a quoted number is accepted")
+    func quotedExpiry() async {
+        let t = ScriptedTransport([response(200, #"{"access_token":"abc","token_type":"bearer","expires_in":"3600"}"#)])
+        let result = await exchange(t).perform(request())
+        #expect(result.token?.expiresIn == 3600)
+    }
+
+    @Test("the temporary-password hint accompanies invalid_grant on the password grant only")
+    func hint() async {
+        let body = #"{"error":"invalid_grant","error_description":"Password expired"}"#
+        let pw = await exchange(ScriptedTransport([response(400, body)])).perform(request(.password))
+        #expect(pw.error?.hint?.contains("temporary") == true)
+        let cc = await exchange(ScriptedTransport([response(400, body)])).perform(request(.clientCredentials))
+        #expect(cc.error?.hint?.contains("temporary") == false)
+    }
+
+    @Test("truncated, oversized and TLS failures are not retried")
+    func noRetryOnBrokenAnswers() async {
+        for failure in [TransportError.truncated("cut"), .tooLarge(65536), .tls("untrusted")] {
+            let t = ScriptedTransport([.failure(failure), response(200, okBody)])
+            let result = await exchange(t).perform(request())
+            #expect(result.attempts == 1)
+            #expect(result.error != nil)
+        }
+    }
+
+    @Test("proxy settings: HTTPS_PROXY, NO_PROXY, loopback bypass")
+    func proxies() throws {
+        let env = ["HTTPS_PROXY": "http://user:pa%20ss@proxy.corp:3128", "NO_PROXY": "internal.example,.corp.example"]
+        let proxy = try ProxySettings.proxy(for: "https://api.auth.gbgplc.com/as/token.oauth2", environment: env)
+        #expect(proxy?.host == "proxy.corp" && proxy?.port == 3128)
+        #expect(try ProxySettings.proxy(for: "https://auth.internal.example/x", environment: env) == nil)
+        #expect(try ProxySettings.proxy(for: "https://a.corp.example/x", environment: env) == nil)
+        #expect(try ProxySettings.proxy(for: "http://127.0.0.1:8080/x", environment: ["HTTP_PROXY": "http://p:1"]) == nil)
+        #expect(try ProxySettings.proxy(for: "https://x.example/x", environment: [:]) == nil)
+    }
+
+    @Test("endpoint policy: https everywhere, http only on loopback, no credentials in URLs")
+    func policy() {
+        #expect((try? EndpointPolicy.validateTokenURL("https://api.auth.gbgplc.com/as/token.oauth2")) != nil)
+        #expect((try? EndpointPolicy.validateTokenURL("http://127.0.0.1:9/as/token.oauth2")) != nil)
+        #expect((try? EndpointPolicy.validateTokenURL("http://localhost/as")) != nil)
+        #expect((try? EndpointPolicy.validateTokenURL("http://[::1]:80/as")) != nil)
+        for bad in ["http://api.auth.gbgplc.com/as", "http://127.0.0.1.evil.com/", "ftp://x/", "https://u:p@x/", "https://x/#f",
+                    "https://x/\n", "", "not a url", "https:///nohost"] {
+            #expect((try? EndpointPolicy.validateTokenURL(bad)) == nil, "\(bad)")
+        }
+    }
+
+    @Test("names: letters, digits, . _ -; NFC-normalised; everything else refused")
+    func names() {
+        #expect((try? NameRule.validate("prod-eu_1.x", what: "profile")) == "prod-eu_1.x")
+        #expect((try? NameRule.validate("Cafe\u{301}", what: "profile")) == "Caf\u{e9}")
+        for bad in ["", "-x", ".x", "a/b", "a b", "a\u{0}b", "a\nb", "a;b", "$(x)", String(repeating: "a", count: 65), "a\u{202e}b"] {
+            #expect((try? NameRule.validate(bad, what: "profile")) == nil, "\(bad.debugDescription)")
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+
+/// A throwaway vault in its own temporary directory, driven through the built binary.
+/// Every run's stdout and stderr go through the shared ``LeakScanner``.
+public final class TestVault: @unchecked Sendable {
+    public let directory: String
+    public let path: String
+    public var passphrase: String
+    public let scanner: LeakScanner
+
+    public init(passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
+        directory = NSTemporaryDirectory() + "gbg-vault-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/vault/vault.db"
+        self.passphrase = passphrase
+        self.scanner = scanner
+        scanner.register(secret: passphrase)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// The environment of a `vault` run: cheap test-only KDF, the passphrase, no terminal.
+    public func environment(_ extra: [String: String] = [:]) -> [String: String] {
+        var env: [String: String] = [
+            "PATH": "/usr/bin:/bin",
+            "HOME": directory,
+            "VAULT_PATH": path,
+            "VAULT_PASSPHRASE": passphrase,
+            "GBG_VAULT_TEST_ONLY_INSECURE_KDF": "1",
+            "LANG": "C.UTF-8",
+        ]
+        for (k, v) in extra { env[k] = v }
+        return env
+    }
+
+    /// Runs `vault ARGS…`. `expectTokenOnStdout` exempts the token (not secrets) from
+    /// the stdout scan, for `token` itself.
+    @discardableResult
+    public func run(_ arguments: [String], env: [String: String] = [:], removing: [String] = [], stdin: Data? = nil,
+                    expectTokenOnStdout: Bool = false, timeout: TimeInterval = 60) throws -> ProcessResult {
+        var environment = environment(env)
+        for name in removing { environment.removeValue(forKey: name) }
+        let result = try Binaries.run(Binaries.vault, arguments, environment: environment, stdin: stdin, timeout: timeout)
+        scanner.scan(result.stderr, artefact: "stderr of vault \(arguments.first ?? "")", includeTokens: true)
+        scanner.scan(result.stdout, artefact: "stdout of vault \(arguments.first ?? "")", includeTokens: !expectTokenOnStdout)
+        return result
+    }
+
+    /// `vault init` with the test passphrase.
+    public func initialise() throws {
+        let result = try run(["init"])
+        precondition(result.status == 0, "init failed: \(result.stderrText)")
+    }
+
+    /// `vault add` with secrets from stdin JSON.
+    @discardableResult
+    public func add(_ name: String, clientID: String, clientSecret: String, username: String? = nil, password: String? = nil,
+                    grant: String = "password", env: String = "eu", extra: [String] = []) throws -> ProcessResult {
+        scanner.register(secret: clientSecret)
+        if let password { scanner.register(secret: password) }
+        var object = ["client_secret": clientSecret]
+        if let password { object["password"] = password }
+        let json = try JSONSerialization.data(withJSONObject: object)
+        var args = ["add", name, "--client-id", clientID, "--grant", grant, "--env", env, "--secrets-stdin"]
+        if let username { args += ["--username", username] }
+        return try run(args + extra, stdin: json)
+    }
+
+    /// Scans the vault file and its WAL/SHM/journal for every registered secret and token.
+    public func scanFiles() {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            if let data = FileManager.default.contents(atPath: path + suffix) {
+                scanner.scan(data, artefact: "vault file\(suffix)", includeTokens: true)
+            }
+        }
+    }
+
+    /// Runs the `sqlite3` shell on the vault (for tampering in tests).
+    @discardableResult
+    public func sql(_ statement: String) throws -> ProcessResult {
+        try Binaries.run("/usr/bin/sqlite3", [path, statement], environment: ["PATH": "/usr/bin:/bin"])
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job end to end, offline: build, start gbg-auth-stub on a free loopback port,
+# create a throwaway vault, add a profile, print a token, run a child with `vault exec`,
+# show the audit trail, stop the endpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+swift build -c release --static-swift-stdlib --product vault
+swift build -c release --static-swift-stdlib --product gbg-auth-stub
+BIN="$(swift build -c release --show-bin-path)"
+work="$(mktemp -d)"
+stub_pid=""
+cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Demo credentials, generated fresh; they exist only in this temporary folder.
+client_secret="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+api_password="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+cat > "$work/accounts.json" <<JSON
+{"clients": [{"client_id": "demo-client", "client_secret": "$client_secret"}],
+ "users": [{"username": "api-user@example.com", "password": "$api_password"}]}
+JSON
+
+"$BIN/gbg-auth-stub" --accounts "$work/accounts.json" --port 0 > "$work/stub.out" 2> "$work/stub.log" &
+stub_pid=$!
+for _ in $(seq 100); do grep -q '^PORT ' "$work/stub.out" 2>/dev/null && break; sleep 0.05; done
+port="$(sed -n 's/^PORT //p' "$work/stub.out")"
+echo "== gbg-auth-stub listening on 127.0.0.1:$port"
+
+export VAULT_PATH="$work/vault/vault.db"
+printf '%s\n' "demo passphrase $(date +%s%N)" > "$work/passphrase"
+chmod 600 "$work/passphrase"
+export VAULT_PASSPHRASE_FILE="$work/passphrase"
+
+echo "== vault init --kdf interactive"
+"$BIN/vault" init --kdf interactive
+echo "== vault env add local"
+"$BIN/vault" env add local --token-url "http://127.0.0.1:$port/as/token.oauth2" --api-base "http://127.0.0.1:$port/v2/captain/"
+echo "== vault add demo (secrets from the environment, never argv)"
+GBG_CLIENT_SECRET="$client_secret" GBG_PASSWORD="$api_password" \
+  "$BIN/vault" add demo --client-id demo-client --username api-user@example.com --env local --secrets-from-env
+"$BIN/vault" list
+echo "== vault token demo --format json (token shortened here)"
+"$BIN/vault" token demo --format json | sed -E 's/("access_token": "stub-[0-9a-f]{8})[0-9a-f]*/\1…/'
+echo "== vault exec demo -- sh -c '…'"
+"$BIN/vault" exec demo -- sh -c 'echo "child got a token of ${#GBG_ACCESS_TOKEN} characters for $GBG_API_BASE, expiring $GBG_TOKEN_EXPIRES_AT"'
+echo "== vault audit"
+"$BIN/vault" audit
+echo "== vault audit verify"
+"$BIN/vault" audit verify
+echo "== done; stopping the endpoint"
