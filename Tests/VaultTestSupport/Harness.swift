@@ -41,35 +41,109 @@ public enum Binaries {
     /// feeding `stdin`, killing it after `timeout` seconds.
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String],
                            stdin: Data? = nil, timeout: TimeInterval = 60) throws -> ProcessResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        process.arguments = ["--wait", executable] + arguments
-        process.environment = environment
-        let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        if let stdin { try? input.fileHandleForWriting.write(contentsOf: stdin) }
-        try? input.fileHandleForWriting.close()
-        let outData = OutputCollector(out.fileHandleForReading)
-        let errData = OutputCollector(err.fileHandleForReading)
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(2000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            while process.isRunning { usleep(2000) }
+        let child = try ChildProcess(executable, arguments, environment: environment)
+        if let stdin { child.writeStdin(stdin) }
+        child.closeStdin()
+        let out = OutputCollector(child.stdoutFD)
+        let err = OutputCollector(child.stderrFD)
+        guard let status = child.wait(timeout: timeout) else {
+            child.kill(SIGKILL)
+            _ = child.wait(timeout: 10)
+            _ = out.finish(); _ = err.finish()
             throw HarnessError.timedOut("\((executable as NSString).lastPathComponent) \(arguments.prefix(2).joined(separator: " "))")
         }
-        return ProcessResult(status: process.terminationStatus, stdout: outData.finish(), stderr: errData.finish())
+        return ProcessResult(status: status, stdout: out.finish(), stderr: err.finish())
+    }
+}
+
+/// A child process started with posix_spawn in its own session, with piped stdio.
+public final class ChildProcess: @unchecked Sendable {
+    public let pid: pid_t
+    let stdinFD: Int32
+    let stdoutFD: Int32
+    let stderrFD: Int32
+    private var exitStatus: Int32?
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
+        var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw HarnessError.spawnFailed("pipe") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        for fd in inPipe + outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID (glibc)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        var rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        // A binary just copied can be briefly "busy" while another thread's child still
+        // holds the copy's write descriptor across fork: retry.
+        for _ in 0..<100 where rc == ETXTBSY {
+            usleep(20_000)
+            rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        }
+        close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
+        guard rc == 0 else {
+            close(inPipe[1]); close(outPipe[0]); close(errPipe[0])
+            throw HarnessError.spawnFailed("\(executable): \(String(cString: strerror(rc)))")
+        }
+        self.pid = pid
+        stdinFD = inPipe[1]
+        stdoutFD = outPipe[0]
+        stderrFD = errPipe[0]
+        _ = fcntl(stdinFD, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(stdoutFD, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(stderrFD, F_SETFD, FD_CLOEXEC)
+    }
+
+    func writeStdin(_ data: Data) {
+        data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(stdinFD, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { if errno == EINTR { continue }; break }
+                offset += n
+            }
+        }
+    }
+
+    func closeStdin() { close(stdinFD) }
+
+    public func kill(_ signal: Int32) { if exitStatus == nil { _ = Glibc.kill(pid, signal) } }
+
+    /// The exit status (128 + signal when killed), or nil if still running after `timeout`.
+    public func wait(timeout: TimeInterval) -> Int32? {
+        if let exitStatus { return exitStatus }
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid {
+                let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                exitStatus = code
+                return code
+            }
+            if r < 0, errno != EINTR { exitStatus = -1; return -1 }
+            if Date() >= deadline { return nil }
+            usleep(2000)
+        }
     }
 }
 
 public enum HarnessError: Error, CustomStringConvertible {
     case timedOut(String)
     case stubDidNotStart(String)
+    case spawnFailed(String)
     public var description: String {
         switch self {
+        case .spawnFailed(let why): "could not start a process: \(why)"
         case .timedOut(let what): "timed out: \(what)"
         case .stubDidNotStart(let why): "gbg-auth-stub did not start: \(why)"
         }
@@ -78,14 +152,19 @@ public enum HarnessError: Error, CustomStringConvertible {
 
 /// Drains a pipe on a background thread so a chatty child never blocks.
 final class OutputCollector: @unchecked Sendable {
-    private let handle: FileHandle
     private let done = DispatchSemaphore(value: 0)
     private var data = Data()
 
-    init(_ handle: FileHandle) {
-        self.handle = handle
+    init(_ fd: Int32) {
         Thread.detachNewThread { [self] in
-            data = handle.readDataToEndOfFile()
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { break }
+                data.append(contentsOf: buffer[0..<n])
+            }
+            close(fd)
             done.signal()
         }
     }
@@ -99,43 +178,32 @@ final class OutputCollector: @unchecked Sendable {
 /// A `gbg-auth-stub` process on a free loopback port, stopped by `stop()` or on release.
 public final class StubServer: @unchecked Sendable {
     public let port: Int
-    public let process: Process
+    public let child: ChildProcess
     public let scheme: String
-    private let errorLog: Pipe
 
     public var tokenURL: String { "\(scheme)://127.0.0.1:\(port)/as/token.oauth2" }
     public var apiBase: String { "\(scheme)://127.0.0.1:\(port)/v2/captain/" }
 
     /// Starts the stub with `accounts` and extra flags.
     public init(accounts: String, arguments: [String] = [], scheme: String = "http") throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.stub)
-        process.arguments = ["--accounts", accounts, "--port", "0"] + arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
+        let child = try ChildProcess(Binaries.stub, ["--accounts", accounts, "--port", "0"] + arguments,
+                                     environment: ["PATH": "/usr/bin:/bin"])
+        child.closeStdin()
         // Read the first stdout line: `PORT <n>`.
-        var line = Data()
-        let handle = out.fileHandleForReading
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            let byte = handle.readData(ofLength: 1)
-            if byte.isEmpty { break }
-            if byte == Data([0x0a]) { break }
-            line += byte
-        }
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(child.stdoutFD, &byte, 1) == 1, byte != 0x0a { line.append(byte) }
         let text = String(decoding: line, as: UTF8.self)
         guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else {
-            process.terminate()
+            child.kill(SIGKILL)
+            _ = child.wait(timeout: 5)
             throw HarnessError.stubDidNotStart("first line was '\(text)'")
         }
         self.port = port
-        self.process = process
+        self.child = child
         self.scheme = scheme
-        self.errorLog = err
-        Thread.detachNewThread { _ = err.fileHandleForReading.readDataToEndOfFile() }
+        _ = OutputCollector(child.stdoutFD)
+        _ = OutputCollector(child.stderrFD)
     }
 
     /// Token requests the stub has received, from GET /_stub/stats.
@@ -145,15 +213,13 @@ public final class StubServer: @unchecked Sendable {
         return object?["token_requests"] as? Int ?? -1
     }
 
-    /// Sends SIGTERM, then SIGKILL if the stub is still there after 5 s, and waits for it.
+    /// Sends SIGTERM, then SIGKILL if the stub is still there after 5 s, and reaps it.
     public func stop() {
-        let pid = process.processIdentifier
-        guard process.isRunning else { return }
-        kill(pid, SIGTERM)
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning, Date() < deadline { usleep(5000) }
-        if process.isRunning { kill(pid, SIGKILL) }
-        while process.isRunning { usleep(5000) }
+        child.kill(SIGTERM)
+        if child.wait(timeout: 5) == nil {
+            child.kill(SIGKILL)
+            _ = child.wait(timeout: 5)
+        }
     }
 
     deinit { stop() }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmarks of gbg-vault against the floor that does the same work, side by side in one
+# run (hyperfine). Writes bench/results/latest.md. Needs: hyperfine, curl, sqlite3, gcc,
+# GNU time. Usage: bash bench/run.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0; [ "${1:-}" = "--quick" ] && quick=1
+apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
+swift build -c release --static-swift-stdlib >/dev/null
+BIN="$(swift build -c release --show-bin-path)"
+work="$(mktemp -d)"; stub_pid=""
+cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+gcc -O2 -o "$work/pwhash" bench/pwhash.c $(pkg-config --cflags --libs libsodium)
+out=bench/results/latest.md; mkdir -p bench/results
+runs=10; [ $quick = 1 ] && runs=3
+{
+echo "# Benchmark run $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), $(nproc) cores"
+echo
+} > "$out"
+printf 'benchmark passphrase' > "$work/pass"
+export VAULT_PASSPHRASE_FILE="$work/pass"
+
+# 1. Unlock vs crypto_pwhash alone, per preset.
+echo "## Unlock (vault audit verify on a new vault) vs crypto_pwhash alone" >> "$out"
+for preset in interactive moderate sensitive; do
+  case $preset in interactive) ops=2; mem=67108864;; moderate) ops=3; mem=268435456;; sensitive) ops=4; mem=1073741824;; esac
+  [ $quick = 1 ] && [ $preset = sensitive ] && continue
+  v="$work/$preset.db"
+  "$BIN/vault" --help >/dev/null
+  VAULT_PATH="$v" "$BIN/vault" init --kdf $preset 2>/dev/null
+  hyperfine -N -w 1 -r $runs --export-markdown "$work/h.md" \
+    -n "pwhash $preset" "$work/pwhash $ops $mem" \
+    -n "vault unlock $preset" "env VAULT_PATH=$v VAULT_PASSPHRASE_FILE=$work/pass $BIN/vault audit verify" >/dev/null
+  cat "$work/h.md" >> "$out"; echo >> "$out"
+  rss=$( { VAULT_PATH="$v" /usr/bin/time -f '%M' "$BIN/vault" audit verify >/dev/null; } 2>&1 | tail -1)
+  echo "peak RSS of one unlock at $preset: $((rss / 1024)) MiB (KDF memlimit $((mem / 1048576)) MiB; goal ≤ limit + 40 MiB)" >> "$out"; echo >> "$out"
+done
+
+# 2. list --json on 10,000 profiles vs sqlite3 selecting the same columns.
+v="$work/list.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
+sqlite3 "$v" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 10000)
+  INSERT INTO profile(name, client_id, username, grant_type, scope, environment, created_at, updated_at, mac)
+  SELECT 'profile-' || i, 'client-' || i, 'user' || i || '@example.com', 'password', NULL, 'eu',
+         '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z', zeroblob(32) FROM n;"
+echo "## list --json, 10,000 profiles, vs sqlite3 -json selecting the same columns" >> "$out"
+hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+  -n "sqlite3 -json" "sqlite3 -json $v 'SELECT name, client_id, username, grant_type, scope, environment, created_at, updated_at FROM profile ORDER BY name'" \
+  -n "vault list --json" "env VAULT_PATH=$v $BIN/vault list --json" >/dev/null
+cat "$work/h.md" >> "$out"; echo >> "$out"
+
+# 3. Token exchange vs curl, and a cache hit vs curl, against gbg-auth-stub.
+cat > "$work/accounts.json" <<JSON
+{"clients": [{"client_id": "bench", "client_secret": "bench-client-secret"}], "users": [{"username": "u", "password": "bench-password"}]}
+JSON
+"$BIN/gbg-auth-stub" --accounts "$work/accounts.json" --port 0 > "$work/stub.out" 2>/dev/null & stub_pid=$!
+for _ in $(seq 100); do grep -q '^PORT ' "$work/stub.out" 2>/dev/null && break; sleep 0.05; done
+port=$(sed -n 's/^PORT //p' "$work/stub.out"); url="http://127.0.0.1:$port/as/token.oauth2"
+v="$work/token.db"; export VAULT_PATH="$v"
+"$BIN/vault" init --kdf interactive 2>/dev/null
+"$BIN/vault" env add local --token-url "$url" 2>/dev/null
+GBG_CLIENT_SECRET=bench-client-secret GBG_PASSWORD=bench-password "$BIN/vault" add b --client-id bench --username u --env local --secrets-from-env 2>/dev/null
+printf 'client_id=bench&client_secret=bench-client-secret&username=u&password=bench-password&grant_type=password' > "$work/form"
+echo "## token --fresh (KDF interactive) and cache hit vs curl doing the same POST" >> "$out"
+hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+  -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
+  -n "pwhash interactive (KDF share)" "$work/pwhash 2 67108864" \
+  -n "vault token --fresh" "$BIN/vault token b --fresh" \
+  -n "vault token (cache hit)" "$BIN/vault token b" >/dev/null
+cat "$work/h.md" >> "$out"; echo >> "$out"
+
+# 4. audit --profile X --limit 50 --json on 1,000,000 records vs sqlite3.
+v="$work/audit.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
+n=1000000; [ $quick = 1 ] && n=100000
+sqlite3 "$v" "WITH RECURSIVE s(i) AS (SELECT 2 UNION ALL SELECT i+1 FROM s WHERE i < $n + 1)
+  INSERT INTO audit_record(seq, at, action, profile, environment, token_url, grant_type, outcome, http_status, attempts,
+    duration_ms, token_type, expires_in, expires_at, request_id, token_fingerprint, mac)
+  SELECT i, 1764374400000 + i, 'token', 'profile-' || (i % 100), 'eu', 'https://api.auth.gbgplc.com/as/token.oauth2',
+    'password', 'ok', 200, 1, 80, 'Bearer', 3600, 1764378000 + i, 'req-' || i, hex(randomblob(16)), zeroblob(32) FROM s;"
+echo "## audit --profile X --limit 50 --json on $n records vs sqlite3 -json" >> "$out"
+hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+  -n "sqlite3 -json" "sqlite3 -json $v 'SELECT * FROM audit_record WHERE profile = \"profile-7\" ORDER BY seq DESC LIMIT 50'" \
+  -n "vault audit" "env VAULT_PATH=$v $BIN/vault audit --profile profile-7 --limit 50 --json" >/dev/null
+cat "$work/h.md" >> "$out"; echo >> "$out"
+
+# 5. Audit records written per second under 4 parallel writers (cache hits: unlock + one audit write each).
+per=50; [ $quick = 1 ] && per=10
+start=$(date +%s.%N)
+for w in 1 2 3 4; do ( for i in $(seq $per); do "$BIN/vault" token b >/dev/null; done ) & done; wait
+end=$(date +%s.%N)
+echo "## audit writes under 4 parallel writers" >> "$out"
+python3 -c "import sys; t=$end-$start; n=4*$per; print(f'{n} records in {t:.2f} s = {n/t:.1f} records/s (each includes an Argon2id unlock at interactive)')" >> "$out"
+"$BIN/vault" audit verify >> "$out"
+echo >> "$out"
+cat "$out"
