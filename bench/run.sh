@@ -9,7 +9,7 @@ apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
 swift build -c release --static-swift-stdlib >/dev/null
 BIN="$(swift build -c release --show-bin-path)"
 work="$(mktemp -d)"; stub_pid=""
-cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 gcc -O2 -o "$work/pwhash" bench/pwhash.c $(pkg-config --cflags --libs libsodium)
 out=bench/results/latest.md; mkdir -p bench/results
@@ -45,6 +45,8 @@ sqlite3 "$v" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE
          '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z', zeroblob(32) FROM n;"
 echo "## list --json, 10,000 profiles, vs sqlite3 -json selecting the same columns" >> "$out"
 hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+  -n "process floor: vault --version" "$BIN/vault --version" \
+  -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT name, client_id, username, grant_type, scope, environment, created_at, updated_at FROM profile ORDER BY name'" \
   -n "vault list --json" "env VAULT_PATH=$v $BIN/vault list --json" >/dev/null
 cat "$work/h.md" >> "$out"; echo >> "$out"
@@ -56,7 +58,7 @@ JSON
 "$BIN/gbg-auth-stub" --accounts "$work/accounts.json" --port 0 > "$work/stub.out" 2>/dev/null & stub_pid=$!
 for _ in $(seq 100); do grep -q '^PORT ' "$work/stub.out" 2>/dev/null && break; sleep 0.05; done
 port=$(sed -n 's/^PORT //p' "$work/stub.out"); url="http://127.0.0.1:$port/as/token.oauth2"
-v="$work/token.db"; export VAULT_PATH="$v"
+tv="$work/token.db"; export VAULT_PATH="$tv"
 "$BIN/vault" init --kdf interactive 2>/dev/null
 "$BIN/vault" env add local --token-url "$url" 2>/dev/null
 GBG_CLIENT_SECRET=bench-client-secret GBG_PASSWORD=bench-password "$BIN/vault" add b --client-id bench --username u --env local --secrets-from-env 2>/dev/null
@@ -80,16 +82,19 @@ sqlite3 "$v" "WITH RECURSIVE s(i) AS (SELECT 2 UNION ALL SELECT i+1 FROM s WHERE
 echo "## audit --profile X --limit 50 --json on $n records vs sqlite3 -json" >> "$out"
 hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT * FROM audit_record WHERE profile = \"profile-7\" ORDER BY seq DESC LIMIT 50'" \
-  -n "vault audit" "env VAULT_PATH=$v $BIN/vault audit --profile profile-7 --limit 50 --json" >/dev/null
+  -n "vault audit" "env VAULT_PATH=$v $BIN/vault audit --profile profile-7 --limit 50 --json" \
+  -n "process floor: vault --version" "$BIN/vault --version" >/dev/null
 cat "$work/h.md" >> "$out"; echo >> "$out"
 
 # 5. Audit records written per second under 4 parallel writers (cache hits: unlock + one audit write each).
 per=50; [ $quick = 1 ] && per=10
 start=$(date +%s.%N)
-for w in 1 2 3 4; do ( for i in $(seq $per); do "$BIN/vault" token b >/dev/null; done ) & done; wait
+pids=""
+for w in 1 2 3 4; do ( for i in $(seq $per); do VAULT_PATH="$tv" "$BIN/vault" token b >/dev/null; done ) & pids="$pids $!"; done
+for p in $pids; do wait "$p"; done
 end=$(date +%s.%N)
 echo "## audit writes under 4 parallel writers" >> "$out"
 python3 -c "import sys; t=$end-$start; n=4*$per; print(f'{n} records in {t:.2f} s = {n/t:.1f} records/s (each includes an Argon2id unlock at interactive)')" >> "$out"
-"$BIN/vault" audit verify >> "$out"
+VAULT_PATH="$tv" "$BIN/vault" audit verify >> "$out"
 echo >> "$out"
 cat "$out"

@@ -63,3 +63,60 @@ struct AuditTamperTests {
         }
     }
 }
+
+@Suite("vault data tampering through the binary")
+struct VaultTamperTests {
+    @Test("a flipped ciphertext byte, a moved ciphertext, an edited header or token URL: exit 7, nothing printed")
+    func tampered() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        // One byte of the newest client secret of 'pw'.
+        #expect(try vault.sql("UPDATE secret_version SET ciphertext = CAST(substr(ciphertext, 1, 3) || X'FF' || substr(ciphertext, 5) AS BLOB) WHERE field = 'client_secret' AND profile_id = (SELECT id FROM profile WHERE name = 'pw'); SELECT changes()").stdoutText == "1\n")
+        let flipped = try fixture.token("pw")
+        #expect(flipped.status == 7)
+        #expect(flipped.stdout.isEmpty)
+        #expect(flipped.stderrText.contains("failed authentication"))
+        // cc's sealed secret copied onto pw's row.
+        try vault.sql("UPDATE secret_version SET (nonce, ciphertext) = (SELECT nonce, ciphertext FROM secret_version WHERE profile_id = (SELECT id FROM profile WHERE name = 'cc')) WHERE field = 'client_secret' AND profile_id = (SELECT id FROM profile WHERE name = 'pw')")
+        #expect(try fixture.token("pw").status == 7)
+        // The environment's token URL pointed elsewhere: refused before any secret is sent.
+        try vault.sql("UPDATE environment SET token_url = 'http://127.0.0.1:9/as/token.oauth2'")
+        let redirected = try fixture.token("cc")
+        #expect(redirected.status == 7)
+        #expect(redirected.stderrText.contains("modified outside vault"))
+        // A header byte: integrity failure, not "wrong passphrase".
+        try vault.sql("UPDATE vault_header SET kdf_salt = X'00112233445566778899AABBCCDDEEFF'")
+        let header = try vault.run(["audit", "verify"])
+        #expect(header.status == 7)
+        #expect(header.stderrText.contains("header"))
+        // Metadata reads without the passphrase still work.
+        #expect(try vault.run(["list"], removing: ["VAULT_PASSPHRASE"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
+    @Test("random bytes, a truncated file and a zeroed page are integrity failures (exit 7), never a crash")
+    func damagedFiles() throws {
+        let fixture = try Fixture(addProfiles: true)
+        fixture.stub.stop()
+        let vault = fixture.vault
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        let original = try Data(contentsOf: URL(fileURLWithPath: vault.path))
+        let damaged: [(String, Data)] = [
+            ("random bytes", Data((0..<original.count).map { _ in UInt8.random(in: 0...255) })),
+            ("truncated to half", original.prefix(original.count / 2)),
+            ("first page zeroed", Data(count: 4096) + original.dropFirst(4096)),
+            ("empty", Data()),
+        ]
+        for (what, data) in damaged {
+            for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: vault.path + suffix) }
+            try data.write(to: URL(fileURLWithPath: vault.path))
+            let list = try vault.run(["list"])
+            let token = try vault.run(["token", "pw"])
+            #expect(list.status == 7 || list.status == 1, "\(what): list \(list.status) \(list.stderrText)")
+            #expect(token.status == 7 || token.status == 1, "\(what): token \(token.status) \(token.stderrText)")
+            #expect(token.stdout.isEmpty)
+            #expect(list.status < 128 && token.status < 128, "\(what): crashed")
+        }
+    }
+}

@@ -191,3 +191,27 @@ struct ProfileCommandTests {
         expectNoLeaks(fixture.vault)
     }
 }
+
+@Suite("FORMAT.md is enough to open a vault")
+struct IndependentReaderTests {
+    @Test("an independent Python reader (FORMAT.md + libsodium via ctypes) opens every secret and verifies the audit chain")
+    func pythonReader() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        _ = try fixture.token("pw")
+        try fixture.vault.run(["rotate", "cc", "--secrets-stdin"], stdin: Data(#"{"client_secret":"second-cc-secret"}"#.utf8))
+        LeakScanner.shared.register(secret: "second-cc-secret")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("testvectors/open_vault.py").path
+        let result = try Binaries.run("/usr/bin/env", ["python3", script, fixture.vault.path, "--allow-test-kdf"],
+                                      environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "VAULT_PASSPHRASE": fixture.vault.passphrase])
+        #expect(result.status == 0, "\(result.stderrText)")
+        let report = try JSONSerialization.jsonObject(with: result.stdout) as? [String: Any]
+        let profiles = report?["profiles"] as? [String: [String: String]]
+        #expect(profiles?["pw"]?["client_secret/v1"] == fixture.clientSecret)
+        #expect(profiles?["pw"]?["password/v1"] == fixture.password)
+        #expect(profiles?["cc"]?["client_secret/v2"] == "second-cc-secret")
+        #expect((report?["audit_records"] as? Int ?? 0) >= 6)
+        // The reader's stdout holds secrets by design; it is not a vault output, so it is not scanned.
+    }
+}

@@ -179,8 +179,17 @@ public enum AuditChain {
         return Verification(recordsChecked: checked, firstFailure: nil)
     }
 
-    /// Records matching `query`, newest first. Needs no key.
-    static func fetch(_ query: AuditQuery, db: Database) throws -> [AuditEntry] {
+    /// The JSON object of one record (every field but the MAC), built by SQLite.
+    static let jsonColumns = """
+        json_object('seq', seq, 'at', at, 'action', action, 'profile', profile, 'environment', environment,
+            'token_url', token_url, 'grant_type', grant_type, 'outcome', outcome, 'http_status', http_status,
+            'oauth_error', oauth_error, 'attempts', attempts, 'duration_ms', duration_ms, 'token_type', token_type,
+            'expires_in', expires_in, 'expires_at', expires_at, 'request_id', request_id,
+            'token_fingerprint', token_fingerprint, 'detail', detail)
+        """
+
+    /// The request for records matching `query`, newest first. Needs no key.
+    static func request(for query: AuditQuery) -> QueryInterfaceRequest<AuditRow> {
         var request = AuditRow.all()
         if let profile = query.profile { request = request.filter(Column("profile") == profile) }
         if let environment = query.environment { request = request.filter(Column("environment") == environment) }
@@ -194,7 +203,7 @@ public enum AuditChain {
         }
         request = request.order(Column("seq").desc)
         if let limit = query.limit { request = request.limit(limit) }
-        return try request.fetchAll(db).map(\.entry)
+        return request
     }
 }
 

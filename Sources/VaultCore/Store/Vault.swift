@@ -73,6 +73,19 @@ public final class Vault: Sendable {
         return record.profile
     }
 
+    /// `vault list --json`: one JSON object per profile, built by SQLite's JSON functions
+    /// (fast on large vaults; SQLite does the escaping).
+    public func profilesJSON() throws(VaultError) -> [String] {
+        try database.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT json_object('name', name, 'client_id', client_id, 'username', username,
+                    'grant', CASE grant_type WHEN 'password' THEN 'password' ELSE 'client-credentials' END,
+                    'scope', scope, 'environment', environment, 'created_at', created_at, 'updated_at', updated_at)
+                FROM profile ORDER BY name
+                """)
+        }
+    }
+
     /// Every stored version of every secret field, oldest first: metadata only.
     public func secretVersions(of profile: Profile) throws(VaultError) -> [SecretVersionInfo] {
         try database.read { db in
@@ -103,7 +116,14 @@ public final class Vault: Sendable {
 
     /// Audit records matching `query`, newest first.
     public func audit(_ query: AuditQuery) throws(VaultError) -> [AuditEntry] {
-        try database.read { db in try AuditChain.fetch(query, db: db) }
+        try database.read { db in try AuditChain.request(for: query).fetchAll(db).map(\.entry) }
+    }
+
+    /// Audit records matching `query` as JSON objects, newest first (`vault audit --json`).
+    public func auditJSON(_ query: AuditQuery) throws(VaultError) -> [String] {
+        try database.read { db in
+            try AuditChain.request(for: query).select(SQL(sql: AuditChain.jsonColumns), as: String.self).fetchAll(db)
+        }
     }
 }
 

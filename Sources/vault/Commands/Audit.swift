@@ -35,11 +35,12 @@ extension VaultCLI {
         }
 
         func run() async throws {
-            let records = try options.open().audit(AuditQuery(
+            let query = AuditQuery(
                 profile: profile, environment: env,
                 since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
-                outcome: outcome, limit: limit))
-            if json { return Output.json(records) }
+                outcome: outcome, limit: limit)
+            if json { return Output.jsonArray(try options.open().auditJSON(query)) }
+            let records = try options.open().audit(query)
             Output.table(["SEQ", "TIME", "ACTION", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"],
                          records.map { Self.row($0) })
         }

@@ -9,8 +9,8 @@ extension VaultCLI {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
+            if json { return Output.jsonArray(try options.open().profilesJSON()) }
             let profiles = try options.open().profiles()
-            if json { return Output.json(profiles.map { ProfileView($0) }) }
             Output.table(["NAME", "GRANT", "CLIENT ID", "USERNAME", "ENV", "UPDATED"], profiles.map {
                 [$0.name, $0.grant.flagValue, $0.clientID, $0.username ?? "-", $0.environment, $0.updatedAt]
             })

@@ -41,6 +41,11 @@ enum Output {
         stdout(String(decoding: data, as: UTF8.self) + "\n")
     }
 
+    /// A JSON array of already-encoded objects, one per line.
+    static func jsonArray(_ objects: [String]) {
+        stdout(objects.isEmpty ? "[]\n" : "[\n" + objects.joined(separator: ",\n") + "\n]\n")
+    }
+
     /// A plain text table with a header row.
     static func table(_ header: [String], _ rows: [[String]]) {
         let all = [header] + rows
