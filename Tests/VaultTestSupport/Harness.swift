@@ -103,7 +103,7 @@ public final class ChildProcess: @unchecked Sendable {
         _ = fcntl(stderrFD, F_SETFD, FD_CLOEXEC)
     }
 
-    func writeStdin(_ data: Data) {
+    public func writeStdin(_ data: Data) {
         data.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
@@ -114,7 +114,7 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    func closeStdin() { close(stdinFD) }
+    public func closeStdin() { close(stdinFD) }
 
     public func kill(_ signal: Int32) { if exitStatus == nil { _ = Glibc.kill(pid, signal) } }
 
