@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+import VaultTestSupport
+
+@Suite("hostile token endpoint, end to end")
+struct HostileEndpointTests {
+    @Test("bodies that would break --format env or header, wrong content types, invalid UTF-8: exit 7, stdout empty", arguments: [
+        #"{"access_token":"abc\ndef","token_type":"Bearer","expires_in":3600}"#,
+        #"{"access_token":"abc'; touch /tmp/pwned; '","token_type":"Bearer","expires_in":3600}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":-1}"#,
+        #"{"access_token":"abc","token_type":"Bearer","expires_in":"soon"}"#,
+        "\u{FF}\u{FE}not json",
+        #"{"token_type":"Bearer","expires_in":3600}"#,
+    ])
+    func hostileBodies(body: String) throws {
+        let fixture = try Fixture(stubArguments: [])
+        fixture.stub.stop()
+        let file = fixture.vault.directory + "/body"
+        try Data(body.utf8).write(to: URL(fileURLWithPath: file))
+        let accounts = try writeAccounts(in: fixture.vault.directory, clients: [], users: [])
+        let stub = try StubServer(accounts: accounts, arguments: ["--fault", "custom", "--custom-body", file, "--custom-content-type", "text/plain"])
+        defer { stub.stop() }
+        // Point 'local' at the hostile stub the supported way (remove would refuse while profiles use it).
+        try fixture.vault.sql("DELETE FROM environment")
+        try fixture.vault.run(["env", "add", "local", "--token-url", stub.tokenURL])
+        for format in ["raw", "env", "header"] {
+            let result = try fixture.vault.run(["token", "pw", "--format", format])
+            #expect(result.status == 7, "\(format): \(result.stderrText)")
+            #expect(result.stdout.isEmpty)
+        }
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/pwned"))
+        expectNoLeaks(fixture.vault)
+    }
+
+    @Test("a slow-drip answer is cut off by the deadline: exit 5 or 7 within --timeout, nothing printed")
+    func slowDrip() throws {
+        let fixture = try Fixture(stubArguments: ["--fault", "slow-drip"])
+        defer { fixture.stub.stop() }
+        let started = Date()
+        let result = try fixture.token("pw", ["--timeout", "2"])
+        #expect(result.status == 5 || result.status == 7, "\(result.stderrText)")
+        #expect(result.stdout.isEmpty)
+        #expect(Date().timeIntervalSince(started) < 15)
+    }
+}
+
+@Suite("load", .serialized)
+struct LoadTests {
+    /// `GBG_VAULT_LOAD_CONCURRENCY` × `GBG_VAULT_LOAD_ROUNDS` (CI: 20 × 3; full size 50 × 10).
+    @Test("concurrent token processes in rounds: no failure, one audit record each, chain verifies")
+    func rounds() throws {
+        let env = ProcessInfo.processInfo.environment
+        let concurrency = Int(env["GBG_VAULT_LOAD_CONCURRENCY"] ?? "") ?? 20
+        let rounds = Int(env["GBG_VAULT_LOAD_ROUNDS"] ?? "") ?? 3
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let before = try fixture.auditJSON().count
+        let latencies = LockedDoubles()
+        let statuses = LockedResults()
+        for _ in 0..<rounds {
+            DispatchQueue.concurrentPerform(iterations: concurrency) { _ in
+                let started = Date()
+                let result = try? fixture.token("pw", ["--fresh"])
+                latencies.append(Date().timeIntervalSince(started) * 1000)
+                statuses.append(result?.status ?? -1)
+            }
+        }
+        let failures = statuses.values.filter { $0 != 0 }.count
+        #expect(failures == 0)
+        #expect(try fixture.auditJSON().count == before + concurrency * rounds)
+        #expect(try fixture.vault.run(["audit", "verify"]).status == 0)
+        #expect(try fixture.stub.tokenRequests() == concurrency * rounds)
+        let sorted = latencies.values.sorted()
+        let p50 = sorted[sorted.count / 2], p99 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
+        print(String(format: "load: %d x %d token processes, %d failures, p50 %.0f ms, p99 %.0f ms (debug build, test-only KDF)",
+                     concurrency, rounds, failures, p50, p99))
+        expectNoLeaks(fixture.vault)
+    }
+}
+
+final class LockedDoubles: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [Double] = []
+    func append(_ value: Double) { lock.withLock { storage.append(value) } }
+    var values: [Double] { lock.withLock { storage } }
+}
