@@ -61,6 +61,7 @@ public final class ChildProcess: @unchecked Sendable {
     public let pid: pid_t
     let stdinFD: Int32
     let stdoutFD: Int32
+    public var stdoutDescriptor: Int32 { stdoutFD }
     let stderrFD: Int32
     private var exitStatus: Int32?
 

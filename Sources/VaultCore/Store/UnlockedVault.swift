@@ -389,6 +389,16 @@ public final class UnlockedVault: Sendable {
     /// it is reported as ``VaultError/auditRefused(_:)`` (exit 8).
     @discardableResult
     public func recordExchange(_ entry: AuditEntry, cache: (profile: Profile, token: SecureBytes, expiresAt: Int64, credentials: Credentials)?) throws(VaultError) -> AuditEntry {
+        let committed = try commitExchange(entry, cache: cache)
+        // A record committed to a file that was removed or replaced meanwhile is lost to
+        // the audit trail: withhold the token.
+        guard database.isStillInPlace else {
+            throw .auditRefused("the vault file at \(database.path) was removed or replaced while vault ran")
+        }
+        return committed
+    }
+
+    private func commitExchange(_ entry: AuditEntry, cache: (profile: Profile, token: SecureBytes, expiresAt: Int64, credentials: Credentials)?) throws(VaultError) -> AuditEntry {
         do {
             return try database.write { db in
                 if let cache {

@@ -13,13 +13,32 @@ import Glibc
 public final class VaultDatabase: Sendable {
     private let pool: DatabasePool
     public let path: String
+    /// Device and inode of the file when it was opened, to notice it being removed or
+    /// replaced while this process runs.
+    private let identity: (dev: UInt64, ino: UInt64)?
 
-    /// How long a writer waits for another process's transaction before giving up.
-    public static let busyTimeout: TimeInterval = 30
+    /// How long a writer waits for another process's transaction before giving up:
+    /// `VAULT_BUSY_TIMEOUT` seconds, default 30.
+    public static var busyTimeout: TimeInterval {
+        getenv("VAULT_BUSY_TIMEOUT").flatMap { TimeInterval(String(cString: $0)) }.map { min(max($0, 0), 3600) } ?? 30
+    }
 
     private init(pool: DatabasePool, path: String) {
         self.pool = pool
         self.path = path
+        identity = Self.fileIdentity(path)
+    }
+
+    private static func fileIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// True while the vault path still names the file this process opened.
+    public var isStillInPlace: Bool {
+        guard let identity, let now = Self.fileIdentity(path) else { return false }
+        return now == identity
     }
 
     /// The migrations, embedded at build time from `Migrations/*.sql`.
@@ -195,6 +214,15 @@ public final class VaultDatabase: Sendable {
 
     // MARK: - Errors
 
+    /// True when the file system holding `path` has no space left (SQLite reports some
+    /// ENOSPC cases, such as growing the shared-memory file, as I/O errors).
+    static func diskIsFull(near path: String) -> Bool {
+        var info = statvfs()
+        let directory = (path as NSString).deletingLastPathComponent
+        guard statvfs(directory.isEmpty ? "." : directory, &info) == 0 else { return false }
+        return info.f_bavail == 0
+    }
+
     /// Maps storage errors to vault errors without leaking statement arguments.
     static func map(_ error: any Error, path: String) -> VaultError {
         if let error = error as? VaultError { return error }
@@ -216,6 +244,9 @@ public final class VaultDatabase: Sendable {
         case .SQLITE_CANTOPEN:
             return .failure("cannot open the vault database at \(path)")
         case .SQLITE_IOERR:
+            if diskIsFull(near: path) {
+                return .failure("the disk is full: the change was not written and the vault is unchanged")
+            }
             return .failure("input/output error on \(path); nothing was changed")
         case .SQLITE_CONSTRAINT:
             return .integrity("the vault data violates a schema constraint (\(error.message ?? "constraint"))")

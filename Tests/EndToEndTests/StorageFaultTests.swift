@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+import VaultTestSupport
+
+/// Disk full, read-only file system, a lock held past the busy timeout, and the vault
+/// removed mid-run. Mounting a small tmpfs needs root (CI runs as root).
+@Suite("storage faults", .serialized, .enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+struct StorageFaultTests {
+    /// A fixture whose vault lives on its own small tmpfs.
+    final class SmallDisk {
+        let mount: String
+        init(_ directory: String, size: String) throws {
+            mount = directory + "/disk"
+            try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+            let r = try Binaries.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount], environment: ["PATH": "/usr/bin:/bin"])
+            guard r.status == 0 else { throw HarnessError.spawnFailed("mount: \(r.stderrText)") }
+        }
+        func remount(_ mode: String) throws {
+            _ = try Binaries.run("/bin/mount", ["-o", "remount,\(mode)", mount], environment: ["PATH": "/usr/bin:/bin"])
+        }
+        /// Fills the file system to the last byte.
+        func fill() {
+            let handle = FileManager.default.createFile(atPath: mount + "/filler", contents: nil) ? FileHandle(forWritingAtPath: mount + "/filler") : nil
+            let chunk = Data(count: 4096)
+            while let handle, (try? handle.write(contentsOf: chunk)) != nil {}
+            let small = Data(count: 1)
+            while let handle, (try? handle.write(contentsOf: small)) != nil {}
+            try? handle?.close()
+        }
+        func unfill() { try? FileManager.default.removeItem(atPath: mount + "/filler") }
+        deinit { _ = try? Binaries.run("/bin/umount", ["-l", mount], environment: ["PATH": "/usr/bin:/bin"]) }
+    }
+
+    func snapshot(_ vault: TestVault) throws -> String {
+        try vault.sql("SELECT name, client_id FROM profile ORDER BY name; SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3;").stdoutText
+    }
+
+    @Test("disk full during add, rotate and an audit write: clear message, exit 1 or 8, nothing lost")
+    func diskFull() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let disk = try SmallDisk(fixture.vault.directory, size: "2m")
+        let moved = disk.mount + "/vault.db"
+        try fixture.vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        try FileManager.default.copyItem(atPath: fixture.vault.path, toPath: moved)
+        let vault = fixture.vault
+        let env = ["VAULT_PATH": moved]
+        let before = try vault.run(["list", "--json"], env: env).stdoutText
+        #expect(before.contains("\"pw\""))
+        try Binaries.run("/usr/bin/sqlite3", [moved, "PRAGMA wal_checkpoint(TRUNCATE)"], environment: [:])
+        disk.fill()
+
+        let add = try vault.run(["add", "new", "--client-id", "x", "--grant", "client-credentials", "--secrets-stdin"], env: env,
+                                stdin: Data(#"{"client_secret":"disk-full-secret-value"}"#.utf8))
+        LeakScanner.shared.register(secret: "disk-full-secret-value")
+        #expect(add.status == 1, "\(add.stderrText)")
+        #expect(add.stderrText.contains("disk is full"))
+        let rotate = try vault.run(["rotate", "cc", "--secrets-stdin"], env: env, stdin: Data(#"{"client_secret":"disk-full-rotation"}"#.utf8))
+        LeakScanner.shared.register(secret: "disk-full-rotation")
+        #expect(rotate.status == 1, "\(rotate.stderrText)")
+        let token = try fixture.token("pw", ["--fresh", "--vault", moved])
+        // Either the read before the exchange or the audit write fails; no token either way.
+        #expect(token.status == 8 || token.status == 1, "\(token.stderrText)")
+        #expect(token.stderrText.contains("disk is full"), "\(token.stderrText)")
+        #expect(token.stdout.isEmpty)
+
+        disk.unfill()
+        #expect(try vault.run(["list", "--json"], env: env).stdoutText == before)
+        #expect(try vault.run(["audit", "verify"], env: env).status == 0)
+        #expect(try fixture.token("cc", ["--fresh", "--vault", moved]).status == 0)
+        if let data = FileManager.default.contents(atPath: moved) { LeakScanner.shared.scan(data, artefact: "vault on full disk", includeTokens: true) }
+        expectNoLeaks(vault)
+    }
+
+    @Test("read-only file system: changes refused with a clear message; data intact once writable again")
+    func readOnly() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let disk = try SmallDisk(fixture.vault.directory, size: "4m")
+        let moved = disk.mount + "/vault.db"
+        try fixture.vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        try FileManager.default.copyItem(atPath: fixture.vault.path, toPath: moved)
+        let env = ["VAULT_PATH": moved]
+        let before = try snapshot(fixture.vault)
+        try disk.remount("ro")
+        let rotate = try fixture.vault.run(["rotate", "cc", "--secrets-stdin"], env: env, stdin: Data(#"{"client_secret":"read-only-rotation"}"#.utf8))
+        LeakScanner.shared.register(secret: "read-only-rotation")
+        #expect(rotate.status == 1, "\(rotate.stderrText)")
+        #expect(rotate.stderrText.contains("read-only") || rotate.stderrText.contains("cannot open"), "\(rotate.stderrText)")
+        let token = try fixture.token("pw", ["--fresh", "--vault", moved])
+        #expect(token.stdout.isEmpty)
+        #expect(token.status == 1 || token.status == 8, "\(token.stderrText)")
+        try disk.remount("rw")
+        let after = try Binaries.run("/usr/bin/sqlite3", [moved, "SELECT name, client_id FROM profile ORDER BY name; SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3;"], environment: [:]).stdoutText
+        #expect(after == before)
+        #expect(try fixture.vault.run(["audit", "verify"], env: env).status == 0)
+        expectNoLeaks(fixture.vault)
+    }
+
+    @Test("a lock held past VAULT_BUSY_TIMEOUT: exit 1, 'locked by another process', nothing changed; works once released")
+    func heldLock() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let before = try snapshot(fixture.vault)
+        let holder = try ChildProcess("/usr/bin/python3", ["-c", """
+            import sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+            c.execute('BEGIN IMMEDIATE')
+            print('locked', flush=True)
+            time.sleep(6)
+            c.execute('ROLLBACK')
+            """, fixture.vault.path], environment: ["PATH": "/usr/bin:/bin"])
+        holder.closeStdin()
+        var byte: UInt8 = 0
+        while read(holderStdout(holder), &byte, 1) == 1, byte != 0x0a {}
+        let started = Date()
+        let rotate = try fixture.vault.run(["rotate", "cc", "--secrets-stdin"], env: ["VAULT_BUSY_TIMEOUT": "1"],
+                                           stdin: Data(#"{"client_secret":"locked-rotation-value"}"#.utf8))
+        LeakScanner.shared.register(secret: "locked-rotation-value")
+        #expect(rotate.status == 1, "\(rotate.stderrText)")
+        #expect(rotate.stderrText.contains("locked by another process"))
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(try snapshot(fixture.vault) == before)
+        _ = holder.wait(timeout: 20)
+        let retry = try fixture.vault.run(["rotate", "cc", "--secrets-stdin"], stdin: Data(#"{"client_secret":"locked-rotation-value"}"#.utf8))
+        #expect(retry.status == 0, "\(retry.stderrText)")
+        expectNoLeaks(fixture.vault)
+    }
+
+    @Test("the vault removed while a token exchange is in flight: exit 8, no token printed")
+    func removedMidRun() throws {
+        let fixture = try Fixture(stubArguments: ["--delay-ms", "1500"])
+        defer { fixture.stub.stop() }
+        let child = try ChildProcess(Binaries.vault, ["token", "pw", "--fresh"], environment: fixture.vault.environment())
+        child.closeStdin()
+        let out = holderStdout(child)
+        usleep(700_000)
+        try FileManager.default.removeItem(atPath: (fixture.vault.path as NSString).deletingLastPathComponent)
+        let status = child.wait(timeout: 30)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = read(out, &buffer, buffer.count)
+        #expect(status == 8)
+        #expect(n <= 0, "a token was printed")
+    }
+}
+
+/// The stdout descriptor of a child (test helper).
+func holderStdout(_ child: ChildProcess) -> Int32 { child.stdoutDescriptor }
