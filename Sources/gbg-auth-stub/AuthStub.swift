@@ -94,12 +94,16 @@ struct AccountBook: Decodable, Sendable {
         var clientSecret: String
         var grants: [String]?
         var scopes: [String]?
-        enum CodingKeys: String, CodingKey { case clientID = "client_id", clientSecret = "client_secret", grants, scopes }
+        /// For consistency tests: a password grant succeeds only when the client secret
+        /// and the password carry the same generation.
+        var generation: Int?
+        enum CodingKeys: String, CodingKey { case clientID = "client_id", clientSecret = "client_secret", grants, scopes, generation }
     }
     struct User: Decodable, Sendable {
         var username: String
         var password: String
         var temporary: Bool?
+        var generation: Int?
     }
     var clients: [Client]
     var users: [User]

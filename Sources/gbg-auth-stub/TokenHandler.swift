@@ -102,8 +102,9 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
         guard grant == "password" || grant == "client_credentials" else {
             return .oauthError(.badRequest, "unsupported_grant_type", "Unsupported grant type")
         }
+        // Several entries may share a client id (several valid secrets, e.g. across a rotation).
         guard let clientID = form["client_id"], let secret = form["client_secret"],
-              let client = settings.book.clients.first(where: { $0.clientID == clientID }), client.clientSecret == secret
+              let client = settings.book.clients.first(where: { $0.clientID == clientID && $0.clientSecret == secret })
         else {
             return .oauthError(.unauthorized, "invalid_client", "Invalid client or client credentials")
         }
@@ -114,8 +115,11 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             guard let username = form["username"], let password = form["password"] else {
                 return .oauthError(.badRequest, "invalid_request", "username and password are required")
             }
-            guard let user = settings.book.users.first(where: { $0.username == username }), user.password == password else {
+            guard let user = settings.book.users.first(where: { $0.username == username && $0.password == password }) else {
                 return .oauthError(.badRequest, "invalid_grant", "Invalid username or password")
+            }
+            if let a = client.generation, let b = user.generation, a != b {
+                return .oauthError(.badRequest, "invalid_grant", "Client secret and password are from different generations")
             }
             if user.temporary == true {
                 return .oauthError(.badRequest, "invalid_grant", "Password expired: the temporary password must be changed")

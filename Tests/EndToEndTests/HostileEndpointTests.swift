@@ -84,3 +84,50 @@ final class LockedDoubles: @unchecked Sendable {
     func append(_ value: Double) { lock.withLock { storage.append(value) } }
     var values: [Double] { lock.withLock { storage } }
 }
+
+@Suite("rotate and token at once", .serialized)
+struct RotateWhileExchangingTests {
+    /// The stub accepts a password grant only when the client secret and the password
+    /// come from the same generation, so a token from a half-rotated profile would fail.
+    @Test("concurrent rotate (both secrets) and token: every token comes from one consistent secret version")
+    func consistent() throws {
+        let generations = 12
+        let vault = TestVault()
+        try vault.initialise()
+        let pairs = (1...generations).map { g in ("gen-\(g)-client-secret-\(UUID().uuidString)", "gen-\(g)-password-\(UUID().uuidString)") }
+        for (secret, password) in pairs { LeakScanner.shared.register(secret: secret); LeakScanner.shared.register(secret: password) }
+        let accounts = try writeAccounts(
+            in: vault.directory,
+            clients: pairs.enumerated().map { ["client_id": "c", "client_secret": $0.element.0, "generation": $0.offset] },
+            users: pairs.enumerated().map { ["username": "u", "password": $0.element.1, "generation": $0.offset] })
+        let stub = try StubServer(accounts: accounts)
+        defer { stub.stop() }
+        try vault.run(["env", "add", "local", "--token-url", stub.tokenURL])
+        try vault.add("p", clientID: "c", clientSecret: pairs[0].0, username: "u", password: pairs[0].1, env: "local")
+        let statuses = LockedResults()
+        DispatchQueue.concurrentPerform(iterations: 2) { lane in
+            if lane == 0 {
+                for (secret, password) in pairs.dropFirst() {
+                    let json = try! JSONSerialization.data(withJSONObject: ["client_secret": secret, "password": password])
+                    let r = try? vault.run(["rotate", "p", "--secrets-stdin"], stdin: json)
+                    #expect(r?.status == 0)
+                }
+            } else {
+                for _ in 0..<(generations * 3) {
+                    let r = try? vault.run(["token", "p", "--fresh"], expectTokenOnStdout: true)
+                    if let r, r.status == 0 { LeakScanner.shared.register(token: r.stdoutText.trimmingCharacters(in: .newlines)) }
+                    statuses.append(r?.status ?? -1)
+                }
+            }
+        }
+        #expect(statuses.values.allSatisfy { $0 == 0 }, "\(statuses.values)")
+        // The check is live: a deliberately mixed pair is rejected.
+        let mixed = try JSONSerialization.data(withJSONObject: ["client_secret": pairs[0].0])
+        #expect(try vault.run(["rotate", "p", "--client-secret", "--secrets-stdin"], stdin: mixed).status == 0)
+        let rejected = try vault.run(["token", "p", "--fresh"])
+        #expect(rejected.status == 4)
+        #expect(rejected.stderrText.contains("different generations"))
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+}
