@@ -104,12 +104,42 @@ enum ProcessHardening {
     }
 }
 
+/// `--vault PATH` and `--passphrase-file PATH` are global (DESIGN §2): given before the
+/// subcommand, they are moved after it (before any `--`), where the commands parse them.
+enum GlobalOptions {
+    static let names: Set<String> = ["--vault", "--passphrase-file"]
+
+    static func hoisted(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first {
+            if names.contains(first), rest.count >= 2 {
+                leading += rest.prefix(2)
+                rest = rest.dropFirst(2)
+            } else if let name = first.split(separator: "=", maxSplits: 1).first, names.contains(String(name)), first.contains("=") {
+                leading.append(first)
+                rest = rest.dropFirst()
+            } else {
+                break
+            }
+        }
+        guard !leading.isEmpty else { return arguments }
+        var result = Array(rest)
+        if let terminator = result.firstIndex(of: "--") {
+            result.insert(contentsOf: leading, at: terminator)
+        } else {
+            result += leading
+        }
+        return result
+    }
+}
+
 @main
 enum Main {
     static func main() async {
         ProcessHardening.apply()
         do {
-            var command = try VaultCLI.parseAsRoot()
+            var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -74,6 +74,11 @@ struct ProfileCommandTests {
 
         let missing = try vault.run(["list"], env: ["VAULT_PATH": vault.directory + "/nope.db"])
         #expect(missing.status == 6)
+        // --vault and --passphrase-file are global: before or after the subcommand.
+        #expect(try vault.run(["--vault", vault.path, "list"], env: ["VAULT_PATH": vault.directory + "/nope.db"]).status == 0)
+        #expect(try vault.run(["--vault=\(vault.path)", "--passphrase-file", passFile, "audit", "verify"],
+                              env: ["VAULT_PATH": "/nonexistent"], removing: ["VAULT_PASSPHRASE"]).status == 0)
+        #expect(try vault.run(["audit", "verify", "--vault", vault.path]).status == 0)
         expectNoLeaks(vault)
     }
 
