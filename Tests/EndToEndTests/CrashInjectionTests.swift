@@ -10,17 +10,6 @@ import VaultTestSupport
 /// `GBG_VAULT_CRASH_SEED` the random seed.
 @Suite("crash injection", .serialized)
 struct CrashInjectionTests {
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// The secrets as an independent reader (testvectors/open_vault.py) sees them.
     func readVault(_ vault: TestVault) throws -> [String: [String: String]] {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -51,7 +40,7 @@ struct CrashInjectionTests {
         let kills = Int(env["GBG_VAULT_CRASH_KILLS"] ?? "") ?? 50
         let seed = UInt64(env["GBG_VAULT_CRASH_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64.max / 2)
         print("crash injection: \(kills) kills, seed \(seed)")
-        var rng = SeededGenerator(state: seed)
+        var rng = SeededGenerator(seed: seed)
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
         let vault = fixture.vault

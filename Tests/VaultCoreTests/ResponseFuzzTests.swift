@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VaultTestSupport
 @testable import VaultCore
 
 /// Mutation fuzzing of the token-response path, in process: random byte flips,
@@ -8,17 +9,6 @@ import Testing
 /// must end in a token that is safe to print or in a documented exit code.
 @Suite("hostile token responses (mutation fuzzing)")
 struct ResponseFuzzTests {
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let seeds: [String] = [
         #"{"access_token":"eyJhbGciOi.J9.abc-_","token_type":"Bearer","expires_in":3600}"#,
         #"{"error":"invalid_grant","error_description":"Password expired"}"#,
@@ -54,7 +44,7 @@ struct ResponseFuzzTests {
     func fuzz() {
         let seed = UInt64(ProcessInfo.processInfo.environment["GBG_VAULT_FUZZ_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64.max / 2)
         let iterations = Int(ProcessInfo.processInfo.environment["GBG_VAULT_FUZZ_ITERATIONS"] ?? "") ?? 5000
-        var rng = SeededGenerator(state: seed)
+        var rng = SeededGenerator(seed: seed)
         var accepted = 0
         var outcomes: [Int32: Int] = [:]
         for i in 0..<iterations {
