@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
-swift build -c release --static-swift-stdlib >/dev/null
+swift build -c release --static-swift-stdlib --product vault >/dev/null
+swift build -c release --static-swift-stdlib --product gbg-auth-stub >/dev/null
 BIN="$(swift build -c release --show-bin-path)"
 work="$(mktemp -d)"; stub_pid=""
 cleanup() { if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
