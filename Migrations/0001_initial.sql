@@ -1,9 +1,10 @@
 -- gbg-vault schema, format version 1. See FORMAT.md §3 for every column.
 -- Shipped migrations are never edited: add a new numbered file instead.
 
--- §3.1 The vault header: one row, authenticated (FORMAT.md §4.3, §4.4).
+-- §1 Marks the file as a gbg-vault vault ("GBGV").
 PRAGMA application_id = 1195525974;
 
+-- §3.1 The vault header: one row, authenticated (FORMAT.md §4.3, §4.4).
 CREATE TABLE vault_header (
     id             INTEGER PRIMARY KEY CHECK (id = 1),
     format_version INTEGER NOT NULL,

@@ -1,4 +1,9 @@
 import CSodium
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Argon2id cost parameters of a vault (FORMAT.md §4.1).
 public struct KDFParameters: Sendable, Equatable, CustomStringConvertible {
@@ -71,9 +76,3 @@ public struct KDFParameters: Sendable, Equatable, CustomStringConvertible {
         #endif
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -78,5 +79,3 @@ public struct DoctorReport: Sendable {
         return report
     }
 }
-
-import GRDB

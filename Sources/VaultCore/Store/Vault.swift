@@ -108,8 +108,7 @@ public final class Vault: Sendable {
 
     public func environment(named name: String) throws(VaultError) -> Environment {
         guard let environment = try environments().first(where: { $0.name == name }) else {
-            throw .notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'",
-                            )
+            throw .notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
         }
         return environment
     }

@@ -1,5 +1,8 @@
 import Foundation
 import VaultCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Writing to stdout (data only) and stderr (messages).
 enum Output {
@@ -59,7 +62,3 @@ enum Output {
         stdout(text)
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif
