@@ -43,6 +43,7 @@ public final class TestVault: @unchecked Sendable {
         let result = try Binaries.run(Binaries.vault, arguments, environment: environment, stdin: stdin, timeout: timeout)
         scanner.scan(result.stderr, artefact: "stderr of vault \(arguments.first ?? "")", includeTokens: true)
         scanner.scan(result.stdout, artefact: "stdout of vault \(arguments.first ?? "")", includeTokens: !expectTokenOnStdout)
+        scanFiles() // the vault file and its WAL after every command
         return result
     }
 
