@@ -78,7 +78,7 @@ let package = Package(
         ),
         .target(
             name: "VaultTestSupport",
-            dependencies: ["VaultCore"],
+            dependencies: ["VaultCore", "CProcess"],
             path: "Tests/VaultTestSupport",
             swiftSettings: swiftSettings
         ),

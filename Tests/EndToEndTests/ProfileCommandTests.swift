@@ -153,7 +153,20 @@ struct ProfileCommandTests {
         let vault = TestVault()
         let copy = vault.directory + "/bin/vault"
         try FileManager.default.createDirectory(atPath: vault.directory + "/bin", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: Binaries.vault, toPath: copy)
+        // Copy with O_CLOEXEC so no process spawned meanwhile by a parallel test inherits the
+        // write descriptor (which would make the copy "busy" for as long as that process lives).
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: Binaries.vault))
+        let fd = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+        #expect(fd >= 0)
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+        close(fd)
         let result = try Binaries.run(copy, ["init"], environment: vault.environment())
         #expect(result.status == 0, "\(result.stderrText)")
         #expect(try vault.sql("SELECT identifier FROM grdb_migrations").stdoutText == "0001_initial\n")

@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -67,7 +68,11 @@ public final class ChildProcess: @unchecked Sendable {
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
-        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw HarnessError.spawnFailed("pipe") }
+        // O_CLOEXEC from the start: a process spawned meanwhile by another test thread must not
+        // inherit these ends (it would hold a pipe open, and the reader would wait for it).
+        guard cprocess_pipe_cloexec(&inPipe) == 0, cprocess_pipe_cloexec(&outPipe) == 0, cprocess_pipe_cloexec(&errPipe) == 0 else {
+            throw HarnessError.spawnFailed("pipe")
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -99,9 +104,6 @@ public final class ChildProcess: @unchecked Sendable {
         stdinFD = inPipe[1]
         stdoutFD = outPipe[0]
         stderrFD = errPipe[0]
-        _ = fcntl(stdinFD, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(stdoutFD, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(stderrFD, F_SETFD, FD_CLOEXEC)
     }
 
     public func writeStdin(_ data: Data) {
@@ -181,6 +183,8 @@ public final class StubServer: @unchecked Sendable {
     public let port: Int
     public let child: ChildProcess
     public let scheme: String
+    private var log: OutputCollector?
+    private var scanned = false
 
     public var tokenURL: String { "\(scheme)://127.0.0.1:\(port)/as/token.oauth2" }
     public var apiBase: String { "\(scheme)://127.0.0.1:\(port)/v2/captain/" }
@@ -204,7 +208,7 @@ public final class StubServer: @unchecked Sendable {
         self.child = child
         self.scheme = scheme
         _ = OutputCollector(child.stdoutFD)
-        _ = OutputCollector(child.stderrFD)
+        log = OutputCollector(child.stderrFD)
     }
 
     /// Token requests the stub has received, from GET /_stub/stats.
@@ -215,11 +219,16 @@ public final class StubServer: @unchecked Sendable {
     }
 
     /// Sends SIGTERM, then SIGKILL if the stub is still there after 5 s, and reaps it.
+    /// Its log (stderr) goes through the shared leak scanner: it must name no secret or token.
     public func stop() {
         child.kill(SIGTERM)
         if child.wait(timeout: 5) == nil {
             child.kill(SIGKILL)
             _ = child.wait(timeout: 5)
+        }
+        if !scanned, let log {
+            scanned = true
+            LeakScanner.shared.scan(log.finish(), artefact: "gbg-auth-stub log", includeTokens: true)
         }
     }
 

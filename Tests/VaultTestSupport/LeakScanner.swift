@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 
 /// Searches artefacts for secrets and tokens in raw, URL-encoded, base64 and hex form.
@@ -11,6 +12,7 @@ public final class LeakScanner: @unchecked Sendable {
     private let lock = NSLock()
     private var secrets: Set<String> = []
     private var tokens: Set<String> = []
+    private var formCache: [String: [String: [UInt8]]] = [:]
     private(set) public var artefactsScanned = 0
     private(set) public var hits: [String] = []
 
@@ -53,7 +55,13 @@ public final class LeakScanner: @unchecked Sendable {
         let haystack = [UInt8](data)
         var found: [String] = []
         for value in secrets.union(includeTokens ? tokens : []) {
-            for (form, needle) in Self.forms(of: value) where Self.contains(haystack, needle) {
+            let forms = lock.withLock { () -> [String: [UInt8]] in
+                if let cached = formCache[value] { return cached }
+                let computed = Self.forms(of: value)
+                formCache[value] = computed
+                return computed
+            }
+            for (form, needle) in forms where Self.contains(haystack, needle) {
                 found.append("\(artefact): a \(tokens.contains(value) ? "token" : "secret") (\(value.utf8.count) bytes) in \(form) form")
             }
         }
@@ -64,19 +72,11 @@ public final class LeakScanner: @unchecked Sendable {
     }
 
     static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
-        let first = needle[0]
-        var i = 0
-        let last = haystack.count - needle.count
-        while i <= last {
-            if haystack[i] == first {
-                var j = 1
-                while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return true }
+        haystack.withUnsafeBytes { h in
+            needle.withUnsafeBytes { n in
+                cprocess_find(h.baseAddress, UInt(h.count), n.baseAddress, UInt(n.count)) >= 0
             }
-            i += 1
         }
-        return false
     }
 
     public var hitCount: Int { lock.withLock { hits.count } }
