@@ -222,7 +222,7 @@ struct ExchangeTests {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
         let before = try fixture.auditJSON().count
-        let results = LockedResults()
+        let results = LockedArray<Int32>()
         DispatchQueue.concurrentPerform(iterations: 20) { _ in
             let result = try? fixture.token("pw", ["--fresh"])
             results.append(result?.status ?? -1)
@@ -246,11 +246,4 @@ struct ExchangeTests {
         #expect(try fixture.vault.sql("SELECT count(*) FROM token_cache").stdoutText == "0\n")
         expectNoLeaks(fixture.vault)
     }
-}
-
-final class LockedResults: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storage: [Int32] = []
-    func append(_ value: Int32) { lock.withLock { storage.append(value) } }
-    var values: [Int32] { lock.withLock { storage } }
 }

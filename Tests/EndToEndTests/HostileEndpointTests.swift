@@ -55,8 +55,8 @@ struct LoadTests {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
         let before = try fixture.auditJSON().count
-        let latencies = LockedDoubles()
-        let statuses = LockedResults()
+        let latencies = LockedArray<Double>()
+        let statuses = LockedArray<Int32>()
         for _ in 0..<rounds {
             DispatchQueue.concurrentPerform(iterations: concurrency) { _ in
                 let started = Date()
@@ -78,13 +78,6 @@ struct LoadTests {
     }
 }
 
-final class LockedDoubles: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storage: [Double] = []
-    func append(_ value: Double) { lock.withLock { storage.append(value) } }
-    var values: [Double] { lock.withLock { storage } }
-}
-
 @Suite("rotate and token at once", .serialized)
 struct RotateWhileExchangingTests {
     /// The stub accepts a password grant only when the client secret and the password
@@ -104,7 +97,7 @@ struct RotateWhileExchangingTests {
         defer { stub.stop() }
         try vault.run(["env", "add", "local", "--token-url", stub.tokenURL])
         try vault.add("p", clientID: "c", clientSecret: pairs[0].0, username: "u", password: pairs[0].1, env: "local")
-        let statuses = LockedResults()
+        let statuses = LockedArray<Int32>()
         DispatchQueue.concurrentPerform(iterations: 2) { lane in
             if lane == 0 {
                 for (secret, password) in pairs.dropFirst() {

@@ -31,6 +31,15 @@ struct StorageFaultTests {
         deinit { _ = try? Binaries.run("/bin/umount", ["-l", mount], environment: ["PATH": "/usr/bin:/bin"]) }
     }
 
+    /// A copy of the fixture's vault (WAL checkpointed) on its own tmpfs of `size`.
+    func vaultOnSmallDisk(_ fixture: Fixture, size: String) throws -> (disk: SmallDisk, path: String) {
+        let disk = try SmallDisk(fixture.vault.directory, size: size)
+        let moved = disk.mount + "/vault.db"
+        try fixture.vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        try FileManager.default.copyItem(atPath: fixture.vault.path, toPath: moved)
+        return (disk, moved)
+    }
+
     func snapshot(_ vault: TestVault) throws -> String {
         try vault.sql("SELECT name, client_id FROM profile ORDER BY name; SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3;").stdoutText
     }
@@ -39,10 +48,7 @@ struct StorageFaultTests {
     func diskFull() throws {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
-        let disk = try SmallDisk(fixture.vault.directory, size: "2m")
-        let moved = disk.mount + "/vault.db"
-        try fixture.vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        try FileManager.default.copyItem(atPath: fixture.vault.path, toPath: moved)
+        let (disk, moved) = try vaultOnSmallDisk(fixture, size: "2m")
         let vault = fixture.vault
         let env = ["VAULT_PATH": moved]
         let before = try vault.run(["list", "--json"], env: env).stdoutText
@@ -76,10 +82,7 @@ struct StorageFaultTests {
     func readOnly() throws {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
-        let disk = try SmallDisk(fixture.vault.directory, size: "4m")
-        let moved = disk.mount + "/vault.db"
-        try fixture.vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        try FileManager.default.copyItem(atPath: fixture.vault.path, toPath: moved)
+        let (disk, moved) = try vaultOnSmallDisk(fixture, size: "4m")
         let env = ["VAULT_PATH": moved]
         let before = try snapshot(fixture.vault)
         try disk.remount("ro")

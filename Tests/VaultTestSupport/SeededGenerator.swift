@@ -12,3 +12,14 @@ public struct SeededGenerator: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+import Foundation
+
+/// Values appended from several threads (concurrent process runs in tests).
+public final class LockedArray<Element: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [Element] = []
+    public init() {}
+    public func append(_ value: Element) { lock.withLock { storage.append(value) } }
+    public var values: [Element] { lock.withLock { storage } }
+}

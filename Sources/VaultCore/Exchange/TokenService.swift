@@ -39,9 +39,7 @@ extension UnlockedVault {
     /// exchange, and commits the audit record before returning (fail closed: exit 8
     /// and no token if the record cannot be written).
     public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
-        let profile = try verifiedProfile(named: options.profile)
-        let environment = try verifiedEnvironment(named: options.environment ?? profile.environment)
-        let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+        let (profile, environment, tokenURL) = try target(profile: options.profile, environment: options.environment)
         let credentials = try credentials(for: profile)
         let now = vault.clock.now()
         var entry = AuditEntry(at: now.unixMilliseconds, action: options.action, outcome: "ok", profile: profile.name,
@@ -84,9 +82,7 @@ extension UnlockedVault {
     @discardableResult
     public func rotateVerified(profileNamed name: String, secrets: SecretInput, environment: String?,
                                exchange: TokenExchange) async throws(VaultError) -> [SecretVersionInfo] {
-        let profile = try verifiedProfile(named: name)
-        let env = try verifiedEnvironment(named: environment ?? profile.environment)
-        let tokenURL = try EndpointPolicy.validateTokenURL(env.tokenURL)
+        let (profile, env, tokenURL) = try target(profile: name, environment: environment)
         let current = try credentials(for: profile)
         let request = TokenRequest(tokenURL: tokenURL, grant: profile.grant, clientID: profile.clientID,
                                    clientSecret: secrets.clientSecret ?? current.clientSecret, username: profile.username,
@@ -103,6 +99,14 @@ extension UnlockedVault {
         }
         try appendAudit(entry)
         return try rotate(profileNamed: name, secrets: secrets, detail: "verified")
+    }
+
+    /// The profile and environment (both MAC-checked) and the token URL that may receive
+    /// their secrets.
+    private func target(profile name: String, environment: String?) throws(VaultError) -> (Profile, Environment, String) {
+        let profile = try verifiedProfile(named: name)
+        let environment = try verifiedEnvironment(named: environment ?? profile.environment)
+        return (profile, environment, try EndpointPolicy.validateTokenURL(environment.tokenURL))
     }
 
     private func fill(_ entry: inout AuditEntry, from result: ExchangeResult) {
