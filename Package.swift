@@ -29,11 +29,17 @@ let package = Package(
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]
         ),
+        // sqlite3_db_config (variadic in C): defensive mode on, trusted_schema off.
+        .target(
+            name: "CSQLiteHardening",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         // The library: crypto, sealed store, token exchange, audit. No argument parsing.
         .target(
             name: "VaultCore",
             dependencies: [
                 "CSodium",
+                "CSQLiteHardening",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -26,12 +26,17 @@ public enum SecretField: String, Sendable, CaseIterable, Codable {
 /// A profile's metadata (never a secret).
 public struct Profile: Sendable, Equatable, Codable {
     public var id: Int64
+    /// The random identifier bound into the profile's secrets and cached tokens (format 2).
+    public var uid: [UInt8]
     public var name: String
     public var clientID: String
     public var username: String?
     public var grant: GrantType
     public var scope: String?
     public var environment: String
+    /// The current secret versions (covered by the profile MAC in format 2).
+    public var clientSecretVersion: Int64
+    public var passwordVersion: Int64?
     public var createdAt: String
     public var updatedAt: String
 }
@@ -51,6 +56,16 @@ public struct Environment: Sendable, Equatable, Codable {
     public var tokenURL: String
     public var apiBase: String?
     public var builtIn: Bool
+    /// The random identifier of a user environment (format 2); empty for built-ins.
+    public var uid: [UInt8] = []
+
+    public init(name: String, tokenURL: String, apiBase: String?, builtIn: Bool, uid: [UInt8] = []) {
+        self.name = name
+        self.tokenURL = tokenURL
+        self.apiBase = apiBase
+        self.builtIn = builtIn
+        self.uid = uid
+    }
 
     /// The GBG GO v2 token URL, global for every region.
     public static let gbgTokenURL = "https://api.auth.gbgplc.com/as/token.oauth2"

@@ -21,6 +21,9 @@ public enum VaultError: Error, Sendable, Equatable {
     case usage(String, hint: String? = nil)
     /// The vault was written by a newer version of gbg-vault. Exit 1.
     case newerVersion(String)
+    /// Another process changed the vault's keys (`rekey`, `passwd`) while this one ran,
+    /// and the keys could not be re-read; nothing was written. Exit 1.
+    case keysChanged
     /// Anything else. Exit 1.
     case failure(String, hint: String? = nil)
 
@@ -34,7 +37,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .integrity, .malformedResponse: 7
         case .auditRefused: 8
         case .usage: 64
-        case .newerVersion, .failure: 1
+        case .newerVersion, .failure, .keysChanged: 1
         }
     }
 
@@ -52,6 +55,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .auditRefused(let what): "the audit record could not be written, so no token was released: \(what)"
         case .usage(let what, _): what
         case .newerVersion(let what): what
+        case .keysChanged: "the vault's keys were changed by another process (passwd or rekey) while this command ran; nothing was changed"
         case .failure(let what, _): what
         }
     }
@@ -63,9 +67,10 @@ public enum VaultError: Error, Sendable, Equatable {
             "check the passphrase source (--passphrase-file, VAULT_PASSPHRASE_FILE, VAULT_PASSPHRASE, prompt)"
         case .rejected(_, _, _, let hint): hint
         case .unavailable: "check the network, proxy settings and the environment's token URL, then retry"
-        case .integrity: "restore the vault from a backup; `vault doctor` shows more"
+        case .integrity: "`vault verify` names every problem; restore the vault from a backup"
         case .usage(_, let hint): hint
         case .newerVersion: "upgrade gbg-vault to open this vault"
+        case .keysChanged: "run the command again"
         case .failure(_, let hint): hint
         case .notFound, .malformedResponse, .auditRefused: nil
         }

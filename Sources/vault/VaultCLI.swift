@@ -24,6 +24,7 @@ struct VaultCLI: AsyncParsableCommand {
         subcommands: [
             Init.self, Add.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
             Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Doctor.self,
+            Verify.self, Upgrade.self,
         ]
     )
 }
@@ -86,21 +87,23 @@ struct NetworkOptions: ParsableArguments {
 /// processes of the same user, private file modes.
 enum ProcessHardening {
     nonisolated(unsafe) static var originalCoreLimit = rlimit()
+    nonisolated(unsafe) static var originalUmask: mode_t = 0o022
 
     static func apply() {
         getrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
         var none = rlimit(rlim_cur: 0, rlim_max: originalCoreLimit.rlim_max)
         setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
         _ = cprocess_disable_dumpable()
-        umask(0o077)
+        originalUmask = umask(0o077)
         signal(SIGPIPE, SIG_IGN)
     }
 
-    /// Restores the soft core limit before `exec` hands the process to the user's command.
+    /// Restores the soft core limit and the caller's umask before `exec` hands the
+    /// process to the user's command.
     static func restoreForChild() {
         setrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
         signal(SIGPIPE, SIG_DFL)
-        umask(0o022)
+        umask(originalUmask)
     }
 }
 
@@ -149,7 +152,12 @@ enum Main {
             Output.error(error)
             exit(error.exitCode)
         } catch {
-            VaultCLI.exit(withError: error)
+            // argument-parser's own errors: help and --version print as usual; everything
+            // else gets the same `vault: error:` prefix as vault's errors.
+            let code = VaultCLI.exitCode(for: error)
+            if code == .success || error is ExitCode { VaultCLI.exit(withError: error) }
+            Output.usageError(VaultCLI.message(for: error), help: Suggestions.helpHint(for: CommandLine.arguments))
+            exit(code.rawValue)
         }
         exit(0)
     }

@@ -75,12 +75,11 @@ public struct AuditQuery: Sendable {
 public enum AuditChain {
     static let zeroMAC = [UInt8](repeating: 0, count: 32)
 
-    /// The MAC of record `entry` chained to `previousMAC` (FORMAT.md §6.2).
-    public static func mac(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.auditMAC)
-        e.data(vaultID)
-        e.data(previousMAC)
-        e.i64(entry.seq)
+    /// Actions that may open a new key epoch (their record carries `previous_key_mac`).
+    public static let epochStartingActions: Set<String> = ["rekey"]
+
+    /// The fields every record's MAC covers, after the label, vault id and chain link.
+    private static func encodeFields(_ entry: AuditEntry, into e: inout CanonicalEncoder) {
         e.i64(entry.at)
         e.str(entry.action)
         e.optionalStr(entry.profile)
@@ -98,30 +97,155 @@ public enum AuditChain {
         e.optionalStr(entry.requestID)
         e.optionalStr(entry.tokenFingerprint)
         e.optionalStr(entry.detail)
+    }
+
+    /// The MAC input of a format-2 record (FORMAT.md §6.2).
+    public static func macInput(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.auditMAC)
+        e.data(vaultID)
+        e.data(previousMAC)
+        e.i64(entry.seq)
+        e.i64(epoch)
+        encodeFields(entry, into: &e)
+        return e.bytes
+    }
+
+    /// The MAC of a format-2 record chained to `previousMAC` (FORMAT.md §6.2).
+    public static func mac(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64, key: SecureBytes) -> [UInt8] {
+        Sodium.blake2b(macInput(of: entry, previousMAC: previousMAC, vaultID: vaultID, epoch: epoch), key: key, length: 32)
+    }
+
+    /// The MAC of a format-1 record (FORMAT.md §9), read only by the upgrade.
+    static func v1MAC(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.V1.auditMAC)
+        e.data(vaultID)
+        e.data(previousMAC)
+        e.i64(entry.seq)
+        encodeFields(entry, into: &e)
         return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
     /// The MAC of the chain head (FORMAT.md §6.4).
-    static func headMAC(seq: Int64, lastMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+    static func headMAC(seq: Int64, epoch: Int64, lastMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.auditHeadMAC)
+        e.data(vaultID)
+        e.i64(seq)
+        e.i64(epoch)
+        e.data(lastMAC)
+        return Sodium.blake2b(e.bytes, key: key, length: 32)
+    }
+
+    static func v1HeadMAC(seq: Int64, lastMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.V1.auditHeadMAC)
         e.data(vaultID)
         e.i64(seq)
         e.data(lastMAC)
         return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
+    /// The additional data sealing the audit key of `epoch` under the next epoch's (FORMAT.md §6.6).
+    static func retiredKeyAD(vaultID: [UInt8], epoch: Int64) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.retiredAuditKeyAD)
+        e.data(vaultID)
+        e.i64(epoch)
+        return e.bytes
+    }
+
     /// Appends `entry` inside the caller's write transaction and moves the head.
+    ///
+    /// - `genesis`: the `init` record of a new vault (the trail must be empty).
+    /// - `previous`: set for the first record of a new key epoch (`rekey`): the head is
+    ///   checked under the previous epoch's key and the record is MAC'd under both.
+    ///
+    /// A writer refuses to append to a trail without a head, or whose head does not
+    /// verify or does not name the newest record, and checks that exactly one row was
+    /// written each time (an `INSERT` made to do nothing is an integrity failure).
     @discardableResult
-    static func append(_ entry: AuditEntry, db: Database, vaultID: [UInt8], key: SecureBytes) throws -> AuditEntry {
-        let head = try AuditHeadRecord.fetchOne(db, key: 1)
+    static func append(_ entry: AuditEntry, db: Database, vaultID: [UInt8], keys: AuditEpochKeys,
+                       previous: AuditEpochKeys? = nil, genesis: Bool = false) throws -> AuditEntry {
         var entry = entry
-        entry.seq = (head?.seq ?? 0) + 1
-        let previous = head.map { [UInt8]($0.lastMAC) } ?? zeroMAC
-        let mac = mac(of: entry, previousMAC: previous, vaultID: vaultID, key: key)
-        try AuditRow(entry, mac: mac).insert(db)
-        try AuditHeadRecord(seq: entry.seq, lastMAC: Data(mac),
-                            mac: Data(headMAC(seq: entry.seq, lastMAC: mac, vaultID: vaultID, key: key))).save(db)
+        let previousMAC: [UInt8]
+        let head = try AuditHeadRecord.fetchOne(db, key: 1)
+        if genesis {
+            let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM audit_record") ?? 0
+            guard head == nil, count == 0 else {
+                throw VaultError.integrity("a new vault's audit trail is not empty")
+            }
+            entry.seq = 1
+            previousMAC = zeroMAC
+        } else {
+            guard let head else {
+                throw VaultError.integrity("the audit trail has no head (records were removed); vault does not append to it")
+            }
+            let headKeys = previous ?? keys
+            let expected = headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: headKeys.macKey)
+            guard head.keyEpoch == headKeys.epoch, Sodium.constantTimeEqual(expected, [UInt8](head.mac)) else {
+                throw VaultError.integrity("the audit chain head does not verify; vault does not append to the trail")
+            }
+            let last = try Row.fetchOne(db, sql: "SELECT seq, mac FROM audit_record ORDER BY seq DESC LIMIT 1")
+            guard let last, last["seq"] as Int64 == head.seq, Sodium.constantTimeEqual([UInt8](last["mac"] as Data), [UInt8](head.lastMAC)) else {
+                throw VaultError.integrity("the audit trail does not end at the record its head names; vault does not append to it")
+            }
+            entry.seq = head.seq + 1
+            previousMAC = [UInt8](head.lastMAC)
+        }
+        let input = macInput(of: entry, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch)
+        let mac = Sodium.blake2b(input, key: keys.macKey, length: 32)
+        let previousKeyMAC = previous.map { Sodium.blake2b(input, key: $0.macKey, length: 32) }
+        var row = AuditRow(entry, mac: mac)
+        row.keyEpoch = keys.epoch
+        row.previousKeyMAC = previousKeyMAC.map { Data($0) }
+        try row.insert(db)
+        guard db.changesCount == 1 else {
+            throw VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
+        }
+        try db.execute(sql: """
+            INSERT INTO audit_head (id, seq, key_epoch, last_mac, mac) VALUES (1, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, key_epoch = excluded.key_epoch,
+                last_mac = excluded.last_mac, mac = excluded.mac
+            """, arguments: [entry.seq, keys.epoch, Data(mac),
+                             Data(headMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey))])
+        guard db.changesCount == 1 else {
+            throw VaultError.integrity("the audit chain head was not stored (something in the database suppressed the write)")
+        }
         return entry
+    }
+
+    /// The audit keys of every epoch, newest first unwrapped from the current one
+    /// (FORMAT.md §6.6). Throws an integrity failure if one is missing or does not open.
+    static func epochKeys(db: Database, vaultID: [UInt8], current: AuditEpochKeys) throws -> [Int64: AuditEpochKeys] {
+        var result: [Int64: AuditEpochKeys] = [current.epoch: current]
+        var newer = current
+        let rows = try RetiredAuditKeyRecord.fetchAll(db)
+        guard rows.count == Int(current.epoch - 1), Set(rows.map(\.keyEpoch)) == Set((1..<max(1, current.epoch)).map { $0 }) else {
+            throw VaultError.integrity("the retired audit keys are not exactly epochs 1 to \(current.epoch - 1)")
+        }
+        let byEpoch = Dictionary(uniqueKeysWithValues: rows.map { ($0.keyEpoch, $0) })
+        var epoch = current.epoch - 1
+        while epoch >= 1 {
+            let row = byEpoch[epoch]!
+            let opened: SecureBytes
+            do {
+                opened = try Sodium.open(key: newer.sealingKey, nonce: [UInt8](row.nonce), ciphertext: [UInt8](row.sealed),
+                                         additionalData: retiredKeyAD(vaultID: vaultID, epoch: epoch))
+            } catch {
+                throw VaultError.integrity("the retired audit key of epoch \(epoch) failed authentication")
+            }
+            let keys = try AuditEpochKeys(epoch: epoch, auditKey: opened)
+            result[epoch] = keys
+            newer = keys
+            epoch -= 1
+        }
+        return result
+    }
+
+    /// Seals the retiring epoch's audit key under the next epoch's keys (`rekey`).
+    static func retire(_ retiring: VaultKeys, under next: AuditEpochKeys, db: Database, vaultID: [UInt8]) throws {
+        let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
+        let sealed = try Sodium.seal(key: next.sealingKey, nonce: nonce, plaintext: retiring.auditKey,
+                                     additionalData: retiredKeyAD(vaultID: vaultID, epoch: retiring.epoch))
+        try RetiredAuditKeyRecord(keyEpoch: retiring.epoch, nonce: Data(nonce), sealed: Data(sealed)).insert(db)
+        guard db.changesCount == 1 else { throw VaultError.integrity("the retired audit key was not stored") }
     }
 
     /// The result of `vault audit verify`.
@@ -137,46 +261,120 @@ public enum AuditChain {
     }
 
     /// Walks the whole chain in order (FORMAT.md §6.5).
-    static func verify(db: Database, vaultID: [UInt8], key: SecureBytes) throws -> Verification {
+    static func verify(db: Database, vaultID: [UInt8], current: AuditEpochKeys) throws -> Verification {
+        let keys = try epochKeys(db: db, vaultID: vaultID, current: current)
         var previous = zeroMAC
         var expectedSeq: Int64 = 1
+        var epoch: Int64 = 1
         var checked = 0
+        func failure(_ seq: Int64, _ reason: String) -> Verification {
+            Verification(recordsChecked: checked, firstFailure: (seq, reason))
+        }
         let cursor = try AuditRow.order(Column("seq")).fetchCursor(db)
         while let row = try cursor.next() {
             if row.seq != expectedSeq {
-                return Verification(recordsChecked: checked, firstFailure: (
-                    expectedSeq, row.seq > expectedSeq
-                        ? "record \(expectedSeq) is missing (the chain jumps to record \(row.seq))"
-                        : "record \(row.seq) is out of sequence"))
+                return failure(expectedSeq, row.seq > expectedSeq
+                    ? "record \(expectedSeq) is missing (the chain jumps to record \(row.seq))"
+                    : "record \(row.seq) is out of sequence")
             }
-            let computed = mac(of: row.entry, previousMAC: previous, vaultID: vaultID, key: key)
+            if row.seq == 1, row.action != "init" {
+                return failure(1, "record 1 is not the vault's init record (the trail was replaced)")
+            }
+            let recordEpoch = row.keyEpoch ?? 1
+            if recordEpoch == epoch + 1, row.seq > 1 {
+                guard epochStartingActions.contains(row.action), let previousKeyMAC = row.previousKeyMAC,
+                      let previousKeys = keys[epoch] else {
+                    return failure(row.seq, "record \(row.seq) starts key epoch \(recordEpoch) but is not a rekey record")
+                }
+                let input = macInput(of: row.entry, previousMAC: previous, vaultID: vaultID, epoch: recordEpoch)
+                guard Sodium.constantTimeEqual(Sodium.blake2b(input, key: previousKeys.macKey, length: 32), [UInt8](previousKeyMAC)) else {
+                    return failure(row.seq, "record \(row.seq) is not MAC'd under the previous key epoch (the epochs do not link)")
+                }
+                epoch = recordEpoch
+            } else if recordEpoch != epoch || row.previousKeyMAC != nil {
+                return failure(row.seq, "record \(row.seq) names key epoch \(recordEpoch) out of order")
+            }
+            guard let epochKeys = keys[epoch] else {
+                return failure(row.seq, "record \(row.seq) names key epoch \(epoch), which this vault does not have")
+            }
+            let computed = mac(of: row.entry, previousMAC: previous, vaultID: vaultID, epoch: epoch, key: epochKeys.macKey)
             guard Sodium.constantTimeEqual(computed, [UInt8](row.mac)) else {
-                return Verification(recordsChecked: checked, firstFailure: (
-                    row.seq, "record \(row.seq) does not match its MAC (edited, reordered, or the record before it was removed)"))
+                return failure(row.seq, "record \(row.seq) does not match its MAC (edited, reordered, or the record before it was removed)")
             }
             previous = computed
             expectedSeq += 1
             checked += 1
         }
         let lastSeq = expectedSeq - 1
-        guard let head = try AuditHeadRecord.fetchOne(db, key: 1) else {
-            return Verification(recordsChecked: checked, firstFailure: checked == 0
-                ? (1, "the audit trail is empty and has no head (records were removed)")
-                : (lastSeq, "the audit chain head is missing"))
+        guard checked > 0 else {
+            return failure(1, "the audit trail is empty (every record was removed); it must start with the init record")
         }
-        let headMAC = headMAC(seq: head.seq, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: key)
-        guard Sodium.constantTimeEqual(headMAC, [UInt8](head.mac)) else {
-            return Verification(recordsChecked: checked, firstFailure: (head.seq, "the audit chain head does not match its MAC"))
+        guard let head = try AuditHeadRecord.fetchOne(db, key: 1) else {
+            return failure(lastSeq, "the audit chain head is missing")
+        }
+        guard head.keyEpoch == current.epoch,
+              Sodium.constantTimeEqual(headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: current.macKey),
+                                       [UInt8](head.mac)) else {
+            return failure(head.seq, "the audit chain head does not match its MAC")
+        }
+        guard epoch == current.epoch else {
+            return failure(lastSeq, "the trail ends in key epoch \(epoch) but the vault is in epoch \(current.epoch) (the rekey record was removed)")
         }
         guard head.seq == lastSeq, Sodium.constantTimeEqual([UInt8](head.lastMAC), previous) else {
             if head.seq > lastSeq {
-                return Verification(recordsChecked: checked, firstFailure: (
-                    lastSeq + 1, "record \(lastSeq + 1) is missing (the head says the trail ends at record \(head.seq))"))
+                return failure(lastSeq + 1, "record \(lastSeq + 1) is missing (the head says the trail ends at record \(head.seq))")
             }
-            return Verification(recordsChecked: checked, firstFailure: (
-                head.seq + 1, "record \(head.seq + 1) was not written by this vault (after the chain head)"))
+            return failure(head.seq + 1, "record \(head.seq + 1) was not written by this vault (after the chain head)")
         }
         return Verification(recordsChecked: checked, firstFailure: nil)
+    }
+
+    /// Checks a format-1 chain (FORMAT.md §9) before the upgrade re-MACs it; throws on
+    /// the first problem, so a tampered format-1 trail is never blessed by the upgrade.
+    static func verifyV1(db: Database, vaultID: [UInt8], key: SecureBytes) throws -> [AuditEntry] {
+        var previous = zeroMAC
+        var entries: [AuditEntry] = []
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM audit_record ORDER BY seq") {
+            let record = try AuditRow(row: row)
+            let expectedSeq = Int64(entries.count + 1)
+            guard record.seq == expectedSeq else {
+                throw VaultError.integrity("format-1 audit trail: record \(expectedSeq) is missing; the vault was not upgraded")
+            }
+            guard expectedSeq != 1 || record.action == "init" else {
+                throw VaultError.integrity("format-1 audit trail: record 1 is not the init record; the vault was not upgraded")
+            }
+            let computed = v1MAC(of: record.entry, previousMAC: previous, vaultID: vaultID, key: key)
+            guard Sodium.constantTimeEqual(computed, [UInt8](record.mac)) else {
+                throw VaultError.integrity("format-1 audit trail: record \(record.seq) does not match its MAC; the vault was not upgraded")
+            }
+            previous = computed
+            entries.append(record.entry)
+        }
+        guard !entries.isEmpty, let head = try Row.fetchOne(db, sql: "SELECT seq, last_mac, mac FROM audit_head WHERE id = 1") else {
+            throw VaultError.integrity("format-1 audit trail: empty or without a head; the vault was not upgraded")
+        }
+        let headSeq: Int64 = head["seq"], lastMAC = [UInt8](head["last_mac"] as Data), headMAC = [UInt8](head["mac"] as Data)
+        guard headSeq == Int64(entries.count), Sodium.constantTimeEqual(lastMAC, previous),
+              Sodium.constantTimeEqual(v1HeadMAC(seq: headSeq, lastMAC: lastMAC, vaultID: vaultID, key: key), headMAC) else {
+            throw VaultError.integrity("format-1 audit trail: the head does not match the last record; the vault was not upgraded")
+        }
+        return entries
+    }
+
+    /// Re-MACs the verified format-1 records as format-2 records of key epoch 1, in the
+    /// upgrade transaction (FORMAT.md §9).
+    static func remacAsFormat2(_ entries: [AuditEntry], db: Database, vaultID: [UInt8], keys: AuditEpochKeys) throws {
+        var previous = zeroMAC
+        for entry in entries {
+            let mac = mac(of: entry, previousMAC: previous, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
+            try db.execute(sql: "UPDATE audit_record SET mac = ?, key_epoch = ?, previous_key_mac = NULL WHERE seq = ?",
+                           arguments: [Data(mac), keys.epoch, entry.seq])
+            guard db.changesCount == 1 else { throw VaultError.integrity("an audit record could not be re-MAC'd") }
+            previous = mac
+        }
+        try db.execute(sql: "INSERT INTO audit_head (id, seq, key_epoch, last_mac, mac) VALUES (1, ?, ?, ?, ?)",
+                       arguments: [Int64(entries.count), keys.epoch, Data(previous),
+                                   Data(headMAC(seq: Int64(entries.count), epoch: keys.epoch, lastMAC: previous, vaultID: vaultID, key: keys.macKey))])
     }
 
     /// The JSON object of one record (every field but the MAC), built by SQLite.
@@ -213,7 +411,7 @@ extension AuditRow {
                   tokenURL: e.tokenURL, grantType: e.grantType, outcome: e.outcome, httpStatus: e.httpStatus,
                   oauthError: e.oauthError, attempts: e.attempts, durationMs: e.durationMs, tokenType: e.tokenType,
                   expiresIn: e.expiresIn, expiresAt: e.expiresAt, requestID: e.requestID,
-                  tokenFingerprint: e.tokenFingerprint, detail: e.detail, mac: Data(mac))
+                  tokenFingerprint: e.tokenFingerprint, detail: e.detail, keyEpoch: nil, previousKeyMAC: nil, mac: Data(mac))
     }
 
     var entry: AuditEntry {

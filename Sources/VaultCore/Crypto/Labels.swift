@@ -1,19 +1,36 @@
-/// Domain-separation labels and constants of format version 1 (FORMAT.md §2, §4).
-/// They are part of the file format: never change one.
+/// Domain-separation labels and constants of the file format (FORMAT.md §2, §4).
+/// They are part of the file format: never change one. Format 2 gives every construction
+/// whose input changed a new `gbg-vault/v2 …` label; the format-1 labels remain only to
+/// read a format-1 vault once, while upgrading it (FORMAT.md §9).
 public enum Labels {
-    public static let formatVersion: UInt32 = 1
+    /// The format this build writes.
+    public static let formatVersion: UInt32 = 2
     /// SQLite `PRAGMA application_id` of a vault file ("GBGV").
     public static let applicationID: Int32 = 0x4742_4756
     public static let kdfAlgorithm = "argon2id13"
 
-    public static let headerDigest = "gbg-vault/v1 header"
-    public static let wrapAD = "gbg-vault/v1 wrap"
-    public static let secretAD = "gbg-vault/v1 secret"
-    public static let tokenAD = "gbg-vault/v1 token"
-    public static let profileMAC = "gbg-vault/v1 profile"
-    public static let environmentMAC = "gbg-vault/v1 environment"
-    public static let auditMAC = "gbg-vault/v1 audit"
-    public static let auditHeadMAC = "gbg-vault/v1 audit-head"
+    public static let headerDigest = "gbg-vault/v2 header"
+    public static let wrapAD = "gbg-vault/v2 wrap"
+    public static let secretAD = "gbg-vault/v2 secret"
+    public static let tokenAD = "gbg-vault/v2 token"
+    public static let profileMAC = "gbg-vault/v2 profile"
+    public static let environmentMAC = "gbg-vault/v2 environment"
+    public static let auditMAC = "gbg-vault/v2 audit"
+    public static let auditHeadMAC = "gbg-vault/v2 audit-head"
+    public static let retiredAuditKeyAD = "gbg-vault/v2 retired-audit-key"
+
+    /// Format-1 labels (FORMAT.md §9), used only by the upgrade.
+    public enum V1 {
+        public static let headerDigest = "gbg-vault/v1 header"
+        public static let wrapAD = "gbg-vault/v1 wrap"
+        public static let secretAD = "gbg-vault/v1 secret"
+        public static let profileMAC = "gbg-vault/v1 profile"
+        public static let environmentMAC = "gbg-vault/v1 environment"
+        public static let auditMAC = "gbg-vault/v1 audit"
+        public static let auditHeadMAC = "gbg-vault/v1 audit-head"
+        /// The table name format 1 bound into a secret's additional data.
+        public static let secretTable = "secret_version"
+    }
 
     /// `crypto_kdf` contexts (8 bytes each) and subkey ids.
     public static let secretContext = "gbgvsecr"
@@ -22,7 +39,6 @@ public enum Labels {
     public static let auditContext = "gbgvaudt"
     public static let auditMACSubkeyID: UInt64 = 1
     public static let fingerprintSubkeyID: UInt64 = 2
-
-    /// The table name bound into a secret's additional data.
-    public static let secretTable = "secret_version"
+    /// Seals the audit key of the previous key epoch (format 2).
+    public static let retiredKeySubkeyID: UInt64 = 3
 }

@@ -54,10 +54,12 @@ public enum Sodium {
         var empty: CChar = 0
         let status: Int32 = key.withUnsafeMutableBytes { out in
             passphrase.withUnsafeBytes { password in
-                crypto_pwhash(
-                    out.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(out.count),
-                    password.baseAddress?.assumingMemoryBound(to: CChar.self) ?? UnsafePointer(&empty), UInt64(password.count),
-                    salt, opslimit, Int(memlimit), crypto_pwhash_ALG_ARGON2ID13)
+                withUnsafePointer(to: &empty) { emptyPassword in
+                    crypto_pwhash(
+                        out.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(out.count),
+                        password.baseAddress?.assumingMemoryBound(to: CChar.self) ?? emptyPassword, UInt64(password.count),
+                        salt, opslimit, Int(memlimit), crypto_pwhash_ALG_ARGON2ID13)
+                }
             }
         }
         guard status == 0 else { throw .keyDerivationFailed }

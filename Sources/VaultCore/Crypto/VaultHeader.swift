@@ -16,15 +16,30 @@ public struct VaultHeader: Sendable, Equatable {
     public var wrappedKeys: [UInt8]
     public var headerDigest: [UInt8]
     public var createdAt: String
+    /// Format 2: 1 at `init`, +1 on every `rekey` (FORMAT.md §4.2). Always 1 in format 1.
+    public var keyEpoch: Int64 = 1
 
     public static let vaultIDBytes = 16
     public static let wrappedKeysBytes = 64 + Sodium.aeadTagBytes
+    /// The oldest format this build opens (and upgrades).
+    public static let oldestReadableFormat: UInt32 = 1
 
-    /// Additional data of the key-wrapping AEAD (FORMAT.md §4.2).
+    /// Additional data of the key-wrapping AEAD (FORMAT.md §4.2; §9 for format 1).
     public var wrapAdditionalData: [UInt8] {
+        if formatVersion == 1 {
+            var encoder = CanonicalEncoder(label: Labels.V1.wrapAD)
+            encoder.u32(formatVersion)
+            encoder.data(vaultID)
+            encoder.str(kdfAlgorithm)
+            encoder.u64(kdf.opslimit)
+            encoder.u64(kdf.memlimit)
+            encoder.data(salt)
+            return encoder.bytes
+        }
         var encoder = CanonicalEncoder(label: Labels.wrapAD)
         encoder.u32(formatVersion)
         encoder.data(vaultID)
+        encoder.i64(keyEpoch)
         encoder.str(kdfAlgorithm)
         encoder.u64(kdf.opslimit)
         encoder.u64(kdf.memlimit)
@@ -32,11 +47,12 @@ public struct VaultHeader: Sendable, Equatable {
         return encoder.bytes
     }
 
-    /// The header digest over every field (FORMAT.md §4.3).
+    /// The header digest over every field (FORMAT.md §4.3; §9 for format 1).
     public var computedDigest: [UInt8] {
-        var encoder = CanonicalEncoder(label: Labels.headerDigest)
+        var encoder = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.headerDigest : Labels.headerDigest)
         encoder.u32(formatVersion)
         encoder.data(vaultID)
+        if formatVersion != 1 { encoder.i64(keyEpoch) }
         encoder.str(kdfAlgorithm)
         encoder.u64(kdf.opslimit)
         encoder.u64(kdf.memlimit)
@@ -46,32 +62,31 @@ public struct VaultHeader: Sendable, Equatable {
         return Sodium.blake2b(encoder.bytes, length: 32)
     }
 
-    /// Creates the header of a new vault, wrapping `keys` under `passphrase`.
-    public static func create(vaultID: [UInt8], keys: VaultKeys, passphrase: SecureBytes, kdf: KDFParameters, createdAt: String) throws(VaultError) -> VaultHeader {
+    /// Creates the header of a new vault, wrapping `keys` under `passphrase`; also returns
+    /// the key-encryption key, so that `init` runs Argon2id once.
+    public static func create(vaultID: [UInt8], keys: VaultKeys, passphrase: SecureBytes, kdf: KDFParameters,
+                              createdAt: String) throws(VaultError) -> (header: VaultHeader, kek: SecureBytes) {
         var header = VaultHeader(
             formatVersion: Labels.formatVersion, vaultID: vaultID, kdfAlgorithm: Labels.kdfAlgorithm,
-            kdf: kdf, salt: [], keyNonce: [], wrappedKeys: [], headerDigest: [], createdAt: createdAt)
-        try header.wrap(keys: keys, passphrase: passphrase, kdf: kdf)
-        return header
+            kdf: kdf, salt: [], keyNonce: [], wrappedKeys: [], headerDigest: [], createdAt: createdAt, keyEpoch: 1)
+        let kek = try header.wrap(keys: keys, passphrase: passphrase, kdf: kdf)
+        return (header, kek)
     }
 
-    /// Wraps `keys` under `passphrase` with a fresh salt and nonce (init, passwd, rekey).
-    public mutating func wrap(keys: VaultKeys, passphrase: SecureBytes, kdf: KDFParameters) throws(VaultError) {
+    /// Wraps `keys` under `passphrase` with a fresh salt and nonce (init, passwd) and
+    /// returns the new key-encryption key.
+    @discardableResult
+    public mutating func wrap(keys: VaultKeys, passphrase: SecureBytes, kdf: KDFParameters) throws(VaultError) -> SecureBytes {
         guard !passphrase.isEmptyPassphrase else { throw .usage("an empty passphrase is not allowed") }
         self.kdf = kdf
         salt = Sodium.randomBytes(Sodium.saltBytes)
-        keyNonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
         let kek = try Self.deriveKEK(passphrase: passphrase, salt: salt, kdf: kdf)
-        do {
-            wrappedKeys = try Sodium.seal(key: kek, nonce: keyNonce, plaintext: keys.wrappedPlaintext(), additionalData: wrapAdditionalData)
-        } catch {
-            throw .failure("could not wrap the vault keys: \(error)")
-        }
-        headerDigest = computedDigest
+        try rewrap(keys: keys, kek: kek)
+        return kek
     }
 
-    /// Rewraps `keys` under the same key-encryption key and salt with a fresh nonce
-    /// (`vault rekey`).
+    /// Wraps `keys` under the same key-encryption key and salt with a fresh nonce
+    /// (`rekey`, the format upgrade), after the caller set `keyEpoch`/`formatVersion`.
     public mutating func rewrap(keys: VaultKeys, kek: SecureBytes) throws(VaultError) {
         keyNonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
         do {
@@ -91,15 +106,22 @@ public struct VaultHeader: Sendable, Equatable {
     public func unlockReturningKEK(passphrase: SecureBytes) throws(VaultError) -> (keys: VaultKeys, kek: SecureBytes) {
         try validate()
         let kek = try Self.deriveKEK(passphrase: passphrase, salt: salt, kdf: kdf)
+        guard let keys = try unwrap(kek: kek) else { throw .wrongPassphrase }
+        return (keys, kek)
+    }
+
+    /// Opens `wrappedKeys` with a key-encryption key already derived; nil if it does not
+    /// open (a wrong passphrase, or a header rewrapped by `passwd` since).
+    public func unwrap(kek: SecureBytes) throws(VaultError) -> VaultKeys? {
         let plaintext: SecureBytes
         do {
             plaintext = try Sodium.open(key: kek, nonce: keyNonce, ciphertext: wrappedKeys, additionalData: wrapAdditionalData)
         } catch {
-            throw .wrongPassphrase
+            return nil
         }
         guard plaintext.count == 64 else { throw .integrity("the wrapped keys have the wrong length") }
         do {
-            return (try VaultKeys(dataKey: plaintext.slice(0..<32), auditKey: plaintext.slice(32..<64)), kek)
+            return try VaultKeys(dataKey: plaintext.slice(0..<32), auditKey: plaintext.slice(32..<64), epoch: keyEpoch)
         } catch {
             throw .integrity("the vault keys are unusable")
         }
@@ -108,9 +130,9 @@ public struct VaultHeader: Sendable, Equatable {
     /// The checks that need no passphrase (also used by `vault doctor`).
     public func validate() throws(VaultError) {
         if formatVersion > Labels.formatVersion {
-            throw .newerVersion("this vault has format version \(formatVersion); this gbg-vault reads version \(Labels.formatVersion)")
+            throw .newerVersion("this vault has format version \(formatVersion); this gbg-vault reads versions \(Self.oldestReadableFormat) to \(Labels.formatVersion)")
         }
-        guard formatVersion == Labels.formatVersion else {
+        guard formatVersion >= Self.oldestReadableFormat else {
             throw .integrity("the vault header has an invalid format version (\(formatVersion))")
         }
         guard vaultID.count == Self.vaultIDBytes, salt.count == Sodium.saltBytes,
@@ -122,6 +144,7 @@ public struct VaultHeader: Sendable, Equatable {
         guard Sodium.constantTimeEqual(headerDigest, computedDigest) else {
             throw .integrity("the vault header was modified or is damaged (digest mismatch)")
         }
+        guard keyEpoch >= 1 else { throw .integrity("the vault header has an invalid key epoch") }
         guard kdfAlgorithm == Labels.kdfAlgorithm else {
             throw .integrity("unknown key-derivation algorithm '\(kdfAlgorithm.sanitisedForDisplay(limit: 40))'")
         }

@@ -3,10 +3,13 @@
 /// A random 32-byte *data key* seals secrets and cached tokens and authenticates
 /// metadata; a random 32-byte *audit key* authenticates the audit trail. Both are wrapped
 /// together under the passphrase's key-encryption key. `passwd` rewraps them; `rekey`
-/// replaces the data key and keeps the audit key, so the audit chain survives both.
+/// replaces both and starts a new key epoch (the old audit key is kept sealed under the
+/// new one, so the whole chain still verifies).
 public final class VaultKeys: Sendable {
     public let dataKey: SecureBytes
     public let auditKey: SecureBytes
+    /// The key epoch these keys belong to (FORMAT.md §4.2).
+    public let epoch: Int64
 
     /// Seals secret versions (`crypto_kdf`, context `gbgvsecr`, id 1).
     public let secretKey: SecureBytes
@@ -18,25 +21,29 @@ public final class VaultKeys: Sendable {
     public let auditMACKey: SecureBytes
     /// Keys token fingerprints (`gbgvaudt`, id 2).
     public let fingerprintKey: SecureBytes
+    /// Seals the previous epoch's audit key (`gbgvaudt`, id 3).
+    public let retiredKeySealingKey: SecureBytes
 
-    public init(dataKey: SecureBytes, auditKey: SecureBytes) throws(CryptoError) {
+    public init(dataKey: SecureBytes, auditKey: SecureBytes, epoch: Int64 = 1) throws(CryptoError) {
         self.dataKey = dataKey
         self.auditKey = auditKey
+        self.epoch = epoch
         secretKey = try Sodium.deriveSubkey(from: dataKey, id: 1, context: Labels.secretContext)
         tokenKey = try Sodium.deriveSubkey(from: dataKey, id: 1, context: Labels.tokenContext)
         metadataKey = try Sodium.deriveSubkey(from: dataKey, id: 1, context: Labels.metadataContext)
         auditMACKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.auditMACSubkeyID, context: Labels.auditContext)
         fingerprintKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.fingerprintSubkeyID, context: Labels.auditContext)
+        retiredKeySealingKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.retiredKeySubkeyID, context: Labels.auditContext)
     }
 
-    /// Fresh random keys for a new vault.
+    /// Fresh random keys for a new vault (epoch 1).
     public static func generate() -> VaultKeys {
-        try! VaultKeys(dataKey: .random(count: 32), auditKey: .random(count: 32))
+        try! VaultKeys(dataKey: .random(count: 32), auditKey: .random(count: 32), epoch: 1)
     }
 
-    /// The same audit key with a new random data key (`vault rekey`).
-    public func withNewDataKey() -> VaultKeys {
-        try! VaultKeys(dataKey: .random(count: 32), auditKey: auditKey)
+    /// A new random data key and audit key in the next key epoch (`vault rekey`).
+    public func nextEpoch() -> VaultKeys {
+        try! VaultKeys(dataKey: .random(count: 32), auditKey: .random(count: 32), epoch: epoch + 1)
     }
 
     /// The 64-byte plaintext that is wrapped: data key ‖ audit key.
@@ -49,6 +56,28 @@ public final class VaultKeys: Sendable {
     public func fingerprint(token: SecureBytes) -> String {
         let digest = token.withUnsafeBytes { Sodium.blake2b(Array($0), key: fingerprintKey, length: 16) }
         return digest.hexString
+    }
+}
+
+/// The audit keys of one key epoch: the current epoch's, or a retired one's (FORMAT.md §6).
+public struct AuditEpochKeys: Sendable {
+    public var epoch: Int64
+    /// MACs audit records and the head (`gbgvaudt`, id 1).
+    public var macKey: SecureBytes
+    /// Seals the audit key of the epoch before this one (`gbgvaudt`, id 3).
+    public var sealingKey: SecureBytes
+
+    init(epoch: Int64, auditKey: SecureBytes) throws(CryptoError) {
+        self.epoch = epoch
+        macKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.auditMACSubkeyID, context: Labels.auditContext)
+        sealingKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.retiredKeySubkeyID, context: Labels.auditContext)
+    }
+}
+
+extension VaultKeys {
+    /// This epoch's audit keys.
+    public var auditEpochKeys: AuditEpochKeys {
+        try! AuditEpochKeys(epoch: epoch, auditKey: auditKey)
     }
 }
 

@@ -92,7 +92,7 @@ public struct AsyncHTTPTransport: HTTPTransport {
         request.method = .POST
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         var buffer = ByteBufferAllocator().buffer(capacity: body.count)
-        body.withUnsafeBytes { buffer.writeBytes($0) }
+        _ = body.withUnsafeBytes { buffer.writeBytes($0) }
         request.body = .bytes(buffer)
         let remaining = ContinuousClock.now.duration(to: deadline)
         guard remaining > .zero else { throw TransportError.timeout }

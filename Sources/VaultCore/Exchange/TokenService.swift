@@ -39,14 +39,13 @@ extension UnlockedVault {
     /// exchange, and commits the audit record before returning (fail closed: exit 8
     /// and no token if the record cannot be written).
     public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
-        let (profile, environment, tokenURL) = try target(profile: options.profile, environment: options.environment)
-        let credentials = try credentials(for: profile)
+        let target = try exchangeTarget(profile: options.profile, environment: options.environment)
+        let (profile, environment) = (target.profile, target.environment)
         let now = vault.clock.now()
         var entry = AuditEntry(at: now.unixMilliseconds, action: options.action, outcome: "ok", profile: profile.name,
-                               environment: environment.name, tokenURL: tokenURL, grantType: profile.grant.rawValue)
+                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue)
 
-        if !options.fresh, let cached = try cachedToken(profile: profile, environment: environment.name,
-                                                       credentials: credentials, minTTL: options.minTTL) {
+        if !options.fresh, let cached = try cachedToken(target, minTTL: options.minTTL) {
             entry.outcome = "cache_hit"
             entry.tokenType = "Bearer"
             entry.expiresAt = cached.expiresAt
@@ -59,9 +58,9 @@ extension UnlockedVault {
                                   expiresIn: entry.expiresIn ?? 0, environment: environment, fromCache: true, audit: committed)
         }
 
-        let request = TokenRequest(tokenURL: tokenURL, grant: profile.grant, clientID: profile.clientID,
-                                   clientSecret: credentials.clientSecret, username: profile.username,
-                                   password: credentials.password, scope: profile.scope)
+        let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,
+                                   clientSecret: target.credentials.clientSecret, username: profile.username,
+                                   password: target.credentials.password, scope: profile.scope)
         let result = await exchange.perform(request)
         entry.at = vault.clock.now().unixMilliseconds
         fill(&entry, from: result)
@@ -72,7 +71,7 @@ extension UnlockedVault {
         let expiresAt = Int64(vault.clock.now().timeIntervalSince1970) + issued.expiresIn
         entry.expiresAt = expiresAt
         entry.tokenFingerprint = fingerprint(token: issued.accessToken)
-        let committed = try recordExchange(entry, cache: (profile, issued.accessToken, expiresAt, credentials))
+        let committed = try recordExchange(entry, cache: (target, issued.accessToken, expiresAt))
         return DeliveredToken(token: issued.accessToken, tokenType: issued.tokenType, expiresAt: expiresAt,
                               expiresIn: issued.expiresIn, environment: environment, fromCache: false, audit: committed)
     }
@@ -82,14 +81,14 @@ extension UnlockedVault {
     @discardableResult
     public func rotateVerified(profileNamed name: String, secrets: SecretInput, environment: String?,
                                exchange: TokenExchange) async throws(VaultError) -> [SecretVersionInfo] {
-        let (profile, env, tokenURL) = try target(profile: name, environment: environment)
-        let current = try credentials(for: profile)
-        let request = TokenRequest(tokenURL: tokenURL, grant: profile.grant, clientID: profile.clientID,
+        let target = try exchangeTarget(profile: name, environment: environment)
+        let (profile, env, current) = (target.profile, target.environment, target.credentials)
+        let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,
                                    clientSecret: secrets.clientSecret ?? current.clientSecret, username: profile.username,
                                    password: secrets.password ?? current.password, scope: profile.scope)
         let result = await exchange.perform(request)
         var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: "verify", outcome: "ok", profile: profile.name,
-                               environment: env.name, tokenURL: tokenURL, grantType: profile.grant.rawValue,
+                               environment: env.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue,
                                detail: "rotate --verify")
         fill(&entry, from: result)
         if let token = result.token?.accessToken { entry.tokenFingerprint = fingerprint(token: token) }
@@ -99,14 +98,6 @@ extension UnlockedVault {
         }
         try appendAudit(entry)
         return try rotate(profileNamed: name, secrets: secrets, detail: "verified")
-    }
-
-    /// The profile and environment (both MAC-checked) and the token URL that may receive
-    /// their secrets.
-    private func target(profile name: String, environment: String?) throws(VaultError) -> (Profile, Environment, String) {
-        let profile = try verifiedProfile(named: name)
-        let environment = try verifiedEnvironment(named: environment ?? profile.environment)
-        return (profile, environment, try EndpointPolicy.validateTokenURL(environment.tokenURL))
     }
 
     private func fill(_ entry: inout AuditEntry, from result: ExchangeResult) {

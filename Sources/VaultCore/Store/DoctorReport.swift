@@ -55,7 +55,10 @@ public struct DoctorReport: Sendable {
             let header = try vault.header()
             do {
                 try header.validate()
-                add("header", "ok", "format version \(header.formatVersion), digest verified")
+                add("header", "ok", "format version \(header.formatVersion), key epoch \(header.keyEpoch), digest verified")
+                if header.formatVersion < Labels.formatVersion {
+                    add("format", "warn", "format \(header.formatVersion): upgraded to \(Labels.formatVersion) by the next unlock or `vault upgrade`")
+                }
             } catch {
                 add("header", "fail", error.message)
             }

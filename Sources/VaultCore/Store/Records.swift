@@ -17,12 +17,14 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
     var wrappedKeys: Data
     var headerDigest: Data
     var createdAt: String
+    /// Format 2 (absent, so nil, in a format-1 file).
+    var keyEpoch: Int64?
 
     enum CodingKeys: String, CodingKey {
         case id, formatVersion = "format_version", vaultID = "vault_id", kdfAlgorithm = "kdf_algorithm"
         case kdfOpslimit = "kdf_opslimit", kdfMemlimit = "kdf_memlimit", kdfSalt = "kdf_salt"
         case keyNonce = "key_nonce", wrappedKeys = "wrapped_keys", headerDigest = "header_digest"
-        case createdAt = "created_at"
+        case createdAt = "created_at", keyEpoch = "key_epoch"
     }
 
     init(_ header: VaultHeader) {
@@ -36,6 +38,7 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
         wrappedKeys = Data(header.wrappedKeys)
         headerDigest = Data(header.headerDigest)
         createdAt = header.createdAt
+        keyEpoch = header.formatVersion >= 2 ? header.keyEpoch : nil
     }
 
     var header: VaultHeader {
@@ -43,7 +46,7 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
             formatVersion: UInt32(clamping: formatVersion), vaultID: [UInt8](vaultID), kdfAlgorithm: kdfAlgorithm,
             kdf: KDFParameters(opslimit: UInt64(clamping: kdfOpslimit), memlimit: UInt64(clamping: kdfMemlimit)),
             salt: [UInt8](kdfSalt), keyNonce: [UInt8](keyNonce), wrappedKeys: [UInt8](wrappedKeys),
-            headerDigest: [UInt8](headerDigest), createdAt: createdAt)
+            headerDigest: [UInt8](headerDigest), createdAt: createdAt, keyEpoch: keyEpoch ?? 1)
     }
 }
 
@@ -51,13 +54,15 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
 struct EnvironmentRecord: Codable, FetchableRecord, PersistableRecord {
     static let databaseTableName = "environment"
     var name: String
+    /// Optional only so that a format-1 file can be listed before its upgrade.
+    var uid: Data?
     var tokenURL: String
     var apiBase: String?
     var createdAt: String
     var mac: Data
 
     enum CodingKeys: String, CodingKey {
-        case name, tokenURL = "token_url", apiBase = "api_base", createdAt = "created_at", mac
+        case name, uid, tokenURL = "token_url", apiBase = "api_base", createdAt = "created_at", mac
     }
 }
 
@@ -65,18 +70,23 @@ struct EnvironmentRecord: Codable, FetchableRecord, PersistableRecord {
 struct ProfileRecord: Codable, FetchableRecord, MutablePersistableRecord {
     static let databaseTableName = "profile"
     var id: Int64?
+    /// Optional only so that a format-1 file can be listed before its upgrade.
+    var uid: Data?
     var name: String
     var clientID: String
     var username: String?
     var grantType: String
     var scope: String?
     var environment: String
+    var clientSecretVersion: Int64?
+    var passwordVersion: Int64?
     var createdAt: String
     var updatedAt: String
     var mac: Data
 
     enum CodingKeys: String, CodingKey {
-        case id, name, clientID = "client_id", username, grantType = "grant_type", scope, environment
+        case id, uid, name, clientID = "client_id", username, grantType = "grant_type", scope, environment
+        case clientSecretVersion = "client_secret_version", passwordVersion = "password_version"
         case createdAt = "created_at", updatedAt = "updated_at", mac
     }
 
@@ -115,6 +125,7 @@ struct TokenCacheRecord: Codable, FetchableRecord, PersistableRecord {
     static let databaseTableName = "token_cache"
     var profileID: Int64
     var environment: String
+    var environmentUID: Data
     var expiresAt: Int64
     var clientSecretVersion: Int64
     var passwordVersion: Int64?
@@ -122,7 +133,7 @@ struct TokenCacheRecord: Codable, FetchableRecord, PersistableRecord {
     var ciphertext: Data
 
     enum CodingKeys: String, CodingKey {
-        case profileID = "profile_id", environment, expiresAt = "expires_at"
+        case profileID = "profile_id", environment, environmentUID = "environment_uid", expiresAt = "expires_at"
         case clientSecretVersion = "client_secret_version", passwordVersion = "password_version"
         case nonce, ciphertext
     }
@@ -149,13 +160,18 @@ struct AuditRow: Codable, FetchableRecord, PersistableRecord {
     var requestID: String?
     var tokenFingerprint: String?
     var detail: String?
+    /// Format 2: the key epoch whose audit key MACs this record (absent in format 1).
+    var keyEpoch: Int64?
+    /// Format 2: on the first record of an epoch, its MAC under the previous epoch's key.
+    var previousKeyMAC: Data?
     var mac: Data
 
     enum CodingKeys: String, CodingKey {
         case seq, at, action, profile, environment, tokenURL = "token_url", grantType = "grant_type", outcome
         case httpStatus = "http_status", oauthError = "oauth_error", attempts, durationMs = "duration_ms"
         case tokenType = "token_type", expiresIn = "expires_in", expiresAt = "expires_at"
-        case requestID = "request_id", tokenFingerprint = "token_fingerprint", detail, mac
+        case requestID = "request_id", tokenFingerprint = "token_fingerprint", detail
+        case keyEpoch = "key_epoch", previousKeyMAC = "previous_key_mac", mac
     }
 }
 
@@ -164,10 +180,23 @@ struct AuditHeadRecord: Codable, FetchableRecord, PersistableRecord {
     static let databaseTableName = "audit_head"
     var id: Int64 = 1
     var seq: Int64
+    var keyEpoch: Int64
     var lastMAC: Data
     var mac: Data
 
     enum CodingKeys: String, CodingKey {
-        case id, seq, lastMAC = "last_mac", mac
+        case id, seq, keyEpoch = "key_epoch", lastMAC = "last_mac", mac
+    }
+}
+
+/// §3.8 The audit key of an earlier key epoch, sealed under the next epoch's audit key.
+struct RetiredAuditKeyRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "retired_audit_key"
+    var keyEpoch: Int64
+    var nonce: Data
+    var sealed: Data
+
+    enum CodingKeys: String, CodingKey {
+        case keyEpoch = "key_epoch", nonce, sealed
     }
 }

@@ -4,98 +4,231 @@ import GRDB
 /// A vault with its keys: every change and every use of a secret goes through here.
 /// Each operation is one immediate transaction that also appends its audit record, so a
 /// change and its record are committed together or not at all.
-public final class UnlockedVault: Sendable {
+///
+/// Key epochs (FORMAT.md §4.2): every read and write checks, inside its transaction, that
+/// the keys held here are still the vault's. When another process ran `rekey` meanwhile,
+/// the new keys are unwrapped with the key-encryption key already derived and the
+/// operation runs once more; when the passphrase changed too, it fails cleanly
+/// (``VaultError/keysChanged``) and nothing sealed under a stale key is ever committed.
+public final class UnlockedVault: @unchecked Sendable {
     public let vault: Vault
-    public let header: VaultHeader
-    let keys: VaultKeys
-    private let kek: SecureBytes
+    public let vaultID: [UInt8]
+    private let lock = NSLock()
+    private var currentHeader: VaultHeader
+    private var currentKeys: VaultKeys
+    private var kek: SecureBytes
 
     init(vault: Vault, header: VaultHeader, keys: VaultKeys, kek: SecureBytes) {
         self.vault = vault
-        self.header = header
-        self.keys = keys
+        vaultID = header.vaultID
+        currentHeader = header
+        currentKeys = keys
         self.kek = kek
     }
 
-    var vaultID: [UInt8] { header.vaultID }
+    public var header: VaultHeader { lock.withLock { currentHeader } }
+    var keys: VaultKeys { lock.withLock { currentKeys } }
     var database: VaultDatabase { vault.database }
     private var now: Date { vault.clock.now() }
 
     /// A keyed fingerprint of a token for the audit trail.
     public func fingerprint(token: SecureBytes) -> String { keys.fingerprint(token: token) }
 
+    // MARK: - Key epochs
+
+    /// Checks, inside a transaction, that `keys` are the vault's current keys.
+    private func expectCurrent(_ db: Database, keys: VaultKeys) throws {
+        guard let row = try Row.fetchOne(db, sql: "SELECT vault_id, format_version, key_epoch FROM vault_header WHERE id = 1") else {
+            throw VaultError.integrity("the vault header is missing")
+        }
+        guard Sodium.constantTimeEqual([UInt8](row["vault_id"] as Data), vaultID) else {
+            throw VaultError.integrity("the vault file was replaced by another vault while this command ran")
+        }
+        guard row["format_version"] as Int64 == Int64(Labels.formatVersion), row["key_epoch"] as Int64 == keys.epoch else {
+            throw VaultError.keysChanged
+        }
+    }
+
+    /// Re-reads the header after another process changed the keys; true if the
+    /// key-encryption key held here still opens it (a `rekey`, not a `passwd`).
+    private func reloadKeys() throws(VaultError) -> Bool {
+        let stored = try vault.header()
+        try stored.validate()
+        guard stored.vaultID == vaultID, stored.formatVersion == Labels.formatVersion,
+              let keys = try stored.unwrap(kek: kek) else { return false }
+        lock.withLock {
+            currentHeader = stored
+            currentKeys = keys
+        }
+        return true
+    }
+
+    /// Runs `operation` with the current keys; after a concurrent rekey, once more with
+    /// the new ones.
+    private func withCurrentKeys<T>(_ operation: (VaultKeys) throws(VaultError) -> T) throws(VaultError) -> T {
+        do {
+            return try operation(keys)
+        } catch .keysChanged {
+            guard try reloadKeys() else { throw .keysChanged }
+            return try operation(keys)
+        }
+    }
+
+    /// A write transaction whose keys are checked inside it (see the type's comment).
+    func write<T>(_ body: (Database, VaultKeys) throws -> T) throws(VaultError) -> T {
+        try withCurrentKeys { (keys) throws(VaultError) in
+            try database.write { db in
+                try expectCurrent(db, keys: keys)
+                return try body(db, keys)
+            }
+        }
+    }
+
+    /// A read snapshot whose keys are checked inside it.
+    func read<T>(_ body: (Database, VaultKeys) throws -> T) throws(VaultError) -> T {
+        try withCurrentKeys { (keys) throws(VaultError) in
+            try database.read { db in
+                try expectCurrent(db, keys: keys)
+                return try body(db, keys)
+            }
+        }
+    }
+
     // MARK: - Sealing (FORMAT.md §5)
 
-    static func secretAD(vaultID: [UInt8], profileID: Int64, field: SecretField, version: Int64) -> [UInt8] {
+    static func secretAD(vaultID: [UInt8], profileUID: [UInt8], field: SecretField, version: Int64) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.secretAD)
         e.data(vaultID)
-        e.str(Labels.secretTable)
-        e.i64(profileID)
+        e.data(profileUID)
         e.str(field.rawValue)
         e.i64(version)
         return e.bytes
     }
 
-    static func tokenAD(vaultID: [UInt8], profileID: Int64, environment: String, expiresAt: Int64,
+    static func tokenAD(vaultID: [UInt8], profileUID: [UInt8], environment: Environment, expiresAt: Int64,
                         clientSecretVersion: Int64, passwordVersion: Int64?) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.tokenAD)
         e.data(vaultID)
-        e.i64(profileID)
-        e.str(environment)
+        e.data(profileUID)
+        e.str(environment.name)
+        e.data(environment.uid)
+        e.str(environment.tokenURL)
+        e.optionalStr(environment.apiBase)
         e.i64(expiresAt)
         e.i64(clientSecretVersion)
         e.optionalI64(passwordVersion)
         return e.bytes
     }
 
-    static func profileMAC(_ r: ProfileRecord, id: Int64, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+    static func profileMAC(_ r: ProfileRecord, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.profileMAC)
         e.data(vaultID)
-        e.i64(id)
+        e.data([UInt8](r.uid ?? Data()))
         e.str(r.name)
         e.str(r.clientID)
         e.optionalStr(r.username)
         e.str(r.grantType)
         e.optionalStr(r.scope)
         e.str(r.environment)
+        e.i64(r.clientSecretVersion ?? 0)
+        e.optionalI64(r.passwordVersion)
         return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
-    static func environmentMAC(name: String, tokenURL: String, apiBase: String?, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+    static func environmentMAC(name: String, uid: [UInt8], tokenURL: String, apiBase: String?, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.environmentMAC)
         e.data(vaultID)
+        e.data(uid)
         e.str(name)
         e.str(tokenURL)
         e.optionalStr(apiBase)
         return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
-    private func sealSecret(_ secret: SecureBytes, profileID: Int64, field: SecretField, version: Int64, key: SecureBytes) throws -> SecretVersionRecord {
+    func sealSecret(_ secret: SecureBytes, profileID: Int64, profileUID: [UInt8], field: SecretField, version: Int64,
+                    key: SecureBytes) throws -> SecretVersionRecord {
         let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
-        let ad = Self.secretAD(vaultID: vaultID, profileID: profileID, field: field, version: version)
+        let ad = Self.secretAD(vaultID: vaultID, profileUID: profileUID, field: field, version: version)
         let ciphertext = try Sodium.seal(key: key, nonce: nonce, plaintext: secret, additionalData: ad)
         return SecretVersionRecord(profileID: profileID, field: field.rawValue, version: version,
                                    nonce: Data(nonce), ciphertext: Data(ciphertext), createdAt: now.iso8601)
     }
 
-    private func openSecret(_ record: SecretVersionRecord, key: SecureBytes) throws(VaultError) -> SecureBytes {
+    func openSecret(_ record: SecretVersionRecord, profile: ProfileRecord, key: SecureBytes) throws(VaultError) -> SecureBytes {
         guard let field = SecretField(rawValue: record.field) else {
             throw .integrity("a sealed secret has an unknown field name")
         }
-        let ad = Self.secretAD(vaultID: vaultID, profileID: record.profileID, field: field, version: record.version)
+        let ad = Self.secretAD(vaultID: vaultID, profileUID: [UInt8](profile.uid ?? Data()), field: field, version: record.version)
         do {
             return try Sodium.open(key: key, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
         } catch {
-            throw .integrity("sealed \(field.rawValue) version \(record.version) of profile #\(record.profileID) failed authentication (tampered, damaged, or moved from another row)")
+            throw .integrity("sealed \(field.rawValue) version \(record.version) of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication (tampered, damaged, or moved from another row)")
         }
     }
 
-    private func audit(_ entry: AuditEntry, _ db: Database) throws {
-        try AuditChain.append(entry, db: db, vaultID: vaultID, key: keys.auditMACKey)
+    private func audit(_ entry: AuditEntry, _ db: Database, _ keys: VaultKeys) throws {
+        try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys)
     }
 
     private func entry(_ action: String, outcome: String = "ok", profile: String? = nil, environment: String? = nil, detail: String? = nil) -> AuditEntry {
         AuditEntry(at: now.unixMilliseconds, action: action, outcome: outcome, profile: profile, environment: environment, detail: detail)
+    }
+
+    // MARK: - Checks shared by reads and writes
+
+    /// The profile's MAC, its grant and uid, checked (exit 7 if edited).
+    func checkMAC(_ record: ProfileRecord, keys: VaultKeys) throws(VaultError) {
+        let expected = Self.profileMAC(record, vaultID: vaultID, key: keys.metadataKey)
+        guard record.uid?.count == 16, record.clientSecretVersion != nil,
+              Sodium.constantTimeEqual(expected, [UInt8](record.mac)), GrantType(rawValue: record.grantType) != nil else {
+            throw .integrity("the metadata of profile '\(record.name.sanitisedForDisplay(limit: 64))' was modified outside vault (MAC mismatch)")
+        }
+    }
+
+    func checkEnvironmentMAC(_ record: EnvironmentRecord, keys: VaultKeys) throws(VaultError) {
+        let uid = [UInt8](record.uid ?? Data())
+        let expected = Self.environmentMAC(name: record.name, uid: uid, tokenURL: record.tokenURL, apiBase: record.apiBase,
+                                           vaultID: vaultID, key: keys.metadataKey)
+        guard uid.count == 16, Sodium.constantTimeEqual(expected, [UInt8](record.mac)) else {
+            throw .integrity("environment '\(record.name.sanitisedForDisplay(limit: 64))' was modified outside vault (MAC mismatch)")
+        }
+    }
+
+    /// The stored versions of each field of `profile` must be exactly 1…current, with the
+    /// current versions those its MAC covers (so a deleted newest version is a failure,
+    /// never a silent roll-back).
+    func checkVersionSequence(_ db: Database, profile: ProfileRecord) throws {
+        let rows = try Row.fetchAll(db, sql: """
+            SELECT field, count(*) AS n, min(version) AS lo, max(version) AS hi
+            FROM secret_version WHERE profile_id = ? GROUP BY field
+            """, arguments: [profile.id])
+        var seen: [String: (Int64, Int64, Int64)] = [:]
+        for row in rows { seen[row["field"]] = (row["n"], row["lo"], row["hi"]) }
+        let expected: [(SecretField, Int64?)] = [(.clientSecret, profile.clientSecretVersion), (.password, profile.passwordVersion)]
+        for (field, current) in expected {
+            let name = profile.name.sanitisedForDisplay(limit: 64)
+            switch (seen[field.rawValue], current) {
+            case (nil, nil): continue
+            case let ((n, lo, hi)?, current?) where n == current && lo == 1 && hi == current: continue
+            case (_, let current?):
+                throw VaultError.integrity("the stored \(field.rawValue) versions of profile '\(name)' are not 1 to \(current) (a version was removed or added outside vault)")
+            case (_, nil):
+                throw VaultError.integrity("profile '\(name)' has \(field.rawValue) versions it should not have")
+            }
+        }
+    }
+
+    /// Refuses to go on when the audit trail has no head or its head does not verify
+    /// (checked before any exchange, so a wiped trail stops a token before the network).
+    func checkAuditHead(_ db: Database, keys: VaultKeys) throws {
+        let epochKeys = keys.auditEpochKeys
+        guard let head = try AuditHeadRecord.fetchOne(db, key: 1) else {
+            throw VaultError.integrity("the audit trail has no head (records were removed); vault refuses to work without its audit trail")
+        }
+        let expected = AuditChain.headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: epochKeys.macKey)
+        guard head.keyEpoch == epochKeys.epoch, Sodium.constantTimeEqual(expected, [UInt8](head.mac)) else {
+            throw VaultError.integrity("the audit chain head does not verify")
+        }
     }
 
     // MARK: - Profiles
@@ -119,79 +252,93 @@ public final class UnlockedVault: Sendable {
             guard new.username == nil else { throw .usage("--username is only for the password grant") }
         }
         let stamp = now.iso8601
-        return try database.write { db in
+        return try write { db, keys in
             if try ProfileRecord.filter(ProfileRecord.Columns.name == name).fetchCount(db) > 0 {
                 throw VaultError.failure("a profile named '\(name)' already exists", hint: "use `vault rotate \(name)` to change its secrets")
             }
-            var record = ProfileRecord(id: nil, name: name, clientID: new.clientID, username: new.username,
+            let uid = Sodium.randomBytes(16)
+            var record = ProfileRecord(id: nil, uid: Data(uid), name: name, clientID: new.clientID, username: new.username,
                                        grantType: new.grant.rawValue, scope: new.scope, environment: new.environment,
+                                       clientSecretVersion: 1, passwordVersion: new.grant == .password ? 1 : nil,
                                        createdAt: stamp, updatedAt: stamp, mac: Data(count: 32))
+            record.mac = Data(Self.profileMAC(record, vaultID: vaultID, key: keys.metadataKey))
             try record.insert(db)
             let id = record.id!
-            record.mac = Data(Self.profileMAC(record, id: id, vaultID: vaultID, key: keys.metadataKey))
-            try record.update(db)
-            try sealSecret(clientSecret, profileID: id, field: .clientSecret, version: 1, key: keys.secretKey).insert(db)
+            try sealSecret(clientSecret, profileID: id, profileUID: uid, field: .clientSecret, version: 1, key: keys.secretKey).insert(db)
             if new.grant == .password, let password = secrets.password {
-                try sealSecret(password, profileID: id, field: .password, version: 1, key: keys.secretKey).insert(db)
+                try sealSecret(password, profileID: id, profileUID: uid, field: .password, version: 1, key: keys.secretKey).insert(db)
             }
-            try audit(entry("add", profile: name, environment: new.environment,
-                            detail: "grant=\(new.grant.rawValue)"), db)
+            try audit(entry("add", profile: name, environment: new.environment, detail: "grant=\(new.grant.rawValue)"), db, keys)
             return record.profile
         }
     }
 
+    private func profileRecord(_ db: Database, named name: String) throws -> ProfileRecord {
+        let normalised = name.precomposedStringWithCanonicalMapping
+        guard let record = try ProfileRecord.filter(ProfileRecord.Columns.name == normalised).fetchOne(db) else {
+            throw VaultError.notFound("no profile named '\(name.sanitisedForDisplay(limit: 64))'")
+        }
+        return record
+    }
+
     /// The profile named `name`, with its metadata MAC checked (exit 7 if edited).
     public func verifiedProfile(named name: String) throws(VaultError) -> Profile {
-        let normalised = name.precomposedStringWithCanonicalMapping
-        guard let record = try database.read({ try ProfileRecord.filter(ProfileRecord.Columns.name == normalised).fetchOne($0) }) else {
-            throw .notFound("no profile named '\(name.sanitisedForDisplay(limit: 64))'")
-        }
-        try checkMAC(record)
-        return record.profile
-    }
-
-    private func checkMAC(_ record: ProfileRecord) throws(VaultError) {
-        let expected = Self.profileMAC(record, id: record.id ?? 0, vaultID: vaultID, key: keys.metadataKey)
-        guard Sodium.constantTimeEqual(expected, [UInt8](record.mac)), GrantType(rawValue: record.grantType) != nil else {
-            throw .integrity("the metadata of profile '\(record.name.sanitisedForDisplay(limit: 64))' was modified outside vault (MAC mismatch)")
+        try read { db, keys in
+            let record = try profileRecord(db, named: name)
+            try checkMAC(record, keys: keys)
+            return record.profile
         }
     }
 
-    /// Opens the newest version of each secret of `profile` in one snapshot.
-    public func credentials(for profile: Profile) throws(VaultError) -> Credentials {
-        let records = try database.read { db in
-            try SecretVersionRecord.fetchAll(db, sql: """
-                SELECT s.* FROM secret_version s
-                WHERE s.profile_id = ? AND s.version = (
-                    SELECT max(version) FROM secret_version WHERE profile_id = s.profile_id AND field = s.field)
-                """, arguments: [profile.id])
+    /// What an exchange needs, read and checked in one snapshot: the profile and the
+    /// environment (MACs checked), the token URL allowed to receive the secrets, the
+    /// current secrets (versions checked against the profile MAC), and the audit head.
+    func exchangeTarget(profile name: String, environment: String?) throws(VaultError) -> ExchangeTarget {
+        try read { db, keys in
+            let record = try profileRecord(db, named: name)
+            try checkMAC(record, keys: keys)
+            let environment = try environmentRecord(db, named: environment ?? record.environment, keys: keys)
+            let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+            try checkVersionSequence(db, profile: record)
+            try checkAuditHead(db, keys: keys)
+            let credentials = try credentials(db, profile: record, keys: keys)
+            return ExchangeTarget(profile: record.profile, environment: environment, tokenURL: tokenURL, credentials: credentials)
         }
-        guard let secretRecord = records.first(where: { $0.field == SecretField.clientSecret.rawValue }) else {
-            throw .integrity("profile '\(profile.name)' has no sealed client secret")
+    }
+
+    private func credentials(_ db: Database, profile: ProfileRecord, keys: VaultKeys) throws -> Credentials {
+        func current(_ field: SecretField, _ version: Int64) throws -> SecureBytes {
+            guard let record = try SecretVersionRecord.fetchOne(db, key: ["profile_id": profile.id, "field": field.rawValue, "version": version]) else {
+                throw VaultError.integrity("profile '\(profile.name.sanitisedForDisplay(limit: 64))' has no sealed \(field.rawValue) version \(version)")
+            }
+            return try openSecret(record, profile: profile, key: keys.secretKey)
         }
-        let passwordRecord = records.first(where: { $0.field == SecretField.password.rawValue })
-        if profile.grant == .password, passwordRecord == nil {
-            throw .integrity("profile '\(profile.name)' has no sealed password")
-        }
+        let clientSecretVersion = profile.clientSecretVersion ?? 0
         return Credentials(
-            clientSecret: try openSecret(secretRecord, key: keys.secretKey),
-            password: try passwordRecord.map { (r) throws(VaultError) in try openSecret(r, key: keys.secretKey) },
-            clientSecretVersion: secretRecord.version,
-            passwordVersion: passwordRecord?.version)
+            clientSecret: try current(.clientSecret, clientSecretVersion),
+            password: try profile.passwordVersion.map { try current(.password, $0) },
+            clientSecretVersion: clientSecretVersion,
+            passwordVersion: profile.passwordVersion)
+    }
+
+    /// Opens the current version of each secret of `profile` (tests, `rotate --verify`).
+    public func credentials(for profile: Profile) throws(VaultError) -> Credentials {
+        try exchangeTarget(profile: profile.name, environment: nil).credentials
     }
 
     /// Opens every stored version of every secret (tests, `rekey` checks).
     public func allSecrets(of profile: Profile) throws(VaultError) -> [(SecretVersionInfo, SecureBytes)] {
-        let records = try database.read { db in
-            try SecretVersionRecord.filter(SecretVersionRecord.Columns.profileID == profile.id)
+        try read { db, keys in
+            let record = try profileRecord(db, named: profile.name)
+            try checkMAC(record, keys: keys)
+            try checkVersionSequence(db, profile: record)
+            let rows = try SecretVersionRecord.filter(SecretVersionRecord.Columns.profileID == record.id)
                 .order(SecretVersionRecord.Columns.field, SecretVersionRecord.Columns.version).fetchAll(db)
+            return try rows.map { row in
+                (SecretVersionInfo(field: SecretField(rawValue: row.field) ?? .clientSecret, version: row.version, createdAt: row.createdAt),
+                 try openSecret(row, profile: record, key: keys.secretKey))
+            }
         }
-        var result: [(SecretVersionInfo, SecureBytes)] = []
-        for record in records {
-            let info = SecretVersionInfo(field: SecretField(rawValue: record.field) ?? .clientSecret, version: record.version, createdAt: record.createdAt)
-            result.append((info, try openSecret(record, key: keys.secretKey)))
-        }
-        return result
     }
 
     /// Adds new versions of the given secrets; older versions stay (`vault rotate`).
@@ -211,32 +358,41 @@ public final class UnlockedVault: Sendable {
         }
         guard !updates.isEmpty else { throw .usage("nothing to rotate") }
         let stamp = now.iso8601
-        return try database.write { db in
+        return try write { db, keys in
+            var record = try profileRecord(db, named: profile.name)
+            guard record.uid == Data(profile.uid) else {
+                throw VaultError.failure("profile '\(profile.name)' was removed and added again while this command ran; nothing was changed")
+            }
+            try checkMAC(record, keys: keys)
+            try checkVersionSequence(db, profile: record)
+            let uid = [UInt8](record.uid ?? Data())
             var created: [SecretVersionInfo] = []
             for (field, secret) in updates {
-                let current = try Int64.fetchOne(db, sql: "SELECT max(version) FROM secret_version WHERE profile_id = ? AND field = ?",
-                                                 arguments: [profile.id, field.rawValue]) ?? 0
-                let record = try sealSecret(secret, profileID: profile.id, field: field, version: current + 1, key: keys.secretKey)
-                try record.insert(db)
-                created.append(SecretVersionInfo(field: field, version: current + 1, createdAt: stamp))
+                let next = (field == .clientSecret ? record.clientSecretVersion ?? 0 : record.passwordVersion ?? 0) + 1
+                try sealSecret(secret, profileID: record.id!, profileUID: uid, field: field, version: next, key: keys.secretKey).insert(db)
+                if field == .clientSecret { record.clientSecretVersion = next } else { record.passwordVersion = next }
+                created.append(SecretVersionInfo(field: field, version: next, createdAt: stamp))
             }
-            try db.execute(sql: "UPDATE profile SET updated_at = ? WHERE id = ?", arguments: [stamp, profile.id])
-            try db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [profile.id])
+            record.updatedAt = stamp
+            record.mac = Data(Self.profileMAC(record, vaultID: vaultID, key: keys.metadataKey))
+            try record.update(db)
+            try db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [record.id])
             let fields = created.map { "\($0.field.rawValue)=v\($0.version)" }.joined(separator: ",")
-            try audit(entry("rotate", profile: profile.name, environment: profile.environment,
-                            detail: [fields, detail].compactMap { $0 }.joined(separator: " ")), db)
+            try audit(entry("rotate", profile: record.name, environment: record.environment,
+                            detail: [fields, detail].compactMap { $0 }.joined(separator: " ")), db, keys)
             return created
         }
     }
 
     /// Deletes a profile, every secret version and cached token; audit records stay.
+    /// A profile whose metadata fails its MAC can still be removed.
     public func removeProfile(named name: String) throws(VaultError) {
-        let profile = try vault.profile(named: name)
-        try database.write { db in
-            try db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [profile.id])
-            try db.execute(sql: "DELETE FROM secret_version WHERE profile_id = ?", arguments: [profile.id])
-            _ = try ProfileRecord.deleteOne(db, key: profile.id)
-            try audit(entry("remove", profile: profile.name, environment: profile.environment), db)
+        try write { db, keys in
+            let record = try profileRecord(db, named: name)
+            try db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [record.id])
+            try db.execute(sql: "DELETE FROM secret_version WHERE profile_id = ?", arguments: [record.id])
+            _ = try ProfileRecord.deleteOne(db, key: record.id)
+            try audit(entry("remove", profile: record.name, environment: record.environment), db, keys)
         }
     }
 
@@ -249,58 +405,71 @@ public final class UnlockedVault: Sendable {
         guard parameters.meetsMinimum || (parameters == .testOnlyInsecure && KDFParameters.testOnlyInsecureKDFEnabled) else {
             throw .usage("KDF parameters weaker than 'interactive' are not allowed")
         }
+        // Argon2id runs before the transaction, with the keys held now; if a rekey lands
+        // meanwhile, the check inside the transaction fails and nothing is written.
+        let wrappedFor = keys
         var updated = header
-        try updated.wrap(keys: keys, passphrase: newPassphrase, kdf: parameters)
+        let newKEK = try updated.wrap(keys: wrappedFor, passphrase: newPassphrase, kdf: parameters)
         try database.write { db in
-            try expectHeaderUnchanged(db)
+            try expectCurrent(db, keys: wrappedFor)
             try HeaderRecord(updated).update(db)
-            try audit(entry("passwd", detail: parameters.presetName.map { "kdf=\($0)" }), db)
+            guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
+            try audit(entry("passwd", detail: parameters.presetName.map { "kdf=\($0)" }), db, wrappedFor)
+        }
+        lock.withLock {
+            currentHeader = updated
+            kek = newKEK
         }
     }
 
-    /// A new data key: every secret version re-sealed, metadata re-authenticated, token
-    /// cache dropped, all in one transaction (`vault rekey`). Returns the number of
-    /// secret versions re-sealed.
+    /// New data and audit keys (a new key epoch): every secret version re-sealed, every
+    /// row re-MAC'd, the token cache emptied, the old audit key sealed under the new one,
+    /// and the rekey record MAC'd under both, all in one transaction (`vault rekey`).
+    /// Returns the number of secret versions re-sealed.
     @discardableResult
-    public func rekey() throws(VaultError) -> Int {
-        let newKeys = keys.withNewDataKey()
-        var updated = header
-        try updated.rewrap(keys: newKeys, kek: kek)
-        return try database.write { db in
-            try expectHeaderUnchanged(db)
+    public func rekey(detail: String? = nil) throws(VaultError) -> Int {
+        let (count, next, updated) = try write { db, keys in
+            let next = keys.nextEpoch()
             var count = 0
             for var profile in try ProfileRecord.fetchAll(db) {
-                try checkMAC(profile)
-                profile.mac = Data(Self.profileMAC(profile, id: profile.id!, vaultID: vaultID, key: newKeys.metadataKey))
+                try checkMAC(profile, keys: keys)
+                try checkVersionSequence(db, profile: profile)
+                for record in try SecretVersionRecord.filter(SecretVersionRecord.Columns.profileID == profile.id).fetchAll(db) {
+                    let secret = try openSecret(record, profile: profile, key: keys.secretKey)
+                    var resealed = try sealSecret(secret, profileID: record.profileID, profileUID: [UInt8](profile.uid ?? Data()),
+                                                  field: SecretField(rawValue: record.field)!, version: record.version, key: next.secretKey)
+                    resealed.createdAt = record.createdAt
+                    try resealed.update(db)
+                    count += 1
+                }
+                profile.mac = Data(Self.profileMAC(profile, vaultID: vaultID, key: next.metadataKey))
                 try profile.update(db)
             }
-            for record in try SecretVersionRecord.fetchAll(db) {
-                let secret = try openSecret(record, key: keys.secretKey)
-                var resealed = try sealSecret(secret, profileID: record.profileID, field: SecretField(rawValue: record.field)!,
-                                              version: record.version, key: newKeys.secretKey)
-                resealed.createdAt = record.createdAt
-                try resealed.update(db)
-                count += 1
-            }
+            let orphans = try Int.fetchOne(db, sql: "SELECT count(*) FROM secret_version WHERE profile_id NOT IN (SELECT id FROM profile)") ?? 0
+            guard orphans == 0 else { throw VaultError.integrity("\(orphans) sealed secret(s) belong to no profile") }
             for var environment in try EnvironmentRecord.fetchAll(db) {
-                try checkEnvironmentMAC(environment)
-                environment.mac = Data(Self.environmentMAC(name: environment.name, tokenURL: environment.tokenURL,
-                                                           apiBase: environment.apiBase, vaultID: vaultID, key: newKeys.metadataKey))
+                try checkEnvironmentMAC(environment, keys: keys)
+                environment.mac = Data(Self.environmentMAC(name: environment.name, uid: [UInt8](environment.uid ?? Data()),
+                                                           tokenURL: environment.tokenURL, apiBase: environment.apiBase,
+                                                           vaultID: vaultID, key: next.metadataKey))
                 try environment.update(db)
             }
             try db.execute(sql: "DELETE FROM token_cache")
+            try AuditChain.retire(keys, under: next.auditEpochKeys, db: db, vaultID: vaultID)
+            var updated = header
+            updated.keyEpoch = next.epoch
+            try updated.rewrap(keys: next, kek: kek)
             try HeaderRecord(updated).update(db)
-            try audit(entry("rekey", detail: "resealed=\(count)"), db)
-            return count
+            guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
+            try AuditChain.append(entry("rekey", detail: ["resealed=\(count)", "epoch=\(next.epoch)", detail].compactMap { $0 }.joined(separator: " ")),
+                                  db: db, vaultID: vaultID, keys: next.auditEpochKeys, previous: keys.auditEpochKeys)
+            return (count, next, updated)
         }
-    }
-
-    /// Refuses to overwrite a header another process changed since this one unlocked.
-    private func expectHeaderUnchanged(_ db: Database) throws {
-        guard let stored = try HeaderRecord.fetchOne(db, key: 1), stored.header == header else {
-            throw VaultError.failure("the vault's keys were changed by another process while this one ran; nothing was changed",
-                                     hint: "run the command again")
+        lock.withLock {
+            currentKeys = next
+            currentHeader = updated
         }
+        return count
     }
 
     // MARK: - Environments
@@ -313,83 +482,117 @@ public final class UnlockedVault: Sendable {
         }
         let tokenURL = try EndpointPolicy.validateTokenURL(tokenURL)
         let apiBase = try apiBase.map { (u) throws(VaultError) in try EndpointPolicy.validateAPIBase(u) }
-        try database.write { db in
+        try write { db, keys in
             if try EnvironmentRecord.fetchOne(db, key: name) != nil {
                 throw VaultError.failure("an environment named '\(name)' already exists",
                                          hint: "remove it first with `vault env remove \(name)`")
             }
-            try EnvironmentRecord(name: name, tokenURL: tokenURL, apiBase: apiBase, createdAt: now.iso8601,
-                                  mac: Data(Self.environmentMAC(name: name, tokenURL: tokenURL, apiBase: apiBase,
+            let uid = Sodium.randomBytes(16)
+            try EnvironmentRecord(name: name, uid: Data(uid), tokenURL: tokenURL, apiBase: apiBase, createdAt: now.iso8601,
+                                  mac: Data(Self.environmentMAC(name: name, uid: uid, tokenURL: tokenURL, apiBase: apiBase,
                                                                 vaultID: vaultID, key: keys.metadataKey))).insert(db)
-            try audit(AuditEntry(at: now.unixMilliseconds, action: "env-add", outcome: "ok", environment: name, tokenURL: tokenURL), db)
+            try audit(AuditEntry(at: now.unixMilliseconds, action: "env-add", outcome: "ok", environment: name, tokenURL: tokenURL), db, keys)
         }
     }
 
-    /// Removes a user environment that no profile uses as its default.
+    /// Removes a user environment that no profile uses as its default; tokens cached for
+    /// it are dropped with it.
     public func removeEnvironment(name: String) throws(VaultError) {
         guard !Environment.builtIns.contains(where: { $0.name == name }) else {
             throw .usage("'\(name)' is a built-in environment and cannot be removed")
         }
-        try database.write { db in
+        try write { db, keys in
             guard try EnvironmentRecord.fetchOne(db, key: name) != nil else {
                 throw VaultError.notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
             }
             let users = try String.fetchAll(db, sql: "SELECT name FROM profile WHERE environment = ? ORDER BY name", arguments: [name])
             guard users.isEmpty else {
-                throw VaultError.failure("environment '\(name)' is the default of \(users.count) profile(s): \(users.prefix(5).joined(separator: ", "))",
+                throw VaultError.failure("environment '\(name)' is the default of \(users.count) profile(s): \(users.prefix(5).map { $0.sanitisedForDisplay(limit: 64) }.joined(separator: ", "))",
                                          hint: "remove those profiles or add them again with another --env")
             }
+            try db.execute(sql: "DELETE FROM token_cache WHERE environment = ?", arguments: [name])
             _ = try EnvironmentRecord.deleteOne(db, key: name)
-            try audit(entry("env-remove", environment: name), db)
+            try audit(entry("env-remove", environment: name), db, keys)
         }
+    }
+
+    private func environmentRecord(_ db: Database, named name: String, keys: VaultKeys) throws -> Environment {
+        if let builtIn = Environment.builtIns.first(where: { $0.name == name }) { return builtIn }
+        guard let record = try EnvironmentRecord.fetchOne(db, key: name) else {
+            throw VaultError.notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
+        }
+        try checkEnvironmentMAC(record, keys: keys)
+        return Environment(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, builtIn: false,
+                           uid: [UInt8](record.uid ?? Data()))
     }
 
     /// An environment with its MAC checked, so an edited token URL never receives secrets.
     public func verifiedEnvironment(named name: String) throws(VaultError) -> Environment {
-        if let builtIn = Environment.builtIns.first(where: { $0.name == name }) { return builtIn }
-        guard let record = try database.read({ try EnvironmentRecord.fetchOne($0, key: name) }) else {
-            throw .notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
-        }
-        try checkEnvironmentMAC(record)
-        return Environment(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, builtIn: false)
-    }
-
-    private func checkEnvironmentMAC(_ record: EnvironmentRecord) throws(VaultError) {
-        let expected = Self.environmentMAC(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase,
-                                           vaultID: vaultID, key: keys.metadataKey)
-        guard Sodium.constantTimeEqual(expected, [UInt8](record.mac)) else {
-            throw .integrity("environment '\(record.name.sanitisedForDisplay(limit: 64))' was modified outside vault (MAC mismatch)")
-        }
+        try read { db, keys in try environmentRecord(db, named: name, keys: keys) }
     }
 
     // MARK: - Token cache and exchange records
 
-    /// A cached token for `profile` in `environment` with more than `minTTL` seconds left,
-    /// sealed under the current secret versions; nil otherwise.
-    public func cachedToken(profile: Profile, environment: String, credentials: Credentials, minTTL: Int64) throws(VaultError) -> CachedToken? {
-        guard let record = try database.read({
-            try TokenCacheRecord.fetchOne($0, key: ["profile_id": profile.id, "environment": environment])
-        }) else { return nil }
-        guard record.clientSecretVersion == credentials.clientSecretVersion,
-              record.passwordVersion == credentials.passwordVersion,
-              record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
-        else { return nil }
-        let ad = Self.tokenAD(vaultID: vaultID, profileID: profile.id, environment: environment, expiresAt: record.expiresAt,
-                              clientSecretVersion: record.clientSecretVersion, passwordVersion: record.passwordVersion)
-        do {
-            let token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
-            return CachedToken(token: token, expiresAt: record.expiresAt)
-        } catch {
-            throw .integrity("the cached token of profile '\(profile.name)' failed authentication")
+    /// A cached token for `target` with more than `minTTL` seconds left, sealed for the
+    /// current secret versions and this exact environment definition; nil otherwise.
+    func cachedToken(_ target: ExchangeTarget, minTTL: Int64) throws(VaultError) -> CachedToken? {
+        try read { db, keys in
+            guard let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": target.profile.id, "environment": target.environment.name]) else {
+                return nil
+            }
+            guard record.environmentUID == Data(target.environment.uid),
+                  record.clientSecretVersion == target.credentials.clientSecretVersion,
+                  record.passwordVersion == target.credentials.passwordVersion,
+                  record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
+            else { return nil }
+            let ad = Self.tokenAD(vaultID: vaultID, profileUID: target.profile.uid, environment: target.environment,
+                                  expiresAt: record.expiresAt, clientSecretVersion: record.clientSecretVersion,
+                                  passwordVersion: record.passwordVersion)
+            do {
+                let token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
+                return CachedToken(token: token, expiresAt: record.expiresAt)
+            } catch {
+                throw VaultError.integrity("the cached token of profile '\(target.profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
+            }
         }
     }
 
     /// Commits the audit record of an exchange (and, for a fresh token, its sealed cache
-    /// entry) in one transaction. Any failure here means the token must not be released:
-    /// it is reported as ``VaultError/auditRefused(_:)`` (exit 8).
+    /// entry) in one transaction. The token must not be released unless this returns:
+    /// a storage failure is ``VaultError/auditRefused(_:)`` (exit 8), a damaged trail an
+    /// integrity failure (exit 7).
     @discardableResult
-    public func recordExchange(_ entry: AuditEntry, cache: (profile: Profile, token: SecureBytes, expiresAt: Int64, credentials: Credentials)?) throws(VaultError) -> AuditEntry {
-        let committed = try commitExchange(entry, cache: cache)
+    func recordExchange(_ entry: AuditEntry, cache: (target: ExchangeTarget, token: SecureBytes, expiresAt: Int64)?) throws(VaultError) -> AuditEntry {
+        let committed: AuditEntry
+        do {
+            committed = try write { db, keys in
+                if let cache {
+                    // Cache only if the profile is still the same one with the same secret
+                    // versions (a concurrent rotate or remove wins).
+                    let current = try ProfileRecord.fetchOne(db, key: cache.target.profile.id)
+                    if let current, current.uid == Data(cache.target.profile.uid),
+                       current.clientSecretVersion == cache.target.credentials.clientSecretVersion,
+                       current.passwordVersion == cache.target.credentials.passwordVersion {
+                        let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
+                        let ad = Self.tokenAD(vaultID: vaultID, profileUID: cache.target.profile.uid, environment: cache.target.environment,
+                                              expiresAt: cache.expiresAt, clientSecretVersion: cache.target.credentials.clientSecretVersion,
+                                              passwordVersion: cache.target.credentials.passwordVersion)
+                        let ciphertext = try Sodium.seal(key: keys.tokenKey, nonce: nonce, plaintext: cache.token, additionalData: ad)
+                        try TokenCacheRecord(profileID: cache.target.profile.id, environment: cache.target.environment.name,
+                                             environmentUID: Data(cache.target.environment.uid), expiresAt: cache.expiresAt,
+                                             clientSecretVersion: cache.target.credentials.clientSecretVersion,
+                                             passwordVersion: cache.target.credentials.passwordVersion,
+                                             nonce: Data(nonce), ciphertext: Data(ciphertext)).save(db)
+                    }
+                }
+                return try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys)
+            }
+        } catch {
+            switch error {
+            case .integrity: throw error
+            default: throw .auditRefused(error.message)
+            }
+        }
         // A record committed to a file that was removed or replaced meanwhile is lost to
         // the audit trail: withhold the token.
         guard database.isStillInPlace else {
@@ -398,41 +601,21 @@ public final class UnlockedVault: Sendable {
         return committed
     }
 
-    private func commitExchange(_ entry: AuditEntry, cache: (profile: Profile, token: SecureBytes, expiresAt: Int64, credentials: Credentials)?) throws(VaultError) -> AuditEntry {
-        do {
-            return try database.write { db in
-                if let cache {
-                    let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
-                    let ad = Self.tokenAD(vaultID: vaultID, profileID: cache.profile.id, environment: entry.environment ?? "",
-                                          expiresAt: cache.expiresAt, clientSecretVersion: cache.credentials.clientSecretVersion,
-                                          passwordVersion: cache.credentials.passwordVersion)
-                    // Cache only if the secrets used are still the newest (a concurrent rotate wins).
-                    let newest = try Row.fetchAll(db, sql: "SELECT field, max(version) AS v FROM secret_version WHERE profile_id = ? GROUP BY field",
-                                                  arguments: [cache.profile.id])
-                    let current = Dictionary(uniqueKeysWithValues: newest.map { ($0["field"] as String, $0["v"] as Int64) })
-                    if current[SecretField.clientSecret.rawValue] == cache.credentials.clientSecretVersion,
-                       current[SecretField.password.rawValue] == cache.credentials.passwordVersion {
-                        let ciphertext = try Sodium.seal(key: keys.tokenKey, nonce: nonce, plaintext: cache.token, additionalData: ad)
-                        try TokenCacheRecord(profileID: cache.profile.id, environment: entry.environment ?? "", expiresAt: cache.expiresAt,
-                                             clientSecretVersion: cache.credentials.clientSecretVersion,
-                                             passwordVersion: cache.credentials.passwordVersion,
-                                             nonce: Data(nonce), ciphertext: Data(ciphertext)).save(db)
-                    }
-                }
-                return try AuditChain.append(entry, db: db, vaultID: vaultID, key: keys.auditMACKey)
-            }
-        } catch {
-            throw .auditRefused(error.message)
-        }
-    }
-
-    /// Appends an audit record on its own (failed exchanges, `exec`).
+    /// Appends an audit record on its own (failed exchanges, `rotate --verify`).
     public func appendAudit(_ entry: AuditEntry) throws(VaultError) {
-        try database.write { db in try audit(entry, db) }
+        try write { db, keys in try audit(entry, db, keys) }
     }
 
     /// Checks the whole audit chain (`vault audit verify`).
     public func verifyAudit() throws(VaultError) -> AuditChain.Verification {
-        try database.read { db in try AuditChain.verify(db: db, vaultID: vaultID, key: keys.auditMACKey) }
+        try read { db, keys in try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys) }
     }
+}
+
+/// What one exchange is for, read and checked in one snapshot.
+struct ExchangeTarget: Sendable {
+    var profile: Profile
+    var environment: Environment
+    var tokenURL: String
+    var credentials: Credentials
 }

@@ -12,7 +12,8 @@ public final class Vault: Sendable {
         self.clock = clock
     }
 
-    /// Creates a vault at `path` (never overwriting) and returns it unlocked.
+    /// Creates a vault at `path` (never overwriting) and returns it unlocked. Argon2id
+    /// runs once: the key-encryption key that wraps the keys is kept for the session.
     public static func initialise(at path: String, passphrase: SecureBytes, kdf: KDFParameters,
                                   detail: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> UnlockedVault {
         guard passphrase.count > 0 else { throw .usage("an empty passphrase is not allowed") }
@@ -20,23 +21,16 @@ public final class Vault: Sendable {
             throw .usage("KDF parameters weaker than 'interactive' are not allowed")
         }
         let keys = VaultKeys.generate()
-        let header = try VaultHeader.create(
+        let (header, kek) = try VaultHeader.create(
             vaultID: Sodium.randomBytes(VaultHeader.vaultIDBytes), keys: keys, passphrase: passphrase, kdf: kdf,
             createdAt: clock.now().iso8601)
-        let database = try VaultDatabase.create(at: path)
-        let vault = Vault(database: database, clock: clock)
-        do {
-            try database.write { db in
-                try HeaderRecord(header).insert(db)
-                try AuditChain.append(
-                    AuditEntry(at: clock.now().unixMilliseconds, action: "init", outcome: "ok", detail: detail),
-                    db: db, vaultID: header.vaultID, key: keys.auditMACKey)
-            }
-        } catch {
-            unlink(path); unlink(path + "-wal"); unlink(path + "-shm")
-            throw error
+        let database = try VaultDatabase.create(at: path) { db in
+            try HeaderRecord(header).insert(db)
+            try AuditChain.append(
+                AuditEntry(at: clock.now().unixMilliseconds, action: "init", outcome: "ok", detail: detail),
+                db: db, vaultID: header.vaultID, keys: keys.auditEpochKeys, genesis: true)
         }
-        return try vault.unlock(passphrase: passphrase)
+        return UnlockedVault(vault: Vault(database: database, clock: clock), header: header, keys: keys, kek: kek)
     }
 
     /// Opens the vault at `path`; exit 6 when there is none.
@@ -52,10 +46,29 @@ public final class Vault: Sendable {
         return record.header
     }
 
-    /// Checks the header and derives the keys; exit 3 on a wrong passphrase.
+    /// The format version of the stored header (1 until the upgrade).
+    public func formatVersion() throws(VaultError) -> UInt32 { try header().formatVersion }
+
+    /// Checks the header and derives the keys; exit 3 on a wrong passphrase. A format-1
+    /// vault is upgraded to format 2 here, in one transaction (FORMAT.md §9).
     public func unlock(passphrase: SecureBytes) throws(VaultError) -> UnlockedVault {
         let header = try header()
         let (keys, kek) = try header.unlockReturningKEK(passphrase: passphrase)
+        return try unlocked(header: header, keys: keys, kek: kek)
+    }
+
+    func unlocked(header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) -> UnlockedVault {
+        let pending = database.pendingMigrations
+        if header.formatVersion == 1 {
+            try FormatUpgrade.run(vault: self, header: header, keys: keys, kek: kek)
+            let upgraded = try self.header()
+            try upgraded.validate()
+            guard let keys = try upgraded.unwrap(kek: kek) else { throw .keysChanged }
+            return UnlockedVault(vault: self, header: upgraded, keys: keys, kek: kek)
+        }
+        guard pending.isEmpty else {
+            throw .integrity("the vault header says format \(header.formatVersion) but the schema lacks \(pending.joined(separator: ", "))")
+        }
         return UnlockedVault(vault: self, header: header, keys: keys, kek: kek)
     }
 
@@ -102,7 +115,7 @@ public final class Vault: Sendable {
     public func environments() throws(VaultError) -> [Environment] {
         let stored = try database.read { db in try EnvironmentRecord.order(Column("name")).fetchAll(db) }
         return Environment.builtIns + stored.map {
-            Environment(name: $0.name, tokenURL: $0.tokenURL, apiBase: $0.apiBase, builtIn: false)
+            Environment(name: $0.name, tokenURL: $0.tokenURL, apiBase: $0.apiBase, builtIn: false, uid: [UInt8]($0.uid ?? Data()))
         }
     }
 
@@ -128,8 +141,9 @@ public final class Vault: Sendable {
 
 extension ProfileRecord {
     var profile: Profile {
-        Profile(id: id ?? 0, name: name, clientID: clientID, username: username,
+        Profile(id: id ?? 0, uid: [UInt8](uid ?? Data()), name: name, clientID: clientID, username: username,
                 grant: GrantType(rawValue: grantType) ?? .password, scope: scope, environment: environment,
+                clientSecretVersion: clientSecretVersion ?? 0, passwordVersion: passwordVersion,
                 createdAt: createdAt, updatedAt: updatedAt)
     }
 }

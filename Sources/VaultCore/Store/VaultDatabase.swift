@@ -1,3 +1,4 @@
+import CSQLiteHardening
 import Foundation
 import GRDB
 #if canImport(Glibc)
@@ -41,12 +42,35 @@ public final class VaultDatabase: Sendable {
         return now == identity
     }
 
-    /// The migrations, embedded at build time from `Migrations/*.sql`.
-    static var migrator: DatabaseMigrator {
+    /// The migration that turns a format-1 vault into format 2 (FORMAT.md §9).
+    public static let format2Migration = "0002_format2"
+
+    /// Work done inside a migration's transaction around its SQL: the format upgrade
+    /// checks the old data before the SQL runs and fills the new columns after it.
+    struct DataUpgrade: Sendable {
+        var before: @Sendable (Database) throws -> Void
+        var after: @Sendable (Database) throws -> Void
+    }
+
+    /// The migrations, embedded at build time from `Migrations/*.sql`. A migration that
+    /// changes the sealed format needs `upgrade` when the vault already holds data (its
+    /// header row exists); without it that migration refuses to run.
+    static func migrator(upgrade: DataUpgrade? = nil) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         for migration in embeddedMigrations {
             migrator.registerMigration(migration.name) { db in
+                let headerRows = migration.name == format2Migration ? try Int.fetchOne(db, sql: "SELECT count(*) FROM vault_header") ?? 0 : 0
+                let holdsData = headerRows > 0
+                guard holdsData else {
+                    try db.execute(sql: migration.sql)
+                    return
+                }
+                guard let upgrade else {
+                    throw VaultError.failure("this format-1 vault must be unlocked to be upgraded", hint: "run `vault upgrade`")
+                }
+                try upgrade.before(db)
                 try db.execute(sql: migration.sql)
+                try upgrade.after(db)
             }
         }
         return migrator
@@ -60,11 +84,24 @@ public final class VaultDatabase: Sendable {
         config.busyMode = .timeout(busyTimeout)
         config.foreignKeysEnabled = true
         config.label = "gbg-vault"
+        config.prepareDatabase { db in
+            // The file is not trusted to run code: no functions with side effects from the
+            // schema, no writable schema, no shadow-table writes (FORMAT.md §1.1).
+            guard gbgv_sqlite_harden(db.sqliteConnection) == 0 else {
+                throw VaultError.failure("this SQLite library cannot enable defensive mode")
+            }
+            try db.execute(sql: "PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON")
+        }
         return config
     }
 
-    /// Creates a new vault file, 0600, in a 0700 directory. Never overwrites.
-    public static func create(at path: String) throws(VaultError) -> VaultDatabase {
+    /// Creates a new vault at `path` (never overwriting), 0600, in a 0700 directory.
+    ///
+    /// The file is built complete (schema, then `populate`, which writes the header and
+    /// the first audit record) in a private 0700 directory made next to `path`, then
+    /// hard-linked into place: nobody can swap a symbolic link in while SQLite opens the
+    /// file by name, and a vault never appears half-made. `link` fails if `path` exists.
+    public static func create(at path: String, populate: (Database) throws -> Void) throws(VaultError) -> VaultDatabase {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             do {
@@ -74,31 +111,58 @@ public final class VaultDatabase: Sendable {
                 throw .failure("cannot create the directory \(directory): \(error.localizedDescription)")
             }
         }
-        // O_EXCL: an existing file (or a symlink, even dangling) is never overwritten.
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        if fd < 0 {
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            throw .failure("a vault already exists at \(path); it was not changed",
+                           hint: "choose another path with --vault, or remove the old vault yourself")
+        }
+        try buildPrivately(near: path, what: "vault") { (temporary) throws(VaultError) in
+            do {
+                let pool = try DatabasePool(path: temporary, configuration: configuration())
+                try migrator().migrate(pool)
+                try pool.writeWithoutTransaction { db in
+                    try db.inTransaction(.immediate) {
+                        try populate(db)
+                        return .commit
+                    }
+                }
+                try pool.close()
+            } catch {
+                throw map(error, path: path)
+            }
+        }
+        return try open(at: path)
+    }
+
+    /// Builds a file at a temporary name inside a fresh 0700 directory next to
+    /// `destination`, then links it to `destination` (never replacing anything) and
+    /// removes the temporary directory.
+    static func buildPrivately(near destination: String, what: String, _ build: (String) throws(VaultError) -> Void) throws(VaultError) {
+        let parent = (destination as NSString).deletingLastPathComponent.isEmpty ? "." : (destination as NSString).deletingLastPathComponent
+        var template = Array((parent + "/.gbg-vault-tmp-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw .failure("cannot create \(destination): \(String(cString: strerror(errno)))")
+        }
+        let scratch = String(cString: made)
+        defer {
+            for suffix in ["", "-wal", "-shm", "-journal"] { unlink(scratch + "/file.db" + suffix) }
+            rmdir(scratch)
+        }
+        let temporary = scratch + "/file.db"
+        try build(temporary)
+        chmod(temporary, 0o600)
+        if link(temporary, destination) != 0 {
             let code = errno
             if code == EEXIST {
-                throw .failure("a vault already exists at \(path); it was not changed",
-                               hint: "choose another path with --vault, or remove the old vault yourself")
+                throw .failure("\(destination) already exists; the \(what) was not written over it")
             }
-            throw .failure("cannot create \(path): \(String(cString: strerror(code)))")
-        }
-        fchmod(fd, 0o600)
-        close(fd)
-        do {
-            let database = try VaultDatabase(pool: DatabasePool(path: path, configuration: configuration()), path: path)
-            try database.migrate()
-            return database
-        } catch {
-            unlink(path)
-            unlink(path + "-wal")
-            unlink(path + "-shm")
-            throw VaultDatabase.map(error, path: path)
+            throw .failure("cannot create \(destination): \(String(cString: strerror(code)))")
         }
     }
 
-    /// Opens an existing vault and applies any pending migrations.
+    /// Opens an existing vault: checks the application id and that the schema is exactly
+    /// what this build's migrations create (FORMAT.md §1.1). Pending migrations are
+    /// applied only by ``migrate(upgrade:)``, when the vault is unlocked.
     public static func open(at path: String) throws(VaultError) -> VaultDatabase {
         var info = stat()
         guard stat(path, &info) == 0 else {
@@ -113,7 +177,7 @@ public final class VaultDatabase: Sendable {
         do {
             let database = try VaultDatabase(pool: DatabasePool(path: path, configuration: configuration()), path: path)
             try database.checkIdentity()
-            try database.migrate()
+            try database.checkSchema()
             return database
         } catch {
             throw VaultDatabase.map(error, path: path)
@@ -132,19 +196,79 @@ public final class VaultDatabase: Sendable {
         }
     }
 
-    private func migrate() throws {
-        let migrator = Self.migrator
-        if try pool.read({ try migrator.hasBeenSuperseded($0) }) {
-            throw VaultError.newerVersion("this vault was written by a newer version of gbg-vault (its schema has migrations this build does not know)")
+    /// One line per schema object: type, name, table and its SQL text.
+    static func schemaEntries(_ db: Database) throws -> [String] {
+        try Row.fetchAll(db, sql: """
+            SELECT type, name, tbl_name, sql FROM sqlite_master
+            WHERE name NOT IN ('sqlite_stat1', 'sqlite_stat4') ORDER BY type, name
+            """).map { row in
+            "\(row["type"] as String? ?? "?") \(row["name"] as String? ?? "?") on \(row["tbl_name"] as String? ?? "?"): \(row["sql"] as String? ?? "")"
         }
-        if try pool.read({ try !migrator.hasCompletedMigrations($0) }) {
-            try migrator.migrate(pool)
+    }
+
+    nonisolated(unsafe) private static var expectedSchemaCache: [String: [String]] = [:]
+    private static let expectedSchemaLock = NSLock()
+
+    /// The schema the first `applied.count` migrations create, built in memory.
+    static func expectedSchema(upTo last: String) throws -> [String] {
+        expectedSchemaLock.lock()
+        defer { expectedSchemaLock.unlock() }
+        if let cached = expectedSchemaCache[last] { return cached }
+        let queue = try DatabaseQueue()
+        try migrator().migrate(queue, upTo: last)
+        let entries = try queue.read(schemaEntries)
+        expectedSchemaCache[last] = entries
+        return entries
+    }
+
+    /// The identifiers of applied migrations, in order; the file's schema must be exactly
+    /// what they create: an extra trigger, view, table, index or column is an integrity
+    /// failure before anything else is read.
+    private func checkSchema() throws {
+        let applied = try pool.read { db -> [String] in
+            guard try db.tableExists("grdb_migrations") else { return [] }
+            return try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+        }
+        let known = Self.knownMigrations
+        guard !applied.isEmpty else { throw VaultError.integrity("\(path) records no schema migration") }
+        if let unknown = applied.first(where: { !known.contains($0) }) {
+            throw VaultError.newerVersion("this vault was written by a newer version of gbg-vault (its schema has migration '\(unknown.sanitisedForDisplay(limit: 60))', which this build does not know)")
+        }
+        let ordered = known.filter { applied.contains($0) }
+        guard ordered == Array(known.prefix(ordered.count)), ordered.count == applied.count else {
+            throw VaultError.integrity("the vault's recorded migrations are not a prefix of this build's")
+        }
+        let expected = try Self.expectedSchema(upTo: ordered.last!)
+        let actual = try pool.read(Self.schemaEntries)
+        guard actual == expected else {
+            let extra = Set(actual).subtracting(expected).map { $0.prefix(while: { $0 != ":" }) }.sorted()
+            let missing = Set(expected).subtracting(actual).map { $0.prefix(while: { $0 != ":" }) }.sorted()
+            var parts: [String] = []
+            if !extra.isEmpty { parts.append("unexpected or altered: " + extra.joined(separator: ", ")) }
+            if !missing.isEmpty { parts.append("missing or altered: " + missing.joined(separator: ", ")) }
+            throw VaultError.integrity("the vault's database schema is not the one gbg-vault creates (\(parts.joined(separator: "; ").sanitisedForDisplay(limit: 300)))")
+        }
+        appliedCount = ordered.count
+    }
+
+    nonisolated(unsafe) private var appliedCount = 0
+
+    /// Migrations this build knows that the file has not applied yet.
+    public var pendingMigrations: [String] { Array(Self.knownMigrations.dropFirst(appliedCount)) }
+
+    /// Applies pending migrations; a format change runs `upgrade` in the same transaction.
+    func migrate(upgrade: DataUpgrade?) throws(VaultError) {
+        do {
+            try Self.migrator(upgrade: upgrade).migrate(pool)
+            appliedCount = Self.knownMigrations.count
+        } catch {
+            throw Self.map(error, path: path)
         }
     }
 
     /// Applied migration identifiers, for `vault doctor`.
     public func appliedMigrations() throws(VaultError) -> [String] {
-        try read { db in try Self.migrator.appliedIdentifiers(db).sorted() }
+        try read { db in try Self.migrator().appliedIdentifiers(db).sorted() }
     }
 
     // MARK: - Transactions
@@ -175,25 +299,25 @@ public final class VaultDatabase: Sendable {
         }
     }
 
-    /// A consistent online copy to `destination` (SQLite backup API), created 0600.
+    /// A consistent online copy to `destination` (SQLite backup API), created 0600 in a
+    /// private directory and linked into place, so it never overwrites a file and never
+    /// writes through a symbolic link.
     public func backup(to destination: String) throws(VaultError) {
-        let fd = Glibc.open(destination, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        if fd < 0 {
-            let code = errno
-            if code == EEXIST { throw .failure("\(destination) already exists; a backup never overwrites a file") }
-            throw .failure("cannot create \(destination): \(String(cString: strerror(code)))")
+        var existing = stat()
+        if lstat(destination, &existing) == 0 {
+            throw .failure("\(destination) already exists; a backup never overwrites a file")
         }
-        close(fd)
-        do {
-            let target = try DatabaseQueue(path: destination)
-            try pool.backup(to: target)
-            try target.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA journal_mode = DELETE")
+        try Self.buildPrivately(near: destination, what: "backup") { (temporary) throws(VaultError) in
+            do {
+                let target = try DatabaseQueue(path: temporary)
+                try pool.backup(to: target)
+                try target.writeWithoutTransaction { db in
+                    try db.execute(sql: "PRAGMA journal_mode = DELETE")
+                }
+                try target.close()
+            } catch {
+                throw Self.map(error, path: destination)
             }
-            try target.close()
-        } catch {
-            unlink(destination)
-            throw Self.map(error, path: destination)
         }
     }
 
@@ -249,9 +373,9 @@ public final class VaultDatabase: Sendable {
             }
             return .failure("input/output error on \(path); nothing was changed")
         case .SQLITE_CONSTRAINT:
-            return .integrity("the vault data violates a schema constraint (\(error.message ?? "constraint"))")
+            return .integrity("the vault data violates a schema constraint (\((error.message ?? "constraint").sanitisedForDisplay(limit: 200)))")
         default:
-            return .failure("storage error: \(error.message ?? "SQLite error \(error.resultCode.rawValue)")")
+            return .failure("storage error: \((error.message ?? "SQLite error \(error.resultCode.rawValue)").sanitisedForDisplay(limit: 200))")
         }
     }
 }

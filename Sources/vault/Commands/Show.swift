@@ -32,7 +32,7 @@ extension VaultCLI {
                 guard let latest = mine.last else { continue }
                 lines.append("\(field.rawValue): version \(latest.version) of \(mine.count), set \(latest.createdAt)")
             }
-            Output.stdout(lines.joined(separator: "\n") + "\n")
+            Output.lines(lines)
         }
     }
 }

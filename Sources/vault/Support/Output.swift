@@ -10,6 +10,11 @@ enum Output {
         FileHandle.standardOutput.write(Data(text.utf8))
     }
 
+    /// Lines of text built from values read from the vault file, each sanitised.
+    static func lines(_ lines: [String]) {
+        stdout(lines.map { $0.sanitisedForDisplay(limit: 2000) + "\n" }.joined())
+    }
+
     /// Writes guarded bytes to stdout without making a Swift `String` of them.
     static func stdout(prefix: String = "", secret: SecureBytes, suffix: String = "") {
         var bytes = Array(prefix.utf8)
@@ -26,13 +31,31 @@ enum Output {
         for i in bytes.indices { bytes[i] = 0 }
     }
 
+    /// A message on stderr; values from the vault file are in it, so it is sanitised.
     static func info(_ text: String) {
-        FileHandle.standardError.write(Data("vault: \(text)\n".utf8))
+        FileHandle.standardError.write(Data("vault: \(text.sanitisedForDisplay(limit: 2000))\n".utf8))
+    }
+
+    static func warning(_ text: String) {
+        FileHandle.standardError.write(Data("vault: warning: \(text.sanitisedForDisplay(limit: 2000))\n".utf8))
     }
 
     static func error(_ error: VaultError) {
-        var text = "vault: error: \(error.message)\n"
-        if let hint = error.hint { text += "vault: hint: \(hint)\n" }
+        var text = "vault: error: \(error.message.sanitisedForDisplay(limit: 2000))\n"
+        if let hint = error.hint { text += "vault: hint: \(hint.sanitisedForDisplay(limit: 2000))\n" }
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    /// A usage error from argument parsing, as `vault: error: …` like every other error.
+    static func usageError(_ message: String, help: String) {
+        var lines = message.split(separator: "\n", omittingEmptySubsequences: true).map { String($0) }
+        if lines.first?.hasPrefix("Error: ") == true { lines[0].removeFirst(7) }
+        var text = ""
+        for (index, line) in lines.enumerated() {
+            let clean = line.sanitisedForDisplay(limit: 2000)
+            text += index == 0 ? "vault: error: \(clean)\n" : "vault: \(clean)\n"
+        }
+        text += "vault: hint: \(help)\n"
         FileHandle.standardError.write(Data(text.utf8))
     }
 
@@ -49,9 +72,10 @@ enum Output {
         stdout(objects.isEmpty ? "[]\n" : "[\n" + objects.joined(separator: ",\n") + "\n]\n")
     }
 
-    /// A plain text table with a header row.
+    /// A plain text table with a header row. Cells hold values read from the vault file,
+    /// so each is sanitised (control and format characters shown as `?`).
     static func table(_ header: [String], _ rows: [[String]]) {
-        let all = [header] + rows
+        let all = [header] + rows.map { $0.map { $0.sanitisedForDisplay(limit: 300) } }
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         var text = ""
         for row in all {

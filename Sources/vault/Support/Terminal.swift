@@ -108,11 +108,31 @@ struct PassphraseReader {
         return value
     }
 
+    /// As ssh does for keys: a passphrase file that another user owns or that others can
+    /// write is refused (someone else could choose your passphrase or read a new one);
+    /// one that others can read is used with a warning.
+    static func checkPermissions(fd: Int32, path: String, what: String) throws(VaultError) {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .usage("cannot inspect the \(what) file \(path)") }
+        guard info.st_uid == geteuid() else {
+            throw .usage("the \(what) file \(path) is owned by uid \(info.st_uid), not by you (uid \(geteuid())); it was not used",
+                         hint: "use a file you own, mode 0600")
+        }
+        guard info.st_mode & 0o022 == 0 else {
+            throw .usage("the \(what) file \(path) can be written by others (mode \(String(format: "%04o", info.st_mode & 0o7777))); it was not used",
+                         hint: "chmod 600 \(path)")
+        }
+        if info.st_mode & 0o044 != 0 {
+            Output.warning("the \(what) file \(path) can be read by others (mode \(String(format: "%04o", info.st_mode & 0o7777))); chmod 600 it")
+        }
+    }
+
     /// Reads a file's contents, without one trailing newline (`\n` or `\r\n`).
     static func readFile(_ path: String, what: String) throws(VaultError) -> SecureBytes {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .usage("cannot read the \(what) file \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        try checkPermissions(fd: fd, path: path, what: what)
         let limit = 64 * 1024
         let buffer = SecureBytes(count: limit)
         var length = 0

@@ -1,0 +1,157 @@
+import Foundation
+import GRDB
+
+/// The upgrade of a format-1 vault to format 2 (FORMAT.md §9): one transaction, run by
+/// the first unlock (or `vault upgrade`).
+///
+/// Inside the migration's transaction, before its SQL: every format-1 MAC is checked,
+/// every secret version opened, the version sequences and the audit chain verified. A
+/// vault that fails any check is not upgraded (integrity failure, exit 7): the upgrade
+/// never re-authenticates tampered data. After the SQL: random identifiers, format-2
+/// MACs, secrets re-sealed with format-2 additional data, audit records re-MAC'd (key
+/// epoch 1), the header rewrapped as format 2, and an `upgrade` record appended. A
+/// process killed at any point leaves either the format-1 vault or the format-2 one.
+enum FormatUpgrade {
+    /// Another process finished the upgrade first; this one simply goes on.
+    struct AlreadyUpgraded: Error {}
+
+    private final class State: @unchecked Sendable {
+        var secrets: [(profileID: Int64, field: SecretField, version: Int64, secret: SecureBytes)] = []
+        var entries: [AuditEntry] = []
+        var cachedTokens = 0
+    }
+
+    static func run(vault: Vault, header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) {
+        let vaultID = header.vaultID
+        let state = State()
+        let upgrade = VaultDatabase.DataUpgrade(
+            before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
+            after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+        do {
+            try vault.database.migrate(upgrade: upgrade)
+        } catch {
+            if case .failure(let message, _) = error, message == alreadyUpgradedMessage { return }
+            throw error
+        }
+    }
+
+    static let alreadyUpgradedMessage = "the vault was upgraded by another process"
+
+    private static func v1ProfileMAC(id: Int64, name: String, clientID: String, username: String?, grant: String,
+                                     scope: String?, environment: String, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.V1.profileMAC)
+        e.data(vaultID)
+        e.i64(id)
+        e.str(name)
+        e.str(clientID)
+        e.optionalStr(username)
+        e.str(grant)
+        e.optionalStr(scope)
+        e.str(environment)
+        return Sodium.blake2b(e.bytes, key: key, length: 32)
+    }
+
+    private static func v1SecretAD(vaultID: [UInt8], profileID: Int64, field: String, version: Int64) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.V1.secretAD)
+        e.data(vaultID)
+        e.str(Labels.V1.secretTable)
+        e.i64(profileID)
+        e.str(field)
+        e.i64(version)
+        return e.bytes
+    }
+
+    /// Everything format 1 promises, checked before anything is changed.
+    private static func checkFormat1(_ db: Database, header: VaultHeader, keys: VaultKeys, vaultID: [UInt8], state: State) throws {
+        guard let stored = try HeaderRecord.fetchOne(db, key: 1) else { throw VaultError.integrity("the vault header is missing") }
+        guard stored.formatVersion == 1 else { throw VaultError.failure(alreadyUpgradedMessage) }
+        guard stored.header == header else { throw VaultError.keysChanged }
+
+        for row in try Row.fetchAll(db, sql: "SELECT name, token_url, api_base, mac FROM environment") {
+            var e = CanonicalEncoder(label: Labels.V1.environmentMAC)
+            e.data(vaultID)
+            e.str(row["name"])
+            e.str(row["token_url"])
+            e.optionalStr(row["api_base"])
+            guard Sodium.constantTimeEqual(Sodium.blake2b(e.bytes, key: keys.metadataKey, length: 32), [UInt8](row["mac"] as Data)) else {
+                throw VaultError.integrity("environment '\((row["name"] as String).sanitisedForDisplay(limit: 64))' fails its format-1 MAC; the vault was not upgraded")
+            }
+        }
+        let profiles = try Row.fetchAll(db, sql: "SELECT id, name, client_id, username, grant_type, scope, environment, mac FROM profile")
+        for row in profiles {
+            let id: Int64 = row["id"], name: String = row["name"], grant: String = row["grant_type"]
+            let display = name.sanitisedForDisplay(limit: 64)
+            let mac = v1ProfileMAC(id: id, name: name, clientID: row["client_id"], username: row["username"], grant: grant,
+                                   scope: row["scope"], environment: row["environment"], vaultID: vaultID, key: keys.metadataKey)
+            guard Sodium.constantTimeEqual(mac, [UInt8](row["mac"] as Data)), let grantType = GrantType(rawValue: grant) else {
+                throw VaultError.integrity("profile '\(display)' fails its format-1 MAC; the vault was not upgraded")
+            }
+            var versions: [String: [Int64]] = [:]
+            for secret in try SecretVersionRecord.filter(Column("profile_id") == id).order(Column("field"), Column("version")).fetchAll(db) {
+                guard let field = SecretField(rawValue: secret.field) else {
+                    throw VaultError.integrity("profile '\(display)' has a secret with an unknown field; the vault was not upgraded")
+                }
+                let opened: SecureBytes
+                do {
+                    opened = try Sodium.open(key: keys.secretKey, nonce: [UInt8](secret.nonce), ciphertext: [UInt8](secret.ciphertext),
+                                             additionalData: v1SecretAD(vaultID: vaultID, profileID: id, field: secret.field, version: secret.version))
+                } catch {
+                    throw VaultError.integrity("\(secret.field) version \(secret.version) of profile '\(display)' fails authentication; the vault was not upgraded")
+                }
+                versions[secret.field, default: []].append(secret.version)
+                state.secrets.append((id, field, secret.version, opened))
+            }
+            for field in SecretField.allCases {
+                let list = versions[field.rawValue] ?? []
+                let required = field == .clientSecret || grantType == .password
+                guard required ? (!list.isEmpty && list == Array(1...Int64(list.count))) : list.isEmpty else {
+                    throw VaultError.integrity("the \(field.rawValue) versions of profile '\(display)' are not 1 to n; the vault was not upgraded")
+                }
+            }
+        }
+        let orphans = try Int.fetchOne(db, sql: "SELECT count(*) FROM secret_version WHERE profile_id NOT IN (SELECT id FROM profile)") ?? 0
+        guard orphans == 0 else { throw VaultError.integrity("\(orphans) sealed secret(s) belong to no profile; the vault was not upgraded") }
+        state.entries = try AuditChain.verifyV1(db: db, vaultID: vaultID, key: keys.auditMACKey)
+        state.cachedTokens = try Int.fetchOne(db, sql: "SELECT count(*) FROM token_cache") ?? 0
+    }
+
+    /// The format-2 rows, after the migration's SQL has reshaped the tables.
+    private static func writeFormat2(_ db: Database, header: VaultHeader, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8],
+                                     state: State, clock: any VaultClock) throws {
+        for var environment in try EnvironmentRecord.fetchAll(db) {
+            let uid = Sodium.randomBytes(16)
+            environment.uid = Data(uid)
+            environment.mac = Data(UnlockedVault.environmentMAC(name: environment.name, uid: uid, tokenURL: environment.tokenURL,
+                                                                apiBase: environment.apiBase, vaultID: vaultID, key: keys.metadataKey))
+            try environment.update(db)
+        }
+        var uids: [Int64: [UInt8]] = [:]
+        for var profile in try ProfileRecord.fetchAll(db) {
+            let uid = Sodium.randomBytes(16)
+            uids[profile.id!] = uid
+            profile.uid = Data(uid)
+            profile.mac = Data(UnlockedVault.profileMAC(profile, vaultID: vaultID, key: keys.metadataKey))
+            try profile.update(db)
+        }
+        for secret in state.secrets {
+            guard let uid = uids[secret.profileID] else { throw VaultError.integrity("a secret lost its profile during the upgrade") }
+            let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
+            let ad = UnlockedVault.secretAD(vaultID: vaultID, profileUID: uid, field: secret.field, version: secret.version)
+            let ciphertext = try Sodium.seal(key: keys.secretKey, nonce: nonce, plaintext: secret.secret, additionalData: ad)
+            try db.execute(sql: "UPDATE secret_version SET nonce = ?, ciphertext = ? WHERE profile_id = ? AND field = ? AND version = ?",
+                           arguments: [Data(nonce), Data(ciphertext), secret.profileID, secret.field.rawValue, secret.version])
+            guard db.changesCount == 1 else { throw VaultError.integrity("a secret could not be re-sealed during the upgrade") }
+        }
+        let epochKeys = keys.auditEpochKeys
+        try AuditChain.remacAsFormat2(state.entries, db: db, vaultID: vaultID, keys: epochKeys)
+        var upgraded = header
+        upgraded.formatVersion = 2
+        upgraded.keyEpoch = 1
+        try upgraded.rewrap(keys: keys, kek: kek)
+        try HeaderRecord(upgraded).update(db)
+        guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
+        let detail = "format 1 to 2: \(state.entries.count) record(s) re-MAC'd, \(state.secrets.count) secret version(s) re-sealed, \(state.cachedTokens) cached token(s) dropped"
+        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: "upgrade", outcome: "ok", detail: detail),
+                              db: db, vaultID: vaultID, keys: epochKeys)
+    }
+}

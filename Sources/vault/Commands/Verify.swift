@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+
+extension VaultCLI {
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Full integrity check: every secret version, cached token, MAC, version sequence, the schema and the audit chain.",
+            discussion: "Names every problem found. Exit 0 when the vault is sound, 7 when anything is wrong. `vault doctor` keeps the quick checks that need no passphrase.")
+
+        @OptionGroup var options: VaultOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let report = try options.unlock().verifyEverything()
+            if json {
+                Output.json(report)
+            } else {
+                for problem in report.problems { Output.info("problem: \(problem)") }
+                Output.lines([
+                    "profiles: \(report.profiles), environments: \(report.environments), secret versions: \(report.secretVersions), "
+                        + "cached tokens: \(report.cachedTokens), audit records: \(report.auditRecords), key epoch: \(report.keyEpoch)",
+                    report.isSound ? "vault verified: no problem found" : "vault verification failed: \(report.problems.count) problem(s)",
+                ])
+            }
+            if !report.isSound { throw ExitCode(7) }
+        }
+    }
+
+    struct Upgrade: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upgrade a format-1 vault to format 2 now (the first unlock does it anyway).",
+            discussion: "One transaction: every format-1 MAC, secret and audit record is checked first; a vault that fails is left as it was (exit 7).")
+
+        @OptionGroup var options: VaultOptions
+
+        func run() async throws {
+            let vault = try options.open()
+            let before = try vault.formatVersion()
+            let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
+            if before < unlocked.header.formatVersion {
+                Output.info("upgraded the vault from format \(before) to format \(unlocked.header.formatVersion)")
+            } else {
+                Output.info("the vault is already format \(unlocked.header.formatVersion); nothing to do")
+            }
+        }
+    }
+}
