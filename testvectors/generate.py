@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Generates gbg-vault format v1 test vectors with libsodium through ctypes.
+"""Generates gbg-vault format 2 test vectors with libsodium through ctypes.
 
-This is an independent implementation of FORMAT.md (canonical encoding, labels, key
-hierarchy, additional data); the Swift suite checks that VaultCore produces exactly
-these bytes. Run: python3 testvectors/generate.py  (writes testvectors/*.json)
+An independent implementation of FORMAT.md (canonical encoding, labels, key hierarchy,
+additional data, key epochs); the Swift suite checks that VaultCore produces exactly
+these bytes, and that it rejects every case marked "expect": "fail" for the reason
+given (in the style of C2SP's CCTV vectors). Run: python3 testvectors/generate.py
+(writes testvectors/*.json). The format-1 vectors are in testvectors/v1/.
 """
 import ctypes, ctypes.util, json, os, struct, sys
 
@@ -24,6 +26,12 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
     sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out, ctypes.byref(outlen), plaintext, ctypes.c_ulonglong(len(plaintext)),
                                                       ad, ctypes.c_ulonglong(len(ad)), None, nonce, key)
     return out.raw[:outlen.value]
+
+def opens(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bool:
+    out = ctypes.create_string_buffer(max(1, len(ciphertext) - 16))
+    outlen = ctypes.c_ulonglong(0)
+    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(out, ctypes.byref(outlen), None, ciphertext,
+        ctypes.c_ulonglong(len(ciphertext)), ad, ctypes.c_ulonglong(len(ad)), nonce, key) == 0
 
 def subkey(key: bytes, sub_id: int, ctx: bytes) -> bytes:
     out = ctypes.create_string_buffer(32)
@@ -47,71 +55,170 @@ def opt_i(v): return b"\x00" if v is None else b"\x01" + i64(v)
 
 def h(b: bytes) -> str: return b.hex()
 
+VAULT_ID = bytes(range(0xa0, 0xb0))
+DATA_KEY = bytes(range(0x40, 0x60))
+AUDIT_KEY = bytes(range(0x60, 0x80))
+AUDIT_KEY_2 = bytes(range(0x80, 0xa0))
+PROFILE_UID = bytes(range(0xc0, 0xd0))
+OTHER_UID = bytes(range(0xd0, 0xe0))
+ENV_UID = bytes(range(0xe0, 0xf0))
+
+def wrap_ad(vid, epoch, ops, mem, salt):
+    return s("gbg-vault/v2 wrap") + u32(2) + d(vid) + i64(epoch) + s("argon2id13") + u64(ops) + u64(mem) + d(salt)
+
+def secret_ad(uid, field, version):
+    return s("gbg-vault/v2 secret") + d(VAULT_ID) + d(uid) + s(field) + i64(version)
+
+def token_ad(uid, env, env_uid, url, api, exp, csv, pwv):
+    return (s("gbg-vault/v2 token") + d(VAULT_ID) + d(uid) + s(env) + d(env_uid) + s(url) + opt_s(api)
+            + i64(exp) + i64(csv) + opt_i(pwv))
+
+RECORD = {"seq": 1, "at": 1764384000000, "action": "init", "profile": None, "environment": None, "token_url": None,
+          "grant_type": None, "outcome": "ok", "http_status": None, "oauth_error": None, "attempts": None, "duration_ms": None,
+          "token_type": None, "expires_in": None, "expires_at": None, "request_id": None, "token_fingerprint": None,
+          "detail": "kdf=interactive"}
+
+def audit_input(r, prev, epoch):
+    return (s("gbg-vault/v2 audit") + d(VAULT_ID) + d(prev) + i64(r["seq"]) + i64(epoch) + i64(r["at"]) + s(r["action"])
+            + opt_s(r["profile"]) + opt_s(r["environment"]) + opt_s(r["token_url"]) + opt_s(r["grant_type"]) + s(r["outcome"])
+            + opt_i(r["http_status"]) + opt_s(r["oauth_error"]) + opt_i(r["attempts"]) + opt_i(r["duration_ms"])
+            + opt_s(r["token_type"]) + opt_i(r["expires_in"]) + opt_i(r["expires_at"]) + opt_s(r["request_id"])
+            + opt_s(r["token_fingerprint"]) + opt_s(r["detail"]))
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
+    vectors = {}
     passphrase = "correct horse battery staple ✓".encode()
     salt = bytes(range(16))
     ops, mem = 2, 67108864  # interactive
-    vault_id = bytes(range(0xa0, 0xb0))
-    data_key = bytes(range(0x40, 0x60))
-    audit_key = bytes(range(0x60, 0x80))
     key_nonce = bytes(range(0x10, 0x28))
     kek = pwhash(passphrase, salt, ops, mem)
-    wrap_ad = s("gbg-vault/v1 wrap") + u32(1) + d(vault_id) + s("argon2id13") + u64(ops) + u64(mem) + d(salt)
-    wrapped = seal(kek, key_nonce, data_key + audit_key, wrap_ad)
-    digest = blake2b(s("gbg-vault/v1 header") + u32(1) + d(vault_id) + s("argon2id13") + u64(ops) + u64(mem)
+    epoch = 3
+    wad = wrap_ad(VAULT_ID, epoch, ops, mem, salt)
+    wrapped = seal(kek, key_nonce, DATA_KEY + AUDIT_KEY, wad)
+    digest = blake2b(s("gbg-vault/v2 header") + u32(2) + d(VAULT_ID) + i64(epoch) + s("argon2id13") + u64(ops) + u64(mem)
                      + d(salt) + d(key_nonce) + d(wrapped))
-    header = {
-        "description": "vault header: Argon2id KEK at interactive, wrapped keys, header digest (FORMAT.md §4)",
-        "passphrase_utf8_hex": h(passphrase), "salt": h(salt), "opslimit": ops, "memlimit": mem,
-        "vault_id": h(vault_id), "key_nonce": h(key_nonce), "data_key": h(data_key), "audit_key": h(audit_key),
-        "expect_kek": h(kek), "expect_wrap_ad": h(wrap_ad), "expect_wrapped_keys": h(wrapped), "expect_header_digest": h(digest),
+    vectors["header"] = {
+        "description": "format-2 header in key epoch 3: Argon2id KEK at interactive, wrapped keys, header digest (FORMAT.md §4)",
+        "passphrase_utf8_hex": h(passphrase), "salt": h(salt), "opslimit": ops, "memlimit": mem, "key_epoch": epoch,
+        "vault_id": h(VAULT_ID), "key_nonce": h(key_nonce), "data_key": h(DATA_KEY), "audit_key": h(AUDIT_KEY),
+        "expect_kek": h(kek), "expect_wrap_ad": h(wad), "expect_wrapped_keys": h(wrapped), "expect_header_digest": h(digest),
         "expect": "ok",
     }
-    secret_key = subkey(data_key, 1, b"gbgvsecr")
-    cases = [header]
-    for i, (pid, field, version, plaintext) in enumerate([
-        (1, "client_secret", 1, "s3cr3t".encode()),
-        (7, "password", 3, "pässwörd 🔑 &=+%".encode()),
-        (42, "client_secret", 12, b"x"),
+    secret_key = subkey(DATA_KEY, 1, b"gbgvsecr")
+    secrets = []
+    for i, (field, version, plaintext) in enumerate([
+        ("client_secret", 1, "s3cr3t".encode()),
+        ("password", 3, "pässwörd 🔑 &=+%".encode()),
+        ("client_secret", 12, b"x"),
     ]):
         nonce = bytes((j * 7 + i) & 0xff for j in range(24))
-        ad = s("gbg-vault/v1 secret") + d(vault_id) + s("secret_version") + i64(pid) + s(field) + i64(version)
-        cases.append({
-            "description": f"sealed {field} v{version} of profile #{pid} (FORMAT.md §5.1)",
-            "data_key": h(data_key), "vault_id": h(vault_id), "profile_id": pid, "field": field, "version": version,
+        ad = secret_ad(PROFILE_UID, field, version)
+        ct = seal(secret_key, nonce, plaintext, ad)
+        secrets.append({
+            "description": f"sealed {field} v{version} (FORMAT.md §5.1)",
+            "data_key": h(DATA_KEY), "vault_id": h(VAULT_ID), "profile_uid": h(PROFILE_UID), "field": field, "version": version,
             "nonce": h(nonce), "plaintext": h(plaintext),
-            "expect_secret_key": h(secret_key), "expect_ad": h(ad), "expect_ciphertext": h(seal(secret_key, nonce, plaintext, ad)),
-            "expect": "ok",
+            "expect_secret_key": h(secret_key), "expect_ad": h(ad), "expect_ciphertext": h(ct), "expect": "ok",
         })
-    mac_key = subkey(audit_key, 1, b"gbgvaudt")
-    prev = bytes(32)
-    msg = (s("gbg-vault/v1 audit") + d(vault_id) + d(prev) + i64(1) + i64(1764384000000) + s("token") + opt_s("demo")
-           + opt_s("eu") + opt_s("https://api.auth.gbgplc.com/as/token.oauth2") + opt_s("password") + s("ok") + opt_i(200)
-           + opt_s(None) + opt_i(1) + opt_i(87) + opt_s("Bearer") + opt_i(3600) + opt_i(1764387600) + opt_s("req-1")
-           + opt_s("00112233445566778899aabbccddeeff") + opt_s(None))
-    cases.append({
-        "description": "first audit record MAC (FORMAT.md §6.2)",
-        "audit_key": h(audit_key), "vault_id": h(vault_id),
-        "record": {"seq": 1, "at": 1764384000000, "action": "token", "profile": "demo", "environment": "eu",
-                   "token_url": "https://api.auth.gbgplc.com/as/token.oauth2", "grant_type": "password", "outcome": "ok",
-                   "http_status": 200, "attempts": 1, "duration_ms": 87, "token_type": "Bearer", "expires_in": 3600,
-                   "expires_at": 1764387600, "request_id": "req-1", "token_fingerprint": "00112233445566778899aabbccddeeff"},
-        "expect_mac_key": h(mac_key), "expect_mac": h(blake2b(msg, mac_key)),
+    vectors["secrets"] = secrets
+
+    token_key = subkey(DATA_KEY, 1, b"gbgvtokn")
+    url, api = "https://auth.staging.example/as/token.oauth2", "https://api.staging.example/v2/captain/"
+    tad = token_ad(PROFILE_UID, "staging", ENV_UID, url, api, 1764387600, 2, 1)
+    tnonce = bytes(range(0x30, 0x48))
+    tct = seal(token_key, tnonce, b"stub-token-value", tad)
+    vectors["token"] = {
+        "description": "cached token bound to profile uid and the environment's definition (FORMAT.md §5.2)",
+        "data_key": h(DATA_KEY), "vault_id": h(VAULT_ID), "profile_uid": h(PROFILE_UID),
+        "environment": {"name": "staging", "uid": h(ENV_UID), "token_url": url, "api_base": api},
+        "expires_at": 1764387600, "client_secret_version": 2, "password_version": 1, "nonce": h(tnonce), "token": "stub-token-value",
+        "expect_token_key": h(token_key), "expect_ad": h(tad), "expect_ciphertext": h(tct), "expect": "ok",
+    }
+
+    meta_key = subkey(DATA_KEY, 1, b"gbgvmeta")
+    pmac = blake2b(s("gbg-vault/v2 profile") + d(VAULT_ID) + d(PROFILE_UID) + s("acme") + s("client-1") + opt_s("api@example.com")
+                   + s("password") + opt_s(None) + s("staging") + i64(2) + opt_i(1), meta_key)
+    emac = blake2b(s("gbg-vault/v2 environment") + d(VAULT_ID) + d(ENV_UID) + s("staging") + s(url) + opt_s(api), meta_key)
+    vectors["metadata"] = {
+        "description": "profile and environment MACs (FORMAT.md §5.3)",
+        "data_key": h(DATA_KEY), "vault_id": h(VAULT_ID),
+        "profile": {"uid": h(PROFILE_UID), "name": "acme", "client_id": "client-1", "username": "api@example.com",
+                    "grant_type": "password", "scope": None, "environment": "staging", "client_secret_version": 2, "password_version": 1},
+        "environment": {"uid": h(ENV_UID), "name": "staging", "token_url": url, "api_base": api},
+        "expect_metadata_key": h(meta_key), "expect_profile_mac": h(pmac), "expect_environment_mac": h(emac), "expect": "ok",
+    }
+
+    mac1 = subkey(AUDIT_KEY, 1, b"gbgvaudt")
+    mac2 = subkey(AUDIT_KEY_2, 1, b"gbgvaudt")
+    m1 = blake2b(audit_input(RECORD, bytes(32), 1), mac1)
+    rekey = dict(RECORD, seq=2, at=1764384060000, action="rekey", detail="resealed=0 epoch=2")
+    rekey_input = audit_input(rekey, m1, 2)
+    m2 = blake2b(rekey_input, mac2)
+    pkm = blake2b(rekey_input, mac1)
+    head = blake2b(s("gbg-vault/v2 audit-head") + d(VAULT_ID) + i64(2) + i64(2) + d(m2), mac2)
+    sealing2 = subkey(AUDIT_KEY_2, 3, b"gbgvaudt")
+    rnonce = bytes(range(0x50, 0x68))
+    retired = seal(sealing2, rnonce, AUDIT_KEY, s("gbg-vault/v2 retired-audit-key") + d(VAULT_ID) + i64(1))
+    vectors["audit"] = {
+        "description": "init record (epoch 1), rekey record (epoch 2, also MAC'd under epoch 1), head, retired key (FORMAT.md §6)",
+        "vault_id": h(VAULT_ID), "audit_key_epoch_1": h(AUDIT_KEY), "audit_key_epoch_2": h(AUDIT_KEY_2),
+        "records": [RECORD, rekey],
+        "expect_mac_key_epoch_1": h(mac1), "expect_mac_1": h(m1), "expect_mac_2": h(m2), "expect_previous_key_mac_2": h(pkm),
+        "expect_head_mac": h(head), "retired_nonce": h(rnonce), "expect_retired_sealed": h(retired),
+        "expect_fingerprint": h(blake2b(b"stub-token-value", subkey(AUDIT_KEY, 2, b"gbgvaudt"), 16)), "fingerprint_token": "stub-token-value",
         "expect": "ok",
-    })
-    fp_key = subkey(audit_key, 2, b"gbgvaudt")
-    cases.append({
-        "description": "token fingerprint (FORMAT.md §6.3)",
-        "audit_key": h(audit_key), "token": "stub-token-value", "expect_fingerprint": h(blake2b(b"stub-token-value", fp_key, 16)),
-        "expect": "ok",
-    })
-    names = ["header", "secret-1", "secret-2", "secret-3", "audit-mac", "fingerprint"]
-    for name, case in zip(names, cases):
+    }
+
+    # Failure vectors: each must be rejected, for the reason given.
+    fails = []
+    s0 = secrets[0]
+    ct0 = bytes.fromhex(s0["expect_ciphertext"])
+    n0 = bytes.fromhex(s0["nonce"])
+    other_ad = secret_ad(OTHER_UID, "client_secret", 1)
+    assert not opens(secret_key, n0, ct0, other_ad)
+    fails.append({"description": "a secret copied to another profile (same row id reused, new uid)", "kind": "secret",
+                  "data_key": h(DATA_KEY), "nonce": h(n0), "ciphertext": h(ct0), "ad": h(other_ad),
+                  "expect": "fail", "reason": "AEAD authentication fails: the profile uid is in the additional data"})
+    v2_ad = secret_ad(PROFILE_UID, "client_secret", 2)
+    assert not opens(secret_key, n0, ct0, v2_ad)
+    fails.append({"description": "version 1 of a secret presented as version 2", "kind": "secret",
+                  "data_key": h(DATA_KEY), "nonce": h(n0), "ciphertext": h(ct0), "ad": h(v2_ad),
+                  "expect": "fail", "reason": "AEAD authentication fails: the version is in the additional data"})
+    readded = token_ad(PROFILE_UID, "staging", OTHER_UID, url, api, 1764387600, 2, 1)
+    assert not opens(token_key, tnonce, tct, readded)
+    fails.append({"description": "a cached token served for an environment removed and added again under the same name", "kind": "token",
+                  "data_key": h(DATA_KEY), "nonce": h(tnonce), "ciphertext": h(tct), "ad": h(readded),
+                  "expect": "fail", "reason": "AEAD authentication fails: the environment uid is in the additional data"})
+    moved = token_ad(PROFILE_UID, "staging", ENV_UID, url, "https://elsewhere.example/v2/", 1764387600, 2, 1)
+    assert not opens(token_key, tnonce, tct, moved)
+    fails.append({"description": "a cached token after the environment's API base changed", "kind": "token",
+                  "data_key": h(DATA_KEY), "nonce": h(tnonce), "ciphertext": h(tct), "ad": h(moved),
+                  "expect": "fail", "reason": "AEAD authentication fails: the API base is in the additional data"})
+    epoch_edit = wrap_ad(VAULT_ID, 2, ops, mem, salt)
+    assert not opens(kek, key_nonce, wrapped, epoch_edit)
+    fails.append({"description": "the header's key epoch edited from 3 to 2", "kind": "wrap",
+                  "kek": h(kek), "nonce": h(key_nonce), "ciphertext": h(wrapped), "ad": h(epoch_edit),
+                  "expect": "fail", "reason": "the keys do not unwrap: the epoch is in WRAP_AD (and the digest no longer matches)"})
+    v1_ad = s("gbg-vault/v1 wrap") + u32(1) + d(VAULT_ID) + s("argon2id13") + u64(ops) + u64(mem) + d(salt)
+    assert not opens(kek, key_nonce, wrapped, v1_ad)
+    fails.append({"description": "a format-2 header relabelled as format 1", "kind": "wrap",
+                  "kek": h(kek), "nonce": h(key_nonce), "ciphertext": h(wrapped), "ad": h(v1_ad),
+                  "expect": "fail", "reason": "the keys do not unwrap: the format version and label are in WRAP_AD"})
+    forged = blake2b(rekey_input, mac1)
+    fails.append({"description": "a record of epoch 2 MAC'd only with the epoch-1 audit key (a former key holder forging a new record)",
+                  "kind": "audit-mac", "mac_key": h(mac2), "input": h(rekey_input), "mac": h(forged),
+                  "expect": "fail", "reason": "the record MAC must verify under its own epoch's key"})
+    wiped = dict(RECORD, action="token", profile="acme")
+    fails.append({"description": "a trail whose first record is not init (the trail was wiped and restarted)",
+                  "kind": "audit-first", "record": wiped, "expect": "fail", "reason": "record 1 must be the init record"})
+    vectors["failures"] = {"description": "inputs every implementation must reject", "cases": fails}
+
+    for name, case in vectors.items():
         with open(os.path.join(here, f"{name}.json"), "w") as f:
             json.dump(case, f, indent=2, ensure_ascii=False)
             f.write("\n")
-    print(f"wrote {len(cases)} vectors")
+    print(f"wrote {len(vectors)} vector files ({len(fails)} failure cases)")
 
 if __name__ == "__main__":
     main()

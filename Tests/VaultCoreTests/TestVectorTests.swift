@@ -3,7 +3,8 @@ import Testing
 @testable import VaultCore
 
 /// Language-neutral vectors in `testvectors/`, produced by an independent implementation
-/// of FORMAT.md (`testvectors/generate.py`, libsodium through ctypes).
+/// of FORMAT.md (`testvectors/generate.py`, libsodium through ctypes): VaultCore must
+/// produce exactly these bytes, and reject every `"expect": "fail"` case.
 @Suite("format test vectors")
 struct TestVectorTests {
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -15,21 +16,27 @@ struct TestVectorTests {
     }
 
     func bytes(_ object: [String: Any], _ key: String) throws -> [UInt8] {
-        let text = try #require(object[key] as? String)
+        let text = try #require(object[key] as? String, "\(key)")
         return try #require([UInt8](hex: text))
     }
 
-    @Test("header: KEK, wrap AD, wrapped keys and digest")
+    func int(_ object: [String: Any], _ key: String) throws -> Int64 {
+        Int64(try #require(object[key] as? Int, "\(key)"))
+    }
+
+    @Test("format-2 header: KEK, wrap AD with the key epoch, wrapped keys and digest")
     func header() throws {
         let v = try Self.load("header")
         #expect(v["expect"] as? String == "ok")
         let passphrase = SecureBytes(copying: try bytes(v, "passphrase_utf8_hex"))
-        let kdf = KDFParameters(opslimit: UInt64(v["opslimit"] as! Int), memlimit: UInt64(v["memlimit"] as! Int))
+        let kdf = KDFParameters(opslimit: UInt64(try int(v, "opslimit")), memlimit: UInt64(try int(v, "memlimit")))
         let kek = try Sodium.argon2id(passphrase: passphrase, salt: try bytes(v, "salt"), opslimit: kdf.opslimit, memlimit: kdf.memlimit)
         #expect(kek.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_kek")))
-        let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(v, "data_key")), auditKey: SecureBytes(copying: try bytes(v, "audit_key")))
-        var header = VaultHeader(formatVersion: 1, vaultID: try bytes(v, "vault_id"), kdfAlgorithm: "argon2id13", kdf: kdf,
-                                 salt: try bytes(v, "salt"), keyNonce: try bytes(v, "key_nonce"), wrappedKeys: [], headerDigest: [], createdAt: "")
+        let epoch = try int(v, "key_epoch")
+        let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(v, "data_key")), auditKey: SecureBytes(copying: try bytes(v, "audit_key")), epoch: epoch)
+        var header = VaultHeader(formatVersion: 2, vaultID: try bytes(v, "vault_id"), kdfAlgorithm: "argon2id13", kdf: kdf,
+                                 salt: try bytes(v, "salt"), keyNonce: try bytes(v, "key_nonce"), wrappedKeys: [], headerDigest: [],
+                                 createdAt: "", keyEpoch: epoch)
         #expect(header.wrapAdditionalData == (try bytes(v, "expect_wrap_ad")))
         header.wrappedKeys = try Sodium.seal(key: kek, nonce: header.keyNonce, plaintext: keys.wrappedPlaintext(), additionalData: header.wrapAdditionalData)
         #expect(header.wrappedKeys == (try bytes(v, "expect_wrapped_keys")))
@@ -37,36 +44,83 @@ struct TestVectorTests {
         #expect(header.headerDigest == (try bytes(v, "expect_header_digest")))
         let unlocked = try header.unlock(passphrase: passphrase)
         #expect(unlocked.dataKey.constantTimeEquals(keys.dataKey))
+        #expect(unlocked.epoch == epoch)
         #expect(throws: VaultError.wrongPassphrase) { try header.unlock(passphrase: SecureBytes(utf8: "wrong")) }
     }
 
-    @Test("sealed secrets: subkey, additional data, ciphertext", arguments: ["secret-1", "secret-2", "secret-3"])
-    func secret(name: String) throws {
-        let v = try Self.load(name)
-        let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(v, "data_key")), auditKey: .random(count: 32))
-        #expect(keys.secretKey.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_secret_key")))
-        let field = try #require(SecretField(rawValue: v["field"] as! String))
-        let ad = UnlockedVault.secretAD(vaultID: try bytes(v, "vault_id"), profileID: Int64(v["profile_id"] as! Int),
-                                        field: field, version: Int64(v["version"] as! Int))
-        #expect(ad == (try bytes(v, "expect_ad")))
-        let sealed = try Sodium.seal(key: keys.secretKey, nonce: try bytes(v, "nonce"),
-                                     plaintext: SecureBytes(copying: try bytes(v, "plaintext")), additionalData: ad)
-        #expect(sealed == (try bytes(v, "expect_ciphertext")))
-        let opened = try Sodium.open(key: keys.secretKey, nonce: try bytes(v, "nonce"), ciphertext: sealed, additionalData: ad)
-        #expect(opened.withUnsafeBytes { Array($0) } == (try bytes(v, "plaintext")))
+    @Test("format-1 header and secret vectors still read (the upgrade's input)")
+    func formatOne() throws {
+        let v = try Self.load("v1/header")
+        let kdf = KDFParameters(opslimit: UInt64(try int(v, "opslimit")), memlimit: UInt64(try int(v, "memlimit")))
+        let header = VaultHeader(formatVersion: 1, vaultID: try bytes(v, "vault_id"), kdfAlgorithm: "argon2id13", kdf: kdf,
+                                 salt: try bytes(v, "salt"), keyNonce: try bytes(v, "key_nonce"), wrappedKeys: try bytes(v, "expect_wrapped_keys"),
+                                 headerDigest: try bytes(v, "expect_header_digest"), createdAt: "")
+        #expect(header.wrapAdditionalData == (try bytes(v, "expect_wrap_ad")))
+        #expect(header.computedDigest == (try bytes(v, "expect_header_digest")))
+        let keys = try header.unlock(passphrase: SecureBytes(copying: try bytes(v, "passphrase_utf8_hex")))
+        #expect(keys.dataKey.withUnsafeBytes { Array($0) } == (try bytes(v, "data_key")))
+        for name in ["v1/secret-1", "v1/secret-2", "v1/secret-3"] {
+            let s = try Self.load(name)
+            let ad = FormatUpgrade.v1SecretAD(vaultID: try bytes(s, "vault_id"), profileID: try int(s, "profile_id"),
+                                              field: try #require(s["field"] as? String), version: try int(s, "version"))
+            #expect(ad == (try bytes(s, "expect_ad")))
+        }
     }
 
-    @Test("audit record MAC and token fingerprint")
-    func audit() throws {
-        let v = try Self.load("audit-mac")
-        let keys = try VaultKeys(dataKey: .random(count: 32), auditKey: SecureBytes(copying: try bytes(v, "audit_key")))
-        #expect(keys.auditMACKey.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_mac_key")))
-        let r = try #require(v["record"] as? [String: Any])
+    @Test("sealed secrets: subkey, additional data with the profile uid, ciphertext")
+    func secrets() throws {
+        let cases = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.directory.appendingPathComponent("secrets.json"))) as? [[String: Any]])
+        #expect(cases.count == 3)
+        for v in cases {
+            let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(v, "data_key")), auditKey: .random(count: 32))
+            #expect(keys.secretKey.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_secret_key")))
+            let field = try #require(SecretField(rawValue: v["field"] as? String ?? ""))
+            let ad = UnlockedVault.secretAD(vaultID: try bytes(v, "vault_id"), profileUID: try bytes(v, "profile_uid"),
+                                            field: field, version: try int(v, "version"))
+            #expect(ad == (try bytes(v, "expect_ad")))
+            let sealed = try Sodium.seal(key: keys.secretKey, nonce: try bytes(v, "nonce"),
+                                         plaintext: SecureBytes(copying: try bytes(v, "plaintext")), additionalData: ad)
+            #expect(sealed == (try bytes(v, "expect_ciphertext")))
+        }
+    }
+
+    @Test("cached token bound to the environment's definition; profile and environment MACs")
+    func tokenAndMetadata() throws {
+        let t = try Self.load("token")
+        let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(t, "data_key")), auditKey: .random(count: 32))
+        #expect(keys.tokenKey.withUnsafeBytes { Array($0) } == (try bytes(t, "expect_token_key")))
+        let e = try #require(t["environment"] as? [String: Any])
+        let environment = Environment(name: e["name"] as! String, tokenURL: e["token_url"] as! String, apiBase: e["api_base"] as? String,
+                                      builtIn: false, uid: try bytes(e, "uid"))
+        let ad = UnlockedVault.tokenAD(vaultID: try bytes(t, "vault_id"), profileUID: try bytes(t, "profile_uid"), environment: environment,
+                                       expiresAt: try int(t, "expires_at"), clientSecretVersion: try int(t, "client_secret_version"),
+                                       passwordVersion: try int(t, "password_version"))
+        #expect(ad == (try bytes(t, "expect_ad")))
+        #expect(try Sodium.seal(key: keys.tokenKey, nonce: try bytes(t, "nonce"), plaintext: SecureBytes(utf8: t["token"] as! String),
+                                additionalData: ad) == (try bytes(t, "expect_ciphertext")))
+
+        let m = try Self.load("metadata")
+        let meta = try VaultKeys(dataKey: SecureBytes(copying: try bytes(m, "data_key")), auditKey: .random(count: 32))
+        #expect(meta.metadataKey.withUnsafeBytes { Array($0) } == (try bytes(m, "expect_metadata_key")))
+        let p = try #require(m["profile"] as? [String: Any])
+        let record = ProfileRecord(id: 1, uid: Data(try bytes(p, "uid")), name: p["name"] as! String, clientID: p["client_id"] as! String,
+                                   username: p["username"] as? String, grantType: p["grant_type"] as! String, scope: p["scope"] as? String,
+                                   environment: p["environment"] as! String, clientSecretVersion: try int(p, "client_secret_version"),
+                                   passwordVersion: try int(p, "password_version"), createdAt: "", updatedAt: "", mac: Data())
+        #expect(UnlockedVault.profileMAC(record, vaultID: try bytes(m, "vault_id"), key: meta.metadataKey) == (try bytes(m, "expect_profile_mac")))
+        let env = try #require(m["environment"] as? [String: Any])
+        #expect(UnlockedVault.environmentMAC(name: env["name"] as! String, uid: try bytes(env, "uid"), tokenURL: env["token_url"] as! String,
+                                             apiBase: env["api_base"] as? String, vaultID: try bytes(m, "vault_id"), key: meta.metadataKey)
+                == (try bytes(m, "expect_environment_mac")))
+    }
+
+    static func entry(_ r: [String: Any]) -> AuditEntry {
         var entry = AuditEntry(at: Int64(r["at"] as! Int), action: r["action"] as! String, outcome: r["outcome"] as! String,
                                profile: r["profile"] as? String, environment: r["environment"] as? String,
-                               tokenURL: r["token_url"] as? String, grantType: r["grant_type"] as? String)
+                               tokenURL: r["token_url"] as? String, grantType: r["grant_type"] as? String, detail: r["detail"] as? String)
         entry.seq = Int64(r["seq"] as! Int)
         entry.httpStatus = (r["http_status"] as? Int).map(Int64.init)
+        entry.oauthError = r["oauth_error"] as? String
         entry.attempts = (r["attempts"] as? Int).map(Int64.init)
         entry.durationMs = (r["duration_ms"] as? Int).map(Int64.init)
         entry.tokenType = r["token_type"] as? String
@@ -74,11 +128,59 @@ struct TestVectorTests {
         entry.expiresAt = (r["expires_at"] as? Int).map(Int64.init)
         entry.requestID = r["request_id"] as? String
         entry.tokenFingerprint = r["token_fingerprint"] as? String
-        let mac = AuditChain.mac(of: entry, previousMAC: [UInt8](repeating: 0, count: 32), vaultID: try bytes(v, "vault_id"), key: keys.auditMACKey)
-        #expect(mac == (try bytes(v, "expect_mac")))
+        return entry
+    }
 
-        let f = try Self.load("fingerprint")
-        let fpKeys = try VaultKeys(dataKey: .random(count: 32), auditKey: SecureBytes(copying: try bytes(f, "audit_key")))
-        #expect(fpKeys.fingerprint(token: SecureBytes(utf8: f["token"] as! String)) == f["expect_fingerprint"] as? String)
+    @Test("audit chain across a key epoch: record MACs, previous-key MAC, head, retired key, fingerprint")
+    func audit() throws {
+        let v = try Self.load("audit")
+        let vaultID = try bytes(v, "vault_id")
+        let one = try VaultKeys(dataKey: .random(count: 32), auditKey: SecureBytes(copying: try bytes(v, "audit_key_epoch_1")), epoch: 1)
+        let two = try VaultKeys(dataKey: .random(count: 32), auditKey: SecureBytes(copying: try bytes(v, "audit_key_epoch_2")), epoch: 2)
+        #expect(one.auditMACKey.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_mac_key_epoch_1")))
+        let records = try #require(v["records"] as? [[String: Any]])
+        let first = Self.entry(records[0]), rekey = Self.entry(records[1])
+        let mac1 = AuditChain.mac(of: first, previousMAC: AuditChain.zeroMAC, vaultID: vaultID, epoch: 1, key: one.auditMACKey)
+        #expect(mac1 == (try bytes(v, "expect_mac_1")))
+        let mac2 = AuditChain.mac(of: rekey, previousMAC: mac1, vaultID: vaultID, epoch: 2, key: two.auditMACKey)
+        #expect(mac2 == (try bytes(v, "expect_mac_2")))
+        #expect(AuditChain.mac(of: rekey, previousMAC: mac1, vaultID: vaultID, epoch: 2, key: one.auditMACKey) == (try bytes(v, "expect_previous_key_mac_2")))
+        #expect(AuditChain.headMAC(seq: 2, epoch: 2, lastMAC: mac2, vaultID: vaultID, key: two.auditMACKey) == (try bytes(v, "expect_head_mac")))
+        let sealed = try Sodium.seal(key: two.retiredKeySealingKey, nonce: try bytes(v, "retired_nonce"), plaintext: one.auditKey,
+                                     additionalData: AuditChain.retiredKeyAD(vaultID: vaultID, epoch: 1))
+        #expect(sealed == (try bytes(v, "expect_retired_sealed")))
+        #expect(one.fingerprint(token: SecureBytes(utf8: v["fingerprint_token"] as! String)) == v["expect_fingerprint"] as? String)
+    }
+
+    @Test("every failure vector is rejected")
+    func failures() throws {
+        let v = try Self.load("failures")
+        let cases = try #require(v["cases"] as? [[String: Any]])
+        #expect(cases.count >= 8)
+        for c in cases {
+            #expect(c["expect"] as? String == "fail")
+            let what = c["description"] as? String ?? "?"
+            switch c["kind"] as? String {
+            case "secret", "token":
+                let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(c, "data_key")), auditKey: .random(count: 32))
+                let key = c["kind"] as? String == "secret" ? keys.secretKey : keys.tokenKey
+                #expect(throws: CryptoError.self, "\(what)") {
+                    _ = try Sodium.open(key: key, nonce: try bytes(c, "nonce"), ciphertext: try bytes(c, "ciphertext"), additionalData: try bytes(c, "ad"))
+                }
+            case "wrap":
+                #expect(throws: CryptoError.self, "\(what)") {
+                    _ = try Sodium.open(key: SecureBytes(copying: try bytes(c, "kek")), nonce: try bytes(c, "nonce"),
+                                        ciphertext: try bytes(c, "ciphertext"), additionalData: try bytes(c, "ad"))
+                }
+            case "audit-mac":
+                let key = SecureBytes(copying: try bytes(c, "mac_key"))
+                #expect(Sodium.blake2b(try bytes(c, "input"), key: key, length: 32) != (try bytes(c, "mac")), "\(what)")
+            case "audit-first":
+                let record = Self.entry(try #require(c["record"] as? [String: Any]))
+                #expect(record.action != "init", "\(what)")
+            default:
+                Issue.record("unknown failure kind in \(what)")
+            }
+        }
     }
 }

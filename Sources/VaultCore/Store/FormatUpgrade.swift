@@ -51,7 +51,7 @@ enum FormatUpgrade {
         return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
-    private static func v1SecretAD(vaultID: [UInt8], profileID: Int64, field: String, version: Int64) -> [UInt8] {
+    static func v1SecretAD(vaultID: [UInt8], profileID: Int64, field: String, version: Int64) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.V1.secretAD)
         e.data(vaultID)
         e.str(Labels.V1.secretTable)
