@@ -125,7 +125,7 @@ struct ExchangeTests {
         let dir = vault.directory
         let openssl = { (args: [String]) throws -> Void in
             let r = try Binaries.run("/usr/bin/openssl", args, environment: ["PATH": "/usr/bin:/bin"])
-            precondition(r.status == 0, r.stderrText)
+            try #require(r.status == 0, "\(r.stderrText)")
         }
         try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/ca.key", "-out", dir + "/ca.pem",
                      "-days", "2", "-subj", "/CN=gbg-vault test CA"])
@@ -233,17 +233,21 @@ struct ExchangeTests {
         expectNoLeaks(fixture.vault)
     }
 
-    @Test("fail closed: with the audit table unwritable, token exits 8 and prints nothing")
+    @Test("fail closed: a trigger that blocks audit inserts is refused on open: exit 7, nothing printed, nothing sent")
     func failClosed() throws {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
-        try fixture.vault.sql("CREATE TRIGGER block BEFORE INSERT ON audit_record BEGIN SELECT RAISE(ABORT, 'audit disabled'); END;")
-        let result = try fixture.token("pw")
-        #expect(result.status == 8)
-        #expect(result.stdout.isEmpty)
-        #expect(try fixture.stub.tokenRequests() == 1)
-        // The cache entry belongs to the same transaction: nothing was cached either.
-        #expect(try fixture.vault.sql("SELECT count(*) FROM token_cache").stdoutText == "0\n")
+        for trigger in ["CREATE TRIGGER block BEFORE INSERT ON audit_record BEGIN SELECT RAISE(ABORT, 'audit disabled'); END;",
+                        "CREATE TRIGGER block BEFORE INSERT ON audit_record BEGIN SELECT RAISE(IGNORE); END;"] {
+            try fixture.vault.sql(trigger)
+            let result = try fixture.token("pw")
+            #expect(result.status == 7, "\(result.stderrText)")
+            #expect(result.stdout.isEmpty)
+            #expect(result.stderrText.contains("schema"))
+            #expect(try fixture.stub.tokenRequests() == 0)
+            #expect(try fixture.vault.sql("SELECT count(*) FROM token_cache").stdoutText == "0\n")
+            try fixture.vault.sql("DROP TRIGGER block")
+        }
         expectNoLeaks(fixture.vault)
     }
 }

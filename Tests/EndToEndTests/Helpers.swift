@@ -36,10 +36,12 @@ struct Fixture {
         try vault.initialise()
         guard addProfiles else { return }
         let env = try vault.run(["env", "add", "local", "--token-url", stub.tokenURL, "--api-base", stub.apiBase])
-        precondition(env.status == 0, env.stderrText)
-        try vault.add("pw", clientID: "client-pw", clientSecret: clientSecret, username: "api-user@example.com",
-                      password: password, env: "local")
-        try vault.add("cc", clientID: "client-cc", clientSecret: ccSecret, grant: "client-credentials", env: "local")
+        try #require(env.status == 0, "env add: \(env.stderrText)")
+        let pw = try vault.add("pw", clientID: "client-pw", clientSecret: clientSecret, username: "api-user@example.com",
+                               password: password, env: "local")
+        try #require(pw.status == 0, "add pw: \(pw.stderrText)")
+        let cc = try vault.add("cc", clientID: "client-cc", clientSecret: ccSecret, grant: "client-credentials", env: "local")
+        try #require(cc.status == 0, "add cc: \(cc.stderrText)")
     }
 
     /// `vault token NAME --format raw`, registering the token with the scanner.
@@ -57,3 +59,18 @@ struct Fixture {
         return (try JSONSerialization.jsonObject(with: result.stdout) as? [[String: Any]]) ?? []
     }
 }
+
+/// The independent reader of FORMAT.md (`testvectors/open_vault.py`): its JSON report,
+/// or nil with the reason when it refuses the file.
+func independentReader(path: String, passphrase: String, extra: [String] = []) throws -> (report: [String: Any]?, error: String?) {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("testvectors/open_vault.py").path
+    let result = try Binaries.run("/usr/bin/env", ["python3", "-B", script, path, "--allow-test-kdf"] + extra,
+                                  environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "VAULT_PASSPHRASE": passphrase])
+    let object = try? JSONSerialization.jsonObject(with: result.stdout) as? [String: Any]
+    if result.status == 0, let object { return (object, nil) }
+    return (nil, (object?["error"] as? String) ?? "reader failed (\(result.status)): \(result.stderrText)")
+}
+
+/// The repository's folder.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

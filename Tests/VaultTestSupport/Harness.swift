@@ -144,8 +144,10 @@ public enum HarnessError: Error, CustomStringConvertible {
     case timedOut(String)
     case stubDidNotStart(String)
     case spawnFailed(String)
+    case commandFailed(String)
     public var description: String {
         switch self {
+        case .commandFailed(let what): "a set-up command failed: \(what)"
         case .spawnFailed(let why): "could not start a process: \(why)"
         case .timedOut(let what): "timed out: \(what)"
         case .stubDidNotStart(let why): "gbg-auth-stub did not start: \(why)"

@@ -50,7 +50,7 @@ public final class TestVault: @unchecked Sendable {
     /// `vault init` with the test passphrase.
     public func initialise() throws {
         let result = try run(["init"])
-        precondition(result.status == 0, "init failed: \(result.stderrText)")
+        guard result.status == 0 else { throw HarnessError.commandFailed("vault init: \(result.stderrText)") }
     }
 
     /// `vault add` with secrets from stdin JSON.

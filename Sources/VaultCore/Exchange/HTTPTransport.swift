@@ -35,9 +35,20 @@ public enum TransportError: Error, Sendable, Equatable {
     case tooLarge(Int)
 }
 
-/// Sends one form POST. Injected so that retry and expiry logic can be tested in-process.
+/// Sends form POSTs for one exchange. Injected so that retry and expiry logic can be
+/// tested in-process.
 public protocol HTTPTransport: Sendable {
+    /// Checks the configuration for `url` (CA bundle, proxy) before the first attempt:
+    /// a bad one is a usage error (exit 64), never a retried outage.
+    func prepare(url: String) async throws(VaultError)
     func post(url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws(TransportError) -> HTTPResponseData
+    /// Releases what `prepare` set up (the HTTP client and its connections).
+    func finish() async
+}
+
+extension HTTPTransport {
+    public func prepare(url: String) async throws(VaultError) {}
+    public func finish() async {}
 }
 
 /// Network settings of the exchange.
@@ -60,31 +71,47 @@ public struct TransportOptions: Sendable {
 }
 
 /// The transport over async-http-client: TLS 1.2+, custom CA, proxies, no redirects.
-public struct AsyncHTTPTransport: HTTPTransport {
+/// One HTTP client serves every attempt of an exchange (`prepare` … `finish`).
+public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
     public let options: TransportOptions
+    private let lock = NSLock()
+    private var client: HTTPClient?
 
     public init(options: TransportOptions) {
         self.options = options
     }
 
+    public func prepare(url: String) async throws(VaultError) {
+        let configuration = try makeConfiguration(for: url)
+        let previous = lock.withLock { () -> HTTPClient? in
+            let old = client
+            client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+            return old
+        }
+        try? await previous?.shutdown()
+    }
+
+    public func finish() async {
+        let current = lock.withLock { () -> HTTPClient? in
+            let old = client
+            client = nil
+            return old
+        }
+        try? await current?.shutdown()
+    }
+
     public func post(url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws(TransportError) -> HTTPResponseData {
-        let configuration: HTTPClient.Configuration
-        do {
-            configuration = try makeConfiguration(for: url)
-        } catch {
-            throw .connection(error.message)
+        if lock.withLock({ client == nil }) {
+            do { try await prepare(url: url) } catch { throw .connection(error.message) }
         }
-        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-        let result: Result<HTTPResponseData, TransportError>
+        guard let client = lock.withLock({ client }) else { throw .connection("the HTTP client is not available") }
         do {
-            result = .success(try await send(client: client, url: url, headers: headers, body: body, deadline: deadline))
+            return try await send(client: client, url: url, headers: headers, body: body, deadline: deadline)
         } catch let error as TransportError {
-            result = .failure(error)
+            throw error
         } catch {
-            result = .failure(Self.classify(error, afterHead: false))
+            throw Self.classify(error, afterHead: false)
         }
-        try? await client.shutdown()
-        return try result.get()
     }
 
     private func send(client: HTTPClient, url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws -> HTTPResponseData {

@@ -73,6 +73,21 @@ public struct TokenExchange: Sendable {
             r.durationMs = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
             return r
         }
+        do {
+            try await transport.prepare(url: request.tokenURL)
+        } catch {
+            result.error = error
+            return finish(&result)
+        }
+        var outcome = await attempts(request, body: body, headers: headers, deadline: deadline, result: &result)
+        await transport.finish()
+        return finish(&outcome)
+    }
+
+    private func attempts(_ request: TokenRequest, body: SecureBytes, headers: [(String, String)], deadline: ContinuousClock.Instant,
+                          result: inout ExchangeResult) async -> ExchangeResult {
+        let clock = ContinuousClock()
+        func finish(_ r: inout ExchangeResult) -> ExchangeResult { r }
 
         while true {
             result.attempts += 1
