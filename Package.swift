@@ -59,6 +59,7 @@ let package = Package(
                 "VaultCore",
                 "CProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -82,7 +82,7 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         if settings.delayMs > 0 {
-            context.eventLoop.scheduleTask(in: .milliseconds(Int64(settings.delayMs))) { deliver() }
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(settings.delayMs))) { deliver() }
         } else {
             deliver()
         }
@@ -190,7 +190,7 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             let partial = Array(response.body.prefix(max(1, response.body.count / 3)))
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: partial)))), promise: nil)
-            context.eventLoop.scheduleTask(in: .milliseconds(50)) { context.close(promise: nil) }
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(50)) { context.close(promise: nil) }
         case .stall:
             break // never answer; the client's deadline must fire
         case .slowDrip:
@@ -206,7 +206,7 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: [first])))), promise: nil)
-        context.eventLoop.scheduleTask(in: .milliseconds(500)) { [self] in
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(500)) { [self] in
             guard context.channel.isActive else { return }
             drip(rest.dropFirst(), context: context)
         }

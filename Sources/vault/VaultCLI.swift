@@ -37,6 +37,9 @@ struct VaultOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Read the vault passphrase from this file.", valueName: "path"))
     var passphraseFile: String?
 
+    @Flag(help: "Trace what vault does on stderr (metadata only, never a secret; env VAULT_VERBOSE=1).")
+    var verbose = false
+
     /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
     var resolvedPath: String {
         let env = ProcessInfo.processInfo.environment
@@ -141,6 +144,7 @@ enum GlobalOptions {
 enum Main {
     static func main() async {
         ProcessHardening.apply()
+        TraceOutput.bootstrap(arguments: Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {

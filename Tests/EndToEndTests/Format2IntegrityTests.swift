@@ -184,4 +184,21 @@ struct Format2IntegrityTests {
         #expect(try fixture.stub.tokenRequests() == 0)
         expectNoLeaks(vault)
     }
+
+    @Test("--verbose and VAULT_VERBOSE=1 trace the steps on stderr, with no secret, token or passphrase in them")
+    func verboseTrace() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let flag = try fixture.token("pw", ["--fresh", "--verbose"])
+        #expect(flag.status == 0)
+        for line in ["vault: trace: opened", "unlocked: format 2, key epoch 1", "attempt 1: HTTP 200", "audit record 5 committed (token, ok)"] {
+            #expect(flag.stderrText.contains(line), "missing '\(line)' in \(flag.stderrText)")
+        }
+        let env = try fixture.vault.run(["token", "cc"], env: ["VAULT_VERBOSE": "1"], expectTokenOnStdout: true)
+        #expect(env.status == 0)
+        #expect(env.stderrText.contains("vault: trace: "))
+        let quiet = try fixture.token("pw")
+        #expect(!quiet.stderrText.contains("trace"))
+        expectNoLeaks(fixture.vault)
+    }
 }

@@ -53,7 +53,7 @@ struct StorageFaultTests {
         let env = ["VAULT_PATH": moved]
         let before = try vault.run(["list", "--json"], env: env).stdoutText
         #expect(before.contains("\"pw\""))
-        try Binaries.run("/usr/bin/sqlite3", [moved, "PRAGMA wal_checkpoint(TRUNCATE)"], environment: [:])
+        _ = try Binaries.run("/usr/bin/sqlite3", [moved, "PRAGMA wal_checkpoint(TRUNCATE)"], environment: [:])
         disk.fill()
 
         let add = try vault.run(["add", "new", "--client-id", "x", "--grant", "client-credentials", "--secrets-stdin"], env: env,

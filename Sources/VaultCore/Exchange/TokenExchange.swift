@@ -93,7 +93,9 @@ public struct TokenExchange: Sendable {
             result.attempts += 1
             var retryAfter: Duration?
             do {
+                Trace.debug("attempt \(result.attempts): POST to \(Self.origin(request.tokenURL)) (\(request.grant.rawValue) grant)")
                 let response = try await transport.post(url: request.tokenURL, headers: headers, body: body, deadline: deadline)
+                Trace.debug("attempt \(result.attempts): HTTP \(response.status), \(response.body.count) bytes")
                 result.httpStatus = response.status
                 result.requestID = response.header("X-Request-ID").map(Self.sanitiseRequestID)
                 if Self.retryableStatuses.contains(response.status) {
@@ -111,6 +113,7 @@ public struct TokenExchange: Sendable {
                     return finish(&result)
                 }
             } catch {
+                Trace.debug("attempt \(result.attempts): no usable response (\(error))")
                 switch error {
                 case .timeout:
                     result.error = .unavailable("no answer within \(Self.seconds(timeout)) s (\(result.attempts) attempt(s))")
@@ -133,6 +136,7 @@ public struct TokenExchange: Sendable {
             let jittered = exponential / 2 + .nanoseconds(Int64.random(in: 0...max(1, Int64(Self.milliseconds(exponential) * 500_000))))
             let delay = retryAfter.map { min($0, .seconds(30)) } ?? jittered
             guard clock.now + delay < deadline else { return finish(&result) }
+            Trace.debug("retrying in \(Self.seconds(delay)) s")
             do { try await sleep(delay) } catch { return finish(&result) }
         }
     }

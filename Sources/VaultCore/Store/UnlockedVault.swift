@@ -69,7 +69,9 @@ public final class UnlockedVault: @unchecked Sendable {
         do {
             return try operation(keys)
         } catch .keysChanged {
+            Trace.debug("another process changed the vault's keys; reloading them")
             guard try reloadKeys() else { throw .keysChanged }
+            Trace.debug("now in key epoch \(keys.epoch); running the operation again")
             return try operation(keys)
         }
     }
@@ -593,6 +595,7 @@ public final class UnlockedVault: @unchecked Sendable {
             default: throw .auditRefused(error.message)
             }
         }
+        Trace.debug("audit record \(committed.seq) committed (\(committed.action), \(committed.outcome))")
         // A record committed to a file that was removed or replaced meanwhile is lost to
         // the audit trail: withhold the token.
         guard database.isStillInPlace else {

@@ -53,13 +53,16 @@ public final class Vault: Sendable {
     /// vault is upgraded to format 2 here, in one transaction (FORMAT.md §9).
     public func unlock(passphrase: SecureBytes) throws(VaultError) -> UnlockedVault {
         let header = try header()
+        Trace.debug("deriving the key-encryption key: argon2id \(header.kdf.presetName ?? "custom") (\(header.kdf))")
         let (keys, kek) = try header.unlockReturningKEK(passphrase: passphrase)
+        Trace.debug("unlocked: format \(header.formatVersion), key epoch \(header.keyEpoch)")
         return try unlocked(header: header, keys: keys, kek: kek)
     }
 
     func unlocked(header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) -> UnlockedVault {
         let pending = database.pendingMigrations
         if header.formatVersion == 1 {
+            Trace.debug("upgrading the vault from format 1 to format 2")
             try FormatUpgrade.run(vault: self, header: header, keys: keys, kek: kek)
             let upgraded = try self.header()
             try upgraded.validate()

@@ -178,6 +178,7 @@ public final class VaultDatabase: Sendable {
             let database = try VaultDatabase(pool: DatabasePool(path: path, configuration: configuration()), path: path)
             try database.checkIdentity()
             try database.checkSchema()
+            Trace.debug("opened \(path): schema verified, \(database.appliedCount) of \(knownMigrations.count) migrations applied")
             return database
         } catch {
             throw VaultDatabase.map(error, path: path)
