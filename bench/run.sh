@@ -41,8 +41,9 @@ done
 # 2. list --json on 10,000 profiles vs sqlite3 selecting the same columns.
 v="$work/list.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
 sqlite3 "$v" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 10000)
-  INSERT INTO profile(name, client_id, username, grant_type, scope, environment, created_at, updated_at, mac)
-  SELECT 'profile-' || i, 'client-' || i, 'user' || i || '@example.com', 'password', NULL, 'eu',
+  INSERT INTO profile(uid, name, client_id, username, grant_type, scope, environment, client_secret_version, password_version,
+                      created_at, updated_at, mac)
+  SELECT randomblob(16), 'profile-' || i, 'client-' || i, 'user' || i || '@example.com', 'password', NULL, 'eu', 1, 1,
          '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z', zeroblob(32) FROM n;"
 echo "## list --json, 10,000 profiles, vs sqlite3 -json selecting the same columns" >> "$out"
 hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
@@ -77,9 +78,9 @@ v="$work/audit.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/n
 n=1000000; [ $quick = 1 ] && n=100000
 sqlite3 "$v" "WITH RECURSIVE s(i) AS (SELECT 2 UNION ALL SELECT i+1 FROM s WHERE i < $n + 1)
   INSERT INTO audit_record(seq, at, action, profile, environment, token_url, grant_type, outcome, http_status, attempts,
-    duration_ms, token_type, expires_in, expires_at, request_id, token_fingerprint, mac)
+    duration_ms, token_type, expires_in, expires_at, request_id, token_fingerprint, mac, key_epoch)
   SELECT i, 1764374400000 + i, 'token', 'profile-' || (i % 100), 'eu', 'https://api.auth.gbgplc.com/as/token.oauth2',
-    'password', 'ok', 200, 1, 80, 'Bearer', 3600, 1764378000 + i, 'req-' || i, hex(randomblob(16)), zeroblob(32) FROM s;"
+    'password', 'ok', 200, 1, 80, 'Bearer', 3600, 1764378000 + i, 'req-' || i, hex(randomblob(16)), zeroblob(32), 1 FROM s;"
 echo "## audit --profile X --limit 50 --json on $n records vs sqlite3 -json" >> "$out"
 hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT * FROM audit_record WHERE profile = \"profile-7\" ORDER BY seq DESC LIMIT 50'" \

@@ -41,9 +41,11 @@ struct VaultOptions: ParsableArguments {
     var verbose = false
 
     /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
-    var resolvedPath: String {
+    var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
+
+    static func defaultPath(explicit: String?) -> String {
         let env = ProcessInfo.processInfo.environment
-        if let path = vaultPath ?? env["VAULT_PATH"], !path.isEmpty { return path }
+        if let path = explicit ?? env["VAULT_PATH"], !path.isEmpty { return path }
         let dataHome = env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.local/share")
         return dataHome + "/gbg-vault/vault.db"
@@ -160,7 +162,12 @@ enum Main {
             // else gets the same `vault: error:` prefix as vault's errors.
             let code = VaultCLI.exitCode(for: error)
             if code == .success || error is ExitCode { VaultCLI.exit(withError: error) }
-            Output.usageError(VaultCLI.message(for: error), help: Suggestions.helpHint(for: CommandLine.arguments))
+            let arguments = GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst()))
+            if code == .validationFailure, let better = Suggestions.explain(arguments) {
+                Output.usageError(better.message, help: better.hint)
+            } else {
+                Output.usageError(VaultCLI.message(for: error), help: Suggestions.helpHint(for: arguments))
+            }
             exit(code.rawValue)
         }
         exit(0)

@@ -59,9 +59,12 @@ public struct AuditQuery: Sendable {
     /// `ok`, `error`, or one exact outcome name.
     public var outcome: String?
     public var limit: Int?
+    /// Only records after this sequence number (`--follow`).
+    public var afterSeq: Int64?
 
     public init(profile: String? = nil, environment: String? = nil, since: Int64? = nil, until: Int64? = nil,
-                outcome: String? = nil, limit: Int? = nil) {
+                outcome: String? = nil, limit: Int? = nil, afterSeq: Int64? = nil) {
+        self.afterSeq = afterSeq
         self.profile = profile
         self.environment = environment
         self.since = since
@@ -393,6 +396,7 @@ public enum AuditChain {
         if let environment = query.environment { request = request.filter(Column("environment") == environment) }
         if let since = query.since { request = request.filter(Column("at") >= since) }
         if let until = query.until { request = request.filter(Column("at") <= until) }
+        if let after = query.afterSeq { request = request.filter(Column("seq") > after) }
         switch query.outcome {
         case nil: break
         case "ok": request = request.filter(AuditEntry.successOutcomes.contains(Column("outcome")))

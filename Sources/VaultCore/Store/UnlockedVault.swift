@@ -497,6 +497,41 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
+    /// Changes a user environment's token URL and/or API base (`vault env set`). The row
+    /// keeps its identifier and is MAC'd anew; tokens cached for the old definition are
+    /// dropped in the same transaction (their additional data names it), and the change is
+    /// audited. Built-ins cannot be changed. `apiBase: .some(nil)` removes the API base.
+    @discardableResult
+    public func setEnvironment(name: String, tokenURL: String?, apiBase: String??) throws(VaultError) -> Environment {
+        guard !Environment.builtIns.contains(where: { $0.name == name }) else {
+            throw .usage("'\(name)' is a built-in environment and cannot be changed", hint: "add your own with `vault env add`")
+        }
+        guard tokenURL != nil || apiBase != nil else { throw .usage("give --token-url, --api-base or --no-api-base") }
+        let newTokenURL = try tokenURL.map { (u) throws(VaultError) in try EndpointPolicy.validateTokenURL(u) }
+        let newAPIBase: String?? = try apiBase.map { (value) throws(VaultError) -> String? in
+            try value.map { (u) throws(VaultError) in try EndpointPolicy.validateAPIBase(u) }
+        }
+        return try write { db, keys in
+            guard var record = try EnvironmentRecord.fetchOne(db, key: name) else {
+                throw VaultError.notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
+            }
+            try checkEnvironmentMAC(record, keys: keys)
+            var changes: [String] = []
+            if let newTokenURL, newTokenURL != record.tokenURL { record.tokenURL = newTokenURL; changes.append("token_url") }
+            if let newAPIBase, newAPIBase != record.apiBase { record.apiBase = newAPIBase; changes.append("api_base") }
+            let uid = [UInt8](record.uid ?? Data())
+            record.mac = Data(Self.environmentMAC(name: record.name, uid: uid, tokenURL: record.tokenURL, apiBase: record.apiBase,
+                                                  vaultID: vaultID, key: keys.metadataKey))
+            try record.update(db)
+            try db.execute(sql: "DELETE FROM token_cache WHERE environment = ?", arguments: [name])
+            let dropped = db.changesCount
+            try audit(AuditEntry(at: now.unixMilliseconds, action: "env-set", outcome: "ok", environment: name, tokenURL: record.tokenURL,
+                                 detail: "changed=\(changes.isEmpty ? "nothing" : changes.joined(separator: ",")) cached_tokens_dropped=\(dropped)"),
+                      db, keys)
+            return Environment(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, builtIn: false, uid: uid)
+        }
+    }
+
     /// Removes a user environment that no profile uses as its default; tokens cached for
     /// it are dropped with it.
     public func removeEnvironment(name: String) throws(VaultError) {

@@ -122,6 +122,25 @@ public final class Vault: Sendable {
         }
     }
 
+    /// Metadata of one environment for `vault env show` (no passphrase): which profiles use
+    /// it as their default, and how many tokens are cached for it.
+    public func environmentUsage(named name: String) throws(VaultError) -> (environment: Environment, createdAt: String?, profiles: [String], cachedTokens: Int) {
+        let environment = try environment(named: name)
+        return try database.read { db in
+            let created = try String.fetchOne(db, sql: "SELECT created_at FROM environment WHERE name = ?", arguments: [name])
+            let profiles = try String.fetchAll(db, sql: "SELECT name FROM profile WHERE environment = ? ORDER BY name", arguments: [name])
+            let cached = try Int.fetchOne(db, sql: "SELECT count(*) FROM token_cache WHERE environment = ?", arguments: [name]) ?? 0
+            return (environment, created, profiles, cached)
+        }
+    }
+
+    /// Profile and environment names only, for shell completion (no passphrase, no checks
+    /// beyond opening the file).
+    public func names() throws(VaultError) -> (profiles: [String], environments: [String]) {
+        let profiles = try database.read { db in try String.fetchAll(db, sql: "SELECT name FROM profile ORDER BY name") }
+        return (profiles, try environments().map(\.name))
+    }
+
     public func environment(named name: String) throws(VaultError) -> Environment {
         guard let environment = try environments().first(where: { $0.name == name }) else {
             throw .notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
@@ -132,6 +151,33 @@ public final class Vault: Sendable {
     /// Audit records matching `query`, newest first.
     public func audit(_ query: AuditQuery) throws(VaultError) -> [AuditEntry] {
         try database.read { db in try AuditChain.request(for: query).fetchAll(db).map(\.entry) }
+    }
+
+    /// Audit records matching `query` as one-line JSON objects, oldest first, with their
+    /// sequence numbers (`vault audit --jsonl`, `--follow`): the newest `limit` of them.
+    public func auditJSONLines(_ query: AuditQuery) throws(VaultError) -> [(seq: Int64, json: String)] {
+        try auditFollowStep(query, json: true).lines
+    }
+
+    /// One step of `vault audit --follow`, in one read snapshot: the matching records
+    /// (oldest first; as JSON lines or entries) and the newest sequence number in the
+    /// trail, so the next step can start exactly after it with nothing missed.
+    public func auditFollowStep(_ query: AuditQuery, json: Bool) throws(VaultError)
+        -> (lines: [(seq: Int64, json: String)], entries: [AuditEntry], newest: Int64) {
+        try database.read { db in
+            let newest = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit_record") ?? 0
+            if json {
+                let lines = try AuditChain.request(for: query).select(Column("seq"), SQL(sql: AuditChain.jsonColumns), as: Row.self)
+                    .fetchAll(db).map { (seq: $0[0] as Int64, json: $0[1] as String) }
+                return (Array(lines.reversed()), [], newest)
+            }
+            return ([], Array(try AuditChain.request(for: query).fetchAll(db).map(\.entry).reversed()), newest)
+        }
+    }
+
+    /// The newest sequence number in the trail (0 when empty).
+    public func newestAuditSeq() throws(VaultError) -> Int64 {
+        try database.read { db in try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit_record") ?? 0 }
     }
 
     /// Audit records matching `query` as JSON objects, newest first (`vault audit --json`).

@@ -29,7 +29,7 @@ extension VaultCLI {
         @Option(help: "Scope for the client-credentials grant (default gbg.token).")
         var scope: String?
 
-        @Option(help: "Default environment: eu, us, au or one added with `vault env add`.")
+        @Option(help: "Default environment: eu, us, au or one added with `vault env add`.", completion: NameCompletion.environments)
         var env: String = "eu"
 
         func validate() throws {

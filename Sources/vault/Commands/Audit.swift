@@ -14,16 +14,21 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "List audit records, newest first.")
 
         @OptionGroup var options: VaultOptions
-        @Option(help: "Only this profile.") var profile: String?
-        @Option(help: "Only this environment.") var env: String?
+        @Option(help: "Only this profile.", completion: NameCompletion.profiles) var profile: String?
+        @Option(help: "Only this environment.", completion: NameCompletion.environments) var env: String?
         @Option(help: "From this time: ISO 8601, Unix seconds, or an age like 30m, 24h, 7d.") var since: String?
         @Option(help: "Up to this time (same forms as --since).") var until: String?
         @Option(help: "ok (ok, cache_hit), error (everything else), or one outcome name.") var outcome: String?
-        @Option(help: "At most this many records.") var limit: Int?
-        @Flag(help: "Print JSON.") var json = false
+        @Option(help: "At most this many records (the newest).") var limit: Int?
+        @Flag(help: "Print one JSON array, newest first.") var json = false
+        @Flag(help: "Print one JSON object per line, oldest first (for log pipelines and SIEMs).") var jsonl = false
+        @Flag(help: "Keep printing new records as other processes append them, until interrupted (Ctrl-C).") var follow = false
+        @Option(help: "With --follow: how often to look for new records, in milliseconds.") var interval: Int = 250
 
         func validate() throws {
             if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+            if json && (jsonl || follow) { throw ValidationError("--json prints one array; use --jsonl with --follow") }
+            if interval < 10 || interval > 60_000 { throw ValidationError("--interval must be between 10 and 60000 ms") }
             for (flag, value) in [("--since", since), ("--until", until)] {
                 if let value, TimeArgument.parse(value) == nil {
                     throw ValidationError("\(flag) '\(value)' is not a time: use ISO 8601, Unix seconds, or an age like 24h")
@@ -35,15 +40,44 @@ extension VaultCLI {
         }
 
         func run() async throws {
-            let query = AuditQuery(
+            var query = AuditQuery(
                 profile: profile, environment: env,
                 since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
                 outcome: outcome, limit: limit)
             if json { return Output.jsonArray(try options.open().auditJSON(query)) }
+            if jsonl || follow {
+                let vault = try options.open()
+                let stop = InterruptFlag()
+                if follow, limit == nil, since == nil { query.limit = 10 } // like tail -f: the recent past, then new records
+                var printedHeader = false
+                while true {
+                    let step = try vault.auditFollowStep(query, json: jsonl)
+                    if jsonl {
+                        if !step.lines.isEmpty { Output.stdout(step.lines.map { $0.json + "\n" }.joined()) }
+                    } else if !step.entries.isEmpty || !printedHeader {
+                        Output.rows(step.entries.map { Self.row($0) }, header: printedHeader ? nil : Self.header, widths: Self.widths)
+                        printedHeader = true
+                    }
+                    guard follow else { return }
+                    // Every record up to `newest` was in this snapshot: go on strictly after it.
+                    let last = step.newest
+                    query.afterSeq = last
+                    query.limit = nil
+                    var grown = false
+                    while !stop.isSet && !grown {
+                        try await Task.sleep(for: .milliseconds(interval))
+                        grown = try vault.newestAuditSeq() > last
+                    }
+                    if stop.isSet && !grown { return }
+                }
+            }
             let records = try options.open().audit(query)
-            Output.table(["SEQ", "TIME", "ACTION", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"],
-                         records.map { Self.row($0) })
+            Output.table(Self.header, records.map { Self.row($0) })
         }
+
+        static let header = ["SEQ", "TIME", "ACTION", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
+        /// Fixed column widths for `--follow`, where rows arrive over time.
+        static let widths = [6, 20, 10, 16, 10, 11, 4, 16, 5, 6, 0]
 
         static func row(_ r: AuditEntry) -> [String] {
             let time = Date(timeIntervalSince1970: Double(r.at) / 1000).iso8601
@@ -69,6 +103,25 @@ extension VaultCLI {
             Output.stdout("audit trail intact: \(result.recordsChecked) record(s) verified\n")
         }
     }
+}
+
+/// Set by SIGINT or SIGTERM, so `--follow` finishes the line it is writing and exits 0.
+final class InterruptFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = false
+    private var sources: [any DispatchSourceSignal] = []
+
+    init() {
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in lock.withLock { set = true } }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var isSet: Bool { lock.withLock { set } }
 }
 
 /// Parses `--since`/`--until`: ISO 8601 date or date-time, Unix seconds, or an age.

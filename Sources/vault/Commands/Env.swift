@@ -5,7 +5,7 @@ extension VaultCLI {
     struct Env: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Manage environments (token URL + API base); eu, us and au are built in.",
-            subcommands: [ListEnvironments.self, AddEnvironment.self, RemoveEnvironment.self])
+            subcommands: [ListEnvironments.self, ShowEnvironment.self, AddEnvironment.self, SetEnvironment.self, RemoveEnvironment.self])
     }
 
     struct ListEnvironments: AsyncParsableCommand {
@@ -38,10 +38,64 @@ extension VaultCLI {
         }
     }
 
+    struct ShowEnvironment: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "show", abstract: "Show one environment: URLs, kind, the profiles that use it, cached tokens (no passphrase needed).")
+        @OptionGroup var options: VaultOptions
+        @Argument(help: "The environment name.", completion: NameCompletion.environments) var name: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let usage = try options.open().environmentUsage(named: name)
+            let e = usage.environment
+            if json {
+                return Output.json(EnvironmentDetail(name: e.name, tokenURL: e.tokenURL, apiBase: e.apiBase, builtIn: e.builtIn,
+                                                     createdAt: usage.createdAt, profiles: usage.profiles, cachedTokens: usage.cachedTokens))
+            }
+            Output.lines([
+                "name:          \(e.name)",
+                "kind:          \(e.builtIn ? "built-in" : "user")",
+                "token url:     \(e.tokenURL)",
+                "api base:      \(e.apiBase ?? "-")",
+                "created:       \(usage.createdAt ?? "-")",
+                "default of:    \(usage.profiles.isEmpty ? "-" : usage.profiles.joined(separator: ", "))",
+                "cached tokens: \(usage.cachedTokens)",
+            ])
+        }
+    }
+
+    struct SetEnvironment: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set", abstract: "Change a user environment's token URL or API base (built-ins stay fixed).",
+            discussion: "The change is MAC'd and audited, and tokens cached for the old definition are dropped.")
+        @OptionGroup var options: VaultOptions
+        @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
+        @Option(help: "The new token URL (https://, or http:// to a loopback host).") var tokenUrl: String?
+        @Option(help: "The new API base URL.") var apiBase: String?
+        @Flag(help: "Remove the API base.") var noApiBase = false
+
+        func validate() throws {
+            if apiBase != nil && noApiBase { throw ValidationError("--api-base and --no-api-base cannot be used together") }
+            if tokenUrl == nil && apiBase == nil && !noApiBase { throw ValidationError("give --token-url, --api-base or --no-api-base") }
+        }
+
+        func run() async throws {
+            // Everything that needs no passphrase is checked before asking for it.
+            if Environment.builtIns.contains(where: { $0.name == name }) {
+                throw VaultError.usage("'\(name)' is a built-in environment and cannot be changed", hint: "add your own with `vault env add`")
+            }
+            if let tokenUrl { _ = try EndpointPolicy.validateTokenURL(tokenUrl) }
+            if let apiBase { _ = try EndpointPolicy.validateAPIBase(apiBase) }
+            _ = try options.open().environment(named: name)
+            let changed = try options.unlock().setEnvironment(name: name, tokenURL: tokenUrl, apiBase: noApiBase ? .some(nil) : apiBase.map { .some($0) })
+            Output.info("environment '\(changed.name)' now uses \(changed.tokenURL)" + (changed.apiBase.map { " and API base \($0)" } ?? " and no API base"))
+        }
+    }
+
     struct RemoveEnvironment: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove an environment no profile uses.")
         @OptionGroup var options: VaultOptions
-        @Argument(help: "The environment name.") var name: String
+        @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
 
         func run() async throws {
             try options.unlock().removeEnvironment(name: name)
@@ -57,4 +111,18 @@ struct EnvironmentView: Encodable {
     var builtIn: Bool
     init(_ e: Environment) { name = e.name; tokenURL = e.tokenURL; apiBase = e.apiBase; builtIn = e.builtIn }
     enum CodingKeys: String, CodingKey { case name, tokenURL = "token_url", apiBase = "api_base", builtIn = "built_in" }
+}
+
+struct EnvironmentDetail: Encodable {
+    var name: String
+    var tokenURL: String
+    var apiBase: String?
+    var builtIn: Bool
+    var createdAt: String?
+    var profiles: [String]
+    var cachedTokens: Int
+    enum CodingKeys: String, CodingKey {
+        case name, tokenURL = "token_url", apiBase = "api_base", builtIn = "built_in", createdAt = "created_at", profiles
+        case cachedTokens = "cached_tokens"
+    }
 }

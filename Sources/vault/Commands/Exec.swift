@@ -19,7 +19,7 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
-        @Argument(help: "The profile name.") var name: String
+        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
         func validate() throws {

@@ -6,7 +6,7 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(abstract: "List a profile's secret versions (no passphrase needed).")
 
         @OptionGroup var options: VaultOptions
-        @Argument(help: "The profile name.") var name: String
+        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {

@@ -4,13 +4,13 @@ import VaultCore
 extension VaultCLI {
     struct Rekey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Generate a new data key and re-seal every secret, atomically.")
+            abstract: "New data and audit keys (a new key epoch): every secret re-sealed, every row re-MAC'd, atomically.")
 
         @OptionGroup var options: VaultOptions
 
         func run() async throws {
             let count = try options.unlock().rekey()
-            Output.info("new data key; \(count) secret version(s) re-sealed, cached tokens dropped")
+            Output.info("new data key and audit key; \(count) secret version(s) re-sealed, cached tokens dropped")
         }
     }
 }

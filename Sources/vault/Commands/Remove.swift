@@ -8,7 +8,7 @@ extension VaultCLI {
             abstract: "Delete a profile, its secret versions and cached tokens; its audit records stay.")
 
         @OptionGroup var options: VaultOptions
-        @Argument(help: "The profile name.") var name: String
+        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Do not ask for confirmation.") var yes = false
 
         func run() async throws {

@@ -11,11 +11,11 @@ extension VaultCLI {
         @OptionGroup var secrets: SecretSourceOptions
         @OptionGroup var network: NetworkOptions
 
-        @Argument(help: "The profile name.") var name: String
+        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Replace the client secret.") var clientSecret = false
         @Flag(help: "Replace the API password.") var password = false
         @Flag(help: "Exchange with the new secrets first; keep the old ones if that fails.") var verify = false
-        @Option(help: "Environment for --verify (default: the profile's).") var env: String?
+        @Option(help: "Environment for --verify (default: the profile's).", completion: NameCompletion.environments) var env: String?
 
         func validate() throws {
             if env != nil && !verify { throw ValidationError("--env goes with --verify") }

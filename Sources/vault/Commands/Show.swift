@@ -7,7 +7,7 @@ extension VaultCLI {
             abstract: "Show one profile's metadata and secret versions (never a secret).")
 
         @OptionGroup var options: VaultOptions
-        @Argument(help: "The profile name.") var name: String
+        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {

@@ -4,7 +4,7 @@ import VaultCore
 
 /// Shared options of `token` and `exec`.
 struct TokenSelection: ParsableArguments {
-    @Option(help: "Environment (default: the profile's).") var env: String?
+    @Option(help: "Environment (default: the profile's).", completion: NameCompletion.environments) var env: String?
     @Flag(help: "Ignore the cache and always exchange.") var fresh = false
     @Option(help: "Reuse a cached token only while it has more than this many seconds left.") var minTtl: Int64 = 300
 
@@ -25,7 +25,7 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
-        @Argument(help: "The profile name.") var name: String
+        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Option(help: "raw, json, header or env.") var format: TokenFormat = .raw
 
         func run() async throws {

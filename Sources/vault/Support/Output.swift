@@ -72,6 +72,19 @@ enum Output {
         stdout(objects.isEmpty ? "[]\n" : "[\n" + objects.joined(separator: ",\n") + "\n]\n")
     }
 
+    /// Rows with fixed column widths (a width of 0: as wide as the cell), optionally after
+    /// a header row; for output that arrives over time (`audit --follow`).
+    static func rows(_ rows: [[String]], header: [String]?, widths: [Int]) {
+        var text = ""
+        for row in (header.map { [$0] } ?? []) + rows.map({ $0.map { $0.sanitisedForDisplay(limit: 300) } }) {
+            text += row.enumerated().map { index, cell in
+                let width = index < widths.count ? widths[index] : 0
+                return index == row.count - 1 || width == 0 || cell.count >= width ? cell : cell.padding(toLength: width, withPad: " ", startingAt: 0)
+            }.joined(separator: "  ") + "\n"
+        }
+        stdout(text)
+    }
+
     /// A plain text table with a header row. Cells hold values read from the vault file,
     /// so each is sanitised (control and format characters shown as `?`).
     static func table(_ header: [String], _ rows: [[String]]) {

@@ -1,8 +1,104 @@
+import ArgumentParser
 import Foundation
 
-/// The help hint printed after an argument error.
+/// "Did you mean …?" for mistyped subcommands and option names (edit distance).
 enum Suggestions {
+    /// Options every command accepts (argument-parser's and vault's global ones).
+    static let globalOptions: Set<String> = ["--help", "--version", "--vault", "--passphrase-file", "--verbose"]
+
+    static func name(of command: any ParsableCommand.Type) -> String {
+        command.configuration.commandName ?? command._commandName
+    }
+
+    /// The subcommand path named by `arguments`, and the first word that should have
+    /// been a subcommand but is not one.
+    static func resolve(_ arguments: [String]) -> (path: [any ParsableCommand.Type], unknown: String?) {
+        var path: [any ParsableCommand.Type] = [VaultCLI.self]
+        var skipNext = false
+        for argument in arguments {
+            if argument == "--" { break }
+            if skipNext { skipNext = false; continue }
+            if argument.hasPrefix("-") {
+                if ["--vault", "--passphrase-file"].contains(argument) { skipNext = true }
+                continue
+            }
+            let subcommands = path.last!.configuration.subcommands
+            guard !subcommands.isEmpty else { break }
+            if let match = subcommands.first(where: { name(of: $0) == argument }) {
+                path.append(match)
+                continue
+            }
+            if path.last!.configuration.defaultSubcommand == nil { return (path, argument) }
+            break
+        }
+        return (path, nil)
+    }
+
+    /// Option names (`--…`) the command accepts, read from its help.
+    static func options(of command: any ParsableCommand.Type) -> Set<String> {
+        let help = VaultCLI.helpMessage(for: command, includeHidden: true, columns: 1000)
+        var names = globalOptions
+        var current = ""
+        for character in help + " " {
+            if character == "-" || character.isLetter || character.isNumber, !(current.isEmpty && character != "-") {
+                current.append(character)
+            } else {
+                if current.hasPrefix("--"), current.count > 2 { names.insert(current) }
+                current = ""
+            }
+        }
+        return names
+    }
+
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        guard !a.isEmpty else { return b.count }
+        guard !b.isEmpty else { return a.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+
+    /// The nearest candidate within a small edit distance, or one that `word` is a prefix of.
+    static func nearest(_ word: String, in candidates: some Sequence<String>) -> String? {
+        let limit = max(2, word.count / 3)
+        let scored = candidates.map { ($0, distance(word, $0)) }.filter { $0.1 <= limit }.sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+        if let best = scored.first { return best.0 }
+        let prefixed = candidates.filter { $0.hasPrefix(word) && word.count >= 2 }.sorted()
+        return prefixed.count == 1 ? prefixed[0] : nil
+    }
+
+    /// A better message and hint for an argument error, when a typo explains it.
+    static func explain(_ arguments: [String]) -> (message: String, hint: String)? {
+        let (path, unknown) = resolve(arguments)
+        let spelled = path.map(name(of:)).joined(separator: " ")
+        if let unknown {
+            let names = path.last!.configuration.subcommands.map(name(of:))
+            if let guess = nearest(unknown, in: names) {
+                return ("unknown command '\(unknown.sanitisedForDisplay(limit: 40))'", "did you mean `\(spelled) \(guess)`?")
+            }
+            return ("unknown command '\(unknown.sanitisedForDisplay(limit: 40))'", "see `\(spelled) --help` for the commands")
+        }
+        let known = options(of: path.last!)
+        for argument in arguments.prefix(while: { $0 != "--" }) where argument.hasPrefix("--") && argument.count > 2 {
+            let option = String(argument.split(separator: "=", maxSplits: 1).first ?? "")
+            guard !known.contains(option) else { continue }
+            if let guess = nearest(option, in: known) {
+                return ("unknown option '\(option.sanitisedForDisplay(limit: 40))'", "did you mean `\(guess)`? (see `\(spelled) --help`)")
+            }
+            return ("unknown option '\(option.sanitisedForDisplay(limit: 40))'", "see `\(spelled) --help`")
+        }
+        return nil
+    }
+
     static func helpHint(for arguments: [String]) -> String {
-        "see `vault --help`"
+        let spelled = resolve(arguments).path.map(name(of:)).joined(separator: " ")
+        return "see `\(spelled) --help`"
     }
 }

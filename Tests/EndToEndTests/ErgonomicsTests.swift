@@ -1,0 +1,207 @@
+import Foundation
+import Testing
+import VaultTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue "Everyday ergonomics": env set/show, suggestions, completions, the man page,
+/// audit as a stream.
+@Suite("everyday ergonomics, end to end")
+struct ErgonomicsTests {
+    @Test("env set moves the next exchange to the new endpoint, drops cached tokens, is audited; refused on built-ins and bad URLs")
+    func environmentSet() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let moved = try StubServer(accounts: try writeAccounts(
+            in: vault.directory,
+            clients: [["client_id": "client-pw", "client_secret": fixture.clientSecret, "grants": ["password"]]],
+            users: [["username": "api-user@example.com", "password": fixture.password]]))
+        defer { moved.stop() }
+        #expect(try fixture.token("pw").status == 0)
+        #expect(try vault.sql("SELECT count(*) FROM token_cache WHERE environment = 'local'").stdoutText == "1\n")
+        let before = try vault.sql("SELECT token_url, api_base, hex(mac) FROM environment; SELECT count(*) FROM audit_record").stdoutText
+
+        // Refused, nothing changed: built-ins, bad URLs, nothing to set, no such environment.
+        for (arguments, code) in [(["env", "set", "eu", "--token-url", "https://x.example/t"], 64),
+                                  (["env", "set", "local", "--token-url", "http://evil.example/t"], 64),
+                                  (["env", "set", "local", "--token-url", "https://user:pw@x.example/t"], 64),
+                                  (["env", "set", "local", "--api-base", "ftp://x.example/"], 64),
+                                  (["env", "set", "local"], 64),
+                                  (["env", "set", "nowhere", "--token-url", "https://x.example/t"], 6)] {
+            let result = try vault.run(arguments)
+            #expect(result.status == Int32(code), "\(arguments): \(result.stderrText)")
+        }
+        #expect(try vault.sql("SELECT token_url, api_base, hex(mac) FROM environment; SELECT count(*) FROM audit_record").stdoutText == before)
+
+        let set = try vault.run(["env", "set", "local", "--token-url", moved.tokenURL, "--api-base", moved.apiBase])
+        #expect(set.status == 0, "\(set.stderrText)")
+        #expect(try vault.sql("SELECT count(*) FROM token_cache").stdoutText == "0\n")
+        let show = try JSONSerialization.jsonObject(with: vault.run(["env", "show", "local", "--json"], removing: ["VAULT_PASSPHRASE"]).stdout) as? [String: Any]
+        #expect(show?["token_url"] as? String == moved.tokenURL)
+        #expect(show?["api_base"] as? String == moved.apiBase)
+        #expect((show?["profiles"] as? [String])?.sorted() == ["cc", "pw"])
+        let json = try vault.run(["token", "pw", "--format", "json"], expectTokenOnStdout: true)
+        #expect(json.status == 0, "\(json.stderrText)")
+        let object = try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any]
+        if let token = object?["access_token"] as? String { LeakScanner.shared.register(token: token) }
+        #expect(object?["api_base"] as? String == moved.apiBase)
+        #expect(try moved.tokenRequests() == 1)
+        #expect(try fixture.stub.tokenRequests() == 1)
+        let audit = try fixture.auditJSON(["--limit", "2"])
+        #expect(audit.last?["action"] as? String == "env-set")
+        #expect((audit.last?["detail"] as? String)?.contains("changed=token_url,api_base cached_tokens_dropped=1") == true)
+        #expect(try vault.run(["env", "set", "local", "--no-api-base"]).status == 0)
+        #expect(try vault.run(["env", "show", "local"]).stdoutText.contains("api base:      -"))
+        #expect(try vault.run(["verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
+    @Test("did you mean …? for mistyped commands and options, exit 64",
+          arguments: [(["tokn", "pw"], "`vault token`"), (["lst"], "`vault list`"), (["env", "lst"], "`vault env list`"),
+                      (["audti"], "`vault audit`"), (["token", "pw", "--fres"], "`--fresh`"),
+                      (["token", "pw", "--frmat", "json"], "`--format`"), (["list", "--jsn"], "`--json`"),
+                      (["rotate", "pw", "--client-secrt"], "`--client-secret`")])
+    func suggestions(arguments: [String], suggestion: String) throws {
+        let vault = TestVault()
+        let result = try vault.run(arguments)
+        #expect(result.status == 64)
+        #expect(result.stderrText.hasPrefix("vault: error: unknown "), "\(result.stderrText)")
+        #expect(result.stderrText.contains("did you mean \(suggestion)?"), "\(result.stderrText)")
+    }
+
+    @Test("completion scripts carry the dynamic hooks; bash offers the stored profile and environment names")
+    func completions() throws {
+        let fixture = try Fixture(addProfiles: false)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try vault.run(["env", "add", "local", "--token-url", fixture.stub.tokenURL]).status == 0)
+        #expect(try vault.add("acme-eu", clientID: "c1", clientSecret: "completion-secret-1", grant: "client-credentials", env: "local").status == 0)
+        #expect(try vault.add("acme-us", clientID: "c2", clientSecret: "completion-secret-2", grant: "client-credentials", env: "us").status == 0)
+        for shell in ["bash", "zsh", "fish"] {
+            let script = try vault.run(["--generate-completion-script", shell])
+            #expect(script.status == 0)
+            #expect(script.stdoutText.contains("---completion"), "\(shell) script has no dynamic completion hook")
+        }
+        let script = vault.directory + "/vault.bash"
+        try vault.run(["--generate-completion-script", "bash"]).stdout.write(to: URL(fileURLWithPath: script))
+        func complete(_ words: [String]) throws -> [String] {
+            let line = words.joined(separator: " ")
+            let program = """
+                source "$1"; complete -p vault >/dev/null || exit 3
+                COMP_WORDS=(\(words.map { "'\($0)'" }.joined(separator: " "))); COMP_CWORD=\(words.count - 1)
+                COMP_LINE='\(line)'; COMP_POINT=${#COMP_LINE}
+                _vault vault '\(words.last!)' '\(words[words.count - 2])'; printf '%s\\n' "${COMPREPLY[@]}"
+                """
+            var env = vault.environment()
+            env["PATH"] = Binaries.directory + ":/usr/bin:/bin"
+            env.removeValue(forKey: "VAULT_PASSPHRASE")
+            let result = try Binaries.run("/bin/bash", ["-c", program, "bash", script], environment: env)
+            #expect(result.status == 0, "\(result.stderrText)")
+            return result.stdoutText.split(separator: "\n").map(String.init).sorted()
+        }
+        #expect(try complete(["vault", "token", ""]) == ["acme-eu", "acme-us"])
+        #expect(try complete(["vault", "show", "acme-u"]) == ["acme-us"])
+        #expect(try complete(["vault", "token", "acme-eu", "--env", ""]) == ["au", "eu", "local", "us"])
+        #expect(try complete(["vault", "env", "remove", ""]) == ["local"])
+        // argument-parser's scripts do not model default subcommands: `audit list` completes.
+        #expect(try complete(["vault", "audit", "list", "--profile", ""]) == ["acme-eu", "acme-us"])
+        expectNoLeaks(vault)
+    }
+
+    @Test("the committed man page names every subcommand")
+    func manPage() throws {
+        let page = try String(contentsOf: repositoryRoot.appendingPathComponent("docs/man/vault.1"), encoding: .utf8)
+        #expect(page.contains(".Dt VAULT 1"))
+        let vault = TestVault()
+        func subcommands(_ arguments: [String]) throws -> [String] {
+            let help = try vault.run(arguments + ["--help"]).stdoutText
+            guard let start = help.range(of: "SUBCOMMANDS:") else { return [] }
+            return help[start.upperBound...].split(separator: "\n").compactMap { line in
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                guard line.hasPrefix("  "), !line.hasPrefix("   "), let first = trimmed.split(separator: " ").first else { return nil }
+                return String(first)
+            }.filter { !$0.hasPrefix("-") && $0 != "See" }
+        }
+        let top = try subcommands([])
+        #expect(top.count >= 17, "\(top)")
+        for command in top {
+            #expect(page.contains(".It Em \(command)"), "the man page lacks \(command)")
+            for sub in try subcommands([command]) {
+                #expect(page.contains(".It Em \(sub)"), "the man page lacks \(command) \(sub)")
+            }
+        }
+    }
+
+    @Test("audit --jsonl --follow prints records appended by concurrent vault token processes, in order, none missing or twice; SIGINT stops it cleanly")
+    func follow() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let start = try Int(vault.sql("SELECT max(seq) FROM audit_record").stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let follower = try ChildProcess(Binaries.vault, ["audit", "--jsonl", "--follow", "--interval", "50"],
+                                        environment: vault.environment(["VAULT_PASSPHRASE": ""]))
+        follower.closeStdin()
+        let output = OutputReader(follower.stdoutDescriptor)
+        usleep(300_000)
+        let results = LockedArray<Int32>()
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for i in 0..<6 {
+                let result = try? fixture.token(worker % 2 == 0 ? "pw" : "cc", i % 3 == 0 ? ["--fresh"] : [])
+                results.append(result?.status ?? -1)
+            }
+        }
+        #expect(results.values.allSatisfy { $0 == 0 })
+        let end = start + 24
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, !output.text.contains("\"seq\":\(end),") { usleep(50_000) }
+        follower.kill(SIGINT)
+        let status = follower.wait(timeout: 10)
+        #expect(status == 0)
+        let lines = output.finish().split(separator: "\n")
+        let seqs = lines.compactMap { line -> Int? in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["seq"] as? Int
+        }
+        #expect(seqs.count == lines.count, "every line is one JSON object")
+        #expect(seqs == Array((seqs.first ?? 0)...(seqs.last ?? 0)), "in order, none missing, none twice")
+        #expect(seqs.last == end)
+        #expect(seqs.first.map { $0 <= start + 1 } == true)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["access_token"] == nil)
+            let keys = Set(object.map { Array($0.keys) } ?? [])
+            #expect(keys.isSuperset(of: ["seq", "at", "action", "outcome", "profile", "token_fingerprint"]))
+        }
+        LeakScanner.shared.scan(Data(lines.joined(separator: "\n").utf8), artefact: "audit --follow output", includeTokens: true)
+        expectNoLeaks(vault)
+    }
+}
+
+/// Reads a pipe on a background thread and lets the test look at what arrived so far.
+final class OutputReader: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ fd: Int32) {
+        Thread.detachNewThread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { break }
+                lock.withLock { data.append(contentsOf: buffer[0..<n]) }
+            }
+            close(fd)
+            done.signal()
+        }
+    }
+
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
+    func finish() -> String {
+        done.wait()
+        return text
+    }
+}
