@@ -143,7 +143,7 @@ struct ErgonomicsTests {
         let follower = try ChildProcess(Binaries.vault, ["audit", "--jsonl", "--follow", "--interval", "50"],
                                         environment: vault.environment(["VAULT_PASSPHRASE": ""]))
         follower.closeStdin()
-        let output = OutputReader(follower.stdoutDescriptor)
+        let output = OutputCollector(follower.stdoutDescriptor)
         usleep(300_000)
         let results = LockedArray<Int32>()
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
@@ -159,7 +159,7 @@ struct ErgonomicsTests {
         follower.kill(SIGINT)
         let status = follower.wait(timeout: 10)
         #expect(status == 0)
-        let lines = output.finish().split(separator: "\n")
+        let lines = String(decoding: output.finish(), as: UTF8.self).split(separator: "\n")
         let seqs = lines.compactMap { line -> Int? in
             (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["seq"] as? Int
         }
@@ -175,33 +175,5 @@ struct ErgonomicsTests {
         }
         LeakScanner.shared.scan(Data(lines.joined(separator: "\n").utf8), artefact: "audit --follow output", includeTokens: true)
         expectNoLeaks(vault)
-    }
-}
-
-/// Reads a pipe on a background thread and lets the test look at what arrived so far.
-final class OutputReader: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ fd: Int32) {
-        Thread.detachNewThread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = read(fd, &buffer, buffer.count)
-                if n < 0, errno == EINTR { continue }
-                if n <= 0 { break }
-                lock.withLock { data.append(contentsOf: buffer[0..<n]) }
-            }
-            close(fd)
-            done.signal()
-        }
-    }
-
-    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
-
-    func finish() -> String {
-        done.wait()
-        return text
     }
 }

@@ -155,28 +155,34 @@ public enum HarnessError: Error, CustomStringConvertible {
     }
 }
 
-/// Drains a pipe on a background thread so a chatty child never blocks.
-final class OutputCollector: @unchecked Sendable {
+/// Drains a pipe on a background thread so a chatty child never blocks; what arrived so
+/// far can be read while the child runs.
+public final class OutputCollector: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
     private var data = Data()
 
-    init(_ fd: Int32) {
+    public init(_ fd: Int32) {
         Thread.detachNewThread { [self] in
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
                 let n = read(fd, &buffer, buffer.count)
                 if n < 0, errno == EINTR { continue }
                 if n <= 0 { break }
-                data.append(contentsOf: buffer[0..<n])
+                lock.withLock { data.append(contentsOf: buffer[0..<n]) }
             }
             close(fd)
             done.signal()
         }
     }
 
-    func finish() -> Data {
+    /// What has arrived so far, as text.
+    public var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
+    /// Waits for the end of the stream and returns everything.
+    public func finish() -> Data {
         done.wait()
-        return data
+        return lock.withLock { data }
     }
 }
 

@@ -8,45 +8,9 @@ these bytes. Kept for reference: it wrote the format-1 vectors in this folder
 """
 import ctypes, ctypes.util, json, os, struct, sys
 
-sodium = ctypes.CDLL(ctypes.util.find_library("sodium") or "libsodium.so.23")
-assert sodium.sodium_init() >= 0
-ALG_ARGON2ID13 = 2
-
-def pwhash(passphrase: bytes, salt: bytes, ops: int, mem: int) -> bytes:
-    out = ctypes.create_string_buffer(32)
-    rc = sodium.crypto_pwhash(out, ctypes.c_ulonglong(32), passphrase, ctypes.c_ulonglong(len(passphrase)),
-                              salt, ctypes.c_ulonglong(ops), ctypes.c_size_t(mem), ctypes.c_int(ALG_ARGON2ID13))
-    assert rc == 0
-    return out.raw
-
-def seal(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    out = ctypes.create_string_buffer(len(plaintext) + 16)
-    outlen = ctypes.c_ulonglong(0)
-    sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out, ctypes.byref(outlen), plaintext, ctypes.c_ulonglong(len(plaintext)),
-                                                      ad, ctypes.c_ulonglong(len(ad)), None, nonce, key)
-    return out.raw[:outlen.value]
-
-def subkey(key: bytes, sub_id: int, ctx: bytes) -> bytes:
-    out = ctypes.create_string_buffer(32)
-    assert sodium.crypto_kdf_derive_from_key(out, ctypes.c_size_t(32), ctypes.c_uint64(sub_id), ctx, key) == 0
-    return out.raw
-
-def blake2b(msg: bytes, key: bytes = b"", length: int = 32) -> bytes:
-    out = ctypes.create_string_buffer(length)
-    sodium.crypto_generichash(out, ctypes.c_size_t(length), msg, ctypes.c_ulonglong(len(msg)),
-                              key if key else None, ctypes.c_size_t(len(key)))
-    return out.raw
-
-# FORMAT.md §2: canonical encoding
-def s(v: str) -> bytes: b = v.encode(); return struct.pack(">I", len(b)) + b
-def d(v: bytes) -> bytes: return struct.pack(">I", len(v)) + v
-def u32(v: int) -> bytes: return struct.pack(">I", v)
-def u64(v: int) -> bytes: return struct.pack(">Q", v)
-def i64(v: int) -> bytes: return struct.pack(">q", v)
-def opt_s(v): return b"\x00" if v is None else b"\x01" + s(v)
-def opt_i(v): return b"\x00" if v is None else b"\x01" + i64(v)
-
-def h(b: bytes) -> str: return b.hex()
+# The libsodium primitives and the canonical encoding are those of the format-2 generator.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from generate import sodium, pwhash, seal, subkey, blake2b, s, d, u32, u64, i64, opt_s, opt_i, h  # noqa: E402
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
