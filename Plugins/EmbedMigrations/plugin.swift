@@ -11,12 +11,12 @@ struct EmbedMigrations: BuildToolPlugin {
         let directory = context.package.directoryURL.appending(path: "Migrations")
         let files = try FileManager.default
             .contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
-            .filter { $0.pathExtension == "sql" }
+            .filter { $0.pathExtension == "sql" || $0.lastPathComponent.hasSuffix(".schema.json") }
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
         let output = context.pluginWorkDirectoryURL.appending(path: "EmbeddedMigrations.swift")
         return [
             .buildCommand(
-                displayName: "Embedding \(files.count) migrations",
+                displayName: "Embedding \(files.count) migration and schema files",
                 executable: try context.tool(named: "migration-embedder").url,
                 arguments: [output.path] + files.map(\.path),
                 inputFiles: files + [directory],

@@ -1,8 +1,10 @@
 // Build-time tool used by the EmbedMigrations plugin.
 //
-// Usage: migration-embedder OUTPUT.swift FILE.sql...
+// Usage: migration-embedder OUTPUT.swift FILE.sql... [NAME.schema.json...]
 // Writes a Swift file holding every migration as a raw string literal, ordered by file
-// name, so the `vault` binary carries its schema and works when copied alone.
+// name, so the `vault` binary carries its schema and works when copied alone; and, for
+// each `NAME.schema.json` (the `sqlite_master` rows that the migrations up to NAME
+// create, a JSON array of strings), that expected schema, checked on every open.
 import Foundation
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -10,7 +12,9 @@ guard let output = arguments.first else {
     FileHandle.standardError.write(Data("usage: migration-embedder OUTPUT.swift FILE.sql...\n".utf8))
     exit(64)
 }
-let inputs = arguments.dropFirst().sorted { ($0 as NSString).lastPathComponent < ($1 as NSString).lastPathComponent }
+let all = arguments.dropFirst().sorted { ($0 as NSString).lastPathComponent < ($1 as NSString).lastPathComponent }
+let inputs = all.filter { $0.hasSuffix(".sql") }
+let schemas = all.filter { $0.hasSuffix(".schema.json") }
 
 func literal(_ text: String) -> String {
     // Pick a raw-string delimiter that cannot occur in the text.
@@ -35,6 +39,21 @@ for path in inputs {
     }
     let sql = try String(contentsOfFile: path, encoding: .utf8)
     swift += "    (name: \(literal(name)), sql: \(literal(sql))),\n"
+}
+swift += "]\n\n"
+swift += """
+/// The expected `sqlite_master` rows after each migration, by migration name.
+let embeddedSchemas: [String: [String]] = [
+
+"""
+for path in schemas {
+    let name = String((path as NSString).lastPathComponent.dropLast(".schema.json".count))
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    guard let rows = try JSONSerialization.jsonObject(with: data) as? [String] else {
+        FileHandle.standardError.write(Data("migration-embedder: \(path) is not a JSON array of strings\n".utf8))
+        exit(1)
+    }
+    swift += "    \(literal(name)): [\n" + rows.map { "        \(literal($0)),\n" }.joined() + "    ],\n"
 }
 swift += "]\n"
 try swift.write(toFile: output, atomically: true, encoding: .utf8)

@@ -176,3 +176,25 @@ struct TamperTests {
         #expect(try again.verifyAudit().recordsChecked == 6) // init, add, add, rotate, passwd, rekey
     }
 }
+
+@Suite("schema check")
+struct SchemaCheckTests {
+    static let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Migrations")
+
+    @Test("each committed Migrations/NAME.schema.json is what GRDB's migrator creates (GBG_VAULT_WRITE_SCHEMA=1 rewrites them)")
+    func embeddedSchemasMatchMigrator() throws {
+        for name in VaultDatabase.knownMigrations {
+            let actual = try VaultDatabase.migratorSchema(upTo: name)
+            #expect(try VaultDatabase.builtSchema(upTo: name) == actual, "\(name): the in-memory build differs from the migrator")
+            let file = Self.migrations.appendingPathComponent("\(name).schema.json")
+            if ProcessInfo.processInfo.environment["GBG_VAULT_WRITE_SCHEMA"] == "1" {
+                let data = try JSONSerialization.data(withJSONObject: actual, options: [.prettyPrinted, .withoutEscapingSlashes])
+                try (data + Data("\n".utf8)).write(to: file)
+            }
+            let committed = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String]
+            #expect(committed == actual, "\(name).schema.json is out of date: run GBG_VAULT_WRITE_SCHEMA=1 swift test --filter SchemaCheck")
+            #expect(embeddedSchemas[name] == actual, "the embedded \(name) schema is stale: rebuild")
+        }
+    }
+}

@@ -175,8 +175,10 @@ public final class VaultDatabase: Sendable {
             throw .failure("\(path) is not a regular file")
         }
         do {
+            Trace.debug("opening \(path)")
             let database = try VaultDatabase(pool: DatabasePool(path: path, configuration: configuration()), path: path)
             try database.checkIdentity()
+            Trace.debug("application id checked")
             try database.checkSchema()
             Trace.debug("opened \(path): schema verified, \(database.appliedCount) of \(knownMigrations.count) migrations applied")
             return database
@@ -210,16 +212,47 @@ public final class VaultDatabase: Sendable {
     nonisolated(unsafe) private static var expectedSchemaCache: [String: [String]] = [:]
     private static let expectedSchemaLock = NSLock()
 
-    /// The schema the first `applied.count` migrations create, built in memory.
+    /// GRDB's own table of applied migrations, as its migrator creates it.
+    static let migrationsTableSQL = "CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)"
+
+    /// The schema that the migrations up to `last` create (FORMAT.md §1.1). Building it
+    /// in memory costs SQLite a schema re-parse per DDL statement (~4 ms on every open),
+    /// so it is computed once and committed as `Migrations/NAME.schema.json`, embedded at
+    /// build time; a unit test checks each file against GRDB's migrator (and rewrites
+    /// them with `GBG_VAULT_WRITE_SCHEMA=1`).
     static func expectedSchema(upTo last: String) throws -> [String] {
+        if let embedded = embeddedSchemas[last], !embedded.isEmpty { return embedded }
+        return try builtSchema(upTo: last)
+    }
+
+    /// The expected schema built in memory from the migrations' SQL (used when no
+    /// `Migrations/NAME.schema.json` is embedded, and by the test that writes those files).
+    static func builtSchema(upTo last: String) throws -> [String] {
         expectedSchemaLock.lock()
         defer { expectedSchemaLock.unlock() }
         if let cached = expectedSchemaCache[last] { return cached }
         let queue = try DatabaseQueue()
-        try migrator().migrate(queue, upTo: last)
-        let entries = try queue.read(schemaEntries)
+        let entries = try queue.inDatabase { db -> [String] in
+            try db.inTransaction {
+                try db.execute(sql: migrationsTableSQL)
+                for migration in embeddedMigrations {
+                    try db.execute(sql: migration.sql)
+                    if migration.name == last { break }
+                }
+                return .commit
+            }
+            return try schemaEntries(db)
+        }
         expectedSchemaCache[last] = entries
         return entries
+    }
+
+    /// The schema GRDB's migrator creates up to `last` (for the test that keeps
+    /// ``expectedSchema(upTo:)`` honest).
+    static func migratorSchema(upTo last: String) throws -> [String] {
+        let queue = try DatabaseQueue()
+        try migrator().migrate(queue, upTo: last)
+        return try queue.read(schemaEntries)
     }
 
     /// The identifiers of applied migrations, in order; the file's schema must be exactly
@@ -240,6 +273,7 @@ public final class VaultDatabase: Sendable {
             throw VaultError.integrity("the vault's recorded migrations are not a prefix of this build's")
         }
         let expected = try Self.expectedSchema(upTo: ordered.last!)
+        Trace.debug("expected schema ready")
         let actual = try pool.read(Self.schemaEntries)
         guard actual == expected else {
             let extra = Set(actual).subtracting(expected).map { $0.prefix(while: { $0 != ":" }) }.sorted()

@@ -9,6 +9,7 @@ enum TraceOutput {
         let beforeTerminator = arguments.prefix { $0 != "--" }
         let env = ProcessInfo.processInfo.environment["VAULT_VERBOSE"] ?? ""
         let verbose = beforeTerminator.contains("--verbose") || ["1", "true", "yes"].contains(env.lowercased())
+        _ = TraceHandler.start
         LoggingSystem.bootstrap { _ in TraceHandler(logLevel: verbose ? .debug : .critical) }
     }
 }
@@ -22,8 +23,14 @@ struct TraceHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Milliseconds since the process started (CLOCK_MONOTONIC against the process's
+    /// start time from /proc would be exact; the first trace call is close enough).
+    nonisolated(unsafe) static let start = ContinuousClock.now
+
     func log(event: LogEvent) {
-        let text = "vault: trace: \(event.message.description.sanitisedForDisplay(limit: 1000))\n"
+        let elapsed = ContinuousClock.now - Self.start
+        let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let text = "vault: trace: [\(String(format: "%.1f", ms)) ms] \(event.message.description.sanitisedForDisplay(limit: 1000))\n"
         FileHandle.standardError.write(Data(text.utf8))
     }
 }
