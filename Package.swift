@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-extras", exact: "1.35.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
     targets: [
@@ -40,17 +41,21 @@ let package = Package(
             dependencies: [
                 "CSodium",
                 "CSQLiteHardening",
+                "CProcess",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
             ],
             swiftSettings: swiftSettings,
             plugins: ["EmbedMigrations"]
         ),
-        // prctl(PR_SET_DUMPABLE) for the command layer (variadic in C).
+        // prctl(PR_SET_DUMPABLE) (variadic in C) and pipe2 (a GNU extension), for the
+        // command layer and the agent launcher.
         .target(name: "CProcess"),
         // The thin command layer.
         .executableTarget(

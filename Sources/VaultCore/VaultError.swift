@@ -24,6 +24,8 @@ public enum VaultError: Error, Sendable, Equatable {
     /// Another process changed the vault's keys (`rekey`, `passwd`) while this one ran,
     /// and the keys could not be re-read; nothing was written. Exit 1.
     case keysChanged
+    /// An error reported by the agent (`vault unlock`), with its exit code and text.
+    case relayed(exitCode: Int32, message: String, hint: String?)
     /// Anything else. Exit 1.
     case failure(String, hint: String? = nil)
 
@@ -38,6 +40,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .auditRefused: 8
         case .usage: 64
         case .newerVersion, .failure, .keysChanged: 1
+        case .relayed(let code, _, _): code
         }
     }
 
@@ -56,6 +59,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .usage(let what, _): what
         case .newerVersion(let what): what
         case .keysChanged: "the vault's keys were changed by another process (passwd or rekey) while this command ran; nothing was changed"
+        case .relayed(_, let message, _): message
         case .failure(let what, _): what
         }
     }
@@ -71,6 +75,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .usage(_, let hint): hint
         case .newerVersion: "upgrade gbg-vault to open this vault"
         case .keysChanged: "run the command again"
+        case .relayed(_, _, let hint): hint
         case .failure(_, let hint): hint
         case .notFound, .malformedResponse, .auditRefused: nil
         }

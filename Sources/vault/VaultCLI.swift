@@ -24,7 +24,7 @@ struct VaultCLI: AsyncParsableCommand {
         subcommands: [
             Init.self, Add.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
             Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Doctor.self,
-            Verify.self, Upgrade.self,
+            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, AgentServe.self,
         ]
     )
 }
@@ -39,6 +39,9 @@ struct VaultOptions: ParsableArguments {
 
     @Flag(help: "Trace what vault does on stderr (metadata only, never a secret; env VAULT_VERBOSE=1).")
     var verbose = false
+
+    @Flag(help: "Do not use the agent of `vault unlock`, ask for the passphrase (env VAULT_NO_AGENT=1).")
+    var noAgent = false
 
     /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }

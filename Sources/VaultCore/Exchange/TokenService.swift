@@ -32,6 +32,17 @@ public struct DeliveredToken: Sendable {
     public var environment: Environment
     public var fromCache: Bool
     public var audit: AuditEntry
+
+    public init(token: SecureBytes, tokenType: String, expiresAt: Int64, expiresIn: Int64, environment: Environment,
+                fromCache: Bool, audit: AuditEntry) {
+        self.token = token
+        self.tokenType = tokenType
+        self.expiresAt = expiresAt
+        self.expiresIn = expiresIn
+        self.environment = environment
+        self.fromCache = fromCache
+        self.audit = audit
+    }
 }
 
 extension UnlockedVault {

@@ -31,6 +31,13 @@ public final class UnlockedVault: @unchecked Sendable {
     var database: VaultDatabase { vault.database }
     private var now: Date { vault.clock.now() }
 
+    /// Lends the key-encryption key to the agent launcher (which writes it to the agent's
+    /// private pipe); nothing else in the program reads it.
+    func withKEK<T>(_ body: (SecureBytes) throws -> T) rethrows -> T {
+        let current = lock.withLock { kek }
+        return try body(current)
+    }
+
     /// A keyed fingerprint of a token for the audit trail.
     public func fingerprint(token: SecureBytes) -> String { keys.fingerprint(token: token) }
 

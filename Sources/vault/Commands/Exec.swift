@@ -27,11 +27,15 @@ extension VaultCLI {
         }
 
         func run() async throws {
-            let vault = try options.unlock()
-            let delivered = try await vault.obtainToken(
-                TokenOptions(profile: name, environment: selection.env, fresh: selection.fresh,
-                             minTTL: selection.minTtl, action: "exec"),
-                exchange: network.exchange)
+            let delivered: DeliveredToken
+            if let fromAgent = try AgentSession.token(options, selection: selection, network: network, profile: name, action: "exec") {
+                delivered = fromAgent
+            } else {
+                delivered = try await options.unlock().obtainToken(
+                    TokenOptions(profile: name, environment: selection.env, fresh: selection.fresh,
+                                 minTTL: selection.minTtl, action: "exec"),
+                    exchange: network.exchange)
+            }
             for name in ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"] { unsetenv(name) }
             delivered.token.withUnsafeBytes { raw in
                 var bytes = Array(raw)

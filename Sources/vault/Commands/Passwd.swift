@@ -21,6 +21,7 @@ extension VaultCLI {
             if KDFParameters.testOnlyInsecureKDFEnabled, parameters != nil { parameters = .testOnlyInsecure }
             try vault.changePassphrase(to: newPassphrase, kdf: parameters)
             Output.info("passphrase changed (\(parameters ?? vault.header.kdf))")
+            AgentSession.lockAfterKeyChange(options)
         }
     }
 }

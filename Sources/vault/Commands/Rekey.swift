@@ -10,6 +10,7 @@ extension VaultCLI {
 
         func run() async throws {
             let count = try options.unlock().rekey()
+            defer { AgentSession.lockAfterKeyChange(options) }
             Output.info("new data key and audit key; \(count) secret version(s) re-sealed, cached tokens dropped")
         }
     }

@@ -29,6 +29,9 @@ extension VaultCLI {
         @Option(help: "raw, json, header or env.") var format: TokenFormat = .raw
 
         func run() async throws {
+            if let delivered = try AgentSession.token(options, selection: selection, network: network, profile: name, action: "token") {
+                return TokenPrinter.print(delivered, format: format)
+            }
             let vault = try options.unlock()
             let delivered = try await vault.obtainToken(
                 TokenOptions(profile: name, environment: selection.env, fresh: selection.fresh, minTTL: selection.minTtl),

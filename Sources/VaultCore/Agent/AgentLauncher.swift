@@ -1,0 +1,110 @@
+import CProcess
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts the agent for an unlocked vault (`vault unlock`): the same `vault` binary with
+/// the hidden `agent-serve` command, in a new session with no terminal and stdio on
+/// /dev/null. The key-encryption key goes to it over a private pipe (descriptor 3),
+/// never through argv or the environment; it reports "ok" or its error on descriptor 4.
+public enum AgentLauncher {
+    /// Environment variables the agent must not inherit.
+    static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"]
+
+    public static func start(_ vault: UnlockedVault, vaultPath: String, lifetime: Int64, idle: Int64) throws(VaultError) -> pid_t {
+        var keyPipe: [Int32] = [0, 0], statusPipe: [Int32] = [0, 0]
+        guard cprocess_pipe_cloexec(&keyPipe) == 0, cprocess_pipe_cloexec(&statusPipe) == 0 else {
+            throw .failure("cannot create a pipe for the agent: \(String(cString: strerror(errno)))")
+        }
+        var executable = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &executable, executable.count - 1)
+        guard length > 0 else { throw .failure("cannot find the vault executable to start the agent") }
+        let path = String(cString: executable)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, keyPipe[0], 3)
+        posix_spawn_file_actions_adddup2(&actions, statusPipe[1], 4)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID: no controlling terminal
+        let arguments = ["vault", "agent-serve", "--vault", vaultPath, "--for", String(lifetime), "--idle", String(idle)]
+        let environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+        close(keyPipe[0])
+        close(statusPipe[1])
+        defer { close(statusPipe[0]) }
+        guard rc == 0 else {
+            close(keyPipe[1])
+            throw .failure("cannot start the agent: \(String(cString: strerror(rc)))")
+        }
+        vault.withKEK { kek in
+            kek.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = write(keyPipe[1], raw.baseAddress! + offset, raw.count - offset)
+                    if n < 0, errno == EINTR { continue }
+                    if n <= 0 { break }
+                    offset += n
+                }
+            }
+        }
+        close(keyPipe[1])
+        // The agent's first word: "ok", or "error <exit code> <message>".
+        var answer = [UInt8]()
+        var byte: UInt8 = 0
+        var poller = pollfd(fd: statusPipe[0], events: Int16(POLLIN), revents: 0)
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, answer.count < 4096 {
+            guard poll(&poller, 1, 100) >= 0 || errno == EINTR else { break }
+            if poller.revents == 0 { continue }
+            let n = read(statusPipe[0], &byte, 1)
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 || byte == 0x0a { break }
+            answer.append(byte)
+        }
+        let text = String(decoding: answer, as: UTF8.self)
+        if text == "ok" { return pid }
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        let parts = text.split(separator: " ", maxSplits: 2).map(String.init)
+        if parts.count == 3, parts[0] == "error", let code = Int32(parts[1]) {
+            throw .relayed(exitCode: code, message: parts[2], hint: nil)
+        }
+        throw .failure("the agent did not start" + (text.isEmpty ? "" : ": \(text.sanitisedForDisplay(limit: 200))"))
+    }
+
+    /// The agent side of the hand-over: reads the key-encryption key from descriptor 3.
+    public static func receiveKEK() throws(VaultError) -> SecureBytes {
+        let kek = SecureBytes(count: Sodium.keyBytes)
+        var total = 0
+        kek.withUnsafeMutableBytes { raw in
+            while total < raw.count {
+                let n = read(3, raw.baseAddress! + total, raw.count - total)
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { break }
+                total += n
+            }
+        }
+        close(3)
+        guard total == Sodium.keyBytes else { throw .failure("the agent did not receive its key") }
+        return kek
+    }
+
+    /// The agent side: reports its start to `vault unlock` on descriptor 4.
+    public static func report(_ error: VaultError?) {
+        let line = error.map { "error \($0.exitCode) \($0.message.replacingOccurrences(of: "\n", with: " "))\n" } ?? "ok\n"
+        _ = line.withCString { write(4, $0, strlen($0)) }
+        close(4)
+    }
+}

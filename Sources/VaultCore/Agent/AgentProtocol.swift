@@ -1,0 +1,147 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The agent protocol, version 1 (PROTOCOL.md): each frame is a 4-byte big-endian length
+/// followed by that many bytes of one UTF-8 JSON object; one request and one response
+/// per connection. There is no operation that returns key material or a stored secret:
+/// only what the command would print (a token for `token`/`exec`, status metadata).
+public enum AgentProtocol {
+    public static let version = 1
+    /// The largest frame either side accepts (64 KiB).
+    public static let maximumFrame = 64 * 1024
+    /// A request must arrive whole within this time, or the connection is closed.
+    public static let readTimeout: TimeAmountSeconds = 5
+
+    public typealias TimeAmountSeconds = Int64
+
+    /// `$XDG_RUNTIME_DIR/gbg-vault`, or `/tmp/gbg-vault-<uid>` without one.
+    public static func directory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
+            return (runtime as NSString).appendingPathComponent("gbg-vault")
+        }
+        return "/tmp/gbg-vault-\(geteuid())"
+    }
+
+    /// The agent socket of the vault `vaultID`.
+    public static func socketPath(vaultID: [UInt8], environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        directory(environment: environment) + "/agent-\(vaultID.hexString).sock"
+    }
+
+    /// Creates the agent directory 0700 if it is missing, then checks it: a real
+    /// directory (not a symbolic link), owned by this user, no group or other access.
+    public static func preparePrivateDirectory(_ path: String, create: Bool) throws(VaultError) {
+        if create {
+            let parent = (path as NSString).deletingLastPathComponent
+            if !parent.isEmpty { mkdir(parent, 0o700) }
+            if mkdir(path, 0o700) != 0, errno != EEXIST {
+                throw .failure("cannot create the agent directory \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            throw .failure("the agent directory \(path) is missing: \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw .failure("refusing the agent directory \(path): it is not a directory (a symbolic link?)")
+        }
+        guard info.st_uid == geteuid() else {
+            throw .failure("refusing the agent directory \(path): it belongs to uid \(info.st_uid), not to you (uid \(geteuid()))")
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            throw .failure("refusing the agent directory \(path): its mode is \(String(format: "%04o", info.st_mode & 0o7777)), not 0700",
+                           hint: "chmod 700 \(path)")
+        }
+    }
+}
+
+/// A request to the agent.
+public struct AgentRequest: Codable, Sendable {
+    public var version: Int = AgentProtocol.version
+    /// `status`, `lock` or `token`.
+    public var op: String
+    public var profile: String?
+    public var environment: String?
+    public var fresh: Bool?
+    public var minTTL: Int64?
+    /// `token` or `exec`: the audit action.
+    public var action: String?
+    public var timeoutMs: Int64?
+    public var connectTimeoutMs: Int64?
+    /// The caller's `--cacert` / `VAULT_CA_BUNDLE`.
+    public var caBundle: String?
+    /// The caller's proxy variables (`HTTPS_PROXY`, `NO_PROXY`, …).
+    public var proxyEnvironment: [String: String]?
+
+    public init(op: String) { self.op = op }
+
+    enum CodingKeys: String, CodingKey {
+        case version, op, profile, environment, fresh, minTTL = "min_ttl", action, timeoutMs = "timeout_ms"
+        case connectTimeoutMs = "connect_timeout_ms", caBundle = "ca_bundle", proxyEnvironment = "proxy_environment"
+    }
+}
+
+/// The agent's answer.
+public struct AgentResponse: Codable, Sendable {
+    public struct Failure: Codable, Sendable {
+        public var exitCode: Int32
+        public var message: String
+        public var hint: String?
+        enum CodingKeys: String, CodingKey { case exitCode = "exit_code", message, hint }
+        public init(exitCode: Int32, message: String, hint: String?) {
+            self.exitCode = exitCode
+            self.message = message
+            self.hint = hint
+        }
+    }
+
+    public struct Status: Codable, Sendable {
+        public var pid: Int32
+        public var vault: String
+        public var vaultID: String
+        public var unlockedAt: Int64
+        public var expiresAt: Int64
+        public var idleSeconds: Int64
+        public var idleExpiresAt: Int64
+        public var requests: Int64
+        enum CodingKeys: String, CodingKey {
+            case pid, vault, vaultID = "vault_id", unlockedAt = "unlocked_at", expiresAt = "expires_at"
+            case idleSeconds = "idle_seconds", idleExpiresAt = "idle_expires_at", requests
+        }
+    }
+
+    public struct Token: Codable, Sendable {
+        public var accessToken: String
+        public var tokenType: String
+        public var expiresAt: Int64
+        public var expiresIn: Int64
+        public var environment: String
+        public var apiBase: String?
+        public var fromCache: Bool
+        enum CodingKeys: String, CodingKey {
+            case accessToken = "access_token", tokenType = "token_type", expiresAt = "expires_at", expiresIn = "expires_in"
+            case environment, apiBase = "api_base", fromCache = "from_cache"
+        }
+    }
+
+    public var version: Int = AgentProtocol.version
+    public var ok: Bool
+    /// Set when the agent is shutting down (deadline, keys changed, file replaced): the
+    /// client goes on without it.
+    public var ending: Bool?
+    public var error: Failure?
+    public var status: Status?
+    public var token: Token?
+
+    public init(ok: Bool, error: Failure? = nil, status: Status? = nil, token: Token? = nil) {
+        self.ok = ok
+        self.error = error
+        self.status = status
+        self.token = token
+    }
+
+    static func failure(_ error: VaultError) -> AgentResponse {
+        AgentResponse(ok: false, error: Failure(exitCode: error.exitCode, message: error.message, hint: error.hint))
+    }
+}

@@ -1,0 +1,266 @@
+import Foundation
+import NIOCore
+import NIOExtras
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `struct ucred` (SO_PEERCRED on Linux): pid, uid, gid.
+struct PeerCredentials: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = UInt32.max
+    var gid: UInt32 = UInt32.max
+}
+
+/// The per-user agent of one vault (`vault unlock`): holds the unlocked keys (in
+/// libsodium guarded memory, in a process that cannot be dumped or ptraced), listens on
+/// a 0600 Unix socket in a 0700 directory, serves only peers of its own uid, and performs
+/// operations for clients. It never returns key material or a stored secret. It ends at
+/// its deadline, after its idle time, on `vault lock`, on SIGTERM/SIGHUP/SIGINT, and as
+/// soon as the vault file is replaced, moved or removed or its keys or passphrase change.
+public final class AgentServer: @unchecked Sendable {
+    let unlocked: UnlockedVault
+    public let socketPath: String
+    let vaultPath: String
+    let startedAt: Date
+    let deadline: Date
+    let idle: TimeInterval
+    private let lock = NSLock()
+    private var lastActivity: Date
+    private var requests: Int64 = 0
+    private var stopping = false
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var serverChannel: (any Channel)?
+    private var socketIdentity: (dev: UInt64, ino: UInt64)?
+    private var signalSources: [any DispatchSourceSignal] = []
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Opens the vault at `vaultPath` with a key-encryption key handed over by `vault
+    /// unlock` (so Argon2id ran once), and prepares the socket path.
+    public init(vaultPath: String, kek: SecureBytes, lifetime: TimeInterval, idle: TimeInterval) throws(VaultError) {
+        let vault = try Vault.open(at: vaultPath)
+        let header = try vault.header()
+        try header.validate()
+        guard let keys = try header.unwrap(kek: kek) else { throw .wrongPassphrase }
+        unlocked = try vault.unlocked(header: header, keys: keys, kek: kek)
+        self.vaultPath = vaultPath
+        socketPath = AgentProtocol.socketPath(vaultID: unlocked.vaultID)
+        startedAt = Date()
+        lastActivity = startedAt
+        deadline = startedAt.addingTimeInterval(lifetime)
+        self.idle = idle
+    }
+
+    /// Binds the socket (0600, in the checked 0700 directory). A live agent already
+    /// serving this vault is an error; a stale socket file is removed.
+    public func bind() throws(VaultError) {
+        let directory = (socketPath as NSString).deletingLastPathComponent
+        try AgentProtocol.preparePrivateDirectory(directory, create: true)
+        var existing = stat()
+        if lstat(socketPath, &existing) == 0 {
+            guard (existing.st_mode & S_IFMT) == S_IFSOCK, existing.st_uid == geteuid() else {
+                throw .failure("\(socketPath) exists and is not this user's agent socket; it was left alone")
+            }
+            if (try? AgentClient(socketPath: socketPath).send(AgentRequest(op: "status"), timeout: 2)) != nil {
+                throw .failure("an agent already serves this vault (\(socketPath))", hint: "`vault lock` ends it")
+            }
+            unlink(socketPath)
+        }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 128)
+            .childChannelInitializer { [self] channel in
+                let provider = channel as! any SocketOptionProvider
+                let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+                    level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+                return credentials.flatMap { peer in
+                    // Only this user's processes are served, whoever else can reach the socket.
+                    guard peer.uid == geteuid() else {
+                        Trace.debug("refused a connection from uid \(peer.uid)")
+                        return channel.close()
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            IdleStateHandler(readTimeout: .seconds(AgentProtocol.readTimeout)),
+                            ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldBitLength: .fourBytes),
+                                                 maximumBufferSize: AgentProtocol.maximumFrame + 4),
+                            LengthFieldPrepender(lengthFieldBitLength: .fourBytes),
+                            AgentConnectionHandler(server: self),
+                        ])
+                    }
+                }
+            }
+        let previous = umask(0o177)
+        defer { umask(previous) }
+        do {
+            serverChannel = try bootstrap.bind(unixDomainSocketPath: socketPath).wait()
+        } catch {
+            throw .failure("cannot listen on \(socketPath): \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        }
+        chmod(socketPath, 0o600)
+        var info = stat()
+        guard lstat(socketPath, &info) == 0, info.st_mode & 0o177 == 0 else {
+            throw .failure("the agent socket \(socketPath) could not be made private")
+        }
+        socketIdentity = (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// Serves until the agent ends, then removes the socket.
+    public func run() {
+        for number in [SIGTERM, SIGHUP, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in stop(reason: "signal \(number)") }
+            source.resume()
+            signalSources.append(source)
+        }
+        group.next().scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { [self] _ in
+            if let reason = reasonToEnd() { stop(reason: reason) }
+        }
+        finished.wait()
+        if let channel = serverChannel { try? channel.close().wait() }
+        removeSocket()
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Why the agent must end now, if it must.
+    func reasonToEnd() -> String? {
+        let now = Date()
+        if now >= deadline { return "its time is up" }
+        if now.timeIntervalSince(lock.withLock { lastActivity }) >= idle { return "it was idle" }
+        if !unlocked.database.isStillInPlace { return "the vault file was replaced, moved or removed" }
+        guard let stored = try? unlocked.vault.header(), stored == unlocked.header else {
+            return "the vault's keys or passphrase changed"
+        }
+        var info = stat()
+        if let identity = socketIdentity, lstat(socketPath, &info) != 0 || UInt64(info.st_ino) != identity.ino {
+            return "its socket was removed"
+        }
+        return nil
+    }
+
+    func stop(reason: String) {
+        let first = lock.withLock { () -> Bool in
+            defer { stopping = true }
+            return !stopping
+        }
+        guard first else { return }
+        Trace.debug("agent ends: \(reason)")
+        finished.signal()
+    }
+
+    /// Removes the socket file, if it is still the one this agent bound.
+    private func removeSocket() {
+        var info = stat()
+        if let identity = socketIdentity, lstat(socketPath, &info) == 0,
+           UInt64(info.st_dev) == identity.dev, UInt64(info.st_ino) == identity.ino {
+            unlink(socketPath)
+        }
+    }
+
+    // MARK: - Operations
+
+    func status() -> AgentResponse.Status {
+        lock.withLock {
+            AgentResponse.Status(pid: getpid(), vault: vaultPath, vaultID: unlocked.vaultID.hexString,
+                                 unlockedAt: Int64(startedAt.timeIntervalSince1970), expiresAt: Int64(deadline.timeIntervalSince1970),
+                                 idleSeconds: Int64(idle), idleExpiresAt: Int64(lastActivity.addingTimeInterval(idle).timeIntervalSince1970),
+                                 requests: requests)
+        }
+    }
+
+    /// Performs one request. Everything that reaches a client goes through here.
+    func handle(_ request: AgentRequest) async -> AgentResponse {
+        guard request.version == AgentProtocol.version else {
+            return .failure(.usage("agent protocol version \(request.version) is not supported (this agent speaks \(AgentProtocol.version))"))
+        }
+        if let reason = reasonToEnd() {
+            stop(reason: reason)
+            var response = AgentResponse.failure(.failure("the agent is ending (\(reason))"))
+            response.ending = true
+            return response
+        }
+        lock.withLock {
+            requests += 1
+            // Asking for the status does not keep the agent alive; using it does.
+            if request.op != "status" { lastActivity = Date() }
+        }
+        switch request.op {
+        case "status":
+            return AgentResponse(ok: true, status: status())
+        case "lock":
+            defer { stop(reason: "vault lock") }
+            return AgentResponse(ok: true, status: status())
+        case "token":
+            return await token(request)
+        default:
+            return .failure(.usage("unknown agent operation '\(request.op.sanitisedForDisplay(limit: 40))'"))
+        }
+    }
+
+    private func token(_ request: AgentRequest) async -> AgentResponse {
+        guard let profile = request.profile else { return .failure(.usage("the token operation needs a profile")) }
+        let action = request.action ?? "token"
+        guard action == "token" || action == "exec" else { return .failure(.usage("unknown action '\(action.sanitisedForDisplay(limit: 20))'")) }
+        let options = TransportOptions(caBundlePath: request.caBundle,
+                                       connectTimeout: .milliseconds(request.connectTimeoutMs ?? 10_000),
+                                       environment: request.proxyEnvironment ?? [:])
+        let exchange = TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .milliseconds(request.timeoutMs ?? 30_000))
+        do {
+            let delivered = try await unlocked.obtainToken(
+                TokenOptions(profile: profile, environment: request.environment, fresh: request.fresh ?? false,
+                             minTTL: request.minTTL ?? 300, action: action),
+                exchange: exchange)
+            let token = delivered.token.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+            return AgentResponse(ok: true, token: .init(accessToken: token, tokenType: delivered.tokenType, expiresAt: delivered.expiresAt,
+                                                        expiresIn: delivered.expiresIn, environment: delivered.environment.name,
+                                                        apiBase: delivered.environment.apiBase, fromCache: delivered.fromCache))
+        } catch {
+            if case .keysChanged = error { stop(reason: "the vault's keys changed") }
+            return .failure(error)
+        }
+    }
+}
+
+/// One client connection: one framed JSON request in, one framed JSON response out.
+final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let server: AgentServer
+    private var answered = false
+
+    init(server: AgentServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var frame = unwrapInboundIn(data)
+        guard !answered else { return }
+        answered = true
+        let bytes = frame.readBytes(length: frame.readableBytes) ?? []
+        let channel = context.channel
+        guard let request = try? JSONDecoder().decode(AgentRequest.self, from: Data(bytes)) else {
+            respond(.failure(.usage("the request is not a valid agent protocol message")), on: channel)
+            return
+        }
+        Task {
+            let response = await server.handle(request)
+            respond(response, on: channel)
+        }
+    }
+
+    private func respond(_ response: AgentResponse, on channel: any Channel) {
+        let data = (try? JSONEncoder().encode(response)) ?? Data(#"{"version":1,"ok":false}"#.utf8)
+        var buffer = channel.allocator.buffer(capacity: data.count)
+        buffer.writeBytes(data)
+        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Oversized, malformed or broken frames: close this connection, keep serving.
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,211 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `30m`, `12h`, `90s`, `1d`, or plain seconds.
+struct DurationArgument: ExpressibleByArgument {
+    var seconds: Int64
+
+    init?(argument: String) {
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let plain = Int64(argument) {
+            seconds = plain
+        } else if let last = argument.last, let unit = units[last], let amount = Int64(argument.dropLast()) {
+            seconds = amount * unit
+        } else {
+            return nil
+        }
+        guard seconds >= 1 else { return nil }
+    }
+
+    init(seconds: Int64) { self.seconds = seconds }
+
+    static func describe(_ seconds: Int64) -> String {
+        if seconds >= 3600, seconds % 3600 == 0 { return "\(seconds / 3600)h" }
+        if seconds >= 60, seconds % 60 == 0 { return "\(seconds / 60)m" }
+        if seconds >= 3600 { return "\(seconds / 3600)h\((seconds % 3600) / 60)m" }
+        if seconds >= 60 { return "\(seconds / 60)m\(seconds % 60)s" }
+        return "\(seconds)s"
+    }
+}
+
+extension VaultCLI {
+    struct Unlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start an agent that holds the unlocked keys, so commands stop asking for the passphrase.",
+            discussion: """
+                The agent serves this user only, on a 0600 socket in a 0700 directory \
+                ($XDG_RUNTIME_DIR/gbg-vault, else /tmp/gbg-vault-UID), and ends after --for \
+                (default 12h, at most 7d), after --idle without use (default 30m), on `vault lock`, \
+                and when the vault file is replaced or its keys or passphrase change. `passwd` and \
+                `rekey` always ask for the passphrase. `token` and `exec` use the agent; other \
+                commands still ask for the passphrase.
+                """)
+
+        @OptionGroup var options: VaultOptions
+        @Option(name: .customLong("for"), help: "How long the agent lives (e.g. 8h, 90m; default 12h, at most 7d).")
+        var lifetime = DurationArgument(seconds: 12 * 3600)
+        @Option(help: "End after this long without a request (default 30m).")
+        var idle = DurationArgument(seconds: 30 * 60)
+
+        func validate() throws {
+            guard lifetime.seconds <= 7 * 86400 else { throw ValidationError("--for is at most 7d") }
+            guard idle.seconds <= lifetime.seconds else { throw ValidationError("--idle cannot be longer than --for") }
+        }
+
+        func run() async throws {
+            let path = options.resolvedPath
+            let vault = try options.open()
+            let socket = AgentProtocol.socketPath(vaultID: try vault.header().vaultID)
+            if let status = try? AgentClient(socketPath: socket).send(AgentRequest(op: "status"), timeout: 5).status {
+                Output.info("already unlocked: agent pid \(status.pid), \(DurationArgument.describe(max(0, status.expiresAt - Int64(Date().timeIntervalSince1970)))) left")
+                return
+            }
+            try AgentProtocol.preparePrivateDirectory((socket as NSString).deletingLastPathComponent, create: true)
+            let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
+            let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idle.seconds)
+            Output.info("unlocked \(path) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idle.seconds))), agent pid \(pid)")
+        }
+    }
+
+    struct Lock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End the agent of this vault; commands ask for the passphrase again.")
+        @OptionGroup var options: VaultOptions
+
+        func run() async throws {
+            let vault = try options.open()
+            let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: try vault.header().vaultID))
+            do {
+                let response = try client.send(AgentRequest(op: "lock"), timeout: 10)
+                Output.info("locked (agent pid \(response.status?.pid ?? 0) ended)")
+            } catch {
+                Output.info("not unlocked: no agent serves this vault")
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Whether an agent holds this vault unlocked, and for how long (no passphrase needed).")
+        @OptionGroup var options: VaultOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let path = options.resolvedPath
+            let vault = try options.open()
+            let socket = AgentProtocol.socketPath(vaultID: try vault.header().vaultID)
+            let status = try? AgentClient(socketPath: socket).send(AgentRequest(op: "status"), timeout: 5).status
+            let now = Int64(Date().timeIntervalSince1970)
+            if json {
+                return Output.json(StatusView(unlocked: status != nil, vault: path, socket: socket, pid: status?.pid,
+                                              secondsLeft: status.map { max(0, $0.expiresAt - now) },
+                                              idleSecondsLeft: status.map { max(0, min($0.idleExpiresAt, $0.expiresAt) - now) },
+                                              requests: status?.requests))
+            }
+            guard let status else { return Output.lines(["locked: \(path)"]) }
+            Output.lines([
+                "unlocked:  \(path)",
+                "agent pid: \(status.pid)",
+                "time left: \(DurationArgument.describe(max(0, status.expiresAt - now)))",
+                "idle left: \(DurationArgument.describe(max(0, min(status.idleExpiresAt, status.expiresAt) - now)))",
+                "requests:  \(status.requests)",
+            ])
+        }
+    }
+
+    /// The agent process itself, started by `vault unlock` (hidden).
+    struct AgentServe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "agent-serve", abstract: "Run the agent (started by `vault unlock`).",
+                                                        shouldDisplay: false)
+        @Option var vault: String
+        @Option(name: .customLong("for")) var lifetime: Int64
+        @Option var idle: Int64
+
+        func run() async throws {
+            let server: AgentServer
+            do {
+                let kek = try AgentLauncher.receiveKEK()
+                server = try AgentServer(vaultPath: vault, kek: kek, lifetime: TimeInterval(lifetime), idle: TimeInterval(idle))
+                try server.bind()
+            } catch let error as VaultError {
+                AgentLauncher.report(error)
+                throw ExitCode(error.exitCode)
+            }
+            AgentLauncher.report(nil)
+            server.run()
+        }
+    }
+}
+
+struct StatusView: Encodable {
+    var unlocked: Bool
+    var vault: String
+    var socket: String
+    var pid: Int32?
+    var secondsLeft: Int64?
+    var idleSecondsLeft: Int64?
+    var requests: Int64?
+    enum CodingKeys: String, CodingKey {
+        case unlocked, vault, socket, pid, secondsLeft = "seconds_left", idleSecondsLeft = "idle_seconds_left", requests
+    }
+}
+
+/// Routing `token` and `exec` through the agent when one serves the vault.
+enum AgentSession {
+    /// The token from the agent, or nil when there is none (or `--no-agent`), after
+    /// which the command goes the passphrase way.
+    static func token(_ options: VaultOptions, selection: TokenSelection, network: NetworkOptions,
+                      profile: String, action: String) throws(VaultError) -> DeliveredToken? {
+        let env = ProcessInfo.processInfo.environment
+        if options.noAgent || ["1", "true", "yes"].contains((env["VAULT_NO_AGENT"] ?? "").lowercased()) { return nil }
+        let vault = try options.open()
+        let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: try vault.header().vaultID))
+        guard client.socketExists else { return nil }
+        var request = AgentRequest(op: "token")
+        request.profile = profile
+        request.environment = selection.env
+        request.fresh = selection.fresh
+        request.minTTL = selection.minTtl
+        request.action = action
+        request.timeoutMs = Int64(network.timeout * 1000)
+        request.connectTimeoutMs = Int64(network.connectTimeout * 1000)
+        request.caBundle = network.cacert ?? env["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
+        request.proxyEnvironment = env.filter { ["https_proxy", "http_proxy", "all_proxy", "no_proxy"].contains($0.key.lowercased()) }
+        let response: AgentResponse
+        do {
+            response = try client.send(request, timeout: network.timeout + 15)
+        } catch {
+            switch error {
+            case .noAgent: return nil
+            case .stale: Output.info("hint: the agent for this vault had stopped; its stale socket was removed (asking for the passphrase)")
+            case .broken(let why): Output.info("hint: the agent did not answer properly (\(why)); asking for the passphrase")
+            }
+            return nil
+        }
+        if response.ending == true {
+            Output.info("hint: the agent for this vault is ending; asking for the passphrase")
+            return nil
+        }
+        guard response.ok, let token = response.token else {
+            let failure = response.error ?? .init(exitCode: 1, message: "the agent gave no token", hint: nil)
+            throw .relayed(exitCode: failure.exitCode, message: failure.message, hint: failure.hint)
+        }
+        let environment = Environment(name: token.environment, tokenURL: "", apiBase: token.apiBase, builtIn: false)
+        var audit = AuditEntry(at: 0, action: action, outcome: token.fromCache ? "cache_hit" : "ok")
+        audit.seq = 0
+        return DeliveredToken(token: SecureBytes(utf8: token.accessToken), tokenType: token.tokenType, expiresAt: token.expiresAt,
+                              expiresIn: token.expiresIn, environment: environment, fromCache: token.fromCache, audit: audit)
+    }
+
+    /// Ends the agent of the vault after `passwd` or `rekey` changed the keys (the agent
+    /// also notices by itself within a fraction of a second).
+    static func lockAfterKeyChange(_ options: VaultOptions) {
+        guard let vault = try? options.open(), let header = try? vault.header() else { return }
+        let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: header.vaultID))
+        if client.socketExists, (try? client.send(AgentRequest(op: "lock"), timeout: 5)) != nil {
+            Output.info("the agent of this vault was ended; run `vault unlock` again")
+        }
+    }
+}
