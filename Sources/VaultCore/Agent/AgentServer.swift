@@ -69,6 +69,8 @@ public final class AgentServer: @unchecked Sendable {
         }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
+            // A client may close its sending side after the request and still read the answer.
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 let provider = channel as! any SocketOptionProvider
                 let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
@@ -256,7 +258,11 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) }
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)  // a slow or stalled writer
+        } else if let event = event as? ChannelEvent, event == .inputClosed, !answered {
+            context.close(promise: nil)  // the client stopped before a whole request
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -48,12 +48,14 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @Option(name: .customLong("for"), help: "How long the agent lives (e.g. 8h, 90m; default 12h, at most 7d).")
         var lifetime = DurationArgument(seconds: 12 * 3600)
-        @Option(help: "End after this long without a request (default 30m).")
-        var idle = DurationArgument(seconds: 30 * 60)
+        @Option(help: "End after this long without a request (default 30m, or --for if shorter).")
+        var idle: DurationArgument?
+
+        var idleSeconds: Int64 { min(idle?.seconds ?? 30 * 60, lifetime.seconds) }
 
         func validate() throws {
             guard lifetime.seconds <= 7 * 86400 else { throw ValidationError("--for is at most 7d") }
-            guard idle.seconds <= lifetime.seconds else { throw ValidationError("--idle cannot be longer than --for") }
+            if let idle, idle.seconds > lifetime.seconds { throw ValidationError("--idle cannot be longer than --for") }
         }
 
         func run() async throws {
@@ -66,8 +68,8 @@ extension VaultCLI {
             }
             try AgentProtocol.preparePrivateDirectory((socket as NSString).deletingLastPathComponent, create: true)
             let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
-            let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idle.seconds)
-            Output.info("unlocked \(path) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idle.seconds))), agent pid \(pid)")
+            let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idleSeconds)
+            Output.info("unlocked \(path) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idleSeconds))), agent pid \(pid)")
         }
     }
 

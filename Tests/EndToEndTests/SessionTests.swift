@@ -1,0 +1,300 @@
+import Foundation
+import Testing
+import VaultTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Sessions (`vault unlock`): the agent, end to end, in real processes over real sockets.
+/// Every agent a test starts is ended by that test.
+@Suite("sessions: vault unlock and the agent", .serialized)
+struct SessionTests {
+    /// A fixture with its own short runtime directory (Unix socket paths are limited to
+    /// 108 bytes).
+    final class Session {
+        let fixture: Fixture
+        let runtime: String
+        var vault: TestVault { fixture.vault }
+
+        init(addProfiles: Bool = true) throws {
+            fixture = try Fixture(addProfiles: addProfiles)
+            var template = Array("/tmp/gv-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else { throw HarnessError.spawnFailed("mkdtemp") }
+            runtime = String(cString: made)
+        }
+
+        var env: [String: String] { ["XDG_RUNTIME_DIR": runtime] }
+
+        /// Runs vault with the runtime directory; without any passphrase source when `locked` is false.
+        @discardableResult
+        func run(_ arguments: [String], passphrase: Bool = true, extra: [String: String] = [:], token: Bool = false) throws -> ProcessResult {
+            let result = try vault.run(arguments, env: env.merging(extra) { $1 }, removing: passphrase ? [] : ["VAULT_PASSPHRASE"],
+                                       expectTokenOnStdout: token)
+            if token, result.status == 0 {
+                let text = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !text.isEmpty, !text.contains("\n") { LeakScanner.shared.register(token: text) }
+            }
+            return result
+        }
+
+        func status() throws -> [String: Any] {
+            try JSONSerialization.jsonObject(with: run(["status", "--json"], passphrase: false).stdout) as? [String: Any] ?? [:]
+        }
+
+        var socketPath: String? { (try? status())?["socket"] as? String }
+
+        func waitUntilLocked(seconds: Double) throws -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if try status()["unlocked"] as? Bool == false { return true }
+                usleep(100_000)
+            }
+            return false
+        }
+
+        /// Ends the agent whatever state it is in.
+        func stop() {
+            if let pid = (try? status())?["pid"] as? Int { kill(pid_t(pid), SIGTERM) }
+            _ = try? run(["lock"], passphrase: false)
+            fixture.stub.stop()
+            try? FileManager.default.removeItem(atPath: runtime)
+        }
+    }
+
+    @Test("unlock, then token and exec with no passphrase source at all; lock, then the passphrase is needed again")
+    func unlockFlow() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let unlock = try session.run(["unlock", "--for", "10m", "--idle", "5m"])
+        #expect(unlock.status == 0, "\(unlock.stderrText)")
+        #expect(unlock.stderrText.contains("agent pid"))
+        let status = try session.status()
+        #expect(status["unlocked"] as? Bool == true)
+        let socket = try #require(status["socket"] as? String)
+        var info = stat()
+        #expect(lstat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600 && (info.st_mode & S_IFMT) == S_IFSOCK)
+        #expect(lstat((socket as NSString).deletingLastPathComponent, &info) == 0 && info.st_mode & 0o777 == 0o700)
+        for profile in ["pw", "cc", "pw"] {
+            let token = try session.run(["token", profile], passphrase: false, token: true)
+            #expect(token.status == 0, "\(token.stderrText)")
+            #expect(!token.stdoutText.isEmpty)
+        }
+        let exec = try session.run(["exec", "pw", "--", "sh", "-c", "test -n \"$GBG_ACCESS_TOKEN\" && test -z \"$VAULT_PASSPHRASE\""], passphrase: false)
+        #expect(exec.status == 0, "\(exec.stderrText)")
+        let json = try session.run(["token", "pw", "--fresh", "--format", "json"], passphrase: false)
+        let object = try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any]
+        if let token = object?["access_token"] as? String { LeakScanner.shared.register(token: token) }
+        #expect(object?["api_base"] as? String == session.fixture.stub.apiBase)
+        // Every token the agent handed out is in the audit trail.
+        let audit = try session.fixture.auditJSON(["--limit", "5"]).compactMap { $0["action"] as? String }
+        #expect(audit.filter { $0 == "token" }.count == 4 && audit.contains("exec"))
+        #expect(try session.run(["audit", "verify"]).status == 0)
+        // --no-agent and VAULT_NO_AGENT=1 go the passphrase way.
+        #expect(try session.run(["token", "pw", "--no-agent"], passphrase: false).status == 64)
+        #expect(try session.run(["token", "pw"], passphrase: false, extra: ["VAULT_NO_AGENT": "1"]).status == 64)
+        let lock = try session.run(["lock"], passphrase: false)
+        #expect(lock.status == 0 && lock.stderrText.contains("locked"))
+        #expect(lstat(socket, &info) != 0, "the socket was removed")
+        #expect(try session.run(["token", "pw"], passphrase: false).status == 64)
+        expectNoLeaks(session.vault)
+    }
+
+    @Test("the agent ends at its deadline and when idle; status does not keep it alive")
+    func expiry() throws {
+        let session = try Session()
+        defer { session.stop() }
+        #expect(try session.run(["unlock", "--for", "3", "--idle", "3"]).status == 0)
+        let socket = try #require(session.socketPath)
+        #expect(try session.run(["token", "cc"], passphrase: false, token: true).status == 0)
+        #expect(try session.waitUntilLocked(seconds: 8))
+        var info = stat()
+        #expect(lstat(socket, &info) != 0)
+        #expect(try session.run(["unlock", "--for", "60", "--idle", "2"]).status == 0)
+        usleep(1_000_000)
+        #expect(try session.status()["unlocked"] as? Bool == true)
+        #expect(try session.waitUntilLocked(seconds: 6))
+    }
+
+    @Test("SIGTERM ends the agent; after SIGKILL the stale socket is removed and the command falls back to the passphrase")
+    func signals() throws {
+        let session = try Session()
+        defer { session.stop() }
+        #expect(try session.run(["unlock"]).status == 0)
+        let pid = try #require(try session.status()["pid"] as? Int)
+        kill(pid_t(pid), SIGTERM)
+        #expect(try session.waitUntilLocked(seconds: 5))
+        #expect(try session.run(["unlock"]).status == 0)
+        let socket = try #require(session.socketPath)
+        let second = try #require(try session.status()["pid"] as? Int)
+        kill(pid_t(second), SIGKILL)
+        usleep(300_000)
+        var info = stat()
+        #expect(lstat(socket, &info) == 0, "SIGKILL leaves the socket behind")
+        let fallback = try session.run(["token", "pw"], token: true)
+        #expect(fallback.status == 0, "\(fallback.stderrText)")
+        #expect(fallback.stderrText.contains("stale socket was removed"))
+        #expect(lstat(socket, &info) != 0)
+        expectNoLeaks(session.vault)
+    }
+
+    @Test("the vault file replaced or removed while unlocked is not served; passwd and rekey always ask for the passphrase and end the agent")
+    func fileAndKeys() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let vault = session.vault
+        #expect(try session.run(["unlock"]).status == 0)
+        // Replaced by a copy of itself (same vault id, another file).
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        try FileManager.default.copyItem(atPath: vault.path, toPath: vault.path + ".copy")
+        try FileManager.default.removeItem(atPath: vault.path)
+        try FileManager.default.moveItem(atPath: vault.path + ".copy", toPath: vault.path)
+        #expect(try session.waitUntilLocked(seconds: 5))
+        #expect(try session.run(["token", "pw"], passphrase: false).status == 64)
+        // passwd and rekey: the passphrase is needed even while unlocked, and the agent ends.
+        for command in [["passwd"], ["rekey"]] {
+            #expect(try session.run(["unlock"]).status == 0)
+            let refused = try session.run(command, passphrase: false)
+            #expect(refused.status == 64, "\(command) without a passphrase while unlocked: \(refused.stderrText)")
+            #expect(try session.status()["unlocked"] as? Bool == true)
+            let extra = command == ["passwd"] ? ["VAULT_NEW_PASSPHRASE": vault.passphrase] : [:]
+            let changed = try session.run(command, extra: extra)
+            #expect(changed.status == 0, "\(changed.stderrText)")
+            #expect(try session.waitUntilLocked(seconds: 5))
+        }
+        expectNoLeaks(vault)
+    }
+
+    @Test("directory checks: a loose mode or another owner makes unlock refuse; an agent of another uid refuses even root")
+    func peersAndDirectories() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let directory = session.runtime + "/gbg-vault"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        let loose = try session.run(["unlock"])
+        #expect(loose.status == 1)
+        #expect(loose.stderrText.contains("refusing the agent directory"))
+        #expect(try session.status()["unlocked"] as? Bool == false)
+        chmod(directory, 0o700)
+        guard getuid() == 0 else { return }
+        chown(directory, 65534, 65534)
+        let foreign = try session.run(["unlock"])
+        #expect(foreign.status == 1)
+        #expect(foreign.stderrText.contains("belongs to uid 65534"))
+        chown(directory, 0, 0)
+
+        // An agent run by uid 65534 on its own vault.
+        let other = "/tmp/gv-other-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: other + "/run", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        chmod(other, 0o755)
+        chmod(other + "/run", 0o700)
+        chown(other, 65534, 65534)
+        chown(other + "/run", 65534, 65534)
+        var env = session.vault.environment(["XDG_RUNTIME_DIR": other + "/run", "VAULT_PATH": other + "/vault.db", "HOME": other])
+        env["PATH"] = "/usr/bin:/bin"
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", Binaries.vault]
+        let initResult = try Binaries.run("/usr/bin/setpriv", asNobody + ["init"], environment: env)
+        #expect(initResult.status == 0, "\(initResult.stderrText)")
+        let unlock = try Binaries.run("/usr/bin/setpriv", asNobody + ["unlock", "--for", "60"], environment: env)
+        #expect(unlock.status == 0, "\(unlock.stderrText)")
+        defer { _ = try? Binaries.run("/usr/bin/setpriv", asNobody + ["lock"], environment: env) }
+        let status = try Binaries.run("/usr/bin/setpriv", asNobody + ["status", "--json"], environment: env)
+        let socket = try #require((try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])?["socket"] as? String)
+        // Root connects straight to that socket: the agent closes without an answer.
+        let probe = """
+            import json, socket, struct, sys
+            s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+            body = json.dumps({"version": 1, "op": "status"}).encode()
+            try:
+                s.sendall(struct.pack(">I", len(body)) + body)
+                print(len(s.recv(65536)))
+            except OSError:
+                print(0)  # reset by the agent: no answer either
+            """
+        let answer = try Binaries.run("/usr/bin/env", ["python3", "-c", probe, socket], environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"])
+        #expect(answer.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "root got an answer: \(answer.stdoutText) \(answer.stderrText)")
+        // Its own user is served.
+        let own = try Binaries.run("/usr/bin/setpriv", asNobody + ["status"], environment: env)
+        #expect(own.stdoutText.contains("unlocked:"))
+    }
+
+    @Test("no key, passphrase or stored secret crosses the socket in a whole session; tokens cross only for token and exec")
+    func socketTraffic() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let vault = session.vault
+        #expect(try session.run(["unlock"]).status == 0)
+        let socket = try #require(session.socketPath)
+        // Clients talk to a recording relay in another runtime directory.
+        let relayRuntime = session.runtime + "-relay"
+        try FileManager.default.createDirectory(atPath: relayRuntime + "/gbg-vault", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: relayRuntime) }
+        let capture = relayRuntime + "/capture.bin"
+        let relay = try ChildProcess("/usr/bin/env", ["python3", "-u", repositoryRoot.appendingPathComponent("Tests/tools/agent_relay.py").path,
+                                                      relayRuntime + "/gbg-vault/" + (socket as NSString).lastPathComponent, socket, capture],
+                                     environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"])
+        defer { relay.kill(SIGKILL); _ = relay.wait(timeout: 5) }
+        relay.closeStdin()
+        let ready = OutputCollector(relay.stdoutDescriptor)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, !ready.text.contains("READY") { usleep(50_000) }
+        let viaRelay = ["XDG_RUNTIME_DIR": relayRuntime]
+        var tokens: [String] = []
+        for arguments in [["token", "pw"], ["token", "cc", "--fresh"], ["token", "pw", "--format", "header"], ["status"]] {
+            let result = try vault.run(arguments, env: viaRelay, removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: arguments[0] == "token")
+            #expect(result.status == 0, "\(arguments): \(result.stderrText)")
+            if arguments == ["token", "pw"] || arguments == ["token", "cc", "--fresh"] {
+                let token = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+                LeakScanner.shared.register(token: token)
+                tokens.append(token)
+            }
+        }
+        #expect(try vault.run(["exec", "pw", "--", "true"], env: viaRelay, removing: ["VAULT_PASSPHRASE"]).status == 0)
+        let traffic = try Data(contentsOf: URL(fileURLWithPath: capture))
+        #expect(traffic.count > 200, "the relay recorded the session")
+        for token in tokens { #expect(traffic.range(of: Data(token.utf8)) != nil, "the token crossed for `token`") }
+        // Keys, derived independently from FORMAT.md by the reader.
+        let read = try independentReader(path: vault.path, passphrase: vault.passphrase, extra: ["--show-keys"])
+        let keys = try #require(read.report?["keys"] as? [String: Any])
+        var keyHexes = [keys["kek"] as? String, keys["data_key"] as? String].compactMap { $0 }
+        keyHexes += (keys["audit_keys"] as? [String: String])?.values.map { $0 } ?? []
+        #expect(keyHexes.count >= 3)
+        for hex in keyHexes {
+            let raw = Data(Self.bytes(hex: hex))
+            for form in [raw, Data(hex.utf8), Data(hex.uppercased().utf8), Data(raw.base64EncodedString().utf8)] {
+                #expect(traffic.range(of: form) == nil, "key material crossed the socket")
+            }
+        }
+        // Secrets and the passphrase (registered with the scanner), in every encoding.
+        LeakScanner.shared.scan(traffic, artefact: "agent socket traffic", includeTokens: false)
+        expectNoLeaks(vault)
+    }
+
+    @Test("bounded protocol fuzzing: mutated, truncated, huge, garbage frames and slow writers; the agent keeps serving")
+    func fuzzing() throws {
+        let session = try Session()
+        defer { session.stop() }
+        #expect(try session.run(["unlock"]).status == 0)
+        let socket = try #require(session.socketPath)
+        let iterations = ProcessInfo.processInfo.environment["GBG_VAULT_AGENT_FUZZ"] ?? "300"
+        let fuzz = try Binaries.run("/usr/bin/env", ["python3", repositoryRoot.appendingPathComponent("Tests/tools/agent_fuzz.py").path,
+                                                     socket, iterations, "20261129"],
+                                    environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"], timeout: 120)
+        #expect(fuzz.status == 0, "\(fuzz.stdoutText) \(fuzz.stderrText)")
+        print("agent fuzz: \(fuzz.stdoutText)")
+        let token = try session.run(["token", "pw"], passphrase: false, token: true)
+        #expect(token.status == 0, "\(token.stderrText)")
+        expectNoLeaks(session.vault)
+    }
+
+    static func bytes(hex: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) {
+            if let byte = UInt8(hex[index..<next], radix: 16) { out.append(byte) }
+            index = next
+        }
+        return out
+    }
+}
