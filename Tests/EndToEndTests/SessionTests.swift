@@ -88,7 +88,29 @@ struct SessionTests {
         // Every token the agent handed out is in the audit trail.
         let audit = try session.fixture.auditJSON(["--limit", "5"]).compactMap { $0["action"] as? String }
         #expect(audit.filter { $0 == "token" }.count == 4 && audit.contains("exec"))
-        #expect(try session.run(["audit", "verify"]).status == 0)
+        // The commands that change or check the vault go through the agent too.
+        let vault = session.vault
+        let newSecret = "agent-added-secret-" + UUID().uuidString
+        LeakScanner.shared.register(secret: newSecret)
+        for (arguments, stdin) in [(["add", "viaagent", "--client-id", "client-cc", "--grant", "client-credentials", "--env", "local", "--secrets-stdin"],
+                                    #"{"client_secret":"\#(session.fixture.ccSecret)"}"#),
+                                   (["rotate", "viaagent", "--secrets-stdin"], #"{"client_secret":"\#(newSecret)"}"#),
+                                   (["rotate", "pw", "--client-secret", "--verify", "--secrets-stdin"], #"{"client_secret":"\#(session.fixture.clientSecret)"}"#),
+                                   (["env", "add", "spare", "--token-url", "https://spare.example/as/token.oauth2"], ""),
+                                   (["env", "set", "spare", "--api-base", "https://spare.example/v2/"], ""),
+                                   (["env", "remove", "spare"], ""),
+                                   (["remove", "viaagent", "--yes"], ""),
+                                   (["verify"], ""), (["audit", "verify"], "")] {
+            let result = try vault.run(arguments, env: session.env, removing: ["VAULT_PASSPHRASE"], stdin: Data(stdin.utf8))
+            #expect(result.status == 0, "\(arguments) through the agent: \(result.stderrText)")
+        }
+        let actions = try session.fixture.auditJSON(["--limit", "7"]).compactMap { $0["action"] as? String }
+        #expect(actions == ["remove", "env-remove", "env-set", "env-add", "rotate", "verify", "rotate"], "\(actions)")
+        // A failing operation keeps its exit code through the agent.
+        #expect(try session.run(["remove", "nobody", "--yes"], passphrase: false).status == 6)
+        #expect(try session.run(["env", "add", "spare", "--token-url", "https://spare.example/t", "--api-base", "https://x.example/"],
+                                passphrase: false).status == 0)
+        #expect(try session.run(["env", "add", "spare", "--token-url", "https://spare.example/t"], passphrase: false).status == 1)
         // --no-agent and VAULT_NO_AGENT=1 go the passphrase way.
         #expect(try session.run(["token", "pw", "--no-agent"], passphrase: false).status == 64)
         #expect(try session.run(["token", "pw"], passphrase: false, extra: ["VAULT_NO_AGENT": "1"]).status == 64)

@@ -73,12 +73,40 @@ public struct AgentRequest: Codable, Sendable {
     public var caBundle: String?
     /// The caller's proxy variables (`HTTPS_PROXY`, `NO_PROXY`, …).
     public var proxyEnvironment: [String: String]?
+    /// `add`: the new profile's metadata.
+    public var clientID: String?
+    public var username: String?
+    public var grant: String?
+    public var scope: String?
+    /// `add`, `rotate`: new secret values, base64 of their bytes; client to agent only
+    /// (never answered back).
+    public var clientSecret: String?
+    public var password: String?
+
+    /// Puts secret bytes into a request (base64, so any byte string survives JSON).
+    public static func encode(_ secret: SecureBytes?) -> String? {
+        secret.map { $0.withUnsafeBytes { Data($0).base64EncodedString() } }
+    }
+
+    static func decode(_ text: String?) throws(VaultError) -> SecureBytes? {
+        guard let text else { return nil }
+        guard let data = Data(base64Encoded: text) else { throw .usage("a secret in the request is not base64") }
+        return SecureBytes(copying: data)
+    }
+    /// `rotate`: exchange with the new secrets first.
+    public var verify: Bool?
+    /// `env-add`, `env-set`: the URLs; `clearAPIBase` removes the API base.
+    public var tokenURL: String?
+    public var apiBase: String?
+    public var clearAPIBase: Bool?
 
     public init(op: String) { self.op = op }
 
     enum CodingKeys: String, CodingKey {
         case version, op, profile, environment, fresh, minTTL = "min_ttl", action, timeoutMs = "timeout_ms"
         case connectTimeoutMs = "connect_timeout_ms", caBundle = "ca_bundle", proxyEnvironment = "proxy_environment"
+        case clientID = "client_id", username, grant, scope, clientSecret = "client_secret", password, verify
+        case tokenURL = "token_url", apiBase = "api_base", clearAPIBase = "clear_api_base"
     }
 }
 
@@ -125,8 +153,20 @@ public struct AgentResponse: Codable, Sendable {
         }
     }
 
+    public struct AuditCheck: Codable, Sendable {
+        public var recordsChecked: Int
+        public var failureSeq: Int64?
+        public var failureReason: String?
+        enum CodingKeys: String, CodingKey { case recordsChecked = "records_checked", failureSeq = "failure_seq", failureReason = "failure_reason" }
+    }
+
     public var version: Int = AgentProtocol.version
     public var ok: Bool
+    /// The line the command prints on stderr (`add`, `rotate`, `remove`, `env-*`).
+    public var message: String?
+    /// `verify`: the full report; `audit-verify`: the chain check.
+    public var verification: FullVerification?
+    public var audit: AuditCheck?
     /// Set when the agent is shutting down (deadline, keys changed, file replaced): the
     /// client goes on without it.
     public var ending: Bool?
@@ -134,7 +174,11 @@ public struct AgentResponse: Codable, Sendable {
     public var status: Status?
     public var token: Token?
 
-    public init(ok: Bool, error: Failure? = nil, status: Status? = nil, token: Token? = nil) {
+    public init(ok: Bool, error: Failure? = nil, status: Status? = nil, token: Token? = nil, message: String? = nil,
+                verification: FullVerification? = nil, audit: AuditCheck? = nil) {
+        self.message = message
+        self.verification = verification
+        self.audit = audit
         self.ok = ok
         self.error = error
         self.status = status

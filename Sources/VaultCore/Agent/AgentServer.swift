@@ -195,8 +195,72 @@ public final class AgentServer: @unchecked Sendable {
             return AgentResponse(ok: true, status: status())
         case "token":
             return await token(request)
+        case "add", "rotate", "remove", "env-add", "env-set", "env-remove", "verify", "audit-verify":
+            do {
+                return try await change(request)
+            } catch {
+                if case .keysChanged = error { stop(reason: "the vault's keys changed") }
+                return .failure(error)
+            }
         default:
             return .failure(.usage("unknown agent operation '\(request.op.sanitisedForDisplay(limit: 40))'"))
+        }
+    }
+
+    /// The operations that change the vault or check it (everything but `token`), with
+    /// the same library calls the commands make with the passphrase.
+    private func change(_ request: AgentRequest) async throws(VaultError) -> AgentResponse {
+        func need<T>(_ value: T?, _ what: String) throws(VaultError) -> T {
+            guard let value else { throw .usage("the \(request.op) operation needs \(what)") }
+            return value
+        }
+        let secrets = SecretInput(clientSecret: try AgentRequest.decode(request.clientSecret),
+                                  password: try AgentRequest.decode(request.password))
+        switch request.op {
+        case "add":
+            guard let grant = GrantType(flagValue: try need(request.grant, "a grant")) else { throw .usage("unknown grant") }
+            let profile = try unlocked.addProfile(
+                NewProfile(name: try need(request.profile, "a profile"), clientID: try need(request.clientID, "a client id"),
+                           username: request.username, grant: grant, scope: request.scope, environment: request.environment ?? "eu"),
+                secrets: secrets)
+            return AgentResponse(ok: true, message: "added profile '\(profile.name)' (\(profile.grant.flagValue), environment \(profile.environment))")
+        case "rotate":
+            let name = try need(request.profile, "a profile")
+            let created: [SecretVersionInfo]
+            if request.verify == true {
+                let options = TransportOptions(caBundlePath: request.caBundle, connectTimeout: .milliseconds(request.connectTimeoutMs ?? 10_000),
+                                               environment: request.proxyEnvironment ?? [:])
+                created = try await unlocked.rotateVerified(
+                    profileNamed: name, secrets: secrets, environment: request.environment,
+                    exchange: TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .milliseconds(request.timeoutMs ?? 30_000)))
+            } else {
+                created = try unlocked.rotate(profileNamed: name, secrets: secrets)
+            }
+            return AgentResponse(ok: true, message: "rotated \(created.map { "\($0.field.rawValue) (now version \($0.version))" }.joined(separator: ", "))"
+                                 + (request.verify == true ? " after a successful exchange" : ""))
+        case "remove":
+            let name = try need(request.profile, "a profile")
+            try unlocked.removeProfile(named: name)
+            return AgentResponse(ok: true, message: "removed profile '\(name)'")
+        case "env-add":
+            let name = try need(request.environment, "an environment")
+            try unlocked.addEnvironment(name: name, tokenURL: try need(request.tokenURL, "a token URL"), apiBase: request.apiBase)
+            return AgentResponse(ok: true, message: "added environment '\(name)'")
+        case "env-set":
+            let changed = try unlocked.setEnvironment(name: try need(request.environment, "an environment"), tokenURL: request.tokenURL,
+                                                      apiBase: request.clearAPIBase == true ? .some(nil) : request.apiBase.map { .some($0) })
+            return AgentResponse(ok: true, message: "environment '\(changed.name)' now uses \(changed.tokenURL)"
+                                 + (changed.apiBase.map { " and API base \($0)" } ?? " and no API base"))
+        case "env-remove":
+            let name = try need(request.environment, "an environment")
+            try unlocked.removeEnvironment(name: name)
+            return AgentResponse(ok: true, message: "removed environment '\(name)'")
+        case "verify":
+            return AgentResponse(ok: true, verification: try unlocked.verifyEverything())
+        default: // audit-verify
+            let result = try unlocked.verifyAudit()
+            return AgentResponse(ok: true, audit: .init(recordsChecked: result.recordsChecked, failureSeq: result.firstFailure?.seq,
+                                                        failureReason: result.firstFailure?.reason))
         }
     }
 

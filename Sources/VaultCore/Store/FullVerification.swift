@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 
 /// What `vault verify` found: every problem, named, and what was checked.
-public struct FullVerification: Sendable, Encodable {
+public struct FullVerification: Sendable, Codable {
     public var problems: [String] = []
     public var profiles = 0
     public var environments = 0

@@ -96,11 +96,20 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
 
         func run() async throws {
-            let result = try options.unlock().verifyAudit()
-            if let failure = result.firstFailure {
-                throw VaultError.integrity("audit trail: \(failure.reason) (\(result.recordsChecked) record(s) before it verified)")
+            var checked: Int
+            var failure: String?
+            if let response = try AgentSession.perform(options, AgentRequest(op: "audit-verify")), let audit = response.audit {
+                checked = audit.recordsChecked
+                failure = audit.failureReason
+            } else {
+                let result = try options.unlock().verifyAudit()
+                checked = result.recordsChecked
+                failure = result.firstFailure?.reason
             }
-            Output.stdout("audit trail intact: \(result.recordsChecked) record(s) verified\n")
+            if let failure {
+                throw VaultError.integrity("audit trail: \(failure) (\(checked) record(s) before it verified)")
+            }
+            Output.stdout("audit trail intact: \(checked) record(s) verified\n")
         }
     }
 }

@@ -12,8 +12,9 @@ extension VaultCLI {
         @Flag(help: "Do not ask for confirmation.") var yes = false
 
         func run() async throws {
-            let vault = try options.unlock()
-            let profile = try vault.vault.profile(named: name)
+            let agent = try AgentSession.client(options)
+            let vault: UnlockedVault? = agent == nil ? try options.unlock() : nil
+            let profile = try (vault?.vault ?? options.open()).profile(named: name)
             if !yes {
                 let answer = try Terminal.readLine(prompt: "Remove profile '\(profile.name)' and all its secret versions? [y/N] ",
                                                    missingSourceHint: "pass --yes to remove without a terminal")
@@ -22,7 +23,12 @@ extension VaultCLI {
                     return
                 }
             }
-            try vault.removeProfile(named: profile.name)
+            if let agent {
+                var request = AgentRequest(op: "remove")
+                request.profile = profile.name
+                if try AgentSession.send(agent, request) != nil { return Output.info("removed profile '\(profile.name)'") }
+            }
+            try (vault ?? options.unlock()).removeProfile(named: profile.name)
             Output.info("removed profile '\(profile.name)'")
         }
     }

@@ -40,9 +40,9 @@ extension VaultCLI {
                 The agent serves this user only, on a 0600 socket in a 0700 directory \
                 ($XDG_RUNTIME_DIR/gbg-vault, else /tmp/gbg-vault-UID), and ends after --for \
                 (default 12h, at most 7d), after --idle without use (default 30m), on `vault lock`, \
-                and when the vault file is replaced or its keys or passphrase change. `passwd` and \
-                `rekey` always ask for the passphrase. `token` and `exec` use the agent; other \
-                commands still ask for the passphrase.
+                and when the vault file is replaced or its keys or passphrase change. `passwd`, \
+                `rekey` and `upgrade` always ask for the passphrase; `token`, `exec`, `add`, `rotate`, \
+                `remove`, `env add/set/remove`, `verify` and `audit verify` use the agent.
                 """)
 
         @OptionGroup var options: VaultOptions
@@ -154,30 +154,23 @@ struct StatusView: Encodable {
     }
 }
 
-/// Routing `token` and `exec` through the agent when one serves the vault.
+/// Routing commands through the agent when one serves the vault.
 enum AgentSession {
-    /// The token from the agent, or nil when there is none (or `--no-agent`), after
-    /// which the command goes the passphrase way.
-    static func token(_ options: VaultOptions, selection: TokenSelection, network: NetworkOptions,
-                      profile: String, action: String) throws(VaultError) -> DeliveredToken? {
+    /// The agent client for the vault, or nil when `--no-agent` / `VAULT_NO_AGENT=1` or
+    /// no agent socket exists (the command then goes the passphrase way).
+    static func client(_ options: VaultOptions) throws(VaultError) -> AgentClient? {
         let env = ProcessInfo.processInfo.environment
         if options.noAgent || ["1", "true", "yes"].contains((env["VAULT_NO_AGENT"] ?? "").lowercased()) { return nil }
-        let vault = try options.open()
-        let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: try vault.header().vaultID))
-        guard client.socketExists else { return nil }
-        var request = AgentRequest(op: "token")
-        request.profile = profile
-        request.environment = selection.env
-        request.fresh = selection.fresh
-        request.minTTL = selection.minTtl
-        request.action = action
-        request.timeoutMs = Int64(network.timeout * 1000)
-        request.connectTimeoutMs = Int64(network.connectTimeout * 1000)
-        request.caBundle = network.cacert ?? env["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
-        request.proxyEnvironment = env.filter { ["https_proxy", "http_proxy", "all_proxy", "no_proxy"].contains($0.key.lowercased()) }
+        let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: try options.open().header().vaultID))
+        return client.socketExists ? client : nil
+    }
+
+    /// Sends `request`; nil when the agent turned out to be gone or ending (after a
+    /// one-line hint), an error with the command's exit code when the operation failed.
+    static func send(_ client: AgentClient, _ request: AgentRequest, timeout: TimeInterval = 60) throws(VaultError) -> AgentResponse? {
         let response: AgentResponse
         do {
-            response = try client.send(request, timeout: network.timeout + 15)
+            response = try client.send(request, timeout: timeout)
         } catch {
             switch error {
             case .noAgent: return nil
@@ -190,13 +183,42 @@ enum AgentSession {
             Output.info("hint: the agent for this vault is ending; asking for the passphrase")
             return nil
         }
-        guard response.ok, let token = response.token else {
-            let failure = response.error ?? .init(exitCode: 1, message: "the agent gave no token", hint: nil)
+        guard response.ok else {
+            let failure = response.error ?? .init(exitCode: 1, message: "the agent did not perform the operation", hint: nil)
             throw .relayed(exitCode: failure.exitCode, message: failure.message, hint: failure.hint)
         }
+        return response
+    }
+
+    /// Runs `request` through the agent if one serves the vault; nil otherwise.
+    static func perform(_ options: VaultOptions, _ request: AgentRequest) throws(VaultError) -> AgentResponse? {
+        guard let client = try client(options) else { return nil }
+        return try send(client, request)
+    }
+
+    static func networkFields(_ request: inout AgentRequest, _ network: NetworkOptions) {
+        let env = ProcessInfo.processInfo.environment
+        request.timeoutMs = Int64(network.timeout * 1000)
+        request.connectTimeoutMs = Int64(network.connectTimeout * 1000)
+        request.caBundle = network.cacert ?? env["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
+        request.proxyEnvironment = env.filter { ["https_proxy", "http_proxy", "all_proxy", "no_proxy"].contains($0.key.lowercased()) }
+    }
+
+    /// The token from the agent, or nil when there is none.
+    static func token(_ options: VaultOptions, selection: TokenSelection, network: NetworkOptions,
+                      profile: String, action: String) throws(VaultError) -> DeliveredToken? {
+        guard let client = try client(options) else { return nil }
+        var request = AgentRequest(op: "token")
+        request.profile = profile
+        request.environment = selection.env
+        request.fresh = selection.fresh
+        request.minTTL = selection.minTtl
+        request.action = action
+        networkFields(&request, network)
+        guard let response = try send(client, request, timeout: network.timeout + 15) else { return nil }
+        guard let token = response.token else { throw .failure("the agent gave no token") }
         let environment = Environment(name: token.environment, tokenURL: "", apiBase: token.apiBase, builtIn: false)
-        var audit = AuditEntry(at: 0, action: action, outcome: token.fromCache ? "cache_hit" : "ok")
-        audit.seq = 0
+        let audit = AuditEntry(at: 0, action: action, outcome: token.fromCache ? "cache_hit" : "ok")
         return DeliveredToken(token: SecureBytes(utf8: token.accessToken), tokenType: token.tokenType, expiresAt: token.expiresAt,
                               expiresIn: token.expiresIn, environment: environment, fromCache: token.fromCache, audit: audit)
     }

@@ -12,7 +12,12 @@ extension VaultCLI {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let report = try options.unlock().verifyEverything()
+            let report: FullVerification
+            if let response = try AgentSession.perform(options, AgentRequest(op: "verify")), let fromAgent = response.verification {
+                report = fromAgent
+            } else {
+                report = try options.unlock().verifyEverything()
+            }
             if json {
                 Output.json(report)
             } else {
