@@ -16,8 +16,8 @@ struct SessionTests {
         let runtime: String
         var vault: TestVault { fixture.vault }
 
-        init(addProfiles: Bool = true) throws {
-            fixture = try Fixture(addProfiles: addProfiles)
+        init(addProfiles: Bool = true, tokenTTL: Int? = nil) throws {
+            fixture = try Fixture(tokenTTL: tokenTTL, addProfiles: addProfiles)
             var template = Array("/tmp/gv-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else { throw HarnessError.spawnFailed("mkdtemp") }
             runtime = String(cString: made)
@@ -307,6 +307,38 @@ struct SessionTests {
         print("agent fuzz: \(fuzz.stdoutText)")
         let token = try session.run(["token", "pw"], passphrase: false, token: true)
         #expect(token.status == 0, "\(token.stderrText)")
+        expectNoLeaks(session.vault)
+    }
+
+    @Test("--keep-fresh renews tokens before they expire, audits every renewal, and shows a failing endpoint in status")
+    func keepFresh() throws {
+        let session = try Session(tokenTTL: 6)
+        defer { session.stop() }
+        #expect(try session.run(["env", "add", "dead", "--token-url", "http://127.0.0.1:9/as/token.oauth2"]).status == 0)
+        let unlock = try session.run(["unlock", "--keep-fresh", "cc", "pw@dead"])
+        #expect(unlock.status == 0, "\(unlock.stderrText)")
+        usleep(8_500_000)
+        let status = try session.status()
+        let entries = try #require(status["keep_fresh"] as? [[String: Any]])
+        let cc = try #require(entries.first { $0["profile"] as? String == "cc" })
+        let dead = try #require(entries.first { $0["environment"] as? String == "dead" })
+        #expect((cc["refreshes"] as? Int ?? 0) >= 2, "\(cc)")
+        #expect(cc["failures"] as? Int == 0)
+        #expect(cc["expires_at"] as? Int ?? 0 > Int(Date().timeIntervalSince1970), "the kept token has not expired")
+        #expect((dead["failures"] as? Int ?? 0) >= 1, "\(dead)")
+        #expect((dead["last_error"] as? String)?.contains("unavailable") == true)
+        #expect(try session.run(["status"], passphrase: false).stdoutText.contains("failing"))
+        // A token for a kept-fresh profile is a cache hit, no exchange of its own.
+        let requests = try session.fixture.stub.tokenRequests()
+        let refreshes = try session.fixture.auditJSON(["--profile", "cc"]).filter { $0["action"] as? String == "refresh" }
+        #expect(refreshes.count >= 2 && refreshes.allSatisfy { $0["outcome"] as? String == "ok" })
+        let token = try session.run(["token", "cc", "--min-ttl", "1"], passphrase: false, token: true)
+        #expect(token.status == 0, "\(token.stderrText)")
+        #expect(try session.fixture.auditJSON(["--profile", "cc", "--limit", "1"]).first?["outcome"] as? String == "cache_hit")
+        #expect(try session.fixture.stub.tokenRequests() <= requests + 1, "at most a renewal ran meanwhile")
+        // Failed renewals are audited too.
+        #expect(try session.fixture.auditJSON(["--env", "dead"]).contains { $0["action"] as? String == "refresh" && $0["outcome"] as? String == "unavailable" })
+        #expect(try session.run(["audit", "verify"], passphrase: false).status == 0)
         expectNoLeaks(session.vault)
     }
 

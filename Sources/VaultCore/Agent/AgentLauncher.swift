@@ -12,7 +12,8 @@ public enum AgentLauncher {
     /// Environment variables the agent must not inherit.
     static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"]
 
-    public static func start(_ vault: UnlockedVault, vaultPath: String, lifetime: Int64, idle: Int64) throws(VaultError) -> pid_t {
+    public static func start(_ vault: UnlockedVault, vaultPath: String, lifetime: Int64, idle: Int64,
+                             keepFresh: [String] = []) throws(VaultError) -> pid_t {
         var keyPipe: [Int32] = [0, 0], statusPipe: [Int32] = [0, 0]
         guard cprocess_pipe_cloexec(&keyPipe) == 0, cprocess_pipe_cloexec(&statusPipe) == 0 else {
             throw .failure("cannot create a pipe for the agent: \(String(cString: strerror(errno)))")
@@ -34,6 +35,7 @@ public enum AgentLauncher {
         defer { posix_spawnattr_destroy(&attributes) }
         posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID: no controlling terminal
         let arguments = ["vault", "agent-serve", "--vault", vaultPath, "--for", String(lifetime), "--idle", String(idle)]
+            + keepFresh.flatMap { ["--keep-fresh", $0] }
         let environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]

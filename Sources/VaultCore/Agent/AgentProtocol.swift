@@ -124,6 +124,23 @@ public struct AgentResponse: Codable, Sendable {
         }
     }
 
+    /// One profile the agent keeps fresh (`vault unlock --keep-fresh`).
+    public struct FreshEntry: Codable, Sendable {
+        public var profile: String
+        public var environment: String?
+        /// When the cached token it last obtained expires (Unix s).
+        public var expiresAt: Int64?
+        /// When it will renew next (Unix s).
+        public var nextRefreshAt: Int64
+        public var refreshes: Int
+        public var failures: Int
+        public var lastError: String?
+        enum CodingKeys: String, CodingKey {
+            case profile, environment, expiresAt = "expires_at", nextRefreshAt = "next_refresh_at", refreshes, failures
+            case lastError = "last_error"
+        }
+    }
+
     public struct Status: Codable, Sendable {
         public var pid: Int32
         public var vault: String
@@ -133,7 +150,9 @@ public struct AgentResponse: Codable, Sendable {
         public var idleSeconds: Int64
         public var idleExpiresAt: Int64
         public var requests: Int64
+        public var keepFresh: [FreshEntry]?
         enum CodingKeys: String, CodingKey {
+            case keepFresh = "keep_fresh"
             case pid, vault, vaultID = "vault_id", unlockedAt = "unlocked_at", expiresAt = "expires_at"
             case idleSeconds = "idle_seconds", idleExpiresAt = "idle_expires_at", requests
         }

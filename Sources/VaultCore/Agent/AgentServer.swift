@@ -34,11 +34,16 @@ public final class AgentServer: @unchecked Sendable {
     private var serverChannel: (any Channel)?
     private var socketIdentity: (dev: UInt64, ino: UInt64)?
     private var signalSources: [any DispatchSourceSignal] = []
+    /// Profiles kept fresh, and whether a renewal is in flight for each.
+    private var fresh: [AgentResponse.FreshEntry] = []
+    private var refreshing: Set<Int> = []
+    private var lifetimes: [Int: Int64] = [:]
     private let finished = DispatchSemaphore(value: 0)
 
     /// Opens the vault at `vaultPath` with a key-encryption key handed over by `vault
     /// unlock` (so Argon2id ran once), and prepares the socket path.
-    public init(vaultPath: String, kek: SecureBytes, lifetime: TimeInterval, idle: TimeInterval) throws(VaultError) {
+    public init(vaultPath: String, kek: SecureBytes, lifetime: TimeInterval, idle: TimeInterval,
+                keepFresh: [(profile: String, environment: String?)] = []) throws(VaultError) {
         let vault = try Vault.open(at: vaultPath)
         let header = try vault.header()
         try header.validate()
@@ -50,6 +55,12 @@ public final class AgentServer: @unchecked Sendable {
         lastActivity = startedAt
         deadline = startedAt.addingTimeInterval(lifetime)
         self.idle = idle
+        for entry in keepFresh {
+            _ = try unlocked.verifiedProfile(named: entry.profile)
+            if let environment = entry.environment { _ = try unlocked.verifiedEnvironment(named: environment) }
+            fresh.append(.init(profile: entry.profile, environment: entry.environment, expiresAt: nil,
+                               nextRefreshAt: Int64(startedAt.timeIntervalSince1970), refreshes: 0, failures: 0, lastError: nil))
+        }
     }
 
     /// Binds the socket (0600, in the checked 0700 directory). A live agent already
@@ -117,7 +128,8 @@ public final class AgentServer: @unchecked Sendable {
             signalSources.append(source)
         }
         group.next().scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { [self] _ in
-            if let reason = reasonToEnd() { stop(reason: reason) }
+            if let reason = reasonToEnd() { return stop(reason: reason) }
+            renewDueTokens()
         }
         finished.wait()
         if let channel = serverChannel { try? channel.close().wait() }
@@ -139,6 +151,60 @@ public final class AgentServer: @unchecked Sendable {
             return "its socket was removed"
         }
         return nil
+    }
+
+    /// `--keep-fresh`: renews each profile's token before it drops under the margin that
+    /// `vault token` needs (the default `--min-ttl` of 300 s plus a minute, or half the
+    /// token's lifetime for short-lived tokens), so a `vault token` never waits on the
+    /// network. Every renewal is an exchange with its own audit record (`refresh`);
+    /// failures are retried with exponential backoff (2 s doubling, at most 5 min, with
+    /// jitter) and shown by `vault status`.
+    func renewDueTokens() {
+        let now = Int64(Date().timeIntervalSince1970)
+        let due: [(Int, AgentResponse.FreshEntry)] = lock.withLock {
+            fresh.enumerated().filter { index, entry in entry.nextRefreshAt <= now && !refreshing.contains(index) }
+                .map { index, entry in
+                    refreshing.insert(index)
+                    return (index, entry)
+                }
+        }
+        for (index, entry) in due {
+            Task { await renew(index, entry) }
+        }
+    }
+
+    private func renew(_ index: Int, _ entry: AgentResponse.FreshEntry) async {
+        let environment = ProcessInfo.processInfo.environment
+        let options = TransportOptions(caBundlePath: environment["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }, environment: environment)
+        let exchange = TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .seconds(30))
+        let result: Result<DeliveredToken, VaultError>
+        do {
+            result = .success(try await unlocked.obtainToken(
+                TokenOptions(profile: entry.profile, environment: entry.environment, fresh: true, minTTL: 0, action: "refresh"),
+                exchange: exchange))
+        } catch {
+            result = .failure(error)
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        lock.withLock {
+            defer { refreshing.remove(index) }
+            switch result {
+            case .success(let token):
+                lifetimes[index] = token.expiresIn
+                let margin = min(360, max(1, token.expiresIn / 2))
+                fresh[index].expiresAt = token.expiresAt
+                fresh[index].nextRefreshAt = max(now + 1, token.expiresAt - margin)
+                fresh[index].refreshes += 1
+                fresh[index].failures = 0
+                fresh[index].lastError = nil
+            case .failure(let error):
+                fresh[index].failures += 1
+                fresh[index].lastError = error.message
+                let backoff = min(300, Int64(1) << min(8, fresh[index].failures))
+                fresh[index].nextRefreshAt = now + backoff / 2 + Int64.random(in: 0...max(1, backoff / 2))
+            }
+        }
+        if case .failure(.keysChanged) = result { stop(reason: "the vault's keys changed") }
     }
 
     func stop(reason: String) {
@@ -167,7 +233,7 @@ public final class AgentServer: @unchecked Sendable {
             AgentResponse.Status(pid: getpid(), vault: vaultPath, vaultID: unlocked.vaultID.hexString,
                                  unlockedAt: Int64(startedAt.timeIntervalSince1970), expiresAt: Int64(deadline.timeIntervalSince1970),
                                  idleSeconds: Int64(idle), idleExpiresAt: Int64(lastActivity.addingTimeInterval(idle).timeIntervalSince1970),
-                                 requests: requests)
+                                 requests: requests, keepFresh: fresh)
         }
     }
 

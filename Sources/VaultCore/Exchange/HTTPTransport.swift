@@ -182,12 +182,17 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
             }
         }
         let timeoutAmount = TimeAmount.nanoseconds(Int64(options.connectTimeout.components.seconds) * 1_000_000_000)
-        return HTTPClient.Configuration(
+        var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls,
             redirectConfiguration: .disallow,
             timeout: .init(connect: timeoutAmount),
             proxy: try ProxySettings.proxy(for: url, environment: options.environment),
             decompression: .disabled)
+        // TokenExchange owns the retry policy (attempts, backoff, deadline): the client's
+        // own reconnect loop would turn a refused connection into a wait for the whole
+        // connect timeout on every attempt.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return configuration
     }
 }
 

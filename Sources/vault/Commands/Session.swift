@@ -50,11 +50,22 @@ extension VaultCLI {
         var lifetime = DurationArgument(seconds: 12 * 3600)
         @Option(help: "End after this long without a request (default 30m, or --for if shorter).")
         var idle: DurationArgument?
+        @Option(name: .customLong("keep-fresh"), parsing: .upToNextOption,
+                help: ArgumentHelp("Renew these profiles' tokens in the background, before they near expiry (PROFILE or PROFILE@ENV).",
+                                   valueName: "profile"),
+                completion: NameCompletion.profiles)
+        var keepFresh: [String] = []
 
         var idleSeconds: Int64 { min(idle?.seconds ?? 30 * 60, lifetime.seconds) }
 
         func validate() throws {
             guard lifetime.seconds <= 7 * 86400 else { throw ValidationError("--for is at most 7d") }
+            for entry in keepFresh {
+                let parts = entry.split(separator: "@", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), parts.allSatisfy({ !$0.isEmpty }) else {
+                    throw ValidationError("--keep-fresh takes PROFILE or PROFILE@ENV, not '\(entry)'")
+                }
+            }
             if let idle, idle.seconds > lifetime.seconds { throw ValidationError("--idle cannot be longer than --for") }
         }
 
@@ -68,7 +79,12 @@ extension VaultCLI {
             }
             try AgentProtocol.preparePrivateDirectory((socket as NSString).deletingLastPathComponent, create: true)
             let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
-            let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idleSeconds)
+            for entry in keepFresh {
+                let parts = entry.split(separator: "@").map(String.init)
+                _ = try unlocked.verifiedProfile(named: parts[0])
+                if parts.count == 2 { _ = try unlocked.verifiedEnvironment(named: parts[1]) }
+            }
+            let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idleSeconds, keepFresh: keepFresh)
             Output.info("unlocked \(path) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idleSeconds))), agent pid \(pid)")
         }
     }
@@ -104,16 +120,23 @@ extension VaultCLI {
                 return Output.json(StatusView(unlocked: status != nil, vault: path, socket: socket, pid: status?.pid,
                                               secondsLeft: status.map { max(0, $0.expiresAt - now) },
                                               idleSecondsLeft: status.map { max(0, min($0.idleExpiresAt, $0.expiresAt) - now) },
-                                              requests: status?.requests))
+                                              requests: status?.requests, keepFresh: status?.keepFresh))
             }
             guard let status else { return Output.lines(["locked: \(path)"]) }
-            Output.lines([
+            var lines = [
                 "unlocked:  \(path)",
                 "agent pid: \(status.pid)",
                 "time left: \(DurationArgument.describe(max(0, status.expiresAt - now)))",
                 "idle left: \(DurationArgument.describe(max(0, min(status.idleExpiresAt, status.expiresAt) - now)))",
                 "requests:  \(status.requests)",
-            ])
+            ]
+            for entry in status.keepFresh ?? [] {
+                let target = entry.profile + (entry.environment.map { "@\($0)" } ?? "")
+                let state = entry.lastError.map { "failing (\(entry.failures) attempt(s)): \($0)" }
+                    ?? entry.expiresAt.map { "token valid \(DurationArgument.describe(max(0, $0 - now))) more" } ?? "renewing"
+                lines.append("fresh:     \(target): \(state); \(entry.refreshes) renewal(s), next in \(DurationArgument.describe(max(0, entry.nextRefreshAt - now)))")
+            }
+            Output.lines(lines)
         }
     }
 
@@ -124,19 +147,32 @@ extension VaultCLI {
         @Option var vault: String
         @Option(name: .customLong("for")) var lifetime: Int64
         @Option var idle: Int64
+        @Option(name: .customLong("keep-fresh")) var keepFresh: [String] = []
 
         func run() async throws {
+            var entries: [(profile: String, environment: String?)] = []
+            for entry in keepFresh {
+                let parts = entry.split(separator: "@").map(String.init)
+                entries.append((parts[0], parts.count == 2 ? parts[1] : nil))
+            }
             let server: AgentServer
             do {
-                let kek = try AgentLauncher.receiveKEK()
-                server = try AgentServer(vaultPath: vault, kek: kek, lifetime: TimeInterval(lifetime), idle: TimeInterval(idle))
-                try server.bind()
-            } catch let error as VaultError {
+                server = try Self.start(vault: vault, lifetime: lifetime, idle: idle, entries: entries)
+            } catch {
                 AgentLauncher.report(error)
                 throw ExitCode(error.exitCode)
             }
             AgentLauncher.report(nil)
             server.run()
+        }
+
+        static func start(vault: String, lifetime: Int64, idle: Int64,
+                          entries: [(profile: String, environment: String?)]) throws(VaultError) -> AgentServer {
+            let kek = try AgentLauncher.receiveKEK()
+            let server = try AgentServer(vaultPath: vault, kek: kek, lifetime: TimeInterval(lifetime), idle: TimeInterval(idle),
+                                         keepFresh: entries)
+            try server.bind()
+            return server
         }
     }
 }
@@ -149,8 +185,10 @@ struct StatusView: Encodable {
     var secondsLeft: Int64?
     var idleSecondsLeft: Int64?
     var requests: Int64?
+    var keepFresh: [AgentResponse.FreshEntry]?
     enum CodingKeys: String, CodingKey {
         case unlocked, vault, socket, pid, secondsLeft = "seconds_left", idleSecondsLeft = "idle_seconds_left", requests
+        case keepFresh = "keep_fresh"
     }
 }
 
