@@ -73,6 +73,32 @@ hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
   -n "vault token (cache hit)" "$BIN/vault token b" >/dev/null
 cat "$work/h.md" >> "$out"; echo >> "$out"
 
+# 3b. The same through the agent of `vault unlock` (no passphrase, no KDF per call).
+agent_runtime="$(mktemp -d /tmp/gv-bench-XXXXXX)"; chmod 700 "$agent_runtime"
+export XDG_RUNTIME_DIR="$agent_runtime"
+"$BIN/vault" unlock --for 1h 2>/dev/null
+agent_pid=$("$BIN/vault" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+echo "## through the agent (vault unlock): token cache hit and --fresh vs curl" >> "$out"
+hyperfine -N -w 3 -r $((runs * 3)) --export-markdown "$work/h.md" \
+  -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
+  -n "vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE $BIN/vault token b" \
+  -n "vault token --fresh, agent" "env -u VAULT_PASSPHRASE_FILE $BIN/vault token b --fresh" \
+  -n "process floor: vault --version" "$BIN/vault --version" \
+  -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" >/dev/null
+cat "$work/h.md" >> "$out"; echo >> "$out"
+clients=50; per_client=20; [ $quick = 1 ] && clients=10 && per_client=10
+records_before=$(sqlite3 "$tv" 'SELECT count(*) FROM audit_record')
+echo "## concurrent clients against one agent" >> "$out"
+env -u VAULT_PASSPHRASE_FILE python3 bench/agent_load.py "$BIN/vault" b $clients $per_client "$agent_pid" >> "$out"
+records_after=$(sqlite3 "$tv" 'SELECT count(*) FROM audit_record')
+echo "audit records written: $((records_after - records_before)); $(env -u VAULT_PASSPHRASE_FILE "$BIN/vault" audit verify)" >> "$out"
+if [ $quick = 0 ]; then
+  env -u VAULT_PASSPHRASE_FILE python3 bench/agent_load.py "$BIN/vault" b 50 180 "$agent_pid" | sed 's/^/long run (10,000 requests in all): /' >> "$out"
+fi
+echo >> "$out"
+"$BIN/vault" lock 2>/dev/null || true
+unset XDG_RUNTIME_DIR; rm -rf "$agent_runtime"
+
 # 4. audit --profile X --limit 50 --json on 1,000,000 records vs sqlite3.
 v="$work/audit.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
 n=1000000; [ $quick = 1 ] && n=100000

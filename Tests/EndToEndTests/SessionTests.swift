@@ -11,7 +11,7 @@ import Glibc
 struct SessionTests {
     /// A fixture with its own short runtime directory (Unix socket paths are limited to
     /// 108 bytes).
-    final class Session {
+    final class Session: @unchecked Sendable {
         let fixture: Fixture
         let runtime: String
         var vault: TestVault { fixture.vault }
@@ -338,6 +338,29 @@ struct SessionTests {
         #expect(try session.fixture.stub.tokenRequests() <= requests + 1, "at most a renewal ran meanwhile")
         // Failed renewals are audited too.
         #expect(try session.fixture.auditJSON(["--env", "dead"]).contains { $0["action"] as? String == "refresh" && $0["outcome"] as? String == "unavailable" })
+        #expect(try session.run(["audit", "verify"], passphrase: false).status == 0)
+        expectNoLeaks(session.vault)
+    }
+
+    @Test("many clients at once against one agent: no failure, every token audited, the chain verifies")
+    func concurrentClients() throws {
+        let session = try Session()
+        defer { session.stop() }
+        #expect(try session.run(["unlock"]).status == 0)
+        let env = ProcessInfo.processInfo.environment
+        let clients = Int(env["GBG_VAULT_AGENT_CLIENTS"] ?? "") ?? 10
+        let each = Int(env["GBG_VAULT_AGENT_TOKENS"] ?? "") ?? 5
+        let before = try session.fixture.auditJSON().count
+        let statuses = LockedArray<Int32>()
+        DispatchQueue.concurrentPerform(iterations: clients) { client in
+            for i in 0..<each {
+                let result = try? session.run(["token", client % 2 == 0 ? "pw" : "cc"] + (i == 0 ? ["--fresh"] : []), passphrase: false, token: true)
+                statuses.append(result?.status ?? -1)
+            }
+        }
+        #expect(statuses.values.count == clients * each)
+        #expect(statuses.values.allSatisfy { $0 == 0 }, "\(statuses.values.filter { $0 != 0 })")
+        #expect(try session.fixture.auditJSON().count == before + clients * each)
         #expect(try session.run(["audit", "verify"], passphrase: false).status == 0)
         expectNoLeaks(session.vault)
     }
