@@ -19,7 +19,7 @@ runs=10; [ $quick = 1 ] && runs=3
 echo "# Benchmark run $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), $(nproc) cores"
 echo
 } > "$out"
-printf 'benchmark passphrase' > "$work/pass"
+printf 'benchmark passphrase' > "$work/pass"; chmod 600 "$work/pass"
 export VAULT_PASSPHRASE_FILE="$work/pass"
 
 # 1. Unlock vs crypto_pwhash alone, per preset.
