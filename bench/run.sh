@@ -4,11 +4,14 @@
 # GNU time. Usage: bash bench/run.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Release builds: one self-contained binary, linked by lld with packed relative relocations
+# (glibc 2.36 applies them; start-up measured 1.11x faster, see BENCHMARKS.md).
+RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs"
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
-swift build -c release --static-swift-stdlib --product vault >/dev/null
-swift build -c release --static-swift-stdlib --product gbg-auth-stub >/dev/null
-BIN="$(swift build -c release --show-bin-path)"
+swift build -c release $RELEASE_FLAGS --product vault >/dev/null
+swift build -c release $RELEASE_FLAGS --product gbg-auth-stub >/dev/null
+BIN="$(swift build -c release $RELEASE_FLAGS --show-bin-path)"
 work="$(mktemp -d)"; stub_pid=""
 cleanup() { if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
