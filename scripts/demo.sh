@@ -51,4 +51,10 @@ echo "== vault audit"
 "$BIN/vault" audit
 echo "== vault audit verify"
 "$BIN/vault" audit verify
+echo "== vault unlock: an agent holds the keys; token without any passphrase source; lock"
+export XDG_RUNTIME_DIR="$work/run"; mkdir -m 700 "$XDG_RUNTIME_DIR"
+"$BIN/vault" unlock --for 10m
+env -u VAULT_PASSPHRASE_FILE "$BIN/vault" token demo --format header | sed -E 's/(Bearer stub-[0-9a-f]{8})[0-9a-f]*/\1…/'
+"$BIN/vault" status
+"$BIN/vault" lock
 echo "== done; stopping the endpoint"
