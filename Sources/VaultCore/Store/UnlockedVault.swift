@@ -70,16 +70,25 @@ public final class UnlockedVault: @unchecked Sendable {
         return true
     }
 
-    /// Runs `operation` with the current keys; after a concurrent rekey, once more with
-    /// the new ones.
+    /// How often an operation is run again after concurrent rekeys before it gives up.
+    static let maximumKeyReloads = 8
+
+    /// Runs `operation` with the current keys; after a concurrent rekey, again with the
+    /// new ones (each retry fails only if yet another rekey committed in between, so a
+    /// bounded number is enough even when rekeys run back to back). After a `passwd` the
+    /// held key-encryption key no longer opens the header: it fails cleanly.
     private func withCurrentKeys<T>(_ operation: (VaultKeys) throws(VaultError) -> T) throws(VaultError) -> T {
-        do {
-            return try operation(keys)
-        } catch .keysChanged {
-            Trace.debug("another process changed the vault's keys; reloading them")
-            guard try reloadKeys() else { throw .keysChanged }
-            Trace.debug("now in key epoch \(keys.epoch); running the operation again")
-            return try operation(keys)
+        var reloads = 0
+        while true {
+            do {
+                return try operation(keys)
+            } catch .keysChanged {
+                guard reloads < Self.maximumKeyReloads else { throw .keysChanged }
+                reloads += 1
+                Trace.debug("another process changed the vault's keys; reloading them")
+                guard try reloadKeys() else { throw .keysChanged }
+                Trace.debug("now in key epoch \(keys.epoch); running the operation again")
+            }
         }
     }
 
