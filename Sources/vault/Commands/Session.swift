@@ -23,6 +23,9 @@ struct DurationArgument: ExpressibleByArgument {
 
     init(seconds: Int64) { self.seconds = seconds }
 
+    /// How a default shows in `--help` and the man page (`12h`, not the struct).
+    var defaultValueDescription: String { Self.describe(seconds) }
+
     static func describe(_ seconds: Int64) -> String {
         if seconds >= 3600, seconds % 3600 == 0 { return "\(seconds / 3600)h" }
         if seconds >= 60, seconds % 60 == 0 { return "\(seconds / 60)m" }
@@ -46,9 +49,9 @@ extension VaultCLI {
                 """)
 
         @OptionGroup var options: VaultOptions
-        @Option(name: .customLong("for"), help: "How long the agent lives (e.g. 8h, 90m; default 12h, at most 7d).")
+        @Option(name: .customLong("for"), help: ArgumentHelp("How long the agent lives (e.g. 8h, 90m; at most 7d).", valueName: "duration"))
         var lifetime = DurationArgument(seconds: 12 * 3600)
-        @Option(help: "End after this long without a request (default 30m, or --for if shorter).")
+        @Option(help: ArgumentHelp("End after this long without a request (default 30m, or --for if shorter).", valueName: "duration"))
         var idle: DurationArgument?
         @Option(name: .customLong("keep-fresh"), parsing: .upToNextOption,
                 help: ArgumentHelp("Renew these profiles' tokens in the background, before they near expiry (PROFILE or PROFILE@ENV).",
