@@ -33,6 +33,8 @@ struct AuthStub: ParsableCommand {
     @Option(help: "With --fault custom: the response status.") var customStatus = 200
     @Option(help: "With --fault custom: the Content-Type.") var customContentType = "application/json"
     @Option(help: "Lifetime of issued tokens, in seconds (overrides the accounts file).") var tokenTtl: Int?
+    @Flag(help: "Exit when the process that started the stub is gone (test harnesses: no orphaned stubs).")
+    var exitWithParent = false
 
     enum Fault: String, ExpressibleByArgument, Sendable {
         case none, nonJSON = "non-json", oversized, closeMidBody = "close-mid-body", stall, slowDrip = "slow-drip"
@@ -79,6 +81,15 @@ struct AuthStub: ParsableCommand {
         let boundPort = channel.localAddress?.port ?? port
         FileHandle.standardOutput.write(Data("PORT \(boundPort)\n".utf8))
         log("listening on \(sslContext == nil ? "http" : "https")://\(host):\(boundPort)")
+        if exitWithParent {
+            let parent = getppid()
+            group.next().scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
+                if getppid() != parent {
+                    log("the process that started the stub is gone; exiting")
+                    Foundation.exit(0)
+                }
+            }
+        }
         try channel.closeFuture.wait()
     }
 }

@@ -141,11 +141,11 @@ struct SessionTests {
     func signals() throws {
         let session = try Session()
         defer { session.stop() }
-        #expect(try session.run(["unlock"]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let pid = try #require(try session.status()["pid"] as? Int)
         kill(pid_t(pid), SIGTERM)
         #expect(try session.waitUntilLocked(seconds: 5))
-        #expect(try session.run(["unlock"]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let socket = try #require(session.socketPath)
         let second = try #require(try session.status()["pid"] as? Int)
         kill(pid_t(second), SIGKILL)
@@ -164,7 +164,7 @@ struct SessionTests {
         let session = try Session()
         defer { session.stop() }
         let vault = session.vault
-        #expect(try session.run(["unlock"]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         // Replaced by a copy of itself (same vault id, another file).
         try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
         try FileManager.default.copyItem(atPath: vault.path, toPath: vault.path + ".copy")
@@ -174,7 +174,7 @@ struct SessionTests {
         #expect(try session.run(["token", "pw"], passphrase: false).status == 64)
         // passwd and rekey: the passphrase is needed even while unlocked, and the agent ends.
         for command in [["passwd"], ["rekey"]] {
-            #expect(try session.run(["unlock"]).status == 0)
+            #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
             let refused = try session.run(command, passphrase: false)
             #expect(refused.status == 64, "\(command) without a passphrase while unlocked: \(refused.stderrText)")
             #expect(try session.status()["unlocked"] as? Bool == true)
@@ -193,14 +193,14 @@ struct SessionTests {
         let directory = session.runtime + "/gbg-vault"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         chmod(directory, 0o755)
-        let loose = try session.run(["unlock"])
+        let loose = try session.run(["unlock", "--for", "10m"])
         #expect(loose.status == 1)
         #expect(loose.stderrText.contains("refusing the agent directory"))
         #expect(try session.status()["unlocked"] as? Bool == false)
         chmod(directory, 0o700)
         guard getuid() == 0 else { return }
         chown(directory, 65534, 65534)
-        let foreign = try session.run(["unlock"])
+        let foreign = try session.run(["unlock", "--for", "10m"])
         #expect(foreign.status == 1)
         #expect(foreign.stderrText.contains("belongs to uid 65534"))
         chown(directory, 0, 0)
@@ -246,7 +246,7 @@ struct SessionTests {
         let session = try Session()
         defer { session.stop() }
         let vault = session.vault
-        #expect(try session.run(["unlock"]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let socket = try #require(session.socketPath)
         // Clients talk to a recording relay in another runtime directory.
         let relayRuntime = session.runtime + "-relay"
@@ -297,7 +297,7 @@ struct SessionTests {
     func fuzzing() throws {
         let session = try Session()
         defer { session.stop() }
-        #expect(try session.run(["unlock"]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let socket = try #require(session.socketPath)
         let iterations = ProcessInfo.processInfo.environment["GBG_VAULT_AGENT_FUZZ"] ?? "300"
         let fuzz = try Binaries.run("/usr/bin/env", ["python3", repositoryRoot.appendingPathComponent("Tests/tools/agent_fuzz.py").path,
@@ -315,7 +315,7 @@ struct SessionTests {
         let session = try Session(tokenTTL: 6)
         defer { session.stop() }
         #expect(try session.run(["env", "add", "dead", "--token-url", "http://127.0.0.1:9/as/token.oauth2"]).status == 0)
-        let unlock = try session.run(["unlock", "--keep-fresh", "cc", "pw@dead"])
+        let unlock = try session.run(["unlock", "--for", "10m", "--keep-fresh", "cc", "pw@dead"])
         #expect(unlock.status == 0, "\(unlock.stderrText)")
         usleep(8_500_000)
         let status = try session.status()
@@ -346,7 +346,7 @@ struct SessionTests {
     func concurrentClients() throws {
         let session = try Session()
         defer { session.stop() }
-        #expect(try session.run(["unlock"]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let env = ProcessInfo.processInfo.environment
         let clients = Int(env["GBG_VAULT_AGENT_CLIENTS"] ?? "") ?? 10
         let each = Int(env["GBG_VAULT_AGENT_TOKENS"] ?? "") ?? 5

@@ -199,7 +199,7 @@ public final class StubServer: @unchecked Sendable {
 
     /// Starts the stub with `accounts` and extra flags.
     public init(accounts: String, arguments: [String] = [], scheme: String = "http") throws {
-        let child = try ChildProcess(Binaries.stub, ["--accounts", accounts, "--port", "0"] + arguments,
+        let child = try ChildProcess(Binaries.stub, ["--accounts", accounts, "--port", "0", "--exit-with-parent"] + arguments,
                                      environment: ["PATH": "/usr/bin:/bin"])
         child.closeStdin()
         // Read the first stdout line: `PORT <n>`.
