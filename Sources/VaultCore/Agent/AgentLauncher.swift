@@ -33,7 +33,16 @@ public enum AgentLauncher {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID: no controlling terminal
+        // No controlling terminal (a new session), and an empty signal mask with default
+        // dispositions, whatever the launching thread had blocked or ignored.
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE] { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, 0x80 | 0x04 | 0x08) // POSIX_SPAWN_SETSID | SETSIGDEF | SETSIGMASK (glibc)
         let arguments = ["vault", "agent-serve", "--vault", vaultPath, "--for", String(lifetime), "--idle", String(idle)]
             + keepFresh.flatMap { ["--keep-fresh", $0] }
         let environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
