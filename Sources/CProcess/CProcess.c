@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include "CProcess.h"
+#include <signal.h>
+#include <spawn.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,4 +32,15 @@ long cprocess_find(const void *haystack, unsigned long haystack_len, const void 
     if (needle_len == 0 || haystack_len < needle_len) return -1;
     const char *hit = memmem(haystack, haystack_len, needle, needle_len);
     return hit ? (long)(hit - (const char *)haystack) : -1;
+}
+
+int cprocess_spawnattr_detached(posix_spawnattr_t *attributes) {
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    int numbers[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
+    for (unsigned i = 0; i < sizeof numbers / sizeof numbers[0]; i++) sigaddset(&defaults, numbers[i]);
+    if (posix_spawnattr_setsigmask(attributes, &none) != 0) return -1;
+    if (posix_spawnattr_setsigdefault(attributes, &defaults) != 0) return -1;
+    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
 }

@@ -176,8 +176,28 @@ struct TestVectorTests {
                 let key = SecureBytes(copying: try bytes(c, "mac_key"))
                 #expect(Sodium.blake2b(try bytes(c, "input"), key: key, length: 32) != (try bytes(c, "mac")), "\(what)")
             case "audit-first":
-                let record = Self.entry(try #require(c["record"] as? [String: Any]))
-                #expect(record.action != "init", "\(what)")
+                // A record 1 that is correctly MAC'd and headed, but is not `init`: only the
+                // "the trail starts with init" rule can catch it, and it must.
+                setenv("GBG_VAULT_TEST_ONLY_INSECURE_KDF", "1", 1)
+                let directory = NSTemporaryDirectory() + "gbg-vault-vector-" + UUID().uuidString
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let vault = try Vault.initialise(at: directory + "/v.db", passphrase: SecureBytes(utf8: "vector passphrase"),
+                                                 kdf: .testOnlyInsecure, detail: "vector")
+                var record = Self.entry(try #require(c["record"] as? [String: Any]))
+                record.seq = 1
+                let keys = vault.keys.auditEpochKeys
+                let mac = AuditChain.mac(of: record, previousMAC: AuditChain.zeroMAC, vaultID: vault.vaultID, epoch: 1, key: keys.macKey)
+                let head = AuditChain.headMAC(seq: 1, epoch: 1, lastMAC: mac, vaultID: vault.vaultID, key: keys.macKey)
+                try vault.vault.database.write { db in
+                    try db.execute(sql: "DELETE FROM audit_record")
+                    var row = AuditRow(record, mac: mac)
+                    row.keyEpoch = 1
+                    try row.insert(db)
+                    try db.execute(sql: "UPDATE audit_head SET seq = 1, last_mac = ?, mac = ?", arguments: [Data(mac), Data(head)])
+                }
+                let verification = try vault.verifyAudit()
+                #expect(verification.firstFailure?.seq == 1, "\(what)")
+                #expect(verification.firstFailure?.reason.contains("not the vault's init record") == true, "\(what)")
             default:
                 Issue.record("unknown failure kind in \(what)")
             }

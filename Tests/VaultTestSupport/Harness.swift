@@ -86,14 +86,7 @@ public final class ChildProcess: @unchecked Sendable {
         // A new session, an empty signal mask and default dispositions: a child must not
         // inherit the calling thread's blocked signals (Dispatch threads block SIGTERM,
         // which left stubs deaf to `stop()` until its SIGKILL fallback).
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for number in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE] { sigaddset(&defaults, number) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, 0x80 | 0x04 | 0x08) // POSIX_SPAWN_SETSID | SETSIGDEF | SETSIGMASK (glibc)
+        _ = cprocess_spawnattr_detached(&attributes)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }

@@ -1,6 +1,8 @@
 #ifndef GBG_VAULT_CPROCESS_H
 #define GBG_VAULT_CPROCESS_H
 
+#include <spawn.h>
+
 /// Marks the process non-dumpable (no core dumps, no ptrace by same-user processes).
 /// prctl is variadic, so Swift cannot call it directly. Returns 0 on success.
 int cprocess_disable_dumpable(void);
@@ -12,5 +14,11 @@ int cprocess_pipe_cloexec(int fds[2]);
 /// memmem(3): the first occurrence of needle in haystack, or -1. Used by the test
 /// suite's leak scanner. Returns the offset.
 long cprocess_find(const void *haystack, unsigned long haystack_len, const void *needle, unsigned long needle_len);
+
+/// Spawn attributes for a detached child: a new session (no controlling terminal), an
+/// empty signal mask and default dispositions for TERM, INT, HUP, QUIT and PIPE, whatever
+/// the spawning thread had blocked or ignored. Used by the agent launcher and the test
+/// harness. Returns 0 on success.
+int cprocess_spawnattr_detached(posix_spawnattr_t *attributes);
 
 #endif

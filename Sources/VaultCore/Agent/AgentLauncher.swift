@@ -35,14 +35,7 @@ public enum AgentLauncher {
         defer { posix_spawnattr_destroy(&attributes) }
         // No controlling terminal (a new session), and an empty signal mask with default
         // dispositions, whatever the launching thread had blocked or ignored.
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for number in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE] { sigaddset(&defaults, number) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, 0x80 | 0x04 | 0x08) // POSIX_SPAWN_SETSID | SETSIGDEF | SETSIGMASK (glibc)
+        guard cprocess_spawnattr_detached(&attributes) == 0 else { throw .failure("cannot prepare the agent's process attributes") }
         let arguments = ["vault", "agent-serve", "--vault", vaultPath, "--for", String(lifetime), "--idle", String(idle)]
             + keepFresh.flatMap { ["--keep-fresh", $0] }
         let environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }

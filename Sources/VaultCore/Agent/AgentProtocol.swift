@@ -11,10 +11,8 @@ public enum AgentProtocol {
     public static let version = 1
     /// The largest frame either side accepts (64 KiB).
     public static let maximumFrame = 64 * 1024
-    /// A request must arrive whole within this time, or the connection is closed.
-    public static let readTimeout: TimeAmountSeconds = 5
-
-    public typealias TimeAmountSeconds = Int64
+    /// A request must arrive whole within this many seconds, or the connection is closed.
+    public static let readTimeout: Int64 = 5
 
     /// `$XDG_RUNTIME_DIR/gbg-vault`, or `/tmp/gbg-vault-<uid>` without one.
     public static func directory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {

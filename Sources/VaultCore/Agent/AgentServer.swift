@@ -37,7 +37,6 @@ public final class AgentServer: @unchecked Sendable {
     /// Profiles kept fresh, and whether a renewal is in flight for each.
     private var fresh: [AgentResponse.FreshEntry] = []
     private var refreshing: Set<Int> = []
-    private var lifetimes: [Int: Int64] = [:]
     private let finished = DispatchSemaphore(value: 0)
 
     /// Opens the vault at `vaultPath` with a key-encryption key handed over by `vault
@@ -190,7 +189,6 @@ public final class AgentServer: @unchecked Sendable {
             defer { refreshing.remove(index) }
             switch result {
             case .success(let token):
-                lifetimes[index] = token.expiresIn
                 let margin = min(360, max(1, token.expiresIn / 2))
                 fresh[index].expiresAt = token.expiresAt
                 fresh[index].nextRefreshAt = max(now + 1, token.expiresAt - margin)

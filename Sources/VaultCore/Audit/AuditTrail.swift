@@ -177,14 +177,7 @@ public enum AuditChain {
             entry.seq = 1
             previousMAC = zeroMAC
         } else {
-            guard let head else {
-                throw VaultError.integrity("the audit trail has no head (records were removed); vault does not append to it")
-            }
-            let headKeys = previous ?? keys
-            let expected = headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: headKeys.macKey)
-            guard head.keyEpoch == headKeys.epoch, Sodium.constantTimeEqual(expected, [UInt8](head.mac)) else {
-                throw VaultError.integrity("the audit chain head does not verify; vault does not append to the trail")
-            }
+            let head = try checkedHead(head, vaultID: vaultID, keys: previous ?? keys)
             let last = try Row.fetchOne(db, sql: "SELECT seq, mac FROM audit_record ORDER BY seq DESC LIMIT 1")
             guard let last, last["seq"] as Int64 == head.seq, Sodium.constantTimeEqual([UInt8](last["mac"] as Data), [UInt8](head.lastMAC)) else {
                 throw VaultError.integrity("the audit trail does not end at the record its head names; vault does not append to it")
@@ -212,6 +205,20 @@ public enum AuditChain {
             throw VaultError.integrity("the audit chain head was not stored (something in the database suppressed the write)")
         }
         return entry
+    }
+
+    /// The head, which must exist and verify under `keys` (the epoch it names): an empty,
+    /// headless or forged trail is an integrity failure. Checked before every append and
+    /// before every exchange.
+    static func checkedHead(_ head: AuditHeadRecord?, vaultID: [UInt8], keys: AuditEpochKeys) throws -> AuditHeadRecord {
+        guard let head else {
+            throw VaultError.integrity("the audit trail has no head (records were removed); vault refuses to work without its audit trail")
+        }
+        let expected = headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: keys.macKey)
+        guard head.keyEpoch == keys.epoch, Sodium.constantTimeEqual(expected, [UInt8](head.mac)) else {
+            throw VaultError.integrity("the audit chain head does not verify")
+        }
+        return head
     }
 
     /// The audit keys of every epoch, newest first unwrapped from the current one

@@ -12,9 +12,6 @@ import GRDB
 /// epoch 1), the header rewrapped as format 2, and an `upgrade` record appended. A
 /// process killed at any point leaves either the format-1 vault or the format-2 one.
 enum FormatUpgrade {
-    /// Another process finished the upgrade first; this one simply goes on.
-    struct AlreadyUpgraded: Error {}
-
     private final class State: @unchecked Sendable {
         var secrets: [(profileID: Int64, field: SecretField, version: Int64, secret: SecureBytes)] = []
         var entries: [AuditEntry] = []
@@ -35,6 +32,8 @@ enum FormatUpgrade {
         }
     }
 
+    /// The failure that aborts this process's upgrade transaction when another process
+    /// finished the upgrade first; `run` then simply goes on.
     static let alreadyUpgradedMessage = "the vault was upgraded by another process"
 
     private static func v1ProfileMAC(id: Int64, name: String, clientID: String, username: String?, grant: String,

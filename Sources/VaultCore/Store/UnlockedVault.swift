@@ -239,14 +239,7 @@ public final class UnlockedVault: @unchecked Sendable {
     /// Refuses to go on when the audit trail has no head or its head does not verify
     /// (checked before any exchange, so a wiped trail stops a token before the network).
     func checkAuditHead(_ db: Database, keys: VaultKeys) throws {
-        let epochKeys = keys.auditEpochKeys
-        guard let head = try AuditHeadRecord.fetchOne(db, key: 1) else {
-            throw VaultError.integrity("the audit trail has no head (records were removed); vault refuses to work without its audit trail")
-        }
-        let expected = AuditChain.headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: epochKeys.macKey)
-        guard head.keyEpoch == epochKeys.epoch, Sodium.constantTimeEqual(expected, [UInt8](head.mac)) else {
-            throw VaultError.integrity("the audit chain head does not verify")
-        }
+        _ = try AuditChain.checkedHead(AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys.auditEpochKeys)
     }
 
     // MARK: - Profiles

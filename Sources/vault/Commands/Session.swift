@@ -82,11 +82,8 @@ extension VaultCLI {
             }
             try AgentProtocol.preparePrivateDirectory((socket as NSString).deletingLastPathComponent, create: true)
             let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
-            for entry in keepFresh {
-                let parts = entry.split(separator: "@").map(String.init)
-                _ = try unlocked.verifiedProfile(named: parts[0])
-                if parts.count == 2 { _ = try unlocked.verifiedEnvironment(named: parts[1]) }
-            }
+            // The agent checks each --keep-fresh profile and environment (MACs included)
+            // before it listens, and its error comes back here with its exit code.
             let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idleSeconds, keepFresh: keepFresh)
             Output.info("unlocked \(path) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idleSeconds))), agent pid \(pid)")
         }

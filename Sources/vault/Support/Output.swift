@@ -75,25 +75,28 @@ enum Output {
     /// Rows with fixed column widths (a width of 0: as wide as the cell), optionally after
     /// a header row; for output that arrives over time (`audit --follow`).
     static func rows(_ rows: [[String]], header: [String]?, widths: [Int]) {
-        var text = ""
-        for row in (header.map { [$0] } ?? []) + rows.map({ $0.map { $0.sanitisedForDisplay(limit: 300) } }) {
-            text += row.enumerated().map { index, cell in
-                let width = index < widths.count ? widths[index] : 0
-                return index == row.count - 1 || width == 0 || cell.count >= width ? cell : cell.padding(toLength: width, withPad: " ", startingAt: 0)
-            }.joined(separator: "  ") + "\n"
-        }
-        stdout(text)
+        render((header.map { [$0] } ?? []) + sanitised(rows), widths: widths)
     }
 
     /// A plain text table with a header row. Cells hold values read from the vault file,
     /// so each is sanitised (control and format characters shown as `?`).
     static func table(_ header: [String], _ rows: [[String]]) {
-        let all = [header] + rows.map { $0.map { $0.sanitisedForDisplay(limit: 300) } }
-        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        let all = [header] + sanitised(rows)
+        render(all, widths: header.indices.map { column in all.map { $0[column].count }.max() ?? 0 })
+    }
+
+    private static func sanitised(_ rows: [[String]]) -> [[String]] {
+        rows.map { $0.map { $0.sanitisedForDisplay(limit: 300) } }
+    }
+
+    /// Cells padded to `widths` (0: as wide as the cell; the last column is never padded),
+    /// two spaces apart.
+    private static func render(_ rows: [[String]], widths: [Int]) {
         var text = ""
-        for row in all {
+        for row in rows {
             text += row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                let width = index < widths.count ? widths[index] : 0
+                return index == row.count - 1 || cell.count >= width ? cell : cell.padding(toLength: width, withPad: " ", startingAt: 0)
             }.joined(separator: "  ") + "\n"
         }
         stdout(text)
