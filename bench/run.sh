@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: one self-contained binary, linked by lld with packed relative relocations
 # (glibc 2.36 applies them; start-up measured 1.11x faster, see BENCHMARKS.md).
-RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs"
+RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
 swift build -c release $RELEASE_FLAGS --product vault >/dev/null

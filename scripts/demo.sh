@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: one self-contained binary, linked by lld with packed relative relocations
 # (glibc 2.36 applies them; start-up measured 1.11x faster, see BENCHMARKS.md).
-RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs"
+RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
 bash scripts/setup.sh
 swift build -c release $RELEASE_FLAGS --product vault
 swift build -c release $RELEASE_FLAGS --product gbg-auth-stub

@@ -47,10 +47,9 @@ struct VaultOptions: ParsableArguments {
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
 
     static func defaultPath(explicit: String?) -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let path = explicit ?? env["VAULT_PATH"], !path.isEmpty { return path }
-        let dataHome = env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.local/share")
+        func variable(_ name: String) -> String? { getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } }
+        if let path = explicit ?? variable("VAULT_PATH"), !path.isEmpty { return path }
+        let dataHome = variable("XDG_DATA_HOME") ?? ((variable("HOME") ?? NSHomeDirectory()) + "/.local/share")
         return dataHome + "/gbg-vault/vault.db"
     }
 
@@ -58,6 +57,11 @@ struct VaultOptions: ParsableArguments {
 
     func open() throws(VaultError) -> Vault {
         try Vault.open(at: resolvedPath)
+    }
+
+    /// The vault for metadata reads only (one read-only connection; no passphrase).
+    func openForReading() throws(VaultError) -> Vault {
+        try Vault.openForReading(at: resolvedPath)
     }
 
     func unlock() throws(VaultError) -> UnlockedVault {
@@ -150,6 +154,8 @@ enum Main {
     static func main() async {
         ProcessHardening.apply()
         TraceOutput.bootstrap(arguments: Array(CommandLine.arguments.dropFirst()))
+        FastPath.run(Array(CommandLine.arguments.dropFirst()))
+        VaultDatabase.keepReadOnlyConnectionsUntilExit = true
         do {
             var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -121,6 +121,56 @@ struct SessionTests {
         expectNoLeaks(session.vault)
     }
 
+    @Test("the fast client path and the full parser give the same answers; a copy of the vault (same vault id) is never served by the original's agent")
+    func fastPathAndCopies() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let vault = session.vault
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        // Shapes the fast path takes, and the same requests in shapes only the full
+        // parser takes (an extra option, `--opt=value`, global options first).
+        let pairs: [([String], [String])] = [
+            (["token", "pw"], ["token", "pw", "--timeout", "20"]),
+            (["token", "pw", "--format", "json", "--env", "local"], ["--vault", vault.path, "token", "--format=json", "pw", "--connect-timeout", "5"]),
+            (["token", "cc", "--min-ttl", "60", "--format", "header"], ["token", "cc", "--min-ttl", "60", "--format", "header", "--verbose"]),
+        ]
+        for (fast, full) in pairs {
+            let a = try session.run(fast, passphrase: false, token: true)
+            let b = try session.run(full, passphrase: false, token: true)
+            #expect(a.status == 0 && b.status == 0, "\(fast): \(a.stderrText) / \(full): \(b.stderrText)")
+            // The same cached token (expires_in counts down between the two calls).
+            let same = { (text: String) in text.split(separator: "\n").filter { !$0.contains("expires_in") } }
+            #expect(same(a.stdoutText) == same(b.stdoutText), "\(fast) and \(full) print the same cached token")
+            if let object = try? JSONSerialization.jsonObject(with: a.stdout) as? [String: Any], let token = object["access_token"] as? String {
+                LeakScanner.shared.register(token: token)
+            }
+        }
+        // Errors keep their exit codes and messages on the fast path.
+        let missing = try session.run(["token", "nobody"], passphrase: false)
+        #expect(missing.status == 6 && missing.stderrText.contains("vault: error:"), "\(missing.stderrText)")
+        #expect(try session.run(["token", "pw", "--min-ttl", "-5"], passphrase: false).status == 64)
+        #expect(try session.run(["token", "pw", "--format", "yaml"], passphrase: false).status == 64)
+        #expect(try session.run(["token"], passphrase: false).status == 64)
+        let version = try vault.run(["--version"])
+        #expect(version.status == 0 && !version.stdoutText.isEmpty && version.stderrText.isEmpty)
+        // A copy has the same vault id, so it finds the same socket: the agent compares
+        // the file and does nothing for it.
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        let copy = vault.path + ".copy.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        let viaCopy = try session.run(["--vault", copy, "token", "pw"], passphrase: false)
+        #expect(viaCopy.status == 64, "no passphrase source: the copy is not served by the agent (\(viaCopy.stderrText))")
+        #expect(viaCopy.stderrText.contains("another copy of this vault"))
+        let copyStatus = try session.run(["status", "--json", "--vault", copy], passphrase: false)
+        #expect((try JSONSerialization.jsonObject(with: copyStatus.stdout) as? [String: Any])?["unlocked"] as? Bool == false)
+        #expect(try session.run(["lock", "--vault", copy], passphrase: false).stderrText.contains("not unlocked"))
+        #expect(try session.status()["unlocked"] as? Bool == true, "locking the copy left the original's agent alone")
+        let withPassphrase = try session.run(["--vault", copy, "token", "pw"], token: true)
+        #expect(withPassphrase.status == 0, "\(withPassphrase.stderrText)")
+        expectNoLeaks(vault)
+    }
+
     @Test("the agent ends at its deadline and when idle; status does not keep it alive")
     func expiry() throws {
         let session = try Session()

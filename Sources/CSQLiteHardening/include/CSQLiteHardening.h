@@ -8,4 +8,18 @@ typedef struct sqlite3 sqlite3;
    Returns 0 on success, else the SQLite result code of the first failure. */
 int gbgv_sqlite_harden(sqlite3 *db);
 
+/* Results of gbgv_read_vault_id. */
+enum {
+    GBGV_LOOKUP_OK = 0,
+    GBGV_LOOKUP_CANNOT_OPEN = 1,
+    GBGV_LOOKUP_NOT_A_VAULT = 2,
+    GBGV_LOOKUP_NO_HEADER = 3,
+};
+
+/* The least work that finds a vault's agent (sessions' fast client path): opens `path`
+   read-only (no symbolic link followed, defensive, schema not trusted), checks the
+   application id and copies the `capacity`-byte vault id of the header row to `out`.
+   Static SQL only; nothing is written. */
+int gbgv_read_vault_id(const char *path, int application_id, unsigned char *out, int capacity);
+
 #endif

@@ -1,13 +1,16 @@
 import Foundation
 import NIOCore
-import NIOExtras
-import NIOPosix
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Talks to the agent of one vault over its Unix socket (same framing as the server:
-/// NIOExtras' length-field codec).
+/// Talks to the agent of one vault over its Unix socket: one request, one response.
+///
+/// A client makes exactly one round trip, so it does it with blocking system calls
+/// bounded by `poll` deadlines instead of starting an event loop (a thread and an epoll
+/// set per command; measured in BENCHMARKS.md). The framing is NIOCore's length-prefix
+/// support (`writeLengthPrefixed` / `readLengthPrefixedSlice`, 4-byte big-endian), the
+/// same format the agent's `LengthFieldBasedFrameDecoder` reads.
 public struct AgentClient: Sendable {
     public let socketPath: String
 
@@ -30,74 +33,122 @@ public struct AgentClient: Sendable {
 
     /// Sends one request and waits for the response.
     public func send(_ request: AgentRequest, timeout: TimeInterval) throws(Failure) -> AgentResponse {
+        let body: Data
+        do { body = try JSONEncoder().encode(request) } catch { throw .broken("cannot encode the request") }
+        let answer = try roundTrip(body, timeout: timeout)
+        do {
+            return try JSONDecoder().decode(AgentResponse.self, from: answer)
+        } catch {
+            throw .broken("the agent closed the connection without a valid answer")
+        }
+    }
+
+    /// Connects, writes one frame, reads one frame.
+    func roundTrip(_ body: Data, timeout: TimeInterval) throws(Failure) -> Data {
         var info = stat()
         guard lstat(socketPath, &info) == 0 else { throw .noAgent }
         guard (info.st_mode & S_IFMT) == S_IFSOCK, info.st_uid == geteuid() else {
             throw .broken("\(socketPath) is not this user's agent socket")
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let promise = group.next().makePromise(of: ByteBuffer.self)
-        let bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(.seconds(2))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldBitLength: .fourBytes),
-                                             maximumBufferSize: AgentProtocol.maximumFrame + 4),
-                        LengthFieldPrepender(lengthFieldBitLength: .fourBytes),
-                        ResponseCollector(promise: promise),
-                    ])
-                }
-            }
-        let channel: any Channel
-        do {
-            channel = try bootstrap.connect(unixDomainSocketPath: socketPath).wait()
-        } catch {
+        guard body.count <= AgentProtocol.maximumFrame else { throw .broken("the request is larger than a frame") }
+        let deadline = Self.now() + max(0.001, timeout)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .broken("cannot create a socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard connect(fd, to: socketPath) else {
+            let code = errno
             // Nobody listens: the agent died without removing its socket.
-            var again = stat()
-            if lstat(socketPath, &again) == 0, again.st_ino == info.st_ino { unlink(socketPath) }
-            promise.fail(error)
-            throw .stale
+            if code == ECONNREFUSED {
+                var again = stat()
+                if lstat(socketPath, &again) == 0, again.st_ino == info.st_ino { unlink(socketPath) }
+                throw .stale
+            }
+            if code == ENOENT { throw .noAgent }
+            throw .broken("cannot connect to \(socketPath): \(String(cString: strerror(code)))")
         }
-        defer { channel.close(promise: nil) }
-        let body: Data
-        do { body = try JSONEncoder().encode(request) } catch { throw .broken("cannot encode the request") }
-        var buffer = channel.allocator.buffer(capacity: body.count)
-        buffer.writeBytes(body)
-        channel.writeAndFlush(buffer, promise: nil)
-        let scheduled = group.next().scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
-            promise.fail(Failure.broken("the agent did not answer within \(Int(timeout)) s"))
-        }
-        defer { scheduled.cancel() }
+        var frame = ByteBuffer()
+        frame.reserveCapacity(body.count + 4)
         do {
-            var frame = try promise.futureResult.wait()
-            let bytes = frame.readBytes(length: frame.readableBytes) ?? []
-            return try JSONDecoder().decode(AgentResponse.self, from: Data(bytes))
-        } catch let failure as Failure {
-            throw failure
+            try frame.writeLengthPrefixed(as: UInt32.self) { buffer in buffer.writeBytes(body) }
         } catch {
-            throw .broken("the agent closed the connection without a valid answer")
+            throw .broken("cannot frame the request")
+        }
+        try frame.withUnsafeReadableBytes { (bytes) throws(Failure) in
+            try Self.writeAll(fd, bytes, deadline: deadline, timeout: timeout)
+        }
+        var received = ByteBuffer()
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            if let answer = received.readLengthPrefixedSlice(as: UInt32.self) {
+                return Data(answer.readableBytesView)
+            }
+            if let announced = received.getInteger(at: received.readerIndex, as: UInt32.self),
+               announced > UInt32(AgentProtocol.maximumFrame) {
+                throw .broken("the agent announced a frame larger than \(AgentProtocol.maximumFrame) bytes")
+            }
+            let count = try Self.readSome(fd, into: &chunk, deadline: deadline, timeout: timeout)
+            guard count > 0 else { throw .broken("the agent closed the connection") }
+            received.writeBytes(chunk[0..<count])
         }
     }
-}
 
-/// Collects the one response frame.
-private final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    let promise: EventLoopPromise<ByteBuffer>
-    init(promise: EventLoopPromise<ByteBuffer>) { self.promise = promise }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        promise.succeed(unwrapInboundIn(data))
+    private func connect(_ fd: Int32, to path: String) -> Bool {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            errno = ENAMETOOLONG
+            return false
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return result == 0
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(AgentClient.Failure.broken("the agent closed the connection"))
+    private static func now() -> TimeInterval {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return TimeInterval(spec.tv_sec) + TimeInterval(spec.tv_nsec) / 1e9
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(error)
-        context.close(promise: nil)
+    /// Waits until `fd` is ready for `events` or the deadline passes.
+    private static func wait(_ fd: Int32, events: Int16, deadline: TimeInterval, timeout: TimeInterval) throws(Failure) {
+        while true {
+            let left = deadline - now()
+            guard left > 0 else { throw .broken("the agent did not answer within \(Int(timeout.rounded(.up))) s") }
+            var entry = pollfd(fd: fd, events: events, revents: 0)
+            let ready = poll(&entry, 1, Int32(min(left * 1000, Double(Int32.max)).rounded(.up)))
+            if ready > 0 { return }
+            if ready < 0, errno != EINTR { throw .broken("poll failed: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, deadline: TimeInterval, timeout: TimeInterval) throws(Failure) {
+        var offset = 0
+        while offset < bytes.count {
+            try wait(fd, events: Int16(POLLOUT), deadline: deadline, timeout: timeout)
+            let written = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            if written < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                throw .broken("the agent closed the connection")
+            }
+            offset += written
+        }
+    }
+
+    private static func readSome(_ fd: Int32, into chunk: inout [UInt8], deadline: TimeInterval, timeout: TimeInterval) throws(Failure) -> Int {
+        while true {
+            try wait(fd, events: Int16(POLLIN), deadline: deadline, timeout: timeout)
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count >= 0 { return count }
+            if errno == EINTR || errno == EAGAIN { continue }
+            throw .broken("the agent closed the connection")
+        }
     }
 }

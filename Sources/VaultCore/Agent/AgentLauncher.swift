@@ -21,7 +21,7 @@ public enum AgentLauncher {
         var executable = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &executable, executable.count - 1)
         guard length > 0 else { throw .failure("cannot find the vault executable to start the agent") }
-        let path = String(cString: executable)
+        let path = String(decoding: executable[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

@@ -15,15 +15,16 @@ public enum AgentProtocol {
     public static let readTimeout: Int64 = 5
 
     /// `$XDG_RUNTIME_DIR/gbg-vault`, or `/tmp/gbg-vault-<uid>` without one.
-    public static func directory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
+    public static func directory(environment: [String: String]? = nil) -> String {
+        let runtime = environment.map { $0["XDG_RUNTIME_DIR"] } ?? getenv("XDG_RUNTIME_DIR").map { String(cString: $0) }
+        if let runtime, runtime.hasPrefix("/") {
             return (runtime as NSString).appendingPathComponent("gbg-vault")
         }
         return "/tmp/gbg-vault-\(geteuid())"
     }
 
     /// The agent socket of the vault `vaultID`.
-    public static func socketPath(vaultID: [UInt8], environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    public static func socketPath(vaultID: [UInt8], environment: [String: String]? = nil) -> String {
         directory(environment: environment) + "/agent-\(vaultID.hexString).sock"
     }
 
@@ -98,6 +99,11 @@ public struct AgentRequest: Codable, Sendable {
     public var apiBase: String?
     public var clearAPIBase: Bool?
 
+    /// Device and inode of the vault file the client opened; an agent whose own file
+    /// differs (a copy of the vault, same vault id) answers `other_file` and does nothing.
+    public var fileDevice: UInt64?
+    public var fileInode: UInt64?
+
     public init(op: String) { self.op = op }
 
     enum CodingKeys: String, CodingKey {
@@ -105,6 +111,7 @@ public struct AgentRequest: Codable, Sendable {
         case connectTimeoutMs = "connect_timeout_ms", caBundle = "ca_bundle", proxyEnvironment = "proxy_environment"
         case clientID = "client_id", username, grant, scope, clientSecret = "client_secret", password, verify
         case tokenURL = "token_url", apiBase = "api_base", clearAPIBase = "clear_api_base"
+        case fileDevice = "file_dev", fileInode = "file_ino"
     }
 }
 
@@ -187,9 +194,16 @@ public struct AgentResponse: Codable, Sendable {
     /// Set when the agent is shutting down (deadline, keys changed, file replaced): the
     /// client goes on without it.
     public var ending: Bool?
+    /// Set when the request named a vault file other than the one this agent serves (a
+    /// copy with the same vault id): nothing was done, the client goes on without it.
+    public var otherFile: Bool?
     public var error: Failure?
     public var status: Status?
     public var token: Token?
+
+    enum CodingKeys: String, CodingKey {
+        case version, ok, message, verification, audit, ending, otherFile = "other_file", error, status, token
+    }
 
     public init(ok: Bool, error: Failure? = nil, status: Status? = nil, token: Token? = nil, message: String? = nil,
                 verification: FullVerification? = nil, audit: AuditCheck? = nil) {

@@ -240,6 +240,12 @@ public final class AgentServer: @unchecked Sendable {
         guard request.version == AgentProtocol.version else {
             return .failure(.usage("agent protocol version \(request.version) is not supported (this agent speaks \(AgentProtocol.version))"))
         }
+        if let device = request.fileDevice, let inode = request.fileInode,
+           let served = unlocked.database.fileIdentity, served != (device, inode) {
+            var response = AgentResponse.failure(.failure("this agent serves another file with the same vault id (a copy of the vault?)"))
+            response.otherFile = true
+            return response
+        }
         if let reason = reasonToEnd() {
             stop(reason: reason)
             var response = AgentResponse.failure(.failure("the agent is ending (\(reason))"))

@@ -38,6 +38,12 @@ public final class Vault: Sendable {
         Vault(database: try VaultDatabase.open(at: path), clock: clock)
     }
 
+    /// Opens the vault at `path` for metadata reads only: one read-only connection (see
+    /// ``VaultDatabase/openForReading(at:)``); exit 6 when there is none.
+    public static func openForReading(at path: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> Vault {
+        Vault(database: try VaultDatabase.openForReading(at: path), clock: clock)
+    }
+
     /// The stored header (not yet validated).
     public func header() throws(VaultError) -> VaultHeader {
         guard let record = try database.read({ try HeaderRecord.fetchOne($0, key: 1) }) else {

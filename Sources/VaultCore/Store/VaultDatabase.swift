@@ -5,15 +5,18 @@ import GRDB
 import Glibc
 #endif
 
-/// The vault's SQLite database (GRDB `DatabasePool`, WAL mode).
+/// The vault's SQLite database (GRDB `DatabasePool`, WAL mode; or, for commands that
+/// only read metadata, one read-only GRDB `DatabaseQueue` connection).
 ///
-/// It wraps the pool privately and exposes reads and immediate write transactions; the
+/// It wraps the connection(s) privately and exposes reads and immediate write transactions; the
 /// operations named for what they do live in ``Vault`` and ``UnlockedVault``.
 /// Statement arguments never appear in traces or errors (GRDB's
 /// `publicStatementArguments` stays off).
 public final class VaultDatabase: Sendable {
-    private let pool: DatabasePool
+    private let pool: any DatabaseWriter
     public let path: String
+    /// Opened with ``openForReading(at:)``: one read-only connection, writes fail.
+    public let isReadOnly: Bool
     /// Device and inode of the file when it was opened, to notice it being removed or
     /// replaced while this process runs.
     private let identity: (dev: UInt64, ino: UInt64)?
@@ -24,17 +27,21 @@ public final class VaultDatabase: Sendable {
         getenv("VAULT_BUSY_TIMEOUT").flatMap { TimeInterval(String(cString: $0)) }.map { min(max($0, 0), 3600) } ?? 30
     }
 
-    private init(pool: DatabasePool, path: String) {
+    private init(pool: any DatabaseWriter, path: String, readOnly: Bool = false) {
         self.pool = pool
         self.path = path
+        isReadOnly = readOnly
         identity = Self.fileIdentity(path)
     }
 
-    private static func fileIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
+    static func fileIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         return (UInt64(info.st_dev), UInt64(info.st_ino))
     }
+
+    /// Device and inode of the file this process opened (what the agent binds to).
+    public var fileIdentity: (dev: UInt64, ino: UInt64)? { identity }
 
     /// True while the vault path still names the file this process opened.
     public var isStillInPlace: Bool {
@@ -79,8 +86,9 @@ public final class VaultDatabase: Sendable {
     /// Names of the migrations this build knows, in order.
     public static var knownMigrations: [String] { embeddedMigrations.map(\.name) }
 
-    private static func configuration() -> Configuration {
+    private static func configuration(readOnly: Bool = false) -> Configuration {
         var config = Configuration()
+        config.readonly = readOnly
         config.busyMode = .timeout(busyTimeout)
         config.foreignKeysEnabled = true
         config.label = "gbg-vault"
@@ -164,6 +172,54 @@ public final class VaultDatabase: Sendable {
     /// what this build's migrations create (FORMAT.md §1.1). Pending migrations are
     /// applied only by ``migrate(upgrade:)``, when the vault is unlocked.
     public static func open(at path: String) throws(VaultError) -> VaultDatabase {
+        try open(at: path, readOnly: false)
+    }
+
+    /// Opens an existing vault for metadata reads (`list`, `show`, `history`, `audit`,
+    /// `env list/show`, `status`): one read-only connection instead of a pool, with the
+    /// same application-id and schema checks as ``open(at:)``. Writes through it fail.
+    public static func openForReading(at path: String) throws(VaultError) -> VaultDatabase {
+        try open(at: path, readOnly: true)
+    }
+
+    /// The vault id and file identity of the vault at `path`, the least work that finds
+    /// its agent: one read-only connection, the application id, one column of the header.
+    /// The schema is not checked here: the agent serves only the file it opened and
+    /// checked itself, and the client sends this file's identity for it to compare.
+    public static func agentLookup(at path: String) throws(VaultError) -> (vaultID: [UInt8], dev: UInt64, ino: UInt64) {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            if errno == ENOENT { throw .notFound("no vault at \(path)") }
+            throw .failure("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .failure("\(path) is not a regular file") }
+        // The SQLite C API directly (CSQLiteHardening): a GRDB queue would start and
+        // dispose of a dispatch queue, which costs this path a worker thread.
+        var vaultID = [UInt8](repeating: 0, count: VaultHeader.vaultIDBytes)
+        let result = gbgv_read_vault_id(path, Labels.applicationID, &vaultID, Int32(vaultID.count))
+        switch Int(result) {
+        case Int(GBGV_LOOKUP_OK): break
+        case Int(GBGV_LOOKUP_NOT_A_VAULT): throw .integrity("\(path) is not a gbg-vault vault")
+        case Int(GBGV_LOOKUP_NO_HEADER): throw .integrity("the vault header is missing")
+        default: throw .failure("cannot open \(path)")
+        }
+        return (vaultID, UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// Set by the command-line tool: read-only connections stay open until the process
+    /// exits. Closing a GRDB queue disposes of its dispatch queue, and libdispatch starts a
+    /// worker thread (and its event thread) to do that, which cost a short-lived `vault list`
+    /// more than its query (BENCHMARKS.md). A read-only connection has nothing to flush.
+    nonisolated(unsafe) public static var keepReadOnlyConnectionsUntilExit = false
+    nonisolated(unsafe) private static var retained: [VaultDatabase] = []
+    private static let retainedLock = NSLock()
+
+    private static func retainUntilExit(_ database: VaultDatabase) {
+        guard keepReadOnlyConnectionsUntilExit else { return }
+        retainedLock.withLock { retained.append(database) }
+    }
+
+    private static func open(at path: String, readOnly: Bool) throws(VaultError) -> VaultDatabase {
         var info = stat()
         guard stat(path, &info) == 0 else {
             if errno == ENOENT {
@@ -175,8 +231,12 @@ public final class VaultDatabase: Sendable {
             throw .failure("\(path) is not a regular file")
         }
         do {
-            Trace.debug("opening \(path)")
-            let database = try VaultDatabase(pool: DatabasePool(path: path, configuration: configuration()), path: path)
+            Trace.debug("opening \(path)\(readOnly ? " read-only" : "")")
+            let connection: any DatabaseWriter = readOnly
+                ? try DatabaseQueue(path: path, configuration: configuration(readOnly: true))
+                : try DatabasePool(path: path, configuration: configuration())
+            let database = VaultDatabase(pool: connection, path: path, readOnly: readOnly)
+            if readOnly { retainUntilExit(database) }
             try database.checkIdentity()
             Trace.debug("application id checked")
             try database.checkSchema()

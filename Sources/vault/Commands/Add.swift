@@ -9,6 +9,7 @@ extension GrantType: ExpressibleByArgument {
 extension VaultCLI {
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "add",
             abstract: "Add a profile; its secrets come from a hidden prompt, the environment or stdin.")
 
         @OptionGroup var options: VaultOptions
@@ -42,9 +43,9 @@ extension VaultCLI {
             }
         }
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let resolvedScope = grant == .clientCredentials ? (scope ?? TokenRequest.defaultScope) : scope
-            if let agent = try AgentSession.client(options) {
+            if let agent = AgentSession.client(options) {
                 let input = try secrets.read(clientSecret: true, password: grant == .password)
                 var request = AgentRequest(op: "add")
                 request.profile = name

@@ -5,6 +5,7 @@ import VaultCore
 extension VaultCLI {
     struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "audit",
             abstract: "Show past exchanges and vault changes, newest first (no passphrase needed).",
             subcommands: [ListAudit.self, VerifyAudit.self],
             defaultSubcommand: ListAudit.self)
@@ -39,14 +40,14 @@ extension VaultCLI {
             }
         }
 
-        func run() async throws {
+        @MainActor func run() async throws {
             var query = AuditQuery(
                 profile: profile, environment: env,
                 since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
                 outcome: outcome, limit: limit)
-            if json { return Output.jsonArray(try options.open().auditJSON(query)) }
+            if json { return Output.jsonArray(try options.openForReading().auditJSON(query)) }
             if jsonl || follow {
-                let vault = try options.open()
+                let vault = try options.openForReading()
                 let stop = InterruptFlag()
                 if follow, limit == nil, since == nil { query.limit = 10 } // like tail -f: the recent past, then new records
                 var printedHeader = false
@@ -71,7 +72,7 @@ extension VaultCLI {
                     if stop.isSet && !grown { return }
                 }
             }
-            let records = try options.open().audit(query)
+            let records = try options.openForReading().audit(query)
             Output.table(Self.header, records.map { Self.row($0) })
         }
 
@@ -95,7 +96,7 @@ extension VaultCLI {
             commandName: "verify", abstract: "Check the audit trail's MAC chain; names the first bad record.")
         @OptionGroup var options: VaultOptions
 
-        func run() async throws {
+        @MainActor func run() async throws {
             var checked: Int
             var failure: String?
             if let response = try AgentSession.perform(options, AgentRequest(op: "audit-verify")), let audit = response.audit {

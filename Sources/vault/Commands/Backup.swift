@@ -4,12 +4,13 @@ import VaultCore
 extension VaultCLI {
     struct Backup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "backup",
             abstract: "Write a consistent online copy of the vault, still sealed (never overwrites).")
 
         @OptionGroup var options: VaultOptions
         @Argument(help: "Where to write the copy.") var path: String
 
-        func run() async throws {
+        @MainActor func run() async throws {
             try options.open().database.backup(to: path)
             Output.info("backup written to \(path)")
         }

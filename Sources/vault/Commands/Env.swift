@@ -4,6 +4,7 @@ import VaultCore
 extension VaultCLI {
     struct Env: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "env",
             abstract: "Manage environments (token URL + API base); eu, us and au are built in.",
             subcommands: [ListEnvironments.self, ShowEnvironment.self, AddEnvironment.self, SetEnvironment.self, RemoveEnvironment.self])
     }
@@ -13,8 +14,8 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
-            let environments = try options.open().environments()
+        @MainActor func run() async throws {
+            let environments = try options.openForReading().environments()
             if json { return Output.json(environments.map(EnvironmentView.init)) }
             Output.table(["NAME", "TOKEN URL", "API BASE", "KIND"], environments.map {
                 [$0.name, $0.tokenURL, $0.apiBase ?? "-", $0.builtIn ? "built-in" : "user"]
@@ -29,7 +30,7 @@ extension VaultCLI {
         @Option(help: "The token URL (https://, or http:// to a loopback host).") var tokenUrl: String
         @Option(help: "The API base URL.") var apiBase: String?
 
-        func run() async throws {
+        @MainActor func run() async throws {
             // Check the URLs before asking for the passphrase.
             _ = try EndpointPolicy.validateTokenURL(tokenUrl)
             if let apiBase { _ = try EndpointPolicy.validateAPIBase(apiBase) }
@@ -50,8 +51,8 @@ extension VaultCLI {
         @Argument(help: "The environment name.", completion: NameCompletion.environments) var name: String
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
-            let usage = try options.open().environmentUsage(named: name)
+        @MainActor func run() async throws {
+            let usage = try options.openForReading().environmentUsage(named: name)
             let e = usage.environment
             if json {
                 return Output.json(EnvironmentDetail(name: e.name, tokenURL: e.tokenURL, apiBase: e.apiBase, builtIn: e.builtIn,
@@ -84,7 +85,7 @@ extension VaultCLI {
             if tokenUrl == nil && apiBase == nil && !noApiBase { throw ValidationError("give --token-url, --api-base or --no-api-base") }
         }
 
-        func run() async throws {
+        @MainActor func run() async throws {
             // Everything that needs no passphrase is checked before asking for it.
             if Environment.builtIns.contains(where: { $0.name == name }) {
                 throw VaultError.usage("'\(name)' is a built-in environment and cannot be changed", hint: "add your own with `vault env add`")
@@ -108,7 +109,7 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
 
-        func run() async throws {
+        @MainActor func run() async throws {
             var request = AgentRequest(op: "env-remove")
             request.environment = name
             if try AgentSession.perform(options, request) != nil { return Output.info("removed environment '\(name)'") }

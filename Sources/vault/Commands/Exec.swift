@@ -8,6 +8,7 @@ import Glibc
 extension VaultCLI {
     struct Exec: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "exec",
             abstract: "Run a command with a token in its environment.",
             discussion: """
                 Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE and GBG_TOKEN_EXPIRES_AT, \
@@ -26,7 +27,7 @@ extension VaultCLI {
             guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. vault exec NAME -- ./call-api.sh") }
         }
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let delivered: DeliveredToken
             if let fromAgent = try AgentSession.token(options, selection: selection, network: network, profile: name, action: "exec") {
                 delivered = fromAgent

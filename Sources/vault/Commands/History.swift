@@ -3,14 +3,15 @@ import VaultCore
 
 extension VaultCLI {
     struct History: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List a profile's secret versions (no passphrase needed).")
+        static let configuration = CommandConfiguration(
+            commandName: "history", abstract: "List a profile's secret versions (no passphrase needed).")
 
         @OptionGroup var options: VaultOptions
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
-            let vault = try options.open()
+        @MainActor func run() async throws {
+            let vault = try options.openForReading()
             let versions = try vault.secretVersions(of: vault.profile(named: name))
                 .sorted { ($0.createdAt, $0.field.rawValue, $0.version) < ($1.createdAt, $1.field.rawValue, $1.version) }
             if json { return Output.json(versions) }

@@ -6,6 +6,7 @@ extension KDFParameters.Preset: ExpressibleByArgument {}
 extension VaultCLI {
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "init",
             abstract: "Create a new vault (never overwrites an existing one).")
 
         @OptionGroup var options: VaultOptions
@@ -13,7 +14,7 @@ extension VaultCLI {
         @Option(help: "Argon2id cost preset: interactive, moderate or sensitive.")
         var kdf: KDFParameters.Preset = .moderate
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let passphrase = try options.passphrase.new()
             var parameters = kdf.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }

@@ -3,14 +3,15 @@ import VaultCore
 
 extension VaultCLI {
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List profiles (no passphrase needed).")
+        static let configuration = CommandConfiguration(
+            commandName: "list", abstract: "List profiles (no passphrase needed).")
 
         @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
-            if json { return Output.jsonArray(try options.open().profilesJSON()) }
-            let profiles = try options.open().profiles()
+        @MainActor func run() async throws {
+            if json { return Output.jsonArray(try options.openForReading().profilesJSON()) }
+            let profiles = try options.openForReading().profiles()
             Output.table(["NAME", "GRANT", "CLIENT ID", "USERNAME", "ENV", "UPDATED"], profiles.map {
                 [$0.name, $0.grant.flagValue, $0.clientID, $0.username ?? "-", $0.environment, $0.updatedAt]
             })

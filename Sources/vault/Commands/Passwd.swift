@@ -4,6 +4,7 @@ import VaultCore
 extension VaultCLI {
     struct Passwd: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "passwd",
             abstract: "Change the passphrase; the keys are rewrapped, secrets are not re-sealed.")
 
         @OptionGroup var options: VaultOptions
@@ -14,7 +15,7 @@ extension VaultCLI {
         @Option(help: "New Argon2id preset (default: keep the current parameters).")
         var kdf: KDFParameters.Preset?
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let vault = try options.unlock()
             let newPassphrase = try options.passphrase.replacement(newPassphraseFile: newPassphraseFile)
             var parameters = kdf?.parameters

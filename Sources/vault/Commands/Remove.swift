@@ -5,14 +5,15 @@ import VaultCore
 extension VaultCLI {
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "remove",
             abstract: "Delete a profile, its secret versions and cached tokens; its audit records stay.")
 
         @OptionGroup var options: VaultOptions
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Do not ask for confirmation.") var yes = false
 
-        func run() async throws {
-            let agent = try AgentSession.client(options)
+        @MainActor func run() async throws {
+            let agent = AgentSession.client(options)
             let vault: UnlockedVault? = agent == nil ? try options.unlock() : nil
             let profile = try (vault?.vault ?? options.open()).profile(named: name)
             if !yes {

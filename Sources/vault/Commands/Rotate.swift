@@ -4,6 +4,7 @@ import VaultCore
 extension VaultCLI {
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "rotate",
             abstract: "Store new secret versions; previous versions are kept.",
             discussion: "Without --client-secret or --password, every secret of the profile is replaced.")
 
@@ -21,8 +22,8 @@ extension VaultCLI {
             if env != nil && !verify { throw ValidationError("--env goes with --verify") }
         }
 
-        func run() async throws {
-            if let agent = try AgentSession.client(options) {
+        @MainActor func run() async throws {
+            if let agent = AgentSession.client(options) {
                 // The agent checks the profile's MAC; the grant read here only picks which
                 // secrets to ask for.
                 let profile = try options.open().profile(named: name)

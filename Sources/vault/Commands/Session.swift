@@ -38,6 +38,7 @@ struct DurationArgument: ExpressibleByArgument {
 extension VaultCLI {
     struct Unlock: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "unlock",
             abstract: "Start an agent that holds the unlocked keys, so commands stop asking for the passphrase.",
             discussion: """
                 The agent serves this user only, on a 0600 socket in a 0700 directory \
@@ -72,7 +73,7 @@ extension VaultCLI {
             if let idle, idle.seconds > lifetime.seconds { throw ValidationError("--idle cannot be longer than --for") }
         }
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let path = options.resolvedPath
             let vault = try options.open()
             let socket = AgentProtocol.socketPath(vaultID: try vault.header().vaultID)
@@ -90,14 +91,15 @@ extension VaultCLI {
     }
 
     struct Lock: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "End the agent of this vault; commands ask for the passphrase again.")
+        static let configuration = CommandConfiguration(
+            commandName: "lock", abstract: "End the agent of this vault; commands ask for the passphrase again.")
         @OptionGroup var options: VaultOptions
 
-        func run() async throws {
-            let vault = try options.open()
-            let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: try vault.header().vaultID))
+        @MainActor func run() async throws {
+            let target = try AgentSession.target(vaultPath: options.resolvedPath)
             do {
-                let response = try client.send(AgentRequest(op: "lock"), timeout: 10)
+                let response = try target.client.send(target.stamped(AgentRequest(op: "lock")), timeout: 10)
+                guard response.ok else { throw AgentClient.Failure.noAgent }
                 Output.info("locked (agent pid \(response.status?.pid ?? 0) ended)")
             } catch {
                 Output.info("not unlocked: no agent serves this vault")
@@ -106,15 +108,24 @@ extension VaultCLI {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Whether an agent holds this vault unlocked, and for how long (no passphrase needed).")
+        static let configuration = CommandConfiguration(
+            commandName: "status", abstract: "Whether an agent holds this vault unlocked, and for how long (no passphrase needed).")
         @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
-            let path = options.resolvedPath
-            let vault = try options.open()
-            let socket = AgentProtocol.socketPath(vaultID: try vault.header().vaultID)
-            let status = try? AgentClient(socketPath: socket).send(AgentRequest(op: "status"), timeout: 5).status
+        @MainActor func run() async throws {
+            try Self.show(vaultPath: options.resolvedPath, json: json)
+        }
+
+        /// The whole command, also run by the fast path (`FastPath`).
+        static func show(vaultPath path: String, json: Bool) throws(VaultError) {
+            let target = try AgentSession.target(vaultPath: path)
+            let socket = target.client.socketPath
+            var status: AgentResponse.Status?
+            if target.client.socketExists, let response = try? target.client.send(target.stamped(AgentRequest(op: "status")), timeout: 5),
+               response.ok {
+                status = response.status
+            }
             let now = Int64(Date().timeIntervalSince1970)
             if json {
                 return Output.json(StatusView(unlocked: status != nil, vault: path, socket: socket, pid: status?.pid,
@@ -149,7 +160,7 @@ extension VaultCLI {
         @Option var idle: Int64
         @Option(name: .customLong("keep-fresh")) var keepFresh: [String] = []
 
-        func run() async throws {
+        @MainActor func run() async throws {
             var entries: [(profile: String, environment: String?)] = []
             for entry in keepFresh {
                 let parts = entry.split(separator: "@").map(String.init)
@@ -194,21 +205,54 @@ struct StatusView: Encodable {
 
 /// Routing commands through the agent when one serves the vault.
 enum AgentSession {
-    /// The agent client for the vault, or nil when `--no-agent` / `VAULT_NO_AGENT=1` or
-    /// no agent socket exists (the command then goes the passphrase way).
-    static func client(_ options: VaultOptions) throws(VaultError) -> AgentClient? {
-        let env = ProcessInfo.processInfo.environment
-        if options.noAgent || ["1", "true", "yes"].contains((env["VAULT_NO_AGENT"] ?? "").lowercased()) { return nil }
-        let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: try options.open().header().vaultID))
-        return client.socketExists ? client : nil
+    /// The agent socket of one vault file, and that file's identity (sent with every
+    /// request, so an agent serving a copy of the vault with the same id does nothing).
+    struct Target {
+        var client: AgentClient
+        var device: UInt64
+        var inode: UInt64
+
+        func stamped(_ request: AgentRequest) -> AgentRequest {
+            var request = request
+            request.fileDevice = device
+            request.fileInode = inode
+            return request
+        }
     }
 
-    /// Sends `request`; nil when the agent turned out to be gone or ending (after a
-    /// one-line hint), an error with the command's exit code when the operation failed.
-    static func send(_ client: AgentClient, _ request: AgentRequest, timeout: TimeInterval = 60) throws(VaultError) -> AgentResponse? {
+    /// Where the agent of the vault at `vaultPath` would listen (a lean read of the vault
+    /// id: one read-only connection, no pool, no schema check).
+    static func target(vaultPath: String) throws(VaultError) -> Target {
+        let found = try VaultDatabase.agentLookup(at: vaultPath)
+        return Target(client: AgentClient(socketPath: AgentProtocol.socketPath(vaultID: found.vaultID)), device: found.dev, inode: found.ino)
+    }
+
+    /// Whether `--no-agent` or `VAULT_NO_AGENT=1` asks to bypass the agent.
+    static func bypassed(flag: Bool) -> Bool {
+        flag || ["1", "true", "yes"].contains((getenv("VAULT_NO_AGENT").map { String(cString: $0) } ?? "").lowercased())
+    }
+
+    /// The agent of the vault, or nil when bypassed or no agent socket exists (the
+    /// command then goes the passphrase way).
+    static func client(_ options: VaultOptions) -> Target? {
+        client(vaultPath: options.resolvedPath, noAgent: options.noAgent)
+    }
+
+    /// When the lean lookup fails (no vault, not a vault, an unreadable file) there is no
+    /// agent to use: the command opens the vault itself and reports the real problem.
+    static func client(vaultPath: String, noAgent: Bool) -> Target? {
+        if bypassed(flag: noAgent) { return nil }
+        guard let target = try? target(vaultPath: vaultPath) else { return nil }
+        return target.client.socketExists ? target : nil
+    }
+
+    /// Sends `request`; nil when the agent turned out to be gone, ending or serving
+    /// another file (after a one-line hint), an error with the command's exit code when
+    /// the operation failed.
+    static func send(_ target: Target, _ request: AgentRequest, timeout: TimeInterval = 60) throws(VaultError) -> AgentResponse? {
         let response: AgentResponse
         do {
-            response = try client.send(request, timeout: timeout)
+            response = try target.client.send(target.stamped(request), timeout: timeout)
         } catch {
             switch error {
             case .noAgent: return nil
@@ -221,6 +265,10 @@ enum AgentSession {
             Output.info("hint: the agent for this vault is ending; asking for the passphrase")
             return nil
         }
+        if response.otherFile == true {
+            Output.info("hint: the running agent serves another copy of this vault; asking for the passphrase")
+            return nil
+        }
         guard response.ok else {
             let failure = response.error ?? .init(exitCode: 1, message: "the agent did not perform the operation", hint: nil)
             throw .relayed(exitCode: failure.exitCode, message: failure.message, hint: failure.hint)
@@ -230,30 +278,63 @@ enum AgentSession {
 
     /// Runs `request` through the agent if one serves the vault; nil otherwise.
     static func perform(_ options: VaultOptions, _ request: AgentRequest) throws(VaultError) -> AgentResponse? {
-        guard let client = try client(options) else { return nil }
-        return try send(client, request)
+        guard let target = client(options) else { return nil }
+        return try send(target, request)
     }
 
     static func networkFields(_ request: inout AgentRequest, _ network: NetworkOptions) {
-        let env = ProcessInfo.processInfo.environment
-        request.timeoutMs = Int64(network.timeout * 1000)
-        request.connectTimeoutMs = Int64(network.connectTimeout * 1000)
-        request.caBundle = network.cacert ?? env["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
-        request.proxyEnvironment = env.filter { ["https_proxy", "http_proxy", "all_proxy", "no_proxy"].contains($0.key.lowercased()) }
+        networkFields(&request, timeout: network.timeout, connectTimeout: network.connectTimeout, cacert: network.cacert)
+    }
+
+    static func networkFields(_ request: inout AgentRequest, timeout: Double, connectTimeout: Double, cacert: String?) {
+        request.timeoutMs = Int64(timeout * 1000)
+        request.connectTimeoutMs = Int64(connectTimeout * 1000)
+        request.caBundle = cacert ?? getenv("VAULT_CA_BUNDLE").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        var proxies: [String: String] = [:]
+        for name in ["https_proxy", "http_proxy", "all_proxy", "no_proxy"] {
+            for spelling in [name, name.uppercased()] {
+                if let value = getenv(spelling) { proxies[spelling] = String(cString: value) }
+            }
+        }
+        request.proxyEnvironment = proxies
+    }
+
+    /// What `token` and `exec` ask for, as plain values (built by argument-parser's
+    /// commands and by `FastPath`).
+    struct TokenAsk {
+        var vaultPath: String
+        var noAgent = false
+        var profile: String
+        var environment: String?
+        var fresh = false
+        var minTTL: Int64 = 300
+        var timeout: Double = 30
+        var connectTimeout: Double = 10
+        var cacert: String?
     }
 
     /// The token from the agent, or nil when there is none.
     static func token(_ options: VaultOptions, selection: TokenSelection, network: NetworkOptions,
                       profile: String, action: String) throws(VaultError) -> DeliveredToken? {
-        guard let client = try client(options) else { return nil }
+        try token(TokenAsk(vaultPath: options.resolvedPath, noAgent: options.noAgent, profile: profile, environment: selection.env,
+                           fresh: selection.fresh, minTTL: selection.minTtl, timeout: network.timeout,
+                           connectTimeout: network.connectTimeout, cacert: network.cacert), action: action)
+    }
+
+    static func token(_ ask: TokenAsk, action: String) throws(VaultError) -> DeliveredToken? {
+        guard let target = client(vaultPath: ask.vaultPath, noAgent: ask.noAgent) else { return nil }
+        return try token(ask, target: target, action: action)
+    }
+
+    static func token(_ ask: TokenAsk, target: Target, action: String) throws(VaultError) -> DeliveredToken? {
         var request = AgentRequest(op: "token")
-        request.profile = profile
-        request.environment = selection.env
-        request.fresh = selection.fresh
-        request.minTTL = selection.minTtl
+        request.profile = ask.profile
+        request.environment = ask.environment
+        request.fresh = ask.fresh
+        request.minTTL = ask.minTTL
         request.action = action
-        networkFields(&request, network)
-        guard let response = try send(client, request, timeout: network.timeout + 15) else { return nil }
+        networkFields(&request, timeout: ask.timeout, connectTimeout: ask.connectTimeout, cacert: ask.cacert)
+        guard let response = try send(target, request, timeout: ask.timeout + 15) else { return nil }
         guard let token = response.token else { throw .failure("the agent gave no token") }
         let environment = Environment(name: token.environment, tokenURL: "", apiBase: token.apiBase, builtIn: false)
         let audit = AuditEntry(at: 0, action: action, outcome: token.fromCache ? "cache_hit" : "ok")
@@ -264,9 +345,8 @@ enum AgentSession {
     /// Ends the agent of the vault after `passwd` or `rekey` changed the keys (the agent
     /// also notices by itself within a fraction of a second).
     static func lockAfterKeyChange(_ options: VaultOptions) {
-        guard let vault = try? options.open(), let header = try? vault.header() else { return }
-        let client = AgentClient(socketPath: AgentProtocol.socketPath(vaultID: header.vaultID))
-        if client.socketExists, (try? client.send(AgentRequest(op: "lock"), timeout: 5)) != nil {
+        guard let target = try? target(vaultPath: options.resolvedPath), target.client.socketExists else { return }
+        if let response = try? target.client.send(target.stamped(AgentRequest(op: "lock")), timeout: 5), response.ok {
             Output.info("the agent of this vault was ended; run `vault unlock` again")
         }
     }

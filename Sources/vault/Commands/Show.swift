@@ -4,14 +4,15 @@ import VaultCore
 extension VaultCLI {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "show",
             abstract: "Show one profile's metadata and secret versions (never a secret).")
 
         @OptionGroup var options: VaultOptions
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
-            let vault = try options.open()
+        @MainActor func run() async throws {
+            let vault = try options.openForReading()
             let profile = try vault.profile(named: name)
             let versions = try vault.secretVersions(of: profile)
             if json { return Output.json(ProfileView(profile, versions: versions)) }

@@ -20,6 +20,7 @@ enum TokenFormat: String, ExpressibleByArgument, CaseIterable {
 extension VaultCLI {
     struct Token: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "token",
             abstract: "Print a bearer token for a profile, from the sealed cache or a fresh exchange.")
 
         @OptionGroup var options: VaultOptions
@@ -28,7 +29,7 @@ extension VaultCLI {
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Option(help: "raw, json, header or env.") var format: TokenFormat = .raw
 
-        func run() async throws {
+        @MainActor func run() async throws {
             if let delivered = try AgentSession.token(options, selection: selection, network: network, profile: name, action: "token") {
                 return TokenPrinter.print(delivered, format: format)
             }

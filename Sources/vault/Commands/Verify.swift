@@ -5,13 +5,14 @@ import VaultCore
 extension VaultCLI {
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "verify",
             abstract: "Full integrity check: every secret version, cached token, MAC, version sequence, the schema and the audit chain.",
             discussion: "Names every problem found. Exit 0 when the vault is sound, 7 when anything is wrong. `vault doctor` keeps the quick checks that need no passphrase.")
 
         @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let report: FullVerification
             if let response = try AgentSession.perform(options, AgentRequest(op: "verify")), let fromAgent = response.verification {
                 report = fromAgent
@@ -34,12 +35,13 @@ extension VaultCLI {
 
     struct Upgrade: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "upgrade",
             abstract: "Upgrade a format-1 vault to format 2 now (the first unlock does it anyway).",
             discussion: "One transaction: every format-1 MAC, secret and audit record is checked first; a vault that fails is left as it was (exit 7).")
 
         @OptionGroup var options: VaultOptions
 
-        func run() async throws {
+        @MainActor func run() async throws {
             let vault = try options.open()
             let before = try vault.formatVersion()
             let unlocked = try vault.unlock(passphrase: options.passphrase.existing())

@@ -7,7 +7,23 @@ import Glibc
 /// Writing to stdout (data only) and stderr (messages).
 enum Output {
     static func stdout(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+        write(1, text)
+    }
+
+    /// Writes all of `text` to `fd` with write(2) (a closed pipe ends the output quietly:
+    /// SIGPIPE is ignored and EPIPE stops the loop).
+    static func write(_ fd: Int32, _ text: String) {
+        var text = text
+        text.withUTF8 { write(fd, UnsafeRawBufferPointer($0)) }
+    }
+
+    static func write(_ fd: Int32, _ raw: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset < raw.count {
+            let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n < 0 { if errno == EINTR { continue }; break }
+            offset += n
+        }
     }
 
     /// Lines of text built from values read from the vault file, each sanitised.
@@ -20,30 +36,23 @@ enum Output {
         var bytes = Array(prefix.utf8)
         secret.withUnsafeBytes { bytes += $0 }
         bytes += Array(suffix.utf8)
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(1, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 { if errno == EINTR { continue }; break }
-                offset += n
-            }
-        }
+        bytes.withUnsafeBytes { raw in write(1, raw) }
         for i in bytes.indices { bytes[i] = 0 }
     }
 
     /// A message on stderr; values from the vault file are in it, so it is sanitised.
     static func info(_ text: String) {
-        FileHandle.standardError.write(Data("vault: \(text.sanitisedForDisplay(limit: 2000))\n".utf8))
+        write(2, "vault: \(text.sanitisedForDisplay(limit: 2000))\n")
     }
 
     static func warning(_ text: String) {
-        FileHandle.standardError.write(Data("vault: warning: \(text.sanitisedForDisplay(limit: 2000))\n".utf8))
+        write(2, "vault: warning: \(text.sanitisedForDisplay(limit: 2000))\n")
     }
 
     static func error(_ error: VaultError) {
         var text = "vault: error: \(error.message.sanitisedForDisplay(limit: 2000))\n"
         if let hint = error.hint { text += "vault: hint: \(hint.sanitisedForDisplay(limit: 2000))\n" }
-        FileHandle.standardError.write(Data(text.utf8))
+        write(2, text)
     }
 
     /// A usage error from argument parsing, as `vault: error: …` like every other error.
@@ -56,7 +65,7 @@ enum Output {
             text += index == 0 ? "vault: error: \(clean)\n" : "vault: \(clean)\n"
         }
         text += "vault: hint: \(help)\n"
-        FileHandle.standardError.write(Data(text.utf8))
+        write(2, text)
     }
 
     /// Pretty, sorted JSON of an encodable value, newline-terminated.

@@ -7,10 +7,14 @@ import VaultCore
 enum TraceOutput {
     static func bootstrap(arguments: [String]) {
         let beforeTerminator = arguments.prefix { $0 != "--" }
-        let env = ProcessInfo.processInfo.environment["VAULT_VERBOSE"] ?? ""
-        let verbose = beforeTerminator.contains("--verbose") || ["1", "true", "yes"].contains(env.lowercased())
+        let verbose = beforeTerminator.contains("--verbose") || verboseFromEnvironment
         _ = TraceHandler.start
         LoggingSystem.bootstrap { _ in TraceHandler(logLevel: verbose ? .debug : .critical) }
+    }
+
+    /// `VAULT_VERBOSE=1` (or `true`, `yes`).
+    static var verboseFromEnvironment: Bool {
+        ["1", "true", "yes"].contains((getenv("VAULT_VERBOSE").map { String(cString: $0) } ?? "").lowercased())
     }
 }
 
@@ -25,12 +29,12 @@ struct TraceHandler: LogHandler {
 
     /// Milliseconds since the process started (CLOCK_MONOTONIC against the process's
     /// start time from /proc would be exact; the first trace call is close enough).
-    nonisolated(unsafe) static let start = ContinuousClock.now
+    static let start = ContinuousClock.now
 
     func log(event: LogEvent) {
         let elapsed = ContinuousClock.now - Self.start
         let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let text = "vault: trace: [\(String(format: "%.1f", ms)) ms] \(event.message.description.sanitisedForDisplay(limit: 1000))\n"
-        FileHandle.standardError.write(Data(text.utf8))
+        Output.write(2, text)
     }
 }
