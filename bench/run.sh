@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: one self-contained binary, linked by lld with packed relative relocations
-# (glibc 2.36 applies them; start-up measured 1.11x faster, see BENCHMARKS.md).
+# (glibc 2.36 applies them; start-up measured 1.11x faster) and without an exported dynamic
+# symbol table (the Swift runtime's start-up dladdr() scans it); see BENCHMARKS.md.
 RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
@@ -86,6 +87,7 @@ hyperfine -N -w 3 -r $((runs * 3)) --export-markdown "$work/h.md" \
   -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
   -n "vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE $BIN/vault token b" \
   -n "vault token --fresh, agent" "env -u VAULT_PASSPHRASE_FILE $BIN/vault token b --fresh" \
+  -n "vault status" "env -u VAULT_PASSPHRASE_FILE $BIN/vault status" \
   -n "process floor: vault --version" "$BIN/vault --version" \
   -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" >/dev/null
 cat "$work/h.md" >> "$out"; echo >> "$out"

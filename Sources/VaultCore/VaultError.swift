@@ -5,6 +5,9 @@
 public enum VaultError: Error, Sendable, Equatable {
     /// The passphrase did not unlock the vault. Exit 3.
     case wrongPassphrase
+    /// The identity's passphrase did not open it, or the identity has no slot in this
+    /// vault (the two are not told apart). Exit 3.
+    case wrongIdentityPassphrase
     /// No vault, profile or environment by that name. Exit 6.
     case notFound(String)
     /// Vault data failed authentication or is corrupt. Exit 7.
@@ -32,7 +35,7 @@ public enum VaultError: Error, Sendable, Equatable {
     /// The process exit code for this error.
     public var exitCode: Int32 {
         switch self {
-        case .wrongPassphrase: 3
+        case .wrongPassphrase, .wrongIdentityPassphrase: 3
         case .rejected: 4
         case .unavailable: 5
         case .notFound: 6
@@ -48,6 +51,7 @@ public enum VaultError: Error, Sendable, Equatable {
     public var message: String {
         switch self {
         case .wrongPassphrase: "wrong passphrase: the vault could not be unlocked"
+        case .wrongIdentityPassphrase: "the identity could not be opened: wrong identity passphrase"
         case .notFound(let what): what
         case .integrity(let what): "integrity failure: \(what)"
         case .rejected(let error, let description, let status, _):
@@ -69,6 +73,8 @@ public enum VaultError: Error, Sendable, Equatable {
         switch self {
         case .wrongPassphrase:
             "check the passphrase source (--passphrase-file, VAULT_PASSPHRASE_FILE, VAULT_PASSPHRASE, prompt)"
+        case .wrongIdentityPassphrase:
+            "check the identity passphrase source (VAULT_IDENTITY_PASSPHRASE_FILE, VAULT_IDENTITY_PASSPHRASE, prompt)"
         case .rejected(_, _, _, let hint): hint
         case .unavailable: "check the network, proxy settings and the environment's token URL, then retry"
         case .integrity: "`vault verify` names every problem; restore the vault from a backup"

@@ -18,6 +18,9 @@ public enum Labels {
     public static let auditMAC = "gbg-vault/v2 audit"
     public static let auditHeadMAC = "gbg-vault/v2 audit-head"
     public static let retiredAuditKeyAD = "gbg-vault/v2 retired-audit-key"
+    /// Member identities (FORMAT.md §10).
+    public static let recipientChecksum = "gbg-vault/recipient"
+    public static let identityAD = "gbg-vault/identity"
 
     /// Format-1 labels (FORMAT.md §9), used only by the upgrade.
     public enum V1 {

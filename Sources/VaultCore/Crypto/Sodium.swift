@@ -177,6 +177,97 @@ public enum Sodium {
         return out
     }
 
+    // MARK: - X25519 sealed boxes (crypto_box_seal) and Ed25519 (crypto_sign)
+
+    public static let boxPublicKeyBytes = Int(crypto_box_publickeybytes())
+    public static let boxSecretKeyBytes = Int(crypto_box_secretkeybytes())
+    public static let sealBytes = Int(crypto_box_sealbytes())
+    public static let signPublicKeyBytes = Int(crypto_sign_publickeybytes())
+    public static let signSeedBytes = Int(crypto_sign_seedbytes())
+    public static let signatureBytes = Int(crypto_sign_bytes())
+
+    /// The X25519 public key of a secret key (`crypto_scalarmult_base`).
+    public static func boxPublicKey(secretKey: SecureBytes) throws(CryptoError) -> [UInt8] {
+        ensureInitialised()
+        guard secretKey.count == boxSecretKeyBytes else {
+            throw .invalidLength(what: "box secret key", expected: boxSecretKeyBytes, actual: secretKey.count)
+        }
+        var publicKey = [UInt8](repeating: 0, count: boxPublicKeyBytes)
+        let status = secretKey.withUnsafeBytes { sk in
+            crypto_scalarmult_base(&publicKey, sk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        guard status == 0 else { throw .authenticationFailed }
+        return publicKey
+    }
+
+    /// Ed25519 key pair from a 32-byte seed (`crypto_sign_seed_keypair`): the public key
+    /// and the 64-byte secret key, in guarded memory.
+    public static func signKeyPair(seed: SecureBytes) throws(CryptoError) -> (publicKey: [UInt8], secretKey: SecureBytes) {
+        ensureInitialised()
+        guard seed.count == signSeedBytes else {
+            throw .invalidLength(what: "signing seed", expected: signSeedBytes, actual: seed.count)
+        }
+        var publicKey = [UInt8](repeating: 0, count: signPublicKeyBytes)
+        let secretKey = SecureBytes(count: Int(crypto_sign_secretkeybytes()))
+        secretKey.withUnsafeMutableBytes { sk in
+            seed.withUnsafeBytes { seedBytes in
+                _ = crypto_sign_seed_keypair(&publicKey, sk.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                             seedBytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+        return (publicKey, secretKey)
+    }
+
+    /// A detached Ed25519 signature (`crypto_sign_detached`).
+    public static func sign(_ message: [UInt8], secretKey: SecureBytes) -> [UInt8] {
+        ensureInitialised()
+        precondition(secretKey.count == Int(crypto_sign_secretkeybytes()))
+        var signature = [UInt8](repeating: 0, count: signatureBytes)
+        secretKey.withUnsafeBytes { sk in
+            _ = crypto_sign_detached(&signature, nil, message, UInt64(message.count), sk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        return signature
+    }
+
+    /// Checks a detached Ed25519 signature (`crypto_sign_verify_detached`).
+    public static func verify(signature: [UInt8], message: [UInt8], publicKey: [UInt8]) -> Bool {
+        ensureInitialised()
+        guard signature.count == signatureBytes, publicKey.count == signPublicKeyBytes else { return false }
+        return crypto_sign_verify_detached(signature, message, UInt64(message.count), publicKey) == 0
+    }
+
+    /// Seals `plaintext` to an X25519 public key (`crypto_box_seal`: ephemeral sender key).
+    public static func sealBox(_ plaintext: SecureBytes, to publicKey: [UInt8]) throws(CryptoError) -> [UInt8] {
+        ensureInitialised()
+        guard publicKey.count == boxPublicKeyBytes else {
+            throw .invalidLength(what: "box public key", expected: boxPublicKeyBytes, actual: publicKey.count)
+        }
+        var sealed = [UInt8](repeating: 0, count: plaintext.count + sealBytes)
+        let status = plaintext.withUnsafeBytes { message in
+            crypto_box_seal(&sealed, message.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(message.count), publicKey)
+        }
+        guard status == 0 else { throw .authenticationFailed }
+        return sealed
+    }
+
+    /// Opens a sealed box (`crypto_box_seal_open`); ``CryptoError/authenticationFailed``
+    /// when it was not sealed to this key pair or was changed.
+    public static func openBox(_ sealed: [UInt8], publicKey: [UInt8], secretKey: SecureBytes) throws(CryptoError) -> SecureBytes {
+        ensureInitialised()
+        guard sealed.count >= sealBytes, publicKey.count == boxPublicKeyBytes, secretKey.count == boxSecretKeyBytes else {
+            throw .authenticationFailed
+        }
+        let plaintext = SecureBytes(count: sealed.count - sealBytes)
+        let status: Int32 = plaintext.withUnsafeMutableBytes { out in
+            secretKey.withUnsafeBytes { sk in
+                crypto_box_seal_open(out.baseAddress!.assumingMemoryBound(to: UInt8.self), sealed, UInt64(sealed.count),
+                                     publicKey, sk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+        guard status == 0 else { throw .authenticationFailed }
+        return plaintext
+    }
+
     /// Constant-time equality of two byte arrays (`sodium_memcmp`).
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }

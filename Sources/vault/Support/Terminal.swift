@@ -62,26 +62,49 @@ enum Terminal {
 struct PassphraseReader {
     var passphraseFile: String?
     var environment = ProcessInfo.processInfo.environment
+    /// The variables and prompts: the vault's by default; identities have their own.
+    var fileVariable = "VAULT_PASSPHRASE_FILE"
+    var valueVariable = "VAULT_PASSPHRASE"
+    var prompt = "Vault passphrase: "
+    var newPrompt = "New vault passphrase: "
+    var sourcesHint = Self.sourcesHint
 
     static let sourcesHint = "give --passphrase-file PATH, or set VAULT_PASSPHRASE_FILE or VAULT_PASSPHRASE"
 
-    /// The passphrase of an existing vault.
-    func existing() throws(VaultError) -> SecureBytes {
-        if let path = passphraseFile ?? environment["VAULT_PASSPHRASE_FILE"] {
-            return try Self.readFile(path, what: "passphrase")
-        }
-        if let value = environment["VAULT_PASSPHRASE"] {
-            return try Self.nonEmpty(SecureBytes(utf8: value))
-        }
-        return try Self.nonEmpty(Terminal.readHidden(prompt: "Vault passphrase: ", missingSourceHint: Self.sourcesHint))
+    init(passphraseFile: String?) {
+        self.passphraseFile = passphraseFile
     }
 
-    /// A passphrase for a new vault: from the same sources, or asked twice on the terminal.
-    func new() throws(VaultError) -> SecureBytes {
-        if passphraseFile != nil || environment["VAULT_PASSPHRASE_FILE"] != nil || environment["VAULT_PASSPHRASE"] != nil {
-            return try existing()
+    init(passphraseFile: String?, fileVariable: String, valueVariable: String, prompt: String, newPrompt: String, sourcesHint: String) {
+        self.passphraseFile = passphraseFile
+        self.fileVariable = fileVariable
+        self.valueVariable = valueVariable
+        self.prompt = prompt
+        self.newPrompt = newPrompt
+        self.sourcesHint = sourcesHint
+    }
+
+    /// Whether a non-interactive source is set.
+    var hasSource: Bool {
+        passphraseFile != nil || environment[fileVariable] != nil || environment[valueVariable] != nil
+    }
+
+    /// The passphrase of an existing vault (or identity).
+    func existing() throws(VaultError) -> SecureBytes {
+        if let path = passphraseFile ?? environment[fileVariable] {
+            return try Self.readFile(path, what: "passphrase")
         }
-        return try Self.askTwice(prompt: "New vault passphrase: ", hint: Self.sourcesHint)
+        if let value = environment[valueVariable] {
+            return try Self.nonEmpty(SecureBytes(utf8: value))
+        }
+        return try Self.nonEmpty(Terminal.readHidden(prompt: prompt, missingSourceHint: sourcesHint))
+    }
+
+    /// A passphrase for a new vault (or identity): from the same sources, or asked twice
+    /// on the terminal.
+    func new() throws(VaultError) -> SecureBytes {
+        if hasSource { return try existing() }
+        return try Self.askTwice(prompt: newPrompt, hint: sourcesHint)
     }
 
     /// The new passphrase of `vault passwd`.
