@@ -17,6 +17,7 @@ work="$(mktemp -d)"; stub_pid=""
 cleanup() { if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 gcc -O2 -o "$work/pwhash" bench/pwhash.c $(pkg-config --cflags --libs libsodium)
+gcc -O2 -o "$work/box_open" bench/box_open.c $(pkg-config --cflags --libs libsodium)
 out=bench/results/latest.md; mkdir -p bench/results
 runs=10; [ $quick = 1 ] && runs=3
 {
@@ -41,6 +42,28 @@ for preset in interactive moderate sensitive; do
   rss=$( { VAULT_PATH="$v" /usr/bin/time -f '%M' "$BIN/vault" audit verify >/dev/null; } 2>&1 | tail -1)
   echo "peak RSS of one unlock at $preset: $((rss / 1024)) MiB (KDF memlimit $((mem / 1048576)) MiB; goal ≤ limit + 40 MiB)" >> "$out"; echo >> "$out"
 done
+
+# 1b. Unlock as a member (an unsealed identity: crypto_box_seal_open of its key slot) vs the
+# passphrase (Argon2id at the default preset) vs one crypto_box_seal_open alone, each a whole
+# process; and with 20 members, since every slot is tried.
+v="$work/members.db"
+VAULT_PATH="$v" "$BIN/vault" init --kdf moderate 2>/dev/null
+env -u VAULT_PASSPHRASE_FILE "$BIN/vault" identity new --no-passphrase --out "$work/member.identity" > "$work/member.recipient" 2>/dev/null
+VAULT_PATH="$v" "$BIN/vault" member add bench --recipient "$(cat "$work/member.recipient")" 2>/dev/null
+echo "## Unlock as a member (identity) vs the passphrase (moderate) vs crypto_box_seal_open alone" >> "$out"
+hyperfine -N -w 2 -r $runs --export-markdown "$work/h.md" \
+  -n "crypto_box_seal_open alone (process)" "$work/box_open 1" \
+  -n "vault audit verify, identity, 2 slots" "env -u VAULT_PASSPHRASE_FILE VAULT_PATH=$v VAULT_IDENTITY_FILE=$work/member.identity $BIN/vault audit verify" \
+  -n "vault audit verify, passphrase (moderate)" "env VAULT_PATH=$v $BIN/vault audit verify" >/dev/null
+cat "$work/h.md" >> "$out"; echo >> "$out"
+for i in $(seq 18); do
+  env -u VAULT_PASSPHRASE_FILE "$BIN/vault" identity new --no-passphrase --out "$work/extra-$i.identity" > "$work/extra.recipient" 2>/dev/null
+  VAULT_PATH="$v" VAULT_IDENTITY_FILE="$work/member.identity" "$BIN/vault" member add "extra-$i" --recipient "$(cat "$work/extra.recipient")" 2>/dev/null
+done
+hyperfine -N -w 2 -r $runs --export-markdown "$work/h.md" \
+  -n "crypto_box_seal_open x20 (process)" "$work/box_open 20" \
+  -n "vault audit verify, identity, 20 slots" "env -u VAULT_PASSPHRASE_FILE VAULT_PATH=$v VAULT_IDENTITY_FILE=$work/member.identity $BIN/vault audit verify" >/dev/null
+cat "$work/h.md" >> "$out"; echo >> "$out"
 
 # 2. list --json on 10,000 profiles vs sqlite3 selecting the same columns.
 v="$work/list.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null

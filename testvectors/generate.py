@@ -85,6 +85,104 @@ def audit_input(r, prev, epoch):
             + opt_s(r["token_type"]) + opt_i(r["expires_in"]) + opt_i(r["expires_at"]) + opt_s(r["request_id"])
             + opt_s(r["token_fingerprint"]) + opt_s(r["detail"]))
 
+import base64
+
+def box_public(secret_key):
+    pk = ctypes.create_string_buffer(32)
+    assert sodium.crypto_scalarmult_base(pk, secret_key) == 0
+    return pk.raw
+
+def sign_keys(seed):
+    pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(64)
+    sodium.crypto_sign_seed_keypair(pk, sk, seed)
+    return pk.raw, sk.raw
+
+def sign(message, sk):
+    sig = ctypes.create_string_buffer(64)
+    sodium.crypto_sign_detached(sig, None, message, ctypes.c_ulonglong(len(message)), sk)
+    return sig.raw
+
+def verify(sig, message, pk):
+    return sodium.crypto_sign_verify_detached(sig, message, ctypes.c_ulonglong(len(message)), pk) == 0
+
+def seal_box(message, pk):
+    out = ctypes.create_string_buffer(len(message) + 48)
+    assert sodium.crypto_box_seal(out, message, ctypes.c_ulonglong(len(message)), pk) == 0
+    return out.raw
+
+def recipient(box_pk, sign_pk):
+    checksum = blake2b(s("gbg-vault/recipient") + d(box_pk) + d(sign_pk), length=16)[:4]
+    return "gbgv1" + base64.urlsafe_b64encode(box_pk + sign_pk + checksum).decode().rstrip("=")
+
+def members_vectors(kek, salt, ops, mem, key_nonce):
+    """FORMAT.md §4.2 (format 3), §6.7, §10: recipients, the owner wrap, a key slot, member MAC, a signed record."""
+    owner_secret = bytes(range(0x01, 0x41))          # box secret key ‖ Ed25519 seed
+    alice_secret = bytes(range(0x41, 0x81))
+    ids = {}
+    for name, secret in (("owner", owner_secret), ("alice", alice_secret)):
+        box_pk = box_public(secret[:32])
+        sign_pk, sign_sk = sign_keys(secret[32:])
+        ids[name] = dict(secret=secret, box_pk=box_pk, sign_pk=sign_pk, sign_sk=sign_sk, recipient=recipient(box_pk, sign_pk))
+    epoch, signed_from = 2, 1
+    wad = s("gbg-vault/v3 wrap") + u32(3) + d(VAULT_ID) + s("argon2id13") + u64(ops) + u64(mem) + d(salt)
+    wrapped = seal(kek, key_nonce, owner_secret, wad)
+    digest = blake2b(s("gbg-vault/v3 header") + u32(3) + d(VAULT_ID) + i64(epoch) + i64(signed_from) + s("argon2id13")
+                     + u64(ops) + u64(mem) + d(salt) + d(key_nonce) + d(wrapped))
+    meta_key = subkey(DATA_KEY, 1, b"gbgvmeta")
+    alice_uid = bytes(range(0x10, 0x20))
+    member = {"name": "alice", "uid": h(alice_uid), "kind": "recipient", "box_public_key": h(ids["alice"]["box_pk"]),
+              "sign_public_key": h(ids["alice"]["sign_pk"]), "added_seq": 2, "removed_seq": None, "created_at": "2026-11-29T10:00:00Z"}
+    member_mac = blake2b(s("gbg-vault/v3 member") + d(VAULT_ID) + s("alice") + d(alice_uid) + s("recipient") + d(ids["alice"]["box_pk"])
+                         + d(ids["alice"]["sign_pk"]) + i64(2) + opt_i(None) + s("2026-11-29T10:00:00Z"), meta_key)
+    binding = blake2b(s("gbg-vault/v3 key-slot") + d(VAULT_ID) + i64(epoch) + s("alice") + d(alice_uid) + d(ids["alice"]["box_pk"])
+                      + d(DATA_KEY) + d(AUDIT_KEY))
+    sealed = seal_box(DATA_KEY + AUDIT_KEY + binding, ids["alice"]["box_pk"])   # random ephemeral key: open it, do not compare it
+    slot_mac = blake2b(s("gbg-vault/v3 key-slot-mac") + d(VAULT_ID) + s("alice") + d(alice_uid) + i64(epoch) + d(sealed), meta_key)
+    record = dict(RECORD, seq=3, at=1764384120000, action="token", profile="acme", outcome="cache_hit")
+    mac_key = subkey(AUDIT_KEY, 1, b"gbgvaudt")
+    prev = bytes(range(0x70, 0x90))
+    rmac = blake2b(audit_input(record, prev, epoch), mac_key)
+    sig_input = s("gbg-vault/v3 audit-signature") + d(VAULT_ID) + i64(3) + s("alice") + d(rmac)
+    signature = sign(sig_input, ids["alice"]["sign_sk"])
+    assert verify(signature, sig_input, ids["alice"]["sign_pk"])
+    # Failure cases
+    r = ids["alice"]["recipient"]
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    noncanonical = r[:-1] + last[last.index(r[-1]) + 1]
+    typo = r[:10] + ("A" if r[10] != "A" else "B") + r[11:]
+    fails = [
+        {"kind": "recipient", "input": typo, "expect": "fail", "reason": "the checksum does not match (one character changed)"},
+        {"kind": "recipient", "input": noncanonical, "expect": "fail", "reason": "not canonical: the last character's unused bits are set"},
+        {"kind": "recipient", "input": "age1" + r[5:], "expect": "fail", "reason": "wrong prefix"},
+        {"kind": "recipient", "input": r[:-2], "expect": "fail", "reason": "wrong length"},
+        {"kind": "recipient", "input": r[:20] + "+" + r[21:], "expect": "fail", "reason": "a character outside the base64url alphabet"},
+    ]
+    other_sig_input = s("gbg-vault/v3 audit-signature") + d(VAULT_ID) + i64(3) + s("owner") + d(rmac)
+    assert not verify(signature, other_sig_input, ids["owner"]["sign_pk"])
+    fails.append({"kind": "signature", "input": h(other_sig_input), "signature": h(signature), "public_key": h(ids["owner"]["sign_pk"]),
+                  "expect": "fail", "reason": "a record re-attributed to another member: the signature is alice's, the member named is owner"})
+    forged = sign(sig_input, ids["owner"]["sign_sk"])
+    assert not verify(forged, sig_input, ids["alice"]["sign_pk"])
+    fails.append({"kind": "signature", "input": h(sig_input), "signature": h(forged), "public_key": h(ids["alice"]["sign_pk"]),
+                  "expect": "fail", "reason": "a record signed by another member's key under alice's name"})
+    swapped = blake2b(s("gbg-vault/v3 key-slot-mac") + d(VAULT_ID) + s("owner") + d(bytes(16)) + i64(epoch) + d(sealed), meta_key)
+    fails.append({"kind": "slot-mac", "member": "owner", "member_uid": h(bytes(16)), "sealed": h(sealed), "mac": h(slot_mac),
+                  "expect": "fail", "reason": "alice's slot moved to the owner's row: the slot MAC names the member"})
+    assert swapped != slot_mac
+    return {
+        "description": "format 3 (FORMAT.md §4.2, §6.7, §10): recipients, the owner's wrapped identity, a key slot, a member MAC, a signed record",
+        "vault_id": h(VAULT_ID), "data_key": h(DATA_KEY), "audit_key": h(AUDIT_KEY), "key_epoch": epoch, "signed_from_seq": signed_from,
+        "identities": {n: {"secret": h(v["secret"]), "expect_box_public_key": h(v["box_pk"]), "expect_sign_public_key": h(v["sign_pk"]),
+                           "expect_recipient": v["recipient"]} for n, v in ids.items()},
+        "header": {"kek": h(kek), "salt": h(salt), "opslimit": ops, "memlimit": mem, "key_nonce": h(key_nonce),
+                   "expect_wrap_ad": h(wad), "expect_wrapped_keys": h(wrapped), "expect_header_digest": h(digest)},
+        "member": member, "expect_member_mac": h(member_mac),
+        "slot": {"member": "alice", "sealed": h(sealed), "expect_binding": h(binding), "expect_mac": h(slot_mac)},
+        "record": record, "previous_mac": h(prev), "expect_record_mac": h(rmac), "expect_signature_input": h(sig_input),
+        "expect_signature": h(signature),
+        "failures": fails, "expect": "ok",
+    }
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     vectors = {}
@@ -213,6 +311,7 @@ def main():
     fails.append({"description": "a trail whose first record is not init (the trail was wiped and restarted)",
                   "kind": "audit-first", "record": wiped, "expect": "fail", "reason": "record 1 must be the init record"})
     vectors["failures"] = {"description": "inputs every implementation must reject", "cases": fails}
+    vectors["members"] = members_vectors(kek, salt, ops, mem, key_nonce)
 
     for name, case in vectors.items():
         with open(os.path.join(here, f"{name}.json"), "w") as f:

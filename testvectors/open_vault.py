@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Opens a gbg-vault file using only FORMAT.md, a key source and libsodium (ctypes).
 
-Independent of the Swift code. For format 2 it checks the header (§4.4), unwraps the
+Independent of the Swift code. For format 3 it unwraps the owner's identity with the
+passphrase (§4.2), or opens a member identity file (§10.2), finds the member's key slot
+by trying every slot (§10.3), checks every member MAC (§10.4) and every audit signature
+(§6.7). As for format 2 it checks the header (§4.4), unwraps the
 keys (§4.2), checks every environment and profile MAC (§5.3) and the version sequences
 (§3.4), opens every secret version (§5.1) and cached token (§5.2), unwraps the retired
 audit keys (§6.6) and verifies the audit chain (§6.5). Format 1 (§9) is read too, so a
@@ -10,6 +13,8 @@ on the first violation prints {"error": "..."} and exits 1.
 
 usage: VAULT_PASSPHRASE=… python3 open_vault.py VAULT.db [--allow-test-kdf]
        [--show-keys]   (adds the KEK, data key and audit keys in hex: for leak scans)
+       [--identity PATH]  (format 3: open as that member; a sealed identity file takes
+                           VAULT_IDENTITY_PASSPHRASE)
 """
 import json, os, sqlite3, sys
 from generate import sodium, pwhash, subkey, blake2b, s, d, u32, u64, i64, opt_s, opt_i
@@ -45,21 +50,115 @@ def read_header(db, allow_test):
     check(db.execute("PRAGMA application_id").fetchone()[0] == 0x47424756, "not a gbg-vault file")
     cols = [r[1] for r in db.execute("PRAGMA table_info(vault_header)")]
     epoch_sql = ", key_epoch" if "key_epoch" in cols else ", 1"
+    signed_sql = ", signed_from_seq" if "signed_from_seq" in cols else ", NULL"
     row = db.execute("SELECT format_version, vault_id, kdf_algorithm, kdf_opslimit, kdf_memlimit, kdf_salt, key_nonce, "
-                     f"wrapped_keys, header_digest{epoch_sql} FROM vault_header").fetchall()
+                     f"wrapped_keys, header_digest{epoch_sql}{signed_sql} FROM vault_header").fetchall()
     check(len(row) == 1, "the header must be exactly one row")
-    (fv, vid, alg, ops, mem, salt, knonce, wrapped, digest, epoch) = row[0]
-    check(fv in (1, 2), f"format version {fv}")
+    (fv, vid, alg, ops, mem, salt, knonce, wrapped, digest, epoch, signed_from) = row[0]
+    check(fv in (1, 2, 3), f"format version {fv}")
     check(len(vid) == 16 and len(salt) == 16 and len(knonce) == 24 and len(wrapped) == 80 and len(digest) == 32, "header blob lengths")
     check(epoch >= 1, "key epoch")
-    label = "gbg-vault/v2 header" if fv == 2 else "gbg-vault/v1 header"
-    ep = i64(epoch) if fv == 2 else b""
+    check(fv < 3 or (signed_from is not None and signed_from >= 1), "format 3 without signed_from_seq")
+    label = {1: "gbg-vault/v1 header", 2: "gbg-vault/v2 header", 3: "gbg-vault/v3 header"}[fv]
+    ep = (i64(epoch) if fv >= 2 else b"") + (i64(signed_from) if fv == 3 else b"")
     expect = blake2b(s(label) + u32(fv) + d(vid) + ep + s(alg) + u64(ops) + u64(mem) + d(salt) + d(knonce) + d(wrapped))
     check(expect == digest, "header digest mismatch")
     check(alg == "argon2id13", "kdf algorithm")
     check(ops <= 64 and mem <= 4 << 30, "KDF above maximum")
     check((ops >= 2 and mem >= 67108864) or (allow_test and (ops, mem) == (1, 8192)), "KDF below interactive")
-    return dict(fv=fv, vid=vid, alg=alg, ops=ops, mem=mem, salt=salt, knonce=knonce, wrapped=wrapped, epoch=epoch)
+    return dict(fv=fv, vid=vid, alg=alg, ops=ops, mem=mem, salt=salt, knonce=knonce, wrapped=wrapped, epoch=epoch,
+                signed_from=signed_from)
+
+def box_public(secret_key):
+    pk = ctypes.create_string_buffer(32)
+    check(sodium.crypto_scalarmult_base(pk, secret_key) == 0, "box public key")
+    return pk.raw
+
+def sign_public(seed):
+    pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(64)
+    sodium.crypto_sign_seed_keypair(pk, sk, seed)
+    return pk.raw
+
+def seal_open(sealed, pk, sk):
+    if len(sealed) < 48:
+        return None
+    out = ctypes.create_string_buffer(len(sealed) - 48)
+    rc = sodium.crypto_box_seal_open(out, sealed, ctypes.c_ulonglong(len(sealed)), pk, sk)
+    return out.raw if rc == 0 else None
+
+def sig_ok(signature, message, pk):
+    return sodium.crypto_sign_verify_detached(signature, message, ctypes.c_ulonglong(len(message)), pk) == 0
+
+def unwrap_owner(h, passphrase):
+    """§4.2 format 3: the passphrase opens the owner's identity (box secret key ‖ signing seed)."""
+    kek = pwhash(passphrase, h["salt"], h["ops"], h["mem"])
+    wrap_ad = s("gbg-vault/v3 wrap") + u32(3) + d(h["vid"]) + s(h["alg"]) + u64(h["ops"]) + u64(h["mem"]) + d(h["salt"])
+    return kek, aead_open(kek, h["knonce"], h["wrapped"], wrap_ad, "wrong passphrase (wrapped owner identity)")
+
+def identity_secret(path):
+    """§10.2 an identity file: unsealed, or sealed under its own passphrase."""
+    f = json.load(open(path))
+    check(f.get("format") == "gbg-vault identity" and f.get("version") == 1, "not an identity file")
+    import base64
+    if f["protection"] == "none":
+        secret = base64.b64decode(f["secret"])
+    else:
+        k = f["kdf"]
+        salt, nonce, sealed = (base64.b64decode(f[x]) for x in ("salt", "nonce", "sealed"))
+        key = pwhash(os.environ["VAULT_IDENTITY_PASSPHRASE"].encode(), salt, k["opslimit"], k["memlimit"])
+        ad = s("gbg-vault/identity") + s(f["recipient"]) + s(k["algorithm"]) + u64(k["opslimit"]) + u64(k["memlimit"]) + d(salt)
+        secret = aead_open(key, nonce, sealed, ad, "wrong identity passphrase")
+    check(len(secret) == 64, "identity secret length")
+    return secret
+
+def recipient_string(box_pk, sign_pk):
+    import base64
+    checksum = blake2b(s("gbg-vault/recipient") + d(box_pk) + d(sign_pk), length=16)[:4]
+    return "gbgv1" + base64.urlsafe_b64encode(box_pk + sign_pk + checksum).decode().rstrip("=")
+
+def open_slot(db, h, identity):
+    """§10.3 try every slot; the one that opens must be this member's, for this epoch, bound to it."""
+    box_sk, seed = identity[:32], identity[32:]
+    box_pk, sign_pk = box_public(box_sk), sign_public(seed)
+    found = None
+    for (member, epoch, sealed) in db.execute("SELECT member, key_epoch, sealed FROM key_slot"):
+        opened = seal_open(sealed, box_pk, box_sk)
+        if opened is not None and found is None:
+            found = (member, epoch, opened)
+    check(found is not None, "this identity has no key slot in the vault")
+    (member, epoch, opened) = found
+    check(len(opened) == 96 and epoch == h["epoch"], "key slot epoch")
+    row = db.execute("SELECT uid, box_public_key, sign_public_key, removed_seq FROM member WHERE name = ?", (member,)).fetchone()
+    check(row is not None and row[3] is None and row[1] == box_pk and row[2] == sign_pk, "the slot belongs to another member")
+    data_key, audit_key = opened[:32], opened[32:64]
+    binding = blake2b(s("gbg-vault/v3 key-slot") + d(h["vid"]) + i64(epoch) + s(member) + d(row[0]) + d(box_pk) + d(data_key) + d(audit_key))
+    check(binding == opened[64:], "key slot binding")
+    return member, data_key, audit_key
+
+def check_members(db, h, data_key, report):
+    """§10.4 member MACs; returns name → (kind, sign key, added, removed)."""
+    meta_key = subkey(data_key, 1, b"gbgvmeta")
+    members = {}
+    for (name, uid, kind, box_pk, sign_pk, added, removed, created, mac) in db.execute(
+            "SELECT name, uid, kind, box_public_key, sign_public_key, added_seq, removed_seq, created_at, mac FROM member"):
+        m = blake2b(s("gbg-vault/v3 member") + d(h["vid"]) + s(name) + d(uid) + s(kind) + d(box_pk) + d(sign_pk)
+                    + i64(added) + opt_i(removed) + s(created), meta_key)
+        check(m == mac, f"member {name} MAC")
+        members[name] = (kind, sign_pk, added, removed)
+        report["members"].append({"name": name, "kind": kind, "recipient": recipient_string(box_pk, sign_pk),
+                                  "added_seq": added, "removed_seq": removed})
+    check([n for n, v in members.items() if v[0] == "passphrase"] == ["owner"], "exactly one passphrase member, owner")
+    # §10.3 every slot: a current member's, this epoch, its MAC; every current member has one
+    uids = dict(db.execute("SELECT name, uid FROM member"))
+    current = {n for n, v in members.items() if v[3] is None}
+    slots = set()
+    for (member, epoch, sealed, mac) in db.execute("SELECT member, key_epoch, sealed, mac FROM key_slot"):
+        check(member in current and epoch == h["epoch"], f"key slot of {member}: not a current member's, or another epoch")
+        m = blake2b(s("gbg-vault/v3 key-slot-mac") + d(h["vid"]) + s(member) + d(uids[member]) + i64(epoch) + d(sealed), meta_key)
+        check(m == mac, f"key slot of {member} MAC (swapped or moved)")
+        slots.add(member)
+    check(slots == current, "every current member has exactly one key slot")
+    return members
 
 def unwrap(h, passphrase):
     kek = pwhash(passphrase, h["salt"], h["ops"], h["mem"])
@@ -135,14 +234,29 @@ def read_v2(db, h, data_key, audit_key, report):
         keys[e] = aead_open(sealing, n, sealed, s("gbg-vault/v2 retired-audit-key") + d(vid) + i64(e), f"retired audit key {e}")
     macs = {e: subkey(k, 1, b"gbgvaudt") for e, k in keys.items()}
     prev, expected_seq, current = bytes(32), 1, 1
-    for row in db.execute(f"SELECT {AUDIT_COLS}, key_epoch, previous_key_mac FROM audit_record ORDER BY seq"):
-        seq, action, mac, rec_epoch, pkm = row[0], row[2], row[18], row[19], row[20]
+    members = report.get("_members")
+    signed_sql = ", member, signature" if members is not None else ", NULL, NULL"
+    for row in db.execute(f"SELECT {AUDIT_COLS}, key_epoch, previous_key_mac{signed_sql} FROM audit_record ORDER BY seq"):
+        seq, action, mac, rec_epoch, pkm, signer, signature = row[0], row[2], row[18], row[19], row[20], row[21], row[22]
+        if members is not None:
+            # §6.7 signatures from signed_from_seq on
+            if seq < h["signed_from"]:
+                check(signer is None and signature is None, f"record {seq} is signed before the first signed record")
+            else:
+                check(signer in members and signature is not None, f"record {seq} has no valid signer")
+                (kind, sign_pk, added, removed) = members[signer]
+                check(added <= seq and (removed is None or seq <= removed), f"record {seq} signed outside {signer}'s membership")
+                if seq == h["signed_from"]:
+                    check(kind == "passphrase" and action in ("init", "upgrade"), f"record {seq} is not an owner-signed init/upgrade")
+                check(sig_ok(signature, s("gbg-vault/v3 audit-signature") + d(vid) + i64(seq) + s(signer) + d(mac), sign_pk),
+                      f"record {seq} signature by {signer}")
+                report["signatures"] += 1
         check(seq == expected_seq, f"audit record {expected_seq} missing")
         if seq == 1:
             check(action == "init" and rec_epoch == 1, "record 1 is not the init record of epoch 1")
         msg = s("gbg-vault/v2 audit") + d(vid) + d(prev) + i64(seq) + i64(rec_epoch) + audit_fields(row)
         if rec_epoch == current + 1 and seq > 1:
-            check(action == "rekey" and pkm is not None, f"record {seq} starts an epoch but is not a rekey record")
+            check(action in ("rekey", "member-remove") and pkm is not None, f"record {seq} starts an epoch but is not a rekey record")
             check(blake2b(msg, macs[current]) == pkm, f"record {seq}: previous_key_mac")
             current = rec_epoch
         else:
@@ -194,18 +308,33 @@ def read_v1(db, h, data_key, audit_key, report):
 def main():
     path = sys.argv[1]
     allow_test = "--allow-test-kdf" in sys.argv
-    passphrase = os.environ["VAULT_PASSPHRASE"].encode()
+    identity_path = sys.argv[sys.argv.index("--identity") + 1] if "--identity" in sys.argv else None
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     report = {"profiles": {}, "environments": [], "audit_records": 0, "cached_tokens": 0}
     try:
         h = read_header(db, allow_test)
-        kek, data_key, audit_key = unwrap(h, passphrase)
+        kek, identity = None, None
+        if h["fv"] == 3:
+            if identity_path:
+                identity = identity_secret(identity_path)
+            else:
+                kek, identity = unwrap_owner(h, os.environ["VAULT_PASSPHRASE"].encode())
+            member, data_key, audit_key = open_slot(db, h, identity)
+            report["member"] = member
+            report["members"], report["signatures"] = [], 0
+            report["_members"] = check_members(db, h, data_key, report)
+        else:
+            check(identity_path is None, "a format-1 or format-2 vault has no members")
+            kek, data_key, audit_key = unwrap(h, os.environ["VAULT_PASSPHRASE"].encode())
         report["format_version"] = h["fv"]
         report["key_epoch"] = h["epoch"]
-        audit_keys = (read_v2 if h["fv"] == 2 else read_v1)(db, h, data_key, audit_key, report)
+        audit_keys = (read_v2 if h["fv"] >= 2 else read_v1)(db, h, data_key, audit_key, report)
+        report.pop("_members", None)
         if "--show-keys" in sys.argv:
-            report["keys"] = {"kek": kek.hex(), "data_key": data_key.hex(),
+            report["keys"] = {"kek": kek.hex() if kek else None, "data_key": data_key.hex(),
                               "audit_keys": {str(e): k.hex() for e, k in audit_keys.items()}}
+            if identity is not None:
+                report["keys"]["identity_secret"] = identity.hex()
     except Violation as v:
         json.dump({"error": str(v)}, sys.stdout)
         sys.exit(1)

@@ -8,6 +8,8 @@ public enum VaultError: Error, Sendable, Equatable {
     /// The identity's passphrase did not open it, or the identity has no slot in this
     /// vault (the two are not told apart). Exit 3.
     case wrongIdentityPassphrase
+    /// The identity opened no key slot of this vault (not a member, or removed). Exit 3.
+    case wrongIdentitySlot
     /// No vault, profile or environment by that name. Exit 6.
     case notFound(String)
     /// Vault data failed authentication or is corrupt. Exit 7.
@@ -35,7 +37,7 @@ public enum VaultError: Error, Sendable, Equatable {
     /// The process exit code for this error.
     public var exitCode: Int32 {
         switch self {
-        case .wrongPassphrase, .wrongIdentityPassphrase: 3
+        case .wrongPassphrase, .wrongIdentityPassphrase, .wrongIdentitySlot: 3
         case .rejected: 4
         case .unavailable: 5
         case .notFound: 6
@@ -52,6 +54,7 @@ public enum VaultError: Error, Sendable, Equatable {
         switch self {
         case .wrongPassphrase: "wrong passphrase: the vault could not be unlocked"
         case .wrongIdentityPassphrase: "the identity could not be opened: wrong identity passphrase"
+        case .wrongIdentitySlot: "this identity cannot open the vault: it has no key slot here (not a member, or removed)"
         case .notFound(let what): what
         case .integrity(let what): "integrity failure: \(what)"
         case .rejected(let error, let description, let status, _):
@@ -75,6 +78,8 @@ public enum VaultError: Error, Sendable, Equatable {
             "check the passphrase source (--passphrase-file, VAULT_PASSPHRASE_FILE, VAULT_PASSPHRASE, prompt)"
         case .wrongIdentityPassphrase:
             "check the identity passphrase source (VAULT_IDENTITY_PASSPHRASE_FILE, VAULT_IDENTITY_PASSPHRASE, prompt)"
+        case .wrongIdentitySlot:
+            "ask a member to run `vault member add NAME --recipient …` with your `vault identity show`"
         case .rejected(_, _, _, let hint): hint
         case .unavailable: "check the network, proxy settings and the environment's token URL, then retry"
         case .integrity: "`vault verify` names every problem; restore the vault from a backup"

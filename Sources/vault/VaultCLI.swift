@@ -24,7 +24,7 @@ struct VaultCLI: AsyncParsableCommand {
         subcommands: [
             Init.self, Add.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
             Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Doctor.self,
-            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, IdentityCommand.self, AgentServe.self,
+            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, IdentityCommand.self, MemberCommand.self, AgentServe.self,
         ]
     )
 }
@@ -42,6 +42,10 @@ struct VaultOptions: ParsableArguments {
 
     @Flag(help: "Do not use the agent of `vault unlock`, ask for the passphrase (env VAULT_NO_AGENT=1).")
     var noAgent = false
+
+    @Option(help: ArgumentHelp("Unlock as the member of this identity file instead of with the passphrase (env VAULT_IDENTITY_FILE).",
+                               valueName: "path"))
+    var identity: String?
 
     /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
@@ -65,8 +69,33 @@ struct VaultOptions: ParsableArguments {
     }
 
     func unlock() throws(VaultError) -> UnlockedVault {
-        let vault = try open()
+        try unlock(open())
+    }
+
+    /// Unlocks with, first found: `--identity` / `VAULT_IDENTITY_FILE`; a passphrase
+    /// source given (`--passphrase-file`, `VAULT_PASSPHRASE_FILE`, `VAULT_PASSPHRASE`); the
+    /// default identity file if it exists; the passphrase prompt.
+    func unlock(_ vault: Vault) throws(VaultError) -> UnlockedVault {
+        let explicit = identity ?? getenv("VAULT_IDENTITY_FILE").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        if let path = explicit {
+            return try vault.unlock(identity: Self.openIdentity(path))
+        }
+        if passphrase.hasSource {
+            return try vault.unlock(passphrase: passphrase.existing())
+        }
+        let fallback = IdentityFile.defaultPath()
+        var info = stat()
+        if lstat(fallback, &info) == 0 {
+            return try vault.unlock(identity: Self.openIdentity(fallback))
+        }
         return try vault.unlock(passphrase: passphrase.existing())
+    }
+
+    /// Loads an identity file and opens it (its passphrase only when it is sealed).
+    static func openIdentity(_ path: String) throws(VaultError) -> MemberIdentity {
+        let loaded = try IdentityFile.load(path)
+        let secret = loaded.sealed ? try IdentityPassphrase.reader.existing() : nil
+        return try IdentityFile.unseal(loaded, passphrase: secret)
     }
 }
 

@@ -191,7 +191,7 @@ struct Format2IntegrityTests {
         defer { fixture.stub.stop() }
         let flag = try fixture.token("pw", ["--fresh", "--verbose"])
         #expect(flag.status == 0)
-        for line in ["vault: trace: [", "] opened ", "unlocked: format 2, key epoch 1", "attempt 1: HTTP 200", "audit record 5 committed (token, ok)"] {
+        for line in ["vault: trace: [", "] opened ", "unlocked as member 'owner' (key epoch 1)", "attempt 1: HTTP 200", "audit record 5 committed (token, ok)"] {
             #expect(flag.stderrText.contains(line), "missing '\(line)' in \(flag.stderrText)")
         }
         let env = try fixture.vault.run(["token", "cc"], env: ["VAULT_VERBOSE": "1"], expectTokenOnStdout: true)

@@ -84,16 +84,20 @@ struct Format2UpgradeTests {
         }
         let read = try independentReader(path: vault.path, passphrase: fixtures.passphrase)
         let report = try #require(read.report, "\(read.error ?? "")")
-        #expect(report["format_version"] as? Int == 2)
+        #expect(report["format_version"] as? Int == 3)
         let profiles = report["profiles"] as? [String: [String: String]]
         #expect(profiles?["pw"] == fixtures.expected("pw"))
         #expect(profiles?["cc"] == fixtures.expected("cc"))
-        #expect(report["audit_records"] as? Int == 16) // 12 format-1 records, upgrade, env-add, 2 tokens
-        let audit = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json", "--limit", "4"]).stdout) as? [[String: Any]]
+        // 12 format-1 records, the upgrades to format 2 (unsigned) and to format 3 (the first
+        // signed record), env-add, 2 tokens; 4 signed records.
+        #expect(report["audit_records"] as? Int == 17)
+        #expect(report["signatures"] as? Int == 4)
+        let audit = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json", "--limit", "5"]).stdout) as? [[String: Any]]
         #expect(audit?.last?["action"] as? String == "upgrade")
         #expect((audit?.last?["detail"] as? String)?.contains("12 record(s) re-MAC'd, 6 secret version(s) re-sealed, 2 cached token(s) dropped") == true)
+        #expect(audit?.dropLast().last?["action"] as? String == "upgrade" && audit?.dropLast().last?["member"] as? String == "owner")
         #expect(try vault.run(["verify"]).status == 0)
-        #expect(try vault.run(["audit", "verify"]).stdoutText.contains("16 record(s)"))
+        #expect(try vault.run(["audit", "verify"]).stdoutText.contains("17 record(s)"))
         expectNoLeaks(vault)
     }
 
@@ -103,11 +107,11 @@ struct Format2UpgradeTests {
         let vault = try vault(from: "v1-interactive", fixtures: fixtures)
         let result = try vault.run(["upgrade"], removing: ["GBG_VAULT_TEST_ONLY_INSECURE_KDF"])
         #expect(result.status == 0, "\(result.stderrText)")
-        #expect(result.stderrText.contains("from format 1 to format 2"))
+        #expect(result.stderrText.contains("from format 1 to format 3"))
         let again = try vault.run(["upgrade"], removing: ["GBG_VAULT_TEST_ONLY_INSECURE_KDF"])
-        #expect(again.stderrText.contains("already format 2"))
+        #expect(again.stderrText.contains("already format 3"))
         let read = try independentReader(path: vault.path, passphrase: fixtures.passphrase)
-        #expect(read.report?["format_version"] as? Int == 2, "\(read.error ?? "")")
+        #expect(read.report?["format_version"] as? Int == 3, "\(read.error ?? "")")
         #expect((read.report?["profiles"] as? [String: [String: String]])?["pw"] == fixtures.expected("pw"))
         expectNoLeaks(vault)
     }
@@ -134,7 +138,7 @@ struct Format2UpgradeTests {
         expectNoLeaks(vault)
     }
 
-    @Test("SIGKILL during the upgrade: the file is always the whole format-1 vault or the whole format-2 one")
+    @Test("SIGKILL during the upgrade: the file is always a whole format-1, format-2 or format-3 vault (each step is one transaction)")
     func killedUpgrade() throws {
         let fixtures = try Fixtures()
         let rounds = Int(ProcessInfo.processInfo.environment["GBG_VAULT_UPGRADE_KILLS"] ?? "") ?? 40
@@ -154,12 +158,12 @@ struct Format2UpgradeTests {
             let profiles = report["profiles"] as? [String: [String: String]]
             #expect(profiles?["pw"] == fixtures.expected("pw"), "round \(round)")
             #expect(profiles?["cc"] == fixtures.expected("cc"), "round \(round)")
-            #expect(report["audit_records"] as? Int == (format == 2 ? 13 : 12), "round \(round)")
+            #expect(report["audit_records"] as? Int == [1: 12, 2: 13, 3: 14][format], "round \(round)")
             // And the binary opens it either way.
             #expect(try vault.run(["verify"]).status == 0, "round \(round)")
         }
-        print("upgrade kills: \(rounds) rounds, left format 1: \(outcomes[1] ?? 0), format 2: \(outcomes[2] ?? 0)")
-        #expect(outcomes.keys.allSatisfy { $0 == 1 || $0 == 2 })
+        print("upgrade kills: \(rounds) rounds, left format 1: \(outcomes[1] ?? 0), format 2: \(outcomes[2] ?? 0), format 3: \(outcomes[3] ?? 0)")
+        #expect(outcomes.keys.allSatisfy { (1...3).contains($0) })
         expectNoLeaks()
     }
 }

@@ -152,6 +152,78 @@ struct TestVectorTests {
         #expect(one.fingerprint(token: SecureBytes(utf8: v["fingerprint_token"] as! String)) == v["expect_fingerprint"] as? String)
     }
 
+    @Test("format 3: recipients, the owner's wrapped identity, a key slot, a member MAC, a signed record; their failure cases")
+    func members() throws {
+        let v = try Self.load("members")
+        let vaultID = try bytes(v, "vault_id")
+        let epoch = try int(v, "key_epoch")
+        let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(v, "data_key")), auditKey: SecureBytes(copying: try bytes(v, "audit_key")),
+                                 epoch: epoch)
+        let identities = try #require(v["identities"] as? [String: [String: Any]])
+        var made: [String: MemberIdentity] = [:]
+        for (name, entry) in identities {
+            let identity = try MemberIdentity(secret: SecureBytes(copying: try bytes(entry, "secret")))
+            #expect(identity.recipient.boxPublicKey == (try bytes(entry, "expect_box_public_key")), "\(name)")
+            #expect(identity.recipient.signPublicKey == (try bytes(entry, "expect_sign_public_key")), "\(name)")
+            #expect(identity.recipient.string == entry["expect_recipient"] as? String, "\(name)")
+            #expect(try Recipient(parsing: try #require(entry["expect_recipient"] as? String)) == identity.recipient)
+            made[name] = identity
+        }
+        // The header wraps the owner's identity (§4.2).
+        let h = try #require(v["header"] as? [String: Any])
+        var header = VaultHeader(formatVersion: 3, vaultID: vaultID, kdfAlgorithm: "argon2id13",
+                                 kdf: KDFParameters(opslimit: UInt64(try int(h, "opslimit")), memlimit: UInt64(try int(h, "memlimit"))),
+                                 salt: try bytes(h, "salt"), keyNonce: try bytes(h, "key_nonce"), wrappedKeys: [], headerDigest: [],
+                                 createdAt: "", keyEpoch: epoch, signedFromSeq: try int(v, "signed_from_seq"))
+        #expect(header.wrapAdditionalData == (try bytes(h, "expect_wrap_ad")))
+        let kek = SecureBytes(copying: try bytes(h, "kek"))
+        let owner = try #require(made["owner"])
+        header.wrappedKeys = try Sodium.seal(key: kek, nonce: header.keyNonce, plaintext: owner.secret, additionalData: header.wrapAdditionalData)
+        #expect(header.wrappedKeys == (try bytes(h, "expect_wrapped_keys")))
+        header.headerDigest = header.computedDigest
+        #expect(header.headerDigest == (try bytes(h, "expect_header_digest")))
+        #expect(try header.unwrapOwner(kek: kek)?.recipient == owner.recipient)
+        // Member MAC, slot binding and MAC, and opening the slot with alice's identity (§10.3, §10.4).
+        let m = try #require(v["member"] as? [String: Any])
+        let member = MemberRecord(name: "alice", uid: Data(try bytes(m, "uid")), kind: "recipient", boxPublicKey: Data(try bytes(m, "box_public_key")),
+                                  signPublicKey: Data(try bytes(m, "sign_public_key")), addedSeq: try int(m, "added_seq"), removedSeq: nil,
+                                  createdAt: try #require(m["created_at"] as? String), mac: Data())
+        #expect(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey) == (try bytes(v, "expect_member_mac")))
+        let slot = try #require(v["slot"] as? [String: Any])
+        #expect(MemberCrypto.slotBinding(vaultID: vaultID, epoch: epoch, member: member, keys: keys) == (try bytes(slot, "expect_binding")))
+        let sealed = try bytes(slot, "sealed")
+        #expect(MemberCrypto.slotMAC(member: member, epoch: epoch, sealed: sealed, vaultID: vaultID, key: keys.metadataKey) == (try bytes(slot, "expect_mac")))
+        let opened = try #require(made["alice"]?.openBox(sealed))
+        #expect(opened.slice(0..<32).constantTimeEquals(keys.dataKey) && opened.slice(32..<64).constantTimeEquals(keys.auditKey))
+        #expect(owner.openBox(sealed) == nil, "sealed to alice only")
+        // The signed record (§6.7): Ed25519 signatures are deterministic.
+        var record = Self.entry(try #require(v["record"] as? [String: Any]))
+        record.seq = 3
+        let mac = AuditChain.mac(of: record, previousMAC: try bytes(v, "previous_mac"), vaultID: vaultID, epoch: epoch, key: keys.auditEpochKeys.macKey)
+        #expect(mac == (try bytes(v, "expect_record_mac")))
+        let input = MemberCrypto.signatureInput(vaultID: vaultID, seq: 3, member: "alice", mac: mac)
+        #expect(input == (try bytes(v, "expect_signature_input")))
+        #expect(try #require(made["alice"]).sign(input) == (try bytes(v, "expect_signature")))
+        // Failure cases.
+        for c in try #require(v["failures"] as? [[String: Any]]) {
+            let reason = c["reason"] as? String ?? "?"
+            switch c["kind"] as? String {
+            case "recipient":
+                #expect(throws: VaultError.self, "\(reason)") { _ = try Recipient(parsing: c["input"] as? String ?? "") }
+            case "signature":
+                #expect(!Sodium.verify(signature: try bytes(c, "signature"), message: try bytes(c, "input"), publicKey: try bytes(c, "public_key")), "\(reason)")
+            case "slot-mac":
+                var moved = member
+                moved.name = try #require(c["member"] as? String)
+                moved.uid = Data(try bytes(c, "member_uid"))
+                #expect(MemberCrypto.slotMAC(member: moved, epoch: epoch, sealed: try bytes(c, "sealed"), vaultID: vaultID, key: keys.metadataKey)
+                        != (try bytes(c, "mac")), "\(reason)")
+            default:
+                Issue.record("unknown failure kind \(c["kind"] ?? "nil")")
+            }
+        }
+    }
+
     @Test("every failure vector is rejected")
     func failures() throws {
         let v = try Self.load("failures")

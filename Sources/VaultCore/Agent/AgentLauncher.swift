@@ -6,11 +6,13 @@ import Glibc
 
 /// Starts the agent for an unlocked vault (`vault unlock`): the same `vault` binary with
 /// the hidden `agent-serve` command, in a new session with no terminal and stdio on
-/// /dev/null. The key-encryption key goes to it over a private pipe (descriptor 3),
-/// never through argv or the environment; it reports "ok" or its error on descriptor 4.
+/// /dev/null. The unlocking member's identity secret (64 bytes: for the passphrase, the
+/// owner's identity from the header) goes to it over a private pipe (descriptor 3), never
+/// through argv or the environment; it reports "ok" or its error on descriptor 4.
 public enum AgentLauncher {
     /// Environment variables the agent must not inherit.
-    static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"]
+    static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD",
+                                        "VAULT_IDENTITY_PASSPHRASE"]
 
     public static func start(_ vault: UnlockedVault, vaultPath: String, lifetime: Int64, idle: Int64,
                              keepFresh: [String] = []) throws(VaultError) -> pid_t {
@@ -51,8 +53,8 @@ public enum AgentLauncher {
             close(keyPipe[1])
             throw .failure("cannot start the agent: \(String(cString: strerror(rc)))")
         }
-        vault.withKEK { kek in
-            kek.withUnsafeBytes { raw in
+        vault.withIdentitySecret { secret in
+            secret.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
                     let n = write(keyPipe[1], raw.baseAddress! + offset, raw.count - offset)
@@ -88,11 +90,11 @@ public enum AgentLauncher {
         throw .failure("the agent did not start" + (text.isEmpty ? "" : ": \(text.sanitisedForDisplay(limit: 200))"))
     }
 
-    /// The agent side of the hand-over: reads the key-encryption key from descriptor 3.
-    public static func receiveKEK() throws(VaultError) -> SecureBytes {
-        let kek = SecureBytes(count: Sodium.keyBytes)
+    /// The agent side of the hand-over: reads the member's identity from descriptor 3.
+    public static func receiveIdentity() throws(VaultError) -> MemberIdentity {
+        let secret = SecureBytes(count: 64)
         var total = 0
-        kek.withUnsafeMutableBytes { raw in
+        secret.withUnsafeMutableBytes { raw in
             while total < raw.count {
                 let n = read(3, raw.baseAddress! + total, raw.count - total)
                 if n < 0, errno == EINTR { continue }
@@ -101,8 +103,8 @@ public enum AgentLauncher {
             }
         }
         close(3)
-        guard total == Sodium.keyBytes else { throw .failure("the agent did not receive its key") }
-        return kek
+        guard total == 64 else { throw .failure("the agent did not receive its key") }
+        return try MemberIdentity(secret: secret)
     }
 
     /// The agent side: reports its start to `vault unlock` on descriptor 4.

@@ -103,6 +103,9 @@ public struct AgentRequest: Codable, Sendable {
     /// differs (a copy of the vault, same vault id) answers `other_file` and does nothing.
     public var fileDevice: UInt64?
     public var fileInode: UInt64?
+    /// `member-add`, `member-remove`: the member's name; `member-add`: its recipient.
+    public var member: String?
+    public var recipient: String?
 
     public init(op: String) { self.op = op }
 
@@ -111,7 +114,7 @@ public struct AgentRequest: Codable, Sendable {
         case connectTimeoutMs = "connect_timeout_ms", caBundle = "ca_bundle", proxyEnvironment = "proxy_environment"
         case clientID = "client_id", username, grant, scope, clientSecret = "client_secret", password, verify
         case tokenURL = "token_url", apiBase = "api_base", clearAPIBase = "clear_api_base"
-        case fileDevice = "file_dev", fileInode = "file_ino"
+        case fileDevice = "file_dev", fileInode = "file_ino", member, recipient
     }
 }
 

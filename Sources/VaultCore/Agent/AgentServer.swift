@@ -39,15 +39,12 @@ public final class AgentServer: @unchecked Sendable {
     private var refreshing: Set<Int> = []
     private let finished = DispatchSemaphore(value: 0)
 
-    /// Opens the vault at `vaultPath` with a key-encryption key handed over by `vault
-    /// unlock` (so Argon2id ran once), and prepares the socket path.
-    public init(vaultPath: String, kek: SecureBytes, lifetime: TimeInterval, idle: TimeInterval,
+    /// Opens the vault at `vaultPath` as the member whose identity `vault unlock` handed
+    /// over (so Argon2id ran once), and prepares the socket path.
+    public init(vaultPath: String, identity: MemberIdentity, lifetime: TimeInterval, idle: TimeInterval,
                 keepFresh: [(profile: String, environment: String?)] = []) throws(VaultError) {
         let vault = try Vault.open(at: vaultPath)
-        let header = try vault.header()
-        try header.validate()
-        guard let keys = try header.unwrap(kek: kek) else { throw .wrongPassphrase }
-        unlocked = try vault.unlocked(header: header, keys: keys, kek: kek)
+        unlocked = try vault.unlock(identity: identity)
         self.vaultPath = vaultPath
         socketPath = AgentProtocol.socketPath(vaultID: unlocked.vaultID)
         startedAt = Date()
@@ -265,7 +262,7 @@ public final class AgentServer: @unchecked Sendable {
             return AgentResponse(ok: true, status: status())
         case "token":
             return await token(request)
-        case "add", "rotate", "remove", "env-add", "env-set", "env-remove", "verify", "audit-verify":
+        case "add", "rotate", "remove", "env-add", "env-set", "env-remove", "verify", "audit-verify", "member-add", "member-remove":
             do {
                 return try await change(request)
             } catch {
@@ -327,6 +324,16 @@ public final class AgentServer: @unchecked Sendable {
             return AgentResponse(ok: true, message: "removed environment '\(name)'")
         case "verify":
             return AgentResponse(ok: true, verification: try unlocked.verifyEverything())
+        case "member-add":
+            let name = try need(request.member, "a member name")
+            try unlocked.addMember(name: name, recipient: try Recipient(parsing: try need(request.recipient, "a recipient")))
+            return AgentResponse(ok: true, message: "added member '\(name)'; it can now open this vault with its identity")
+        case "member-remove":
+            let name = try need(request.member, "a member name")
+            let count = try unlocked.removeMember(named: name)
+            // The agent's own keys are the new ones (its member remains); if it removed
+            // itself, it ends.
+            return AgentResponse(ok: true, message: "removed member '\(name)': new data and audit keys sealed to the remaining members; \(count) secret version(s) re-sealed, cached tokens dropped")
         default: // audit-verify
             let result = try unlocked.verifyAudit()
             return AgentResponse(ok: true, audit: .init(recordsChecked: result.recordsChecked, failureSeq: result.firstFailure?.seq,

@@ -26,6 +26,9 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     public var tokenFingerprint: String?
     /// Free text without secrets: which fields were rotated, the KDF preset chosen.
     public var detail: String?
+    /// Format 3: the member who caused the record (its signer); nil on records written
+    /// before the vault had members.
+    public var member: String?
 
     public init(at: Int64, action: String, outcome: String, profile: String? = nil, environment: String? = nil,
                 tokenURL: String? = nil, grantType: String? = nil, detail: String? = nil) {
@@ -46,7 +49,7 @@ public struct AuditEntry: Sendable, Equatable, Codable {
         case seq, at, action, profile, environment, tokenURL = "token_url", grantType = "grant_type", outcome
         case httpStatus = "http_status", oauthError = "oauth_error", attempts, durationMs = "duration_ms"
         case tokenType = "token_type", expiresIn = "expires_in", expiresAt = "expires_at"
-        case requestID = "request_id", tokenFingerprint = "token_fingerprint", detail
+        case requestID = "request_id", tokenFingerprint = "token_fingerprint", detail, member
     }
 }
 
@@ -61,6 +64,8 @@ public struct AuditQuery: Sendable {
     public var limit: Int?
     /// Only records after this sequence number (`--follow`).
     public var afterSeq: Int64?
+    /// Only records signed by this member (format 3).
+    public var member: String?
 
     public init(profile: String? = nil, environment: String? = nil, since: Int64? = nil, until: Int64? = nil,
                 outcome: String? = nil, limit: Int? = nil, afterSeq: Int64? = nil) {
@@ -79,7 +84,7 @@ public enum AuditChain {
     static let zeroMAC = [UInt8](repeating: 0, count: 32)
 
     /// Actions that may open a new key epoch (their record carries `previous_key_mac`).
-    public static let epochStartingActions: Set<String> = ["rekey"]
+    public static let epochStartingActions: Set<String> = ["rekey", "member-remove"]
 
     /// The fields every record's MAC covers, after the label, vault id and chain link.
     private static func encodeFields(_ entry: AuditEntry, into e: inout CanonicalEncoder) {
@@ -165,7 +170,7 @@ public enum AuditChain {
     /// written each time (an `INSERT` made to do nothing is an integrity failure).
     @discardableResult
     static func append(_ entry: AuditEntry, db: Database, vaultID: [UInt8], keys: AuditEpochKeys,
-                       previous: AuditEpochKeys? = nil, genesis: Bool = false) throws -> AuditEntry {
+                       previous: AuditEpochKeys? = nil, genesis: Bool = false, signer: AuditSigner?) throws -> AuditEntry {
         var entry = entry
         let previousMAC: [UInt8]
         let head = try AuditHeadRecord.fetchOne(db, key: 1)
@@ -191,6 +196,13 @@ public enum AuditChain {
         var row = AuditRow(entry, mac: mac)
         row.keyEpoch = keys.epoch
         row.previousKeyMAC = previousKeyMAC.map { Data($0) }
+        if let signer {
+            // Format 3 (§6.7): the member who caused it signs the record's MAC.
+            entry.member = signer.member
+            row.member = signer.member
+            row.signature = Data(signer.identity.sign(MemberCrypto.signatureInput(vaultID: vaultID, seq: entry.seq,
+                                                                                  member: signer.member, mac: mac)))
+        }
         try row.insert(db)
         guard db.changesCount == 1 else {
             throw VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
@@ -270,8 +282,44 @@ public enum AuditChain {
         }
     }
 
-    /// Walks the whole chain in order (FORMAT.md §6.5).
-    static func verify(db: Database, vaultID: [UInt8], current: AuditEpochKeys) throws -> Verification {
+    /// Format 3: the first record that must be signed, and the (MAC-checked) members.
+    struct SignatureRules {
+        var signedFrom: Int64
+        var members: [MemberRecord]
+    }
+
+    /// Actions whose record may be the first signed one (FORMAT.md §6.7).
+    static let signatureStartingActions: Set<String> = ["init", "upgrade"]
+
+    /// The signature rules of §6.7 for one record whose MAC is `mac`; nil when they hold.
+    static func signatureProblem(_ row: AuditRow, mac: [UInt8], vaultID: [UInt8], rules: SignatureRules,
+                                 byName: [String: MemberRecord]) -> String? {
+        let seq = row.seq
+        if seq < rules.signedFrom {
+            return row.member == nil && row.signature == nil ? nil
+                : "record \(seq) carries a signer but precedes the vault's first signed record (\(rules.signedFrom))"
+        }
+        guard let name = row.member, let signature = row.signature else {
+            return "record \(seq) is not signed (every record from \(rules.signedFrom) on names its member and carries a signature)"
+        }
+        let display = name.sanitisedForDisplay(limit: 64)
+        guard let member = byName[name] else { return "record \(seq) names signer '\(display)', who is not a member" }
+        guard member.addedSeq <= seq, member.removedSeq.map({ seq <= $0 }) ?? true else {
+            return "record \(seq) is signed by '\(display)' outside the member's membership (records \(member.addedSeq) to \(member.removedSeq.map(String.init) ?? "now"))"
+        }
+        if seq == rules.signedFrom, member.kind != "passphrase" || !signatureStartingActions.contains(row.action) {
+            return "record \(seq), the first signed record, is not an init or upgrade record signed by the owner"
+        }
+        let input = MemberCrypto.signatureInput(vaultID: vaultID, seq: seq, member: name, mac: mac)
+        guard Sodium.verify(signature: [UInt8](signature), message: input, publicKey: [UInt8](member.signPublicKey)) else {
+            return "record \(seq)'s signature does not verify under member '\(display)' (forged, re-signed by another member, or its signer edited)"
+        }
+        return nil
+    }
+
+    /// Walks the whole chain in order (FORMAT.md §6.5, and §6.7 when `signatures` is given).
+    static func verify(db: Database, vaultID: [UInt8], current: AuditEpochKeys, signatures: SignatureRules? = nil) throws -> Verification {
+        let byName = Dictionary((signatures?.members ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let keys = try epochKeys(db: db, vaultID: vaultID, current: current)
         var previous = zeroMAC
         var expectedSeq: Int64 = 1
@@ -310,6 +358,9 @@ public enum AuditChain {
             let computed = mac(of: row.entry, previousMAC: previous, vaultID: vaultID, epoch: epoch, key: epochKeys.macKey)
             guard Sodium.constantTimeEqual(computed, [UInt8](row.mac)) else {
                 return failure(row.seq, "record \(row.seq) does not match its MAC (edited, reordered, or the record before it was removed)")
+            }
+            if let signatures, let problem = signatureProblem(row, mac: computed, vaultID: vaultID, rules: signatures, byName: byName) {
+                return failure(row.seq, problem)
             }
             previous = computed
             expectedSeq += 1
@@ -388,13 +439,15 @@ public enum AuditChain {
     }
 
     /// The JSON object of one record (every field but the MAC), built by SQLite.
-    static let jsonColumns = """
+    static func jsonColumns(withMember: Bool) -> String {
+        """
         json_object('seq', seq, 'at', at, 'action', action, 'profile', profile, 'environment', environment,
             'token_url', token_url, 'grant_type', grant_type, 'outcome', outcome, 'http_status', http_status,
             'oauth_error', oauth_error, 'attempts', attempts, 'duration_ms', duration_ms, 'token_type', token_type,
             'expires_in', expires_in, 'expires_at', expires_at, 'request_id', request_id,
-            'token_fingerprint', token_fingerprint, 'detail', detail)
+            'token_fingerprint', token_fingerprint, 'detail', detail\(withMember ? ", 'member', member" : ""))
         """
+    }
 
     /// The request for records matching `query`, newest first. Needs no key.
     static func request(for query: AuditQuery) -> QueryInterfaceRequest<AuditRow> {
@@ -404,6 +457,7 @@ public enum AuditChain {
         if let since = query.since { request = request.filter(Column("at") >= since) }
         if let until = query.until { request = request.filter(Column("at") <= until) }
         if let after = query.afterSeq { request = request.filter(Column("seq") > after) }
+        if let member = query.member { request = request.filter(Column("member") == member) }
         switch query.outcome {
         case nil: break
         case "ok": request = request.filter(AuditEntry.successOutcomes.contains(Column("outcome")))
@@ -438,6 +492,7 @@ extension AuditRow {
         e.expiresAt = expiresAt
         e.requestID = requestID
         e.tokenFingerprint = tokenFingerprint
+        e.member = member
         return e
     }
 }

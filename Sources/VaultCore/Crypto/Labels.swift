@@ -4,7 +4,7 @@
 /// read a format-1 vault once, while upgrading it (FORMAT.md §9).
 public enum Labels {
     /// The format this build writes.
-    public static let formatVersion: UInt32 = 2
+    public static let formatVersion: UInt32 = 3
     /// SQLite `PRAGMA application_id` of a vault file ("GBGV").
     public static let applicationID: Int32 = 0x4742_4756
     public static let kdfAlgorithm = "argon2id13"
@@ -20,6 +20,15 @@ public enum Labels {
     public static let retiredAuditKeyAD = "gbg-vault/v2 retired-audit-key"
     /// Member identities (FORMAT.md §10).
     public static let recipientChecksum = "gbg-vault/recipient"
+    /// Format 3 (members, FORMAT.md §10): the header wraps the owner's identity.
+    public static let headerDigestV3 = "gbg-vault/v3 header"
+    public static let wrapADV3 = "gbg-vault/v3 wrap"
+    public static let keySlot = "gbg-vault/v3 key-slot"
+    public static let keySlotMAC = "gbg-vault/v3 key-slot-mac"
+    public static let memberMAC = "gbg-vault/v3 member"
+    public static let auditSignature = "gbg-vault/v3 audit-signature"
+    /// The member of the passphrase slot.
+    public static let ownerMember = "owner"
     public static let identityAD = "gbg-vault/identity"
 
     /// Format-1 labels (FORMAT.md §9), used only by the upgrade.

@@ -18,6 +18,8 @@ public struct VaultHeader: Sendable, Equatable {
     public var createdAt: String
     /// Format 2: 1 at `init`, +1 on every `rekey` (FORMAT.md §4.2). Always 1 in format 1.
     public var keyEpoch: Int64 = 1
+    /// Format 3: the first audit record that must be signed (FORMAT.md §6.7); 0 before.
+    public var signedFromSeq: Int64 = 0
 
     public static let vaultIDBytes = 16
     public static let wrappedKeysBytes = 64 + Sodium.aeadTagBytes
@@ -28,6 +30,18 @@ public struct VaultHeader: Sendable, Equatable {
     public var wrapAdditionalData: [UInt8] {
         if formatVersion == 1 {
             var encoder = CanonicalEncoder(label: Labels.V1.wrapAD)
+            encoder.u32(formatVersion)
+            encoder.data(vaultID)
+            encoder.str(kdfAlgorithm)
+            encoder.u64(kdf.opslimit)
+            encoder.u64(kdf.memlimit)
+            encoder.data(salt)
+            return encoder.bytes
+        }
+        if formatVersion >= 3 {
+            // Format 3 wraps the owner's identity, which does not change with the key
+            // epoch: any member can rekey without the passphrase (FORMAT.md §4.2).
+            var encoder = CanonicalEncoder(label: Labels.wrapADV3)
             encoder.u32(formatVersion)
             encoder.data(vaultID)
             encoder.str(kdfAlgorithm)
@@ -49,10 +63,12 @@ public struct VaultHeader: Sendable, Equatable {
 
     /// The header digest over every field (FORMAT.md §4.3; §9 for format 1).
     public var computedDigest: [UInt8] {
-        var encoder = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.headerDigest : Labels.headerDigest)
+        var encoder = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.headerDigest
+                                       : formatVersion == 2 ? Labels.headerDigest : Labels.headerDigestV3)
         encoder.u32(formatVersion)
         encoder.data(vaultID)
         if formatVersion != 1 { encoder.i64(keyEpoch) }
+        if formatVersion >= 3 { encoder.i64(signedFromSeq) }
         encoder.str(kdfAlgorithm)
         encoder.u64(kdf.opslimit)
         encoder.u64(kdf.memlimit)
@@ -62,15 +78,48 @@ public struct VaultHeader: Sendable, Equatable {
         return Sodium.blake2b(encoder.bytes, length: 32)
     }
 
-    /// Creates the header of a new vault, wrapping `keys` under `passphrase`; also returns
-    /// the key-encryption key, so that `init` runs Argon2id once.
-    public static func create(vaultID: [UInt8], keys: VaultKeys, passphrase: SecureBytes, kdf: KDFParameters,
+    /// Creates the format-3 header of a new vault, wrapping the owner's identity under
+    /// `passphrase`; also returns the key-encryption key, so that `init` runs Argon2id once.
+    public static func create(vaultID: [UInt8], owner: MemberIdentity, passphrase: SecureBytes, kdf: KDFParameters,
                               createdAt: String) throws(VaultError) -> (header: VaultHeader, kek: SecureBytes) {
         var header = VaultHeader(
             formatVersion: Labels.formatVersion, vaultID: vaultID, kdfAlgorithm: Labels.kdfAlgorithm,
-            kdf: kdf, salt: [], keyNonce: [], wrappedKeys: [], headerDigest: [], createdAt: createdAt, keyEpoch: 1)
-        let kek = try header.wrap(keys: keys, passphrase: passphrase, kdf: kdf)
+            kdf: kdf, salt: [], keyNonce: [], wrappedKeys: [], headerDigest: [], createdAt: createdAt, keyEpoch: 1,
+            signedFromSeq: 1)
+        guard !passphrase.isEmptyPassphrase else { throw .usage("an empty passphrase is not allowed") }
+        header.salt = Sodium.randomBytes(Sodium.saltBytes)
+        let kek = try deriveKEK(passphrase: passphrase, salt: header.salt, kdf: kdf)
+        try header.wrapOwner(owner, kek: kek)
         return (header, kek)
+    }
+
+    /// Format 3: wraps the owner's identity (box secret key ‖ signing seed, 64 bytes)
+    /// under `kek` with a fresh nonce, and recomputes the digest.
+    public mutating func wrapOwner(_ owner: MemberIdentity, kek: SecureBytes) throws(VaultError) {
+        keyNonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
+        do {
+            wrappedKeys = try Sodium.seal(key: kek, nonce: keyNonce, plaintext: owner.secret, additionalData: wrapAdditionalData)
+        } catch {
+            throw .failure("could not wrap the owner's keys: \(error)")
+        }
+        headerDigest = computedDigest
+    }
+
+    /// Format 3: the owner's identity, or nil when `kek` does not open it (a wrong passphrase).
+    public func unwrapOwner(kek: SecureBytes) throws(VaultError) -> MemberIdentity? {
+        guard formatVersion >= 3 else { return nil }
+        let plaintext: SecureBytes
+        do {
+            plaintext = try Sodium.open(key: kek, nonce: keyNonce, ciphertext: wrappedKeys, additionalData: wrapAdditionalData)
+        } catch {
+            return nil
+        }
+        return try MemberIdentity(secret: plaintext)
+    }
+
+    /// Derives the key-encryption key of this header from `passphrase` (Argon2id).
+    public func deriveKEK(passphrase: SecureBytes) throws(VaultError) -> SecureBytes {
+        try Self.deriveKEK(passphrase: passphrase, salt: salt, kdf: kdf)
     }
 
     /// Wraps `keys` under `passphrase` with a fresh salt and nonce (init, passwd) and
@@ -82,6 +131,18 @@ public struct VaultHeader: Sendable, Equatable {
         salt = Sodium.randomBytes(Sodium.saltBytes)
         let kek = try Self.deriveKEK(passphrase: passphrase, salt: salt, kdf: kdf)
         try rewrap(keys: keys, kek: kek)
+        return kek
+    }
+
+    /// Format 3 (`passwd`): wraps the owner's identity under a new passphrase with a
+    /// fresh salt; returns the new key-encryption key.
+    @discardableResult
+    public mutating func wrapOwner(_ owner: MemberIdentity, passphrase: SecureBytes, kdf: KDFParameters) throws(VaultError) -> SecureBytes {
+        guard !passphrase.isEmptyPassphrase else { throw .usage("an empty passphrase is not allowed") }
+        self.kdf = kdf
+        salt = Sodium.randomBytes(Sodium.saltBytes)
+        let kek = try Self.deriveKEK(passphrase: passphrase, salt: salt, kdf: kdf)
+        try wrapOwner(owner, kek: kek)
         return kek
     }
 
@@ -145,6 +206,7 @@ public struct VaultHeader: Sendable, Equatable {
             throw .integrity("the vault header was modified or is damaged (digest mismatch)")
         }
         guard keyEpoch >= 1 else { throw .integrity("the vault header has an invalid key epoch") }
+        guard formatVersion < 3 || signedFromSeq >= 1 else { throw .integrity("the vault header has no first signed record") }
         guard kdfAlgorithm == Labels.kdfAlgorithm else {
             throw .integrity("unknown key-derivation algorithm '\(kdfAlgorithm.sanitisedForDisplay(limit: 40))'")
         }

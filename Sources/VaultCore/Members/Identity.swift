@@ -62,6 +62,10 @@ public struct Recipient: Sendable, Equatable {
         }
         boxPublicKey = box
         signPublicKey = sign
+        // One string per key pair: the last character's unused bits must be zero.
+        guard string == trimmed else {
+            throw .usage("the recipient is not in its canonical form: it was mistyped or changed")
+        }
     }
 }
 

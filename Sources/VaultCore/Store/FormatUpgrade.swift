@@ -21,11 +21,17 @@ enum FormatUpgrade {
     static func run(vault: Vault, header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) {
         let vaultID = header.vaultID
         let state = State()
-        let upgrade = VaultDatabase.DataUpgrade(
-            before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
-            after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+        var upgrades: [String: VaultDatabase.DataUpgrade] = [:]
+        if header.formatVersion == 1 {
+            upgrades[VaultDatabase.format2Migration] = VaultDatabase.DataUpgrade(
+                before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
+                after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+        }
+        upgrades[VaultDatabase.format3Migration] = VaultDatabase.DataUpgrade(
+            before: { db in try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header) },
+            after: { db in try writeFormat3(db, keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
         do {
-            try vault.database.migrate(upgrade: upgrade)
+            try vault.database.migrate(upgrades: upgrades)
         } catch {
             if case .failure(let message, _) = error, message == alreadyUpgradedMessage { return }
             throw error
@@ -151,6 +157,38 @@ enum FormatUpgrade {
         guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
         let detail = "format 1 to 2: \(state.entries.count) record(s) re-MAC'd, \(state.secrets.count) secret version(s) re-sealed, \(state.cachedTokens) cached token(s) dropped"
         try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: "upgrade", outcome: "ok", detail: detail),
-                              db: db, vaultID: vaultID, keys: epochKeys)
+                              db: db, vaultID: vaultID, keys: epochKeys, signer: nil)
+    }
+
+    /// Format 2 to 3, checked first: the stored header is a format-2 one with the keys
+    /// held (the one unlocked, or the one the 1-to-2 step just wrote) and the audit head
+    /// verifies, so the signed `upgrade` record goes onto a sound trail.
+    private static func checkFormat2(_ db: Database, vaultID: [UInt8], keys: VaultKeys, expected: VaultHeader) throws {
+        guard let stored = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
+        guard stored.formatVersion == 2 else { throw VaultError.failure(alreadyUpgradedMessage) }
+        if expected.formatVersion == 2, stored != expected { throw VaultError.keysChanged }
+        try stored.validate()
+        guard stored.vaultID == vaultID, stored.keyEpoch == keys.epoch else { throw VaultError.keysChanged }
+        _ = try AuditChain.checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys.auditEpochKeys)
+    }
+
+    /// The members of format 3, after the migration's SQL: the owner (the passphrase's
+    /// new identity, wrapped in the header), its key slot, the format-3 header and the
+    /// `upgrade` record, the first one signed (by the owner). Existing records keep their
+    /// MACs and stay unsigned (FORMAT.md §6.7).
+    private static func writeFormat3(_ db: Database, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], clock: any VaultClock) throws {
+        guard var header = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
+        let head = try AuditChain.checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys.auditEpochKeys)
+        let owner = MemberIdentity.generate()
+        let firstSigned = head.seq + 1
+        try Vault.insertOwner(owner, keys: keys, addedSeq: firstSigned, vaultID: vaultID, createdAt: clock.now().iso8601, db: db)
+        header.formatVersion = 3
+        header.signedFromSeq = firstSigned
+        try header.wrapOwner(owner, kek: kek)
+        try HeaderRecord(header).update(db)
+        guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
+        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: "upgrade", outcome: "ok",
+                                         detail: "format 2 to 3: members; the passphrase is member 'owner'; records from \(firstSigned) on are signed"),
+                              db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
     }
 }

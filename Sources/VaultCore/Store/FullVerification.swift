@@ -89,8 +89,11 @@ extension UnlockedVault {
                     report.problems.append("the cached token of profile '\(name)' for '\(environment.name.sanitisedForDisplay(limit: 64))' failed authentication")
                 }
             }
+            var members: [MemberRecord] = []
+            check { members = try checkedMembers(db, keys: keys) }
             check {
-                let audit = try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys)
+                let audit = try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys,
+                                                  signatures: .init(signedFrom: header.signedFromSeq, members: members))
                 report.auditRecords = audit.recordsChecked
                 if let failure = audit.firstFailure { report.problems.append("audit trail: \(failure.reason)") }
             }

@@ -19,12 +19,32 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
     var createdAt: String
     /// Format 2 (absent, so nil, in a format-1 file).
     var keyEpoch: Int64?
+    /// Format 3 (absent before; nil values are not written, so older files still update).
+    var signedFromSeq: Int64?
 
     enum CodingKeys: String, CodingKey {
         case id, formatVersion = "format_version", vaultID = "vault_id", kdfAlgorithm = "kdf_algorithm"
         case kdfOpslimit = "kdf_opslimit", kdfMemlimit = "kdf_memlimit", kdfSalt = "kdf_salt"
         case keyNonce = "key_nonce", wrappedKeys = "wrapped_keys", headerDigest = "header_digest"
-        case createdAt = "created_at", keyEpoch = "key_epoch"
+        case createdAt = "created_at", keyEpoch = "key_epoch", signedFromSeq = "signed_from_seq"
+    }
+
+    /// Every column, but `key_epoch` and `signed_from_seq` only when set: an older file
+    /// lacks those columns until its upgrade's migration adds them.
+    func encode(to container: inout PersistenceContainer) throws {
+        container["id"] = id
+        container["format_version"] = formatVersion
+        container["vault_id"] = vaultID
+        container["kdf_algorithm"] = kdfAlgorithm
+        container["kdf_opslimit"] = kdfOpslimit
+        container["kdf_memlimit"] = kdfMemlimit
+        container["kdf_salt"] = kdfSalt
+        container["key_nonce"] = keyNonce
+        container["wrapped_keys"] = wrappedKeys
+        container["header_digest"] = headerDigest
+        container["created_at"] = createdAt
+        if let keyEpoch { container["key_epoch"] = keyEpoch }
+        if let signedFromSeq { container["signed_from_seq"] = signedFromSeq }
     }
 
     init(_ header: VaultHeader) {
@@ -39,6 +59,7 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
         headerDigest = Data(header.headerDigest)
         createdAt = header.createdAt
         keyEpoch = header.formatVersion >= 2 ? header.keyEpoch : nil
+        signedFromSeq = header.formatVersion >= 3 ? header.signedFromSeq : nil
     }
 
     var header: VaultHeader {
@@ -46,7 +67,7 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
             formatVersion: UInt32(clamping: formatVersion), vaultID: [UInt8](vaultID), kdfAlgorithm: kdfAlgorithm,
             kdf: KDFParameters(opslimit: UInt64(clamping: kdfOpslimit), memlimit: UInt64(clamping: kdfMemlimit)),
             salt: [UInt8](kdfSalt), keyNonce: [UInt8](keyNonce), wrappedKeys: [UInt8](wrappedKeys),
-            headerDigest: [UInt8](headerDigest), createdAt: createdAt, keyEpoch: keyEpoch ?? 1)
+            headerDigest: [UInt8](headerDigest), createdAt: createdAt, keyEpoch: keyEpoch ?? 1, signedFromSeq: signedFromSeq ?? 0)
     }
 }
 
@@ -165,13 +186,44 @@ struct AuditRow: Codable, FetchableRecord, PersistableRecord {
     /// Format 2: on the first record of an epoch, its MAC under the previous epoch's key.
     var previousKeyMAC: Data?
     var mac: Data
+    /// Format 3: the member who caused the record and its Ed25519 signature (§6.7).
+    var member: String?
+    var signature: Data?
 
     enum CodingKeys: String, CodingKey {
         case seq, at, action, profile, environment, tokenURL = "token_url", grantType = "grant_type", outcome
         case httpStatus = "http_status", oauthError = "oauth_error", attempts, durationMs = "duration_ms"
         case tokenType = "token_type", expiresIn = "expires_in", expiresAt = "expires_at"
         case requestID = "request_id", tokenFingerprint = "token_fingerprint", detail
-        case keyEpoch = "key_epoch", previousKeyMAC = "previous_key_mac", mac
+        case keyEpoch = "key_epoch", previousKeyMAC = "previous_key_mac", mac, member, signature
+    }
+
+    /// Every column, but `member` and `signature` only when set: records written while a
+    /// format-1 vault is upgraded come before the columns exist.
+    func encode(to container: inout PersistenceContainer) throws {
+        container["seq"] = seq
+        container["at"] = at
+        container["action"] = action
+        container["profile"] = profile
+        container["environment"] = environment
+        container["token_url"] = tokenURL
+        container["grant_type"] = grantType
+        container["outcome"] = outcome
+        container["http_status"] = httpStatus
+        container["oauth_error"] = oauthError
+        container["attempts"] = attempts
+        container["duration_ms"] = durationMs
+        container["token_type"] = tokenType
+        container["expires_in"] = expiresIn
+        container["expires_at"] = expiresAt
+        container["request_id"] = requestID
+        container["token_fingerprint"] = tokenFingerprint
+        container["detail"] = detail
+        if let keyEpoch { container["key_epoch"] = keyEpoch }
+        if let previousKeyMAC { container["previous_key_mac"] = previousKeyMAC }
+        container["mac"] = mac
+        if let member { container["member"] = member }
+        if let signature { container["signature"] = signature }
     }
 }
 

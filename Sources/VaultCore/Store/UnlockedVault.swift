@@ -13,29 +13,37 @@ import GRDB
 public final class UnlockedVault: @unchecked Sendable {
     public let vault: Vault
     public let vaultID: [UInt8]
+    /// The member that unlocked the vault (format 3): it signs every record this process
+    /// writes. `owner` for the passphrase.
+    public let member: String
     private let lock = NSLock()
     private var currentHeader: VaultHeader
     private var currentKeys: VaultKeys
-    private var kek: SecureBytes
+    /// The member's private keys: they open its key slot again after a concurrent rekey,
+    /// and sign audit records. For the passphrase, the owner's identity from the header.
+    private let identity: MemberIdentity
 
-    init(vault: Vault, header: VaultHeader, keys: VaultKeys, kek: SecureBytes) {
+    init(vault: Vault, header: VaultHeader, keys: VaultKeys, identity: MemberIdentity, member: String) {
         self.vault = vault
         vaultID = header.vaultID
         currentHeader = header
         currentKeys = keys
-        self.kek = kek
+        self.identity = identity
+        self.member = member
     }
 
     public var header: VaultHeader { lock.withLock { currentHeader } }
     var keys: VaultKeys { lock.withLock { currentKeys } }
     var database: VaultDatabase { vault.database }
     private var now: Date { vault.clock.now() }
+    var signer: AuditSigner { AuditSigner(member: member, identity: identity) }
+    /// Whether the passphrase unlocked this vault (the owner).
+    public var isOwner: Bool { member == Labels.ownerMember }
 
-    /// Lends the key-encryption key to the agent launcher (which writes it to the agent's
-    /// private pipe); nothing else in the program reads it.
-    func withKEK<T>(_ body: (SecureBytes) throws -> T) rethrows -> T {
-        let current = lock.withLock { kek }
-        return try body(current)
+    /// Lends the member's identity secret (64 bytes) to the agent launcher, which writes
+    /// it to the agent's private pipe; nothing else in the program reads it.
+    func withIdentitySecret<T>(_ body: (SecureBytes) throws -> T) rethrows -> T {
+        try body(identity.secret)
     }
 
     /// A keyed fingerprint of a token for the audit trail.
@@ -56,16 +64,20 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    /// Re-reads the header after another process changed the keys; true if the
-    /// key-encryption key held here still opens it (a `rekey`, not a `passwd`).
+    /// Re-reads the header and this member's key slot after another process changed the
+    /// keys; true if the slot still opens for this member (a `rekey`), false when it no
+    /// longer does (the member was removed).
     private func reloadKeys() throws(VaultError) -> Bool {
         let stored = try vault.header()
         try stored.validate()
-        guard stored.vaultID == vaultID, stored.formatVersion == Labels.formatVersion,
-              let keys = try stored.unwrap(kek: kek) else { return false }
+        guard stored.vaultID == vaultID, stored.formatVersion == Labels.formatVersion else { return false }
+        let opened = try database.read { db in
+            try MemberCrypto.openSlot(identity: identity, db: db, vaultID: vaultID, epoch: stored.keyEpoch)
+        }
+        guard let opened, opened.member.name == member else { return false }
         lock.withLock {
             currentHeader = stored
-            currentKeys = keys
+            currentKeys = opened.keys
         }
         return true
     }
@@ -75,8 +87,8 @@ public final class UnlockedVault: @unchecked Sendable {
 
     /// Runs `operation` with the current keys; after a concurrent rekey, again with the
     /// new ones (each retry fails only if yet another rekey committed in between, so a
-    /// bounded number is enough even when rekeys run back to back). After a `passwd` the
-    /// held key-encryption key no longer opens the header: it fails cleanly.
+    /// bounded number is enough even when rekeys run back to back). A member removed
+    /// meanwhile has no slot any more: it fails cleanly.
     private func withCurrentKeys<T>(_ operation: (VaultKeys) throws(VaultError) -> T) throws(VaultError) -> T {
         var reloads = 0
         while true {
@@ -185,7 +197,7 @@ public final class UnlockedVault: @unchecked Sendable {
     }
 
     private func audit(_ entry: AuditEntry, _ db: Database, _ keys: VaultKeys) throws {
-        try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys)
+        try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
     }
 
     private func entry(_ action: String, outcome: String = "ok", profile: String? = nil, environment: String? = nil, detail: String? = nil) -> AuditEntry {
@@ -409,8 +421,10 @@ public final class UnlockedVault: @unchecked Sendable {
 
     // MARK: - Passphrase and keys
 
-    /// Rewraps the keys under a new passphrase (`vault passwd`). Secret ciphertexts are untouched.
+    /// Rewraps the owner's identity under a new passphrase (`vault passwd`). Keys, slots
+    /// and secret ciphertexts are untouched. Only the owner (the passphrase) can do it.
     public func changePassphrase(to newPassphrase: SecureBytes, kdf: KDFParameters?) throws(VaultError) {
+        guard isOwner else { throw .usage("only the passphrase (member 'owner') can change the passphrase") }
         guard newPassphrase.count > 0 else { throw .usage("an empty passphrase is not allowed") }
         let parameters = kdf ?? header.kdf
         guard parameters.meetsMinimum || (parameters == .testOnlyInsecure && KDFParameters.testOnlyInsecureKDFEnabled) else {
@@ -420,25 +434,26 @@ public final class UnlockedVault: @unchecked Sendable {
         // meanwhile, the check inside the transaction fails and nothing is written.
         let wrappedFor = keys
         var updated = header
-        let newKEK = try updated.wrap(keys: wrappedFor, passphrase: newPassphrase, kdf: parameters)
+        try updated.wrapOwner(identity, passphrase: newPassphrase, kdf: parameters)
         try database.write { db in
             try expectCurrent(db, keys: wrappedFor)
+            // The header may have moved on (signed_from_seq, epoch) only through a rekey,
+            // which expectCurrent rules out.
             try HeaderRecord(updated).update(db)
             guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
             try audit(entry("passwd", detail: parameters.presetName.map { "kdf=\($0)" }), db, wrappedFor)
         }
-        lock.withLock {
-            currentHeader = updated
-            kek = newKEK
-        }
+        lock.withLock { currentHeader = updated }
     }
 
     /// New data and audit keys (a new key epoch): every secret version re-sealed, every
-    /// row re-MAC'd, the token cache emptied, the old audit key sealed under the new one,
-    /// and the rekey record MAC'd under both, all in one transaction (`vault rekey`).
+    /// row re-MAC'd, the keys sealed anew to every current member, the token cache
+    /// emptied, the old audit key sealed under the new one, and the record MAC'd under
+    /// both, all in one transaction (`vault rekey`, `vault member remove`). Any member can
+    /// do it: the header wraps the owner's identity, not the keys (FORMAT.md §4.2).
     /// Returns the number of secret versions re-sealed.
     @discardableResult
-    public func rekey(detail: String? = nil) throws(VaultError) -> Int {
+    public func rekey(detail: String? = nil, removing removed: String? = nil) throws(VaultError) -> Int {
         let (count, next, updated) = try write { db, keys in
             let next = keys.nextEpoch()
             var count = 0
@@ -465,15 +480,34 @@ public final class UnlockedVault: @unchecked Sendable {
                                                            vaultID: vaultID, key: next.metadataKey))
                 try environment.update(db)
             }
+            let recordSeq = (try AuditHeadRecord.fetchOne(db, key: 1)?.seq ?? 0) + 1
+            let members = try checkedMembers(db, keys: keys)
+            try db.execute(sql: "DELETE FROM key_slot")
+            var remaining = 0
+            for var member in members {
+                if member.name == removed {
+                    guard member.removedSeq == nil else { throw VaultError.notFound("member '\(member.name)' was already removed") }
+                    member.removedSeq = recordSeq
+                }
+                member.mac = Data(MemberCrypto.mac(member, vaultID: vaultID, key: next.metadataKey))
+                try member.update(db)
+                if member.removedSeq == nil {
+                    try MemberCrypto.sealSlot(keys: next, for: member, vaultID: vaultID).insert(db)
+                    remaining += 1
+                }
+            }
+            guard remaining > 0 else { throw VaultError.usage("that would leave no member able to open the vault") }
             try db.execute(sql: "DELETE FROM token_cache")
             try AuditChain.retire(keys, under: next.auditEpochKeys, db: db, vaultID: vaultID)
             var updated = header
             updated.keyEpoch = next.epoch
-            try updated.rewrap(keys: next, kek: kek)
+            updated.headerDigest = updated.computedDigest
             try HeaderRecord(updated).update(db)
             guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
-            try AuditChain.append(entry("rekey", detail: ["resealed=\(count)", "epoch=\(next.epoch)", detail].compactMap { $0 }.joined(separator: " ")),
-                                  db: db, vaultID: vaultID, keys: next.auditEpochKeys, previous: keys.auditEpochKeys)
+            let action = removed == nil ? "rekey" : "member-remove"
+            let text = [removed.map { "member=\($0)" }, "resealed=\(count)", "epoch=\(next.epoch)", detail].compactMap { $0 }.joined(separator: " ")
+            try AuditChain.append(entry(action, detail: text), db: db, vaultID: vaultID, keys: next.auditEpochKeys,
+                                  previous: keys.auditEpochKeys, signer: signer)
             return (count, next, updated)
         }
         lock.withLock {
@@ -481,6 +515,61 @@ public final class UnlockedVault: @unchecked Sendable {
             currentHeader = updated
         }
         return count
+    }
+
+    // MARK: - Members
+
+    /// Every member row, each MAC checked under the current metadata key.
+    func checkedMembers(_ db: Database, keys: VaultKeys) throws -> [MemberRecord] {
+        let members = try MemberRecord.order(Column("added_seq"), Column("name")).fetchAll(db)
+        for member in members {
+            guard Sodium.constantTimeEqual(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)),
+                  member.uid.count == 16, ["passphrase", "recipient"].contains(member.kind) else {
+                throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
+            }
+        }
+        guard members.filter({ $0.kind == "passphrase" }).map(\.name) == [Labels.ownerMember] else {
+            throw VaultError.integrity("the member table does not have exactly one passphrase member, 'owner'")
+        }
+        try MemberCrypto.checkSlots(db, members: members, keys: keys, vaultID: vaultID)
+        return members
+    }
+
+    /// Adds a member who opens the vault with the identity behind `recipient` (`vault
+    /// member add`): its row (MAC'd), a key slot with the current keys, and a signed
+    /// `member-add` record, in one transaction.
+    public func addMember(name: String, recipient: Recipient) throws(VaultError) {
+        let name = try NameRule.validate(name, what: "member")
+        try write { db, keys in
+            let members = try checkedMembers(db, keys: keys)
+            if members.contains(where: { $0.name == name }) {
+                throw VaultError.failure("a member named '\(name)' exists or existed (names are never reused, so old records keep their signer)")
+            }
+            if let same = members.first(where: { $0.removedSeq == nil && $0.boxPublicKey == Data(recipient.boxPublicKey) }) {
+                throw VaultError.failure("that recipient is already member '\(same.name)'")
+            }
+            let seq = (try AuditHeadRecord.fetchOne(db, key: 1)?.seq ?? 0) + 1
+            var record = MemberRecord(name: name, uid: Data(Sodium.randomBytes(16)), kind: "recipient",
+                                      boxPublicKey: Data(recipient.boxPublicKey), signPublicKey: Data(recipient.signPublicKey),
+                                      addedSeq: seq, removedSeq: nil, createdAt: now.iso8601, mac: Data())
+            record.mac = Data(MemberCrypto.mac(record, vaultID: vaultID, key: keys.metadataKey))
+            try record.insert(db)
+            try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID).insert(db)
+            try audit(entry("member-add", detail: "member=\(name)"), db, keys)
+        }
+    }
+
+    /// Removes a member (`vault member remove`): a new key epoch whose keys are sealed to
+    /// the remaining members only. The owner cannot be removed (the passphrase is the
+    /// vault's last-resort key).
+    public func removeMember(named name: String) throws(VaultError) -> Int {
+        guard name != Labels.ownerMember else {
+            throw .usage("'owner' is the passphrase's member and cannot be removed (it is the vault's last-resort key)",
+                         hint: "change the passphrase with `vault passwd` instead")
+        }
+        let exists = try read { db, keys in try checkedMembers(db, keys: keys).contains { $0.name == name && $0.removedSeq == nil } }
+        guard exists else { throw .notFound("no current member named '\(name.sanitisedForDisplay(limit: 64))'") }
+        return try rekey(removing: name)
     }
 
     // MARK: - Environments
@@ -631,7 +720,7 @@ public final class UnlockedVault: @unchecked Sendable {
                                              nonce: Data(nonce), ciphertext: Data(ciphertext)).save(db)
                     }
                 }
-                return try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys)
+                return try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
             }
         } catch {
             switch error {
@@ -655,7 +744,11 @@ public final class UnlockedVault: @unchecked Sendable {
 
     /// Checks the whole audit chain (`vault audit verify`).
     public func verifyAudit() throws(VaultError) -> AuditChain.Verification {
-        try read { db, keys in try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys) }
+        try read { db, keys in
+            let members = try checkedMembers(db, keys: keys)
+            return try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys,
+                                         signatures: .init(signedFrom: header.signedFromSeq, members: members))
+        }
     }
 }
 

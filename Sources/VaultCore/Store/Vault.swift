@@ -12,8 +12,9 @@ public final class Vault: Sendable {
         self.clock = clock
     }
 
-    /// Creates a vault at `path` (never overwriting) and returns it unlocked. Argon2id
-    /// runs once: the key-encryption key that wraps the keys is kept for the session.
+    /// Creates a vault at `path` (never overwriting) and returns it unlocked, as its
+    /// owner. Argon2id runs once. The owner's identity is made here and wrapped in the
+    /// header under the passphrase; the keys reach it through its key slot (FORMAT.md §10).
     public static func initialise(at path: String, passphrase: SecureBytes, kdf: KDFParameters,
                                   detail: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> UnlockedVault {
         guard passphrase.count > 0 else { throw .usage("an empty passphrase is not allowed") }
@@ -21,16 +22,31 @@ public final class Vault: Sendable {
             throw .usage("KDF parameters weaker than 'interactive' are not allowed")
         }
         let keys = VaultKeys.generate()
-        let (header, kek) = try VaultHeader.create(
-            vaultID: Sodium.randomBytes(VaultHeader.vaultIDBytes), keys: keys, passphrase: passphrase, kdf: kdf,
+        let owner = MemberIdentity.generate()
+        let (header, _) = try VaultHeader.create(
+            vaultID: Sodium.randomBytes(VaultHeader.vaultIDBytes), owner: owner, passphrase: passphrase, kdf: kdf,
             createdAt: clock.now().iso8601)
+        let signer = AuditSigner(member: Labels.ownerMember, identity: owner)
         let database = try VaultDatabase.create(at: path) { db in
             try HeaderRecord(header).insert(db)
+            try Self.insertOwner(owner, keys: keys, addedSeq: 1, vaultID: header.vaultID, createdAt: clock.now().iso8601, db: db)
             try AuditChain.append(
                 AuditEntry(at: clock.now().unixMilliseconds, action: "init", outcome: "ok", detail: detail),
-                db: db, vaultID: header.vaultID, keys: keys.auditEpochKeys, genesis: true)
+                db: db, vaultID: header.vaultID, keys: keys.auditEpochKeys, genesis: true, signer: signer)
         }
-        return UnlockedVault(vault: Vault(database: database, clock: clock), header: header, keys: keys, kek: kek)
+        return UnlockedVault(vault: Vault(database: database, clock: clock), header: header, keys: keys,
+                             identity: owner, member: Labels.ownerMember)
+    }
+
+    /// The owner's member row and key slot (a new vault, or the format-3 upgrade).
+    static func insertOwner(_ owner: MemberIdentity, keys: VaultKeys, addedSeq: Int64, vaultID: [UInt8], createdAt: String,
+                            db: Database) throws {
+        var record = MemberRecord(name: Labels.ownerMember, uid: Data(Sodium.randomBytes(16)), kind: "passphrase",
+                                  boxPublicKey: Data(owner.recipient.boxPublicKey), signPublicKey: Data(owner.recipient.signPublicKey),
+                                  addedSeq: addedSeq, removedSeq: nil, createdAt: createdAt, mac: Data())
+        record.mac = Data(MemberCrypto.mac(record, vaultID: vaultID, key: keys.metadataKey))
+        try record.insert(db)
+        try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID).insert(db)
     }
 
     /// Opens the vault at `path`; exit 6 when there is none.
@@ -56,32 +72,77 @@ public final class Vault: Sendable {
     public func formatVersion() throws(VaultError) -> UInt32 { try header().formatVersion }
 
     /// Checks the header and derives the keys; exit 3 on a wrong passphrase. A format-1
-    /// vault is upgraded to format 2 here, in one transaction (FORMAT.md §9).
+    /// or format-2 vault is upgraded to format 3 here, in one transaction (FORMAT.md §9).
     public func unlock(passphrase: SecureBytes) throws(VaultError) -> UnlockedVault {
         let header = try header()
+        try header.validate()
         Trace.debug("deriving the key-encryption key: argon2id \(header.kdf.presetName ?? "custom") (\(header.kdf))")
-        let (keys, kek) = try header.unlockReturningKEK(passphrase: passphrase)
-        Trace.debug("unlocked: format \(header.formatVersion), key epoch \(header.keyEpoch)")
-        return try unlocked(header: header, keys: keys, kek: kek)
+        let kek = try header.deriveKEK(passphrase: passphrase)
+        if header.formatVersion < Labels.formatVersion {
+            guard let keys = try header.unwrap(kek: kek) else { throw .wrongPassphrase }
+            Trace.debug("upgrading the vault from format \(header.formatVersion) to format \(Labels.formatVersion)")
+            try FormatUpgrade.run(vault: self, header: header, keys: keys, kek: kek)
+            return try unlock(kek: kek)
+        }
+        return try unlock(kek: kek)
     }
 
-    func unlocked(header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) -> UnlockedVault {
-        let pending = database.pendingMigrations
-        if header.formatVersion == 1 {
-            Trace.debug("upgrading the vault from format 1 to format 2")
-            try FormatUpgrade.run(vault: self, header: header, keys: keys, kek: kek)
-            let upgraded = try self.header()
-            try upgraded.validate()
-            guard let keys = try upgraded.unwrap(kek: kek) else { throw .keysChanged }
-            return UnlockedVault(vault: self, header: upgraded, keys: keys, kek: kek)
+    /// Format 3: the owner's identity from the header, then its key slot.
+    func unlock(kek: SecureBytes) throws(VaultError) -> UnlockedVault {
+        let header = try header()
+        try header.validate()
+        guard header.formatVersion == Labels.formatVersion else { throw .keysChanged }
+        guard let owner = try header.unwrapOwner(kek: kek) else { throw .wrongPassphrase }
+        Trace.debug("unlocked the owner's identity: format \(header.formatVersion), key epoch \(header.keyEpoch)")
+        return try unlock(identity: owner, header: header, wrongIdentity: .wrongPassphrase)
+    }
+
+    /// Unlocks with a member identity (`--identity`, `VAULT_IDENTITY_FILE`, the default
+    /// identity): its key slot is found by trying every slot. An identity without a slot
+    /// is exit 3, like a wrong passphrase, and takes the same time as one whose slot
+    /// does not open.
+    public func unlock(identity: MemberIdentity) throws(VaultError) -> UnlockedVault {
+        let header = try header()
+        try header.validate()
+        guard header.formatVersion == Labels.formatVersion else {
+            throw .usage("this vault has no members yet (format \(header.formatVersion)): unlock it once with the passphrase, which upgrades it",
+                         hint: "`vault upgrade` with the passphrase")
         }
-        guard pending.isEmpty else {
-            throw .integrity("the vault header says format \(header.formatVersion) but the schema lacks \(pending.joined(separator: ", "))")
+        return try unlock(identity: identity, header: header, wrongIdentity: .wrongIdentitySlot)
+    }
+
+    private func unlock(identity: MemberIdentity, header: VaultHeader, wrongIdentity: VaultError) throws(VaultError) -> UnlockedVault {
+        guard database.pendingMigrations.isEmpty else {
+            throw .integrity("the vault header says format \(header.formatVersion) but the schema lacks \(database.pendingMigrations.joined(separator: ", "))")
         }
-        return UnlockedVault(vault: self, header: header, keys: keys, kek: kek)
+        // The header and the slots are read in one snapshot: a rekey committed between two
+        // reads would pair a header of one epoch with slots of another. A header changed
+        // since the caller read it (a rekey: new epoch) is taken as it now is, if it is
+        // still the same vault in the same format.
+        let found = try database.read { db -> (VaultHeader, (member: MemberRecord, keys: VaultKeys)?) in
+            guard let current = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
+            try current.validate()
+            guard current.vaultID == header.vaultID, current.formatVersion == header.formatVersion else { throw VaultError.keysChanged }
+            return (current, try MemberCrypto.openSlot(identity: identity, db: db, vaultID: current.vaultID, epoch: current.keyEpoch))
+        }
+        guard let opened = found.1 else { throw wrongIdentity }
+        Trace.debug("unlocked as member '\(opened.member.name)' (key epoch \(found.0.keyEpoch))")
+        return UnlockedVault(vault: self, header: found.0, keys: opened.keys, identity: identity, member: opened.member.name)
     }
 
     // MARK: - Metadata reads (no passphrase)
+
+    /// Members, current and removed (format 3; no passphrase, MACs not checked here).
+    public func members() throws(VaultError) -> [Member] {
+        guard database.pendingMigrations.isEmpty else { return [] }
+        return try database.read { db in
+            let slots = Set(try String.fetchAll(db, sql: "SELECT member FROM key_slot"))
+            return try MemberRecord.order(Column("added_seq"), Column("name")).fetchAll(db).map {
+                Member(name: $0.name, kind: $0.kind, recipient: $0.recipient.string, addedSeq: $0.addedSeq,
+                       removedSeq: $0.removedSeq, createdAt: $0.createdAt, hasSlot: slots.contains($0.name))
+            }
+        }
+    }
 
     public func profiles() throws(VaultError) -> [Profile] {
         try database.read { db in try ProfileRecord.order(ProfileRecord.Columns.name).fetchAll(db) }.map(\.profile)
@@ -156,7 +217,8 @@ public final class Vault: Sendable {
 
     /// Audit records matching `query`, newest first.
     public func audit(_ query: AuditQuery) throws(VaultError) -> [AuditEntry] {
-        try database.read { db in try AuditChain.request(for: query).fetchAll(db).map(\.entry) }
+        if query.member != nil, !hasMembers { return [] }
+        return try database.read { db in try AuditChain.request(for: query).fetchAll(db).map(\.entry) }
     }
 
     /// Audit records matching `query` as one-line JSON objects, oldest first, with their
@@ -165,15 +227,21 @@ public final class Vault: Sendable {
         try auditFollowStep(query, json: true).lines
     }
 
+    /// Whether the file has format 3's member columns (an older vault not yet unlocked
+    /// has not).
+    var hasMembers: Bool { database.pendingMigrations.isEmpty }
+
     /// One step of `vault audit --follow`, in one read snapshot: the matching records
     /// (oldest first; as JSON lines or entries) and the newest sequence number in the
     /// trail, so the next step can start exactly after it with nothing missed.
     public func auditFollowStep(_ query: AuditQuery, json: Bool) throws(VaultError)
         -> (lines: [(seq: Int64, json: String)], entries: [AuditEntry], newest: Int64) {
-        try database.read { db in
+        var query = query
+        if query.member != nil, !hasMembers { query.afterSeq = Int64.max }
+        return try database.read { db in
             let newest = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit_record") ?? 0
             if json {
-                let lines = try AuditChain.request(for: query).select(Column("seq"), SQL(sql: AuditChain.jsonColumns), as: Row.self)
+                let lines = try AuditChain.request(for: query).select(Column("seq"), SQL(sql: AuditChain.jsonColumns(withMember: hasMembers)), as: Row.self)
                     .fetchAll(db).map { (seq: $0[0] as Int64, json: $0[1] as String) }
                 return (Array(lines.reversed()), [], newest)
             }
@@ -188,8 +256,9 @@ public final class Vault: Sendable {
 
     /// Audit records matching `query` as JSON objects, newest first (`vault audit --json`).
     public func auditJSON(_ query: AuditQuery) throws(VaultError) -> [String] {
-        try database.read { db in
-            try AuditChain.request(for: query).select(SQL(sql: AuditChain.jsonColumns), as: String.self).fetchAll(db)
+        if query.member != nil, !hasMembers { return [] }
+        return try database.read { db in
+            try AuditChain.request(for: query).select(SQL(sql: AuditChain.jsonColumns(withMember: hasMembers)), as: String.self).fetchAll(db)
         }
     }
 }

@@ -51,6 +51,8 @@ public final class VaultDatabase: Sendable {
 
     /// The migration that turns a format-1 vault into format 2 (FORMAT.md §9).
     public static let format2Migration = "0002_format2"
+    /// The migration that turns a format-2 vault into format 3, with members (FORMAT.md §9.2).
+    public static let format3Migration = "0003_members"
 
     /// Work done inside a migration's transaction around its SQL: the format upgrade
     /// checks the old data before the SQL runs and fills the new columns after it.
@@ -60,20 +62,20 @@ public final class VaultDatabase: Sendable {
     }
 
     /// The migrations, embedded at build time from `Migrations/*.sql`. A migration that
-    /// changes the sealed format needs `upgrade` when the vault already holds data (its
-    /// header row exists); without it that migration refuses to run.
-    static func migrator(upgrade: DataUpgrade? = nil) -> DatabaseMigrator {
+    /// changes the sealed format needs its entry in `upgrades` when the vault already
+    /// holds data (its header row exists); without it that migration refuses to run.
+    static func migrator(upgrades: [String: DataUpgrade] = [:]) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         for migration in embeddedMigrations {
             migrator.registerMigration(migration.name) { db in
-                let headerRows = migration.name == format2Migration ? try Int.fetchOne(db, sql: "SELECT count(*) FROM vault_header") ?? 0 : 0
-                let holdsData = headerRows > 0
-                guard holdsData else {
+                let formatChange = [format2Migration, format3Migration].contains(migration.name)
+                let headerRows = formatChange ? try Int.fetchOne(db, sql: "SELECT count(*) FROM vault_header") ?? 0 : 0
+                guard headerRows > 0 else {
                     try db.execute(sql: migration.sql)
                     return
                 }
-                guard let upgrade else {
-                    throw VaultError.failure("this format-1 vault must be unlocked to be upgraded", hint: "run `vault upgrade`")
+                guard let upgrade = upgrades[migration.name] else {
+                    throw VaultError.failure("this vault must be unlocked with its passphrase to be upgraded", hint: "run `vault upgrade`")
                 }
                 try upgrade.before(db)
                 try db.execute(sql: migration.sql)
@@ -351,10 +353,10 @@ public final class VaultDatabase: Sendable {
     /// Migrations this build knows that the file has not applied yet.
     public var pendingMigrations: [String] { Array(Self.knownMigrations.dropFirst(appliedCount)) }
 
-    /// Applies pending migrations; a format change runs `upgrade` in the same transaction.
-    func migrate(upgrade: DataUpgrade?) throws(VaultError) {
+    /// Applies pending migrations; a format change runs its upgrade in the same transaction.
+    func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {
         do {
-            try Self.migrator(upgrade: upgrade).migrate(pool)
+            try Self.migrator(upgrades: upgrades).migrate(pool)
             appliedCount = Self.knownMigrations.count
         } catch {
             throw Self.map(error, path: path)

@@ -17,6 +17,7 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @Option(help: "Only this profile.", completion: NameCompletion.profiles) var profile: String?
         @Option(help: "Only this environment.", completion: NameCompletion.environments) var env: String?
+        @Option(help: "Only records caused (and signed) by this member.") var member: String?
         @Option(help: "From this time: ISO 8601, Unix seconds, or an age like 30m, 24h, 7d.") var since: String?
         @Option(help: "Up to this time (same forms as --since).") var until: String?
         @Option(help: "ok (ok, cache_hit), error (everything else), or one outcome name.") var outcome: String?
@@ -45,6 +46,7 @@ extension VaultCLI {
                 profile: profile, environment: env,
                 since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
                 outcome: outcome, limit: limit)
+            query.member = member
             if json { return Output.jsonArray(try options.openForReading().auditJSON(query)) }
             if jsonl || follow {
                 let vault = try options.openForReading()
@@ -76,16 +78,16 @@ extension VaultCLI {
             Output.table(Self.header, records.map { Self.row($0) })
         }
 
-        static let header = ["SEQ", "TIME", "ACTION", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
+        static let header = ["SEQ", "TIME", "ACTION", "MEMBER", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
         /// Fixed column widths for `--follow`, where rows arrive over time.
-        static let widths = [6, 20, 10, 16, 10, 11, 4, 16, 5, 6, 0]
+        static let widths = [6, 20, 13, 12, 16, 10, 11, 4, 16, 5, 6, 0]
 
         static func row(_ r: AuditEntry) -> [String] {
             let time = Date(timeIntervalSince1970: Double(r.at) / 1000).iso8601
             let status: String = r.httpStatus.map { String($0) } ?? "-"
             let attempts: String = r.attempts.map { String($0) } ?? "-"
             let duration: String = r.durationMs.map { String($0) } ?? "-"
-            var cells: [String] = [String(r.seq), time, r.action, r.profile ?? "-", r.environment ?? "-", r.outcome]
+            var cells: [String] = [String(r.seq), time, r.action, r.member ?? "-", r.profile ?? "-", r.environment ?? "-", r.outcome]
             cells += [status, r.oauthError ?? "-", attempts, duration, r.requestID ?? "-"]
             return cells
         }

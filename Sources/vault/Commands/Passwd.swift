@@ -16,7 +16,8 @@ extension VaultCLI {
         var kdf: KDFParameters.Preset?
 
         @MainActor func run() async throws {
-            let vault = try options.unlock()
+            // Always the passphrase (member 'owner'), never an identity.
+            let vault = try options.open().unlock(passphrase: options.passphrase.existing())
             let newPassphrase = try options.passphrase.replacement(newPassphraseFile: newPassphraseFile)
             var parameters = kdf?.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled, parameters != nil { parameters = .testOnlyInsecure }

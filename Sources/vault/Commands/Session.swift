@@ -82,7 +82,7 @@ extension VaultCLI {
                 return
             }
             try AgentProtocol.preparePrivateDirectory((socket as NSString).deletingLastPathComponent, create: true)
-            let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
+            let unlocked = try options.unlock(vault)
             // The agent checks each --keep-fresh profile and environment (MACs included)
             // before it listens, and its error comes back here with its exit code.
             let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idleSeconds, keepFresh: keepFresh)
@@ -179,8 +179,8 @@ extension VaultCLI {
 
         static func start(vault: String, lifetime: Int64, idle: Int64,
                           entries: [(profile: String, environment: String?)]) throws(VaultError) -> AgentServer {
-            let kek = try AgentLauncher.receiveKEK()
-            let server = try AgentServer(vaultPath: vault, kek: kek, lifetime: TimeInterval(lifetime), idle: TimeInterval(idle),
+            let identity = try AgentLauncher.receiveIdentity()
+            let server = try AgentServer(vaultPath: vault, identity: identity, lifetime: TimeInterval(lifetime), idle: TimeInterval(idle),
                                          keepFresh: entries)
             try server.bind()
             return server

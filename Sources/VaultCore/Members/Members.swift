@@ -1,0 +1,199 @@
+import Foundation
+import GRDB
+
+/// §3.9 A member row: who can open the vault and whose key signs which records.
+struct MemberRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "member"
+    var name: String
+    var uid: Data
+    /// `passphrase` (the owner: the identity wrapped in the header) or `recipient`.
+    var kind: String
+    var boxPublicKey: Data
+    var signPublicKey: Data
+    var addedSeq: Int64
+    var removedSeq: Int64?
+    var createdAt: String
+    var mac: Data
+
+    enum CodingKeys: String, CodingKey {
+        case name, uid, kind, boxPublicKey = "box_public_key", signPublicKey = "sign_public_key"
+        case addedSeq = "added_seq", removedSeq = "removed_seq", createdAt = "created_at", mac
+    }
+
+    var recipient: Recipient { Recipient(boxPublicKey: [UInt8](boxPublicKey), signPublicKey: [UInt8](signPublicKey)) }
+
+    /// `removed_seq` is written without a value as SQL NULL (a nil optional would leave
+    /// the column out of an UPDATE).
+    func encode(to container: inout PersistenceContainer) throws {
+        container["name"] = name
+        container["uid"] = uid
+        container["kind"] = kind
+        container["box_public_key"] = boxPublicKey
+        container["sign_public_key"] = signPublicKey
+        container["added_seq"] = addedSeq
+        container["removed_seq"] = removedSeq
+        container["created_at"] = createdAt
+        container["mac"] = mac
+    }
+}
+
+/// §3.10 A key slot: the vault keys sealed to one current member.
+struct KeySlotRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "key_slot"
+    var member: String
+    var keyEpoch: Int64
+    var sealed: Data
+    var mac: Data
+
+    enum CodingKeys: String, CodingKey {
+        case member, keyEpoch = "key_epoch", sealed, mac
+    }
+}
+
+/// A member as `vault member list` shows it.
+public struct Member: Sendable, Equatable, Codable {
+    public var name: String
+    public var kind: String
+    public var recipient: String
+    public var addedSeq: Int64
+    public var removedSeq: Int64?
+    public var createdAt: String
+    public var hasSlot: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind, recipient, addedSeq = "added_seq", removedSeq = "removed_seq", createdAt = "created_at", hasSlot = "has_slot"
+    }
+}
+
+/// The who-signs-what of the audit trail and the key slots (FORMAT.md §10).
+enum MemberCrypto {
+    /// §10.4 The member row MAC, under the metadata key of the current epoch.
+    static func mac(_ r: MemberRecord, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.memberMAC)
+        e.data(vaultID)
+        e.str(r.name)
+        e.data([UInt8](r.uid))
+        e.str(r.kind)
+        e.data([UInt8](r.boxPublicKey))
+        e.data([UInt8](r.signPublicKey))
+        e.i64(r.addedSeq)
+        e.optionalI64(r.removedSeq)
+        e.str(r.createdAt)
+        return Sodium.blake2b(e.bytes, key: key, length: 32)
+    }
+
+    /// §10.3 What a key slot's 32-byte binding covers: the slot belongs to this vault,
+    /// epoch and member, and was made by someone who held the keys.
+    static func slotBinding(vaultID: [UInt8], epoch: Int64, member: MemberRecord, keys: VaultKeys) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.keySlot)
+        e.data(vaultID)
+        e.i64(epoch)
+        e.str(member.name)
+        e.data([UInt8](member.uid))
+        e.data([UInt8](member.boxPublicKey))
+        keys.dataKey.withUnsafeBytes { e.data(Array($0)) }
+        keys.auditKey.withUnsafeBytes { e.data(Array($0)) }
+        return Sodium.blake2b(e.bytes, length: 32)
+    }
+
+    /// §10.3 `crypto_box_seal(data_key ‖ audit_key ‖ binding, member's box key)`.
+    static func sealSlot(keys: VaultKeys, for member: MemberRecord, vaultID: [UInt8]) throws -> KeySlotRecord {
+        let binding = slotBinding(vaultID: vaultID, epoch: keys.epoch, member: member, keys: keys)
+        let plaintext = SecureBytes.concatenating([keys.dataKey, keys.auditKey, SecureBytes(copying: binding)])
+        let sealed = try Sodium.sealBox(plaintext, to: [UInt8](member.boxPublicKey))
+        return KeySlotRecord(member: member.name, keyEpoch: keys.epoch, sealed: Data(sealed),
+                             mac: Data(slotMAC(member: member, epoch: keys.epoch, sealed: sealed, vaultID: vaultID, key: keys.metadataKey)))
+    }
+
+    /// §10.3 The slot MAC (metadata key): this sealed box belongs to this member's row.
+    static func slotMAC(member: MemberRecord, epoch: Int64, sealed: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.keySlotMAC)
+        e.data(vaultID)
+        e.str(member.name)
+        e.data([UInt8](member.uid))
+        e.i64(epoch)
+        e.data(sealed)
+        return Sodium.blake2b(e.bytes, key: key, length: 32)
+    }
+
+    /// Every slot belongs to a current member, is for `keys`' epoch and carries its MAC;
+    /// every current member has its slot (a swapped, moved or extra slot is exit 7).
+    static func checkSlots(_ db: Database, members: [MemberRecord], keys: VaultKeys, vaultID: [UInt8]) throws {
+        let current = Dictionary(members.filter { $0.removedSeq == nil }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let slots = try KeySlotRecord.fetchAll(db)
+        for slot in slots {
+            let display = slot.member.sanitisedForDisplay(limit: 64)
+            guard let member = current[slot.member] else { throw VaultError.integrity("a key slot belongs to '\(display)', who is not a current member") }
+            guard slot.keyEpoch == keys.epoch,
+                  Sodium.constantTimeEqual(slotMAC(member: member, epoch: slot.keyEpoch, sealed: [UInt8](slot.sealed), vaultID: vaultID,
+                                                   key: keys.metadataKey), [UInt8](slot.mac)) else {
+                throw VaultError.integrity("the key slot of member '\(display)' does not verify (swapped, moved or from another epoch)")
+            }
+        }
+        guard Set(slots.map(\.member)) == Set(current.keys) else {
+            throw VaultError.integrity("not every current member has a key slot")
+        }
+    }
+
+    /// Opens the slot sealed to `identity`, trying every slot (as age tries every stanza)
+    /// so that "no slot for this identity" and "a slot that does not open" take the same
+    /// time. Returns the member and its keys; nil when no slot opens.
+    static func openSlot(identity: MemberIdentity, db: Database, vaultID: [UInt8], epoch: Int64) throws -> (member: MemberRecord, keys: VaultKeys)? {
+        let slots = try KeySlotRecord.fetchAll(db)
+        var found: (KeySlotRecord, SecureBytes)?
+        for slot in slots {
+            if let opened = identity.openBox([UInt8](slot.sealed)), found == nil {
+                found = (slot, opened)
+            }
+        }
+        guard let (slot, plaintext) = found else { return nil }
+        guard plaintext.count == 96, slot.keyEpoch == epoch else {
+            throw VaultError.integrity("the key slot of member '\(slot.member.sanitisedForDisplay(limit: 64))' is not for the vault's current key epoch")
+        }
+        guard let member = try MemberRecord.fetchOne(db, key: slot.member), member.removedSeq == nil,
+              Sodium.constantTimeEqual([UInt8](member.boxPublicKey), identity.recipient.boxPublicKey),
+              Sodium.constantTimeEqual([UInt8](member.signPublicKey), identity.recipient.signPublicKey) else {
+            throw VaultError.integrity("a key slot opened by this identity belongs to another member (slots were swapped)")
+        }
+        let keys: VaultKeys
+        do {
+            keys = try VaultKeys(dataKey: plaintext.slice(0..<32), auditKey: plaintext.slice(32..<64), epoch: epoch)
+        } catch {
+            throw VaultError.integrity("the vault keys in a key slot are unusable")
+        }
+        let binding = plaintext.withUnsafeBytes { Array($0[64..<96]) }
+        guard Sodium.constantTimeEqual(binding, slotBinding(vaultID: vaultID, epoch: epoch, member: member, keys: keys)) else {
+            throw VaultError.integrity("the key slot of member '\(member.name.sanitisedForDisplay(limit: 64))' is bound to another vault, epoch or member")
+        }
+        guard Sodium.constantTimeEqual(mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)) else {
+            throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
+        }
+        guard Sodium.constantTimeEqual(slotMAC(member: member, epoch: epoch, sealed: [UInt8](slot.sealed), vaultID: vaultID, key: keys.metadataKey),
+                                       [UInt8](slot.mac)) else {
+            throw VaultError.integrity("the key slot of member '\(member.name.sanitisedForDisplay(limit: 64))' does not verify (swapped or moved)")
+        }
+        return (member, keys)
+    }
+
+    /// §6.7 What a member signs for record `seq`: the record's MAC (which covers every
+    /// field and the previous record's MAC) and the member's name.
+    static func signatureInput(vaultID: [UInt8], seq: Int64, member: String, mac: [UInt8]) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.auditSignature)
+        e.data(vaultID)
+        e.i64(seq)
+        e.str(member)
+        e.data(mac)
+        return e.bytes
+    }
+}
+
+/// Who signs the audit records a process writes: the member that unlocked the vault.
+public struct AuditSigner: Sendable {
+    public let member: String
+    let identity: MemberIdentity
+
+    init(member: String, identity: MemberIdentity) {
+        self.member = member
+        self.identity = identity
+    }
+}

@@ -1,0 +1,78 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+
+extension VaultCLI {
+    struct MemberCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "member",
+            abstract: "Who can open this vault: the passphrase ('owner') and member identities, each with its own key slot.",
+            subcommands: [ListMembers.self, AddMember.self, RemoveMember.self],
+            defaultSubcommand: ListMembers.self)
+    }
+
+    struct ListMembers: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "list",
+            abstract: "List members, current and removed (no passphrase needed; `vault verify` checks their MACs).")
+        @OptionGroup var options: VaultOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        @MainActor func run() async throws {
+            let members = try options.openForReading().members()
+            if json { return Output.json(members) }
+            Output.table(["NAME", "KIND", "SINCE", "REMOVED", "RECIPIENT"], members.map {
+                [$0.name, $0.kind, "#\($0.addedSeq)", $0.removedSeq.map { "#\($0)" } ?? "-", $0.recipient]
+            })
+        }
+    }
+
+    struct AddMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add",
+            abstract: "Give a member identity its own key slot (needs the vault unlocked: passphrase, identity or agent).")
+        @OptionGroup var options: VaultOptions
+        @Argument(help: "The member's name (letters, digits, . _ -).") var name: String
+        @Option(help: ArgumentHelp("The member's recipient, as `vault identity show` prints it (gbgv1…).", valueName: "recipient"))
+        var recipient: String
+
+        @MainActor func run() async throws {
+            // Checked before anything is unlocked: a mistyped recipient is exit 64, nothing stored.
+            let parsed = try Recipient(parsing: recipient)
+            var request = AgentRequest(op: "member-add")
+            request.member = name
+            request.recipient = parsed.string
+            if let response = try AgentSession.perform(options, request) {
+                return Output.info(response.message ?? "added member '\(name)'")
+            }
+            try options.unlock().addMember(name: name, recipient: parsed)
+            Output.info("added member '\(name)'; it can now open this vault with its identity")
+        }
+    }
+
+    struct RemoveMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "remove",
+            abstract: "Remove a member: new keys for everyone else, in one transaction (like rekey).")
+        @OptionGroup var options: VaultOptions
+        @Argument(help: "The member's name.") var name: String
+
+        @MainActor func run() async throws {
+            var request = AgentRequest(op: "member-remove")
+            request.member = name
+            let message: String
+            if let response = try AgentSession.perform(options, request) {
+                message = response.message ?? "removed member '\(name)'"
+            } else {
+                let count = try options.unlock().removeMember(named: name)
+                message = Self.message(name: name, resealed: count)
+            }
+            Output.info(message)
+            Output.warning("'\(name)' could have copied every secret while a member: rotate the GBG credentials (`vault rotate NAME --verify`)")
+        }
+
+        static func message(name: String, resealed: Int) -> String {
+            "removed member '\(name)': new data and audit keys sealed to the remaining members; \(resealed) secret version(s) re-sealed, cached tokens dropped"
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import Testing
+import VaultTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Members (FORMAT.md §10): identities, key slots, removal, signed audit records, end to
+/// end with the binary, checked from outside by the independent reader.
+@Suite("members: identities, key slots, signed audit records")
+struct MemberTests {
+    /// A fixture with two member identities besides the owner's passphrase: `alice`
+    /// (sealed under her own passphrase) and `ci` (an unsealed machine identity).
+    final class Team: @unchecked Sendable {
+        let fixture: Fixture
+        let alicePath: String
+        let ciPath: String
+        let alicePassphrase = "alice's own passphrase " + UUID().uuidString
+        var vault: TestVault { fixture.vault }
+
+        init() throws {
+            fixture = try Fixture()
+            alicePath = fixture.vault.directory + "/alice.identity"
+            ciPath = fixture.vault.directory + "/ci.identity"
+            LeakScanner.shared.register(secret: alicePassphrase)
+            let alice = try vault.run(["identity", "new", "--out", alicePath], env: ["VAULT_IDENTITY_PASSPHRASE": alicePassphrase])
+            try #require(alice.status == 0, "\(alice.stderrText)")
+            let ci = try vault.run(["identity", "new", "--no-passphrase", "--out", ciPath])
+            try #require(ci.status == 0, "\(ci.stderrText)")
+            for path in [alicePath, ciPath] { try registerSecrets(ofIdentity: path) }
+        }
+
+        /// The identity files' private parts, so the leak scanner looks for them everywhere.
+        func registerSecrets(ofIdentity path: String) throws {
+            let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
+            for key in ["secret", "sealed"] {
+                if let value = object?[key] as? String { LeakScanner.shared.register(secret: value) }
+            }
+        }
+
+        func recipient(_ path: String) throws -> String {
+            try vault.run(["identity", "show", "--identity", path]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        /// Runs vault as a member: no vault passphrase at all, the identity file instead.
+        @discardableResult
+        func run(as identity: String, _ arguments: [String], token: Bool = false) throws -> ProcessResult {
+            var env = ["VAULT_IDENTITY_FILE": identity]
+            if identity == alicePath { env["VAULT_IDENTITY_PASSPHRASE"] = alicePassphrase }
+            let result = try vault.run(arguments, env: env, removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: token)
+            if token, result.status == 0 {
+                let text = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !text.isEmpty, !text.contains("\n") { LeakScanner.shared.register(token: text) }
+            }
+            return result
+        }
+
+        func addBoth() throws {
+            #expect(try vault.run(["member", "add", "alice", "--recipient", recipient(alicePath)]).status == 0)
+            #expect(try vault.run(["member", "add", "ci", "--recipient", recipient(ciPath)]).status == 0)
+        }
+
+        func audit(_ extra: [String] = []) throws -> [[String: Any]] {
+            try JSONSerialization.jsonObject(with: vault.run(["audit", "--json"] + extra).stdout) as? [[String: Any]] ?? []
+        }
+    }
+
+    @Test("three members fetch tokens; audit names who; member remove locks a member out of everything written afterwards")
+    func team() throws {
+        let team = try Team()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        let members = try JSONSerialization.jsonObject(with: vault.run(["member", "list", "--json"]).stdout) as? [[String: Any]]
+        #expect(members?.compactMap { $0["name"] as? String } == ["owner", "alice", "ci"])
+        #expect(members?.allSatisfy { ($0["recipient"] as? String)?.hasPrefix("gbgv1") == true && $0["has_slot"] as? Bool == true } == true)
+
+        // Each member fetches tokens its own way.
+        #expect(try team.fixture.token("pw", ["--fresh"]).status == 0)
+        #expect(try team.run(as: team.alicePath, ["token", "pw", "--fresh"], token: true).status == 0)
+        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
+        #expect(try team.run(as: team.ciPath, ["token", "cc"], token: true).status == 0)
+        let records = try team.audit(["--limit", "4"])
+        #expect(records.compactMap { $0["member"] as? String } == ["ci", "ci", "alice", "owner"])
+        #expect(try team.audit(["--member", "ci"]).count == 2)
+        #expect(try team.audit(["--member", "alice"]).compactMap { $0["action"] as? String } == ["token"])
+        let table = try vault.run(["audit", "--limit", "2"]).stdoutText
+        #expect(table.contains("MEMBER") && table.contains(" ci "))
+        let verified = try team.run(as: team.ciPath, ["audit", "verify"])
+        #expect(verified.status == 0, "\(verified.stderrText)")
+
+        // The independent reader opens the vault with each key source and checks every signature.
+        for (extra, name) in [([String](), "owner"), (["--identity", team.alicePath], "alice"), (["--identity", team.ciPath], "ci")] {
+            let read = try independentReader(path: vault.path, passphrase: vault.passphrase, extra: extra, identityPassphrase: team.alicePassphrase)
+            let report = try #require(read.report, "\(name): \(read.error ?? "")")
+            #expect(report["member"] as? String == name)
+            #expect((report["profiles"] as? [String: [String: String]])?["pw"]?["client_secret/v1"] == team.fixture.clientSecret)
+            #expect((report["signatures"] as? Int ?? 0) == (report["audit_records"] as? Int ?? -1))
+        }
+
+        // Remove ci: new keys for the rest; ci's identity opens nothing written afterwards.
+        let removed = try vault.run(["member", "remove", "ci"])
+        #expect(removed.status == 0, "\(removed.stderrText)")
+        #expect(removed.stderrText.contains("rotate the GBG credentials"))
+        let lockedOut = try team.run(as: team.ciPath, ["token", "cc"])
+        #expect(lockedOut.status == 3, "\(lockedOut.stderrText)")
+        #expect(lockedOut.stderrText.contains("no key slot"))
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        let copy = vault.directory + "/copy-after-removal.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: copy)
+        let ciRead = try independentReader(path: copy, passphrase: "", extra: ["--identity", team.ciPath])
+        #expect(ciRead.report == nil && ciRead.error?.contains("no key slot") == true, "\(ciRead.error ?? "opened")")
+        let aliceRead = try independentReader(path: copy, passphrase: "", extra: ["--identity", team.alicePath], identityPassphrase: team.alicePassphrase)
+        #expect(aliceRead.report?["member"] as? String == "alice", "\(aliceRead.error ?? "")")
+        #expect(try team.run(as: team.alicePath, ["token", "pw"], token: true).status == 0)
+        let after = try JSONSerialization.jsonObject(with: vault.run(["member", "list", "--json"]).stdout) as? [[String: Any]]
+        #expect(after?.first { $0["name"] as? String == "ci" }?["removed_seq"] as? Int != nil)
+        #expect(try vault.run(["audit", "verify"]).status == 0, "removed members' old records still verify")
+
+        // What must be refused.
+        #expect(try vault.run(["member", "remove", "owner"]).status == 64)
+        #expect(try vault.run(["member", "add", "ci", "--recipient", team.recipient(team.ciPath)]).status == 1, "names are never reused")
+        let recipient = try team.recipient(team.ciPath)
+        let mistyped = String(recipient.dropLast()) + (recipient.last == "A" ? "B" : "A")
+        let before = try vault.sql("SELECT count(*) FROM member").stdoutText
+        for bad in [mistyped, "age1" + recipient.dropFirst(5), String(recipient.dropLast(3)), recipient + "x"] {
+            let result = try vault.run(["member", "add", "mallory", "--recipient", bad])
+            #expect(result.status == 64, "\(bad): \(result.stderrText)")
+        }
+        #expect(try vault.sql("SELECT count(*) FROM member").stdoutText == before, "nothing stored")
+        chmod(team.ciPath, 0o644)
+        #expect(try team.run(as: team.ciPath, ["token", "cc"]).status == 64, "an identity file others can read is refused")
+        chmod(team.ciPath, 0o600)
+        let wrong = try vault.run(["token", "pw"], env: ["VAULT_IDENTITY_FILE": team.alicePath, "VAULT_IDENTITY_PASSPHRASE": "not hers"],
+                                  removing: ["VAULT_PASSPHRASE"])
+        #expect(wrong.status == 3)
+        expectNoLeaks(vault)
+    }
+
+    @Test("tampering with members, slots and signatures is caught: exit 7, or named by audit verify",
+          arguments: [
+            "flip a signature byte", "re-attribute a record to another member", "edit a member's signing key",
+            "swap two members' key slots", "delete a member's row",
+          ])
+    func tamper(_ attack: String) throws {
+        let team = try Team()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
+        let ciRecord = try #require(try team.audit(["--member", "ci", "--limit", "1"]).first?["seq"] as? Int)
+        let statement: String
+        switch attack {
+        case "flip a signature byte":
+            statement = "UPDATE audit_record SET signature = CAST(X'00' || substr(signature, 2) AS BLOB) WHERE seq = \(ciRecord)"
+        case "re-attribute a record to another member":
+            statement = "UPDATE audit_record SET member = 'alice' WHERE seq = \(ciRecord)"
+        case "edit a member's signing key":
+            statement = "UPDATE member SET sign_public_key = (SELECT sign_public_key FROM member WHERE name = 'alice') WHERE name = 'ci'"
+        case "swap two members' key slots":
+            statement = """
+                UPDATE key_slot SET sealed = CASE member WHEN 'ci' THEN (SELECT sealed FROM key_slot WHERE member = 'alice')
+                                                        ELSE (SELECT sealed FROM key_slot WHERE member = 'ci') END
+                WHERE member IN ('ci', 'alice')
+                """
+        default:
+            statement = "PRAGMA foreign_keys = OFF; DELETE FROM key_slot WHERE member = 'ci'; DELETE FROM member WHERE name = 'ci'"
+        }
+        #expect(try vault.sql(statement).status == 0)
+        let check = try vault.run(["audit", "verify"])
+        #expect(check.status == 7, "\(attack): \(check.stdoutText) \(check.stderrText)")
+        if attack.contains("signature") || attack.contains("re-attribute") || attack.contains("delete") {
+            #expect((check.stdoutText + check.stderrText).contains("record \(ciRecord)"), "\(attack) names the record: \(check.stdoutText)")
+        }
+        if attack.contains("swap") {
+            let asCI = try team.run(as: team.ciPath, ["token", "cc"])
+            #expect(asCI.status == 7, "\(asCI.stderrText)")
+        }
+        let read = try independentReader(path: vault.path, passphrase: vault.passphrase)
+        #expect(read.report == nil, "the independent reader refuses it too (\(attack))")
+        expectNoLeaks(vault)
+    }
+
+    @Test("SIGKILL during member remove: exactly one of the old and new key sets opens the vault, every secret intact")
+    func killedRemoval() throws {
+        let team = try Team()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        let pristine = vault.directory + "/pristine.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: pristine)
+        let rounds = Int(ProcessInfo.processInfo.environment["GBG_VAULT_MEMBER_KILLS"] ?? "") ?? 25
+        var generator = SeededGenerator(seed: 20261129)
+        // How long a whole `member remove` takes here: kills land before, during and after its commit.
+        let started = Date()
+        for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
+        try FileManager.default.copyItem(atPath: pristine, toPath: vault.path)
+        #expect(try vault.run(["member", "remove", "ci"]).status == 0)
+        let span = UInt32(min(2_000_000, max(20_000, Date().timeIntervalSince(started) * 1_200_000)))
+        var outcomes = (old: 0, new: 0)
+        for round in 0..<rounds {
+            for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
+            try FileManager.default.copyItem(atPath: pristine, toPath: vault.path)
+            let child = try ChildProcess(Binaries.vault, ["member", "remove", "ci"], environment: vault.environment())
+            child.closeStdin()
+            usleep(UInt32.random(in: 0...span, using: &generator))
+            child.kill(SIGKILL)
+            _ = child.wait(timeout: 30)
+            let owner = try independentReader(path: vault.path, passphrase: vault.passphrase)
+            let report = try #require(owner.report, "round \(round): \(owner.error ?? "")")
+            #expect((report["profiles"] as? [String: [String: String]])?["pw"]?["password/v1"] == team.fixture.password, "round \(round)")
+            #expect((report["profiles"] as? [String: [String: String]])?["cc"]?["client_secret/v1"] == team.fixture.ccSecret, "round \(round)")
+            let epoch = report["key_epoch"] as? Int
+            let ci = try independentReader(path: vault.path, passphrase: "", extra: ["--identity", team.ciPath])
+            if epoch == 1 {
+                outcomes.old += 1
+                #expect(ci.report?["member"] as? String == "ci", "round \(round): the old keys still open for ci")
+            } else {
+                outcomes.new += 1
+                #expect(epoch == 2 && ci.report == nil, "round \(round): the new keys are not ci's")
+            }
+            #expect(try vault.run(["audit", "verify"]).status == 0, "round \(round)")
+        }
+        print("member remove kills: \(rounds) rounds, old keys: \(outcomes.old), new keys: \(outcomes.new)")
+        expectNoLeaks(vault)
+    }
+}
