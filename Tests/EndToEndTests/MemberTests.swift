@@ -137,6 +137,42 @@ struct MemberTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a member unlocks a session with its identity; the agent signs what it does as that member")
+    func agentAsMember() throws {
+        let team = try Team()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        var template = Array("/tmp/gv-XXXXXX".utf8CString)
+        let runtime = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: runtime) }
+        let unlock = try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime, "VAULT_IDENTITY_FILE": team.alicePath,
+                                                                    "VAULT_IDENTITY_PASSPHRASE": team.alicePassphrase],
+                                   removing: ["VAULT_PASSPHRASE"])
+        #expect(unlock.status == 0, "\(unlock.stderrText)")
+        defer { _ = try? vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime]) }
+        // No key source at all: the agent (alice) serves, and signs as alice.
+        let token = try vault.run(["token", "pw", "--fresh"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"],
+                                  expectTokenOnStdout: true)
+        #expect(token.status == 0, "\(token.stderrText)")
+        LeakScanner.shared.register(token: token.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines))
+        let add = try vault.run(["member", "add", "bob", "--recipient", team.recipient(team.ciPath)],
+                                env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+        #expect(add.status == 1, "the same recipient twice is refused, through the agent too: \(add.stderrText)")
+        let removed = try vault.run(["member", "remove", "ci"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+        #expect(removed.status == 0, "\(removed.stderrText)")
+        let records = try team.audit(["--limit", "2"])
+        #expect(records.compactMap { $0["member"] as? String } == ["alice", "alice"], "\(records)")
+        #expect(records.compactMap { $0["action"] as? String } == ["member-remove", "token"])
+        // The agent goes on with the new keys (its member remains).
+        let again = try vault.run(["token", "pw", "--fresh"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"],
+                                  expectTokenOnStdout: true)
+        #expect(again.status == 0, "\(again.stderrText)")
+        LeakScanner.shared.register(token: again.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
     @Test("tampering with members, slots and signatures is caught: exit 7, or named by audit verify",
           arguments: [
             "flip a signature byte", "re-attribute a record to another member", "edit a member's signing key",
