@@ -30,6 +30,8 @@ public final class AgentServer: @unchecked Sendable {
     private var lastActivity: Date
     private var requests: Int64 = 0
     private var stopping = false
+    /// Requests accepted whose answer is not yet written.
+    private var inFlight = 0
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var serverChannel: (any Channel)?
     private var socketIdentity: (dev: UInt64, ino: UInt64)?
@@ -130,6 +132,11 @@ public final class AgentServer: @unchecked Sendable {
         finished.wait()
         if let channel = serverChannel { try? channel.close().wait() }
         removeSocket()
+        // Answers still being written (the `lock` that ended it, a token in flight) finish
+        // first: shutting the event loop down under them would drop them, and NIO traps on
+        // a write to a loop that has shut down.
+        let deadline = Date().addingTimeInterval(5)
+        while lock.withLock({ inFlight }) > 0, Date() < deadline { usleep(5_000) }
         try? group.syncShutdownGracefully()
     }
 
@@ -232,6 +239,9 @@ public final class AgentServer: @unchecked Sendable {
         }
     }
 
+    func requestStarted() { lock.withLock { inFlight += 1 } }
+    func requestAnswered() { lock.withLock { inFlight -= 1 } }
+
     /// Performs one request. Everything that reaches a client goes through here.
     func handle(_ request: AgentRequest) async -> AgentResponse {
         guard request.version == AgentProtocol.version else {
@@ -258,7 +268,7 @@ public final class AgentServer: @unchecked Sendable {
         case "status":
             return AgentResponse(ok: true, status: status())
         case "lock":
-            defer { stop(reason: "vault lock") }
+            // The agent ends once this answer is written (AgentConnectionHandler).
             return AgentResponse(ok: true, status: status())
         case "token":
             return await token(request)
@@ -381,21 +391,30 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         answered = true
         let bytes = frame.readBytes(length: frame.readableBytes) ?? []
         let channel = context.channel
+        server.requestStarted()
         guard let request = try? JSONDecoder().decode(AgentRequest.self, from: Data(bytes)) else {
-            respond(.failure(.usage("the request is not a valid agent protocol message")), on: channel)
+            respond(.failure(.usage("the request is not a valid agent protocol message")), on: channel, thenEnd: false)
             return
         }
+        let server = server
         Task {
             let response = await server.handle(request)
-            respond(response, on: channel)
+            respond(response, on: channel, thenEnd: request.op == "lock" && response.ok)
         }
     }
 
-    private func respond(_ response: AgentResponse, on channel: any Channel) {
+    /// Writes the answer and closes the connection; after `vault lock`'s answer is
+    /// written, the agent ends.
+    private func respond(_ response: AgentResponse, on channel: any Channel, thenEnd: Bool) {
         let data = (try? JSONEncoder().encode(response)) ?? Data(#"{"version":1,"ok":false}"#.utf8)
         var buffer = channel.allocator.buffer(capacity: data.count)
         buffer.writeBytes(data)
-        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+        let server = server
+        channel.writeAndFlush(buffer).whenComplete { _ in
+            channel.close(promise: nil)
+            server.requestAnswered()
+            if thenEnd { server.stop(reason: "vault lock") }
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -100,6 +100,7 @@ extension VaultCLI {
             do {
                 let response = try target.client.send(target.stamped(AgentRequest(op: "lock")), timeout: 10)
                 guard response.ok else { throw AgentClient.Failure.noAgent }
+                AgentSession.waitForSocketToGo(target)
                 Output.info("locked (agent pid \(response.status?.pid ?? 0) ended)")
             } catch {
                 Output.info("not unlocked: no agent serves this vault")
@@ -347,7 +348,15 @@ enum AgentSession {
     static func lockAfterKeyChange(_ options: VaultOptions) {
         guard let target = try? target(vaultPath: options.resolvedPath), target.client.socketExists else { return }
         if let response = try? target.client.send(target.stamped(AgentRequest(op: "lock")), timeout: 5), response.ok {
+            waitForSocketToGo(target)
             Output.info("the agent of this vault was ended; run `vault unlock` again")
         }
+    }
+
+    /// The agent ends right after answering `lock`: wait (up to 3 s) until its socket is
+    /// gone, so that `vault lock` returns when the session is over.
+    static func waitForSocketToGo(_ target: Target) {
+        let deadline = Date().addingTimeInterval(3)
+        while target.client.socketExists, Date() < deadline { usleep(10_000) }
     }
 }
