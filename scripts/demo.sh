@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The main job end to end, offline: build, start gbg-auth-stub on a free loopback port,
 # create a throwaway vault, add a profile, print a token, run a child with `vault exec`,
-# show the audit trail, stop the endpoint.
+# show the audit trail, unlock a session, add and remove a member, stop the endpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: one self-contained binary, linked by lld with packed relative relocations
-# (glibc 2.36 applies them; start-up measured 1.11x faster, see BENCHMARKS.md).
+# (glibc 2.36 applies them) and no exported dynamic symbol table; see BENCHMARKS.md.
 RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
 bash scripts/setup.sh
 swift build -c release $RELEASE_FLAGS --product vault
@@ -57,4 +57,13 @@ export XDG_RUNTIME_DIR="$work/run"; mkdir -m 700 "$XDG_RUNTIME_DIR"
 env -u VAULT_PASSPHRASE_FILE "$BIN/vault" token demo --format header | sed -E 's/(Bearer stub-[0-9a-f]{8})[0-9a-f]*/\1…/'
 "$BIN/vault" status
 "$BIN/vault" lock
+echo "== members: a CI runner with its own identity (no shared passphrase), then removed"
+env -u VAULT_PASSPHRASE_FILE "$BIN/vault" identity new --no-passphrase --out "$work/ci.identity" > "$work/ci.recipient"
+"$BIN/vault" member add ci-runner --recipient "$(cat "$work/ci.recipient")"
+env -u VAULT_PASSPHRASE_FILE VAULT_IDENTITY_FILE="$work/ci.identity" "$BIN/vault" token demo --fresh | sed -E 's/(stub-[0-9a-f]{8})[0-9a-f]*/\1…/'
+"$BIN/vault" member list
+"$BIN/vault" audit --limit 3
+"$BIN/vault" member remove ci-runner
+env -u VAULT_PASSPHRASE_FILE VAULT_IDENTITY_FILE="$work/ci.identity" "$BIN/vault" token demo && exit 1 || echo "(the removed identity exits $?)"
+"$BIN/vault" audit verify
 echo "== done; stopping the endpoint"

@@ -331,7 +331,10 @@ struct SessionTests {
         let keys = try #require(read.report?["keys"] as? [String: Any])
         var keyHexes = [keys["kek"] as? String, keys["data_key"] as? String].compactMap { $0 }
         keyHexes += (keys["audit_keys"] as? [String: String])?.values.map { $0 } ?? []
-        #expect(keyHexes.count >= 3)
+        // The owner's identity (X25519 secret key ‖ Ed25519 seed), whole and each half.
+        let identity = try #require(keys["identity_secret"] as? String)
+        keyHexes += [identity, String(identity.prefix(64)), String(identity.suffix(64))]
+        #expect(keyHexes.count >= 6)
         for hex in keyHexes {
             let raw = Data(Self.bytes(hex: hex))
             for form in [raw, Data(hex.utf8), Data(hex.uppercased().utf8), Data(raw.base64EncodedString().utf8)] {

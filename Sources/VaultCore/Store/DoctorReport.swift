@@ -76,6 +76,13 @@ public struct DoctorReport: Sendable {
         add("journal", journal == "wal" ? "ok" : "warn", "journal_mode=\(journal)")
         let records = try vault.database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM audit_record") ?? 0 }
         add("audit records", "ok", "\(records) (run `vault audit verify` to check the chain)")
+        if let members = try? vault.members(), !members.isEmpty {
+            let current = members.filter { $0.removedSeq == nil }
+            let withoutSlot = current.filter { !$0.hasSlot }.map(\.name)
+            add("members", withoutSlot.isEmpty ? "ok" : "fail",
+                "\(current.count) current (\(current.map(\.name).joined(separator: ", "))), \(members.count - current.count) removed"
+                    + (withoutSlot.isEmpty ? "" : "; without a key slot: \(withoutSlot.joined(separator: ", "))"))
+        }
         add("libsodium", "ok", Sodium.versionString)
         add("sqlite", "ok", try vault.database.sqliteVersion())
         add("gbg-vault", "ok", VaultVersion.string)
