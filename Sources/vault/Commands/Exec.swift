@@ -12,7 +12,7 @@ extension VaultCLI {
             abstract: "Run a command with a token in its environment.",
             discussion: """
                 Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE and GBG_TOKEN_EXPIRES_AT, \
-                removes VAULT_PASSPHRASE, VAULT_NEW_PASSPHRASE, GBG_CLIENT_SECRET and GBG_PASSWORD, \
+                removes VAULT_PASSPHRASE, VAULT_NEW_PASSPHRASE, VAULT_IDENTITY_PASSPHRASE, GBG_CLIENT_SECRET and GBG_PASSWORD, \
                 then replaces vault with the command (execvp): signals reach the command directly \
                 and vault's exit status is the command's.
                 """)
@@ -37,7 +37,7 @@ extension VaultCLI {
                                  minTTL: selection.minTtl, action: "exec"),
                     exchange: network.exchange)
             }
-            for name in ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"] { unsetenv(name) }
+            for name in ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"] { unsetenv(name) }
             delivered.token.withUnsafeBytes { raw in
                 var bytes = Array(raw)
                 bytes.append(0)

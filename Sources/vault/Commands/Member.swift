@@ -68,7 +68,7 @@ extension VaultCLI {
                 message = Self.message(name: name, resealed: count)
             }
             Output.info(message)
-            Output.warning("'\(name)' could have copied every secret while a member: rotate the GBG credentials (`vault rotate NAME --verify`)")
+            Output.warning("'\(name)' could have copied every secret while a member: rotate each profile's GBG credentials (`vault rotate PROFILE --verify`)")
         }
 
         static func message(name: String, resealed: Int) -> String {
