@@ -101,7 +101,7 @@ struct MemberTests {
         // Remove ci: new keys for the rest; ci's identity opens nothing written afterwards.
         let removed = try vault.run(["member", "remove", "ci"])
         #expect(removed.status == 0, "\(removed.stderrText)")
-        #expect(removed.stderrText.contains("rotate the GBG credentials"))
+        #expect(removed.stderrText.contains("GBG credentials") && removed.stderrText.contains("vault rotate PROFILE --verify"))
         let lockedOut = try team.run(as: team.ciPath, ["token", "cc"])
         #expect(lockedOut.status == 3, "\(lockedOut.stderrText)")
         #expect(lockedOut.stderrText.contains("no key slot"))
