@@ -217,6 +217,69 @@ struct MemberTests {
         expectNoLeaks(vault)
     }
 
+    @Test("rekeys by a member race member add/remove by the owner and tokens by another member: every command succeeds or fails cleanly, the chain and every signature verify")
+    func memberRace() throws {
+        let team = try Team()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        let rounds = Int(ProcessInfo.processInfo.environment["GBG_VAULT_MEMBER_RACE"] ?? "") ?? 30
+        let failures = LockedArray<String>()
+        let done = LockedArray<Bool>()
+        let counts = LockedArray<String>()
+        let group = DispatchGroup()
+        // Real threads (not the dispatch pool, which on 2 cores may run the loops one after another).
+        func start(_ body: @escaping @Sendable () -> Void) {
+            group.enter()
+            Thread { body(); group.leave() }.start()
+        }
+        start {
+            for round in 0..<rounds {
+                if let r = try? team.run(as: team.alicePath, ["rekey"]), r.status != 0 { failures.append("rekey \(round): \(r.status) \(r.stderrText)") }
+                usleep(20_000)
+            }
+            done.append(true)
+        }
+        start {
+            var i = 0
+            while done.values.isEmpty {
+                let path = vault.directory + "/extra-\(i).identity"
+                guard (try? vault.run(["identity", "new", "--no-passphrase", "--out", path]))?.status == 0,
+                      let recipient = try? team.recipient(path) else { failures.append("identity \(i)"); break }
+                if let r = try? vault.run(["member", "add", "extra\(i)", "--recipient", recipient]), r.status != 0 {
+                    failures.append("member add \(i): \(r.status) \(r.stderrText)")
+                }
+                if i % 2 == 1, let r = try? vault.run(["member", "remove", "extra\(i - 1)"]), r.status != 0 {
+                    failures.append("member remove \(i - 1): \(r.status) \(r.stderrText)")
+                }
+                counts.append("member")
+                i += 1
+            }
+        }
+        start {
+            var i = 0
+            while done.values.isEmpty {
+                if let r = try? team.run(as: team.ciPath, ["token", i % 2 == 0 ? "pw" : "cc"], token: true), r.status != 0 {
+                    failures.append("token as ci \(i): \(r.status) \(r.stderrText)")
+                }
+                counts.append("token")
+                i += 1
+            }
+        }
+        group.wait()
+        #expect(failures.values.isEmpty, "\(failures.values.prefix(5))")
+        let read = try independentReader(path: vault.path, passphrase: vault.passphrase)
+        let report = try #require(read.report, "\(read.error ?? "")")
+        #expect(report["key_epoch"] as? Int ?? 0 >= rounds + 1)
+        #expect(report["signatures"] as? Int == report["audit_records"] as? Int)
+        #expect(counts.values.contains("token") && counts.values.contains("member"), "the loops ran concurrently")
+        print("member race: \(rounds) rekeys by alice, \(counts.values.filter { $0 == "member" }.count) member changes by the owner, "
+              + "\(counts.values.filter { $0 == "token" }.count) tokens by ci, key epoch \(report["key_epoch"] ?? 0), \(report["audit_records"] ?? 0) records")
+        #expect(try vault.run(["verify"]).status == 0)
+        #expect(try team.run(as: team.ciPath, ["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
     @Test("SIGKILL during member remove: exactly one of the old and new key sets opens the vault, every secret intact")
     func killedRemoval() throws {
         let team = try Team()

@@ -74,4 +74,55 @@ struct PropertyTests {
             #expect((encode(a, y1) == encode(c, y2)) == (a == c && y1 == y2))
         }
     }
+
+    @Test("recipients: every key pair round-trips; any one-character change, cut or extension is refused")
+    func recipients() async {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=. gG")
+        await propertyCheck(count: 1500, input: Gen<UInt8>.value(in: 0...255).array(of: 64...64), Gen.int(in: 0...200),
+                            Gen.int(in: 0...(alphabet.count - 1))) { keys, position, replacement in
+            let recipient = Recipient(boxPublicKey: Array(keys[0..<32]), signPublicKey: Array(keys[32..<64]))
+            let text = recipient.string
+            #expect(text.count == Recipient.length && text.hasPrefix("gbgv1"))
+            #expect((try? Recipient(parsing: text)) == recipient)
+            var chars = Array(text)
+            let index = position % chars.count
+            let new = alphabet[replacement]
+            if chars[index] != new {
+                chars[index] = new
+                #expect((try? Recipient(parsing: String(chars))) == nil, "one character changed at \(index)")
+            }
+            #expect((try? Recipient(parsing: String(text.dropLast(1 + position % 10)))) == nil)
+            // (Surrounding whitespace is trimmed, as when pasted; anything else appended is refused.)
+            if !alphabet[replacement].isWhitespace {
+                #expect((try? Recipient(parsing: text + String(alphabet[replacement]))) == nil)
+            }
+        }
+    }
+
+    @Test("identity files: random and mutated contents are refused with an error, never a crash or a wrong key")
+    func identityFiles() async throws {
+        let directory = NSTemporaryDirectory() + "gbg-vault-identity-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let identity = MemberIdentity.generate()
+        let good = try IdentityFile.encode(identity, passphrase: nil, kdf: .testOnlyInsecure, createdAt: "2026-11-29T00:00:00Z")
+        await propertyCheck(count: 500, input: Gen.int(in: 0...(good.count - 1)), Gen<UInt8>.value(in: 0...255), Gen.int(in: 0...2)) { index, byte, mode in
+            var data = [UInt8](good)
+            switch mode {
+            case 0: data[index] = byte                        // one byte changed
+            case 1: data = Array(data.prefix(index))          // truncated
+            default: data = (0..<index).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(byte)) }  // garbage
+            }
+            let path = directory + "/id-\(UUID().uuidString)"
+            FileManager.default.createFile(atPath: path, contents: Data(data), attributes: [.posixPermissions: 0o600])
+            defer { unlink(path) }
+            do {
+                let opened = try IdentityFile.unseal(try IdentityFile.load(path), passphrase: nil)
+                // Only a change that leaves the keys intact (whitespace, a reordered field) may open, and then as the same identity.
+                #expect(opened.recipient == identity.recipient)
+            } catch {
+                #expect([1, 3, 7, 64].contains((error as? VaultError)?.exitCode ?? -1), "\(error)")
+            }
+        }
+    }
 }
