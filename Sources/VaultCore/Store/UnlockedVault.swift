@@ -499,7 +499,9 @@ public final class UnlockedVault: @unchecked Sendable {
             guard remaining > 0 else { throw VaultError.usage("that would leave no member able to open the vault") }
             try db.execute(sql: "DELETE FROM token_cache")
             try AuditChain.retire(keys, under: next.auditEpochKeys, db: db, vaultID: vaultID)
-            var updated = header
+            // The header as stored now (a `passwd` may have committed since this process
+            // read it): only the epoch and the digest change.
+            guard var updated = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
             updated.keyEpoch = next.epoch
             updated.headerDigest = updated.computedDigest
             try HeaderRecord(updated).update(db)
