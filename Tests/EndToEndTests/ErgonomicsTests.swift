@@ -107,6 +107,13 @@ struct ErgonomicsTests {
         #expect(try complete(["vault", "env", "remove", ""]) == ["local"])
         // argument-parser's scripts do not model default subcommands: `audit list` completes.
         #expect(try complete(["vault", "audit", "list", "--profile", ""]) == ["acme-eu", "acme-us"])
+        // Members: `member remove` offers current members but not `owner`; `audit --member` every member.
+        let identity = vault.directory + "/ci.identity"
+        #expect(try vault.run(["identity", "new", "--no-passphrase", "--out", identity]).status == 0)
+        let recipient = try vault.run(["identity", "show", "--identity", identity]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try vault.run(["member", "add", "ci-runner", "--recipient", recipient]).status == 0)
+        #expect(try complete(["vault", "member", "remove", ""]) == ["ci-runner"])
+        #expect(try complete(["vault", "audit", "list", "--member", ""]) == ["ci-runner", "owner"])
         expectNoLeaks(vault)
     }
 

@@ -17,7 +17,7 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @Option(help: "Only this profile.", completion: NameCompletion.profiles) var profile: String?
         @Option(help: "Only this environment.", completion: NameCompletion.environments) var env: String?
-        @Option(help: "Only records caused (and signed) by this member.") var member: String?
+        @Option(help: "Only records caused (and signed) by this member.", completion: NameCompletion.allMembers) var member: String?
         @Option(help: "From this time: ISO 8601, Unix seconds, or an age like 30m, 24h, 7d.") var since: String?
         @Option(help: "Up to this time (same forms as --since).") var until: String?
         @Option(help: "ok (ok, cache_hit), error (everything else), or one outcome name.") var outcome: String?

@@ -55,7 +55,7 @@ extension VaultCLI {
             commandName: "remove",
             abstract: "Remove a member: new keys for everyone else, in one transaction (like rekey).")
         @OptionGroup var options: VaultOptions
-        @Argument(help: "The member's name.") var name: String
+        @Argument(help: "The member's name.", completion: NameCompletion.members) var name: String
 
         @MainActor func run() async throws {
             var request = AgentRequest(op: "member-remove")

@@ -18,7 +18,7 @@ enum NameCompletion {
     }
 
     static func names(_ words: [String]) -> (profiles: [String], environments: [String]) {
-        guard let vault = try? Vault.open(at: vaultPath(in: words)), let names = try? vault.names() else {
+        guard let vault = try? Vault.openForReading(at: vaultPath(in: words)), let names = try? vault.names() else {
             return ([], Environment.builtIns.map(\.name))
         }
         return names
@@ -30,6 +30,17 @@ enum NameCompletion {
 
     static let environments: CompletionKind = .custom { words, _, prefix in
         names(words).environments.filter { $0.hasPrefix(prefix) }
+    }
+
+    /// Current members (for `member remove`; `owner` cannot be removed).
+    static let members: CompletionKind = .custom { words, _, prefix in
+        let current = (try? Vault.openForReading(at: vaultPath(in: words)).members()) ?? []
+        return current.filter { $0.removedSeq == nil && $0.kind != "passphrase" && $0.name.hasPrefix(prefix) }.map(\.name)
+    }
+
+    /// Every member, removed ones too (for `audit --member`).
+    static let allMembers: CompletionKind = .custom { words, _, prefix in
+        ((try? Vault.openForReading(at: vaultPath(in: words)).members()) ?? []).map(\.name).filter { $0.hasPrefix(prefix) }
     }
 
     static let userEnvironments: CompletionKind = .custom { words, _, prefix in
