@@ -45,4 +45,24 @@ struct MemberKeyTests {
         #expect(try owner.verifyAudit().recordsChecked == before)
         #expect(throws: VaultError.wrongIdentitySlot) { _ = try Vault.open(at: path).unlock(identity: ci) }
     }
+
+    @Test("someone who knew the old passphrase keeps the old owner identity: after passwd and rekey it opens nothing; the owner's records still verify")
+    func formerPassphraseHolder() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (owner, path) = try makeVault("old passphrase")
+        // What a former holder extracts from a copy: the owner identity, unwrapped with the old passphrase.
+        let oldHeader = try Vault.open(at: path).header()
+        let oldOwner = try #require(try oldHeader.unwrapOwner(kek: try oldHeader.deriveKEK(passphrase: SecureBytes(utf8: "old passphrase"))))
+        #expect(try Vault.open(at: path).unlock(identity: oldOwner).member == "owner", "before: it opens the owner's slot")
+        try owner.changePassphrase(to: SecureBytes(utf8: "new passphrase"), kdf: nil)
+        #expect(throws: VaultError.wrongIdentitySlot, "after passwd the owner's slot is sealed to a new key") {
+            _ = try Vault.open(at: path).unlock(identity: oldOwner)
+        }
+        try owner.rekey()
+        #expect(throws: VaultError.wrongIdentitySlot) { _ = try Vault.open(at: path).unlock(identity: oldOwner) }
+        let reopened = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "new passphrase"))
+        #expect(reopened.member == "owner")
+        #expect(try reopened.verifyAudit().firstFailure == nil, "the owner's signing key did not change: its records verify")
+        #expect(try reopened.verifyEverything().problems.isEmpty)
+    }
 }

@@ -21,14 +21,15 @@ public final class UnlockedVault: @unchecked Sendable {
     private var currentKeys: VaultKeys
     /// The member's private keys: they open its key slot again after a concurrent rekey,
     /// and sign audit records. For the passphrase, the owner's identity from the header.
-    private let identity: MemberIdentity
+    private var currentIdentity: MemberIdentity
+    private var identity: MemberIdentity { lock.withLock { currentIdentity } }
 
     init(vault: Vault, header: VaultHeader, keys: VaultKeys, identity: MemberIdentity, member: String) {
         self.vault = vault
         vaultID = header.vaultID
         currentHeader = header
         currentKeys = keys
-        self.identity = identity
+        currentIdentity = identity
         self.member = member
     }
 
@@ -421,8 +422,12 @@ public final class UnlockedVault: @unchecked Sendable {
 
     // MARK: - Passphrase and keys
 
-    /// Rewraps the owner's identity under a new passphrase (`vault passwd`). Keys, slots
-    /// and secret ciphertexts are untouched. Only the owner (the passphrase) can do it.
+    /// Changes the passphrase (`vault passwd`): the owner gets a new X25519 key (its
+    /// Ed25519 key stays, so its records keep verifying), its key slot is sealed to the new
+    /// key, and the new owner identity is wrapped under the new passphrase. Someone who
+    /// knew the old passphrase (and so the old owner identity) can open no slot sealed
+    /// after this; with `rekey` as well, nothing they held opens the vault (FORMAT.md
+    /// §4.2). Secret ciphertexts are untouched. Only the owner can do it.
     public func changePassphrase(to newPassphrase: SecureBytes, kdf: KDFParameters?) throws(VaultError) {
         guard isOwner else { throw .usage("only the passphrase (member 'owner') can change the passphrase") }
         guard newPassphrase.count > 0 else { throw .usage("an empty passphrase is not allowed") }
@@ -430,20 +435,32 @@ public final class UnlockedVault: @unchecked Sendable {
         guard parameters.meetsMinimum || (parameters == .testOnlyInsecure && KDFParameters.testOnlyInsecureKDFEnabled) else {
             throw .usage("KDF parameters weaker than 'interactive' are not allowed")
         }
+        let newOwner = try MemberIdentity(secret: .concatenating([.random(count: 32), identity.secret.slice(32..<64)]))
         // Argon2id runs before the transaction, with the keys held now; if a rekey lands
         // meanwhile, the check inside the transaction fails and nothing is written.
         let wrappedFor = keys
         var updated = header
-        try updated.wrapOwner(identity, passphrase: newPassphrase, kdf: parameters)
+        try updated.wrapOwner(newOwner, passphrase: newPassphrase, kdf: parameters)
         try database.write { db in
             try expectCurrent(db, keys: wrappedFor)
             // The header may have moved on (signed_from_seq, epoch) only through a rekey,
             // which expectCurrent rules out.
             try HeaderRecord(updated).update(db)
             guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
+            guard var owner = try checkedMembers(db, keys: wrappedFor).first(where: { $0.name == Labels.ownerMember }) else {
+                throw VaultError.integrity("the owner's member row is missing")
+            }
+            owner.boxPublicKey = Data(newOwner.recipient.boxPublicKey)
+            owner.mac = Data(MemberCrypto.mac(owner, vaultID: vaultID, key: wrappedFor.metadataKey))
+            try owner.update(db)
+            try db.execute(sql: "DELETE FROM key_slot WHERE member = ?", arguments: [Labels.ownerMember])
+            try MemberCrypto.sealSlot(keys: wrappedFor, for: owner, vaultID: vaultID).insert(db)
             try audit(entry("passwd", detail: parameters.presetName.map { "kdf=\($0)" }), db, wrappedFor)
         }
-        lock.withLock { currentHeader = updated }
+        lock.withLock {
+            currentHeader = updated
+            currentIdentity = newOwner
+        }
     }
 
     /// New data and audit keys (a new key epoch): every secret version re-sealed, every
