@@ -24,13 +24,15 @@ CREATE TABLE member (
     mac             BLOB NOT NULL CHECK (length(mac) = 32)
 ) STRICT;
 
--- §3.10 Key slots: the data key and audit key sealed to each current member, and a MAC
--- that ties the sealed box to its member's row (any key holder can check it).
+-- §3.10 Key slots: the data key and audit key sealed to each current member, a MAC that
+-- ties the sealed box to its member's row (any key holder can check it), and, on the
+-- owner's slot only, the owner's endorsement (only the owner can make or check it).
 CREATE TABLE key_slot (
-    member    TEXT PRIMARY KEY NOT NULL REFERENCES member(name),
-    key_epoch INTEGER NOT NULL CHECK (key_epoch >= 1),
-    sealed    BLOB NOT NULL CHECK (length(sealed) = 144),
-    mac       BLOB NOT NULL CHECK (length(mac) = 32)
+    member      TEXT PRIMARY KEY NOT NULL REFERENCES member(name),
+    key_epoch   INTEGER NOT NULL CHECK (key_epoch >= 1),
+    sealed      BLOB NOT NULL CHECK (length(sealed) = 144),
+    mac         BLOB NOT NULL CHECK (length(mac) = 32),
+    endorsement BLOB CHECK (endorsement IS NULL OR length(endorsement) = 32)
 ) STRICT;
 
 -- §3.6 Who caused each record, and that member's Ed25519 signature.

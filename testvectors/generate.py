@@ -138,6 +138,9 @@ def members_vectors(kek, salt, ops, mem, key_nonce):
                       + d(DATA_KEY) + d(AUDIT_KEY))
     sealed = seal_box(DATA_KEY + AUDIT_KEY + binding, ids["alice"]["box_pk"])   # random ephemeral key: open it, do not compare it
     slot_mac = blake2b(s("gbg-vault/v3 key-slot-mac") + d(VAULT_ID) + s("alice") + d(alice_uid) + i64(epoch) + d(sealed), meta_key)
+    owner_sealed = seal_box(DATA_KEY + AUDIT_KEY + bytes(32), ids["owner"]["box_pk"])
+    endorsement = blake2b(s("gbg-vault/v3 owner-slot") + d(VAULT_ID) + i64(epoch) + d(owner_sealed),
+                          subkey(owner_secret[:32], 1, b"gbgvownr"))
     record = dict(RECORD, seq=3, at=1764384120000, action="token", profile="acme", outcome="cache_hit")
     mac_key = subkey(AUDIT_KEY, 1, b"gbgvaudt")
     prev = bytes(range(0x70, 0x90))
@@ -166,6 +169,8 @@ def members_vectors(kek, salt, ops, mem, key_nonce):
     fails.append({"kind": "signature", "input": h(sig_input), "signature": h(forged), "public_key": h(ids["alice"]["sign_pk"]),
                   "expect": "fail", "reason": "a record signed by another member's key under alice's name"})
     swapped = blake2b(s("gbg-vault/v3 key-slot-mac") + d(VAULT_ID) + s("owner") + d(bytes(16)) + i64(epoch) + d(sealed), meta_key)
+    fails.append({"kind": "endorsement", "sealed": h(sealed), "endorsement": h(endorsement),
+                  "expect": "fail", "reason": "the owner's endorsement of one slot does not endorse another sealed box"})
     fails.append({"kind": "slot-mac", "member": "owner", "member_uid": h(bytes(16)), "sealed": h(sealed), "mac": h(slot_mac),
                   "expect": "fail", "reason": "alice's slot moved to the owner's row: the slot MAC names the member"})
     assert swapped != slot_mac
@@ -178,6 +183,7 @@ def members_vectors(kek, salt, ops, mem, key_nonce):
                    "expect_wrap_ad": h(wad), "expect_wrapped_keys": h(wrapped), "expect_header_digest": h(digest)},
         "member": member, "expect_member_mac": h(member_mac),
         "slot": {"member": "alice", "sealed": h(sealed), "expect_binding": h(binding), "expect_mac": h(slot_mac)},
+        "owner_slot": {"sealed": h(owner_sealed), "expect_endorsement": h(endorsement)},
         "record": record, "previous_mac": h(prev), "expect_record_mac": h(rmac), "expect_signature_input": h(sig_input),
         "expect_signature": h(signature),
         "failures": fails, "expect": "ok",

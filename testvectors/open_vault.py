@@ -121,18 +121,24 @@ def open_slot(db, h, identity):
     box_sk, seed = identity[:32], identity[32:]
     box_pk, sign_pk = box_public(box_sk), sign_public(seed)
     found = None
-    for (member, epoch, sealed) in db.execute("SELECT member, key_epoch, sealed FROM key_slot"):
+    for (member, epoch, sealed, endorsement) in db.execute("SELECT member, key_epoch, sealed, endorsement FROM key_slot"):
         opened = seal_open(sealed, box_pk, box_sk)
         if opened is not None and found is None:
-            found = (member, epoch, opened)
+            found = (member, epoch, opened, sealed, endorsement)
     check(found is not None, "this identity has no key slot in the vault")
-    (member, epoch, opened) = found
+    (member, epoch, opened, sealed, endorsement) = found
     check(len(opened) == 96 and epoch == h["epoch"], "key slot epoch")
     row = db.execute("SELECT uid, box_public_key, sign_public_key, removed_seq FROM member WHERE name = ?", (member,)).fetchone()
     check(row is not None and row[3] is None and row[1] == box_pk and row[2] == sign_pk, "the slot belongs to another member")
     data_key, audit_key = opened[:32], opened[32:64]
     binding = blake2b(s("gbg-vault/v3 key-slot") + d(h["vid"]) + i64(epoch) + s(member) + d(row[0]) + d(box_pk) + d(data_key) + d(audit_key))
     check(binding == opened[64:], "key slot binding")
+    kind = db.execute("SELECT kind FROM member WHERE name = ?", (member,)).fetchone()[0]
+    if kind == "passphrase":
+        # §10.3 the owner's slot must carry the owner's own endorsement
+        key = subkey(box_sk, 1, b"gbgvownr")
+        check(endorsement is not None and blake2b(s("gbg-vault/v3 owner-slot") + d(h["vid"]) + i64(epoch) + d(sealed), key) == endorsement,
+              "the owner's key slot was not sealed by the owner")
     return member, data_key, audit_key
 
 def check_members(db, h, data_key, report):
@@ -152,8 +158,9 @@ def check_members(db, h, data_key, report):
     uids = dict(db.execute("SELECT name, uid FROM member"))
     current = {n for n, v in members.items() if v[3] is None}
     slots = set()
-    for (member, epoch, sealed, mac) in db.execute("SELECT member, key_epoch, sealed, mac FROM key_slot"):
+    for (member, epoch, sealed, mac, endorsement) in db.execute("SELECT member, key_epoch, sealed, mac, endorsement FROM key_slot"):
         check(member in current and epoch == h["epoch"], f"key slot of {member}: not a current member's, or another epoch")
+        check((endorsement is not None) == (members[member][0] == "passphrase"), f"key slot of {member}: endorsement only on the owner's")
         m = blake2b(s("gbg-vault/v3 key-slot-mac") + d(h["vid"]) + s(member) + d(uids[member]) + i64(epoch) + d(sealed), meta_key)
         check(m == mac, f"key slot of {member} MAC (swapped or moved)")
         slots.add(member)

@@ -159,12 +159,25 @@ struct MemberTests {
         let add = try vault.run(["member", "add", "bob", "--recipient", team.recipient(team.ciPath)],
                                 env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
         #expect(add.status == 1, "the same recipient twice is refused, through the agent too: \(add.stderrText)")
-        let removed = try vault.run(["member", "remove", "ci"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
-        #expect(removed.status == 0, "\(removed.stderrText)")
+        // Removing a member re-keys, which only the owner can (its new slot needs the owner's
+        // endorsement): refused through a member's agent, nothing changed.
+        let refused = try vault.run(["member", "remove", "ci"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+        #expect(refused.status == 64, "no passphrase source here: \(refused.stderrText)")
+        let asAlice = try team.run(as: team.alicePath, ["member", "remove", "ci"])
+        #expect(asAlice.status == 64 && asAlice.stderrText.contains("only the owner"), "\(asAlice.stderrText)")
+        let added = try vault.run(["identity", "new", "--no-passphrase", "--out", vault.directory + "/bob.identity"])
+        #expect(added.status == 0)
+        #expect(try vault.run(["member", "add", "bob", "--recipient", team.recipient(vault.directory + "/bob.identity")],
+                              env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"]).status == 0)
         let records = try team.audit(["--limit", "2"])
         #expect(records.compactMap { $0["member"] as? String } == ["alice", "alice"], "\(records)")
-        #expect(records.compactMap { $0["action"] as? String } == ["member-remove", "token"])
-        // The agent goes on with the new keys (its member remains).
+        #expect(records.compactMap { $0["action"] as? String } == ["member-add", "token"])
+        // The owner removes ci; the agent (alice) ends with the key change, and a new session goes on.
+        #expect(try vault.run(["member", "remove", "ci"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+        let relock = try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime, "VAULT_IDENTITY_FILE": team.alicePath,
+                                                                    "VAULT_IDENTITY_PASSPHRASE": team.alicePassphrase],
+                                   removing: ["VAULT_PASSPHRASE"])
+        #expect(relock.status == 0, "\(relock.stderrText)")
         let again = try vault.run(["token", "pw", "--fresh"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"],
                                   expectTokenOnStdout: true)
         #expect(again.status == 0, "\(again.stderrText)")
@@ -217,7 +230,7 @@ struct MemberTests {
         expectNoLeaks(vault)
     }
 
-    @Test("rekeys by a member race member add/remove by the owner and tokens by another member: every command succeeds or fails cleanly, the chain and every signature verify")
+    @Test("rekeys by the owner race member add (by a member) and remove (by the owner) and tokens by another member: every command succeeds, the chain and every signature verify")
     func memberRace() throws {
         let team = try Team()
         defer { team.fixture.stub.stop() }
@@ -235,7 +248,7 @@ struct MemberTests {
         }
         start {
             for round in 0..<rounds {
-                if let r = try? team.run(as: team.alicePath, ["rekey"]), r.status != 0 { failures.append("rekey \(round): \(r.status) \(r.stderrText)") }
+                if let r = try? vault.run(["rekey"]), r.status != 0 { failures.append("rekey \(round): \(r.status) \(r.stderrText)") }
                 usleep(20_000)
             }
             done.append(true)
@@ -246,7 +259,7 @@ struct MemberTests {
                 let path = vault.directory + "/extra-\(i).identity"
                 guard (try? vault.run(["identity", "new", "--no-passphrase", "--out", path]))?.status == 0,
                       let recipient = try? team.recipient(path) else { failures.append("identity \(i)"); break }
-                if let r = try? vault.run(["member", "add", "extra\(i)", "--recipient", recipient]), r.status != 0 {
+                if let r = try? team.run(as: team.alicePath, ["member", "add", "extra\(i)", "--recipient", recipient]), r.status != 0 {
                     failures.append("member add \(i): \(r.status) \(r.stderrText)")
                 }
                 if i % 2 == 1, let r = try? vault.run(["member", "remove", "extra\(i - 1)"]), r.status != 0 {
@@ -273,7 +286,7 @@ struct MemberTests {
         #expect(report["key_epoch"] as? Int ?? 0 >= rounds + 1)
         #expect(report["signatures"] as? Int == report["audit_records"] as? Int)
         #expect(counts.values.contains("token") && counts.values.contains("member"), "the loops ran concurrently")
-        print("member race: \(rounds) rekeys by alice, \(counts.values.filter { $0 == "member" }.count) member changes by the owner, "
+        print("member race: \(rounds) rekeys by the owner, \(counts.values.filter { $0 == "member" }.count) member changes (added by alice, removed by the owner), "
               + "\(counts.values.filter { $0 == "token" }.count) tokens by ci, key epoch \(report["key_epoch"] ?? 0), \(report["audit_records"] ?? 0) records")
         #expect(try vault.run(["verify"]).status == 0)
         #expect(try team.run(as: team.ciPath, ["audit", "verify"]).status == 0)

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import VaultCore
 
@@ -18,17 +19,19 @@ struct MemberKeyTests {
         return (vault, path)
     }
 
-    @Test("a member's rekey after a passwd it did not see keeps the new passphrase (the header is re-read inside the transaction)")
+    @Test("a rekey by a process that did not see a concurrent passwd fails cleanly and never reverts the new passphrase")
     func rekeyAfterPasswd() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let (owner, path) = try makeVault("first passphrase")
         let alice = MemberIdentity.generate()
         try owner.addMember(name: "alice", recipient: alice.recipient)
-        let asAlice = try Vault.open(at: path).unlock(identity: alice)   // reads the header now
+        let other = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "first passphrase"))   // reads the header now
         try owner.changePassphrase(to: SecureBytes(utf8: "second passphrase"), kdf: nil)
-        try asAlice.rekey()
+        #expect(throws: VaultError.keysChanged) { try other.rekey() }
         #expect(try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "second passphrase")).member == "owner")
         #expect(throws: VaultError.wrongPassphrase) { _ = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "first passphrase")) }
+        try owner.rekey()
+        #expect(try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "second passphrase")).header.keyEpoch == 2)
         #expect(try Vault.open(at: path).unlock(identity: alice).verifyAudit().firstFailure == nil)
     }
 
@@ -64,5 +67,45 @@ struct MemberKeyTests {
         #expect(reopened.member == "owner")
         #expect(try reopened.verifyAudit().firstFailure == nil, "the owner's signing key did not change: its records verify")
         #expect(try reopened.verifyEverything().problems.isEmpty)
+    }
+
+    @Test("someone who can write the file seals keys of their own to the owner: the passphrase unlock refuses the slot (exit 7)")
+    func substitutedOwnerSlot() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (owner, path) = try makeVault("the passphrase")
+        let vaultID = owner.vaultID
+        let fake = VaultKeys.generate()
+        try owner.vault.database.write { db in
+            var row = try #require(try MemberRecord.fetchOne(db, key: "owner"))
+            row.mac = Data(MemberCrypto.mac(row, vaultID: vaultID, key: fake.metadataKey))
+            try row.update(db)
+            let binding = MemberCrypto.slotBinding(vaultID: vaultID, epoch: 1, member: row, keys: fake)
+            let sealed = try Sodium.sealBox(.concatenating([fake.dataKey, fake.auditKey, SecureBytes(copying: binding)]), to: [UInt8](row.boxPublicKey))
+            let mac = MemberCrypto.slotMAC(member: row, epoch: 1, sealed: sealed, vaultID: vaultID, key: fake.metadataKey)
+            try db.execute(sql: "UPDATE key_slot SET sealed = ?, mac = ?, endorsement = ? WHERE member = 'owner'",
+                           arguments: [Data(sealed), Data(mac), Data(Sodium.randomBytes(32))])
+        }
+        do {
+            _ = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase"))
+            Issue.record("the substituted slot was accepted")
+        } catch {
+            #expect(error.exitCode == 7 && error.message.contains("not sealed by the owner"), "\(error)")
+        }
+    }
+
+    @Test("only the owner can re-key or remove a member (the owner's new slot needs its endorsement); a member can add members")
+    func ownerOnlyKeyChanges() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (owner, path) = try makeVault("the passphrase")
+        let alice = MemberIdentity.generate(), bob = MemberIdentity.generate()
+        try owner.addMember(name: "alice", recipient: alice.recipient)
+        let asAlice = try Vault.open(at: path).unlock(identity: alice)
+        #expect(throws: VaultError.self) { try asAlice.rekey() }
+        #expect(throws: VaultError.self) { _ = try asAlice.removeMember(named: "alice") }
+        try asAlice.addMember(name: "bob", recipient: bob.recipient)
+        #expect(try Vault.open(at: path).unlock(identity: bob).member == "bob")
+        _ = try owner.removeMember(named: "bob")
+        #expect(throws: VaultError.wrongIdentitySlot) { _ = try Vault.open(at: path).unlock(identity: bob) }
+        #expect(try Vault.open(at: path).unlock(identity: alice).verifyAudit().firstFailure == nil)
     }
 }

@@ -196,6 +196,10 @@ struct TestVectorTests {
         let opened = try #require(made["alice"]?.openBox(sealed))
         #expect(opened.slice(0..<32).constantTimeEquals(keys.dataKey) && opened.slice(32..<64).constantTimeEquals(keys.auditKey))
         #expect(owner.openBox(sealed) == nil, "sealed to alice only")
+        // The owner's endorsement of its own slot (§10.3).
+        let ownerSlot = try #require(v["owner_slot"] as? [String: Any])
+        #expect(try MemberCrypto.ownerEndorsement(owner: owner, epoch: epoch, sealed: try bytes(ownerSlot, "sealed"), vaultID: vaultID)
+                == (try bytes(ownerSlot, "expect_endorsement")))
         // The signed record (§6.7): Ed25519 signatures are deterministic.
         var record = Self.entry(try #require(v["record"] as? [String: Any]))
         record.seq = 3
@@ -212,6 +216,9 @@ struct TestVectorTests {
                 #expect(throws: VaultError.self, "\(reason)") { _ = try Recipient(parsing: c["input"] as? String ?? "") }
             case "signature":
                 #expect(!Sodium.verify(signature: try bytes(c, "signature"), message: try bytes(c, "input"), publicKey: try bytes(c, "public_key")), "\(reason)")
+            case "endorsement":
+                #expect(try MemberCrypto.ownerEndorsement(owner: owner, epoch: epoch, sealed: try bytes(c, "sealed"), vaultID: vaultID)
+                        != (try bytes(c, "endorsement")), "\(reason)")
             case "slot-mac":
                 var moved = member
                 moved.name = try #require(c["member"] as? String)

@@ -272,7 +272,7 @@ public final class AgentServer: @unchecked Sendable {
             return AgentResponse(ok: true, status: status())
         case "token":
             return await token(request)
-        case "add", "rotate", "remove", "env-add", "env-set", "env-remove", "verify", "audit-verify", "member-add", "member-remove":
+        case "add", "rotate", "remove", "env-add", "env-set", "env-remove", "verify", "audit-verify", "member-add":
             do {
                 return try await change(request)
             } catch {
@@ -338,12 +338,7 @@ public final class AgentServer: @unchecked Sendable {
             let name = try need(request.member, "a member name")
             try unlocked.addMember(name: name, recipient: try Recipient(parsing: try need(request.recipient, "a recipient")))
             return AgentResponse(ok: true, message: "added member '\(name)'; it can now open this vault with its identity")
-        case "member-remove":
-            let name = try need(request.member, "a member name")
-            let count = try unlocked.removeMember(named: name)
-            // The agent's own keys are the new ones (its member remains); if it removed
-            // itself, it ends.
-            return AgentResponse(ok: true, message: "removed member '\(name)': new data and audit keys sealed to the remaining members; \(count) secret version(s) re-sealed, cached tokens dropped")
+
         default: // audit-verify
             let result = try unlocked.verifyAudit()
             return AgentResponse(ok: true, audit: .init(recordsChecked: result.recordsChecked, failureSeq: result.firstFailure?.seq,

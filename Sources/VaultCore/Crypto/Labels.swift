@@ -25,6 +25,9 @@ public enum Labels {
     public static let wrapADV3 = "gbg-vault/v3 wrap"
     public static let keySlot = "gbg-vault/v3 key-slot"
     public static let keySlotMAC = "gbg-vault/v3 key-slot-mac"
+    public static let ownerSlot = "gbg-vault/v3 owner-slot"
+    /// `crypto_kdf` context of the owner's endorsement key (from its X25519 secret key).
+    public static let ownerContext = "gbgvownr"
     public static let memberMAC = "gbg-vault/v3 member"
     public static let auditSignature = "gbg-vault/v3 audit-signature"
     /// The member of the passphrase slot.

@@ -44,9 +44,11 @@ struct KeySlotRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var keyEpoch: Int64
     var sealed: Data
     var mac: Data
+    /// The owner's slot only: the owner's endorsement (§10.3).
+    var endorsement: Data?
 
     enum CodingKeys: String, CodingKey {
-        case member, keyEpoch = "key_epoch", sealed, mac
+        case member, keyEpoch = "key_epoch", sealed, mac, endorsement
     }
 }
 
@@ -96,13 +98,36 @@ enum MemberCrypto {
         return Sodium.blake2b(e.bytes, length: 32)
     }
 
-    /// §10.3 `crypto_box_seal(data_key ‖ audit_key ‖ binding, member's box key)`.
-    static func sealSlot(keys: VaultKeys, for member: MemberRecord, vaultID: [UInt8]) throws -> KeySlotRecord {
+    /// §10.3 `crypto_box_seal(data_key ‖ audit_key ‖ binding, member's box key)`. The
+    /// owner's slot needs `owner` (the owner's identity) to endorse it.
+    static func sealSlot(keys: VaultKeys, for member: MemberRecord, vaultID: [UInt8], owner: MemberIdentity?) throws -> KeySlotRecord {
         let binding = slotBinding(vaultID: vaultID, epoch: keys.epoch, member: member, keys: keys)
         let plaintext = SecureBytes.concatenating([keys.dataKey, keys.auditKey, SecureBytes(copying: binding)])
         let sealed = try Sodium.sealBox(plaintext, to: [UInt8](member.boxPublicKey))
+        var endorsement: Data?
+        if member.kind == "passphrase" {
+            guard let owner else {
+                throw VaultError.usage("only the owner (the passphrase) can seal the owner's key slot: rekey and member remove need the passphrase")
+            }
+            // The owner's key changed meanwhile (a `passwd` by another process): nothing is written.
+            guard Sodium.constantTimeEqual(owner.recipient.boxPublicKey, [UInt8](member.boxPublicKey)) else { throw VaultError.keysChanged }
+            endorsement = Data(try ownerEndorsement(owner: owner, epoch: keys.epoch, sealed: sealed, vaultID: vaultID))
+        }
         return KeySlotRecord(member: member.name, keyEpoch: keys.epoch, sealed: Data(sealed),
-                             mac: Data(slotMAC(member: member, epoch: keys.epoch, sealed: sealed, vaultID: vaultID, key: keys.metadataKey)))
+                             mac: Data(slotMAC(member: member, epoch: keys.epoch, sealed: sealed, vaultID: vaultID, key: keys.metadataKey)),
+                             endorsement: endorsement)
+    }
+
+    /// §10.3 The owner's endorsement of its own slot, keyed by a subkey of the owner's
+    /// X25519 secret key (which only the passphrase unwraps): a slot sealed to the owner
+    /// by anyone else (a file writer with keys of their own) is refused at unlock.
+    static func ownerEndorsement(owner: MemberIdentity, epoch: Int64, sealed: [UInt8], vaultID: [UInt8]) throws -> [UInt8] {
+        let key = try Sodium.deriveSubkey(from: owner.boxSecretKey, id: 1, context: Labels.ownerContext)
+        var e = CanonicalEncoder(label: Labels.ownerSlot)
+        e.data(vaultID)
+        e.i64(epoch)
+        e.data(sealed)
+        return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
     /// §10.3 The slot MAC (metadata key): this sealed box belongs to this member's row.
@@ -124,6 +149,9 @@ enum MemberCrypto {
         for slot in slots {
             let display = slot.member.sanitisedForDisplay(limit: 64)
             guard let member = current[slot.member] else { throw VaultError.integrity("a key slot belongs to '\(display)', who is not a current member") }
+            guard (slot.endorsement != nil) == (member.kind == "passphrase") else {
+                throw VaultError.integrity("the key slot of member '\(display)' has an endorsement where it must not, or lacks one")
+            }
             guard slot.keyEpoch == keys.epoch,
                   Sodium.constantTimeEqual(slotMAC(member: member, epoch: slot.keyEpoch, sealed: [UInt8](slot.sealed), vaultID: vaultID,
                                                    key: keys.metadataKey), [UInt8](slot.mac)) else {
@@ -171,6 +199,13 @@ enum MemberCrypto {
         guard Sodium.constantTimeEqual(slotMAC(member: member, epoch: epoch, sealed: [UInt8](slot.sealed), vaultID: vaultID, key: keys.metadataKey),
                                        [UInt8](slot.mac)) else {
             throw VaultError.integrity("the key slot of member '\(member.name.sanitisedForDisplay(limit: 64))' does not verify (swapped or moved)")
+        }
+        if member.kind == "passphrase" {
+            // The owner checks that its slot is its own work, not keys someone else sealed to it.
+            let expected = try ownerEndorsement(owner: identity, epoch: epoch, sealed: [UInt8](slot.sealed), vaultID: vaultID)
+            guard let endorsement = slot.endorsement, Sodium.constantTimeEqual(expected, [UInt8](endorsement)) else {
+                throw VaultError.integrity("the owner's key slot was not sealed by the owner (keys substituted by someone who can write the file?)")
+            }
         }
         return (member, keys)
     }

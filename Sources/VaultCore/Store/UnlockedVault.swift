@@ -454,7 +454,7 @@ public final class UnlockedVault: @unchecked Sendable {
             owner.mac = Data(MemberCrypto.mac(owner, vaultID: vaultID, key: wrappedFor.metadataKey))
             try owner.update(db)
             try db.execute(sql: "DELETE FROM key_slot WHERE member = ?", arguments: [Labels.ownerMember])
-            try MemberCrypto.sealSlot(keys: wrappedFor, for: owner, vaultID: vaultID).insert(db)
+            try MemberCrypto.sealSlot(keys: wrappedFor, for: owner, vaultID: vaultID, owner: newOwner).insert(db)
             try audit(entry("passwd", detail: parameters.presetName.map { "kdf=\($0)" }), db, wrappedFor)
         }
         lock.withLock {
@@ -466,11 +466,16 @@ public final class UnlockedVault: @unchecked Sendable {
     /// New data and audit keys (a new key epoch): every secret version re-sealed, every
     /// row re-MAC'd, the keys sealed anew to every current member, the token cache
     /// emptied, the old audit key sealed under the new one, and the record MAC'd under
-    /// both, all in one transaction (`vault rekey`, `vault member remove`). Any member can
-    /// do it: the header wraps the owner's identity, not the keys (FORMAT.md §4.2).
+    /// both, all in one transaction (`vault rekey`, `vault member remove`). Only the owner
+    /// can: every new epoch's owner slot carries the owner's endorsement (FORMAT.md §10.3).
     /// Returns the number of secret versions re-sealed.
     @discardableResult
     public func rekey(detail: String? = nil, removing removed: String? = nil) throws(VaultError) -> Int {
+        // New keys mean a new owner's slot, which only the owner can endorse (FORMAT.md §10.3).
+        guard isOwner else {
+            throw .usage("only the owner (the passphrase) can \(removed == nil ? "rekey the vault" : "remove a member"): the owner's new key slot must be endorsed by the owner",
+                         hint: "run it with the vault passphrase (--passphrase-file, VAULT_PASSPHRASE_FILE, VAULT_PASSPHRASE or the prompt)")
+        }
         let (count, next, updated) = try write { db, keys in
             let next = keys.nextEpoch()
             var count = 0
@@ -509,7 +514,7 @@ public final class UnlockedVault: @unchecked Sendable {
                 member.mac = Data(MemberCrypto.mac(member, vaultID: vaultID, key: next.metadataKey))
                 try member.update(db)
                 if member.removedSeq == nil {
-                    try MemberCrypto.sealSlot(keys: next, for: member, vaultID: vaultID).insert(db)
+                    try MemberCrypto.sealSlot(keys: next, for: member, vaultID: vaultID, owner: identity).insert(db)
                     remaining += 1
                 }
             }
@@ -573,7 +578,7 @@ public final class UnlockedVault: @unchecked Sendable {
                                       addedSeq: seq, removedSeq: nil, createdAt: now.iso8601, mac: Data())
             record.mac = Data(MemberCrypto.mac(record, vaultID: vaultID, key: keys.metadataKey))
             try record.insert(db)
-            try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID).insert(db)
+            try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID, owner: nil).insert(db)
             try audit(entry("member-add", detail: "member=\(name)"), db, keys)
         }
     }

@@ -46,7 +46,7 @@ public final class Vault: Sendable {
                                   addedSeq: addedSeq, removedSeq: nil, createdAt: createdAt, mac: Data())
         record.mac = Data(MemberCrypto.mac(record, vaultID: vaultID, key: keys.metadataKey))
         try record.insert(db)
-        try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID).insert(db)
+        try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID, owner: owner).insert(db)
     }
 
     /// Opens the vault at `path`; exit 6 when there is none.

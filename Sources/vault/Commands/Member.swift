@@ -53,21 +53,16 @@ extension VaultCLI {
     struct RemoveMember: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "remove",
-            abstract: "Remove a member: new keys for everyone else, in one transaction (like rekey).")
+            abstract: "Remove a member: new keys for everyone else, in one transaction (like rekey; needs the passphrase).")
         @OptionGroup var options: VaultOptions
         @Argument(help: "The member's name.", completion: NameCompletion.members) var name: String
 
         @MainActor func run() async throws {
-            var request = AgentRequest(op: "member-remove")
-            request.member = name
-            let message: String
-            if let response = try AgentSession.perform(options, request) {
-                message = response.message ?? "removed member '\(name)'"
-            } else {
-                let count = try options.unlock().removeMember(named: name)
-                message = Self.message(name: name, resealed: count)
-            }
-            Output.info(message)
+            // Like `rekey`: never through the agent; it needs the owner (the passphrase), and
+            // the agent of this vault ends with the key change.
+            let count = try options.unlock().removeMember(named: name)
+            defer { AgentSession.lockAfterKeyChange(options) }
+            Output.info(Self.message(name: name, resealed: count))
             Output.warning("'\(name)' could have copied every secret while a member: rotate each profile's GBG credentials (`vault rotate PROFILE --verify`)")
         }
 
