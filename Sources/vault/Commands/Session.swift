@@ -45,8 +45,10 @@ extension VaultCLI {
                 ($XDG_RUNTIME_DIR/gbg-vault, else /tmp/gbg-vault-UID), and ends after --for \
                 (default 12h, at most 7d), after --idle without use (default 30m), on `vault lock`, \
                 and when the vault file is replaced or its keys or passphrase change. `passwd`, \
-                `rekey` and `upgrade` always ask for the passphrase; `token`, `exec`, `add`, `rotate`, \
-                `remove`, `env add/set/remove`, `verify` and `audit verify` use the agent.
+                `rekey`, `member remove` and `upgrade` always ask for the passphrase; `token`, `exec`, \
+                `add`, `rotate`, `remove`, `env add/set/remove`, `member add`, `verify` and \
+                `audit verify` use the agent. With --identity or VAULT_IDENTITY_FILE (or the default \
+                identity) the agent holds that member's keys instead, and signs as that member.
                 """)
 
         @OptionGroup var options: VaultOptions
