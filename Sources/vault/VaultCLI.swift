@@ -51,10 +51,8 @@ struct VaultOptions: ParsableArguments {
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
 
     static func defaultPath(explicit: String?) -> String {
-        func variable(_ name: String) -> String? { getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } }
-        if let path = explicit ?? variable("VAULT_PATH"), !path.isEmpty { return path }
-        let dataHome = variable("XDG_DATA_HOME") ?? ((variable("HOME") ?? NSHomeDirectory()) + "/.local/share")
-        return dataHome + "/gbg-vault/vault.db"
+        if let path = explicit ?? LocalEnvironment.value("VAULT_PATH"), !path.isEmpty { return path }
+        return LocalEnvironment.dataDirectory + "/vault.db"
     }
 
     var passphrase: PassphraseReader { PassphraseReader(passphraseFile: passphraseFile) }
@@ -76,8 +74,7 @@ struct VaultOptions: ParsableArguments {
     /// source given (`--passphrase-file`, `VAULT_PASSPHRASE_FILE`, `VAULT_PASSPHRASE`); the
     /// default identity file if it exists; the passphrase prompt.
     func unlock(_ vault: Vault) throws(VaultError) -> UnlockedVault {
-        let explicit = identity ?? getenv("VAULT_IDENTITY_FILE").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
-        if let path = explicit {
+        if let path = identity ?? LocalEnvironment.value("VAULT_IDENTITY_FILE") {
             return try vault.unlock(identity: Self.openIdentity(path))
         }
         if passphrase.hasSource {

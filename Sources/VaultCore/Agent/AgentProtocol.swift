@@ -16,7 +16,7 @@ public enum AgentProtocol {
 
     /// `$XDG_RUNTIME_DIR/gbg-vault`, or `/tmp/gbg-vault-<uid>` without one.
     public static func directory(environment: [String: String]? = nil) -> String {
-        let runtime = environment.map { $0["XDG_RUNTIME_DIR"] } ?? getenv("XDG_RUNTIME_DIR").map { String(cString: $0) }
+        let runtime = environment.map { $0["XDG_RUNTIME_DIR"] } ?? LocalEnvironment.value("XDG_RUNTIME_DIR")
         if let runtime, runtime.hasPrefix("/") {
             return (runtime as NSString).appendingPathComponent("gbg-vault")
         }

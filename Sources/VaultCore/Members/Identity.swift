@@ -140,9 +140,7 @@ public enum IdentityFile {
 
     /// `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/identity`.
     public static func defaultPath() -> String {
-        func variable(_ name: String) -> String? { getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } }
-        let dataHome = variable("XDG_DATA_HOME") ?? ((variable("HOME") ?? NSHomeDirectory()) + "/.local/share")
-        return dataHome + "/gbg-vault/identity"
+        LocalEnvironment.dataDirectory + "/identity"
     }
 
     /// Additional data of the sealed form: what the file says besides the secret.

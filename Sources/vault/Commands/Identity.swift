@@ -75,7 +75,6 @@ enum IdentityPassphrase {
     /// `--identity`, else `VAULT_IDENTITY_FILE`, else the default identity file.
     static func path(explicit: String?) -> String {
         if let explicit, !explicit.isEmpty { return explicit }
-        if let value = getenv("VAULT_IDENTITY_FILE").map({ String(cString: $0) }), !value.isEmpty { return value }
-        return IdentityFile.defaultPath()
+        return LocalEnvironment.value("VAULT_IDENTITY_FILE") ?? IdentityFile.defaultPath()
     }
 }

@@ -232,7 +232,7 @@ enum AgentSession {
 
     /// Whether `--no-agent` or `VAULT_NO_AGENT=1` asks to bypass the agent.
     static func bypassed(flag: Bool) -> Bool {
-        flag || ["1", "true", "yes"].contains((getenv("VAULT_NO_AGENT").map { String(cString: $0) } ?? "").lowercased())
+        flag || LocalEnvironment.isOn("VAULT_NO_AGENT")
     }
 
     /// The agent of the vault, or nil when bypassed or no agent socket exists (the
@@ -292,7 +292,7 @@ enum AgentSession {
     static func networkFields(_ request: inout AgentRequest, timeout: Double, connectTimeout: Double, cacert: String?) {
         request.timeoutMs = Int64(timeout * 1000)
         request.connectTimeoutMs = Int64(connectTimeout * 1000)
-        request.caBundle = cacert ?? getenv("VAULT_CA_BUNDLE").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        request.caBundle = cacert ?? LocalEnvironment.value("VAULT_CA_BUNDLE")
         var proxies: [String: String] = [:]
         for name in ["https_proxy", "http_proxy", "all_proxy", "no_proxy"] {
             for spelling in [name, name.uppercased()] {

@@ -14,7 +14,7 @@ enum TraceOutput {
 
     /// `VAULT_VERBOSE=1` (or `true`, `yes`).
     static var verboseFromEnvironment: Bool {
-        ["1", "true", "yes"].contains((getenv("VAULT_VERBOSE").map { String(cString: $0) } ?? "").lowercased())
+        LocalEnvironment.isOn("VAULT_VERBOSE")
     }
 }
 

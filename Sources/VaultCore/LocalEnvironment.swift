@@ -1,0 +1,25 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Environment variables and the per-user data directory, read one variable at a time
+/// with `getenv` (a copy of the whole environment through `ProcessInfo` costs the short
+/// client path measurably; BENCHMARKS.md).
+public enum LocalEnvironment {
+    /// The variable's value; nil when it is unset or empty.
+    public static func value(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Whether the variable is `1`, `true` or `yes` (any case).
+    public static func isOn(_ name: String) -> Bool {
+        ["1", "true", "yes"].contains(value(name)?.lowercased() ?? "")
+    }
+
+    /// `${XDG_DATA_HOME:-$HOME/.local/share}/gbg-vault`: where the default vault and the
+    /// default identity live.
+    public static var dataDirectory: String {
+        (value("XDG_DATA_HOME") ?? ((value("HOME") ?? NSHomeDirectory()) + "/.local/share")) + "/gbg-vault"
+    }
+}
