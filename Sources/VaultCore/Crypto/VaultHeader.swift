@@ -26,34 +26,14 @@ public struct VaultHeader: Sendable, Equatable {
     /// The oldest format this build opens (and upgrades).
     public static let oldestReadableFormat: UInt32 = 1
 
-    /// Additional data of the key-wrapping AEAD (FORMAT.md §4.2; §9 for format 1).
+    /// Additional data of the key-wrapping AEAD (FORMAT.md §4.2; §9 for formats 1 and 2).
+    /// Only format 2 binds the key epoch: format 1 had none, and format 3 wraps the owner's
+    /// identity, which a `rekey` does not change.
     public var wrapAdditionalData: [UInt8] {
-        if formatVersion == 1 {
-            var encoder = CanonicalEncoder(label: Labels.V1.wrapAD)
-            encoder.u32(formatVersion)
-            encoder.data(vaultID)
-            encoder.str(kdfAlgorithm)
-            encoder.u64(kdf.opslimit)
-            encoder.u64(kdf.memlimit)
-            encoder.data(salt)
-            return encoder.bytes
-        }
-        if formatVersion >= 3 {
-            // Format 3 wraps the owner's identity, which does not change with the key
-            // epoch: any member can rekey without the passphrase (FORMAT.md §4.2).
-            var encoder = CanonicalEncoder(label: Labels.wrapADV3)
-            encoder.u32(formatVersion)
-            encoder.data(vaultID)
-            encoder.str(kdfAlgorithm)
-            encoder.u64(kdf.opslimit)
-            encoder.u64(kdf.memlimit)
-            encoder.data(salt)
-            return encoder.bytes
-        }
-        var encoder = CanonicalEncoder(label: Labels.wrapAD)
+        var encoder = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.wrapAD : formatVersion == 2 ? Labels.wrapAD : Labels.wrapADV3)
         encoder.u32(formatVersion)
         encoder.data(vaultID)
-        encoder.i64(keyEpoch)
+        if formatVersion == 2 { encoder.i64(keyEpoch) }
         encoder.str(kdfAlgorithm)
         encoder.u64(kdf.opslimit)
         encoder.u64(kdf.memlimit)
