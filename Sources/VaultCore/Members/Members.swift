@@ -21,20 +21,6 @@ struct MemberRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     }
 
     var recipient: Recipient { Recipient(boxPublicKey: [UInt8](boxPublicKey), signPublicKey: [UInt8](signPublicKey)) }
-
-    /// `removed_seq` is written without a value as SQL NULL (a nil optional would leave
-    /// the column out of an UPDATE).
-    func encode(to container: inout PersistenceContainer) throws {
-        container["name"] = name
-        container["uid"] = uid
-        container["kind"] = kind
-        container["box_public_key"] = boxPublicKey
-        container["sign_public_key"] = signPublicKey
-        container["added_seq"] = addedSeq
-        container["removed_seq"] = removedSeq
-        container["created_at"] = createdAt
-        container["mac"] = mac
-    }
 }
 
 /// §3.10 A key slot: the vault keys sealed to one current member.
