@@ -74,7 +74,7 @@ public final class Vault: Sendable {
     /// Checks the header and derives the keys; exit 3 on a wrong passphrase. A format-1
     /// or format-2 vault is upgraded to format 3 here, in one transaction (FORMAT.md §9).
     public func unlock(passphrase: SecureBytes) throws(VaultError) -> UnlockedVault {
-        let header = try header()
+        var header = try header()
         try header.validate()
         Trace.debug("deriving the key-encryption key: argon2id \(header.kdf.presetName ?? "custom") (\(header.kdf))")
         let kek = try header.deriveKEK(passphrase: passphrase)
@@ -82,15 +82,10 @@ public final class Vault: Sendable {
             guard let keys = try header.unwrap(kek: kek) else { throw .wrongPassphrase }
             Trace.debug("upgrading the vault from format \(header.formatVersion) to format \(Labels.formatVersion)")
             try FormatUpgrade.run(vault: self, header: header, keys: keys, kek: kek)
-            return try unlock(kek: kek)
+            header = try self.header()
+            try header.validate()
         }
-        return try unlock(kek: kek)
-    }
-
-    /// Format 3: the owner's identity from the header, then its key slot.
-    func unlock(kek: SecureBytes) throws(VaultError) -> UnlockedVault {
-        let header = try header()
-        try header.validate()
+        // Format 3: the owner's identity from the header, then its key slot.
         guard header.formatVersion == Labels.formatVersion else { throw .keysChanged }
         guard let owner = try header.unwrapOwner(kek: kek) else { throw .wrongPassphrase }
         Trace.debug("unlocked the owner's identity: format \(header.formatVersion), key epoch \(header.keyEpoch)")

@@ -189,12 +189,7 @@ public final class VaultDatabase: Sendable {
     /// The schema is not checked here: the agent serves only the file it opened and
     /// checked itself, and the client sends this file's identity for it to compare.
     public static func agentLookup(at path: String) throws(VaultError) -> (vaultID: [UInt8], dev: UInt64, ino: UInt64) {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            if errno == ENOENT { throw .notFound("no vault at \(path)") }
-            throw .failure("cannot open \(path): \(String(cString: strerror(errno)))")
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .failure("\(path) is not a regular file") }
+        let info = try existingVaultFile(path)
         // The SQLite C API directly (CSQLiteHardening): a GRDB queue would start and
         // dispose of a dispatch queue, which costs this path a worker thread.
         var vaultID = [UInt8](repeating: 0, count: VaultHeader.vaultIDBytes)
@@ -221,7 +216,8 @@ public final class VaultDatabase: Sendable {
         retainedLock.withLock { retained.append(database) }
     }
 
-    private static func open(at path: String, readOnly: Bool) throws(VaultError) -> VaultDatabase {
+    /// The `stat` of `path`, which must be an existing regular file (exit 6 when missing).
+    private static func existingVaultFile(_ path: String) throws(VaultError) -> stat {
         var info = stat()
         guard stat(path, &info) == 0 else {
             if errno == ENOENT {
@@ -232,6 +228,11 @@ public final class VaultDatabase: Sendable {
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             throw .failure("\(path) is not a regular file")
         }
+        return info
+    }
+
+    private static func open(at path: String, readOnly: Bool) throws(VaultError) -> VaultDatabase {
+        _ = try existingVaultFile(path)
         do {
             Trace.debug("opening \(path)\(readOnly ? " read-only" : "")")
             let connection: any DatabaseWriter = readOnly
