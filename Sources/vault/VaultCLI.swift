@@ -23,7 +23,7 @@ struct VaultCLI: AsyncParsableCommand {
         version: VaultVersion.string,
         subcommands: [
             Init.self, Add.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
-            Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Doctor.self,
+            Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Copy.self, Doctor.self,
             Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, IdentityCommand.self, MemberCommand.self, AgentServe.self,
         ]
     )
@@ -31,7 +31,8 @@ struct VaultCLI: AsyncParsableCommand {
 
 /// Options every command that touches a vault shares.
 struct VaultOptions: ParsableArguments {
-    @Option(name: .customLong("vault"), help: ArgumentHelp("The vault file (env VAULT_PATH).", valueName: "path"))
+    @Option(name: .customLong("vault"), help: ArgumentHelp("The vault file, or a postgres:// URL of a team vault (env VAULT_PATH).",
+                                                          valueName: "path|url"))
     var vaultPath: String?
 
     @Option(help: ArgumentHelp("Read the vault passphrase from this file.", valueName: "path"))
@@ -57,13 +58,35 @@ struct VaultOptions: ParsableArguments {
 
     var passphrase: PassphraseReader { PassphraseReader(passphraseFile: passphraseFile) }
 
+    /// The vault as messages name it: a path, or a URL without its password.
+    var displayPath: String { Self.display(resolvedPath) }
+
+    static func display(_ location: String) -> String {
+        guard PostgresLocation.isURL(location) else { return location }
+        return (try? PostgresLocation.parse(location, readPasswordFile: false).display) ?? "the PostgreSQL vault"
+    }
+
+    nonisolated(unsafe) private static var warned = false
+
+    /// A password inside a URL on the command line is visible to every local user (ps);
+    /// say so once, and where it belongs instead.
+    static func warnAboutPasswordInArguments(_ argument: String?) {
+        guard !warned, let argument, PostgresLocation.isURL(argument),
+              let components = URLComponents(string: argument), components.password != nil else { return }
+        warned = true
+        Output.info("warning: the database password in --vault/--to is visible to other users in the process list; "
+                    + "use PGPASSWORD, ~/.pgpass or VAULT_PATH instead")
+    }
+
     func open() throws(VaultError) -> Vault {
-        try Vault.open(at: resolvedPath)
+        Self.warnAboutPasswordInArguments(vaultPath)
+        return try Vault.open(at: resolvedPath)
     }
 
     /// The vault for metadata reads only (one read-only connection; no passphrase).
     func openForReading() throws(VaultError) -> Vault {
-        try Vault.openForReading(at: resolvedPath)
+        Self.warnAboutPasswordInArguments(vaultPath)
+        return try Vault.openForReading(at: resolvedPath)
     }
 
     func unlock() throws(VaultError) -> UnlockedVault {

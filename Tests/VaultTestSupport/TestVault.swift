@@ -7,6 +7,8 @@ public final class TestVault: @unchecked Sendable {
     public let path: String
     public var passphrase: String
     public let scanner: LeakScanner
+    /// The PostgreSQL server holding this vault (nil: a file).
+    public let postgres: PostgresServer?
 
     public init(passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
         directory = NSTemporaryDirectory() + "gbg-vault-test-" + UUID().uuidString
@@ -14,7 +16,22 @@ public final class TestVault: @unchecked Sendable {
         path = directory + "/vault/vault.db"
         self.passphrase = passphrase
         self.scanner = scanner
+        postgres = nil
         scanner.register(secret: passphrase)
+    }
+
+    /// A vault in its own schema on `postgres`; `path` is its URL (no password: the
+    /// administrator's password goes in `PGPASSWORD`, and is itself scanned for).
+    public init(postgres: PostgresServer, schema: String = "v_" + UUID().uuidString.prefix(8).lowercased(),
+                passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
+        directory = NSTemporaryDirectory() + "gbg-vault-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = postgres.url(schema: schema)
+        self.passphrase = passphrase
+        self.scanner = scanner
+        self.postgres = postgres
+        scanner.register(secret: passphrase)
+        scanner.register(secret: postgres.adminPassword)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
@@ -29,6 +46,7 @@ public final class TestVault: @unchecked Sendable {
             "GBG_VAULT_TEST_ONLY_INSECURE_KDF": "1",
             "LANG": "C.UTF-8",
         ]
+        if let postgres { env["PGPASSWORD"] = postgres.adminPassword }
         for (k, v) in extra { env[k] = v }
         return env
     }
@@ -69,11 +87,18 @@ public final class TestVault: @unchecked Sendable {
 
     /// Scans the vault file and its WAL/SHM/journal for every registered secret and token.
     public func scanFiles() {
+        guard postgres == nil else { return }  // PostgreSQL vaults: a pg_dump scan (``scanDump()``)
         for suffix in ["", "-wal", "-shm", "-journal"] {
             if let data = FileManager.default.contents(atPath: path + suffix) {
                 scanner.scan(data, artefact: "vault file\(suffix)", includeTokens: true)
             }
         }
+    }
+
+    /// Scans a `pg_dump` of the whole database for every registered secret and token.
+    public func scanDump() throws {
+        guard let postgres else { return }
+        scanner.scan(try postgres.dump(), artefact: "pg_dump of the team database", includeTokens: true)
     }
 
     /// Runs the `sqlite3` shell on the vault (for tampering in tests).

@@ -38,9 +38,14 @@ public enum AgentLauncher {
         // No controlling terminal (a new session), and an empty signal mask with default
         // dispositions, whatever the launching thread had blocked or ignored.
         guard cprocess_spawnattr_detached(&attributes) == 0 else { throw .failure("cannot prepare the agent's process attributes") }
-        let arguments = ["vault", "agent-serve", "--vault", vaultPath, "--for", String(lifetime), "--idle", String(idle)]
+        // A PostgreSQL vault is named without its password in the agent's argv; the
+        // password reaches the agent in its environment (readable only by this user, as
+        // libpq's PGPASSWORD is), never in its arguments.
+        let location = vault.database.postgresLocation
+        let arguments = ["vault", "agent-serve", "--vault", location?.display ?? vaultPath, "--for", String(lifetime), "--idle", String(idle)]
             + keepFresh.flatMap { ["--keep-fresh", $0] }
-        let environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
+        var environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
+        if let password = location?.password { environment["PGPASSWORD"] = password }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }

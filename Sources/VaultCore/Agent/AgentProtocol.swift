@@ -28,6 +28,13 @@ public enum AgentProtocol {
         directory(environment: environment) + "/agent-\(vaultID.hexString).sock"
     }
 
+    /// The socket of the agent serving a PostgreSQL vault: named by a hash of its
+    /// location (``PostgresLocation/identity``), so a client finds it without asking the
+    /// server for the vault id.
+    public static func socketPath(store identity: String, environment: [String: String]? = nil) -> String {
+        directory(environment: environment) + "/agent-pg-\(Sodium.blake2b(Array(identity.utf8), length: 16).hexString).sock"
+    }
+
     /// Creates the agent directory 0700 if it is missing, then checks it: a real
     /// directory (not a symbolic link), owned by this user, no group or other access.
     public static func preparePrivateDirectory(_ path: String, create: Bool) throws(VaultError) {
@@ -103,6 +110,8 @@ public struct AgentRequest: Codable, Sendable {
     /// differs (a copy of the vault, same vault id) answers `other_file` and does nothing.
     public var fileDevice: UInt64?
     public var fileInode: UInt64?
+    /// For a PostgreSQL vault: its ``PostgresLocation/identity`` (instead of dev/ino).
+    public var store: String?
     /// `member-add`, `member-remove`: the member's name; `member-add`: its recipient.
     public var member: String?
     public var recipient: String?
@@ -114,7 +123,7 @@ public struct AgentRequest: Codable, Sendable {
         case connectTimeoutMs = "connect_timeout_ms", caBundle = "ca_bundle", proxyEnvironment = "proxy_environment"
         case clientID = "client_id", username, grant, scope, clientSecret = "client_secret", password, verify
         case tokenURL = "token_url", apiBase = "api_base", clearAPIBase = "clear_api_base"
-        case fileDevice = "file_dev", fileInode = "file_ino", member, recipient
+        case fileDevice = "file_dev", fileInode = "file_ino", store, member, recipient
     }
 }
 

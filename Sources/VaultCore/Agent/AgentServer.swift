@@ -48,7 +48,8 @@ public final class AgentServer: @unchecked Sendable {
         let vault = try Vault.open(at: vaultPath)
         unlocked = try vault.unlock(identity: identity)
         self.vaultPath = vaultPath
-        socketPath = AgentProtocol.socketPath(vaultID: unlocked.vaultID)
+        socketPath = unlocked.database.postgresLocation.map { AgentProtocol.socketPath(store: $0.identity) }
+            ?? AgentProtocol.socketPath(vaultID: unlocked.vaultID)
         startedAt = Date()
         lastActivity = startedAt
         deadline = startedAt.addingTimeInterval(lifetime)
@@ -247,8 +248,10 @@ public final class AgentServer: @unchecked Sendable {
         guard request.version == AgentProtocol.version else {
             return .failure(.usage("agent protocol version \(request.version) is not supported (this agent speaks \(AgentProtocol.version))"))
         }
-        if let device = request.fileDevice, let inode = request.fileInode,
-           let served = unlocked.database.fileIdentity, served != (device, inode) {
+        let servedStore = unlocked.database.postgresLocation?.identity
+        let otherStore = request.store != servedStore && (request.store != nil || servedStore != nil)
+        if otherStore || (request.fileDevice.flatMap { device in request.fileInode.map { (device, $0) } }
+                            .map { asked in unlocked.database.fileIdentity.map { $0 != asked } ?? true } ?? false) {
             var response = AgentResponse.failure(.failure("this agent serves another file with the same vault id (a copy of the vault?)"))
             response.otherFile = true
             return response

@@ -169,7 +169,7 @@ public enum AuditChain {
     /// verify or does not name the newest record, and checks that exactly one row was
     /// written each time (an `INSERT` made to do nothing is an integrity failure).
     @discardableResult
-    static func append(_ entry: AuditEntry, db: Database, vaultID: [UInt8], keys: AuditEpochKeys,
+    static func append(_ entry: AuditEntry, db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys,
                        previous: AuditEpochKeys? = nil, genesis: Bool = false, signer: AuditSigner?) throws -> AuditEntry {
         var entry = entry
         let previousMAC: [UInt8]
@@ -235,7 +235,7 @@ public enum AuditChain {
 
     /// The audit keys of every epoch, newest first unwrapped from the current one
     /// (FORMAT.md §6.6). Throws an integrity failure if one is missing or does not open.
-    static func epochKeys(db: Database, vaultID: [UInt8], current: AuditEpochKeys) throws -> [Int64: AuditEpochKeys] {
+    static func epochKeys(db: StoreDB, vaultID: [UInt8], current: AuditEpochKeys) throws -> [Int64: AuditEpochKeys] {
         var result: [Int64: AuditEpochKeys] = [current.epoch: current]
         var newer = current
         let rows = try RetiredAuditKeyRecord.fetchAll(db)
@@ -262,7 +262,7 @@ public enum AuditChain {
     }
 
     /// Seals the retiring epoch's audit key under the next epoch's keys (`rekey`).
-    static func retire(_ retiring: VaultKeys, under next: AuditEpochKeys, db: Database, vaultID: [UInt8]) throws {
+    static func retire(_ retiring: VaultKeys, under next: AuditEpochKeys, db: StoreDB, vaultID: [UInt8]) throws {
         let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
         let sealed = try Sodium.seal(key: next.sealingKey, nonce: nonce, plaintext: retiring.auditKey,
                                      additionalData: retiredKeyAD(vaultID: vaultID, epoch: retiring.epoch))
@@ -318,7 +318,7 @@ public enum AuditChain {
     }
 
     /// Walks the whole chain in order (FORMAT.md §6.5, and §6.7 when `signatures` is given).
-    static func verify(db: Database, vaultID: [UInt8], current: AuditEpochKeys, signatures: SignatureRules? = nil) throws -> Verification {
+    static func verify(db: StoreDB, vaultID: [UInt8], current: AuditEpochKeys, signatures: SignatureRules? = nil) throws -> Verification {
         let byName = Dictionary((signatures?.members ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let keys = try epochKeys(db: db, vaultID: vaultID, current: current)
         var previous = zeroMAC
@@ -328,8 +328,23 @@ public enum AuditChain {
         func failure(_ seq: Int64, _ reason: String) -> Verification {
             Verification(recordsChecked: checked, firstFailure: (seq, reason))
         }
-        let cursor = try AuditRow.order(Column("seq")).fetchCursor(db)
-        while let row = try cursor.next() {
+        // In pages of `verifyPage` records by sequence number (one snapshot: the caller's
+        // read), so a trail of millions is never held in memory at once.
+        var page: [AuditRow] = []
+        var pageIndex = 0
+        var lastFetched: Int64 = 0
+        func next() throws -> AuditRow? {
+            if pageIndex == page.count {
+                page = try AuditRow.fetchAll(db, sql: "SELECT * FROM audit_record WHERE seq > ? ORDER BY seq LIMIT \(verifyPage)",
+                                             arguments: [lastFetched])
+                pageIndex = 0
+                guard let last = page.last else { return nil }
+                lastFetched = last.seq
+            }
+            defer { pageIndex += 1 }
+            return page[pageIndex]
+        }
+        while let row = try next() {
             if row.seq != expectedSeq {
                 return failure(expectedSeq, row.seq > expectedSeq
                     ? "record \(expectedSeq) is missing (the chain jumps to record \(row.seq))"
@@ -392,7 +407,7 @@ public enum AuditChain {
 
     /// Checks a format-1 chain (FORMAT.md §9) before the upgrade re-MACs it; throws on
     /// the first problem, so a tampered format-1 trail is never blessed by the upgrade.
-    static func verifyV1(db: Database, vaultID: [UInt8], key: SecureBytes) throws -> [AuditEntry] {
+    static func verifyV1(db: StoreDB, vaultID: [UInt8], key: SecureBytes) throws -> [AuditEntry] {
         var previous = zeroMAC
         var entries: [AuditEntry] = []
         for row in try Row.fetchAll(db, sql: "SELECT * FROM audit_record ORDER BY seq") {
@@ -424,7 +439,7 @@ public enum AuditChain {
 
     /// Re-MACs the verified format-1 records as format-2 records of key epoch 1, in the
     /// upgrade transaction (FORMAT.md §9).
-    static func remacAsFormat2(_ entries: [AuditEntry], db: Database, vaultID: [UInt8], keys: AuditEpochKeys) throws {
+    static func remacAsFormat2(_ entries: [AuditEntry], db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys) throws {
         var previous = zeroMAC
         for entry in entries {
             let mac = mac(of: entry, previousMAC: previous, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
@@ -449,28 +464,96 @@ public enum AuditChain {
         """
     }
 
-    /// The request for records matching `query`, newest first. Needs no key.
-    static func request(for query: AuditQuery) -> QueryInterfaceRequest<AuditRow> {
-        var request = AuditRow.all()
-        if let profile = query.profile { request = request.filter(Column("profile") == profile) }
-        if let environment = query.environment { request = request.filter(Column("environment") == environment) }
-        if let since = query.since { request = request.filter(Column("at") >= since) }
-        if let until = query.until { request = request.filter(Column("at") <= until) }
-        if let after = query.afterSeq { request = request.filter(Column("seq") > after) }
-        if let member = query.member { request = request.filter(Column("member") == member) }
+    /// How many records `verify` reads per query.
+    static let verifyPage = 10_000
+
+    /// The WHERE clause and arguments for records matching `query` (no key needed).
+    private static func filter(for query: AuditQuery) -> (sql: String, arguments: [(any DatabaseValueConvertible)?]) {
+        var conditions: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        func add(_ condition: String, _ values: (any DatabaseValueConvertible)?...) {
+            conditions.append(condition)
+            arguments += values
+        }
+        if let profile = query.profile { add("profile = ?", profile) }
+        if let environment = query.environment { add("environment = ?", environment) }
+        if let since = query.since { add("at >= ?", since) }
+        if let until = query.until { add("at <= ?", until) }
+        if let after = query.afterSeq { add("seq > ?", after) }
+        if let member = query.member { add("member = ?", member) }
+        let successes = AuditEntry.successOutcomes.sorted()
+        let list = Array(repeating: "?", count: successes.count).joined(separator: ", ")
         switch query.outcome {
         case nil: break
-        case "ok": request = request.filter(AuditEntry.successOutcomes.contains(Column("outcome")))
-        case "error": request = request.filter(!AuditEntry.successOutcomes.contains(Column("outcome")))
-        case let outcome?: request = request.filter(Column("outcome") == outcome)
+        case "ok":
+            conditions.append("outcome IN (\(list))")
+            arguments += successes
+        case "error":
+            conditions.append("outcome NOT IN (\(list))")
+            arguments += successes
+        case let outcome?: add("outcome = ?", outcome)
         }
-        request = request.order(Column("seq").desc)
-        if let limit = query.limit { request = request.limit(limit) }
-        return request
+        var sql = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        sql += " ORDER BY seq DESC"
+        if let limit = query.limit { sql += " LIMIT \(max(0, limit))" }
+        return (sql, arguments)
+    }
+
+    /// Records matching `query`, newest first. Needs no key.
+    static func records(_ db: StoreDB, _ query: AuditQuery) throws -> [AuditRow] {
+        let (filter, arguments) = filter(for: query)
+        return try AuditRow.fetchAll(db, sql: "SELECT * FROM audit_record" + filter, arguments: arguments)
+    }
+
+    /// Records matching `query` as one-line JSON objects (every field but the MAC and the
+    /// signature), newest first. SQLite builds the text itself (`json_object`); on
+    /// PostgreSQL the same text is built here from the rows, key for key.
+    static func jsonRecords(_ db: StoreDB, _ query: AuditQuery, withMember: Bool) throws -> [(seq: Int64, json: String)] {
+        let (filter, arguments) = filter(for: query)
+        if db.isPostgres {
+            return try records(db, query).map { ($0.seq, $0.json(withMember: withMember)) }
+        }
+        return try Row.fetchAll(db, sql: "SELECT seq, \(jsonColumns(withMember: withMember)) AS json FROM audit_record" + filter,
+                                arguments: arguments).map { (seq: $0["seq"] as Int64, json: $0["json"] as String) }
     }
 }
 
 extension AuditRow {
+    /// The same text as SQLite's `json_object` over ``AuditChain/jsonColumns(withMember:)``:
+    /// compact, keys in that order, nulls kept, strings escaped as SQLite escapes them.
+    func json(withMember: Bool) -> String {
+        var out = "{"
+        func key(_ name: String) { out += (out.count > 1 ? "," : "") + "\"" + name + "\":" }
+        func int(_ name: String, _ value: Int64?) { key(name); out += value.map(String.init) ?? "null" }
+        func str(_ name: String, _ value: String?) {
+            key(name)
+            guard let value else { out += "null"; return }
+            out += "\""
+            for scalar in value.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case "\u{08}": out += "\\b"
+                case "\u{0C}": out += "\\f"
+                case _ where scalar.value < 0x20:
+                    out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            out += "\""
+        }
+        int("seq", seq); int("at", at); str("action", action); str("profile", profile); str("environment", environment)
+        str("token_url", tokenURL); str("grant_type", grantType); str("outcome", outcome); int("http_status", httpStatus)
+        str("oauth_error", oauthError); int("attempts", attempts); int("duration_ms", durationMs); str("token_type", tokenType)
+        int("expires_in", expiresIn); int("expires_at", expiresAt); str("request_id", requestID)
+        str("token_fingerprint", tokenFingerprint); str("detail", detail)
+        if withMember { str("member", member) }
+        return out + "}"
+    }
+
     init(_ e: AuditEntry, mac: [UInt8]) {
         self.init(seq: e.seq, at: e.at, action: e.action, profile: e.profile, environment: e.environment,
                   tokenURL: e.tokenURL, grantType: e.grantType, outcome: e.outcome, httpStatus: e.httpStatus,

@@ -2,8 +2,9 @@ import Foundation
 import GRDB
 
 /// §3.9 A member row: who can open the vault and whose key signs which records.
-struct MemberRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+struct MemberRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord, Sendable {
     static let databaseTableName = "member"
+    static let keyColumns = ["name"]
     var name: String
     var uid: Data
     /// `passphrase` (the owner: the identity wrapped in the header) or `recipient`.
@@ -24,8 +25,9 @@ struct MemberRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 }
 
 /// §3.10 A key slot: the vault keys sealed to one current member.
-struct KeySlotRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+struct KeySlotRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord, Sendable {
     static let databaseTableName = "key_slot"
+    static let keyColumns = ["member"]
     var member: String
     var keyEpoch: Int64
     var sealed: Data
@@ -129,7 +131,7 @@ enum MemberCrypto {
 
     /// Every slot belongs to a current member, is for `keys`' epoch and carries its MAC;
     /// every current member has its slot (a swapped, moved or extra slot is exit 7).
-    static func checkSlots(_ db: Database, members: [MemberRecord], keys: VaultKeys, vaultID: [UInt8]) throws {
+    static func checkSlots(_ db: StoreDB, members: [MemberRecord], keys: VaultKeys, vaultID: [UInt8]) throws {
         let current = Dictionary(members.filter { $0.removedSeq == nil }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let slots = try KeySlotRecord.fetchAll(db)
         for slot in slots {
@@ -152,7 +154,7 @@ enum MemberCrypto {
     /// Opens the slot sealed to `identity`, trying every slot (as age tries every stanza)
     /// so that "no slot for this identity" and "a slot that does not open" take the same
     /// time. Returns the member and its keys; nil when no slot opens.
-    static func openSlot(identity: MemberIdentity, db: Database, vaultID: [UInt8], epoch: Int64) throws -> (member: MemberRecord, keys: VaultKeys)? {
+    static func openSlot(identity: MemberIdentity, db: StoreDB, vaultID: [UInt8], epoch: Int64) throws -> (member: MemberRecord, keys: VaultKeys)? {
         let slots = try KeySlotRecord.fetchAll(db)
         var found: (KeySlotRecord, SecureBytes)?
         for slot in slots {

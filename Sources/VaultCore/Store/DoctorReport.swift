@@ -19,6 +19,7 @@ public struct DoctorReport: Sendable {
         var report = DoctorReport()
         func add(_ name: String, _ status: String, _ detail: String) { report.checks.append(Check(name: name, status: status, detail: detail)) }
 
+        if PostgresLocation.isURL(path) { return try runPostgres(url: path) }
         var link = stat()
         if lstat(path, &link) == 0, (link.st_mode & S_IFMT) == S_IFLNK {
             let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "?"
@@ -44,11 +45,63 @@ public struct DoctorReport: Sendable {
                 "\(directory) " + String(format: "%04o", mode) + (mode & 0o077 == 0 ? "" : " (expected 0700)"))
         }
 
+        report.vaultChecks(vault)
+        let journal = try vault.database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?" }
+        add("journal", journal == "wal" ? "ok" : "warn", "journal_mode=\(journal)")
+        add("sqlite", "ok", try vault.database.sqliteVersion())
+        report.versions()
+        return report
+    }
+
+    /// `vault doctor` on a PostgreSQL vault: the connection (TLS), the server, the
+    /// schema and the rights this user has, then the same vault checks.
+    static func runPostgres(url: String) throws(VaultError) -> DoctorReport {
+        var report = DoctorReport()
+        func add(_ name: String, _ status: String, _ detail: String) { report.checks.append(Check(name: name, status: status, detail: detail)) }
+        let location = try PostgresLocation.parse(url)
+        add("location", "ok", location.display)
+        let vault = try Vault.open(at: url)
+        guard let store = vault.database.postgres else { return report }
+        let server = try store.serverReport()
+        add("server", "ok", "PostgreSQL \(server.version)")
+        switch (location.sslMode, server.tls) {
+        case (.verifyFull, true): add("tls", "ok", "TLS, certificate and host name verified")
+        case (.verifyCA, true): add("tls", "warn", "TLS, certificate verified but not the host name (sslmode=verify-ca)")
+        case (.require, true): add("tls", "warn", "TLS without certificate verification (sslmode=require): a machine in the middle can read the traffic")
+        case (_, false) where location.host.hasPrefix("/") || ["127.0.0.1", "::1", "localhost"].contains(location.host):
+            add("tls", "warn", "no TLS (sslmode=\(location.sslMode.rawValue)) to a local server")
+        default: add("tls", "fail", "no TLS (sslmode=\(location.sslMode.rawValue)): metadata and sealed values cross the network in clear")
+        }
+        add("grants", server.missingGrants.isEmpty ? "ok" : "fail", server.missingGrants.isEmpty
+            ? "SELECT, INSERT, UPDATE, DELETE on every vault table" : "missing: " + server.missingGrants.joined(separator: ", "))
+        report.vaultChecks(vault)
+        report.versions()
+        return report
+    }
+
+    private mutating func versions() {
+        checks.append(Check(name: "libsodium", status: "ok", detail: Sodium.versionString))
+        checks.append(Check(name: "gbg-vault", status: "ok", detail: VaultVersion.string))
+    }
+
+    /// The checks that need no passphrase and are the same on both stores.
+    private mutating func vaultChecks(_ vault: Vault) {
+        func add(_ name: String, _ status: String, _ detail: String) { checks.append(Check(name: name, status: status, detail: detail)) }
+        do {
+            try vaultChecksThrowing(vault, add)
+        } catch {
+            add("vault", "fail", error.message)
+        }
+    }
+
+    private func vaultChecksThrowing(_ vault: Vault, _ add: (String, String, String) -> Void) throws(VaultError) {
         let problems = try vault.database.integrityProblems()
-        add("sqlite integrity", problems.isEmpty ? "ok" : "fail", problems.isEmpty ? "ok" : problems.prefix(3).joined(separator: "; "))
+        if !vault.database.isPostgres {
+            add("sqlite integrity", problems.isEmpty ? "ok" : "fail", problems.isEmpty ? "ok" : problems.prefix(3).joined(separator: "; "))
+        }
 
         let applied = try vault.database.appliedMigrations()
-        let known = VaultDatabase.knownMigrations
+        let known = vault.database.isPostgres ? PostgresStore.knownMigrations : VaultDatabase.knownMigrations
         add("schema", applied == known ? "ok" : "warn", "migrations \(applied.joined(separator: ", ")) (this build knows \(known.count))")
 
         do {
@@ -72,8 +125,6 @@ public struct DoctorReport: Sendable {
             add("header", "fail", error.message)
         }
 
-        let journal = try vault.database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?" }
-        add("journal", journal == "wal" ? "ok" : "warn", "journal_mode=\(journal)")
         let records = try vault.database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM audit_record") ?? 0 }
         add("audit records", "ok", "\(records) (run `vault audit verify` to check the chain)")
         if let members = try? vault.members(), !members.isEmpty {
@@ -83,9 +134,5 @@ public struct DoctorReport: Sendable {
                 "\(current.count) current (\(current.map(\.name).joined(separator: ", "))), \(members.count - current.count) removed"
                     + (withoutSlot.isEmpty ? "" : "; without a key slot: \(withoutSlot.joined(separator: ", "))"))
         }
-        add("libsodium", "ok", Sodium.versionString)
-        add("sqlite", "ok", try vault.database.sqliteVersion())
-        add("gbg-vault", "ok", VaultVersion.string)
-        return report
     }
 }

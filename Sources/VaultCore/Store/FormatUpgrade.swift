@@ -24,12 +24,12 @@ enum FormatUpgrade {
         var upgrades: [String: VaultDatabase.DataUpgrade] = [:]
         if header.formatVersion == 1 {
             upgrades[VaultDatabase.format2Migration] = VaultDatabase.DataUpgrade(
-                before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
-                after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+                before: { db in try checkFormat1(StoreDB(db), header: header, keys: keys, vaultID: vaultID, state: state) },
+                after: { db in try writeFormat2(StoreDB(db), header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
         }
         upgrades[VaultDatabase.format3Migration] = VaultDatabase.DataUpgrade(
-            before: { db in try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header) },
-            after: { db in try writeFormat3(db, keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
+            before: { db in try checkFormat2(StoreDB(db), vaultID: vaultID, keys: keys, expected: header) },
+            after: { db in try writeFormat3(StoreDB(db), keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
         do {
             try vault.database.migrate(upgrades: upgrades)
         } catch {
@@ -67,7 +67,7 @@ enum FormatUpgrade {
     }
 
     /// Everything format 1 promises, checked before anything is changed.
-    private static func checkFormat1(_ db: Database, header: VaultHeader, keys: VaultKeys, vaultID: [UInt8], state: State) throws {
+    private static func checkFormat1(_ db: StoreDB, header: VaultHeader, keys: VaultKeys, vaultID: [UInt8], state: State) throws {
         guard let stored = try HeaderRecord.fetchOne(db, key: 1) else { throw VaultError.integrity("the vault header is missing") }
         guard stored.formatVersion == 1 else { throw VaultError.failure(alreadyUpgradedMessage) }
         guard stored.header == header else { throw VaultError.keysChanged }
@@ -92,7 +92,7 @@ enum FormatUpgrade {
                 throw VaultError.integrity("profile '\(display)' fails its format-1 MAC; the vault was not upgraded")
             }
             var versions: [String: [Int64]] = [:]
-            for secret in try SecretVersionRecord.filter(Column("profile_id") == id).order(Column("field"), Column("version")).fetchAll(db) {
+            for secret in try SecretVersionRecord.fetchAll(db, where: "profile_id", is: id, orderBy: "field, version") {
                 guard let field = SecretField(rawValue: secret.field) else {
                     throw VaultError.integrity("profile '\(display)' has a secret with an unknown field; the vault was not upgraded")
                 }
@@ -121,7 +121,7 @@ enum FormatUpgrade {
     }
 
     /// The format-2 rows, after the migration's SQL has reshaped the tables.
-    private static func writeFormat2(_ db: Database, header: VaultHeader, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8],
+    private static func writeFormat2(_ db: StoreDB, header: VaultHeader, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8],
                                      state: State, clock: any VaultClock) throws {
         for var environment in try EnvironmentRecord.fetchAll(db) {
             let uid = Sodium.randomBytes(16)
@@ -163,7 +163,7 @@ enum FormatUpgrade {
     /// Format 2 to 3, checked first: the stored header is a format-2 one with the keys
     /// held (the one unlocked, or the one the 1-to-2 step just wrote) and the audit head
     /// verifies, so the signed `upgrade` record goes onto a sound trail.
-    private static func checkFormat2(_ db: Database, vaultID: [UInt8], keys: VaultKeys, expected: VaultHeader) throws {
+    private static func checkFormat2(_ db: StoreDB, vaultID: [UInt8], keys: VaultKeys, expected: VaultHeader) throws {
         guard let stored = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
         guard stored.formatVersion == 2 else { throw VaultError.failure(alreadyUpgradedMessage) }
         if expected.formatVersion == 2, stored != expected { throw VaultError.keysChanged }
@@ -176,7 +176,7 @@ enum FormatUpgrade {
     /// new identity, wrapped in the header), its key slot, the format-3 header and the
     /// `upgrade` record, the first one signed (by the owner). Existing records keep their
     /// MACs and stay unsigned (FORMAT.md §6.7).
-    private static func writeFormat3(_ db: Database, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], clock: any VaultClock) throws {
+    private static func writeFormat3(_ db: StoreDB, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], clock: any VaultClock) throws {
         guard var header = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
         let head = try AuditChain.checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys.auditEpochKeys)
         let owner = MemberIdentity.generate()

@@ -4,8 +4,9 @@ import GRDB
 // Record types, one per table (FORMAT.md §3). Column names are snake_case in SQL.
 
 /// §3.1 The single vault header row.
-struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
+struct HeaderRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "vault_header"
+    static let keyColumns = ["id"]
     var id: Int64 = 1
     var formatVersion: Int64
     var vaultID: Data
@@ -72,8 +73,9 @@ struct HeaderRecord: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// §3.2 A user-defined environment.
-struct EnvironmentRecord: Codable, FetchableRecord, PersistableRecord {
+struct EnvironmentRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "environment"
+    static let keyColumns = ["name"]
     var name: String
     /// Optional only so that a format-1 file can be listed before its upgrade.
     var uid: Data?
@@ -88,8 +90,9 @@ struct EnvironmentRecord: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// §3.3 A profile's metadata.
-struct ProfileRecord: Codable, FetchableRecord, MutablePersistableRecord {
+struct ProfileRecord: Codable, FetchableRecord, MutablePersistableRecord, StoreRecord {
     static let databaseTableName = "profile"
+    static let keyColumns = ["id"]
     var id: Int64?
     /// Optional only so that a format-1 file can be listed before its upgrade.
     var uid: Data?
@@ -118,11 +121,18 @@ struct ProfileRecord: Codable, FetchableRecord, MutablePersistableRecord {
     mutating func didInsert(_ inserted: InsertionSuccess) {
         id = inserted.rowID
     }
+
+    static let generatedColumn: String? = "id"
+
+    mutating func storeDidInsert(generated: Int64) {
+        id = generated
+    }
 }
 
 /// §3.4 One sealed version of one secret field.
-struct SecretVersionRecord: Codable, FetchableRecord, PersistableRecord {
+struct SecretVersionRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "secret_version"
+    static let keyColumns = ["profile_id", "field", "version"]
     var profileID: Int64
     var field: String
     var version: Int64
@@ -142,8 +152,9 @@ struct SecretVersionRecord: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// §3.5 A sealed cached token.
-struct TokenCacheRecord: Codable, FetchableRecord, PersistableRecord {
+struct TokenCacheRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "token_cache"
+    static let keyColumns = ["profile_id", "environment"]
     var profileID: Int64
     var environment: String
     var environmentUID: Data
@@ -161,8 +172,9 @@ struct TokenCacheRecord: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// §3.6 One audit record, as stored.
-struct AuditRow: Codable, FetchableRecord, PersistableRecord {
+struct AuditRow: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "audit_record"
+    static let keyColumns = ["seq"]
     var seq: Int64
     var at: Int64
     var action: String
@@ -228,8 +240,9 @@ struct AuditRow: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// §3.7 The audit chain head.
-struct AuditHeadRecord: Codable, FetchableRecord, PersistableRecord {
+struct AuditHeadRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "audit_head"
+    static let keyColumns = ["id"]
     var id: Int64 = 1
     var seq: Int64
     var keyEpoch: Int64
@@ -242,8 +255,9 @@ struct AuditHeadRecord: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// §3.8 The audit key of an earlier key epoch, sealed under the next epoch's audit key.
-struct RetiredAuditKeyRecord: Codable, FetchableRecord, PersistableRecord {
+struct RetiredAuditKeyRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord {
     static let databaseTableName = "retired_audit_key"
+    static let keyColumns = ["key_epoch"]
     var keyEpoch: Int64
     var nonce: Data
     var sealed: Data

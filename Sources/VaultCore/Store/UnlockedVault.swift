@@ -53,7 +53,7 @@ public final class UnlockedVault: @unchecked Sendable {
     // MARK: - Key epochs
 
     /// Checks, inside a transaction, that `keys` are the vault's current keys.
-    private func expectCurrent(_ db: Database, keys: VaultKeys) throws {
+    private func expectCurrent(_ db: StoreDB, keys: VaultKeys) throws {
         guard let row = try Row.fetchOne(db, sql: "SELECT vault_id, format_version, key_epoch FROM vault_header WHERE id = 1") else {
             throw VaultError.integrity("the vault header is missing")
         }
@@ -106,7 +106,7 @@ public final class UnlockedVault: @unchecked Sendable {
     }
 
     /// A write transaction whose keys are checked inside it (see the type's comment).
-    func write<T>(_ body: (Database, VaultKeys) throws -> T) throws(VaultError) -> T {
+    func write<T>(_ body: (StoreDB, VaultKeys) throws -> T) throws(VaultError) -> T {
         try withCurrentKeys { (keys) throws(VaultError) in
             try database.write { db in
                 try expectCurrent(db, keys: keys)
@@ -116,7 +116,7 @@ public final class UnlockedVault: @unchecked Sendable {
     }
 
     /// A read snapshot whose keys are checked inside it.
-    func read<T>(_ body: (Database, VaultKeys) throws -> T) throws(VaultError) -> T {
+    func read<T>(_ body: (StoreDB, VaultKeys) throws -> T) throws(VaultError) -> T {
         try withCurrentKeys { (keys) throws(VaultError) in
             try database.read { db in
                 try expectCurrent(db, keys: keys)
@@ -197,7 +197,7 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    private func audit(_ entry: AuditEntry, _ db: Database, _ keys: VaultKeys) throws {
+    private func audit(_ entry: AuditEntry, _ db: StoreDB, _ keys: VaultKeys) throws {
         try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
     }
 
@@ -228,7 +228,7 @@ public final class UnlockedVault: @unchecked Sendable {
     /// The stored versions of each field of `profile` must be exactly 1…current, with the
     /// current versions those its MAC covers (so a deleted newest version is a failure,
     /// never a silent roll-back).
-    func checkVersionSequence(_ db: Database, profile: ProfileRecord) throws {
+    func checkVersionSequence(_ db: StoreDB, profile: ProfileRecord) throws {
         let rows = try Row.fetchAll(db, sql: """
             SELECT field, count(*) AS n, min(version) AS lo, max(version) AS hi
             FROM secret_version WHERE profile_id = ? GROUP BY field
@@ -251,7 +251,7 @@ public final class UnlockedVault: @unchecked Sendable {
 
     /// Refuses to go on when the audit trail has no head or its head does not verify
     /// (checked before any exchange, so a wiped trail stops a token before the network).
-    func checkAuditHead(_ db: Database, keys: VaultKeys) throws {
+    func checkAuditHead(_ db: StoreDB, keys: VaultKeys) throws {
         _ = try AuditChain.checkedHead(AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys.auditEpochKeys)
     }
 
@@ -277,7 +277,7 @@ public final class UnlockedVault: @unchecked Sendable {
         }
         let stamp = now.iso8601
         return try write { db, keys in
-            if try ProfileRecord.filter(ProfileRecord.Columns.name == name).fetchCount(db) > 0 {
+            if try Int.fetchOne(db, sql: "SELECT count(*) FROM profile WHERE name = ?", arguments: [name]) ?? 0 > 0 {
                 throw VaultError.failure("a profile named '\(name)' already exists", hint: "use `vault rotate \(name)` to change its secrets")
             }
             let uid = Sodium.randomBytes(16)
@@ -286,7 +286,7 @@ public final class UnlockedVault: @unchecked Sendable {
                                        clientSecretVersion: 1, passwordVersion: new.grant == .password ? 1 : nil,
                                        createdAt: stamp, updatedAt: stamp, mac: Data(count: 32))
             record.mac = Data(Self.profileMAC(record, vaultID: vaultID, key: keys.metadataKey))
-            try record.insert(db)
+            try record.insertReturningGenerated(db)
             let id = record.id!
             try sealSecret(clientSecret, profileID: id, profileUID: uid, field: .clientSecret, version: 1, key: keys.secretKey).insert(db)
             if new.grant == .password, let password = secrets.password {
@@ -297,9 +297,9 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    private func profileRecord(_ db: Database, named name: String) throws -> ProfileRecord {
+    private func profileRecord(_ db: StoreDB, named name: String) throws -> ProfileRecord {
         let normalised = name.precomposedStringWithCanonicalMapping
-        guard let record = try ProfileRecord.filter(ProfileRecord.Columns.name == normalised).fetchOne(db) else {
+        guard let record = try ProfileRecord.fetchOne(db, sql: "SELECT * FROM profile WHERE name = ?", arguments: [normalised]) else {
             throw VaultError.notFound("no profile named '\(name.sanitisedForDisplay(limit: 64))'")
         }
         return record
@@ -330,7 +330,7 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    private func credentials(_ db: Database, profile: ProfileRecord, keys: VaultKeys) throws -> Credentials {
+    private func credentials(_ db: StoreDB, profile: ProfileRecord, keys: VaultKeys) throws -> Credentials {
         func current(_ field: SecretField, _ version: Int64) throws -> SecureBytes {
             guard let record = try SecretVersionRecord.fetchOne(db, key: ["profile_id": profile.id, "field": field.rawValue, "version": version]) else {
                 throw VaultError.integrity("profile '\(profile.name.sanitisedForDisplay(limit: 64))' has no sealed \(field.rawValue) version \(version)")
@@ -356,8 +356,7 @@ public final class UnlockedVault: @unchecked Sendable {
             let record = try profileRecord(db, named: profile.name)
             try checkMAC(record, keys: keys)
             try checkVersionSequence(db, profile: record)
-            let rows = try SecretVersionRecord.filter(SecretVersionRecord.Columns.profileID == record.id)
-                .order(SecretVersionRecord.Columns.field, SecretVersionRecord.Columns.version).fetchAll(db)
+            let rows = try SecretVersionRecord.fetchAll(db, where: "profile_id", is: record.id, orderBy: "field, version")
             return try rows.map { row in
                 (SecretVersionInfo(field: SecretField(rawValue: row.field) ?? .clientSecret, version: row.version, createdAt: row.createdAt),
                  try openSecret(row, profile: record, key: keys.secretKey))
@@ -482,7 +481,7 @@ public final class UnlockedVault: @unchecked Sendable {
             for var profile in try ProfileRecord.fetchAll(db) {
                 try checkMAC(profile, keys: keys)
                 try checkVersionSequence(db, profile: profile)
-                for record in try SecretVersionRecord.filter(SecretVersionRecord.Columns.profileID == profile.id).fetchAll(db) {
+                for record in try SecretVersionRecord.fetchAll(db, where: "profile_id", is: profile.id) {
                     let secret = try openSecret(record, profile: profile, key: keys.secretKey)
                     var resealed = try sealSecret(secret, profileID: record.profileID, profileUID: [UInt8](profile.uid ?? Data()),
                                                   field: SecretField(rawValue: record.field)!, version: record.version, key: next.secretKey)
@@ -544,8 +543,8 @@ public final class UnlockedVault: @unchecked Sendable {
     // MARK: - Members
 
     /// Every member row, each MAC checked under the current metadata key.
-    func checkedMembers(_ db: Database, keys: VaultKeys) throws -> [MemberRecord] {
-        let members = try MemberRecord.order(Column("added_seq"), Column("name")).fetchAll(db)
+    func checkedMembers(_ db: StoreDB, keys: VaultKeys) throws -> [MemberRecord] {
+        let members = try MemberRecord.fetchAll(db, orderBy: "added_seq, name")
         for member in members {
             guard Sodium.constantTimeEqual(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)),
                   member.uid.count == 16, ["passphrase", "recipient"].contains(member.kind) else {
@@ -675,7 +674,7 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    private func environmentRecord(_ db: Database, named name: String, keys: VaultKeys) throws -> Environment {
+    private func environmentRecord(_ db: StoreDB, named name: String, keys: VaultKeys) throws -> Environment {
         if let builtIn = Environment.builtIns.first(where: { $0.name == name }) { return builtIn }
         guard let record = try EnvironmentRecord.fetchOne(db, key: name) else {
             throw VaultError.notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")

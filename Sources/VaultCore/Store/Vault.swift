@@ -40,7 +40,7 @@ public final class Vault: Sendable {
 
     /// The owner's member row and key slot (a new vault, or the format-3 upgrade).
     static func insertOwner(_ owner: MemberIdentity, keys: VaultKeys, addedSeq: Int64, vaultID: [UInt8], createdAt: String,
-                            db: Database) throws {
+                            db: StoreDB) throws {
         var record = MemberRecord(name: Labels.ownerMember, uid: Data(Sodium.randomBytes(16)), kind: "passphrase",
                                   boxPublicKey: Data(owner.recipient.boxPublicKey), signPublicKey: Data(owner.recipient.signPublicKey),
                                   addedSeq: addedSeq, removedSeq: nil, createdAt: createdAt, mac: Data())
@@ -132,7 +132,7 @@ public final class Vault: Sendable {
         guard database.pendingMigrations.isEmpty else { return [] }
         return try database.read { db in
             let slots = Set(try String.fetchAll(db, sql: "SELECT member FROM key_slot"))
-            return try MemberRecord.order(Column("added_seq"), Column("name")).fetchAll(db).map {
+            return try MemberRecord.fetchAll(db, orderBy: "added_seq, name").map {
                 Member(name: $0.name, kind: $0.kind, recipient: $0.recipient.string, addedSeq: $0.addedSeq,
                        removedSeq: $0.removedSeq, createdAt: $0.createdAt, hasSlot: slots.contains($0.name))
             }
@@ -140,12 +140,12 @@ public final class Vault: Sendable {
     }
 
     public func profiles() throws(VaultError) -> [Profile] {
-        try database.read { db in try ProfileRecord.order(ProfileRecord.Columns.name).fetchAll(db) }.map(\.profile)
+        try database.read { db in try ProfileRecord.fetchAll(db, orderBy: "name") }.map(\.profile)
     }
 
     public func profile(named name: String) throws(VaultError) -> Profile {
         let normalised = name.precomposedStringWithCanonicalMapping
-        guard let record = try database.read({ try ProfileRecord.filter(ProfileRecord.Columns.name == normalised).fetchOne($0) }) else {
+        guard let record = try database.read({ try ProfileRecord.fetchOne($0, sql: "SELECT * FROM profile WHERE name = ?", arguments: [normalised]) }) else {
             throw .notFound("no profile named '\(name.sanitisedForDisplay(limit: 64))'")
         }
         return record.profile
@@ -178,7 +178,7 @@ public final class Vault: Sendable {
 
     /// Built-in environments then the user's, by name.
     public func environments() throws(VaultError) -> [Environment] {
-        let stored = try database.read { db in try EnvironmentRecord.order(Column("name")).fetchAll(db) }
+        let stored = try database.read { db in try EnvironmentRecord.fetchAll(db, orderBy: "name") }
         return Environment.builtIns + stored.map {
             Environment(name: $0.name, tokenURL: $0.tokenURL, apiBase: $0.apiBase, builtIn: false, uid: [UInt8]($0.uid ?? Data()))
         }
@@ -213,7 +213,7 @@ public final class Vault: Sendable {
     /// Audit records matching `query`, newest first.
     public func audit(_ query: AuditQuery) throws(VaultError) -> [AuditEntry] {
         if query.member != nil, !hasMembers { return [] }
-        return try database.read { db in try AuditChain.request(for: query).fetchAll(db).map(\.entry) }
+        return try database.read { db in try AuditChain.records(db, query).map(\.entry) }
     }
 
     /// Audit records matching `query` as one-line JSON objects, oldest first, with their
@@ -236,11 +236,10 @@ public final class Vault: Sendable {
         return try database.read { db in
             let newest = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit_record") ?? 0
             if json {
-                let lines = try AuditChain.request(for: query).select(Column("seq"), SQL(sql: AuditChain.jsonColumns(withMember: hasMembers)), as: Row.self)
-                    .fetchAll(db).map { (seq: $0[0] as Int64, json: $0[1] as String) }
+                let lines = try AuditChain.jsonRecords(db, query, withMember: hasMembers)
                 return (Array(lines.reversed()), [], newest)
             }
-            return ([], Array(try AuditChain.request(for: query).fetchAll(db).map(\.entry).reversed()), newest)
+            return ([], Array(try AuditChain.records(db, query).map(\.entry).reversed()), newest)
         }
     }
 
@@ -253,7 +252,7 @@ public final class Vault: Sendable {
     public func auditJSON(_ query: AuditQuery) throws(VaultError) -> [String] {
         if query.member != nil, !hasMembers { return [] }
         return try database.read { db in
-            try AuditChain.request(for: query).select(SQL(sql: AuditChain.jsonColumns(withMember: hasMembers)), as: String.self).fetchAll(db)
+            try AuditChain.jsonRecords(db, query, withMember: hasMembers).map(\.json)
         }
     }
 }

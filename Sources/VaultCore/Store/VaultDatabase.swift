@@ -13,7 +13,11 @@ import Glibc
 /// Statement arguments never appear in traces or errors (GRDB's
 /// `publicStatementArguments` stays off).
 public final class VaultDatabase: Sendable {
-    private let pool: any DatabaseWriter
+    /// The SQLite connection(s); nil for a PostgreSQL vault.
+    private let sqlite: (any DatabaseWriter)?
+    /// The PostgreSQL store; nil for a file.
+    let postgres: PostgresStore?
+    /// The file's path, or the PostgreSQL vault's URL without its password.
     public let path: String
     /// Opened with ``openForReading(at:)``: one read-only connection, writes fail.
     public let isReadOnly: Bool
@@ -28,11 +32,33 @@ public final class VaultDatabase: Sendable {
     }
 
     private init(pool: any DatabaseWriter, path: String, readOnly: Bool = false) {
-        self.pool = pool
+        sqlite = pool
+        postgres = nil
         self.path = path
         isReadOnly = readOnly
         identity = Self.fileIdentity(path)
     }
+
+    private init(postgres: PostgresStore) {
+        sqlite = nil
+        self.postgres = postgres
+        path = postgres.location.display
+        isReadOnly = false
+        identity = nil
+        appliedCount = Self.knownMigrations.count
+    }
+
+    /// The SQLite connection; only file-specific code (migrations, backup, checks) uses it.
+    private var pool: any DatabaseWriter {
+        guard let sqlite else { preconditionFailure("a SQLite operation on a PostgreSQL vault") }
+        return sqlite
+    }
+
+    /// True for a vault in PostgreSQL.
+    public var isPostgres: Bool { postgres != nil }
+
+    /// The PostgreSQL vault's location (nil for a file).
+    public var postgresLocation: PostgresLocation? { postgres?.location }
 
     static func fileIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
         var info = stat()
@@ -45,6 +71,7 @@ public final class VaultDatabase: Sendable {
 
     /// True while the vault path still names the file this process opened.
     public var isStillInPlace: Bool {
+        if postgres != nil { return true }
         guard let identity, let now = Self.fileIdentity(path) else { return false }
         return now == identity
     }
@@ -111,7 +138,12 @@ public final class VaultDatabase: Sendable {
     /// the first audit record) in a private 0700 directory made next to `path`, then
     /// hard-linked into place: nobody can swap a symbolic link in while SQLite opens the
     /// file by name, and a vault never appears half-made. `link` fails if `path` exists.
-    public static func create(at path: String, populate: (Database) throws -> Void) throws(VaultError) -> VaultDatabase {
+    public static func create(at path: String, populate: (StoreDB) throws -> Void) throws(VaultError) -> VaultDatabase {
+        if PostgresLocation.isURL(path) {
+            let store = try PostgresStore.connect(try PostgresLocation.parse(path))
+            try store.create(populate: populate)
+            return VaultDatabase(postgres: store)
+        }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             do {
@@ -132,7 +164,7 @@ public final class VaultDatabase: Sendable {
                 try migrator().migrate(pool)
                 try pool.writeWithoutTransaction { db in
                     try db.inTransaction(.immediate) {
-                        try populate(db)
+                        try populate(StoreDB(db))
                         return .commit
                     }
                 }
@@ -232,6 +264,11 @@ public final class VaultDatabase: Sendable {
     }
 
     private static func open(at path: String, readOnly: Bool) throws(VaultError) -> VaultDatabase {
+        if PostgresLocation.isURL(path) {
+            let store = try PostgresStore.connect(try PostgresLocation.parse(path))
+            _ = try store.checkSchema()
+            return VaultDatabase(postgres: store)
+        }
         _ = try existingVaultFile(path)
         do {
             Trace.debug("opening \(path)\(readOnly ? " read-only" : "")")
@@ -352,10 +389,11 @@ public final class VaultDatabase: Sendable {
     nonisolated(unsafe) private var appliedCount = 0
 
     /// Migrations this build knows that the file has not applied yet.
-    public var pendingMigrations: [String] { Array(Self.knownMigrations.dropFirst(appliedCount)) }
+    public var pendingMigrations: [String] { postgres != nil ? [] : Array(Self.knownMigrations.dropFirst(appliedCount)) }
 
     /// Applies pending migrations; a format change runs its upgrade in the same transaction.
     func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {
+        if postgres != nil { return }
         do {
             try Self.migrator(upgrades: upgrades).migrate(pool)
             appliedCount = Self.knownMigrations.count
@@ -366,15 +404,21 @@ public final class VaultDatabase: Sendable {
 
     /// Applied migration identifiers, for `vault doctor`.
     public func appliedMigrations() throws(VaultError) -> [String] {
-        try read { db in try Self.migrator().appliedIdentifiers(db).sorted() }
+        if let postgres { return try postgres.checkSchema() }
+        do {
+            return try pool.read { db in try Self.migrator().appliedIdentifiers(db).sorted() }
+        } catch {
+            throw Self.map(error, path: path)
+        }
     }
 
     // MARK: - Transactions
 
     /// A read in a consistent snapshot.
-    public func read<T>(_ body: (Database) throws -> T) throws(VaultError) -> T {
+    public func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        if let postgres { return try postgres.read(body) }
         do {
-            return try pool.read(body)
+            return try pool.read { db in try body(StoreDB(db)) }
         } catch {
             throw Self.map(error, path: path)
         }
@@ -382,12 +426,13 @@ public final class VaultDatabase: Sendable {
 
     /// A write in a `BEGIN IMMEDIATE` transaction, so concurrent processes queue on the
     /// busy timeout instead of failing on a stale snapshot. All or nothing.
-    public func write<T>(_ body: (Database) throws -> T) throws(VaultError) -> T {
+    public func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        if let postgres { return try postgres.write(body) }
         do {
             return try pool.writeWithoutTransaction { db in
                 var result: T?
                 try db.inTransaction(.immediate) {
-                    result = try body(db)
+                    result = try body(StoreDB(db))
                     return .commit
                 }
                 return result!
@@ -405,6 +450,9 @@ public final class VaultDatabase: Sendable {
         if lstat(destination, &existing) == 0 {
             throw .failure("\(destination) already exists; a backup never overwrites a file")
         }
+        if postgres != nil {
+            throw .usage("`vault backup` copies a vault file; for a PostgreSQL vault use `vault copy --to FILE` (or the server's own backups)")
+        }
         try Self.buildPrivately(near: destination, what: "backup") { (temporary) throws(VaultError) in
             do {
                 let target = try DatabaseQueue(path: temporary)
@@ -421,7 +469,9 @@ public final class VaultDatabase: Sendable {
 
     /// `PRAGMA integrity_check` and `PRAGMA foreign_key_check` results; empty when sound.
     public func integrityProblems() throws(VaultError) -> [String] {
-        try read { db in
+        // PostgreSQL enforces its foreign keys and checks its pages itself.
+        if postgres != nil { return [] }
+        return try read { db in
             var problems = try String.fetchAll(db, sql: "PRAGMA integrity_check").filter { $0 != "ok" }
             let foreignKeyFailures = try Row.fetchAll(db, sql: "PRAGMA foreign_key_check")
             problems += foreignKeyFailures.map { "foreign key violation in \($0[0] as String? ?? "?")" }
@@ -431,7 +481,8 @@ public final class VaultDatabase: Sendable {
 
     /// The SQLite library version.
     public func sqliteVersion() throws(VaultError) -> String {
-        try read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
+        if let postgres { return "PostgreSQL " + (try postgres.serverReport().version) }
+        return try read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
     }
 
     // MARK: - Errors

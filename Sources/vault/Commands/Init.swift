@@ -20,7 +20,7 @@ extension VaultCLI {
             if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }
             let path = options.resolvedPath
             _ = try Vault.initialise(at: path, passphrase: passphrase, kdf: parameters, detail: "kdf=\(kdf.rawValue)")
-            Output.info("created vault at \(path) (\(parameters))")
+            Output.info("created vault at \(VaultOptions.display(path)) (\(parameters))")
         }
     }
 }

@@ -78,7 +78,8 @@ extension VaultCLI {
         @MainActor func run() async throws {
             let path = options.resolvedPath
             let vault = try options.open()
-            let socket = AgentProtocol.socketPath(vaultID: try vault.header().vaultID)
+            let socket = try vault.database.postgresLocation.map { AgentProtocol.socketPath(store: $0.identity) }
+                ?? AgentProtocol.socketPath(vaultID: try vault.header().vaultID)
             if let status = try? AgentClient(socketPath: socket).send(AgentRequest(op: "status"), timeout: 5).status {
                 Output.info("already unlocked: agent pid \(status.pid), \(DurationArgument.describe(max(0, status.expiresAt - Int64(Date().timeIntervalSince1970)))) left")
                 return
@@ -88,7 +89,7 @@ extension VaultCLI {
             // The agent checks each --keep-fresh profile and environment (MACs included)
             // before it listens, and its error comes back here with its exit code.
             let pid = try AgentLauncher.start(unlocked, vaultPath: path, lifetime: lifetime.seconds, idle: idleSeconds, keepFresh: keepFresh)
-            Output.info("unlocked \(path) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idleSeconds))), agent pid \(pid)")
+            Output.info("unlocked \(VaultOptions.display(path)) for \(DurationArgument.describe(lifetime.seconds)) (idle \(DurationArgument.describe(idleSeconds))), agent pid \(pid)")
         }
     }
 
@@ -131,14 +132,14 @@ extension VaultCLI {
             }
             let now = Int64(Date().timeIntervalSince1970)
             if json {
-                return Output.json(StatusView(unlocked: status != nil, vault: path, socket: socket, pid: status?.pid,
+                return Output.json(StatusView(unlocked: status != nil, vault: VaultOptions.display(path), socket: socket, pid: status?.pid,
                                               secondsLeft: status.map { max(0, $0.expiresAt - now) },
                                               idleSecondsLeft: status.map { max(0, min($0.idleExpiresAt, $0.expiresAt) - now) },
                                               requests: status?.requests, keepFresh: status?.keepFresh))
             }
-            guard let status else { return Output.lines(["locked: \(path)"]) }
+            guard let status else { return Output.lines(["locked: \(VaultOptions.display(path))"]) }
             var lines = [
-                "unlocked:  \(path)",
+                "unlocked:  \(VaultOptions.display(path))",
                 "agent pid: \(status.pid)",
                 "time left: \(DurationArgument.describe(max(0, status.expiresAt - now)))",
                 "idle left: \(DurationArgument.describe(max(0, min(status.idleExpiresAt, status.expiresAt) - now)))",
@@ -212,13 +213,16 @@ enum AgentSession {
     /// request, so an agent serving a copy of the vault with the same id does nothing).
     struct Target {
         var client: AgentClient
-        var device: UInt64
-        var inode: UInt64
+        var device: UInt64?
+        var inode: UInt64?
+        /// A PostgreSQL vault's identity (instead of a file's device and inode).
+        var store: String?
 
         func stamped(_ request: AgentRequest) -> AgentRequest {
             var request = request
             request.fileDevice = device
             request.fileInode = inode
+            request.store = store
             return request
         }
     }
@@ -226,6 +230,11 @@ enum AgentSession {
     /// Where the agent of the vault at `vaultPath` would listen (a lean read of the vault
     /// id: one read-only connection, no pool, no schema check).
     static func target(vaultPath: String) throws(VaultError) -> Target {
+        if PostgresLocation.isURL(vaultPath) {
+            // No connection: the socket is named by the location itself.
+            let identity = try PostgresLocation.parse(vaultPath, readPasswordFile: false).identity
+            return Target(client: AgentClient(socketPath: AgentProtocol.socketPath(store: identity)), store: identity)
+        }
         let found = try VaultDatabase.agentLookup(at: vaultPath)
         return Target(client: AgentClient(socketPath: AgentProtocol.socketPath(vaultID: found.vaultID)), device: found.dev, inode: found.ino)
     }

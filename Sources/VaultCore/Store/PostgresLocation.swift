@@ -1,0 +1,153 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a PostgreSQL vault lives (FORMAT.md §11, README "Team vault"), parsed from
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=…&sslrootcert=…&schema=…&host=/socket/dir]`
+/// (`postgresql://` too), the form libpq and psql take.
+///
+/// The password comes from the URL, else `PGPASSWORD`, else the password file
+/// (`PGPASSFILE` or `~/.pgpass`, libpq's format and rules); it is never printed:
+/// ``display`` is the URL without it, and every message names the vault by ``display``.
+public struct PostgresLocation: Sendable, Equatable {
+    public enum SSLMode: String, Sendable {
+        /// No TLS (only sensible on loopback or a private socket).
+        case disable
+        /// TLS, any certificate (libpq's `require`: encrypted, not authenticated).
+        case require
+        /// TLS, the certificate must chain to the trusted roots; the name is not checked.
+        case verifyCA = "verify-ca"
+        /// TLS, the certificate must chain to the trusted roots and name the host (default).
+        case verifyFull = "verify-full"
+    }
+
+    public var user: String
+    var password: String?
+    /// A host name or address, or the directory of a Unix socket (starts with `/`).
+    public var host: String
+    public var port: Int
+    public var database: String
+    /// The PostgreSQL schema that holds this vault (several vaults can share a database).
+    public var schema: String
+    public var sslMode: SSLMode
+    /// A PEM file of trusted roots for TLS (`sslrootcert`, else `PGSSLROOTCERT`).
+    public var rootCertificate: String?
+
+    /// The default schema when the URL names none.
+    public static let defaultSchema = "gbg_vault"
+
+    /// True if `location` is a PostgreSQL URL rather than a file path.
+    public static func isURL(_ location: String) -> Bool {
+        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
+    }
+
+    /// The vault's address without the password, for messages, `status` and `doctor`.
+    public var display: String {
+        var components = URLComponents()
+        components.scheme = "postgres"
+        components.user = user
+        if host.hasPrefix("/") {
+            components.host = ""
+        } else {
+            components.host = host
+            components.port = port
+        }
+        components.path = "/" + database
+        var items = [URLQueryItem(name: "schema", value: schema), URLQueryItem(name: "sslmode", value: sslMode.rawValue)]
+        if host.hasPrefix("/") { items.append(URLQueryItem(name: "host", value: host)) }
+        if let rootCertificate { items.append(URLQueryItem(name: "sslrootcert", value: rootCertificate)) }
+        components.queryItems = items
+        return components.string ?? "postgres://\(user)@\(host)/\(database)"
+    }
+
+    /// What names this vault for the agent's socket: user, server, database and schema.
+    public var identity: String { "postgres://\(user)@\(host):\(port)/\(database)?schema=\(schema)" }
+
+    /// Parses a URL; a malformed one, an unknown parameter or an unsafe schema name is a
+    /// usage error (exit 64) that never echoes a password.
+    public static func parse(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment,
+                             readPasswordFile: Bool = true) throws(VaultError) -> PostgresLocation {
+        guard isURL(text), let components = URLComponents(string: text) else {
+            throw .usage("the vault URL is not a valid postgres:// URL", hint: "postgres://USER@HOST[:PORT]/DATABASE?sslmode=verify-full")
+        }
+        var host = components.host ?? ""
+        var schema = defaultSchema
+        var sslMode: SSLMode?
+        var rootCertificate = environment["PGSSLROOTCERT"]
+        for item in components.queryItems ?? [] {
+            let value = item.value ?? ""
+            switch item.name {
+            case "sslmode":
+                switch value {
+                case "disable": sslMode = .disable
+                case "require": sslMode = .require
+                case "verify-ca": sslMode = .verifyCA
+                case "verify-full": sslMode = .verifyFull
+                default:
+                    throw .usage("sslmode must be disable, require, verify-ca or verify-full (not '\(value.sanitisedForDisplay(limit: 32))')")
+                }
+            case "sslrootcert": rootCertificate = value
+            case "schema": schema = value
+            case "host": host = value
+            default:
+                throw .usage("unknown parameter '\(item.name.sanitisedForDisplay(limit: 32))' in the vault URL",
+                             hint: "known: sslmode, sslrootcert, schema, host")
+            }
+        }
+        guard !host.isEmpty else { throw .usage("the vault URL names no host") }
+        let database = String(components.path.drop(while: { $0 == "/" }))
+        guard !database.isEmpty, !database.contains("/") else { throw .usage("the vault URL names no database (postgres://USER@HOST/DATABASE)") }
+        guard let user = components.user ?? environment["PGUSER"], !user.isEmpty else {
+            throw .usage("the vault URL names no user (postgres://USER@HOST/DATABASE)")
+        }
+        guard schema.range(of: #"^[a-z_][a-z0-9_]{0,62}$"#, options: .regularExpression) != nil, !schema.hasPrefix("pg_") else {
+            throw .usage("the schema name must be lowercase letters, digits and _ (at most 63), not starting with pg_")
+        }
+        let port = components.port ?? environment["PGPORT"].flatMap(Int.init) ?? 5432
+        guard (1...65535).contains(port) else { throw .usage("the port in the vault URL is out of range") }
+        var location = PostgresLocation(user: user, password: components.password, host: host, port: port, database: database,
+                                        schema: schema, sslMode: sslMode ?? .verifyFull, rootCertificate: rootCertificate)
+        if location.password == nil { location.password = environment["PGPASSWORD"] }
+        if location.password == nil, readPasswordFile { location.password = try passwordFromFile(for: location, environment: environment) }
+        return location
+    }
+
+    /// The password from libpq's password file (`PGPASSFILE`, else `~/.pgpass`): lines
+    /// `host:port:database:user:password`, `*` matches anything, `\` escapes `:` and `\`;
+    /// like libpq, a file that the group or others can read is ignored (with a warning).
+    static func passwordFromFile(for location: PostgresLocation, environment: [String: String]) throws(VaultError) -> String? {
+        let path = environment["PGPASSFILE"] ?? (environment["HOME"].map { $0 + "/.pgpass" } ?? "")
+        guard !path.isEmpty else { return nil }
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        if info.st_mode & 0o077 != 0 {
+            FileHandle.standardError.write(Data("vault: warning: password file \(path) has group or world access; it is ignored (chmod 0600)\n".utf8))
+            return nil
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let hostKey = location.host.hasPrefix("/") ? "localhost" : location.host
+        for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
+            var fields: [String] = [""]
+            var escaped = false
+            for character in line {
+                if escaped {
+                    fields[fields.count - 1].append(character)
+                    escaped = false
+                } else if character == "\\" {
+                    escaped = true
+                } else if character == ":", fields.count < 5 {
+                    fields.append("")
+                } else {
+                    fields[fields.count - 1].append(character)
+                }
+            }
+            guard fields.count == 5 else { continue }
+            let wanted = [hostKey, String(location.port), location.database, location.user]
+            if zip(fields.prefix(4), wanted).allSatisfy({ $0 == "*" || $0 == $1 }) {
+                return fields[4]
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,467 @@
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+
+/// One PostgreSQL connection used synchronously: each statement waits for its answer
+/// on the calling thread (never an event-loop thread; PostgresNIO runs the connection on
+/// its own). One transaction at a time per session.
+final class PostgresSession: @unchecked Sendable {
+    let connection: PostgresConnection
+    /// PostgresNIO's logger: a no-op, so no statement, bind or row ever reaches a log.
+    static let logger = Logger(label: "gbg-vault.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    init(connection: PostgresConnection) { self.connection = connection }
+
+    private func query(_ sql: String, _ values: [DatabaseValue]) throws -> PostgresQuery {
+        var bindings = PostgresBindings(capacity: values.count)
+        for value in values {
+            switch value.storage {
+            case .null: bindings.appendNull()
+            case .int64(let number): bindings.append(number)
+            case .double(let number): bindings.append(number)
+            case .string(let text): bindings.append(text)
+            case .blob(let data): bindings.append(ByteBuffer(bytes: data))
+            }
+        }
+        return PostgresQuery(unsafeSQL: Self.numberedPlaceholders(sql), binds: bindings)
+    }
+
+    /// `?` placeholders (SQLite's) as `$1`, `$2`, … (PostgreSQL's), outside quoted text.
+    static func numberedPlaceholders(_ sql: String) -> String {
+        var out = ""
+        var number = 0
+        var quote: Character?
+        for character in sql {
+            if let open = quote {
+                if character == open { quote = nil }
+                out.append(character)
+            } else if character == "'" || character == "\"" {
+                quote = character
+                out.append(character)
+            } else if character == "?" {
+                number += 1
+                out += "$\(number)"
+            } else {
+                out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    @discardableResult
+    func execute(_ sql: String, _ values: [DatabaseValue] = []) throws -> Int {
+        let result = try connection.query(try query(sql, values), logger: Self.logger).wait()
+        return result.metadata.rows ?? 0
+    }
+
+    /// Runs a query; its rows as GRDB rows keyed by column name.
+    func rows(_ sql: String, _ values: [DatabaseValue] = []) throws -> [Row] {
+        let result = try connection.query(try query(sql, values), logger: Self.logger).wait()
+        return try result.rows.map(Self.row)
+    }
+
+    /// Runs a migration file's statements as one statement: PostgresNIO speaks only the
+    /// extended protocol (one statement per message), so the file runs as the body of a
+    /// PL/pgSQL `DO` block, in the caller's transaction.
+    func script(_ sql: String) throws {
+        var tag = "migration"
+        while sql.contains("$\(tag)$") { tag += "_" }
+        try execute("DO $\(tag)$ BEGIN\n\(sql)\nEND $\(tag)$")
+    }
+
+    static func row(_ row: PostgresRow) throws -> Row {
+        var values: [String: DatabaseValue] = [:]
+        for cell in row {
+            guard cell.bytes != nil else {
+                values[cell.columnName] = .null
+                continue
+            }
+            switch cell.dataType {
+            case .int8, .int4, .int2, .oid:
+                values[cell.columnName] = try cell.decode(Int64.self).databaseValue
+            case .bool:
+                values[cell.columnName] = (try cell.decode(Bool.self) ? 1 : 0 as Int64).databaseValue
+            case .float8, .float4:
+                values[cell.columnName] = try cell.decode(Double.self).databaseValue
+            case .bytea:
+                var buffer = try cell.decode(ByteBuffer.self)
+                values[cell.columnName] = Data(buffer.readBytes(length: buffer.readableBytes) ?? []).databaseValue
+            default:
+                values[cell.columnName] = try cell.decode(String.self).databaseValue
+            }
+        }
+        return Row(values)
+    }
+
+    func close() {
+        try? connection.close().wait()
+    }
+}
+
+/// The PostgreSQL store of one vault: a schema in a database (FORMAT.md §11).
+///
+/// Reads run in a `REPEATABLE READ, READ ONLY` transaction (one snapshot). Writes run
+/// in a `READ COMMITTED` transaction that first takes `vault_header` in `EXCLUSIVE`
+/// mode: writers of one vault queue behind each other (as SQLite's `BEGIN IMMEDIATE`
+/// makes them) while readers go on; each statement after the lock sees every change
+/// committed before it, so a change is computed from the latest state and the audit
+/// chain's head is read and advanced by one writer at a time. A writer waits at most
+/// `VAULT_BUSY_TIMEOUT` seconds (`lock_timeout`).
+///
+/// Sessions are pooled (the agent serves several clients at once; each transaction has
+/// a session to itself).
+final class PostgresStore: @unchecked Sendable {
+    let location: PostgresLocation
+    private let lock = NSLock()
+    private var idle: [PostgresSession] = []
+    private var nextID = 1
+    private let tlsContext: NIOSSLContext?
+    /// Whether the first connection negotiated TLS (for `doctor`).
+    private(set) var usesTLS = false
+
+    /// The migrations' own table (FORMAT.md §11).
+    static let migrationsTable = "schema_migrations"
+
+    private init(location: PostgresLocation) throws(VaultError) {
+        self.location = location
+        tlsContext = try Self.tlsContext(for: location)
+    }
+
+    private static func tlsContext(for location: PostgresLocation) throws(VaultError) -> NIOSSLContext? {
+        guard location.sslMode != .disable, !location.host.hasPrefix("/") else { return nil }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        switch location.sslMode {
+        case .disable: return nil
+        case .require: tls.certificateVerification = .none
+        case .verifyCA: tls.certificateVerification = .noHostnameVerification
+        case .verifyFull: tls.certificateVerification = .fullVerification
+        }
+        if let file = location.rootCertificate {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file))
+            } catch {
+                throw .usage("cannot read the PostgreSQL root certificate file \(file.sanitisedForDisplay(limit: 200))")
+            }
+        }
+        do {
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw .failure("cannot set up TLS for the PostgreSQL connection: \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        }
+    }
+
+    /// Connects (one session, checked out at once) to `location`.
+    static func connect(_ location: PostgresLocation) throws(VaultError) -> PostgresStore {
+        let store = try PostgresStore(location: location)
+        let session = try store.openSession()
+        store.checkIn(session)
+        return store
+    }
+
+    private func openSession() throws(VaultError) -> PostgresSession {
+        var configuration: PostgresConnection.Configuration
+        if location.host.hasPrefix("/") {
+            configuration = .init(unixSocketPath: location.host + "/.s.PGSQL.\(location.port)", username: location.user,
+                                  password: location.password, database: location.database)
+        } else {
+            configuration = .init(host: location.host, port: location.port, username: location.user, password: location.password,
+                                  database: location.database, tls: tlsContext.map { .require($0) } ?? .disable)
+        }
+        configuration.options.connectTimeout = .seconds(10)
+        // Each session works in the vault's schema only; a writer that stalls inside a
+        // transaction is ended by the server rather than holding the vault's lock forever.
+        configuration.options.additionalStartupParameters = [
+            ("search_path", "\"\(location.schema)\""),
+            ("idle_in_transaction_session_timeout", "60000"),
+            ("application_name", "gbg-vault"),
+        ]
+        let id = lock.withLock { () -> Int in
+            defer { nextID += 1 }
+            return nextID
+        }
+        do {
+            let connection = try PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
+                                                            id: id, logger: PostgresSession.logger).wait()
+            if id == 1 { usesTLS = tlsContext != nil }
+            return PostgresSession(connection: connection)
+        } catch {
+            throw Self.map(error, location: location)
+        }
+    }
+
+    private func checkOut() throws(VaultError) -> PostgresSession {
+        if let session = lock.withLock({ idle.popLast() }) {
+            if !session.connection.isClosed { return session }
+            session.close()
+        }
+        return try openSession()
+    }
+
+    private func checkIn(_ session: PostgresSession) {
+        guard !session.connection.isClosed else { return }
+        lock.withLock { idle.append(session) }
+    }
+
+    /// Closes every pooled session.
+    func close() {
+        let sessions = lock.withLock { () -> [PostgresSession] in
+            defer { idle.removeAll() }
+            return idle
+        }
+        sessions.forEach { $0.close() }
+    }
+
+    deinit { close() }
+
+    // MARK: - Transactions
+
+    /// A read in one snapshot.
+    func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", exclusive: false, body)
+    }
+
+    /// A write, after taking the vault's writer lock (see the type's comment).
+    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", exclusive: true, body)
+    }
+
+    /// `lock_timeout` for the writer lock, from `VAULT_BUSY_TIMEOUT`.
+    private var lockTimeout: String { "SET LOCAL lock_timeout = '\(Int(VaultDatabase.busyTimeout * 1000))ms'" }
+
+    private func transaction<T>(_ begin: String, exclusive: Bool, _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        let session = try checkOut()
+        var committing = false
+        do {
+            try session.execute(begin)
+            if exclusive {
+                try session.execute(lockTimeout)
+                try session.execute("LOCK TABLE vault_header IN EXCLUSIVE MODE")
+            }
+            let result = try body(StoreDB(postgres: session))
+            committing = true
+            try session.execute("COMMIT")
+            checkIn(session)
+            return result
+        } catch {
+            if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
+            checkIn(session)
+            throw Self.map(error, location: location, committing: committing)
+        }
+    }
+
+    // MARK: - Creating and opening
+
+    /// Creates the vault's schema and tables and calls `populate`, all in one transaction:
+    /// a vault never appears half-made, and a schema that already holds a vault is never
+    /// changed.
+    func create(populate: (StoreDB) throws -> Void) throws(VaultError) {
+        let session = try checkOut()
+        var committing = false
+        do {
+            try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            try session.execute(lockTimeout)
+            try session.execute("CREATE SCHEMA IF NOT EXISTS \"\(location.schema)\"")
+            try session.execute("CREATE TABLE IF NOT EXISTS \(Self.migrationsTable) (identifier TEXT COLLATE \"C\" PRIMARY KEY, applied_at TEXT COLLATE \"C\" NOT NULL)")
+            try session.execute("LOCK TABLE \(Self.migrationsTable) IN EXCLUSIVE MODE")
+            let applied = try session.rows("SELECT count(*) AS n FROM \(Self.migrationsTable)").first?["n"] as Int64? ?? 0
+            guard applied == 0 else {
+                throw VaultError.failure("a vault already exists at \(location.display); it was not changed",
+                                         hint: "choose another schema (?schema=NAME) or database")
+            }
+            let others = try session.rows("SELECT count(*) AS n FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid WHERE s.nspname = ? AND c.relname <> ?",
+                                          [location.schema.databaseValue, Self.migrationsTable.databaseValue]).first?["n"] as Int64? ?? 0
+            guard others <= 1 else {  // the migrations table's own primary-key index
+                throw VaultError.failure("the schema \(location.schema) already holds other tables; a vault needs a schema of its own",
+                                         hint: "choose another schema (?schema=NAME)")
+            }
+            for migration in embeddedPostgresMigrations {
+                try session.script(migration.sql)
+                try session.execute("INSERT INTO \(Self.migrationsTable) (identifier, applied_at) VALUES (?, ?)",
+                                    [migration.name.databaseValue, Date().iso8601.databaseValue])
+            }
+            try populate(StoreDB(postgres: session))
+            committing = true
+            try session.execute("COMMIT")
+            checkIn(session)
+        } catch {
+            if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
+            checkIn(session)
+            throw Self.map(error, location: location, committing: committing)
+        }
+    }
+
+    /// Names of the migrations this build knows for PostgreSQL, in order.
+    static var knownMigrations: [String] { embeddedPostgresMigrations.map(\.name) }
+
+    /// Checks that the schema holds a vault written by this build's migrations and
+    /// exactly the tables, columns, constraints and indexes they create: a trigger, rule,
+    /// policy, row-level security, function, view or extra column added by someone with
+    /// rights on the database is an integrity failure before anything is read (the MACs
+    /// and signatures catch what they change in the data anyway).
+    func checkSchema() throws(VaultError) -> [String] {
+        try read { db -> [String] in
+            let exists = try Int64.fetchOne(db, sql: "SELECT count(*) FROM pg_namespace WHERE nspname = ?", arguments: [location.schema]) ?? 0
+            let hasTable = try Int64.fetchOne(db, sql: """
+                SELECT count(*) FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+                WHERE s.nspname = ? AND c.relname = ?
+                """, arguments: [location.schema, Self.migrationsTable]) ?? 0
+            guard exists > 0, hasTable > 0 else {
+                throw VaultError.notFound("no vault at \(location.display)")
+            }
+            let applied = try String.fetchAll(db, sql: "SELECT identifier FROM \(Self.migrationsTable) ORDER BY identifier")
+            let known = Self.knownMigrations
+            guard !applied.isEmpty else { throw VaultError.notFound("no vault at \(location.display)") }
+            if let unknown = applied.first(where: { !known.contains($0) }) {
+                throw VaultError.newerVersion("this vault was written by a newer version of gbg-vault (its schema has migration '\(unknown.sanitisedForDisplay(limit: 60))', which this build does not know)")
+            }
+            guard applied == Array(known.prefix(applied.count)) else {
+                throw VaultError.integrity("the vault's recorded migrations are not a prefix of this build's")
+            }
+            let expected = embeddedPostgresSchemas[applied.last!] ?? []
+            let actual = try Self.schemaEntries(db, schema: location.schema)
+            guard actual == expected else {
+                let extra = Set(actual).subtracting(expected).sorted()
+                let missing = Set(expected).subtracting(actual).sorted()
+                var parts: [String] = []
+                if !extra.isEmpty { parts.append("unexpected or altered: " + extra.joined(separator: ", ")) }
+                if !missing.isEmpty { parts.append("missing or altered: " + missing.joined(separator: ", ")) }
+                throw VaultError.integrity("the vault's database schema is not the one gbg-vault creates (\(parts.joined(separator: "; ").sanitisedForDisplay(limit: 400)))")
+            }
+            return applied
+        }
+    }
+
+    /// One line per schema object, from the catalogs: relations (tables, indexes,
+    /// sequences, views), columns with type, nullability, collation and default,
+    /// constraints, indexes' definitions, and anything that could run code or hide rows
+    /// (triggers, rules, policies, row-level security, functions). Schema-qualified names
+    /// are written without the schema, so the list is the same for every vault.
+    static func schemaEntries(_ db: StoreDB, schema: String) throws -> [String] {
+        let queries = [
+            """
+            SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            WHERE s.nspname = ?
+            """,
+            """
+            SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' null=' || is_nullable
+                || ' collation=' || coalesce(collation_name, '-') || ' default=' || coalesce(column_default, '-')
+                || ' identity=' || is_identity AS line
+            FROM information_schema.columns WHERE table_schema = ?
+            """,
+            """
+            SELECT 'constraint ' || r.relname || ' ' || k.conname || ': ' || pg_get_constraintdef(k.oid) AS line
+            FROM pg_constraint k JOIN pg_class r ON k.conrelid = r.oid JOIN pg_namespace s ON k.connamespace = s.oid WHERE s.nspname = ?
+            """,
+            "SELECT 'index ' || indexname || ': ' || indexdef AS line FROM pg_indexes WHERE schemaname = ?",
+            """
+            SELECT 'trigger ' || t.tgname || ' on ' || c.relname AS line FROM pg_trigger t JOIN pg_class c ON t.tgrelid = c.oid
+            JOIN pg_namespace s ON c.relnamespace = s.oid WHERE s.nspname = ? AND NOT t.tgisinternal
+            """,
+            "SELECT 'rule ' || rulename || ' on ' || tablename AS line FROM pg_rules WHERE schemaname = ?",
+            "SELECT 'policy ' || policyname || ' on ' || tablename AS line FROM pg_policies WHERE schemaname = ?",
+            """
+            SELECT 'row security on ' || c.relname AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            WHERE s.nspname = ? AND (c.relrowsecurity OR c.relforcerowsecurity)
+            """,
+            "SELECT 'function ' || p.proname AS line FROM pg_proc p JOIN pg_namespace s ON p.pronamespace = s.oid WHERE s.nspname = ?",
+        ]
+        var lines: [String] = []
+        for sql in queries {
+            lines += try String.fetchAll(db, sql: sql, arguments: [schema])
+        }
+        let qualified = "\(schema)."
+        return lines.map { $0.replacingOccurrences(of: qualified, with: "") }.sorted()
+    }
+
+    /// Server facts for `vault doctor`: version, TLS, and the rights this user has on the
+    /// vault's tables.
+    func serverReport() throws(VaultError) -> (version: String, tls: Bool, missingGrants: [String]) {
+        try read { db in
+            let version = try String.fetchOne(db, sql: "SHOW server_version") ?? "?"
+            let tls = (try Int64.fetchOne(db, sql: "SELECT count(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl") ?? 0) > 0
+            var missing: [String] = []
+            for table in ["vault_header", "environment", "profile", "secret_version", "token_cache", "audit_record", "audit_head",
+                          "retired_audit_key", "member", "key_slot"] {
+                for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+                    let granted = try Int64.fetchOne(db, sql: "SELECT count(*) WHERE has_table_privilege(?, ?)",
+                                                     arguments: ["\(location.schema).\(table)", privilege]) ?? 0
+                    if granted == 0 { missing.append("\(privilege) on \(table)") }
+                }
+            }
+            return (version, tls, missing)
+        }
+    }
+
+    // MARK: - Errors
+
+    /// Maps PostgreSQL and connection errors to vault errors; never includes statement
+    /// arguments, a password or the server's `detail` field (which can quote values).
+    static func map(_ error: any Error, location: PostgresLocation, committing: Bool = false) -> VaultError {
+        if let error = error as? VaultError { return error }
+        let lost = committing
+            ? "the connection to the PostgreSQL server was lost while committing: the change may or may not have been written"
+            : "the connection to the PostgreSQL server was lost; nothing was changed"
+        guard let error = error as? PSQLError else {
+            if error is NIOSSLError || String(describing: type(of: error)).contains("SSL") {
+                return .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: error).sanitisedForDisplay(limit: 200))",
+                                hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
+            }
+            return .failure("PostgreSQL: \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        }
+        switch error.code {
+        case .server:
+            let state = error.serverInfo?[.sqlState] ?? ""
+            let message = (error.serverInfo?[.message] ?? "error").sanitisedForDisplay(limit: 200)
+            switch state {
+            case "55P03":
+                return .failure("the vault is locked by another writer (waited \(Int(VaultDatabase.busyTimeout)) s); nothing was changed",
+                                hint: "retry when the other vault process has finished")
+            case "57P01", "57P02", "57P03", "08000", "08003", "08006":
+                return .failure(lost, hint: "check the server, then run the command again")
+            case "28P01", "28000":
+                return .failure("the PostgreSQL server refused the login for user \(location.user.sanitisedForDisplay(limit: 64))",
+                                hint: "set the password in PGPASSWORD or ~/.pgpass (never on the command line)")
+            case "3D000":
+                return .notFound("no database \(location.database.sanitisedForDisplay(limit: 64)) on the PostgreSQL server (no vault at \(location.display))")
+            case "3F000", "42P01":
+                return .notFound("no vault at \(location.display)")
+            case "42501":
+                return .failure("PostgreSQL permission denied: \(message)", hint: "`vault doctor` lists the rights the vault needs")
+            case "40001", "40P01":
+                return .failure("a concurrent change conflicted with this one; nothing was changed", hint: "run the command again")
+            case _ where state.hasPrefix("23"):
+                return .integrity("the vault data violates a schema constraint (\(message))")
+            case "53100":
+                return .failure("the PostgreSQL server's disk is full: the change was not written and the vault is unchanged")
+            default:
+                return .failure("PostgreSQL error \(state): \(message)")
+            }
+        case .connectionError, .serverClosedConnection, .uncleanShutdown, .clientClosedConnection:
+            if !committing, error.underlying.map({ String(describing: $0).contains("refused") || String(describing: $0).contains("connect") }) == true {
+                return .failure("cannot connect to the PostgreSQL server at \(location.host):\(location.port)",
+                                hint: "check that the server is running and reachable")
+            }
+            return .failure(lost, hint: "check the server, then run the command again")
+        case .sslUnsupported:
+            return .failure("the PostgreSQL server at \(location.host) does not offer TLS (sslmode=\(location.sslMode.rawValue))",
+                            hint: "enable ssl on the server; sslmode=disable only on a private network or socket")
+        case .failedToAddSSLHandler:
+            return .failure("TLS with the PostgreSQL server at \(location.host) could not be set up")
+        case .authMechanismRequiresPassword:
+            return .failure("the PostgreSQL server wants a password for user \(location.user.sanitisedForDisplay(limit: 64))",
+                            hint: "set it in PGPASSWORD or ~/.pgpass (never on the command line)")
+        default:
+            if let underlying = error.underlying, underlying is NIOSSLError || String(describing: type(of: underlying)).contains("SSL") {
+                return .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: underlying).sanitisedForDisplay(limit: 200))",
+                                hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
+            }
+            return .failure("PostgreSQL: \(String(describing: error.code).sanitisedForDisplay(limit: 100))")
+        }
+    }
+}

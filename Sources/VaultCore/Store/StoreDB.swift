@@ -1,0 +1,208 @@
+import Foundation
+import GRDB
+
+/// One transaction, or one read snapshot, on the vault's store: a SQLite file (GRDB) or a
+/// PostgreSQL schema (PostgresNIO). Everything above the store (profiles, key slots, the
+/// audit chain, verification) reads and writes through this type with plain SQL that
+/// both databases run the same way: `?` placeholders, no SQLite-only functions, no
+/// positional access to multi-column rows. Values travel as GRDB `DatabaseValue`s
+/// (integers, text, blobs, null); a PostgreSQL row comes back as a GRDB `Row` keyed by
+/// column name, so the record types decode from either store unchanged.
+///
+/// Statement arguments are never logged or put into errors.
+public final class StoreDB {
+    enum Connection {
+        case sqlite(Database)
+        case postgres(PostgresSession)
+    }
+
+    let connection: Connection
+    /// Rows changed by the last ``execute(sql:arguments:)``.
+    public private(set) var changesCount = 0
+
+    init(_ db: Database) { connection = .sqlite(db) }
+    init(postgres: PostgresSession) { connection = .postgres(postgres) }
+
+    /// True for the PostgreSQL store.
+    var isPostgres: Bool {
+        if case .postgres = connection { return true }
+        return false
+    }
+
+    /// Runs a statement that returns no rows.
+    public func execute(sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws {
+        switch connection {
+        case .sqlite(let db):
+            try db.execute(sql: sql, arguments: StatementArguments(arguments))
+            changesCount = db.changesCount
+        case .postgres(let session):
+            changesCount = try session.execute(sql, Self.values(arguments))
+        }
+    }
+
+    /// Runs a query and returns its rows (copied, so they outlive the statement).
+    public func rows(sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [Row] {
+        switch connection {
+        case .sqlite(let db):
+            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments))
+        case .postgres(let session):
+            return try session.rows(sql, Self.values(arguments))
+        }
+    }
+
+    static func values(_ arguments: [(any DatabaseValueConvertible)?]) -> [DatabaseValue] {
+        arguments.map { $0?.databaseValue ?? .null }
+    }
+}
+
+// MARK: - Scalars and rows
+
+extension DatabaseValueConvertible {
+    /// The first column of the first row (the query must select exactly one column).
+    static func fetchOne(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> Self? {
+        guard let row = try db.rows(sql: sql, arguments: arguments).first else { return nil }
+        return try decodeOnlyColumn(row)
+    }
+
+    /// The first column of every row (the query must select exactly one column).
+    static func fetchAll(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [Self] {
+        try db.rows(sql: sql, arguments: arguments).compactMap { try decodeOnlyColumn($0) }
+    }
+
+    private static func decodeOnlyColumn(_ row: Row) throws -> Self? {
+        guard row.count == 1, let value = row.databaseValues.first else {
+            throw VaultError.failure("internal error: a scalar query returned \(row.count) columns")
+        }
+        if value.isNull { return nil }
+        guard let decoded = Self.fromDatabaseValue(value) else {
+            throw VaultError.integrity("a stored value has an unexpected type")
+        }
+        return decoded
+    }
+}
+
+extension Row {
+    static func fetchOne(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> Row? {
+        try db.rows(sql: sql, arguments: arguments).first
+    }
+
+    static func fetchAll(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [Row] {
+        try db.rows(sql: sql, arguments: arguments)
+    }
+}
+
+// MARK: - Records
+
+/// A record type stored in one table, with the columns of its primary key. Its SQL is
+/// generated here from GRDB's encoding of the record (`databaseDictionary`), so the same
+/// record reads and writes on both stores.
+protocol StoreRecord: FetchableRecord, EncodableRecord, TableRecord {
+    /// The primary key's columns.
+    static var keyColumns: [String] { get }
+    /// A column the database numbers on insert when the record leaves it nil.
+    static var generatedColumn: String? { get }
+    /// Called after an insert that let the database number ``generatedColumn``.
+    mutating func storeDidInsert(generated: Int64)
+}
+
+extension StoreRecord {
+    static var generatedColumn: String? { nil }
+    mutating func storeDidInsert(generated: Int64) {}
+
+    static func fetchAll(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [Self] {
+        try db.rows(sql: sql, arguments: arguments).map { try Self(row: $0) }
+    }
+
+    static func fetchOne(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> Self? {
+        try db.rows(sql: sql, arguments: arguments).first.map { try Self(row: $0) }
+    }
+
+    /// Every row, in `orderBy` order (column names, never user input).
+    static func fetchAll(_ db: StoreDB, orderBy: String? = nil) throws -> [Self] {
+        try fetchAll(db, sql: "SELECT * FROM \(databaseTableName)" + (orderBy.map { " ORDER BY \($0)" } ?? ""))
+    }
+
+    /// The rows whose `column` equals `value`, in `orderBy` order.
+    static func fetchAll(_ db: StoreDB, where column: String, is value: (any DatabaseValueConvertible)?, orderBy: String? = nil) throws -> [Self] {
+        try fetchAll(db, sql: "SELECT * FROM \(databaseTableName) WHERE \(column) = ?" + (orderBy.map { " ORDER BY \($0)" } ?? ""),
+                     arguments: [value])
+    }
+
+    /// The row with this single-column primary key.
+    static func fetchOne(_ db: StoreDB, key: (any DatabaseValueConvertible)?) throws -> Self? {
+        precondition(keyColumns.count == 1)
+        return try fetchOne(db, sql: "SELECT * FROM \(databaseTableName) WHERE \(keyColumns[0]) = ?", arguments: [key])
+    }
+
+    /// The row with this (possibly composite) primary key.
+    static func fetchOne(_ db: StoreDB, key: [String: (any DatabaseValueConvertible)?]) throws -> Self? {
+        let columns = keyColumns
+        precondition(Set(key.keys) == Set(columns))
+        return try fetchOne(db, sql: "SELECT * FROM \(databaseTableName) WHERE " + columns.map { "\($0) = ?" }.joined(separator: " AND "),
+                            arguments: columns.map { key[$0]! })
+    }
+
+    /// Deletes the row with this single-column primary key; true if there was one.
+    @discardableResult
+    static func deleteOne(_ db: StoreDB, key: (any DatabaseValueConvertible)?) throws -> Bool {
+        precondition(keyColumns.count == 1)
+        try db.execute(sql: "DELETE FROM \(databaseTableName) WHERE \(keyColumns[0]) = ?", arguments: [key])
+        return db.changesCount > 0
+    }
+
+    /// The record's columns and values, in a fixed order.
+    private func columnsAndValues() throws -> [(String, DatabaseValue)] {
+        try databaseDictionary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Inserts the record (a duplicate key fails).
+    func insert(_ db: StoreDB) throws {
+        var copy = self
+        try copy.insertReturningGenerated(db)
+    }
+
+    /// Inserts the record; a nil ``generatedColumn`` is numbered by the database.
+    mutating func insertReturningGenerated(_ db: StoreDB) throws {
+        var pairs = try columnsAndValues()
+        let generated = Self.generatedColumn
+        if let generated { pairs.removeAll { $0.0 == generated && $0.1.isNull } }
+        let needsNumber = generated != nil && !pairs.contains { $0.0 == generated }
+        let sql = "INSERT INTO \(Self.databaseTableName) (\(pairs.map(\.0).joined(separator: ", "))) VALUES ("
+            + Array(repeating: "?", count: pairs.count).joined(separator: ", ") + ")"
+            + (needsNumber ? " RETURNING \(generated!)" : "")
+        if needsNumber {
+            let rows = try db.rows(sql: sql, arguments: pairs.map(\.1))
+            guard let number = rows.first?.databaseValues.first.flatMap(Int64.fromDatabaseValue) else {
+                throw VaultError.failure("the database did not number the new row")
+            }
+            storeDidInsert(generated: number)
+        } else {
+            try db.execute(sql: sql, arguments: pairs.map(\.1))
+            guard db.changesCount == 1 else { throw VaultError.failure("a row was not inserted") }
+        }
+    }
+
+    /// Updates every non-key column of the row with this record's key; the caller checks
+    /// `db.changesCount` where a missing row matters.
+    func update(_ db: StoreDB) throws {
+        let pairs = try columnsAndValues()
+        let keys = Self.keyColumns
+        let set = pairs.filter { !keys.contains($0.0) }
+        let where_ = keys.map { key in (key, pairs.first { $0.0 == key }?.1 ?? .null) }
+        try db.execute(sql: "UPDATE \(Self.databaseTableName) SET " + set.map { "\($0.0) = ?" }.joined(separator: ", ")
+                       + " WHERE " + where_.map { "\($0.0) = ?" }.joined(separator: " AND "),
+                       arguments: set.map(\.1) + where_.map(\.1))
+    }
+
+    /// Inserts the record, or replaces the non-key columns of the row with its key.
+    func save(_ db: StoreDB) throws {
+        let pairs = try columnsAndValues()
+        let keys = Self.keyColumns
+        let set = pairs.filter { !keys.contains($0.0) }
+        try db.execute(sql: "INSERT INTO \(Self.databaseTableName) (\(pairs.map(\.0).joined(separator: ", "))) VALUES ("
+                       + Array(repeating: "?", count: pairs.count).joined(separator: ", ") + ") ON CONFLICT ("
+                       + keys.joined(separator: ", ") + ") DO UPDATE SET "
+                       + set.map { "\($0.0) = excluded.\($0.0)" }.joined(separator: ", "),
+                       arguments: pairs.map(\.1))
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+import VaultTestSupport
+@testable import VaultCore
+
+/// A PostgreSQL server for one test, or nil after recording why there is none: the
+/// PostgreSQL tests never pass silently without a server (GBG_VAULT_SKIP_POSTGRES=1
+/// turns the missing server into a printed skip, for machines without it; CI has it).
+func startPostgres(tls: Bool = false) throws -> PostgresServer? {
+    if let reason = PostgresServer.unavailableReason {
+        if ProcessInfo.processInfo.environment["GBG_VAULT_SKIP_POSTGRES"] == "1" {
+            print("SKIPPED (GBG_VAULT_SKIP_POSTGRES=1): \(reason)")
+        } else {
+            Issue.record("this test needs a PostgreSQL server: \(reason)")
+        }
+        return nil
+    }
+    return try PostgresServer(tls: tls)
+}
+
+@Suite("PostgreSQL store (unit)", .serialized)
+struct PostgresStoreTests {
+    static let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Migrations/postgres")
+
+    @Test("Migrations/postgres/NAME.schema.json is what the migrations create on a real server (GBG_VAULT_WRITE_SCHEMA=1 rewrites it)")
+    func embeddedSchemaMatchesServer() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        setenv("PGPASSWORD", server.adminPassword, 1)
+        defer { unsetenv("PGPASSWORD") }
+        let location = try PostgresLocation.parse(server.url(schema: "schema_check"))
+        let store = try PostgresStore.connect(location)
+        defer { store.close() }
+        try store.create { _ in }
+        let actual = try store.read { db in try PostgresStore.schemaEntries(db, schema: location.schema) }
+        let name = PostgresStore.knownMigrations.last!
+        let file = Self.migrations.appendingPathComponent("\(name).schema.json")
+        if ProcessInfo.processInfo.environment["GBG_VAULT_WRITE_SCHEMA"] == "1" {
+            let data = try JSONSerialization.data(withJSONObject: actual, options: [.prettyPrinted, .withoutEscapingSlashes])
+            try (data + Data("\n".utf8)).write(to: file)
+        }
+        let committed = try? JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String]
+        #expect(committed == actual, "\(name).schema.json is out of date: run GBG_VAULT_WRITE_SCHEMA=1 swift test --filter PostgresStore")
+        #expect(embeddedPostgresSchemas[name] == actual, "the embedded \(name) schema is stale: rebuild")
+        // A second vault in the same schema is refused; the first is untouched.
+        #expect(throws: VaultError.self) { try store.create { _ in } }
+    }
+
+    @Test("URLs: parameters, password sources and unsafe names")
+    func urls() throws {
+        let full = try PostgresLocation.parse("postgres://alice:s3cret@db.example:6543/gbg?sslmode=verify-ca&schema=team_a&sslrootcert=/etc/ca.pem",
+                                              environment: [:])
+        #expect(full.user == "alice" && full.host == "db.example" && full.port == 6543 && full.database == "gbg")
+        #expect(full.schema == "team_a" && full.sslMode == .verifyCA && full.rootCertificate == "/etc/ca.pem")
+        #expect(full.password == "s3cret")
+        #expect(!full.display.contains("s3cret") && !full.identity.contains("s3cret"))
+        let defaults = try PostgresLocation.parse("postgresql://bob@db/gbg", environment: ["PGPASSWORD": "from-env"])
+        #expect(defaults.sslMode == .verifyFull && defaults.schema == PostgresLocation.defaultSchema && defaults.port == 5432)
+        #expect(defaults.password == "from-env")
+        for bad in ["postgres://db/gbg", "postgres://u@db/", "postgres://u@db/gbg?schema=Bad-Name", "postgres://u@db/gbg?schema=pg_x",
+                    "postgres://u@db/gbg?sslmode=allow", "postgres://u@db/gbg?password=x", "postgres://u@db:0/gbg"] {
+            #expect(throws: VaultError.self, "\(bad)") { try PostgresLocation.parse(bad, environment: [:]) }
+        }
+        // ~/.pgpass: libpq's format, escapes and wildcards; ignored unless 0600.
+        let dir = NSTemporaryDirectory() + "pgpass-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/pgpass"
+        try "# comment\nother:5432:gbg:carol:nope\n*:5432:gbg:carol:pa\\:ss\\\\word\n".write(toFile: file, atomically: true, encoding: .utf8)
+        chmod(file, 0o600)
+        let fromFile = try PostgresLocation.parse("postgres://carol@db/gbg", environment: ["PGPASSFILE": file])
+        #expect(fromFile.password == "pa:ss\\word")
+        chmod(file, 0o644)
+        #expect(try PostgresLocation.parse("postgres://carol@db/gbg", environment: ["PGPASSFILE": file]).password == nil)
+    }
+
+    @Test("placeholders become $n outside quoted text")
+    func placeholders() {
+        #expect(PostgresSession.numberedPlaceholders("SELECT a FROM t WHERE b = ? AND c IN ('?', ?) AND \"d?\" = ?")
+                == "SELECT a FROM t WHERE b = $1 AND c IN ('?', $2) AND \"d?\" = $3")
+    }
+}
