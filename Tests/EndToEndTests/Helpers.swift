@@ -19,8 +19,9 @@ struct Fixture {
     let password: String
     let ccSecret: String
 
-    init(stubArguments: [String] = [], temporaryPassword: Bool = false, tokenTTL: Int? = nil, addProfiles: Bool = true) throws {
-        vault = TestVault()
+    init(stubArguments: [String] = [], temporaryPassword: Bool = false, tokenTTL: Int? = nil, addProfiles: Bool = true,
+         postgres: PostgresServer? = nil) throws {
+        vault = postgres.map { TestVault(postgres: $0) } ?? TestVault()
         clientSecret = "cs-" + UUID().uuidString + "-ß∂ƒ"
         password = "pw-" + UUID().uuidString + " &=+%"
         ccSecret = "cc-" + UUID().uuidString

@@ -18,8 +18,8 @@ struct MemberTests {
         let alicePassphrase = "alice's own passphrase " + UUID().uuidString
         var vault: TestVault { fixture.vault }
 
-        init() throws {
-            fixture = try Fixture()
+        init(postgres: PostgresServer? = nil) throws {
+            fixture = try Fixture(postgres: postgres)
             alicePath = fixture.vault.directory + "/alice.identity"
             ciPath = fixture.vault.directory + "/ci.identity"
             LeakScanner.shared.register(secret: alicePassphrase)

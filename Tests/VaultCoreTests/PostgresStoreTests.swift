@@ -1,22 +1,8 @@
 import Foundation
+import GRDB
 import Testing
 import VaultTestSupport
 @testable import VaultCore
-
-/// A PostgreSQL server for one test, or nil after recording why there is none: the
-/// PostgreSQL tests never pass silently without a server (GBG_VAULT_SKIP_POSTGRES=1
-/// turns the missing server into a printed skip, for machines without it; CI has it).
-func startPostgres(tls: Bool = false) throws -> PostgresServer? {
-    if let reason = PostgresServer.unavailableReason {
-        if ProcessInfo.processInfo.environment["GBG_VAULT_SKIP_POSTGRES"] == "1" {
-            print("SKIPPED (GBG_VAULT_SKIP_POSTGRES=1): \(reason)")
-        } else {
-            Issue.record("this test needs a PostgreSQL server: \(reason)")
-        }
-        return nil
-    }
-    return try PostgresServer(tls: tls)
-}
 
 @Suite("PostgreSQL store (unit)", .serialized)
 struct PostgresStoreTests {
@@ -73,6 +59,21 @@ struct PostgresStoreTests {
         #expect(fromFile.password == "pa:ss\\word")
         chmod(file, 0o644)
         #expect(try PostgresLocation.parse("postgres://carol@db/gbg", environment: ["PGPASSFILE": file]).password == nil)
+    }
+
+    @Test("CompactJSON writes what SQLite's json_object writes, byte for byte")
+    func compactJSONMatchesSQLite() throws {
+        let queue = try DatabaseQueue()
+        var samples = ["", "plain", "quote \" backslash \\ slash /", "tab\tnl\ncr\r", "\u{01}\u{08}\u{0C}\u{1F}\u{7F}", "é ✓ 𝄞 \u{2028}"]
+        // From 1: SQLite's json_object stops a string at NUL, and PostgreSQL text cannot
+        // hold NUL at all (vault refuses control characters in names and fields anyway).
+        samples += (1..<32).map { String(UnicodeScalar(UInt8($0))) }
+        for sample in samples {
+            let sqlite = try queue.read { db in try String.fetchOne(db, sql: "SELECT json_object('s', ?, 'n', NULL, 'i', -42)", arguments: [sample]) }
+            var ours = CompactJSON()
+            ours.str("s", sample); ours.str("n", nil); ours.int("i", -42)
+            #expect(ours.text == sqlite, "\(sample.unicodeScalars.map { $0.value })")
+        }
     }
 
     @Test("placeholders become $n outside quoted text")

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -184,4 +185,19 @@ public final class PostgresServer: @unchecked Sendable {
         guard bound else { throw HarnessError.commandFailed("no free port") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
+}
+
+/// A PostgreSQL server for one test, or nil after recording why there is none: the
+/// PostgreSQL tests never pass silently without a server (GBG_VAULT_SKIP_POSTGRES=1
+/// turns the missing server into a printed skip, for machines without it; CI has it).
+public func startPostgres(tls: Bool = false) throws -> PostgresServer? {
+    if let reason = PostgresServer.unavailableReason {
+        if ProcessInfo.processInfo.environment["GBG_VAULT_SKIP_POSTGRES"] == "1" {
+            print("SKIPPED (GBG_VAULT_SKIP_POSTGRES=1): \(reason)")
+        } else {
+            Issue.record("this test needs a PostgreSQL server: \(reason)")
+        }
+        return nil
+    }
+    return try PostgresServer(tls: tls)
 }

@@ -519,39 +519,16 @@ public enum AuditChain {
 }
 
 extension AuditRow {
-    /// The same text as SQLite's `json_object` over ``AuditChain/jsonColumns(withMember:)``:
-    /// compact, keys in that order, nulls kept, strings escaped as SQLite escapes them.
+    /// The same text as SQLite's `json_object` over ``AuditChain/jsonColumns(withMember:)``.
     func json(withMember: Bool) -> String {
-        var out = "{"
-        func key(_ name: String) { out += (out.count > 1 ? "," : "") + "\"" + name + "\":" }
-        func int(_ name: String, _ value: Int64?) { key(name); out += value.map(String.init) ?? "null" }
-        func str(_ name: String, _ value: String?) {
-            key(name)
-            guard let value else { out += "null"; return }
-            out += "\""
-            for scalar in value.unicodeScalars {
-                switch scalar {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\t": out += "\\t"
-                case "\u{08}": out += "\\b"
-                case "\u{0C}": out += "\\f"
-                case _ where scalar.value < 0x20:
-                    out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
-                default: out.unicodeScalars.append(scalar)
-                }
-            }
-            out += "\""
-        }
-        int("seq", seq); int("at", at); str("action", action); str("profile", profile); str("environment", environment)
-        str("token_url", tokenURL); str("grant_type", grantType); str("outcome", outcome); int("http_status", httpStatus)
-        str("oauth_error", oauthError); int("attempts", attempts); int("duration_ms", durationMs); str("token_type", tokenType)
-        int("expires_in", expiresIn); int("expires_at", expiresAt); str("request_id", requestID)
-        str("token_fingerprint", tokenFingerprint); str("detail", detail)
-        if withMember { str("member", member) }
-        return out + "}"
+        var o = CompactJSON()
+        o.int("seq", seq); o.int("at", at); o.str("action", action); o.str("profile", profile); o.str("environment", environment)
+        o.str("token_url", tokenURL); o.str("grant_type", grantType); o.str("outcome", outcome); o.int("http_status", httpStatus)
+        o.str("oauth_error", oauthError); o.int("attempts", attempts); o.int("duration_ms", durationMs); o.str("token_type", tokenType)
+        o.int("expires_in", expiresIn); o.int("expires_at", expiresAt); o.str("request_id", requestID)
+        o.str("token_fingerprint", tokenFingerprint); o.str("detail", detail)
+        if withMember { o.str("member", member) }
+        return o.text
     }
 
     init(_ e: AuditEntry, mac: [UInt8]) {

@@ -155,7 +155,17 @@ public final class Vault: Sendable {
     /// (fast on large vaults; SQLite does the escaping).
     public func profilesJSON() throws(VaultError) -> [String] {
         try database.read { db in
-            try String.fetchAll(db, sql: """
+            if db.isPostgres {
+                return try ProfileRecord.fetchAll(db, orderBy: "name").map { p in
+                    var o = CompactJSON()
+                    o.str("name", p.name); o.str("client_id", p.clientID); o.str("username", p.username)
+                    o.str("grant", p.grantType == "password" ? "password" : "client-credentials")
+                    o.str("scope", p.scope); o.str("environment", p.environment); o.str("created_at", p.createdAt)
+                    o.str("updated_at", p.updatedAt)
+                    return o.text
+                }
+            }
+            return try String.fetchAll(db, sql: """
                 SELECT json_object('name', name, 'client_id', client_id, 'username', username,
                     'grant', CASE grant_type WHEN 'password' THEN 'password' ELSE 'client-credentials' END,
                     'scope', scope, 'environment', environment, 'created_at', created_at, 'updated_at', updated_at)
