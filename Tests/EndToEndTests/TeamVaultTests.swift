@@ -121,4 +121,218 @@ struct TeamVaultTests {
         if let dump = try? server.dump() { LeakScanner.shared.scan(dump, artefact: "pg_dump after copy", includeTokens: true) }
         expectNoLeaks(vault)
     }
+
+    /// 8 processes at a time as 3 members (the owner's passphrase, alice, ci), 50 tokens
+    /// each, with rotations in between: nothing fails, nothing is lost, one chain.
+    @Test("8 concurrent writers as 3 members, 50 tokens each plus rotations: 0 failures, one chain, every signature verifies")
+    func concurrentWriters() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let team = try MemberTests.Team(postgres: server)
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        let before = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json"]).stdout) as? [[String: Any]] ?? []
+        let perWorker = Int(ProcessInfo.processInfo.environment["GBG_VAULT_TEAM_TOKENS"] ?? "") ?? 50
+        let failures = LockedArray<String>()
+        let rotations = LockedArray<Int>()
+        let group = DispatchGroup()
+        let started = Date()
+        for worker in 0..<8 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                let identity: String? = [nil, team.alicePath, team.ciPath][worker % 3]
+                for i in 0..<perWorker {
+                    let arguments = ["token", i % 2 == 0 ? "pw" : "cc"] + (i % 5 == 0 ? ["--fresh"] : [])
+                    let result: ProcessResult?
+                    if let identity {
+                        result = try? team.run(as: identity, arguments, token: true)
+                    } else {
+                        result = try? team.fixture.token(arguments[1], Array(arguments.dropFirst(2)))
+                    }
+                    if result?.status != 0 {
+                        failures.append("worker \(worker) token \(i): \(result?.status ?? -1) \(result?.stderrText ?? "did not run")")
+                    }
+                    // The owner's workers rotate pw's client secret now and then (to the same
+                    // value at the stub, a new sealed version in the vault).
+                    if identity == nil, i % 10 == 9 {
+                        let rotate = try? vault.run(["rotate", "pw", "--secrets-stdin"], stdin: Data(
+                            #"{"client_secret":"\#(team.fixture.clientSecret)","password":"\#(team.fixture.password)"}"#.utf8))
+                        if rotate?.status == 0 { rotations.append(i) } else { failures.append("worker \(worker) rotate \(i): \(rotate?.stderrText ?? "")") }
+                    }
+                }
+            }.start()
+        }
+        group.wait()
+        let seconds = Date().timeIntervalSince(started)
+        #expect(failures.values.isEmpty, "\(failures.values.prefix(5))")
+        let after = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json"]).stdout) as? [[String: Any]] ?? []
+        let appended = after.count - before.count
+        #expect(appended == 8 * perWorker + rotations.values.count, "every token and rotation has exactly one record")
+        let seqs = after.compactMap { $0["seq"] as? Int }
+        #expect(Set(seqs).count == seqs.count && seqs.max() == seqs.count, "one linear chain 1…n")
+        let verify = try vault.run(["verify"])
+        #expect(verify.status == 0, "\(verify.stdoutText) \(verify.stderrText)")
+        #expect(try team.run(as: team.ciPath, ["audit", "verify"]).status == 0)
+        let members = Set(after.compactMap { $0["member"] as? String })
+        #expect(members.isSuperset(of: ["owner", "alice", "ci"]))
+        print("team vault: 8 writers × \(perWorker) tokens + \(rotations.values.count) rotations as 3 members in \(String(format: "%.1f", seconds)) s: "
+              + "\(appended) records (\(String(format: "%.0f", Double(appended) / seconds)) per second, whole commands), 0 lost")
+        try vault.scanDump()
+        expectNoLeaks(vault)
+    }
+
+    /// Faults: a writer lock held past the timeout, a connection killed inside a
+    /// transaction, the server stopped in the middle of a token exchange and restarted.
+    @Test("faults: lock timeout, pg_terminate_backend inside a transaction, server stopped mid-command: clear errors, nothing lost or half-written")
+    func faults() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture(stubArguments: ["--delay-ms", "1500"], postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let schema = String(vault.path.split(separator: "=").last!)
+        func profiles() throws -> [String] {
+            (try JSONSerialization.jsonObject(with: vault.run(["list", "--json"]).stdout) as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        }
+        let psqlEnv = ["PATH": "/usr/bin:/bin", "PGPASSWORD": server.adminPassword, "PGSSLMODE": "disable"]
+        func holdLock(seconds: Int) throws -> ChildProcess {
+            try ChildProcess("/usr/bin/psql", ["-X", "-q", "-h", "127.0.0.1", "-p", String(server.port), "-U", server.admin, "-d", "vault", "-c",
+                                               "BEGIN; LOCK TABLE \(schema).vault_header IN EXCLUSIVE MODE; SELECT pg_sleep(\(seconds)); COMMIT;"],
+                             environment: psqlEnv)
+        }
+
+        // 1. Another writer holds the lock past VAULT_BUSY_TIMEOUT: exit 1, clear message, nothing added.
+        let holder = try holdLock(seconds: 4)
+        usleep(500_000)
+        let waited = try vault.add("late", clientID: "client-cc", clientSecret: fixture.ccSecret, grant: "client-credentials", env: "local")
+        #expect(waited.status == 0, "with the default timeout (30 s) the writer waits for the lock: \(waited.stderrText)")
+        _ = holder.wait(timeout: 10)
+        #expect(try profiles().contains("late"), "with the default timeout the writer waits for the lock and then succeeds")
+        let holder2 = try holdLock(seconds: 5)
+        usleep(500_000)
+        let timedOut = try vault.run(["remove", "late", "--yes"], env: ["VAULT_BUSY_TIMEOUT": "1"])
+        #expect(timedOut.status == 1 && timedOut.stderrText.contains("locked by another writer"), "\(timedOut.status) \(timedOut.stderrText)")
+        _ = holder2.wait(timeout: 10)
+        #expect(try profiles().contains("late"), "the timed-out remove changed nothing")
+
+        // 2. The connection is killed while the command waits inside its transaction.
+        let holder3 = try holdLock(seconds: 6)
+        usleep(500_000)
+        let killed = try ChildProcess(Binaries.vault, ["remove", "late", "--yes"], environment: vault.environment())
+        killed.closeStdin()
+        let killedOutput = OutputCollector(killed.stderrDescriptor)
+        _ = OutputCollector(killed.stdoutDescriptor)
+        usleep(1_000_000)
+        try server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gbg-vault' AND state = 'active'",
+                        database: "vault")
+        let killedStatus = killed.wait(timeout: 20)
+        let killedErr = String(decoding: killedOutput.finish(), as: UTF8.self)
+        #expect(killedStatus == 1, "\(killedStatus ?? -1) \(killedErr)")
+        #expect(killedErr.contains("connection to the PostgreSQL server was lost") && killedErr.contains("nothing was changed"), "\(killedErr)")
+        _ = holder3.wait(timeout: 10)
+        #expect(try profiles().contains("late"), "the killed remove changed nothing")
+
+        // 3. The server stops while vault waits for the token endpoint: the token is
+        // withheld (exit 8) because its audit record cannot be written; after a restart
+        // the chain is whole and tokens flow again.
+        let exchange = try ChildProcess(Binaries.vault, ["token", "pw", "--fresh"], environment: vault.environment())
+        exchange.closeStdin()
+        let out = OutputCollector(exchange.stdoutDescriptor)
+        let err = OutputCollector(exchange.stderrDescriptor)
+        usleep(500_000)
+        try server.stopServer()
+        let exchangeStatus = exchange.wait(timeout: 30)
+        let printed = out.finish()
+        let exchangeErr = String(decoding: err.finish(), as: UTF8.self)
+        #expect(exchangeStatus == 8, "\(exchangeStatus ?? -1) \(exchangeErr)")
+        #expect(printed.isEmpty, "no token was printed")
+        let down = try vault.run(["list"])
+        #expect(down.status == 1 && down.stderrText.contains("cannot connect to the PostgreSQL server"), "\(down.stderrText)")
+        try server.startServer()
+        let verify = try vault.run(["verify"])
+        #expect(verify.status == 0, "\(verify.stdoutText) \(verify.stderrText)")
+        #expect(try fixture.token("pw", ["--fresh"]).status == 0)
+        try vault.scanDump()
+        expectNoLeaks(vault)
+    }
+
+    /// What someone with rights on the database can do to the rows, and what vault says.
+    @Test("database administrator tampering is caught (exit 7 / audit verify), and pg_dump holds no secret")
+    func administratorTampering() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture(postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        #expect(try fixture.token("cc").status == 0)
+        let schema = String(vault.path.split(separator: "=").last!)
+        try vault.scanDump()
+        try server.psql("CREATE SCHEMA pristine; " + ["vault_header", "environment", "profile", "secret_version", "token_cache", "audit_record",
+                                                       "audit_head", "retired_audit_key", "member", "key_slot"]
+            .map { "CREATE TABLE pristine.\($0) AS SELECT * FROM \(schema).\($0);" }.joined(), database: "vault")
+        func restore() throws {
+            try server.psql("SET session_replication_role = replica; " + ["token_cache", "secret_version", "key_slot", "audit_record", "audit_head",
+                                                                              "retired_audit_key", "profile", "member", "environment", "vault_header"]
+                .map { "DELETE FROM \(schema).\($0);" }.joined()
+                + ["vault_header", "environment", "profile", "secret_version", "token_cache", "member", "key_slot", "retired_audit_key",
+                   "audit_record", "audit_head"].map { "INSERT INTO \(schema).\($0) SELECT * FROM pristine.\($0);" }.joined(), database: "vault")
+            #expect(try vault.run(["verify"]).status == 0, "restored")
+        }
+        let attacks: [(String, String, [String], Int32)] = [
+            ("edit a sealed secret", "UPDATE \(schema).secret_version SET ciphertext = overlay(ciphertext placing '\\x00'::bytea from 5 for 1) WHERE field = 'client_secret' AND profile_id = (SELECT id FROM \(schema).profile WHERE name = 'pw')",
+             ["token", "pw", "--fresh"], 7),
+            ("swap sealed secrets between profiles", "UPDATE \(schema).secret_version a SET nonce = b.nonce, ciphertext = b.ciphertext FROM \(schema).secret_version b WHERE a.field = 'client_secret' AND b.field = 'client_secret' AND a.profile_id <> b.profile_id",
+             ["token", "cc", "--fresh"], 7),
+            ("swap cached tokens between profiles", "UPDATE \(schema).token_cache a SET nonce = b.nonce, ciphertext = b.ciphertext FROM \(schema).token_cache b WHERE a.profile_id <> b.profile_id",
+             ["token", "cc"], 7),
+            ("edit profile metadata", "UPDATE \(schema).profile SET client_id = 'attacker' WHERE name = 'cc'", ["token", "cc", "--fresh"], 7),
+            ("delete audit rows", "DELETE FROM \(schema).audit_record WHERE seq = 3", ["audit", "verify"], 7),
+            ("delete the newest audit rows and rewind the head", "DELETE FROM \(schema).audit_record WHERE seq > 2; UPDATE \(schema).audit_head SET seq = 2",
+             ["token", "pw"], 7),
+            ("add a trigger", "CREATE FUNCTION \(schema).steal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; CREATE TRIGGER t BEFORE INSERT ON \(schema).audit_record FOR EACH ROW EXECUTE FUNCTION \(schema).steal()",
+             ["list"], 7),
+            ("add a row-level security policy", "ALTER TABLE \(schema).audit_record ENABLE ROW LEVEL SECURITY", ["audit"], 7),
+            ("add a column", "ALTER TABLE \(schema).profile ADD COLUMN note text", ["list"], 7),
+        ]
+        for (name, sql, command, expected) in attacks {
+            try server.psql(sql, database: "vault")
+            let result = try vault.run(command)
+            #expect(result.status == expected, "\(name): \(command) exited \(result.status): \(result.stderrText)")
+            #expect(result.stdout.isEmpty || command.first == "audit", "\(name): nothing printed")
+            if name.hasPrefix("add a trigger") { try server.psql("DROP TRIGGER t ON \(schema).audit_record; DROP FUNCTION \(schema).steal()", database: "vault") }
+            if name.hasPrefix("add a row-level") { try server.psql("ALTER TABLE \(schema).audit_record DISABLE ROW LEVEL SECURITY", database: "vault") }
+            if name.hasPrefix("add a column") { try server.psql("ALTER TABLE \(schema).profile DROP COLUMN note", database: "vault") }
+            try restore()
+        }
+        try vault.scanDump()
+        expectNoLeaks(vault)
+    }
+
+    /// TLS: verify-full against a server whose certificate a test CA signed.
+    @Test("TLS: verify-full with the CA works; without it, or under another name, the connection is refused")
+    func tls() throws {
+        guard let server = try startPostgres(tls: true) else { return }
+        defer { server.stop() }
+        let vault = TestVault(postgres: server)
+        let ca = try #require(server.caFile)
+        let good = server.url(schema: "tls_vault", sslmode: "verify-full", host: "localhost")
+        let initialised = try vault.run(["init", "--vault", good], env: ["PGSSLROOTCERT": ca])
+        #expect(initialised.status == 0, "\(initialised.stderrText)")
+        let doctor = try vault.run(["doctor", "--vault", good + "&sslrootcert=" + ca])
+        #expect(doctor.stdoutText.contains("certificate and host name verified"), "\(doctor.stdoutText) \(doctor.stderrText)")
+        let noCA = try vault.run(["list", "--vault", good])
+        #expect(noCA.status == 1 && noCA.stderrText.contains("TLS"), "an unknown CA is refused: \(noCA.stderrText)")
+        // The certificate names only `localhost`: reaching the same server by its address
+        // under verify-full must fail the name check.
+        let wrongName = try vault.run(["list", "--vault", server.url(schema: "tls_vault", sslmode: "verify-full", host: "127.0.0.1")],
+                                      env: ["PGSSLROOTCERT": ca])
+        #expect(wrongName.status == 1 && wrongName.stderrText.contains("TLS"), "a certificate for another name is refused: \(wrongName.stderrText)")
+        let verifyCA = try vault.run(["list", "--vault", server.url(schema: "tls_vault", sslmode: "verify-ca", host: "127.0.0.1")],
+                                     env: ["PGSSLROOTCERT": ca])
+        #expect(verifyCA.status == 0, "verify-ca checks the chain only: \(verifyCA.stderrText)")
+        expectNoLeaks(vault)
+    }
 }

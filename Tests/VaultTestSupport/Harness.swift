@@ -64,6 +64,7 @@ public final class ChildProcess: @unchecked Sendable {
     let stdoutFD: Int32
     public var stdoutDescriptor: Int32 { stdoutFD }
     let stderrFD: Int32
+    public var stderrDescriptor: Int32 { stderrFD }
     private var exitStatus: Int32?
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {

@@ -414,6 +414,11 @@ final class PostgresStore: @unchecked Sendable {
             }
             return .failure("PostgreSQL: \(String(describing: error).sanitisedForDisplay(limit: 200))")
         }
+        if let underlying = error.underlying, underlying is NIOSSLError || String(describing: type(of: underlying)).contains("SSL")
+            || String(describing: underlying).contains("handshake") || String(describing: underlying).contains("certificate") {
+            return .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: underlying).sanitisedForDisplay(limit: 200))",
+                            hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
+        }
         switch error.code {
         case .server:
             let state = error.serverInfo?[.sqlState] ?? ""
@@ -457,10 +462,6 @@ final class PostgresStore: @unchecked Sendable {
             return .failure("the PostgreSQL server wants a password for user \(location.user.sanitisedForDisplay(limit: 64))",
                             hint: "set it in PGPASSWORD or ~/.pgpass (never on the command line)")
         default:
-            if let underlying = error.underlying, underlying is NIOSSLError || String(describing: type(of: underlying)).contains("SSL") {
-                return .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: underlying).sanitisedForDisplay(limit: 200))",
-                                hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
-            }
             return .failure("PostgreSQL: \(String(describing: error.code).sanitisedForDisplay(limit: 100))")
         }
     }
