@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 # symbol table (the Swift runtime's start-up dladdr() scans it); see BENCHMARKS.md.
 RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
+pg_only=0; [ "${1:-}" = "--postgres-only" ] && pg_only=1
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
 swift build -c release $RELEASE_FLAGS --product vault >/dev/null
 swift build -c release $RELEASE_FLAGS --product gbg-auth-stub >/dev/null
@@ -27,6 +28,7 @@ echo
 printf 'benchmark passphrase' > "$work/pass"; chmod 600 "$work/pass"
 export VAULT_PASSPHRASE_FILE="$work/pass"
 
+if [ $pg_only = 0 ]; then
 # 1. Unlock vs crypto_pwhash alone, per preset.
 echo "## Unlock (vault audit verify on a new vault) vs crypto_pwhash alone" >> "$out"
 for preset in interactive moderate sensitive; do
@@ -80,6 +82,7 @@ hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
   -n "vault list --json" "env VAULT_PATH=$v $BIN/vault list --json" >/dev/null
 cat "$work/h.md" >> "$out"; echo >> "$out"
 
+fi
 # 3. Token exchange vs curl, and a cache hit vs curl, against gbg-auth-stub.
 cat > "$work/accounts.json" <<JSON
 {"clients": [{"client_id": "bench", "client_secret": "bench-client-secret"}], "users": [{"username": "u", "password": "bench-password"}]}
@@ -92,6 +95,7 @@ tv="$work/token.db"; export VAULT_PATH="$tv"
 "$BIN/vault" env add local --token-url "$url" 2>/dev/null
 GBG_CLIENT_SECRET=bench-client-secret GBG_PASSWORD=bench-password "$BIN/vault" add b --client-id bench --username u --env local --secrets-from-env 2>/dev/null
 printf 'client_id=bench&client_secret=bench-client-secret&username=u&password=bench-password&grant_type=password' > "$work/form"
+if [ $pg_only = 0 ]; then
 echo "## token --fresh (KDF interactive) and cache hit vs curl doing the same POST" >> "$out"
 hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
   -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
@@ -153,4 +157,70 @@ echo "## audit writes under 4 parallel writers" >> "$out"
 python3 -c "import sys; t=$end-$start; n=4*$per; print(f'{n} records in {t:.2f} s = {n/t:.1f} records/s (each includes an Argon2id unlock at interactive)')" >> "$out"
 VAULT_PATH="$tv" "$BIN/vault" audit verify >> "$out"
 echo >> "$out"
+fi
+
+# 6. The PostgreSQL team store (issue #10), against a server this script starts (initdb in
+# a temporary directory, as the postgres user when run as root; SCRAM password auth over
+# TCP on 127.0.0.1), stopped at exit.
+pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
+  pgdir="$(mktemp -d /tmp/gv-bench-pg-XXXXXX)"
+  as_pg=""; if [ "$(id -u)" = 0 ]; then chown postgres "$pgdir"; as_pg="setpriv --reuid=postgres --regid=postgres --init-groups --"; fi
+  pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  pgpass="bench-pg-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  printf '%s' "$pgpass" > "$pgdir/pw"; [ -n "$as_pg" ] && chown postgres "$pgdir/pw"
+  $as_pg "$pgbin/initdb" -D "$pgdir/data" -U bench --pwfile="$pgdir/pw" -A scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null
+  printf "listen_addresses='127.0.0.1'\nport=$pgport\nunix_socket_directories='$pgdir'\n" >> "$pgdir/data/postgresql.conf"
+  $as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w start >/dev/null
+  pg_stop() { $as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "$pgdir"; }
+  trap 'pg_stop; cleanup' EXIT
+  export PGPASSWORD="$pgpass"
+  psql -X -q -h 127.0.0.1 -p "$pgport" -U bench -d postgres -c 'CREATE DATABASE gbg' >/dev/null
+  pgurl="postgres://bench@127.0.0.1:$pgport/gbg?sslmode=disable&schema=team"
+  VAULT_PATH="$tv" "$BIN/vault" copy --to "$pgurl" 2>/dev/null
+  echo "## PostgreSQL: token cache hit through the agent, PostgreSQL vs SQLite (the same vault, copied)" >> "$out"
+  rt_sqlite="$(mktemp -d /tmp/gv-bench-XXXXXX)"; rt_pg="$(mktemp -d /tmp/gv-bench-XXXXXX)"; chmod 700 "$rt_sqlite" "$rt_pg"
+  XDG_RUNTIME_DIR="$rt_sqlite" VAULT_PATH="$tv" "$BIN/vault" unlock --for 1h 2>/dev/null
+  XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" unlock --for 1h 2>/dev/null
+  XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" token b >/dev/null
+  hyperfine -N -w 3 -r $((runs * 3)) --export-markdown "$work/h.md" \
+    -n "SQLite: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_sqlite VAULT_PATH=$tv $BIN/vault token b" \
+    -n "PostgreSQL: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_pg VAULT_PATH=$pgurl $BIN/vault token b" >/dev/null
+  cat "$work/h.md" >> "$out"; echo >> "$out"
+  XDG_RUNTIME_DIR="$rt_sqlite" VAULT_PATH="$tv" "$BIN/vault" lock 2>/dev/null || true
+  XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" lock 2>/dev/null || true
+  rm -rf "$rt_sqlite" "$rt_pg"
+
+  # Audit appends from 8 concurrent writers (each a whole `vault token` process: an
+  # Argon2id unlock at interactive, a connection, one signed record).
+  per=25; [ $quick = 1 ] && per=5
+  before=$(psql -X -A -t -h 127.0.0.1 -p "$pgport" -U bench -d gbg -c 'SELECT count(*) FROM team.audit_record')
+  start=$(date +%s.%N); pids=""
+  for w in 1 2 3 4 5 6 7 8; do ( for i in $(seq $per); do VAULT_PATH="$pgurl" "$BIN/vault" token b >/dev/null || echo FAILED; done ) & pids="$pids $!"; done
+  for p in $pids; do wait "$p"; done
+  end=$(date +%s.%N)
+  after=$(psql -X -A -t -h 127.0.0.1 -p "$pgport" -U bench -d gbg -c 'SELECT count(*) FROM team.audit_record')
+  echo "## PostgreSQL: audit appends from 8 concurrent writers" >> "$out"
+  python3 -c "t=$end-$start; n=8*$per; got=$after-$before; print(f'{n} tokens in {t:.2f} s = {n/t:.1f} records/s (whole processes, each with an Argon2id unlock at interactive); records written: {got}, lost: {n-got}')" >> "$out"
+  VAULT_PATH="$pgurl" "$BIN/vault" audit verify >> "$out"
+  echo >> "$out"
+
+  # audit --member M --limit 50 on 1,000,000 records vs psql running the same query.
+  pgv="postgres://bench@127.0.0.1:$pgport/gbg?sslmode=disable&schema=big"
+  VAULT_PATH="$pgv" "$BIN/vault" init --kdf interactive 2>/dev/null
+  n=1000000; [ $quick = 1 ] && n=100000
+  psql -X -q -h 127.0.0.1 -p "$pgport" -U bench -d gbg -c "INSERT INTO big.audit_record(seq, at, action, profile, environment, token_url, grant_type,
+      outcome, http_status, attempts, duration_ms, token_type, expires_in, expires_at, request_id, token_fingerprint, mac, key_epoch, member)
+    SELECT i, 1764374400000 + i, 'token', 'profile-' || (i % 100), 'eu', 'https://api.auth.gbgplc.com/as/token.oauth2', 'password', 'ok',
+      200, 1, 80, 'Bearer', 3600, 1764378000 + i, 'req-' || i, md5(i::text), decode(repeat('00', 32), 'hex'), 1,
+      CASE WHEN i % 10 = 0 THEN 'ci-runner' ELSE 'owner' END FROM generate_series(2, $n + 1) AS i; ANALYZE big.audit_record" >/dev/null
+  q="SELECT json_build_object('seq', seq, 'at', at, 'action', action, 'profile', profile, 'environment', environment, 'token_url', token_url, 'grant_type', grant_type, 'outcome', outcome, 'http_status', http_status, 'oauth_error', oauth_error, 'attempts', attempts, 'duration_ms', duration_ms, 'token_type', token_type, 'expires_in', expires_in, 'expires_at', expires_at, 'request_id', request_id, 'token_fingerprint', token_fingerprint, 'detail', detail, 'member', member) FROM big.audit_record WHERE member = 'ci-runner' ORDER BY seq DESC LIMIT 50"
+  echo "## PostgreSQL: audit --member M --limit 50 --json on $n records vs psql running the same query" >> "$out"
+  hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+    -n "psql" "psql -X -A -t -h 127.0.0.1 -p $pgport -U bench -d gbg -c \"$q\"" \
+    -n "vault audit (PostgreSQL)" "env VAULT_PATH=$pgv $BIN/vault audit --member ci-runner --limit 50 --json" >/dev/null
+  cat "$work/h.md" >> "$out"; echo >> "$out"
+else
+  echo "## PostgreSQL: skipped (no PostgreSQL server programs: apt-get install postgresql)" >> "$out"
+fi
 cat "$out"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the system packages gbg-vault needs on Debian/Ubuntu (run as root or with sudo).
+# Installs the system packages gbg-vault needs on Debian/Ubuntu (run as root or with sudo);
+# postgresql is for the team-vault tests, which start their own server (never the system one).
 set -euo pipefail
 need=()
-for pkg in libsodium-dev libsqlite3-dev sqlite3 curl openssl python3 util-linux; do
+for pkg in libsodium-dev libsqlite3-dev sqlite3 curl openssl python3 util-linux postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
