@@ -68,8 +68,17 @@ struct TeamVaultTests {
         #expect(try team.run(as: team.alicePath, ["audit", "verify"]).status == 0)
         let doctor = try vault.run(["doctor"])
         #expect(doctor.status == 1 && !doctor.stdoutText.contains(" fail "), "warnings only (the test KDF): \(doctor.stdoutText) \(doctor.stderrText)")
-        if store == "postgres" {
+        if store == "postgres", let server {
             #expect(doctor.stdoutText.contains("PostgreSQL 1") && doctor.stdoutText.contains("grants"), "\(doctor.stdoutText)")
+            #expect(try vault.run(["backup", vault.directory + "/b.db"]).status == 64, "backup is for files; vault copy for team vaults")
+            // A password inside --vault: it works, vault warns, and never prints it.
+            let withPassword = vault.path.replacingOccurrences(of: "\(server.admin)@", with: "\(server.admin):\(server.adminPassword)@")
+            let warned = try vault.run(["list", "--vault", withPassword], removing: ["PGPASSWORD"])
+            #expect(warned.status == 0 && warned.stderrText.contains("visible to other users"), "\(warned.stderrText)")
+            let wrongPassword = try vault.run(["list"], env: ["PGPASSWORD": "not-the-password"])
+            #expect(wrongPassword.status == 1 && wrongPassword.stderrText.contains("refused the login"), "\(wrongPassword.stderrText)")
+            let noSchema = try vault.run(["list", "--vault", server.url(schema: "nothing_here")])
+            #expect(noSchema.status == 6, "no vault in that schema: \(noSchema.stderrText)")
             try vault.scanDump()
         }
         expectNoLeaks(vault)

@@ -40,6 +40,8 @@ public final class AgentServer: @unchecked Sendable {
     private var fresh: [AgentResponse.FreshEntry] = []
     private var refreshing: Set<Int> = []
     private let finished = DispatchSemaphore(value: 0)
+    /// When a team vault's header was last compared (``reasonToEnd()``).
+    private var lastHeaderCheck = Date.distantPast
 
     /// Opens the vault at `vaultPath` as the member whose identity `vault unlock` handed
     /// over (so Argon2id ran once), and prepares the socket path.
@@ -147,8 +149,22 @@ public final class AgentServer: @unchecked Sendable {
         if now >= deadline { return "its time is up" }
         if now.timeIntervalSince(lock.withLock { lastActivity }) >= idle { return "it was idle" }
         if !unlocked.database.isStillInPlace { return "the vault file was replaced, moved or removed" }
-        guard let stored = try? unlocked.vault.header(), stored == unlocked.header else {
-            return "the vault's keys or passphrase changed"
+        if unlocked.database.isPostgres {
+            // A team vault: the header is read over the network, so at most every 2 s, and
+            // a server that cannot be reached for a moment does not end the session (each
+            // operation checks the key epoch inside its own transaction anyway).
+            let due = lock.withLock { () -> Bool in
+                guard now.timeIntervalSince(lastHeaderCheck) >= 2 else { return false }
+                lastHeaderCheck = now
+                return true
+            }
+            if due, let stored = try? unlocked.vault.header(), stored != unlocked.header {
+                return "the vault's keys or passphrase changed"
+            }
+        } else {
+            guard let stored = try? unlocked.vault.header(), stored == unlocked.header else {
+                return "the vault's keys or passphrase changed"
+            }
         }
         var info = stat()
         if let identity = socketIdentity, lstat(socketPath, &info) != 0 || UInt64(info.st_ino) != identity.ino {

@@ -50,24 +50,26 @@ extension UnlockedVault {
     /// exchange, and commits the audit record before returning (fail closed: exit 8
     /// and no token if the record cannot be written).
     public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
-        let target = try exchangeTarget(profile: options.profile, environment: options.environment)
-        let (profile, environment) = (target.profile, target.environment)
-        let now = vault.clock.now()
-        var entry = AuditEntry(at: now.unixMilliseconds, action: options.action, outcome: "ok", profile: profile.name,
-                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue)
-
-        if !options.fresh, let cached = try cachedToken(target, minTTL: options.minTTL) {
-            entry.outcome = "cache_hit"
+        // A cache hit: one read snapshot (no secret opened), then its audit record.
+        if !options.fresh, let hit = try cachedToken(profile: options.profile, environment: options.environment, minTTL: options.minTTL) {
+            let now = vault.clock.now()
+            var entry = AuditEntry(at: now.unixMilliseconds, action: options.action, outcome: "cache_hit", profile: hit.profile.name,
+                                   environment: hit.environment.name, tokenURL: hit.tokenURL, grantType: hit.profile.grant.rawValue)
             entry.tokenType = "Bearer"
-            entry.expiresAt = cached.expiresAt
-            entry.expiresIn = cached.expiresAt - Int64(now.timeIntervalSince1970)
-            entry.tokenFingerprint = fingerprint(token: cached.token)
+            entry.expiresAt = hit.cached.expiresAt
+            entry.expiresIn = hit.cached.expiresAt - Int64(now.timeIntervalSince1970)
+            entry.tokenFingerprint = fingerprint(token: hit.cached.token)
             entry.attempts = 0
             entry.durationMs = 0
             let committed = try recordExchange(entry, cache: nil)
-            return DeliveredToken(token: cached.token, tokenType: "Bearer", expiresAt: cached.expiresAt,
-                                  expiresIn: entry.expiresIn ?? 0, environment: environment, fromCache: true, audit: committed)
+            return DeliveredToken(token: hit.cached.token, tokenType: "Bearer", expiresAt: hit.cached.expiresAt,
+                                  expiresIn: entry.expiresIn ?? 0, environment: hit.environment, fromCache: true, audit: committed)
         }
+
+        let target = try exchangeTarget(profile: options.profile, environment: options.environment)
+        let (profile, environment) = (target.profile, target.environment)
+        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action, outcome: "ok", profile: profile.name,
+                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue)
 
         let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,
                                    clientSecret: target.credentials.clientSecret, username: profile.username,

@@ -52,17 +52,40 @@ final class PostgresSession: @unchecked Sendable {
         return out
     }
 
+    /// Statements sent but not yet waited for (``send(_:)``), in order.
+    private var pending: [EventLoopFuture<PostgresQueryResult>] = []
+
+    /// Sends a statement without waiting for its answer: the connection runs statements
+    /// in order, so `BEGIN` and the writer lock travel with the transaction's first query
+    /// instead of costing a round trip each. Its error, if any, surfaces at the next
+    /// statement that waits (which then fails too: the transaction is aborted).
+    func send(_ sql: String) throws {
+        pending.append(connection.query(try query(sql, []), logger: Self.logger))
+    }
+
+    private func settle() throws {
+        let sent = pending
+        pending.removeAll()
+        var first: (any Error)?
+        for future in sent {
+            do { _ = try future.wait() } catch { if first == nil { first = error } }
+        }
+        if let first { throw first }
+    }
+
     /// Runs a statement; the number of rows it changed.
     @discardableResult
     func execute(_ sql: String, _ values: [DatabaseValue] = []) throws -> Int {
-        let result = try connection.query(try query(sql, values), logger: Self.logger).wait()
-        return result.metadata.rows ?? 0
+        let future = connection.query(try query(sql, values), logger: Self.logger)
+        try settle()
+        return try future.wait().metadata.rows ?? 0
     }
 
     /// Runs a query; its rows as GRDB rows keyed by column name.
     func rows(_ sql: String, _ values: [DatabaseValue] = []) throws -> [Row] {
-        let result = try connection.query(try query(sql, values), logger: Self.logger).wait()
-        return try result.rows.map(Self.row)
+        let future = connection.query(try query(sql, values), logger: Self.logger)
+        try settle()
+        return try future.wait().rows.map(Self.row)
     }
 
     /// Runs a migration file's statements as one statement: PostgresNIO speaks only the
@@ -238,10 +261,10 @@ final class PostgresStore: @unchecked Sendable {
         let session = try checkOut()
         var committing = false
         do {
-            try session.execute(begin)
+            try session.send(begin)
             if exclusive {
-                try session.execute(lockTimeout)
-                try session.execute("LOCK TABLE vault_header IN EXCLUSIVE MODE")
+                try session.send(lockTimeout)
+                try session.send("LOCK TABLE vault_header IN EXCLUSIVE MODE")
             }
             let result = try body(StoreDB(postgres: session))
             committing = true

@@ -691,26 +691,37 @@ public final class UnlockedVault: @unchecked Sendable {
 
     // MARK: - Token cache and exchange records
 
-    /// A cached token for `target` with more than `minTTL` seconds left, sealed for the
-    /// current secret versions and this exact environment definition; nil otherwise.
-    func cachedToken(_ target: ExchangeTarget, minTTL: Int64) throws(VaultError) -> CachedToken? {
+    /// A usable cached token of `profile` for `environment`, read in one snapshot with
+    /// every check the exchange path makes (profile MAC, environment MAC and URL policy,
+    /// the secret version sequence, the audit head), but without opening the secrets: a
+    /// cache hit needs no credentials. Nil when there is no cached token for the current
+    /// secret versions with more than `minTTL` seconds left.
+    func cachedToken(profile name: String, environment: String?, minTTL: Int64) throws(VaultError)
+        -> (profile: Profile, environment: Environment, tokenURL: String, cached: CachedToken)? {
         try read { db, keys in
-            guard let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": target.profile.id, "environment": target.environment.name]) else {
+            let profile = try profileRecord(db, named: name)
+            try checkMAC(profile, keys: keys)
+            let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
+            let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+            try checkVersionSequence(db, profile: profile)
+            try checkAuditHead(db, keys: keys)
+            guard let id = profile.id, let uid = profile.uid,
+                  let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name]) else {
                 return nil
             }
-            guard record.environmentUID == Data(target.environment.uid),
-                  record.clientSecretVersion == target.credentials.clientSecretVersion,
-                  record.passwordVersion == target.credentials.passwordVersion,
+            guard record.environmentUID == Data(environment.uid),
+                  record.clientSecretVersion == profile.clientSecretVersion,
+                  record.passwordVersion == profile.passwordVersion,
                   record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
             else { return nil }
-            let ad = Self.tokenAD(vaultID: vaultID, profileUID: target.profile.uid, environment: target.environment,
+            let ad = Self.tokenAD(vaultID: vaultID, profileUID: [UInt8](uid), environment: environment,
                                   expiresAt: record.expiresAt, clientSecretVersion: record.clientSecretVersion,
                                   passwordVersion: record.passwordVersion)
             do {
                 let token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
-                return CachedToken(token: token, expiresAt: record.expiresAt)
+                return (profile.profile, environment, tokenURL, CachedToken(token: token, expiresAt: record.expiresAt))
             } catch {
-                throw VaultError.integrity("the cached token of profile '\(target.profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
+                throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
             }
         }
     }
