@@ -183,7 +183,7 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
   XDG_RUNTIME_DIR="$rt_sqlite" VAULT_PATH="$tv" "$BIN/vault" unlock --for 1h 2>/dev/null
   XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" unlock --for 1h 2>/dev/null
   XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" token b >/dev/null
-  hyperfine -N -w 3 -r $((runs * 3)) --export-markdown "$work/h.md" \
+  hyperfine -N -w 5 -r $((runs * 10)) --export-markdown "$work/h.md" \
     -n "SQLite: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_sqlite VAULT_PATH=$tv $BIN/vault token b" \
     -n "PostgreSQL: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_pg VAULT_PATH=$pgurl $BIN/vault token b" >/dev/null
   cat "$work/h.md" >> "$out"; echo >> "$out"

@@ -173,7 +173,13 @@ public enum AuditChain {
                        previous: AuditEpochKeys? = nil, genesis: Bool = false, signer: AuditSigner?) throws -> AuditEntry {
         var entry = entry
         let previousMAC: [UInt8]
-        let head = try AuditHeadRecord.fetchOne(db, key: 1)
+        // The head and the newest record in one query (one round trip on PostgreSQL).
+        let headRow = try Row.fetchOne(db, sql: """
+            SELECT h.*, (SELECT seq FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_seq,
+                (SELECT mac FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_mac
+            FROM audit_head h WHERE h.id = 1
+            """)
+        let head = try headRow.map { try AuditHeadRecord(row: $0) }
         if genesis {
             let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM audit_record") ?? 0
             guard head == nil, count == 0 else {
@@ -183,8 +189,8 @@ public enum AuditChain {
             previousMAC = zeroMAC
         } else {
             let head = try checkedHead(head, vaultID: vaultID, keys: previous ?? keys)
-            let last = try Row.fetchOne(db, sql: "SELECT seq, mac FROM audit_record ORDER BY seq DESC LIMIT 1")
-            guard let last, last["seq"] as Int64 == head.seq, Sodium.constantTimeEqual([UInt8](last["mac"] as Data), [UInt8](head.lastMAC)) else {
+            guard let headRow, let newestSeq = headRow["newest_seq"] as Int64?, let newestMAC = headRow["newest_mac"] as Data?,
+                  newestSeq == head.seq, Sodium.constantTimeEqual([UInt8](newestMAC), [UInt8](head.lastMAC)) else {
                 throw VaultError.integrity("the audit trail does not end at the record its head names; vault does not append to it")
             }
             entry.seq = head.seq + 1
@@ -203,19 +209,19 @@ public enum AuditChain {
             row.signature = Data(signer.identity.sign(MemberCrypto.signatureInput(vaultID: vaultID, seq: entry.seq,
                                                                                   member: signer.member, mac: mac)))
         }
-        try row.insert(db)
-        guard db.changesCount == 1 else {
-            throw VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
-        }
-        try db.execute(sql: """
+        // Both writes must change exactly one row.
+        let recordFailure = VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
+        let headFailure = VaultError.integrity("the audit chain head was not stored (something in the database suppressed the write)")
+        let headSQL = """
             INSERT INTO audit_head (id, seq, key_epoch, last_mac, mac) VALUES (1, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, key_epoch = excluded.key_epoch,
                 last_mac = excluded.last_mac, mac = excluded.mac
-            """, arguments: [entry.seq, keys.epoch, Data(mac),
-                             Data(headMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey))])
-        guard db.changesCount == 1 else {
-            throw VaultError.integrity("the audit chain head was not stored (something in the database suppressed the write)")
-        }
+            """
+        let headArguments: [(any DatabaseValueConvertible)?] = [
+            entry.seq, keys.epoch, Data(mac), Data(headMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey)),
+        ]
+        try row.insert(db, orFail: recordFailure)
+        try db.executeExpecting(sql: headSQL, arguments: headArguments, changes: 1, failure: headFailure)
         return entry
     }
 

@@ -50,20 +50,10 @@ extension UnlockedVault {
     /// exchange, and commits the audit record before returning (fail closed: exit 8
     /// and no token if the record cannot be written).
     public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
-        // A cache hit: one read snapshot (no secret opened), then its audit record.
-        if !options.fresh, let hit = try cachedToken(profile: options.profile, environment: options.environment, minTTL: options.minTTL) {
-            let now = vault.clock.now()
-            var entry = AuditEntry(at: now.unixMilliseconds, action: options.action, outcome: "cache_hit", profile: hit.profile.name,
-                                   environment: hit.environment.name, tokenURL: hit.tokenURL, grantType: hit.profile.grant.rawValue)
-            entry.tokenType = "Bearer"
-            entry.expiresAt = hit.cached.expiresAt
-            entry.expiresIn = hit.cached.expiresAt - Int64(now.timeIntervalSince1970)
-            entry.tokenFingerprint = fingerprint(token: hit.cached.token)
-            entry.attempts = 0
-            entry.durationMs = 0
-            let committed = try recordExchange(entry, cache: nil)
-            return DeliveredToken(token: hit.cached.token, tokenType: "Bearer", expiresAt: hit.cached.expiresAt,
-                                  expiresIn: entry.expiresIn ?? 0, environment: hit.environment, fromCache: true, audit: committed)
+        // A cache hit: one transaction that reads, checks and audits (no secret opened).
+        if !options.fresh, let hit = try deliverCachedToken(profile: options.profile, environment: options.environment,
+                                                            minTTL: options.minTTL, action: options.action) {
+            return hit
         }
 
         let target = try exchangeTarget(profile: options.profile, environment: options.environment)

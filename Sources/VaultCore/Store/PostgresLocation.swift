@@ -101,7 +101,12 @@ public struct PostgresLocation: Sendable, Equatable {
         guard let user = components.user ?? environment["PGUSER"], !user.isEmpty else {
             throw .usage("the vault URL names no user (postgres://USER@HOST/DATABASE)")
         }
-        guard schema.range(of: #"^[a-z_][a-z0-9_]{0,62}$"#, options: .regularExpression) != nil, !schema.hasPrefix("pg_") else {
+        // Checked byte by byte (a regular expression would load ICU: milliseconds on the
+        // agent client's fast path).
+        let bytes = Array(schema.utf8)
+        let allowed = !bytes.isEmpty && bytes.count <= 63 && !(bytes[0] >= UInt8(ascii: "0") && bytes[0] <= UInt8(ascii: "9"))
+            && bytes.allSatisfy { ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_") }
+        guard allowed, !schema.hasPrefix("pg_") else {
             throw .usage("the schema name must be lowercase letters, digits and _ (at most 63), not starting with pg_")
         }
         let port = components.port ?? environment["PGPORT"].flatMap(Int.init) ?? 5432

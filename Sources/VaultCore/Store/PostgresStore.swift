@@ -52,26 +52,40 @@ final class PostgresSession: @unchecked Sendable {
         return out
     }
 
-    /// Statements sent but not yet waited for (``send(_:)``), in order.
-    private var pending: [EventLoopFuture<PostgresQueryResult>] = []
+    /// Statements sent but not yet waited for (``send(_:_:expectingChanges:)``), in order,
+    /// each with the row count it must change (if any) and the error to throw otherwise.
+    private var pending: [(future: EventLoopFuture<PostgresQueryResult>, changes: Int?, failure: (any Error)?)] = []
 
-    /// Sends a statement without waiting for its answer: the connection runs statements
-    /// in order, so `BEGIN` and the writer lock travel with the transaction's first query
-    /// instead of costing a round trip each. Its error, if any, surfaces at the next
-    /// statement that waits (which then fails too: the transaction is aborted).
-    func send(_ sql: String) throws {
-        pending.append(connection.query(try query(sql, []), logger: Self.logger))
+    /// Sends a statement without waiting for its answer. PostgresNIO runs a connection's
+    /// statements one after another in order (no pipelining on the wire), so this saves the
+    /// calling thread a wake-up per statement (`BEGIN` and the writer lock before the
+    /// first query, an audit record's insert and head update), not round trips. Its error
+    /// (or a row count other than `expectingChanges`, as `failure`) surfaces at the next
+    /// statement that waits, and the transaction checks every one before it sends
+    /// `COMMIT`: nothing commits past a failed or suppressed write.
+    func send(_ sql: String, _ values: [DatabaseValue] = [], expectingChanges: Int? = nil, failure: (any Error)? = nil) throws {
+        pending.append((connection.query(try query(sql, values), logger: Self.logger), expectingChanges, failure))
     }
 
     private func settle() throws {
         let sent = pending
         pending.removeAll()
         var first: (any Error)?
-        for future in sent {
-            do { _ = try future.wait() } catch { if first == nil { first = error } }
+        for entry in sent {
+            do {
+                let result = try entry.future.wait()
+                if let expected = entry.changes, (result.metadata.rows ?? 0) != expected, first == nil {
+                    first = entry.failure ?? VaultError.integrity("a write changed an unexpected number of rows")
+                }
+            } catch {
+                if first == nil { first = error }
+            }
         }
         if let first { throw first }
     }
+
+    /// Waits for every statement sent so far; throws the first failure.
+    func flush() throws { try settle() }
 
     /// Runs a statement; the number of rows it changed.
     @discardableResult
@@ -202,6 +216,8 @@ final class PostgresStore: @unchecked Sendable {
         configuration.options.additionalStartupParameters = [
             ("search_path", "\"\(location.schema)\""),
             ("idle_in_transaction_session_timeout", "60000"),
+            // How long a writer waits for the vault's writer lock (VAULT_BUSY_TIMEOUT).
+            ("lock_timeout", String(Int(VaultDatabase.busyTimeout * 1000))),
             ("application_name", "gbg-vault"),
         ]
         let id = lock.withLock { () -> Int in
@@ -254,21 +270,26 @@ final class PostgresStore: @unchecked Sendable {
         try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", exclusive: true, body)
     }
 
-    /// `lock_timeout` for the writer lock, from `VAULT_BUSY_TIMEOUT`.
-    private var lockTimeout: String { "SET LOCAL lock_timeout = '\(Int(VaultDatabase.busyTimeout * 1000))ms'" }
-
     private func transaction<T>(_ begin: String, exclusive: Bool, _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         let session = try checkOut()
         var committing = false
         do {
             try session.send(begin)
             if exclusive {
-                try session.send(lockTimeout)
                 try session.send("LOCK TABLE vault_header IN EXCLUSIVE MODE")
             }
             let result = try body(StoreDB(postgres: session))
+            // Statements sent ahead (``StoreDB/executeExpecting(sql:arguments:changes:failure:)``)
+            // are checked before COMMIT is sent.
+            try session.flush()
             committing = true
-            try session.execute("COMMIT")
+            if exclusive {
+                try session.execute("COMMIT")
+            } else {
+                // A read-only transaction has nothing to commit: nobody waits for its COMMIT
+                // (the session's next statement queues behind it).
+                try session.send("COMMIT")
+            }
             checkIn(session)
             return result
         } catch {
@@ -288,7 +309,6 @@ final class PostgresStore: @unchecked Sendable {
         var committing = false
         do {
             try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            try session.execute(lockTimeout)
             try session.execute("CREATE SCHEMA IF NOT EXISTS \"\(location.schema)\"")
             try session.execute("CREATE TABLE IF NOT EXISTS \(Self.migrationsTable) (identifier TEXT COLLATE \"C\" PRIMARY KEY, applied_at TEXT COLLATE \"C\" NOT NULL)")
             try session.execute("LOCK TABLE \(Self.migrationsTable) IN EXCLUSIVE MODE")
@@ -309,6 +329,7 @@ final class PostgresStore: @unchecked Sendable {
                                     [migration.name.databaseValue, Date().iso8601.databaseValue])
             }
             try populate(StoreDB(postgres: session))
+            try session.flush()
             committing = true
             try session.execute("COMMIT")
             checkIn(session)

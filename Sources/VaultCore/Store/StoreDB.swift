@@ -40,6 +40,21 @@ public final class StoreDB {
         }
     }
 
+    /// Runs a write that must change exactly `changes` rows, else fails with `failure`.
+    /// On PostgreSQL the caller does not wait for it: it is checked with the next statement
+    /// that waits, at the latest before the transaction commits; ``changesCount`` is not
+    /// set by it.
+    public func executeExpecting(sql: String, arguments: [(any DatabaseValueConvertible)?] = [], changes: Int, failure: any Error) throws {
+        switch connection {
+        case .sqlite(let db):
+            try db.execute(sql: sql, arguments: StatementArguments(arguments))
+            changesCount = db.changesCount
+            guard changesCount == changes else { throw failure }
+        case .postgres(let session):
+            try session.send(sql, Self.values(arguments), expectingChanges: changes, failure: failure)
+        }
+    }
+
     /// Runs a query and returns its rows (copied, so they outlive the statement).
     public func rows(sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [Row] {
         switch connection {
@@ -180,6 +195,15 @@ extension StoreRecord {
             try db.execute(sql: sql, arguments: pairs.map(\.1))
             guard db.changesCount == 1 else { throw VaultError.failure("a row was not inserted") }
         }
+    }
+
+    /// Inserts the record, which must add exactly one row (else `failure`); checked later
+    /// on PostgreSQL (``StoreDB/executeExpecting(sql:arguments:changes:failure:)``).
+    func insert(_ db: StoreDB, orFail failure: any Error) throws {
+        let pairs = try columnsAndValues()
+        try db.executeExpecting(sql: "INSERT INTO \(Self.databaseTableName) (\(pairs.map(\.0).joined(separator: ", "))) VALUES ("
+                                + Array(repeating: "?", count: pairs.count).joined(separator: ", ") + ")",
+                                arguments: pairs.map(\.1), changes: 1, failure: failure)
     }
 
     /// Updates every non-key column of the row with this record's key; the caller checks

@@ -691,39 +691,66 @@ public final class UnlockedVault: @unchecked Sendable {
 
     // MARK: - Token cache and exchange records
 
-    /// A usable cached token of `profile` for `environment`, read in one snapshot with
-    /// every check the exchange path makes (profile MAC, environment MAC and URL policy,
-    /// the secret version sequence, the audit head), but without opening the secrets: a
-    /// cache hit needs no credentials. Nil when there is no cached token for the current
-    /// secret versions with more than `minTTL` seconds left.
-    func cachedToken(profile name: String, environment: String?, minTTL: Int64) throws(VaultError)
-        -> (profile: Profile, environment: Environment, tokenURL: String, cached: CachedToken)? {
-        try read { db, keys in
-            let profile = try profileRecord(db, named: name)
-            try checkMAC(profile, keys: keys)
-            let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
-            let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
-            try checkVersionSequence(db, profile: profile)
-            try checkAuditHead(db, keys: keys)
-            guard let id = profile.id, let uid = profile.uid,
-                  let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name]) else {
-                return nil
+    /// Delivers a usable cached token of `profile` for `environment`, if there is one,
+    /// in one write transaction: the checks the exchange path makes (profile MAC,
+    /// environment MAC and URL policy, the secret version sequence), the cached token
+    /// opened (the secrets are not: a cache hit needs no credentials), and its audit
+    /// record appended (which checks the head) and committed, all under the writer lock,
+    /// before the token is returned. Nil (nothing written) when there is no cached token
+    /// for the current secret versions with more than `minTTL` seconds left. A storage
+    /// failure is ``VaultError/auditRefused(_:)`` (exit 8), as for any exchange.
+    func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: String) throws(VaultError) -> DeliveredToken? {
+        let delivered: DeliveredToken?
+        do {
+            delivered = try write { db, keys -> DeliveredToken? in
+                let profile = try profileRecord(db, named: name)
+                try checkMAC(profile, keys: keys)
+                let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
+                let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+                try checkVersionSequence(db, profile: profile)
+                guard let id = profile.id, let uid = profile.uid,
+                      let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name]) else {
+                    return nil
+                }
+                let now = self.now
+                guard record.environmentUID == Data(environment.uid),
+                      record.clientSecretVersion == profile.clientSecretVersion,
+                      record.passwordVersion == profile.passwordVersion,
+                      record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
+                else { return nil }
+                let ad = Self.tokenAD(vaultID: vaultID, profileUID: [UInt8](uid), environment: environment,
+                                      expiresAt: record.expiresAt, clientSecretVersion: record.clientSecretVersion,
+                                      passwordVersion: record.passwordVersion)
+                let token: SecureBytes
+                do {
+                    token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
+                } catch {
+                    throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
+                }
+                var entry = AuditEntry(at: now.unixMilliseconds, action: action, outcome: "cache_hit", profile: profile.name,
+                                       environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType)
+                entry.tokenType = "Bearer"
+                entry.expiresAt = record.expiresAt
+                entry.expiresIn = record.expiresAt - Int64(now.timeIntervalSince1970)
+                entry.tokenFingerprint = keys.fingerprint(token: token)
+                entry.attempts = 0
+                entry.durationMs = 0
+                let committed = try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
+                return DeliveredToken(token: token, tokenType: "Bearer", expiresAt: record.expiresAt, expiresIn: entry.expiresIn ?? 0,
+                                      environment: environment, fromCache: true, audit: committed)
             }
-            guard record.environmentUID == Data(environment.uid),
-                  record.clientSecretVersion == profile.clientSecretVersion,
-                  record.passwordVersion == profile.passwordVersion,
-                  record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
-            else { return nil }
-            let ad = Self.tokenAD(vaultID: vaultID, profileUID: [UInt8](uid), environment: environment,
-                                  expiresAt: record.expiresAt, clientSecretVersion: record.clientSecretVersion,
-                                  passwordVersion: record.passwordVersion)
-            do {
-                let token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
-                return (profile.profile, environment, tokenURL, CachedToken(token: token, expiresAt: record.expiresAt))
-            } catch {
-                throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
+        } catch {
+            switch error {
+            case .failure(let what, _): throw .auditRefused(what)
+            default: throw error
             }
         }
+        guard let delivered else { return nil }
+        Trace.debug("audit record \(delivered.audit.seq) committed (\(delivered.audit.action), cache_hit)")
+        guard database.isStillInPlace else {
+            throw .auditRefused("the vault file at \(database.path) was removed or replaced while vault ran")
+        }
+        return delivered
     }
 
     /// Commits the audit record of an exchange (and, for a fresh token, its sealed cache
