@@ -75,6 +75,14 @@ struct TeamVaultTests {
             let withPassword = vault.path.replacingOccurrences(of: "\(server.admin)@", with: "\(server.admin):\(server.adminPassword)@")
             let warned = try vault.run(["list", "--vault", withPassword], removing: ["PGPASSWORD"])
             #expect(warned.status == 0 && warned.stderrText.contains("visible to other users"), "\(warned.stderrText)")
+            // The agent of such a vault gets the password in its environment, never in its arguments.
+            #expect(try vault.run(["unlock", "--vault", withPassword, "--for", "1m"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["PGPASSWORD"]).status == 0)
+            let agentStatus = try JSONSerialization.jsonObject(with: vault.run(["status", "--json"], env: ["XDG_RUNTIME_DIR": runtime]).stdout) as? [String: Any]
+            let agentPID = try #require(agentStatus?["pid"] as? Int)
+            let argv = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(agentPID)/cmdline"))
+            LeakScanner.shared.scan(argv, artefact: "the team vault agent's argv", includeTokens: true)
+            #expect(!String(decoding: argv, as: UTF8.self).contains(server.adminPassword))
+            #expect(try vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
             let wrongPassword = try vault.run(["list"], env: ["PGPASSWORD": "not-the-password"])
             #expect(wrongPassword.status == 1 && wrongPassword.stderrText.contains("refused the login"), "\(wrongPassword.stderrText)")
             let noSchema = try vault.run(["list", "--vault", server.url(schema: "nothing_here")])
@@ -263,6 +271,18 @@ struct TeamVaultTests {
         let verify = try vault.run(["verify"])
         #expect(verify.status == 0, "\(verify.stdoutText) \(verify.stderrText)")
         #expect(try fixture.token("pw", ["--fresh"]).status == 0)
+
+        // 4. An agent outlives a server restart: its pooled connections are replaced.
+        var template = Array("/tmp/gv-run-XXXXXX".utf8CString)
+        let runtime = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: runtime) }
+        #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+        #expect(try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true).status == 0)
+        try server.stopServer()
+        try server.startServer()
+        let afterRestart = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
+        #expect(afterRestart.status == 0, "the agent reconnects: \(afterRestart.stderrText)")
+        #expect(try vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
         try vault.scanDump()
         expectNoLeaks(vault)
     }

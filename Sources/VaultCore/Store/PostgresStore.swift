@@ -270,8 +270,24 @@ final class PostgresStore: @unchecked Sendable {
         try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", exclusive: true, body)
     }
 
+    /// One transaction on a pooled session. (A pooled connection that the server closed,
+    /// after a restart for example, is seen closed when it is checked out and replaced.)
     private func transaction<T>(_ begin: String, exclusive: Bool, _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        let session = try checkOut()
+        do {
+            return try run(on: try checkOut(), begin, exclusive: exclusive, body)
+        } catch let failure as Failure {
+            throw Self.map(failure.error, location: location, committing: failure.committing)
+        } catch {
+            throw Self.map(error, location: location)
+        }
+    }
+
+    private struct Failure: Error {
+        var error: any Error
+        var committing: Bool
+    }
+
+    private func run<T>(on session: PostgresSession, _ begin: String, exclusive: Bool, _ body: (StoreDB) throws -> T) throws(Failure) -> T {
         var committing = false
         do {
             try session.send(begin)
@@ -295,7 +311,7 @@ final class PostgresStore: @unchecked Sendable {
         } catch {
             if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
             checkIn(session)
-            throw Self.map(error, location: location, committing: committing)
+            throw Failure(error: error, committing: committing)
         }
     }
 
