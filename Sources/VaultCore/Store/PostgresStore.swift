@@ -158,8 +158,6 @@ final class PostgresStore: @unchecked Sendable {
     private var idle: [PostgresSession] = []
     private var nextID = 1
     private let tlsContext: NIOSSLContext?
-    /// Whether the first connection negotiated TLS (for `doctor`).
-    private(set) var usesTLS = false
 
     /// The migrations' own table (FORMAT.md §11).
     static let migrationsTable = "schema_migrations"
@@ -227,7 +225,6 @@ final class PostgresStore: @unchecked Sendable {
         do {
             let connection = try PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
                                                             id: id, logger: PostgresSession.logger).wait()
-            if id == 1 { usesTLS = tlsContext != nil }
             return PostgresSession(connection: connection)
         } catch {
             throw Self.map(error, location: location)
