@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end, offline: build, start gbg-auth-stub on a free loopback port,
 # create a throwaway vault, add a profile, print a token, run a child with `vault exec`,
-# show the audit trail, unlock a session, add and remove a member, stop the endpoint.
+# show the audit trail, unlock a session, add and remove a member, copy the vault into a
+# throwaway PostgreSQL server and use it there (team vault), stop the endpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: one self-contained binary, linked by lld with packed relative relocations
@@ -13,7 +14,8 @@ swift build -c release $RELEASE_FLAGS --product gbg-auth-stub
 BIN="$(swift build -c release $RELEASE_FLAGS --show-bin-path)"
 work="$(mktemp -d)"
 stub_pid=""
-cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+pg_stop=""
+cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; [ -n "$pg_stop" ] && $pg_stop; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 # Demo credentials, generated fresh; they exist only in this temporary folder.
@@ -66,4 +68,26 @@ env -u VAULT_PASSPHRASE_FILE VAULT_IDENTITY_FILE="$work/ci.identity" "$BIN/vault
 "$BIN/vault" member remove ci-runner
 env -u VAULT_PASSPHRASE_FILE VAULT_IDENTITY_FILE="$work/ci.identity" "$BIN/vault" token demo && exit 1 || echo "(the removed identity exits $?)"
 "$BIN/vault" audit verify
+pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
+  echo "== team vault: a throwaway PostgreSQL server; the vault copied into it, still sealed; a token from it"
+  pgdir="$(mktemp -d /tmp/gbg-vault-demo-pg-XXXXXX)"
+  as_pg=""; if [ "$(id -u)" = 0 ]; then chown postgres "$pgdir"; as_pg="setpriv --reuid=postgres --regid=postgres --init-groups --"; fi
+  pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  export PGPASSWORD="demo-db-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  printf '%s' "$PGPASSWORD" > "$pgdir/pw"; [ -n "$as_pg" ] && chown postgres "$pgdir/pw"
+  $as_pg "$pgbin/initdb" -D "$pgdir/data" -U gbg --pwfile="$pgdir/pw" -A scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null
+  printf "listen_addresses='127.0.0.1'\nport=$pgport\nunix_socket_directories='$pgdir'\n" >> "$pgdir/data/postgresql.conf"
+  $as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w start >/dev/null
+  pg_stop="eval $as_pg $pgbin/pg_ctl -D $pgdir/data -m immediate -w stop >/dev/null 2>&1; rm -rf $pgdir"
+  psql -X -q -h 127.0.0.1 -p "$pgport" -U gbg -d postgres -c 'CREATE DATABASE gbg' >/dev/null
+  team="postgres://gbg@127.0.0.1:$pgport/gbg?sslmode=disable&schema=acme"
+  "$BIN/vault" copy --to "$team"
+  VAULT_PATH="$team" "$BIN/vault" doctor || true
+  VAULT_PATH="$team" "$BIN/vault" token demo --fresh | sed -E 's/(stub-[0-9a-f]{8})[0-9a-f]*/\1…/'
+  VAULT_PATH="$team" "$BIN/vault" audit --limit 2
+  VAULT_PATH="$team" "$BIN/vault" audit verify
+else
+  echo "== (team vault part skipped: PostgreSQL is not installed; bash scripts/setup.sh installs it)"
+fi
 echo "== done; stopping the endpoint"
