@@ -10,11 +10,23 @@ import VaultTestSupport
 /// `GBG_VAULT_CRASH_SEED` the random seed.
 @Suite("crash injection", .serialized)
 struct CrashInjectionTests {
-    /// The secrets as an independent reader (testvectors/open_vault.py) sees them.
+    /// The secrets as an independent reader (testvectors/open_vault.py) sees them. A team
+    /// vault is first copied, sealed, to a file (`vault copy`, which needs no key and reads
+    /// one snapshot of what is committed).
     func readVault(_ vault: TestVault) throws -> [String: [String: String]] {
+        var path = vault.path
+        if vault.postgres != nil {
+            path = vault.directory + "/snapshot-\(UUID().uuidString).db"
+            let copied = try vault.run(["copy", "--to", path])
+            guard copied.status == 0 else {
+                Issue.record("vault copy of the team vault failed: \(copied.stderrText)")
+                return [:]
+            }
+        }
+        defer { if vault.postgres != nil { try? FileManager.default.removeItem(atPath: path) } }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("testvectors/open_vault.py").path
-        let result = try Binaries.run("/usr/bin/env", ["python3", script, vault.path, "--allow-test-kdf"],
+        let result = try Binaries.run("/usr/bin/env", ["python3", script, path, "--allow-test-kdf"],
                                       environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "VAULT_PASSPHRASE": vault.passphrase])
         guard result.status == 0 else {
             Issue.record("the independent reader failed: \(result.stderrText)")
@@ -34,14 +46,20 @@ struct CrashInjectionTests {
         return (last, secrets["\(field)/v\(last)"] ?? "")
     }
 
-    @Test("SIGKILL at random moments never loses committed data")
-    func randomKills() throws {
+    @Test("SIGKILL at random moments never loses committed data", arguments: ["file", "postgres"])
+    func randomKills(store: String) throws {
         let env = ProcessInfo.processInfo.environment
-        let kills = Int(env["GBG_VAULT_CRASH_KILLS"] ?? "") ?? 50
+        var server: PostgresServer?
+        if store == "postgres" {
+            guard let started = try startPostgres() else { return }
+            server = started
+        }
+        defer { server?.stop() }
+        let kills = Int(env["GBG_VAULT_CRASH_KILLS"] ?? "") ?? (store == "file" ? 50 : 30)
         let seed = UInt64(env["GBG_VAULT_CRASH_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64.max / 2)
-        print("crash injection: \(kills) kills, seed \(seed)")
+        print("crash injection (\(store)): \(kills) kills, seed \(seed)")
         var rng = SeededGenerator(seed: seed)
-        let fixture = try Fixture()
+        let fixture = try Fixture(postgres: server)
         defer { fixture.stub.stop() }
         let vault = fixture.vault
         var ccSecret = fixture.ccSecret
@@ -127,7 +145,7 @@ struct CrashInjectionTests {
                 landed += 1
             }
         }
-        print("crash injection: \(kills) kills; \(landed) changes had committed before the kill, the rest were rolled back")
+        print("crash injection (\(store)): \(kills) kills; \(landed) changes had committed before the kill, the rest were rolled back")
         #expect(try vault.run(["audit", "verify"]).status == 0)
         expectNoLeaks(vault)
     }
