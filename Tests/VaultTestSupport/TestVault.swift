@@ -10,28 +10,26 @@ public final class TestVault: @unchecked Sendable {
     /// The PostgreSQL server holding this vault (nil: a file).
     public let postgres: PostgresServer?
 
-    public init(passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
-        directory = NSTemporaryDirectory() + "gbg-vault-test-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        path = directory + "/vault/vault.db"
-        self.passphrase = passphrase
-        self.scanner = scanner
-        postgres = nil
-        scanner.register(secret: passphrase)
+    public convenience init(passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
+        self.init(postgres: nil, location: nil, passphrase: passphrase, scanner: scanner)
     }
 
     /// A vault in its own schema on `postgres`; `path` is its URL (no password: the
     /// administrator's password goes in `PGPASSWORD`, and is itself scanned for).
-    public init(postgres: PostgresServer, schema: String = "v_" + UUID().uuidString.prefix(8).lowercased(),
-                passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
+    public convenience init(postgres: PostgresServer, schema: String = "v_" + UUID().uuidString.prefix(8).lowercased(),
+                            passphrase: String = "correct horse battery staple ✓", scanner: LeakScanner = .shared) {
+        self.init(postgres: postgres, location: postgres.url(schema: schema), passphrase: passphrase, scanner: scanner)
+        scanner.register(secret: postgres.adminPassword)
+    }
+
+    private init(postgres: PostgresServer?, location: String?, passphrase: String, scanner: LeakScanner) {
         directory = NSTemporaryDirectory() + "gbg-vault-test-" + UUID().uuidString
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        path = postgres.url(schema: schema)
+        path = location ?? directory + "/vault/vault.db"
         self.passphrase = passphrase
         self.scanner = scanner
         self.postgres = postgres
         scanner.register(secret: passphrase)
-        scanner.register(secret: postgres.adminPassword)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }

@@ -67,7 +67,8 @@ final class PostgresSession: @unchecked Sendable {
         pending.append((connection.query(try query(sql, values), logger: Self.logger), expectingChanges, failure))
     }
 
-    private func settle() throws {
+    /// Waits for every statement sent so far; throws the first failure.
+    func flush() throws {
         let sent = pending
         pending.removeAll()
         var first: (any Error)?
@@ -84,21 +85,18 @@ final class PostgresSession: @unchecked Sendable {
         if let first { throw first }
     }
 
-    /// Waits for every statement sent so far; throws the first failure.
-    func flush() throws { try settle() }
-
     /// Runs a statement; the number of rows it changed.
     @discardableResult
     func execute(_ sql: String, _ values: [DatabaseValue] = []) throws -> Int {
         let future = connection.query(try query(sql, values), logger: Self.logger)
-        try settle()
+        try flush()
         return try future.wait().metadata.rows ?? 0
     }
 
     /// Runs a query; its rows as GRDB rows keyed by column name.
     func rows(_ sql: String, _ values: [DatabaseValue] = []) throws -> [Row] {
         let future = connection.query(try query(sql, values), logger: Self.logger)
-        try settle()
+        try flush()
         return try future.wait().rows.map(Self.row)
     }
 
@@ -259,56 +257,43 @@ final class PostgresStore: @unchecked Sendable {
 
     /// A read in one snapshot.
     func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", exclusive: false, body)
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", lock: nil, readOnly: true) { try body(StoreDB(postgres: $0)) }
     }
 
     /// A write, after taking the vault's writer lock (see the type's comment).
     func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", exclusive: true, body)
-    }
-
-    /// One transaction on a pooled session. (A pooled connection that the server closed,
-    /// after a restart for example, is seen closed when it is checked out and replaced.)
-    private func transaction<T>(_ begin: String, exclusive: Bool, _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        do {
-            return try run(on: try checkOut(), begin, exclusive: exclusive, body)
-        } catch let failure as Failure {
-            throw Self.map(failure.error, location: location, committing: failure.committing)
-        } catch {
-            throw Self.map(error, location: location)
+        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock: "LOCK TABLE vault_header IN EXCLUSIVE MODE", readOnly: false) {
+            try body(StoreDB(postgres: $0))
         }
     }
 
-    private struct Failure: Error {
-        var error: any Error
-        var committing: Bool
-    }
-
-    private func run<T>(on session: PostgresSession, _ begin: String, exclusive: Bool, _ body: (StoreDB) throws -> T) throws(Failure) -> T {
+    /// One transaction on a pooled session: `begin`, then `lock` if any, then `body`; every
+    /// statement sent ahead (``StoreDB/executeExpecting(sql:arguments:changes:failure:)``) is
+    /// checked before `COMMIT` is sent, and a failure rolls back. (A pooled connection that
+    /// the server closed, after a restart for example, is seen closed when it is checked
+    /// out and replaced.)
+    private func transaction<T>(_ begin: String, lock: String?, readOnly: Bool, _ body: (PostgresSession) throws -> T) throws(VaultError) -> T {
+        let session = try checkOut()
         var committing = false
         do {
             try session.send(begin)
-            if exclusive {
-                try session.send("LOCK TABLE vault_header IN EXCLUSIVE MODE")
-            }
-            let result = try body(StoreDB(postgres: session))
-            // Statements sent ahead (``StoreDB/executeExpecting(sql:arguments:changes:failure:)``)
-            // are checked before COMMIT is sent.
+            if let lock { try session.send(lock) }
+            let result = try body(session)
             try session.flush()
             committing = true
-            if exclusive {
-                try session.execute("COMMIT")
-            } else {
+            if readOnly {
                 // A read-only transaction has nothing to commit: nobody waits for its COMMIT
                 // (the session's next statement queues behind it).
                 try session.send("COMMIT")
+            } else {
+                try session.execute("COMMIT")
             }
             checkIn(session)
             return result
         } catch {
             if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
             checkIn(session)
-            throw Failure(error: error, committing: committing)
+            throw Self.map(error, location: location, committing: committing)
         }
     }
 
@@ -318,10 +303,7 @@ final class PostgresStore: @unchecked Sendable {
     /// a vault never appears half-made, and a schema that already holds a vault is never
     /// changed.
     func create(populate: (StoreDB) throws -> Void) throws(VaultError) {
-        let session = try checkOut()
-        var committing = false
-        do {
-            try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock: nil, readOnly: false) { session in
             try session.execute("CREATE SCHEMA IF NOT EXISTS \"\(location.schema)\"")
             try session.execute("CREATE TABLE IF NOT EXISTS \(Self.migrationsTable) (identifier TEXT COLLATE \"C\" PRIMARY KEY, applied_at TEXT COLLATE \"C\" NOT NULL)")
             try session.execute("LOCK TABLE \(Self.migrationsTable) IN EXCLUSIVE MODE")
@@ -342,14 +324,6 @@ final class PostgresStore: @unchecked Sendable {
                                     [migration.name.databaseValue, Date().iso8601.databaseValue])
             }
             try populate(StoreDB(postgres: session))
-            try session.flush()
-            committing = true
-            try session.execute("COMMIT")
-            checkIn(session)
-        } catch {
-            if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
-            checkIn(session)
-            throw Self.map(error, location: location, committing: committing)
         }
     }
 
@@ -464,18 +438,19 @@ final class PostgresStore: @unchecked Sendable {
         let lost = committing
             ? "the connection to the PostgreSQL server was lost while committing: the change may or may not have been written"
             : "the connection to the PostgreSQL server was lost; nothing was changed"
+        func isTLS(_ error: any Error) -> Bool {
+            let text = String(describing: error)
+            return error is NIOSSLError || String(describing: type(of: error)).contains("SSL") || text.contains("handshake") || text.contains("certificate")
+        }
+        func tlsFailure(_ error: any Error) -> VaultError {
+            .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: error).sanitisedForDisplay(limit: 200))",
+                     hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
+        }
         guard let error = error as? PSQLError else {
-            if error is NIOSSLError || String(describing: type(of: error)).contains("SSL") {
-                return .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: error).sanitisedForDisplay(limit: 200))",
-                                hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
-            }
+            if isTLS(error) { return tlsFailure(error) }
             return .failure("PostgreSQL: \(String(describing: error).sanitisedForDisplay(limit: 200))")
         }
-        if let underlying = error.underlying, underlying is NIOSSLError || String(describing: type(of: underlying)).contains("SSL")
-            || String(describing: underlying).contains("handshake") || String(describing: underlying).contains("certificate") {
-            return .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: underlying).sanitisedForDisplay(limit: 200))",
-                            hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
-        }
+        if let underlying = error.underlying, isTLS(underlying) { return tlsFailure(underlying) }
         switch error.code {
         case .server:
             let state = error.serverInfo?[.sqlState] ?? ""

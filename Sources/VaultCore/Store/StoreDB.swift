@@ -65,6 +65,12 @@ public final class StoreDB {
         }
     }
 
+    /// `INSERT INTO table (columns) VALUES (?, …)[, (?, …)…]` for `rows` rows.
+    static func insertSQL(into table: String, columns: [String], rows: Int = 1) -> String {
+        let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
+        return "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES " + Array(repeating: tuple, count: rows).joined(separator: ", ")
+    }
+
     static func values(_ arguments: [(any DatabaseValueConvertible)?]) -> [DatabaseValue] {
         arguments.map { $0?.databaseValue ?? .null }
     }
@@ -200,9 +206,7 @@ extension StoreRecord {
         let generated = Self.generatedColumn
         if let generated { pairs.removeAll { $0.0 == generated && $0.1.isNull } }
         let needsNumber = generated != nil && !pairs.contains { $0.0 == generated }
-        let sql = "INSERT INTO \(Self.databaseTableName) (\(pairs.map(\.0).joined(separator: ", "))) VALUES ("
-            + Array(repeating: "?", count: pairs.count).joined(separator: ", ") + ")"
-            + (needsNumber ? " RETURNING \(generated!)" : "")
+        let sql = StoreDB.insertSQL(into: Self.databaseTableName, columns: pairs.map(\.0)) + (needsNumber ? " RETURNING \(generated!)" : "")
         if needsNumber {
             let rows = try db.rows(sql: sql, arguments: pairs.map(\.1))
             guard let number = rows.first?.databaseValues.first.flatMap(Int64.fromDatabaseValue) else {
@@ -219,8 +223,7 @@ extension StoreRecord {
     /// on PostgreSQL (``StoreDB/executeExpecting(sql:arguments:changes:failure:)``).
     func insert(_ db: StoreDB, orFail failure: any Error) throws {
         let pairs = try columnsAndValues()
-        try db.executeExpecting(sql: "INSERT INTO \(Self.databaseTableName) (\(pairs.map(\.0).joined(separator: ", "))) VALUES ("
-                                + Array(repeating: "?", count: pairs.count).joined(separator: ", ") + ")",
+        try db.executeExpecting(sql: StoreDB.insertSQL(into: Self.databaseTableName, columns: pairs.map(\.0)),
                                 arguments: pairs.map(\.1), changes: 1, failure: failure)
     }
 
@@ -241,8 +244,7 @@ extension StoreRecord {
         let pairs = try columnsAndValues()
         let keys = Self.keyColumns
         let set = pairs.filter { !keys.contains($0.0) }
-        try db.execute(sql: "INSERT INTO \(Self.databaseTableName) (\(pairs.map(\.0).joined(separator: ", "))) VALUES ("
-                       + Array(repeating: "?", count: pairs.count).joined(separator: ", ") + ") ON CONFLICT ("
+        try db.execute(sql: StoreDB.insertSQL(into: Self.databaseTableName, columns: pairs.map(\.0)) + " ON CONFLICT ("
                        + keys.joined(separator: ", ") + ") DO UPDATE SET "
                        + set.map { "\($0.0) = excluded.\($0.0)" }.joined(separator: ", "),
                        arguments: pairs.map(\.1))

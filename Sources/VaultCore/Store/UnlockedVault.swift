@@ -747,10 +747,16 @@ public final class UnlockedVault: @unchecked Sendable {
         }
         guard let delivered else { return nil }
         Trace.debug("audit record \(delivered.audit.seq) committed (\(delivered.audit.action), cache_hit)")
+        try checkRecordStillInPlace()
+        return delivered
+    }
+
+    /// A record committed to a file that was removed or replaced meanwhile is lost to the
+    /// audit trail: the token is withheld.
+    private func checkRecordStillInPlace() throws(VaultError) {
         guard database.isStillInPlace else {
             throw .auditRefused("the vault file at \(database.path) was removed or replaced while vault ran")
         }
-        return delivered
     }
 
     /// Commits the audit record of an exchange (and, for a fresh token, its sealed cache
@@ -790,11 +796,7 @@ public final class UnlockedVault: @unchecked Sendable {
             }
         }
         Trace.debug("audit record \(committed.seq) committed (\(committed.action), \(committed.outcome))")
-        // A record committed to a file that was removed or replaced meanwhile is lost to
-        // the audit trail: withhold the token.
-        guard database.isStillInPlace else {
-            throw .auditRefused("the vault file at \(database.path) was removed or replaced while vault ran")
-        }
+        try checkRecordStillInPlace()
         return committed
     }
 

@@ -67,9 +67,7 @@ public enum VaultCopy {
                 for row in batch {
                     for column in columns { values.append(row[column] as DatabaseValue) }
                 }
-                let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
-                try to.execute(sql: "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
-                               + Array(repeating: tuple, count: batch.count).joined(separator: ", "), arguments: values)
+                try to.execute(sql: StoreDB.insertSQL(into: table, columns: columns, rows: batch.count), arguments: values)
                 guard to.changesCount == batch.count else { throw VaultError.failure("the copy of \(table) was incomplete") }
                 start += batch.count
             }

@@ -45,7 +45,6 @@ public final class VaultDatabase: Sendable {
         path = postgres.location.display
         isReadOnly = false
         identity = nil
-        appliedCount = Self.knownMigrations.count
     }
 
     /// The SQLite connection; only file-specific code (migrations, backup, checks) uses it.
