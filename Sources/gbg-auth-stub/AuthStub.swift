@@ -136,7 +136,7 @@ struct StubSettings: Sendable {
 
 /// Counters that tests read through GET /_stub/stats.
 final class StubState: Sendable {
-    struct Counts: Sendable { var requests = 0; var tokenRequests = 0; var issued = 0 }
+    struct Counts: Sendable { var requests = 0; var tokenRequests = 0; var issued = 0; var tokenConnections = 0 }
     let counts = NIOLockedValueBox(Counts())
 }
 

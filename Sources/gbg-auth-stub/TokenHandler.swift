@@ -12,6 +12,8 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
+    /// This connection has carried a token request (counted once, as `token_connections`).
+    private var carriedTokenRequest = false
     static let maximumRequestBytes = 64 * 1024
 
     init(settings: StubSettings, state: StubState) {
@@ -43,14 +45,19 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let counts = state.counts.withLockedValue { counts in
             counts.requests += 1
-            if path.hasSuffix("/as/token.oauth2") { counts.tokenRequests += 1 }
+            if path.hasSuffix("/as/token.oauth2") {
+                counts.tokenRequests += 1
+                if !carriedTokenRequest { counts.tokenConnections += 1 }
+            }
             return counts
         }
         if head.method == .GET, path == "/_stub/stats" {
-            send(.json(.ok, ["requests": counts.requests, "token_requests": counts.tokenRequests, "issued": counts.issued]),
+            send(.json(.ok, ["requests": counts.requests, "token_requests": counts.tokenRequests, "issued": counts.issued,
+                             "token_connections": counts.tokenConnections]),
                  requestID: requestID, context: context)
             return
         }
+        if path.hasSuffix("/as/token.oauth2") { carriedTokenRequest = true }
         guard path == "/as/token.oauth2" || path == "/captain/api/as/token.oauth2" else {
             send(.json(.notFound, ["error": "not_found"]), requestID: requestID, context: context)
             return

@@ -4,8 +4,9 @@ import VaultCore
 import Glibc
 #endif
 
-/// The commands that must start fast (sessions issue, "a fast start"): `vault --version`,
-/// `vault token NAME` while an agent serves the vault, and `vault status`.
+/// The commands that must start fast (sessions issue, "a fast start"): `vault token NAME`
+/// while an agent serves the vault, `vault status`, and the read-only `vault audit` and
+/// `vault list` (`vault --version` is answered in `Main` before anything else).
 ///
 /// Building argument-parser's command tree costs more than everything else these do
 /// (protocol-conformance scans and reflection over 30 commands; measured in
@@ -13,21 +14,76 @@ import Glibc
 /// names, values and checks as the full commands. Anything else (another option, `--help`,
 /// `--verbose`, a value that looks like an option, a typo, no agent) returns false and
 /// goes the full way, which parses, validates and reports as always. The work itself is
-/// the full commands' own code (`AgentSession.token`, `TokenPrinter`, `Status.show`).
+/// the full commands' own code (`AgentSession.token`, `TokenPrinter`, `Status.show`,
+/// `ListAudit.printOnce`, `List.show`).
 enum FastPath {
     /// Runs `arguments` (without the program name) if it is a fast shape and exits;
     /// returns only when the full parser must take over.
     static func run(_ arguments: [String]) {
-        if arguments == ["--version"] {
-            Output.stdout(VaultVersion.string + "\n")
-            exit(0)
-        }
+        VaultDatabase.keepReadOnlyConnectionsUntilExit = true
         guard !arguments.contains("--"), !TraceOutput.verboseFromEnvironment,
-              let parsed = Parsed(arguments), let command = parsed.positionals.first else { return }
+              let parsed = Parsed(arguments), let command = parsed.positionals.first,
+              let commandIndex = arguments.firstIndex(of: command) else { return }
+        // As the full parser takes them: only the global `--vault` may come before the
+        // command word, and `audit`'s `list` right after it.
+        let before = Array(arguments[..<commandIndex])
+        guard before.isEmpty || (before.count == 2 && before[0] == "--vault") || (before.count == 1 && before[0].hasPrefix("--vault="))
+        else { return }
         switch command {
         case "token": token(parsed)
         case "status": status(parsed)
+        case "audit": audit(parsed)
+        case "list": list(parsed)
         default: return
+        }
+    }
+
+    /// Runs a read-only command's body and exits with its status.
+    private static func finish(_ body: () throws(VaultError) -> Void) -> Never {
+        do {
+            try body()
+            exit(0)
+        } catch {
+            Output.error(error)
+            exit(error.exitCode)
+        }
+    }
+
+    /// `audit [list] [--profile P] [--env E] [--member M] [--outcome O] [--since T]
+    /// [--until T] [--limit N] [--json | --jsonl] [--vault P]`, once (no `--follow`). Read
+    /// only, no passphrase, no agent: the same `printOnce` as the full command.
+    private static func audit(_ parsed: Parsed) {
+        let positionals = parsed.positionals
+        guard positionals.count == 1 || (positionals.count == 2 && positionals[1] == "list" && parsed.adjacentFirstPositionals),
+              parsed.flags.isSubset(of: ["--json", "--jsonl"]), parsed.flags.count < 2,
+              Set(parsed.options.keys).isSubset(of: ["--vault", "--profile", "--env", "--member", "--outcome", "--since", "--until", "--limit"])
+        else { return }
+        var query = AuditQuery(profile: parsed.options["--profile"], environment: parsed.options["--env"],
+                               outcome: parsed.options["--outcome"])
+        query.member = parsed.options["--member"]
+        if let outcome = query.outcome, !VaultCLI.ListAudit.outcomes.contains(outcome) { return }
+        if let text = parsed.options["--limit"] {
+            guard let limit = Int(text), limit >= 1 else { return }
+            query.limit = limit
+        }
+        for (name, keyPath) in [("--since", \AuditQuery.since), ("--until", \AuditQuery.until)] {
+            if let text = parsed.options[name] {
+                guard let time = TimeArgument.parse(text) else { return }
+                query[keyPath: keyPath] = time
+            }
+        }
+        finish { () throws(VaultError) in
+            try VaultCLI.ListAudit.printOnce(vaultPath: parsed.options["--vault"], query: query,
+                                             json: parsed.flags.contains("--json"), jsonl: parsed.flags.contains("--jsonl"))
+        }
+    }
+
+    /// `list [--json] [--vault P]`.
+    private static func list(_ parsed: Parsed) {
+        guard parsed.positionals.count == 1, parsed.flags.isSubset(of: ["--json"]),
+              Set(parsed.options.keys).isSubset(of: ["--vault"]) else { return }
+        finish { () throws(VaultError) in
+            try VaultCLI.List.show(vaultPath: parsed.options["--vault"], json: parsed.flags.contains("--json"))
         }
     }
 
@@ -79,12 +135,16 @@ enum FastPath {
     /// Words split into positionals, `--flag`s and `--option value` / `--option=value`.
     /// Only the names below are known; anything else makes the shape unknown (nil).
     struct Parsed {
-        static let flagNames: Set<String> = ["--fresh", "--json"]
-        static let optionNames: Set<String> = ["--vault", "--env", "--min-ttl", "--format"]
+        static let flagNames: Set<String> = ["--fresh", "--json", "--jsonl"]
+        static let optionNames: Set<String> = ["--vault", "--env", "--min-ttl", "--format",
+                                               "--profile", "--member", "--outcome", "--since", "--until", "--limit"]
 
         var positionals: [String] = []
         var flags: Set<String> = []
         var options: [String: String] = [:]
+        /// The first two positionals were next to each other (`audit list`).
+        var adjacentFirstPositionals = false
+        private var firstPositionalIndex = -2
 
         init?(_ arguments: [String]) {
             var index = 0
@@ -92,6 +152,8 @@ enum FastPath {
                 let word = arguments[index]
                 index += 1
                 guard word.hasPrefix("-") else {
+                    if positionals.isEmpty { firstPositionalIndex = index - 1 }
+                    if positionals.count == 1, index - 1 == firstPositionalIndex + 1 { adjacentFirstPositionals = true }
                     positionals.append(word)
                     continue
                 }

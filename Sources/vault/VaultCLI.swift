@@ -200,13 +200,30 @@ enum GlobalOptions {
 
 @main
 enum Main {
-    static func main() async {
+    /// Synchronous on purpose: the fast shapes (`--version`, `token` and `status` through
+    /// the agent, `audit`, `list`) finish before any task or executor exists; everything
+    /// else runs as the main task of the concurrency runtime, on the main actor, exactly
+    /// as an `async` main would (the main thread then serves the main queue).
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments == ["--version"] {
+            Output.stdout(VaultVersion.string + "\n")
+            exit(0)
+        }
         ProcessHardening.apply()
-        TraceOutput.bootstrap(arguments: Array(CommandLine.arguments.dropFirst()))
-        FastPath.run(Array(CommandLine.arguments.dropFirst()))
+        TraceOutput.bootstrap(arguments: arguments)
+        FastPath.run(arguments)
+        Task { @MainActor in
+            await full(arguments)
+        }
+        dispatchMain()
+    }
+
+    @MainActor
+    static func full(_ arguments: [String]) async -> Never {
         VaultDatabase.keepReadOnlyConnectionsUntilExit = true
         do {
-            var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst())))
+            var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(arguments))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -220,7 +237,7 @@ enum Main {
             // else gets the same `vault: error:` prefix as vault's errors.
             let code = VaultCLI.exitCode(for: error)
             if code == .success || error is ExitCode { VaultCLI.exit(withError: error) }
-            let arguments = GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst()))
+            let arguments = GlobalOptions.hoisted(arguments)
             if code == .validationFailure, let better = Suggestions.explain(arguments) {
                 Output.usageError(better.message, help: better.hint)
             } else {

@@ -58,6 +58,48 @@ struct ErgonomicsTests {
         expectNoLeaks(vault)
     }
 
+    @Test("audit and list print the same on the fast path as through the full parser, errors included")
+    func readOnlyFastPath() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        for name in ["pw", "cc", "pw"] { #expect(try fixture.token(name).status == 0) }
+        #expect(try vault.run(["token", "pw", "--fresh"], expectTokenOnStdout: true).status == 0)
+        // Each pair: a shape the fast path takes, and the same request with `--verbose`
+        // (unknown to the fast path: the full parser takes it; the trace goes to stderr).
+        let shapes: [[String]] = [
+            ["audit"], ["audit", "list"], ["audit", "--json"], ["audit", "--jsonl"], ["audit", "list", "--jsonl", "--limit", "2"],
+            ["audit", "--profile", "pw", "--limit", "3", "--json"], ["audit", "--profile=cc", "--env", "local", "--jsonl"],
+            ["audit", "--outcome", "ok", "--json"], ["audit", "--outcome", "cache_hit"], ["audit", "--outcome", "error", "--json"],
+            ["audit", "--since", "1h", "--until", "\(Int(Date().timeIntervalSince1970) + 60)", "--json"],
+            ["audit", "--member", "nobody", "--json"], ["--vault", vault.path, "audit", "--limit", "1"],
+            ["list"], ["list", "--json"], ["--vault=\(vault.path)", "list"],
+        ]
+        for shape in shapes {
+            let fast = try vault.run(shape, removing: ["VAULT_PASSPHRASE"])
+            let full = try vault.run(shape + ["--verbose"], removing: ["VAULT_PASSPHRASE"])
+            #expect(fast.status == 0 && full.status == 0, "\(shape): \(fast.stderrText) / \(full.stderrText)")
+            #expect(fast.stdoutText == full.stdoutText, "\(shape): the fast path and the full parser differ")
+            #expect(!fast.stdoutText.isEmpty || shape.contains("nobody"), "\(shape) printed nothing")
+            #expect(fast.stderrText.isEmpty, "\(shape): \(fast.stderrText)")
+        }
+        // Wrong input: the same exit code and message either way (the fast path hands
+        // anything it does not take to the full parser).
+        let errors: [[String]] = [
+            ["audit", "--limit", "0"], ["audit", "--outcome", "nope"], ["audit", "--since", "yesterday"],
+            ["audit", "--json", "--jsonl"], ["audit", "--profile"], ["list", "extra"], ["audit", "bogus"],
+            ["--vault", vault.directory + "/missing.db", "audit"], ["--vault", vault.directory + "/missing.db", "list", "--json"],
+        ]
+        for shape in errors {
+            let fast = try vault.run(shape, removing: ["VAULT_PASSPHRASE"])
+            let full = try vault.run(shape + ["--verbose"], removing: ["VAULT_PASSPHRASE"])
+            #expect(fast.status != 0 && fast.status == full.status, "\(shape): \(fast.status) / \(full.status)")
+            let firstLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("vault: error:") || $0.hasPrefix("Error:") } }
+            #expect(firstLine(fast.stderrText) == firstLine(full.stderrText), "\(shape): \(fast.stderrText) / \(full.stderrText)")
+        }
+        expectNoLeaks(vault)
+    }
+
     @Test("did you mean …? for mistyped commands and options, exit 64",
           arguments: [(["tokn", "pw"], "`vault token`"), (["lst"], "`vault list`"), (["env", "lst"], "`vault env list`"),
                       (["audti"], "`vault audit`"), (["token", "pw", "--fres"], "`--fresh`"),

@@ -171,6 +171,26 @@ struct SessionTests {
         expectNoLeaks(vault)
     }
 
+    @Test("the agent keeps its connection to the token endpoint alive between exchanges; each passphrase-path process makes its own")
+    func keptAliveExchanges() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let stub = session.fixture.stub
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        let (requests, connections) = (try stub.tokenRequests(), try stub.tokenConnections())
+        for name in ["pw", "pw", "cc", "pw"] {
+            let fresh = try session.run(["token", name, "--fresh"], passphrase: false, token: true)
+            #expect(fresh.status == 0, "\(fresh.stderrText)")
+        }
+        #expect(try stub.tokenRequests() == requests + 4)
+        #expect(try stub.tokenConnections() == connections + 1, "four exchanges through the agent, one connection")
+        for _ in 0..<2 { #expect(try session.run(["token", "pw", "--fresh", "--no-agent"], token: true).status == 0) }
+        #expect(try stub.tokenConnections() == connections + 3, "a process of its own makes its own connection")
+        // Every exchange is audited as always, and the chain verifies.
+        #expect(try session.run(["audit", "verify"], passphrase: false).status == 0)
+        expectNoLeaks(session.vault)
+    }
+
     @Test("the agent ends at its deadline and when idle; status does not keep it alive")
     func expiry() throws {
         let session = try Session()

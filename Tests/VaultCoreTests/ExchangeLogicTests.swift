@@ -171,3 +171,29 @@ struct ExchangeLogicTests {
         }
     }
 }
+
+@Suite("the agent's kept HTTP clients")
+struct HTTPClientPoolTests {
+    @Test("a client is kept per configuration: an edited CA bundle, another timeout or another proxy gets a new one")
+    func keys() throws {
+        let directory = NSTemporaryDirectory() + "gv-pool-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let bundle = directory + "/ca.pem"
+        try Data("first".utf8).write(to: URL(fileURLWithPath: bundle))
+        let url = "https://api.auth.gbgplc.com/as/token.oauth2"
+        func key(_ options: TransportOptions) throws -> String {
+            let transport = AsyncHTTPTransport(options: options)
+            return try transport.poolKey(for: url, proxy: try ProxySettings.proxy(for: url, environment: options.environment))
+        }
+        let base = try key(TransportOptions(caBundlePath: bundle, environment: [:]))
+        #expect(try key(TransportOptions(caBundlePath: bundle, environment: [:])) == base)
+        try Data("second, longer".utf8).write(to: URL(fileURLWithPath: bundle))
+        #expect(try key(TransportOptions(caBundlePath: bundle, environment: [:])) != base, "an edited bundle")
+        #expect(try key(TransportOptions(caBundlePath: nil, environment: [:])) != base)
+        #expect(try key(TransportOptions(connectTimeout: .seconds(3), environment: [:])) != (try key(TransportOptions(environment: [:]))))
+        #expect(try key(TransportOptions(environment: ["HTTPS_PROXY": "http://proxy.example:3128"]))
+                != (try key(TransportOptions(environment: [:]))))
+        #expect(throws: VaultError.self) { try key(TransportOptions(caBundlePath: directory + "/missing.pem", environment: [:])) }
+    }
+}

@@ -224,10 +224,15 @@ public final class StubServer: @unchecked Sendable {
     }
 
     /// Token requests the stub has received, from GET /_stub/stats.
-    public func tokenRequests() throws -> Int {
+    public func tokenRequests() throws -> Int { try stat("token_requests") }
+
+    /// Connections that carried at least one token request.
+    public func tokenConnections() throws -> Int { try stat("token_connections") }
+
+    private func stat(_ name: String) throws -> Int {
         let result = try Binaries.run("/usr/bin/curl", ["-sk", "\(scheme)://127.0.0.1:\(port)/_stub/stats"], environment: [:], timeout: 10)
         let object = try JSONSerialization.jsonObject(with: result.stdout) as? [String: Any]
-        return object?["token_requests"] as? Int ?? -1
+        return object?[name] as? Int ?? -1
     }
 
     /// Sends SIGTERM, then SIGKILL if the stub is still there after 5 s, and reaps it.

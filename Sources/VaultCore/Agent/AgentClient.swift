@@ -33,8 +33,7 @@ public struct AgentClient: Sendable {
 
     /// Sends one request and waits for the response.
     public func send(_ request: AgentRequest, timeout: TimeInterval) throws(Failure) -> AgentResponse {
-        let body: Data
-        do { body = try JSONEncoder().encode(request) } catch { throw .broken("cannot encode the request") }
+        let body = Data(request.jsonBytes())
         let answer = try roundTrip(body, timeout: timeout)
         do {
             return try JSONDecoder().decode(AgentResponse.self, from: answer)

@@ -40,6 +40,8 @@ public final class AgentServer: @unchecked Sendable {
     private var fresh: [AgentResponse.FreshEntry] = []
     private var refreshing: Set<Int> = []
     private let finished = DispatchSemaphore(value: 0)
+    /// The HTTP clients of the token exchanges, kept alive between them.
+    let httpClients = HTTPClientPool()
     /// When a team vault's header was last compared (``reasonToEnd()``).
     private var lastHeaderCheck = Date.distantPast
 
@@ -140,6 +142,12 @@ public final class AgentServer: @unchecked Sendable {
         // a write to a loop that has shut down.
         let deadline = Date().addingTimeInterval(5)
         while lock.withLock({ inFlight }) > 0, Date() < deadline { usleep(5_000) }
+        let closed = DispatchSemaphore(value: 0)
+        Task { [httpClients] in
+            await httpClients.shutdown()
+            closed.signal()
+        }
+        _ = closed.wait(timeout: .now() + 5)
         try? group.syncShutdownGracefully()
     }
 
@@ -196,7 +204,7 @@ public final class AgentServer: @unchecked Sendable {
     private func renew(_ index: Int, _ entry: AgentResponse.FreshEntry) async {
         let environment = ProcessInfo.processInfo.environment
         let options = TransportOptions(caBundlePath: environment["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }, environment: environment)
-        let exchange = TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .seconds(30))
+        let exchange = TokenExchange(transport: AsyncHTTPTransport(options: options, pool: httpClients), timeout: .seconds(30))
         let result: Result<DeliveredToken, VaultError>
         do {
             result = .success(try await unlocked.obtainToken(
@@ -328,7 +336,7 @@ public final class AgentServer: @unchecked Sendable {
                                                environment: request.proxyEnvironment ?? [:])
                 created = try await unlocked.rotateVerified(
                     profileNamed: name, secrets: secrets, environment: request.environment,
-                    exchange: TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .milliseconds(request.timeoutMs ?? 30_000)))
+                    exchange: TokenExchange(transport: AsyncHTTPTransport(options: options, pool: httpClients), timeout: .milliseconds(request.timeoutMs ?? 30_000)))
             } else {
                 created = try unlocked.rotate(profileNamed: name, secrets: secrets)
             }
@@ -372,7 +380,7 @@ public final class AgentServer: @unchecked Sendable {
         let options = TransportOptions(caBundlePath: request.caBundle,
                                        connectTimeout: .milliseconds(request.connectTimeoutMs ?? 10_000),
                                        environment: request.proxyEnvironment ?? [:])
-        let exchange = TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .milliseconds(request.timeoutMs ?? 30_000))
+        let exchange = TokenExchange(transport: AsyncHTTPTransport(options: options, pool: httpClients), timeout: .milliseconds(request.timeoutMs ?? 30_000))
         do {
             let delivered = try await unlocked.obtainToken(
                 TokenOptions(profile: profile, environment: request.environment, fresh: request.fresh ?? false,

@@ -3,6 +3,9 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A received HTTP response, body capped.
 public struct HTTPResponseData: Sendable {
@@ -70,19 +73,72 @@ public struct TransportOptions: Sendable {
     }
 }
 
+/// HTTP clients kept by a process that makes many exchanges (the agent of `vault unlock`):
+/// one per distinct network configuration, so that the connection to a token endpoint is
+/// kept alive between exchanges instead of being set up (TCP, TLS handshake) for each.
+/// A configuration is the CA bundle (its path and the file's identity, size and change
+/// time: an edited bundle gets a new client), the connect timeout and the proxy chosen
+/// for the URL. ``shutdown()`` closes every connection.
+public final class HTTPClientPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var clients: [String: HTTPClient] = [:]
+    private var closed = false
+    /// At most this many configurations are kept; beyond it the pool starts over.
+    static let maximumClients = 16
+
+    public init() {}
+
+    func client(key: String, configuration: () -> HTTPClient.Configuration) -> HTTPClient? {
+        var evicted: [HTTPClient] = []
+        let client = lock.withLock { () -> HTTPClient? in
+            guard !closed else { return nil }
+            if let existing = clients[key] { return existing }
+            if clients.count >= Self.maximumClients {
+                evicted = Array(clients.values)
+                clients.removeAll()
+            }
+            let made = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration())
+            clients[key] = made
+            return made
+        }
+        // In-flight requests on an evicted client finish before its shutdown completes.
+        for old in evicted { old.shutdown { _ in } }
+        return client
+    }
+
+    /// Closes every kept connection; later exchanges fail as "not available".
+    public func shutdown() async {
+        let all = lock.withLock { () -> [HTTPClient] in
+            closed = true
+            defer { clients.removeAll() }
+            return Array(clients.values)
+        }
+        for client in all { try? await client.shutdown() }
+    }
+}
+
 /// The transport over async-http-client: TLS 1.2+, custom CA, proxies, no redirects.
-/// One HTTP client serves every attempt of an exchange (`prepare` … `finish`).
+/// One HTTP client serves every attempt of an exchange (`prepare` … `finish`); with a
+/// ``HTTPClientPool`` it is the pool's client for this configuration, kept afterwards.
 public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
     public let options: TransportOptions
+    private let pool: HTTPClientPool?
     private let lock = NSLock()
     private var client: HTTPClient?
 
-    public init(options: TransportOptions) {
+    public init(options: TransportOptions, pool: HTTPClientPool? = nil) {
         self.options = options
+        self.pool = pool
     }
 
     public func prepare(url: String) async throws(VaultError) {
         let configuration = try makeConfiguration(for: url)
+        if let pool {
+            let key = try poolKey(for: url, proxy: configuration.proxy)
+            let pooled = pool.client(key: key) { configuration }
+            lock.withLock { client = pooled }
+            return
+        }
         let previous = lock.withLock { () -> HTTPClient? in
             let old = client
             client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
@@ -97,7 +153,19 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
             client = nil
             return old
         }
-        try? await current?.shutdown()
+        if pool == nil { try? await current?.shutdown() }
+    }
+
+    /// What makes two exchanges' configurations the same (``HTTPClientPool``).
+    func poolKey(for url: String, proxy: HTTPClient.Configuration.Proxy?) throws(VaultError) -> String {
+        var key = "timeout=\(options.connectTimeout)"
+        if let path = options.caBundlePath {
+            var info = stat()
+            guard stat(path, &info) == 0 else { throw .usage("cannot read the CA bundle at \(path)") }
+            key += "|ca=\(path)|\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
+        }
+        if let proxy { key += "|proxy=\(String(reflecting: proxy))" }
+        return key
     }
 
     public func post(url: String, headers: [(String, String)], body: SecureBytes, deadline: ContinuousClock.Instant) async throws(TransportError) -> HTTPResponseData {

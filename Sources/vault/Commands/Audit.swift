@@ -36,7 +36,7 @@ extension VaultCLI {
                     throw ValidationError("\(flag) '\(value)' is not a time: use ISO 8601, Unix seconds, or an age like 24h")
                 }
             }
-            if let outcome, !["ok", "error", "cache_hit", "rejected", "unavailable", "malformed"].contains(outcome) {
+            if let outcome, !Self.outcomes.contains(outcome) {
                 throw ValidationError("--outcome must be ok, error, cache_hit, rejected, unavailable or malformed")
             }
         }
@@ -47,8 +47,8 @@ extension VaultCLI {
                 since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
                 outcome: outcome, limit: limit)
             query.member = member
-            if json { return Output.jsonArray(try options.openForReading().auditJSON(query)) }
-            if jsonl || follow {
+            if !follow { return try Self.printOnce(vaultPath: options.vaultPath, query: query, json: json, jsonl: jsonl) }
+            do {
                 let vault = try options.openForReading()
                 let stop = InterruptFlag()
                 if follow, limit == nil, since == nil { query.limit = 10 } // like tail -f: the recent past, then new records
@@ -74,9 +74,23 @@ extension VaultCLI {
                     if stop.isSet && !grown { return }
                 }
             }
-            let records = try options.openForReading().audit(query)
-            Output.table(Self.header, records.map { Self.row($0) })
         }
+
+        /// The records once, as a table, a JSON array or JSON lines (also run by `FastPath`).
+        static func printOnce(vaultPath: String?, query: AuditQuery, json: Bool, jsonl: Bool) throws(VaultError) {
+            VaultOptions.warnAboutPasswordInArguments(vaultPath)
+            let vault = try Vault.openForReading(at: VaultOptions.defaultPath(explicit: vaultPath))
+            if json { return Output.jsonArray(try vault.auditJSON(query)) }
+            if jsonl {
+                let lines = try vault.auditFollowStep(query, json: true).lines
+                if !lines.isEmpty { Output.stdout(lines.map { $0.json + "\n" }.joined()) }
+                return
+            }
+            Output.table(Self.header, try vault.audit(query).map { Self.row($0) })
+        }
+
+        /// What `validate()` accepts for `--outcome`.
+        static let outcomes: Set<String> = ["ok", "error", "cache_hit", "rejected", "unavailable", "malformed"]
 
         static let header = ["SEQ", "TIME", "ACTION", "MEMBER", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
         /// Fixed column widths for `--follow`, where rows arrive over time.

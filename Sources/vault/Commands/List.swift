@@ -10,8 +10,15 @@ extension VaultCLI {
         @Flag(help: "Print JSON.") var json = false
 
         @MainActor func run() async throws {
-            if json { return Output.jsonArray(try options.openForReading().profilesJSON()) }
-            let profiles = try options.openForReading().profiles()
+            try Self.show(vaultPath: options.vaultPath, json: json)
+        }
+
+        /// The whole command (also run by `FastPath`).
+        static func show(vaultPath: String?, json: Bool) throws(VaultError) {
+            VaultOptions.warnAboutPasswordInArguments(vaultPath)
+            let vault = try Vault.openForReading(at: VaultOptions.defaultPath(explicit: vaultPath))
+            if json { return Output.jsonArray(try vault.profilesJSON()) }
+            let profiles = try vault.profiles()
             Output.table(["NAME", "GRANT", "CLIENT ID", "USERNAME", "ENV", "UPDATED"], profiles.map {
                 [$0.name, $0.grant.flagValue, $0.clientID, $0.username ?? "-", $0.environment, $0.updatedAt]
             })

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the release binaries: `vault` as one self-contained file (Swift runtime, Foundation,
+# SwiftNIO and BoringSSL linked statically by --static-swift-stdlib; libsodium, SQLite, zlib
+# and libstdc++ linked statically from the system's own packages), PIE, linked by lld with
+# packed relative relocations, no exported dynamic symbol table and no $ORIGIN run path.
+# Every one of these was measured on start-up (BENCHMARKS.md, "Fast start").
+# Usage: bash scripts/build-release.sh [PRODUCT...]   (default: vault gbg-auth-stub)
+# Prints the directory of the binaries on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+products=("$@"); [ ${#products[@]} -eq 0 ] && products=(vault gbg-auth-stub)
+multiarch="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+static="$PWD/.build/static-link"
+mkdir -p "$static/pkgconfig"
+for lib in libsodium libsqlite3 libz; do
+  archive="/usr/lib/$multiarch/$lib.a"
+  [ -f "$archive" ] || { echo "build-release: $archive is missing (libsodium-dev, libsqlite3-dev, zlib1g-dev)" >&2; exit 1; }
+  ln -sf "$archive" "$static/$lib.a"
+done
+cxx="$(clang -print-file-name=libstdc++.a 2>/dev/null || true)"
+[ -f "$cxx" ] || cxx="$(ls /usr/lib/gcc/"$multiarch"/*/libstdc++.a 2>/dev/null | tail -1)"
+[ -f "$cxx" ] || { echo "build-release: libstdc++.a is missing (libstdc++-12-dev)" >&2; exit 1; }
+ln -sf "$cxx" "$static/libstdc++.a"
+# The libsodium system-library target finds its flags through pkg-config: this .pc puts the
+# directory of the archives first on the library path, so -lsodium, -lsqlite3, -lz and
+# -lstdc++ all resolve to them (a linker takes the first directory that has the library).
+cat > "$static/pkgconfig/libsodium.pc" <<PC
+Name: libsodium
+Version: $(pkg-config --modversion libsodium)
+Description: libsodium, linked statically into the release binary
+Libs: -L$static -lsodium
+Cflags:
+PC
+flags=(-c release --disable-local-rpath --static-swift-stdlib -Xswiftc -use-ld=lld
+       -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic)
+for product in "${products[@]}"; do
+  PKG_CONFIG_PATH="$static/pkgconfig" swift build "${flags[@]}" --product "$product" >&2
+done
+PKG_CONFIG_PATH="$static/pkgconfig" swift build "${flags[@]}" --show-bin-path
