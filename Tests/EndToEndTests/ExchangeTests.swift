@@ -26,6 +26,36 @@ struct ExchangeTests {
         expectNoLeaks(fixture.vault)
     }
 
+    @Test("every commit is flushed to disk: the WAL is fsynced before a token is printed, and doctor says synchronous=FULL")
+    func durableCommits() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let doctor = try vault.run(["doctor"])
+        #expect(doctor.stdoutText.contains("synchronous=FULL"), "\(doctor.stdoutText)")
+        let strace = "/usr/bin/strace"
+        guard FileManager.default.isExecutableFile(atPath: strace) else {
+            Issue.record("strace is not installed (scripts/setup.sh installs it)")
+            return
+        }
+        for arguments in [["token", "pw", "--fresh"], ["token", "pw"]] {
+            let trace = vault.directory + "/fsync.trace"
+            let result = try Binaries.run(strace, ["-f", "-y", "-e", "trace=fsync,fdatasync,write", "-o", trace, Binaries.vault] + arguments,
+                                          environment: vault.environment())
+            #expect(result.status == 0, "\(result.stderrText)")
+            let token = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !token.isEmpty { LeakScanner.shared.register(token: token) }
+            let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+            try? FileManager.default.removeItem(atPath: trace)
+            // The audit record's commit is flushed (fsync/fdatasync of the WAL), and that
+            // happens before the token is written to stdout.
+            let flush = lines.firstIndex { ($0.contains("fsync(") || $0.contains("fdatasync(")) && $0.contains(".db-wal>") }
+            let printed = lines.firstIndex { $0.contains("write(1") }
+            #expect(flush != nil, "\(arguments): no flush of the WAL")
+            if let flush, let printed { #expect(flush < printed, "\(arguments): the token was printed before the commit was flushed") }
+        }
+    }
+
     @Test("rejections exit 4 with the OAuth error; the temporary-password hint appears")
     func rejections() throws {
         let fixture = try Fixture(temporaryPassword: true)

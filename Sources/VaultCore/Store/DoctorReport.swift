@@ -48,6 +48,9 @@ public struct DoctorReport: Sendable {
         report.vaultChecks(vault)
         let journal = try vault.database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?" }
         add("journal", journal == "wal" ? "ok" : "warn", "journal_mode=\(journal)")
+        let synchronous = try vault.database.writerSynchronousLevel()
+        add("durability", synchronous == 2 ? "ok" : "warn",
+            synchronous == 2 ? "synchronous=FULL (every commit flushed to disk)" : "synchronous=\(synchronous) (expected FULL)")
         add("sqlite", "ok", try vault.database.sqliteVersion())
         report.versions()
         return report

@@ -131,6 +131,28 @@ public final class VaultDatabase: Sendable {
         return config
     }
 
+    /// The writing connection of a file vault. GRDB puts a WAL database in
+    /// `synchronous = NORMAL`, where a commit is not flushed to the disk (it survives a
+    /// crash of the process, not of the machine): a token could then be handed out and
+    /// its audit record lost with the power. `FULL` flushes the WAL on every commit, so
+    /// whatever a command reported as done, and every delivered token's record, is on
+    /// the disk first (FORMAT.md §1).
+    static func durablePool(path: String) throws -> DatabasePool {
+        let pool = try DatabasePool(path: path, configuration: configuration())
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        return pool
+    }
+
+    /// The `synchronous` level of the writing connection (2 = FULL), for tests and `doctor`.
+    public func writerSynchronousLevel() throws(VaultError) -> Int {
+        guard let writer = pool as? DatabasePool, !isReadOnly else { return -1 }
+        do {
+            return try writer.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+        } catch {
+            throw Self.map(error, path: path)
+        }
+    }
+
     /// Creates a new vault at `path` (never overwriting), 0600, in a 0700 directory.
     ///
     /// The file is built complete (schema, then `populate`, which writes the header and
@@ -159,7 +181,7 @@ public final class VaultDatabase: Sendable {
         }
         try buildPrivately(near: path, what: "vault") { (temporary) throws(VaultError) in
             do {
-                let pool = try DatabasePool(path: temporary, configuration: configuration())
+                let pool = try Self.durablePool(path: temporary)
                 try migrator().migrate(pool)
                 try pool.writeWithoutTransaction { db in
                     try db.inTransaction(.immediate) {
@@ -273,7 +295,7 @@ public final class VaultDatabase: Sendable {
             Trace.debug("opening \(path)\(readOnly ? " read-only" : "")")
             let connection: any DatabaseWriter = readOnly
                 ? try DatabaseQueue(path: path, configuration: configuration(readOnly: true))
-                : try DatabasePool(path: path, configuration: configuration())
+                : try Self.durablePool(path: path)
             let database = VaultDatabase(pool: connection, path: path, readOnly: readOnly)
             if readOnly { retainUntilExit(database) }
             try database.checkIdentity()
@@ -359,7 +381,10 @@ public final class VaultDatabase: Sendable {
     /// failure before anything else is read.
     private func checkSchema() throws {
         let applied = try pool.read { db -> [String] in
-            guard try db.tableExists("grdb_migrations") else { return [] }
+            // (Not `db.tableExists`: GRDB's schema introspection costs a read-only start
+            // more than this whole check.)
+            guard try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'grdb_migrations'") == 1
+            else { return [] }
             return try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
         }
         let known = Self.knownMigrations

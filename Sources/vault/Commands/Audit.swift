@@ -90,7 +90,7 @@ extension VaultCLI {
         }
 
         /// What `validate()` accepts for `--outcome`.
-        static let outcomes: Set<String> = ["ok", "error", "cache_hit", "rejected", "unavailable", "malformed"]
+        static let outcomes = ["ok", "error", "cache_hit", "rejected", "unavailable", "malformed"]
 
         static let header = ["SEQ", "TIME", "ACTION", "MEMBER", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
         /// Fixed column widths for `--follow`, where rows arrive over time.
