@@ -10,7 +10,16 @@ int gbgv_sqlite_harden(sqlite3 *db) {
     rc = sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, &off);
     if (rc != SQLITE_OK) return rc;
     if (off != 0) return SQLITE_ERROR;
-    return SQLITE_OK;
+    /* Corrupt cells are detected as they are read (FORMAT.md §1.1). */
+    return sqlite3_exec(db, "PRAGMA cell_size_check = ON", NULL, NULL, NULL);
+}
+
+int gbgv_sqlite_exec_static(sqlite3 *db, const char *sql) {
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+const char *gbgv_sqlite_errmsg(sqlite3 *db) {
+    return sqlite3_errmsg(db);
 }
 
 /* One prepared statement, one row, one column; SQLITE_ROW's value handed to `take`. */

@@ -4,9 +4,17 @@
 /* SQLite settings that are variadic in C (sqlite3_db_config), hence this shim. */
 typedef struct sqlite3 sqlite3;
 
-/* Turns SQLITE_DBCONFIG_DEFENSIVE on and SQLITE_DBCONFIG_TRUSTED_SCHEMA off for `db`.
-   Returns 0 on success, else the SQLite result code of the first failure. */
+/* Turns SQLITE_DBCONFIG_DEFENSIVE on and SQLITE_DBCONFIG_TRUSTED_SCHEMA off for `db`,
+   and PRAGMA cell_size_check on. Returns 0 on success, else the SQLite result code of
+   the first failure. */
 int gbgv_sqlite_harden(sqlite3 *db);
+
+/* Runs one static statement (BEGIN DEFERRED, ROLLBACK) with sqlite3_exec; returns the
+   SQLite result code. */
+int gbgv_sqlite_exec_static(sqlite3 *db, const char *sql);
+
+/* sqlite3_errmsg of `db`. */
+const char *gbgv_sqlite_errmsg(sqlite3 *db);
 
 /* Results of gbgv_read_vault_id. */
 enum {
