@@ -4,16 +4,13 @@
 # GNU time. Usage: bash bench/run.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Release builds: one self-contained binary, linked by lld with packed relative relocations
-# (glibc 2.36 applies them; start-up measured 1.11x faster) and without an exported dynamic
-# symbol table (the Swift runtime's start-up dladdr() scans it); see BENCHMARKS.md.
-RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
+# Release builds: scripts/build-release.sh (one self-contained PIE binary; static Swift
+# runtime, libsodium, SQLite, zlib and libstdc++; lld with packed relative relocations;
+# no exported dynamic symbols, no $ORIGIN run path; see BENCHMARKS.md, "Fast start").
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 pg_only=0; [ "${1:-}" = "--postgres-only" ] && pg_only=1
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
-swift build -c release $RELEASE_FLAGS --product vault >/dev/null
-swift build -c release $RELEASE_FLAGS --product gbg-auth-stub >/dev/null
-BIN="$(swift build -c release $RELEASE_FLAGS --show-bin-path)"
+BIN="$(bash scripts/build-release.sh vault gbg-auth-stub 2>/dev/null | tail -1)"
 work="$(mktemp -d)"; stub_pid=""
 cleanup() { if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -37,10 +34,10 @@ for preset in interactive moderate sensitive; do
   v="$work/$preset.db"
   "$BIN/vault" --help >/dev/null
   VAULT_PATH="$v" "$BIN/vault" init --kdf $preset 2>/dev/null
-  hyperfine -N -w 1 -r $runs --export-markdown "$work/h.md" \
+  hyperfine -N -w 1 -r $runs --export-json "$work/h.json" \
     -n "pwhash $preset" "$work/pwhash $ops $mem" \
     -n "vault unlock $preset" "env VAULT_PATH=$v VAULT_PASSPHRASE_FILE=$work/pass $BIN/vault audit verify" >/dev/null
-  cat "$work/h.md" >> "$out"; echo >> "$out"
+  python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
   rss=$( { VAULT_PATH="$v" /usr/bin/time -f '%M' "$BIN/vault" audit verify >/dev/null; } 2>&1 | tail -1)
   echo "peak RSS of one unlock at $preset: $((rss / 1024)) MiB (KDF memlimit $((mem / 1048576)) MiB; goal ≤ limit + 40 MiB)" >> "$out"; echo >> "$out"
 done
@@ -53,19 +50,19 @@ VAULT_PATH="$v" "$BIN/vault" init --kdf moderate 2>/dev/null
 env -u VAULT_PASSPHRASE_FILE "$BIN/vault" identity new --no-passphrase --out "$work/member.identity" > "$work/member.recipient" 2>/dev/null
 VAULT_PATH="$v" "$BIN/vault" member add bench --recipient "$(cat "$work/member.recipient")" 2>/dev/null
 echo "## Unlock as a member (identity) vs the passphrase (moderate) vs crypto_box_seal_open alone" >> "$out"
-hyperfine -N -w 2 -r $runs --export-markdown "$work/h.md" \
+hyperfine -N -w 2 -r $runs --export-json "$work/h.json" \
   -n "crypto_box_seal_open alone (process)" "$work/box_open 1" \
   -n "vault audit verify, identity, 2 slots" "env -u VAULT_PASSPHRASE_FILE VAULT_PATH=$v VAULT_IDENTITY_FILE=$work/member.identity $BIN/vault audit verify" \
   -n "vault audit verify, passphrase (moderate)" "env VAULT_PATH=$v $BIN/vault audit verify" >/dev/null
-cat "$work/h.md" >> "$out"; echo >> "$out"
+python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 for i in $(seq 18); do
   env -u VAULT_PASSPHRASE_FILE "$BIN/vault" identity new --no-passphrase --out "$work/extra-$i.identity" > "$work/extra.recipient" 2>/dev/null
   VAULT_PATH="$v" VAULT_IDENTITY_FILE="$work/member.identity" "$BIN/vault" member add "extra-$i" --recipient "$(cat "$work/extra.recipient")" 2>/dev/null
 done
-hyperfine -N -w 2 -r $runs --export-markdown "$work/h.md" \
+hyperfine -N -w 2 -r $runs --export-json "$work/h.json" \
   -n "crypto_box_seal_open x20 (process)" "$work/box_open 20" \
   -n "vault audit verify, identity, 20 slots" "env -u VAULT_PASSPHRASE_FILE VAULT_PATH=$v VAULT_IDENTITY_FILE=$work/member.identity $BIN/vault audit verify" >/dev/null
-cat "$work/h.md" >> "$out"; echo >> "$out"
+python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 
 # 2. list --json on 10,000 profiles vs sqlite3 selecting the same columns.
 v="$work/list.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
@@ -75,12 +72,12 @@ sqlite3 "$v" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE
   SELECT randomblob(16), 'profile-' || i, 'client-' || i, 'user' || i || '@example.com', 'password', NULL, 'eu', 1, 1,
          '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z', zeroblob(32) FROM n;"
 echo "## list --json, 10,000 profiles, vs sqlite3 -json selecting the same columns" >> "$out"
-hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
   -n "process floor: vault --version" "$BIN/vault --version" \
   -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT name, client_id, username, grant_type, scope, environment, created_at, updated_at FROM profile ORDER BY name'" \
-  -n "vault list --json" "env VAULT_PATH=$v $BIN/vault list --json" >/dev/null
-cat "$work/h.md" >> "$out"; echo >> "$out"
+  -n "vault list --json" "$BIN/vault list --json --vault $v" >/dev/null
+python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 
 fi
 # 3. Token exchange vs curl, and a cache hit vs curl, against gbg-auth-stub.
@@ -97,12 +94,12 @@ GBG_CLIENT_SECRET=bench-client-secret GBG_PASSWORD=bench-password "$BIN/vault" a
 printf 'client_id=bench&client_secret=bench-client-secret&username=u&password=bench-password&grant_type=password' > "$work/form"
 if [ $pg_only = 0 ]; then
 echo "## token --fresh (KDF interactive) and cache hit vs curl doing the same POST" >> "$out"
-hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
   -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
   -n "pwhash interactive (KDF share)" "$work/pwhash 2 67108864" \
   -n "vault token --fresh" "$BIN/vault token b --fresh" \
   -n "vault token (cache hit)" "$BIN/vault token b" >/dev/null
-cat "$work/h.md" >> "$out"; echo >> "$out"
+python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 
 # 3b. The same through the agent of `vault unlock` (no passphrase, no KDF per call).
 agent_runtime="$(mktemp -d /tmp/gv-bench-XXXXXX)"; chmod 700 "$agent_runtime"
@@ -110,14 +107,17 @@ export XDG_RUNTIME_DIR="$agent_runtime"
 "$BIN/vault" unlock --for 1h 2>/dev/null
 agent_pid=$("$BIN/vault" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 echo "## through the agent (vault unlock): token cache hit and --fresh vs curl" >> "$out"
-hyperfine -N -w 3 -r $((runs * 3)) --export-markdown "$work/h.md" \
+# No passphrase source while the agent serves (and no `env` wrapper: every command here,
+# curl included, is one exec).
+unset VAULT_PASSPHRASE_FILE
+hyperfine -N -w 3 -r $((runs * 3)) --export-json "$work/h.json" \
   -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
-  -n "vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE $BIN/vault token b" \
-  -n "vault token --fresh, agent" "env -u VAULT_PASSPHRASE_FILE $BIN/vault token b --fresh" \
-  -n "vault status" "env -u VAULT_PASSPHRASE_FILE $BIN/vault status" \
+  -n "vault token, agent, cache hit" "$BIN/vault token b" \
+  -n "vault token --fresh, agent" "$BIN/vault token b --fresh" \
+  -n "vault status" "$BIN/vault status" \
   -n "process floor: vault --version" "$BIN/vault --version" \
   -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" >/dev/null
-cat "$work/h.md" >> "$out"; echo >> "$out"
+python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 clients=50; per_client=20; [ $quick = 1 ] && clients=10 && per_client=10
 records_before=$(sqlite3 "$tv" 'SELECT count(*) FROM audit_record')
 echo "## concurrent clients against one agent" >> "$out"
@@ -130,6 +130,7 @@ fi
 echo >> "$out"
 "$BIN/vault" lock 2>/dev/null || true
 unset XDG_RUNTIME_DIR; rm -rf "$agent_runtime"
+export VAULT_PASSPHRASE_FILE="$work/pass"
 
 # 4. audit --profile X --limit 50 --json on 1,000,000 records vs sqlite3.
 v="$work/audit.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
@@ -140,11 +141,11 @@ sqlite3 "$v" "WITH RECURSIVE s(i) AS (SELECT 2 UNION ALL SELECT i+1 FROM s WHERE
   SELECT i, 1764374400000 + i, 'token', 'profile-' || (i % 100), 'eu', 'https://api.auth.gbgplc.com/as/token.oauth2',
     'password', 'ok', 200, 1, 80, 'Bearer', 3600, 1764378000 + i, 'req-' || i, hex(randomblob(16)), zeroblob(32), 1 FROM s;"
 echo "## audit --profile X --limit 50 --json on $n records vs sqlite3 -json" >> "$out"
-hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT * FROM audit_record WHERE profile = \"profile-7\" ORDER BY seq DESC LIMIT 50'" \
-  -n "vault audit" "env VAULT_PATH=$v $BIN/vault audit --profile profile-7 --limit 50 --json" \
+  -n "vault audit" "$BIN/vault audit --vault $v --profile profile-7 --limit 50 --json" \
   -n "process floor: vault --version" "$BIN/vault --version" >/dev/null
-cat "$work/h.md" >> "$out"; echo >> "$out"
+python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 
 # 5. Audit records written per second under 4 parallel writers (cache hits: unlock + one audit write each).
 per=50; [ $quick = 1 ] && per=10
@@ -183,10 +184,10 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
   XDG_RUNTIME_DIR="$rt_sqlite" VAULT_PATH="$tv" "$BIN/vault" unlock --for 1h 2>/dev/null
   XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" unlock --for 1h 2>/dev/null
   XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" token b >/dev/null
-  hyperfine -N -w 5 -r $((runs * 10)) --export-markdown "$work/h.md" \
+  hyperfine -N -w 5 -r $((runs * 10)) --export-json "$work/h.json" \
     -n "SQLite: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_sqlite VAULT_PATH=$tv $BIN/vault token b" \
     -n "PostgreSQL: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_pg VAULT_PATH=$pgurl $BIN/vault token b" >/dev/null
-  cat "$work/h.md" >> "$out"; echo >> "$out"
+  python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
   XDG_RUNTIME_DIR="$rt_sqlite" VAULT_PATH="$tv" "$BIN/vault" lock 2>/dev/null || true
   XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" lock 2>/dev/null || true
   rm -rf "$rt_sqlite" "$rt_pg"
@@ -216,10 +217,10 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
       CASE WHEN i % 10 = 0 THEN 'ci-runner' ELSE 'owner' END FROM generate_series(2, $n + 1) AS i; ANALYZE big.audit_record" >/dev/null
   q="SELECT json_build_object('seq', seq, 'at', at, 'action', action, 'profile', profile, 'environment', environment, 'token_url', token_url, 'grant_type', grant_type, 'outcome', outcome, 'http_status', http_status, 'oauth_error', oauth_error, 'attempts', attempts, 'duration_ms', duration_ms, 'token_type', token_type, 'expires_in', expires_in, 'expires_at', expires_at, 'request_id', request_id, 'token_fingerprint', token_fingerprint, 'detail', detail, 'member', member) FROM big.audit_record WHERE member = 'ci-runner' ORDER BY seq DESC LIMIT 50"
   echo "## PostgreSQL: audit --member M --limit 50 --json on $n records vs psql running the same query" >> "$out"
-  hyperfine -N -w 2 -r $((runs * 2)) --export-markdown "$work/h.md" \
+  hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
     -n "psql" "psql -X -A -t -h 127.0.0.1 -p $pgport -U bench -d gbg -c \"$q\"" \
     -n "vault audit (PostgreSQL)" "env VAULT_PATH=$pgv $BIN/vault audit --member ci-runner --limit 50 --json" >/dev/null
-  cat "$work/h.md" >> "$out"; echo >> "$out"
+  python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 else
   echo "## PostgreSQL: skipped (no PostgreSQL server programs: apt-get install postgresql)" >> "$out"
 fi

@@ -5,13 +5,10 @@
 # throwaway PostgreSQL server and use it there (team vault), stop the endpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Release builds: one self-contained binary, linked by lld with packed relative relocations
-# (glibc 2.36 applies them) and no exported dynamic symbol table; see BENCHMARKS.md.
-RELEASE_FLAGS="--static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic"
 bash scripts/setup.sh
-swift build -c release $RELEASE_FLAGS --product vault
-swift build -c release $RELEASE_FLAGS --product gbg-auth-stub
-BIN="$(swift build -c release $RELEASE_FLAGS --show-bin-path)"
+# The release binary, as bench/run.sh and the README's install build it (one self-contained
+# file; see scripts/build-release.sh).
+BIN="$(bash scripts/build-release.sh vault gbg-auth-stub | tail -1)"
 work="$(mktemp -d)"
 stub_pid=""
 pg_stop=""
