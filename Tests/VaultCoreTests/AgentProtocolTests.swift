@@ -98,3 +98,91 @@ struct AgentProtocolTests {
         #expect(try JSONDecoder().decode(AgentRequest.self, from: Data(bytes)).profile == request.profile)
     }
 }
+
+/// The client reads everyday answers with a strict reader of its own
+/// (`AgentResponse.decodeEveryday`) and everything else with `JSONDecoder`: whatever the
+/// strict reader accepts must be exactly what `JSONDecoder` reads.
+@Suite("agent answers read without JSONDecoder")
+struct AgentResponseDecodingTests {
+    static func canonical(_ response: AgentResponse) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(response)
+    }
+
+    static func randomResponse(_ generator: inout SeededGenerator) -> AgentResponse {
+        func text() -> String { AgentProtocolTests.randomString(&generator) }
+        var response = AgentResponse(ok: generator.next() % 2 == 0)
+        switch generator.next() % 4 {
+        case 0:
+            response.token = .init(accessToken: text(), tokenType: text(), expiresAt: Int64(bitPattern: generator.next()),
+                                   expiresIn: Int64(bitPattern: generator.next()) % 100_000, environment: text(),
+                                   apiBase: generator.next() % 2 == 0 ? nil : text(), fromCache: generator.next() % 2 == 0)
+        case 1:
+            response.error = .init(exitCode: Int32(truncatingIfNeeded: generator.next()), message: text(), hint: generator.next() % 2 == 0 ? nil : text())
+        case 2:
+            response.message = text()
+        default:
+            break
+        }
+        if generator.next() % 5 == 0 { response.ending = generator.next() % 2 == 0 }
+        if generator.next() % 5 == 0 { response.otherFile = generator.next() % 2 == 0 }
+        return response
+    }
+
+    @Test("5,000 answers as the agent writes them: read the same as JSONDecoder reads them")
+    func sameAsJSONDecoder() throws {
+        var generator = SeededGenerator(seed: 7_2026_1129)
+        for _ in 0..<5000 {
+            let response = Self.randomResponse(&generator)
+            let bytes = try JSONEncoder().encode(response)
+            let fast = try #require(AgentResponse.decodeEveryday([UInt8](bytes)), "an everyday answer must be read: \(String(decoding: bytes, as: UTF8.self))")
+            let slow = try JSONDecoder().decode(AgentResponse.self, from: bytes)
+            #expect(try Self.canonical(fast) == Self.canonical(slow))
+        }
+    }
+
+    @Test("mutated, truncated and spliced answers: whatever the strict reader accepts, JSONDecoder reads identically")
+    func mutatedAnswers() throws {
+        var generator = SeededGenerator(seed: 11_2026_1129)
+        let alphabet = Array(#"{}[]":,\ -+.0123456789eEtrufalsn"'/bfnrtu"#.utf8) + [0x00, 0x1F, 0x7F, 0xC3, 0xA9, 0xED, 0xA0, 0x80, 0xFF]
+        var accepted = 0
+        for round in 0..<20_000 {
+            var bytes = [UInt8](try JSONEncoder().encode(Self.randomResponse(&generator)))
+            switch round % 4 {
+            case 0: // flip or replace a byte
+                let at = Int(generator.next() % UInt64(bytes.count))
+                bytes[at] = generator.next() % 2 == 0 ? bytes[at] ^ UInt8(1 << (generator.next() % 8)) : alphabet[Int(generator.next() % UInt64(alphabet.count))]
+            case 1: // truncate
+                bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count))))
+            case 2: // insert a byte
+                bytes.insert(alphabet[Int(generator.next() % UInt64(alphabet.count))], at: Int(generator.next() % UInt64(bytes.count + 1)))
+            default: // a known key's value replaced by another JSON value
+                let replacements = [#""version":1.0"#, #""version":-0"#, #""ok":1"#, #""ok":null"#, #""version":1,"version":1"#, #""token":[]"#,
+                                    #""version":1e0"#, #""version":"1""#, #""message":"\ud800""#, #""message":"\ud83d\ude00""#, #""message":"a\u0000b""#]
+                let text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: #""version":1"#, with: replacements[Int(generator.next() % UInt64(replacements.count))])
+                bytes = Array(text.utf8)
+            }
+            guard let fast = AgentResponse.decodeEveryday(bytes) else { continue }
+            accepted += 1
+            let slow = try JSONDecoder().decode(AgentResponse.self, from: Data(bytes))
+            #expect(try Self.canonical(fast) == Self.canonical(slow), "read differently: \(String(decoding: bytes, as: UTF8.self))")
+        }
+        #expect(accepted > 1000, "the mutations left enough valid answers to compare (\(accepted))")
+    }
+
+    @Test("the strict reader refuses what RFC 8259 refuses, and hands other answers to JSONDecoder")
+    func refusals() throws {
+        for text in [#"{"version":1,"ok":true,}"#, #"{"version":01,"ok":true}"#, #"{"version":1,"ok":true} x"#, "{\"version\":1,\"ok\":true,\"message\":\"a\nb\"}",
+                     #"{"version":1,"ok":tru}"#, #"{'version':1,"ok":true}"#, #"{"version":1,"ok":true,"message":"\x"}"#, #"{"version":+1,"ok":true}"#,
+                     #"{"version":1,"ok":true,"message":"\udc00"}"#, #"{"version":1,"ok":true,"status":{"pid":1}}"#, #"{"ok":true}"#,
+                     #"{"version":1,"ok":true,"token":{"access_token":"t"}}"#, #"{"version":1,"ok":true,"extra":1}"#,
+                     String(repeating: "[", count: 40) + String(repeating: "]", count: 40)] {
+            #expect(AgentResponse.decodeEveryday(Array(text.utf8)) == nil, "\(text)")
+        }
+        let token = try #require(AgentResponse.decodeEveryday(Array(#" {"version":1,"ok":true,"token":{"access_token":"a\/b\u00e9\ud83d\ude00","token_type":"Bearer","expires_at":9,"expires_in":3,"environment":"eu","api_base":null,"from_cache":false}} "#.utf8)))
+        #expect(token.token?.accessToken == "a/bé😀" && token.token?.apiBase == nil && token.token?.fromCache == false)
+        #expect(try StrictJSON.parse(Array(#"[1,-2.5e+3,0.0,"x",true,false,null,{}]"#.utf8))
+                == .array([.number("1"), .number("-2.5e+3"), .number("0.0"), .string("x"), .bool(true), .bool(false), .null, .object([])]))
+    }
+}

@@ -35,6 +35,9 @@ public struct AgentClient: Sendable {
     public func send(_ request: AgentRequest, timeout: TimeInterval) throws(Failure) -> AgentResponse {
         let body = Data(request.jsonBytes())
         let answer = try roundTrip(body, timeout: timeout)
+        // Tokens, errors and messages without JSONDecoder (ResponseDecoding.swift); any
+        // other answer, or anything the strict reader does not take, through it.
+        if let everyday = AgentResponse.decodeEveryday([UInt8](answer)) { return everyday }
         do {
             return try JSONDecoder().decode(AgentResponse.self, from: answer)
         } catch {
