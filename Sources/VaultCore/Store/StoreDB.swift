@@ -14,6 +14,8 @@ public final class StoreDB {
     enum Connection {
         case sqlite(Database)
         case postgres(PostgresSession)
+        /// The read-only connection of `openForReading` (``LeanReader``).
+        case lean(LeanReader)
     }
 
     let connection: Connection
@@ -22,6 +24,7 @@ public final class StoreDB {
 
     init(_ db: Database) { connection = .sqlite(db) }
     init(postgres: PostgresSession) { connection = .postgres(postgres) }
+    init(lean: LeanReader) { connection = .lean(lean) }
 
     /// True for the PostgreSQL store.
     var isPostgres: Bool {
@@ -37,6 +40,8 @@ public final class StoreDB {
             changesCount = db.changesCount
         case .postgres(let session):
             changesCount = try session.execute(sql, Self.values(arguments))
+        case .lean:
+            throw VaultError.failure("internal error: a write through a read-only connection")
         }
     }
 
@@ -52,6 +57,8 @@ public final class StoreDB {
             guard changesCount == changes else { throw failure }
         case .postgres(let session):
             try session.send(sql, Self.values(arguments), expectingChanges: changes, failure: failure)
+        case .lean:
+            throw VaultError.failure("internal error: a write through a read-only connection")
         }
     }
 
@@ -65,6 +72,8 @@ public final class StoreDB {
             return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments))
         case .postgres(let session):
             return try session.rows(sql, Self.values(arguments))
+        case .lean(let reader):
+            return try reader.rows(sql: sql, arguments: Self.values(arguments))
         }
     }
 

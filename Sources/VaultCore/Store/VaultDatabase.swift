@@ -6,15 +6,17 @@ import Glibc
 #endif
 
 /// The vault's SQLite database (GRDB `DatabasePool`, WAL mode; or, for commands that
-/// only read metadata, one read-only GRDB `DatabaseQueue` connection).
+/// only read metadata, one read-only ``LeanReader`` connection on SQLite's C API).
 ///
 /// It wraps the connection(s) privately and exposes reads and immediate write transactions; the
 /// operations named for what they do live in ``Vault`` and ``UnlockedVault``.
 /// Statement arguments never appear in traces or errors (GRDB's
 /// `publicStatementArguments` stays off).
 public final class VaultDatabase: Sendable {
-    /// The SQLite connection(s); nil for a PostgreSQL vault.
+    /// The SQLite connection(s); nil for a PostgreSQL vault and for a read-only file.
     private let sqlite: (any DatabaseWriter)?
+    /// The read-only connection of ``openForReading(at:)`` (a file).
+    private let lean: LeanReader?
     /// The PostgreSQL store; nil for a file.
     let postgres: PostgresStore?
     /// The file's path, or the PostgreSQL vault's URL without its password.
@@ -31,16 +33,27 @@ public final class VaultDatabase: Sendable {
         getenv("VAULT_BUSY_TIMEOUT").flatMap { TimeInterval(String(cString: $0)) }.map { min(max($0, 0), 3600) } ?? 30
     }
 
-    private init(pool: any DatabaseWriter, path: String, readOnly: Bool = false) {
+    private init(pool: any DatabaseWriter, path: String) {
         sqlite = pool
+        lean = nil
         postgres = nil
         self.path = path
-        isReadOnly = readOnly
+        isReadOnly = false
+        identity = Self.fileIdentity(path)
+    }
+
+    private init(lean: LeanReader, path: String) {
+        sqlite = nil
+        self.lean = lean
+        postgres = nil
+        self.path = path
+        isReadOnly = true
         identity = Self.fileIdentity(path)
     }
 
     private init(postgres: PostgresStore) {
         sqlite = nil
+        lean = nil
         self.postgres = postgres
         path = postgres.location.display
         isReadOnly = false
@@ -49,7 +62,7 @@ public final class VaultDatabase: Sendable {
 
     /// The SQLite connection; only file-specific code (migrations, backup, checks) uses it.
     private var pool: any DatabaseWriter {
-        guard let sqlite else { preconditionFailure("a SQLite operation on a PostgreSQL vault") }
+        guard let sqlite else { preconditionFailure("a GRDB operation on a PostgreSQL vault or a read-only connection") }
         return sqlite
     }
 
@@ -146,7 +159,7 @@ public final class VaultDatabase: Sendable {
 
     /// The `synchronous` level of the writing connection (2 = FULL), for tests and `doctor`.
     public func writerSynchronousLevel() throws(VaultError) -> Int {
-        guard let writer = pool as? DatabasePool, !isReadOnly else { return -1 }
+        guard !isReadOnly, let writer = pool as? DatabasePool else { return -1 }
         do {
             return try writer.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
         } catch {
@@ -232,8 +245,9 @@ public final class VaultDatabase: Sendable {
     }
 
     /// Opens an existing vault for metadata reads (`list`, `show`, `history`, `audit`,
-    /// `env list/show`, `status`): one read-only connection instead of a pool, with the
-    /// same application-id and schema checks as ``open(at:)``. Writes through it fail.
+    /// `env list/show`, `member list`, completion): one read-only ``LeanReader``
+    /// connection instead of a GRDB pool, with the same application-id and schema checks
+    /// as ``open(at:)``, each read in one snapshot. Writes through it fail.
     public static func openForReading(at path: String) throws(VaultError) -> VaultDatabase {
         try open(at: path, readOnly: true)
     }
@@ -258,9 +272,8 @@ public final class VaultDatabase: Sendable {
     }
 
     /// Set by the command-line tool: read-only connections stay open until the process
-    /// exits. Closing a GRDB queue disposes of its dispatch queue, and libdispatch starts a
-    /// worker thread (and its event thread) to do that, which cost a short-lived `vault list`
-    /// more than its query (BENCHMARKS.md). A read-only connection has nothing to flush.
+    /// exits (a read-only connection has nothing to flush; closing it at exit is work a
+    /// short-lived `vault list` does not need).
     nonisolated(unsafe) public static var keepReadOnlyConnectionsUntilExit = false
     nonisolated(unsafe) private static var retained: [VaultDatabase] = []
     private static let retainedLock = NSLock()
@@ -294,10 +307,9 @@ public final class VaultDatabase: Sendable {
         _ = try existingVaultFile(path)
         do {
             Trace.debug("opening \(path)\(readOnly ? " read-only" : "")")
-            let connection: any DatabaseWriter = readOnly
-                ? try DatabaseQueue(path: path, configuration: configuration(readOnly: true))
-                : try Self.durablePool(path: path)
-            let database = VaultDatabase(pool: connection, path: path, readOnly: readOnly)
+            let database = readOnly
+                ? VaultDatabase(lean: try LeanReader(path: path, busyTimeout: busyTimeout), path: path)
+                : VaultDatabase(pool: try Self.durablePool(path: path), path: path)
             if readOnly { retainUntilExit(database) }
             try database.checkIdentity()
             Trace.debug("application id checked")
@@ -310,7 +322,7 @@ public final class VaultDatabase: Sendable {
     }
 
     private func checkIdentity() throws {
-        let (applicationID, tableCount) = try sqliteRead { db in
+        let (applicationID, tableCount) = try storeRead { db in
             (try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0,
              try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master") ?? 0)
         }
@@ -322,7 +334,7 @@ public final class VaultDatabase: Sendable {
     }
 
     /// One line per schema object: type, name, table and its SQL text.
-    static func schemaEntries(_ db: Database) throws -> [String] {
+    static func schemaEntries(_ db: StoreDB) throws -> [String] {
         try Row.fetchAll(db, sql: """
             SELECT type, name, tbl_name, sql FROM sqlite_master
             WHERE name NOT IN ('sqlite_stat1', 'sqlite_stat4') ORDER BY type, name
@@ -363,7 +375,7 @@ public final class VaultDatabase: Sendable {
                 }
                 return .commit
             }
-            return try schemaEntries(db)
+            return try schemaEntries(StoreDB(db))
         }
         expectedSchemaCache[last] = entries
         return entries
@@ -374,14 +386,14 @@ public final class VaultDatabase: Sendable {
     static func migratorSchema(upTo last: String) throws -> [String] {
         let queue = try DatabaseQueue()
         try migrator().migrate(queue, upTo: last)
-        return try queue.read(schemaEntries)
+        return try queue.read { db in try schemaEntries(StoreDB(db)) }
     }
 
     /// The identifiers of applied migrations, in order; the file's schema must be exactly
     /// what they create: an extra trigger, view, table, index or column is an integrity
     /// failure before anything else is read.
     private func checkSchema() throws {
-        let applied = try sqliteRead { db -> [String] in
+        let applied = try storeRead { db -> [String] in
             // (Not `db.tableExists`: GRDB's schema introspection costs a read-only start
             // more than this whole check.)
             guard try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'grdb_migrations'") == 1
@@ -399,7 +411,7 @@ public final class VaultDatabase: Sendable {
         }
         let expected = try Self.expectedSchema(upTo: ordered.last!)
         Trace.debug("expected schema ready")
-        let actual = try sqliteRead(Self.schemaEntries)
+        let actual = try storeRead(Self.schemaEntries)
         guard actual == expected else {
             let extra = Set(actual).subtracting(expected).map { $0.prefix(while: { $0 != ":" }) }.sorted()
             let missing = Set(expected).subtracting(actual).map { $0.prefix(while: { $0 != ":" }) }.sorted()
@@ -431,6 +443,7 @@ public final class VaultDatabase: Sendable {
     public func appliedMigrations() throws(VaultError) -> [String] {
         if let postgres { return try postgres.checkSchema() }
         do {
+            if lean != nil { return try storeRead { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }.sorted() }
             return try pool.read { db in try Self.migrator().appliedIdentifiers(db).sorted() }
         } catch {
             throw Self.map(error, path: path)
@@ -440,28 +453,17 @@ public final class VaultDatabase: Sendable {
     // MARK: - Transactions
 
     /// A read in a consistent snapshot.
-    /// A read in one snapshot. On the read-only connection of ``openForReading(at:)`` (one
-    /// process, one connection, nothing else on it) the transaction is begun and ended
-    /// with `sqlite3_exec`: GRDB's `read` wraps each read in four statements of its own
-    /// (BEGIN, COMMIT and `query_only` on and off), each compiled through its SQL parser
-    /// and authorizer, which cost `vault audit` and `vault list` ~0.3 ms (BENCHMARKS.md).
-    private func sqliteRead<T>(_ body: (Database) throws -> T) throws -> T {
-        guard isReadOnly, let queue = pool as? DatabaseQueue else { return try pool.read(body) }
-        return try queue.inDatabase { db in
-            let connection = db.sqliteConnection
-            let code = gbgv_sqlite_exec_static(connection, "BEGIN DEFERRED")
-            guard code == 0 else {
-                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: gbgv_sqlite_errmsg(connection)))
-            }
-            defer { _ = gbgv_sqlite_exec_static(connection, "ROLLBACK") }
-            return try body(db)
-        }
+    /// A read in one snapshot on the file: the lean read-only connection of
+    /// ``openForReading(at:)``, or a reader of the pool. Errors are GRDB's.
+    private func storeRead<T>(_ body: (StoreDB) throws -> T) throws -> T {
+        if let lean { return try lean.read { reader in try body(StoreDB(lean: reader)) } }
+        return try pool.read { db in try body(StoreDB(db)) }
     }
 
     public func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         if let postgres { return try postgres.read(body) }
         do {
-            return try sqliteRead { db in try body(StoreDB(db)) }
+            return try storeRead(body)
         } catch {
             throw Self.map(error, path: path)
         }
@@ -471,6 +473,7 @@ public final class VaultDatabase: Sendable {
     /// busy timeout instead of failing on a stale snapshot. All or nothing.
     public func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         if let postgres { return try postgres.write(body) }
+        if lean != nil { throw .failure("internal error: a write through the read-only connection of \(path)") }
         do {
             return try pool.writeWithoutTransaction { db in
                 var result: T?

@@ -1,0 +1,125 @@
+import CSQLiteHardening
+import Foundation
+import GRDB
+
+/// The read-only connection of ``VaultDatabase/openForReading(at:)`` (`list`, `show`,
+/// `history`, `audit`, `env list/show`, `member list`, shell completion): SQLite's C API
+/// through the `CSQLiteHardening` shims, one connection, no dispatch queue.
+///
+/// Why not a GRDB queue: opening one registers GRDB's default SQL functions and
+/// collations (Swift dictionaries of function objects), installs its statement
+/// authorizer (called for every column of every statement compiled) and starts a
+/// dispatch queue; together about 1 ms, more than `vault audit`'s query on a million
+/// records (BENCHMARKS.md, "Fast start"). The connection is hardened exactly as GRDB's
+/// (`gbgv_sqlite_harden`: defensive mode, untrusted schema, cell-size checks; double-quoted
+/// string literals off; the same busy timeout), the same schema and identity checks run
+/// on it, its rows are GRDB `Row`s, and its errors GRDB `DatabaseError`s with SQLite's
+/// result code, so everything above reads the same and fails the same.
+final class LeanReader: @unchecked Sendable {
+    private var connection: OpaquePointer?
+    private let lock = NSLock()
+    /// Prepared statements by SQL text (a list: a handful per process, and a
+    /// `Dictionary<String, OpaquePointer>` cost more to set up than to search).
+    private var statements: [(sql: String, statement: OpaquePointer)] = []
+
+    init(path: String, busyTimeout: TimeInterval) throws {
+        var handle: OpaquePointer?
+        let code = gbgv_open_readonly(path, Int32(min(busyTimeout * 1000, Double(Int32.max))), &handle)
+        connection = handle
+        guard code == 0 else {
+            let error = Self.error(code, handle)
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    private func close() {
+        for entry in statements { gbgv_finalize(entry.statement) }
+        statements.removeAll()
+        if let connection { gbgv_close(connection) }
+        connection = nil
+    }
+
+    private static func error(_ code: Int32, _ handle: OpaquePointer?) -> DatabaseError {
+        let message = handle.map { String(cString: gbgv_sqlite_errmsg($0)) } ?? "cannot open the database"
+        return DatabaseError(resultCode: ResultCode(rawValue: code), message: message)
+    }
+
+    private func failure(_ code: Int32) -> DatabaseError { Self.error(code, connection) }
+
+    /// Runs `body` in one read transaction (one snapshot), as GRDB's `read` does.
+    func read<T>(_ body: (LeanReader) throws -> T) throws -> T {
+        try lock.withLock {
+            guard let connection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "the connection is closed") }
+            let code = gbgv_sqlite_exec_static(connection, "BEGIN DEFERRED")
+            guard code == 0 else { throw failure(code) }
+            defer { _ = gbgv_sqlite_exec_static(connection, "ROLLBACK") }
+            return try body(self)
+        }
+    }
+
+    /// The rows of one statement (prepared once per connection and reused).
+    func rows(sql: String, arguments: [DatabaseValue]) throws -> [Row] {
+        guard let connection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "the connection is closed") }
+        let statement: OpaquePointer
+        if let cached = statements.first(where: { $0.sql == sql }) {
+            statement = cached.statement
+        } else {
+            var prepared: OpaquePointer?
+            let code = gbgv_prepare(connection, sql, &prepared)
+            guard code == 0, let prepared else { throw failure(code) }
+            statement = prepared
+            statements.append((sql, prepared))
+        }
+        defer { sqlite3Reset(statement) }
+        guard Int(gbgv_bind_parameter_count(statement)) == arguments.count else {
+            throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "wrong number of statement arguments")
+        }
+        for (offset, value) in arguments.enumerated() {
+            let index = Int32(offset + 1)
+            let code: Int32
+            switch value.storage {
+            case .null: code = gbgv_bind_null(statement, index)
+            case .int64(let number): code = gbgv_bind_int64(statement, index, number)
+            case .double(let number): code = gbgv_bind_double(statement, index, number)
+            case .string(let text): code = gbgv_bind_text(statement, index, text, Int32(text.utf8.count))
+            case .blob(let data): code = data.withUnsafeBytes { gbgv_bind_blob(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count)) }
+            }
+            guard code == 0 else { throw failure(code) }
+        }
+        let columns = Int(gbgv_column_count(statement))
+        let names = (0..<columns).map { String(cString: gbgv_column_name(statement, Int32($0))) }
+        var rows: [Row] = []
+        while true {
+            let code = gbgv_step(statement)
+            if code == 101 { break } // SQLITE_DONE
+            guard code == 100 else { throw failure(code) } // SQLITE_ROW
+            var values: [String: (any DatabaseValueConvertible)?] = [:]
+            for column in 0..<columns {
+                let index = Int32(column)
+                switch gbgv_column_type(statement, index) {
+                case 1: values[names[column]] = gbgv_column_int64(statement, index).databaseValue
+                case 2: values[names[column]] = gbgv_column_double(statement, index).databaseValue
+                case 3:
+                    // As GRDB reads text (`String(cString:)`), so a value reads the same
+                    // through either connection.
+                    let text = gbgv_column_text(statement, index).map { String(cString: $0) } ?? ""
+                    values[names[column]] = text.databaseValue
+                case 4:
+                    let count = Int(gbgv_column_bytes(statement, index))
+                    let bytes = gbgv_column_blob(statement, index).map { Data(bytes: $0, count: count) } ?? Data()
+                    values[names[column]] = bytes.databaseValue
+                default: values[names[column]] = DatabaseValue.null
+                }
+            }
+            rows.append(Row(values))
+        }
+        return rows
+    }
+
+    private func sqlite3Reset(_ statement: OpaquePointer) {
+        _ = gbgv_reset(statement)
+    }
+}
