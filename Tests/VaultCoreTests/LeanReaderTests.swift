@@ -39,6 +39,14 @@ struct LeanReaderTests {
                 for name in a.columnNames { #expect(a[name] as DatabaseValue == b[name] as DatabaseValue, "\(table).\(name)") }
             }
         }
+        // Single-column reads (no rows built) and whole listings, both ways.
+        let sql = "SELECT client_id FROM profile ORDER BY name"
+        #expect(try lean.read { db in try String.fetchAll(db, sql: sql) } == vault.database.read { db in try String.fetchAll(db, sql: sql) })
+        #expect(try lean.read { db in try Int64?.fetchAll(db, sql: "SELECT expires_at FROM audit_record ORDER BY seq") }
+                == vault.database.read { db in try Int64?.fetchAll(db, sql: "SELECT expires_at FROM audit_record ORDER BY seq") })
+        let writable = try Vault.open(at: path), readOnly = try Vault.openForReading(at: path)
+        #expect(try readOnly.profilesJSON() == writable.profilesJSON())
+        #expect(try readOnly.auditJSON(AuditQuery()) == writable.auditJSON(AuditQuery()))
         // Bound arguments of every type, and a statement reused with other arguments.
         for name in ["a", "nobody"] {
             let viaLean = try lean.read { db in try Row.fetchAll(db, sql: "SELECT name, ? AS i, ? AS r, ? AS b, ? AS n FROM profile WHERE name = ?",

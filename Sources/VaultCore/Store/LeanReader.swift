@@ -62,6 +62,41 @@ final class LeanReader: @unchecked Sendable {
 
     /// The rows of one statement (prepared once per connection and reused).
     func rows(sql: String, arguments: [DatabaseValue]) throws -> [Row] {
+        var rows: [Row] = []
+        try run(sql: sql, arguments: arguments) { statement, names in
+            var values: [String: (any DatabaseValueConvertible)?] = [:]
+            for column in names.indices { values[names[column]] = Self.value(statement, Int32(column)) }
+            rows.append(Row(values))
+        }
+        return rows
+    }
+
+    /// The only column of every row, without building rows (`vault list --json` reads
+    /// 10,000 JSON strings this way).
+    func column(sql: String, arguments: [DatabaseValue]) throws -> [DatabaseValue] {
+        var values: [DatabaseValue] = []
+        try run(sql: sql, arguments: arguments) { statement, names in
+            guard names.count == 1 else { throw VaultError.failure("internal error: a scalar query returned \(names.count) columns") }
+            values.append(Self.value(statement, 0))
+        }
+        return values
+    }
+
+    /// One column's value, read as GRDB reads it (text with `String(cString:)`, so a
+    /// value reads the same through either connection).
+    private static func value(_ statement: OpaquePointer, _ index: Int32) -> DatabaseValue {
+        switch gbgv_column_type(statement, index) {
+        case 1: return gbgv_column_int64(statement, index).databaseValue
+        case 2: return gbgv_column_double(statement, index).databaseValue
+        case 3: return (gbgv_column_text(statement, index).map { String(cString: $0) } ?? "").databaseValue
+        case 4:
+            let count = Int(gbgv_column_bytes(statement, index))
+            return (gbgv_column_blob(statement, index).map { Data(bytes: $0, count: count) } ?? Data()).databaseValue
+        default: return .null
+        }
+    }
+
+    private func run(sql: String, arguments: [DatabaseValue], row: (OpaquePointer, [String]) throws -> Void) throws {
         guard let connection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "the connection is closed") }
         let statement: OpaquePointer
         if let cached = statements.first(where: { $0.sql == sql }) {
@@ -89,34 +124,13 @@ final class LeanReader: @unchecked Sendable {
             }
             guard code == 0 else { throw failure(code) }
         }
-        let columns = Int(gbgv_column_count(statement))
-        let names = (0..<columns).map { String(cString: gbgv_column_name(statement, Int32($0))) }
-        var rows: [Row] = []
+        let names = (0..<Int(gbgv_column_count(statement))).map { String(cString: gbgv_column_name(statement, Int32($0))) }
         while true {
             let code = gbgv_step(statement)
-            if code == 101 { break } // SQLITE_DONE
+            if code == 101 { return } // SQLITE_DONE
             guard code == 100 else { throw failure(code) } // SQLITE_ROW
-            var values: [String: (any DatabaseValueConvertible)?] = [:]
-            for column in 0..<columns {
-                let index = Int32(column)
-                switch gbgv_column_type(statement, index) {
-                case 1: values[names[column]] = gbgv_column_int64(statement, index).databaseValue
-                case 2: values[names[column]] = gbgv_column_double(statement, index).databaseValue
-                case 3:
-                    // As GRDB reads text (`String(cString:)`), so a value reads the same
-                    // through either connection.
-                    let text = gbgv_column_text(statement, index).map { String(cString: $0) } ?? ""
-                    values[names[column]] = text.databaseValue
-                case 4:
-                    let count = Int(gbgv_column_bytes(statement, index))
-                    let bytes = gbgv_column_blob(statement, index).map { Data(bytes: $0, count: count) } ?? Data()
-                    values[names[column]] = bytes.databaseValue
-                default: values[names[column]] = DatabaseValue.null
-                }
-            }
-            rows.append(Row(values))
+            try row(statement, names)
         }
-        return rows
     }
 
     private func sqlite3Reset(_ statement: OpaquePointer) {

@@ -103,6 +103,9 @@ extension DatabaseValueConvertible {
             // GRDB's own cursor: no row copied (list --json on 10,000 profiles).
             return try Optional<Self>.fetchAll(database.cachedStatement(sql: sql), arguments: StatementArguments(arguments)).compactMap { $0 }
         }
+        if case .lean(let reader) = db.connection {
+            return try reader.column(sql: sql, arguments: StoreDB.values(arguments)).compactMap { try decode($0) }
+        }
         return try db.rows(sql: sql, arguments: arguments).compactMap { try decodeOnlyColumn($0) }
     }
 
@@ -110,6 +113,10 @@ extension DatabaseValueConvertible {
         guard row.count == 1, let value = row.databaseValues.first else {
             throw VaultError.failure("internal error: a scalar query returned \(row.count) columns")
         }
+        return try decode(value)
+    }
+
+    fileprivate static func decode(_ value: DatabaseValue) throws -> Self? {
         if value.isNull { return nil }
         guard let decoded = Self.fromDatabaseValue(value) else {
             throw VaultError.integrity("a stored value has an unexpected type")
@@ -124,6 +131,15 @@ extension DatabaseValueConvertible where Self: StatementColumnConvertible {
     static func fetchAll(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [Self] {
         if case .sqlite(let database) = db.connection {
             return try Self.fetchAll(database.cachedStatement(sql: sql), arguments: StatementArguments(arguments))
+        }
+        if case .lean(let reader) = db.connection {
+            // As GRDB: a NULL is an error for a non-optional type, nil for an optional one.
+            return try reader.column(sql: sql, arguments: StoreDB.values(arguments)).map { value in
+                guard let decoded = Self.fromDatabaseValue(value) else {
+                    throw VaultError.integrity(value.isNull ? "a stored value is missing" : "a stored value has an unexpected type")
+                }
+                return decoded
+            }
         }
         return try db.rows(sql: sql, arguments: arguments).compactMap { try decodeOnlyColumn($0) }
     }
