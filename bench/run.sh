@@ -110,7 +110,7 @@ echo "## through the agent (vault unlock): token cache hit and --fresh vs curl" 
 # No passphrase source while the agent serves (and no `env` wrapper: every command here,
 # curl included, is one exec).
 unset VAULT_PASSPHRASE_FILE
-hyperfine -N -w 3 -r $((runs * 3)) --export-json "$work/h.json" \
+hyperfine -N -w 5 -r $((runs * 10)) --export-json "$work/h.json" \
   -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
   -n "vault token, agent, cache hit" "$BIN/vault token b" \
   -n "vault token --fresh, agent" "$BIN/vault token b --fresh" \
@@ -141,7 +141,7 @@ sqlite3 "$v" "WITH RECURSIVE s(i) AS (SELECT 2 UNION ALL SELECT i+1 FROM s WHERE
   SELECT i, 1764374400000 + i, 'token', 'profile-' || (i % 100), 'eu', 'https://api.auth.gbgplc.com/as/token.oauth2',
     'password', 'ok', 200, 1, 80, 'Bearer', 3600, 1764378000 + i, 'req-' || i, hex(randomblob(16)), zeroblob(32), 1 FROM s;"
 echo "## audit --profile X --limit 50 --json on $n records vs sqlite3 -json" >> "$out"
-hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
+hyperfine -N -w 5 -r $((runs * 10)) --export-json "$work/h.json" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT * FROM audit_record WHERE profile = \"profile-7\" ORDER BY seq DESC LIMIT 50'" \
   -n "vault audit" "$BIN/vault audit --vault $v --profile profile-7 --limit 50 --json" \
   -n "process floor: vault --version" "$BIN/vault --version" >/dev/null

@@ -205,11 +205,12 @@ enum Main {
     /// else runs as the main task of the concurrency runtime, on the main actor, exactly
     /// as an `async` main would (the main thread then serves the main queue).
     static func main() {
-        let arguments = Array(CommandLine.arguments.dropFirst())
-        if arguments == ["--version"] {
+        // `--version` straight from argv, before the runtime builds `CommandLine.arguments`.
+        if CommandLine.argc == 2, let word = CommandLine.unsafeArgv[1], strcmp(word, "--version") == 0 {
             Output.stdout(VaultVersion.string + "\n")
             exit(0)
         }
+        let arguments = Array(CommandLine.arguments.dropFirst())
         ProcessHardening.apply()
         TraceOutput.bootstrap(arguments: arguments)
         FastPath.run(arguments)
