@@ -191,6 +191,45 @@ struct SessionTests {
         expectNoLeaks(session.vault)
     }
 
+    @Test("the agent is found by the vault file's device and inode without the client opening the vault; odd links are not followed; the link goes with the agent")
+    func fileIdentityLink() throws {
+        let session = try Session()
+        defer { session.stop() }
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        var info = stat()
+        #expect(stat(session.vault.path, &info) == 0)
+        let link = session.runtime + "/gbg-vault/agent-file-\(info.st_dev)-\(info.st_ino)"
+        let name = try FileManager.default.destinationOfSymbolicLink(atPath: link)
+        #expect(name.hasPrefix("agent-") && name.hasSuffix(".sock") && !name.contains("/"), "\(name)")
+        #expect(session.socketPath?.hasSuffix("/" + name) == true)
+        // The client finds the agent with stat and readlink: it never opens the vault file.
+        let strace = "/usr/bin/strace"
+        if FileManager.default.isExecutableFile(atPath: strace) {
+            let trace = session.runtime + "/opens.trace"
+            var environment = session.vault.environment(session.env)
+            environment.removeValue(forKey: "VAULT_PASSPHRASE")
+            let traced = try Binaries.run(strace, ["-f", "-e", "trace=open,openat", "-o", trace, Binaries.vault, "token", "pw"], environment: environment)
+            #expect(traced.status == 0, "\(traced.stderrText)")
+            LeakScanner.shared.register(token: traced.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines))
+            let opens = try String(contentsOfFile: trace, encoding: .utf8)
+            #expect(!opens.contains(session.vault.path), "the client opened the vault")
+        } else {
+            Issue.record("strace is not installed (scripts/setup.sh installs it)")
+        }
+        // A link that does not hold a bare socket name is not followed: the client finds the
+        // agent by the vault id instead, and is served as before.
+        try FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "../../" + name)
+        #expect(try session.run(["token", "pw"], passphrase: false, token: true).status == 0)
+        try FileManager.default.removeItem(atPath: link)
+        #expect(try session.run(["token", "pw"], passphrase: false, token: true).status == 0, "no link: found by the vault id")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: name)
+        // The agent removes its own link when it ends.
+        #expect(try session.run(["lock"], passphrase: false).status == 0)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == nil, "the link went with the agent")
+        expectNoLeaks(session.vault)
+    }
+
     @Test("the agent ends at its deadline and when idle; status does not keep it alive")
     func expiry() throws {
         let session = try Session()

@@ -35,6 +35,31 @@ public enum AgentProtocol {
         directory(environment: environment) + "/agent-pg-\(Sodium.blake2b(Array(identity.utf8), length: 16).hexString).sock"
     }
 
+    /// A second name for a file vault's agent, by the file's device and inode: a symbolic
+    /// link, in the agent directory, to the socket's own name. A client that has only the
+    /// vault's path finds the agent with one `stat` and one `readlink`, without opening
+    /// the vault with SQLite to read its id (the agent still compares the device and inode
+    /// the client sends with the file it opened and checked).
+    public static func fileLinkPath(device: UInt64, inode: UInt64, environment: [String: String]? = nil) -> String {
+        directory(environment: environment) + "/agent-file-\(device)-\(inode)"
+    }
+
+    /// The socket a file link names, if the link holds exactly a vault socket's bare name
+    /// (`agent-` and 32 lower-case hex digits, `.sock`); anything else is not followed.
+    public static func socketPath(fromFileLink link: String, environment: [String: String]? = nil) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = buffer.withUnsafeMutableBufferPointer { raw in
+            raw.withMemoryRebound(to: CChar.self) { readlink(link, $0.baseAddress!, $0.count) }
+        }
+        guard count == 43 else { return nil } // "agent-" + 32 + ".sock"
+        let name = buffer[0..<count]
+        let hex = name.dropFirst(6).dropLast(5)
+        guard name.starts(with: Array("agent-".utf8)), name.suffix(5).elementsEqual(".sock".utf8),
+              hex.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+        else { return nil }
+        return directory(environment: environment) + "/" + String(decoding: name, as: UTF8.self)
+    }
+
     /// Creates the agent directory 0700 if it is missing, then checks it: a real
     /// directory (not a symbolic link), owned by this user, no group or other access.
     public static func preparePrivateDirectory(_ path: String, create: Bool) throws(VaultError) {

@@ -35,6 +35,8 @@ public final class AgentServer: @unchecked Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var serverChannel: (any Channel)?
     private var socketIdentity: (dev: UInt64, ino: UInt64)?
+    /// The link by the vault file's device and inode, when this agent made it.
+    private var fileLink: String?
     private var signalSources: [any DispatchSourceSignal] = []
     /// Profiles kept fresh, and whether a renewal is in flight for each.
     private var fresh: [AgentResponse.FreshEntry] = []
@@ -119,6 +121,15 @@ public final class AgentServer: @unchecked Sendable {
             throw .failure("the agent socket \(socketPath) could not be made private")
         }
         socketIdentity = (UInt64(info.st_dev), UInt64(info.st_ino))
+        // The second name, by the vault file's device and inode (AgentProtocol.fileLinkPath).
+        // A link left by an agent that was killed is replaced; a failure only costs
+        // clients the longer lookup by vault id.
+        if let file = unlocked.database.fileIdentity {
+            let link = AgentProtocol.fileLinkPath(device: file.dev, inode: file.ino)
+            var existing = stat()
+            if lstat(link, &existing) == 0, (existing.st_mode & S_IFMT) == S_IFLNK, existing.st_uid == geteuid() { unlink(link) }
+            if symlink((socketPath as NSString).lastPathComponent, link) == 0 { fileLink = link }
+        }
     }
 
     /// Serves until the agent ends, then removes the socket.
@@ -251,6 +262,8 @@ public final class AgentServer: @unchecked Sendable {
            UInt64(info.st_dev) == identity.dev, UInt64(info.st_ino) == identity.ino {
             unlink(socketPath)
         }
+        // The file link, if it still names this agent's socket.
+        if let fileLink, AgentProtocol.socketPath(fromFileLink: fileLink) == socketPath { unlink(fileLink) }
     }
 
     // MARK: - Operations

@@ -227,13 +227,21 @@ enum AgentSession {
         }
     }
 
-    /// Where the agent of the vault at `vaultPath` would listen (a lean read of the vault
-    /// id: one read-only connection, no pool, no schema check).
+    /// Where the agent of the vault at `vaultPath` would listen: its link by the file's
+    /// device and inode, else by the vault id (a lean read: one read-only connection, no
+    /// pool, no schema check).
     static func target(vaultPath: String) throws(VaultError) -> Target {
         if PostgresLocation.isURL(vaultPath) {
             // No connection: the socket is named by the location itself.
             let identity = try PostgresLocation.parse(vaultPath, readPasswordFile: false).identity
             return Target(client: AgentClient(socketPath: AgentProtocol.socketPath(store: identity)), store: identity)
+        }
+        // The agent's link by this file's device and inode, if there is one: no SQLite at
+        // all (a replaced file has another inode, so it never matches an agent's link).
+        var info = stat()
+        if stat(vaultPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG,
+           let socket = AgentProtocol.socketPath(fromFileLink: AgentProtocol.fileLinkPath(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))) {
+            return Target(client: AgentClient(socketPath: socket), device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         }
         let found = try VaultDatabase.agentLookup(at: vaultPath)
         return Target(client: AgentClient(socketPath: AgentProtocol.socketPath(vaultID: found.vaultID)), device: found.dev, inode: found.ino)
