@@ -113,7 +113,18 @@ struct AgentResponseDecodingTests {
     static func randomResponse(_ generator: inout SeededGenerator) -> AgentResponse {
         func text() -> String { AgentProtocolTests.randomString(&generator) }
         var response = AgentResponse(ok: generator.next() % 2 == 0)
-        switch generator.next() % 4 {
+        switch generator.next() % 5 {
+        case 3:
+            let entries = (0..<Int(generator.next() % 3)).map { _ in
+                AgentResponse.FreshEntry(profile: text(), environment: generator.next() % 2 == 0 ? nil : text(),
+                                         expiresAt: generator.next() % 2 == 0 ? nil : Int64(bitPattern: generator.next()),
+                                         nextRefreshAt: Int64(bitPattern: generator.next()), refreshes: Int(generator.next() % 1000),
+                                         failures: Int(generator.next() % 7), lastError: generator.next() % 2 == 0 ? nil : text())
+            }
+            response.status = .init(pid: Int32(truncatingIfNeeded: generator.next()), vault: text(), vaultID: text(),
+                                    unlockedAt: Int64(bitPattern: generator.next()), expiresAt: Int64(bitPattern: generator.next()),
+                                    idleSeconds: Int64(generator.next() % 100_000), idleExpiresAt: Int64(bitPattern: generator.next()),
+                                    requests: Int64(generator.next() % 1_000_000), keepFresh: generator.next() % 3 == 0 ? nil : entries)
         case 0:
             response.token = .init(accessToken: text(), tokenType: text(), expiresAt: Int64(bitPattern: generator.next()),
                                    expiresIn: Int64(bitPattern: generator.next()) % 100_000, environment: text(),
@@ -176,6 +187,7 @@ struct AgentResponseDecodingTests {
         for text in [#"{"version":1,"ok":true,}"#, #"{"version":01,"ok":true}"#, #"{"version":1,"ok":true} x"#, "{\"version\":1,\"ok\":true,\"message\":\"a\nb\"}",
                      #"{"version":1,"ok":tru}"#, #"{'version':1,"ok":true}"#, #"{"version":1,"ok":true,"message":"\x"}"#, #"{"version":+1,"ok":true}"#,
                      #"{"version":1,"ok":true,"message":"\udc00"}"#, #"{"version":1,"ok":true,"status":{"pid":1}}"#, #"{"ok":true}"#,
+                     #"{"version":1,"ok":true,"audit":{"records_checked":1}}"#,
                      #"{"version":1,"ok":true,"token":{"access_token":"t"}}"#, #"{"version":1,"ok":true,"extra":1}"#,
                      String(repeating: "[", count: 40) + String(repeating: "]", count: 40)] {
             #expect(AgentResponse.decodeEveryday(Array(text.utf8)) == nil, "\(text)")

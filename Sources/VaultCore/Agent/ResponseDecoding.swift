@@ -1,5 +1,5 @@
-/// The client's reading of the agent's everyday answers (a token, an error, a message)
-/// without `JSONDecoder`.
+/// The client's reading of the agent's everyday answers (a token, a status, an error, a
+/// message) without `JSONDecoder`.
 ///
 /// Why: a `vault token` through the agent is one short process, and `JSONDecoder`'s first
 /// use in this binary (generic metadata instantiated from mangled names, protocol
@@ -48,8 +48,12 @@ extension AgentResponse {
                 if value.isNull { continue }
                 guard let token = Token(everyday: value) else { return nil }
                 response.token = token
+            case CodingKeys.status.rawValue:
+                if value.isNull { continue }
+                guard let status = Status(everyday: value) else { return nil }
+                response.status = status
             default:
-                return nil // status, verification, audit, or a key of a newer agent
+                return nil // verification, audit, or a key of a newer agent
             }
         }
         guard seen.contains(CodingKeys.version.rawValue), seen.contains(CodingKeys.ok.rawValue) else { return nil }
@@ -102,6 +106,70 @@ extension AgentResponse.Token {
         guard let accessToken, let tokenType, let environment, let expiresAt, let expiresIn, let fromCache else { return nil }
         self.init(accessToken: accessToken, tokenType: tokenType, expiresAt: expiresAt, expiresIn: expiresIn,
                   environment: environment, apiBase: apiBase, fromCache: fromCache)
+    }
+}
+
+extension AgentResponse.Status {
+    init?(everyday value: StrictJSON.Value) {
+        guard let fields = value.uniqueFields else { return nil }
+        var pid: Int32?, vault: String?, vaultID: String?
+        var unlockedAt: Int64?, expiresAt: Int64?, idleSeconds: Int64?, idleExpiresAt: Int64?, requests: Int64?
+        var keepFresh: [AgentResponse.FreshEntry]?
+        for (key, value) in fields {
+            switch key {
+            case CodingKeys.pid.rawValue: pid = value.int.flatMap { Int32(exactly: $0) }; if pid == nil { return nil }
+            case CodingKeys.vault.rawValue: vault = value.string; if vault == nil { return nil }
+            case CodingKeys.vaultID.rawValue: vaultID = value.string; if vaultID == nil { return nil }
+            case CodingKeys.unlockedAt.rawValue: unlockedAt = value.int; if unlockedAt == nil { return nil }
+            case CodingKeys.expiresAt.rawValue: expiresAt = value.int; if expiresAt == nil { return nil }
+            case CodingKeys.idleSeconds.rawValue: idleSeconds = value.int; if idleSeconds == nil { return nil }
+            case CodingKeys.idleExpiresAt.rawValue: idleExpiresAt = value.int; if idleExpiresAt == nil { return nil }
+            case CodingKeys.requests.rawValue: requests = value.int; if requests == nil { return nil }
+            case CodingKeys.keepFresh.rawValue:
+                if value.isNull { continue }
+                guard case .array(let items) = value else { return nil }
+                var entries: [AgentResponse.FreshEntry] = []
+                for item in items {
+                    guard let entry = AgentResponse.FreshEntry(everyday: item) else { return nil }
+                    entries.append(entry)
+                }
+                keepFresh = entries
+            default: return nil
+            }
+        }
+        guard let pid, let vault, let vaultID, let unlockedAt, let expiresAt, let idleSeconds, let idleExpiresAt, let requests
+        else { return nil }
+        self.init(pid: pid, vault: vault, vaultID: vaultID, unlockedAt: unlockedAt, expiresAt: expiresAt, idleSeconds: idleSeconds,
+                  idleExpiresAt: idleExpiresAt, requests: requests, keepFresh: keepFresh)
+    }
+}
+
+extension AgentResponse.FreshEntry {
+    init?(everyday value: StrictJSON.Value) {
+        guard let fields = value.uniqueFields else { return nil }
+        var profile: String?, environment: String?, lastError: String?
+        var expiresAt: Int64?, nextRefreshAt: Int64?, refreshes: Int?, failures: Int?
+        for (key, value) in fields {
+            switch key {
+            case CodingKeys.profile.rawValue: profile = value.string; if profile == nil { return nil }
+            case CodingKeys.environment.rawValue:
+                guard value.isNull || value.string != nil else { return nil }
+                environment = value.string
+            case CodingKeys.lastError.rawValue:
+                guard value.isNull || value.string != nil else { return nil }
+                lastError = value.string
+            case CodingKeys.expiresAt.rawValue:
+                guard value.isNull || value.int != nil else { return nil }
+                expiresAt = value.int
+            case CodingKeys.nextRefreshAt.rawValue: nextRefreshAt = value.int; if nextRefreshAt == nil { return nil }
+            case CodingKeys.refreshes.rawValue: refreshes = value.int.flatMap { Int(exactly: $0) }; if refreshes == nil { return nil }
+            case CodingKeys.failures.rawValue: failures = value.int.flatMap { Int(exactly: $0) }; if failures == nil { return nil }
+            default: return nil
+            }
+        }
+        guard let profile, let nextRefreshAt, let refreshes, let failures else { return nil }
+        self.init(profile: profile, environment: environment, expiresAt: expiresAt, nextRefreshAt: nextRefreshAt,
+                  refreshes: refreshes, failures: failures, lastError: lastError)
     }
 }
 
