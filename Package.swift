@@ -101,6 +101,7 @@ let package = Package(
             dependencies: [
                 "VaultCore", "VaultTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
         ),

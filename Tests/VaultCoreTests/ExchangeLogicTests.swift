@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Testing
 @testable import VaultCore
@@ -195,5 +196,19 @@ struct HTTPClientPoolTests {
         #expect(try key(TransportOptions(environment: ["HTTPS_PROXY": "http://proxy.example:3128"]))
                 != (try key(TransportOptions(environment: [:]))))
         #expect(throws: VaultError.self) { try key(TransportOptions(caBundlePath: directory + "/missing.pem", environment: [:])) }
+    }
+
+    @Test("the pool keeps at most 16 clients: a 17th configuration gets none (its exchange makes its own), kept ones stay; none after shutdown")
+    func bounded() async throws {
+        let pool = HTTPClientPool()
+        let configuration = { HTTPClient.Configuration() }
+        for index in 0..<HTTPClientPool.maximumClients {
+            #expect(pool.client(key: "k\(index)", configuration: configuration) != nil)
+        }
+        #expect(pool.client(key: "one too many", configuration: configuration) == nil)
+        let first = pool.client(key: "k0", configuration: configuration)
+        #expect(first != nil && first === pool.client(key: "k0", configuration: configuration), "the same client for the same key")
+        await pool.shutdown()
+        #expect(pool.client(key: "k0", configuration: configuration) == nil)
     }
 }

@@ -61,10 +61,10 @@ struct LeanReaderTests {
         #expect(try vault.database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM profile") } == 1)
         // Errors are GRDB's codes, mapped as for any connection: not a vault, missing.
         let empty = directory + "/empty.db"
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
         #expect(throws: VaultError.self) { _ = try VaultDatabase.openForReading(at: empty) }
         let garbage = directory + "/garbage.db"
-        FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x42, count: 8192))
+        #expect(FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x42, count: 8192)))
         do {
             _ = try VaultDatabase.openForReading(at: garbage)
             Issue.record("a garbage file opened")

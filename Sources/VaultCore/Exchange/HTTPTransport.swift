@@ -83,27 +83,23 @@ public final class HTTPClientPool: @unchecked Sendable {
     private let lock = NSLock()
     private var clients: [String: HTTPClient] = [:]
     private var closed = false
-    /// At most this many configurations are kept; beyond it the pool starts over.
+    /// At most this many configurations are kept; an exchange with yet another one gets a
+    /// client of its own, closed when it is done (nothing kept is ever shut down under
+    /// another exchange).
     static let maximumClients = 16
 
     public init() {}
 
+    /// The kept client for `key`, made on first use; nil when the pool is full or closed.
     func client(key: String, configuration: () -> HTTPClient.Configuration) -> HTTPClient? {
-        var evicted: [HTTPClient] = []
-        let client = lock.withLock { () -> HTTPClient? in
+        lock.withLock { () -> HTTPClient? in
             guard !closed else { return nil }
             if let existing = clients[key] { return existing }
-            if clients.count >= Self.maximumClients {
-                evicted = Array(clients.values)
-                clients.removeAll()
-            }
+            guard clients.count < Self.maximumClients else { return nil }
             let made = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration())
             clients[key] = made
             return made
         }
-        // In-flight requests on an evicted client finish before its shutdown completes.
-        for old in evicted { old.shutdown { _ in } }
-        return client
     }
 
     /// Closes every kept connection; later exchanges fail as "not available".
@@ -125,6 +121,9 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
     private let pool: HTTPClientPool?
     private let lock = NSLock()
     private var client: HTTPClient?
+    /// The client is this transport's own (made by `prepare`, shut down by `finish`), not
+    /// the pool's.
+    private var ownsClient = false
 
     public init(options: TransportOptions, pool: HTTPClientPool? = nil) {
         self.options = options
@@ -133,27 +132,22 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
 
     public func prepare(url: String) async throws(VaultError) {
         let configuration = try makeConfiguration(for: url)
-        if let pool {
-            let key = try poolKey(for: url, proxy: configuration.proxy)
-            let pooled = pool.client(key: key) { configuration }
-            lock.withLock { client = pooled }
-            return
-        }
+        let pooled = try pool?.client(key: poolKey(for: url, proxy: configuration.proxy)) { configuration }
         let previous = lock.withLock { () -> HTTPClient? in
-            let old = client
-            client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+            let old = ownsClient ? client : nil
+            client = pooled ?? HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+            ownsClient = pooled == nil
             return old
         }
         try? await previous?.shutdown()
     }
 
     public func finish() async {
-        let current = lock.withLock { () -> HTTPClient? in
-            let old = client
-            client = nil
-            return old
+        let owned = lock.withLock { () -> HTTPClient? in
+            defer { client = nil; ownsClient = false }
+            return ownsClient ? client : nil
         }
-        if pool == nil { try? await current?.shutdown() }
+        try? await owned?.shutdown()
     }
 
     /// What makes two exchanges' configurations the same (``HTTPClientPool``).
