@@ -20,7 +20,6 @@ enum FastPath {
     /// Runs `arguments` (without the program name) if it is a fast shape and exits;
     /// returns only when the full parser must take over.
     static func run(_ arguments: [String]) {
-        VaultDatabase.keepReadOnlyConnectionsUntilExit = true
         guard !arguments.contains("--"), !TraceOutput.verboseFromEnvironment,
               let parsed = Parsed(arguments), let command = parsed.positionals.first,
               let commandIndex = arguments.firstIndex(of: command) else { return }
@@ -38,7 +37,7 @@ enum FastPath {
         }
     }
 
-    /// Runs a read-only command's body and exits with its status.
+    /// Runs a command's body and exits with its status.
     private static func finish(_ body: () throws(VaultError) -> Void) -> Never {
         do {
             try body()
@@ -121,13 +120,9 @@ enum FastPath {
     /// `status [--json] [--vault P]`.
     private static func status(_ parsed: Parsed) {
         guard parsed.positionals.count == 1, parsed.only(flags: ["--json"], options: ["--vault"]) else { return }
-        do {
+        finish { () throws(VaultError) in
             try VaultCLI.Status.show(vaultPath: VaultOptions.defaultPath(explicit: parsed.option("--vault")),
                                      json: parsed.has("--json"))
-            exit(0)
-        } catch {
-            Output.error(error)
-            exit(error.exitCode)
         }
     }
 

@@ -222,7 +222,6 @@ enum Main {
 
     @MainActor
     static func full(_ arguments: [String]) async -> Never {
-        VaultDatabase.keepReadOnlyConnectionsUntilExit = true
         do {
             var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(arguments))
             if var asyncCommand = command as? any AsyncParsableCommand {

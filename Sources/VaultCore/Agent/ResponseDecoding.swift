@@ -17,7 +17,7 @@
 /// thousands of generated and mutated answers both ways and compares.
 extension AgentResponse {
     /// The answer, if it is one of the everyday shapes; nil means "use JSONDecoder".
-    public static func decodeEveryday(_ bytes: [UInt8]) -> AgentResponse? {
+    static func decodeEveryday(_ bytes: [UInt8]) -> AgentResponse? {
         guard case .object(let fields)? = try? StrictJSON.parse(bytes) else { return nil }
         var response = AgentResponse(ok: false)
         var seen: [String] = []
@@ -174,8 +174,8 @@ extension AgentResponse.FreshEntry {
 }
 
 /// A strict RFC 8259 reader for the agent's answers (see `decodeEveryday`).
-public enum StrictJSON {
-    public indirect enum Value: Equatable, Sendable {
+enum StrictJSON {
+    indirect enum Value: Equatable, Sendable {
         case object([(String, Value)])
         case array([Value])
         case string(String)
@@ -184,7 +184,7 @@ public enum StrictJSON {
         case bool(Bool)
         case null
 
-        public static func == (a: Value, b: Value) -> Bool {
+        static func == (a: Value, b: Value) -> Bool {
             switch (a, b) {
             case (.object(let x), .object(let y)): return x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
             case (.array(let x), .array(let y)): return x == y
@@ -220,13 +220,13 @@ public enum StrictJSON {
         }
     }
 
-    public struct Malformed: Error {}
+    struct Malformed: Error {}
 
     /// Deeper nesting than this is refused.
     static let maximumDepth = 16
 
     /// One JSON value with nothing but whitespace around it.
-    public static func parse(_ bytes: [UInt8]) throws(Malformed) -> Value {
+    static func parse(_ bytes: [UInt8]) throws(Malformed) -> Value {
         var reader = Reader(bytes: bytes)
         let value = try reader.value(depth: 0)
         reader.skipWhitespace()

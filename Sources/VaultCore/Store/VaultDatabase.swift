@@ -127,9 +127,8 @@ public final class VaultDatabase: Sendable {
     /// Names of the migrations this build knows, in order.
     public static var knownMigrations: [String] { embeddedMigrations.map(\.name) }
 
-    private static func configuration(readOnly: Bool = false) -> Configuration {
+    private static func configuration() -> Configuration {
         var config = Configuration()
-        config.readonly = readOnly
         config.busyMode = .timeout(busyTimeout)
         config.foreignKeysEnabled = true
         config.label = "gbg-vault"
@@ -271,18 +270,6 @@ public final class VaultDatabase: Sendable {
         return (vaultID, UInt64(info.st_dev), UInt64(info.st_ino))
     }
 
-    /// Set by the command-line tool: read-only connections stay open until the process
-    /// exits (a read-only connection has nothing to flush; closing it at exit is work a
-    /// short-lived `vault list` does not need).
-    nonisolated(unsafe) public static var keepReadOnlyConnectionsUntilExit = false
-    nonisolated(unsafe) private static var retained: [VaultDatabase] = []
-    private static let retainedLock = NSLock()
-
-    private static func retainUntilExit(_ database: VaultDatabase) {
-        guard keepReadOnlyConnectionsUntilExit else { return }
-        retainedLock.withLock { retained.append(database) }
-    }
-
     /// The `stat` of `path`, which must be an existing regular file (exit 6 when missing).
     private static func existingVaultFile(_ path: String) throws(VaultError) -> stat {
         var info = stat()
@@ -310,7 +297,6 @@ public final class VaultDatabase: Sendable {
             let database = readOnly
                 ? VaultDatabase(lean: try LeanReader(path: path, busyTimeout: busyTimeout), path: path)
                 : VaultDatabase(pool: try Self.durablePool(path: path), path: path)
-            if readOnly { retainUntilExit(database) }
             try database.checkIdentity()
             Trace.debug("application id checked")
             try database.checkSchema()

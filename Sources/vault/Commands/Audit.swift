@@ -48,31 +48,29 @@ extension VaultCLI {
                 outcome: outcome, limit: limit)
             query.member = member
             if !follow { return try Self.printOnce(vaultPath: options.vaultPath, query: query, json: json, jsonl: jsonl) }
-            do {
-                let vault = try options.openForReading()
-                let stop = InterruptFlag()
-                if follow, limit == nil, since == nil { query.limit = 10 } // like tail -f: the recent past, then new records
-                var printedHeader = false
-                while true {
-                    let step = try vault.auditFollowStep(query, json: jsonl)
-                    if jsonl {
-                        if !step.lines.isEmpty { Output.stdout(step.lines.map { $0.json + "\n" }.joined()) }
-                    } else if !step.entries.isEmpty || !printedHeader {
-                        Output.rows(step.entries.map { Self.row($0) }, header: printedHeader ? nil : Self.header, widths: Self.widths)
-                        printedHeader = true
-                    }
-                    guard follow else { return }
-                    // Every record up to `newest` was in this snapshot: go on strictly after it.
-                    let last = step.newest
-                    query.afterSeq = last
-                    query.limit = nil
-                    var grown = false
-                    while !stop.isSet && !grown {
-                        try await Task.sleep(for: .milliseconds(interval))
-                        grown = try vault.newestAuditSeq() > last
-                    }
-                    if stop.isSet && !grown { return }
+            // --follow: the recent past (like tail -f), then each new record as it is appended.
+            let vault = try options.openForReading()
+            let stop = InterruptFlag()
+            if limit == nil, since == nil { query.limit = 10 }
+            var printedHeader = false
+            while true {
+                let step = try vault.auditFollowStep(query, json: jsonl)
+                if jsonl {
+                    if !step.lines.isEmpty { Output.stdout(step.lines.map { $0.json + "\n" }.joined()) }
+                } else if !step.entries.isEmpty || !printedHeader {
+                    Output.rows(step.entries.map { Self.row($0) }, header: printedHeader ? nil : Self.header, widths: Self.widths)
+                    printedHeader = true
                 }
+                // Every record up to `newest` was in this snapshot: go on strictly after it.
+                let last = step.newest
+                query.afterSeq = last
+                query.limit = nil
+                var grown = false
+                while !stop.isSet && !grown {
+                    try await Task.sleep(for: .milliseconds(interval))
+                    grown = try vault.newestAuditSeq() > last
+                }
+                if stop.isSet && !grown { return }
             }
         }
 
