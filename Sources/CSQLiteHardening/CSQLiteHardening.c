@@ -22,6 +22,10 @@ const char *gbgv_sqlite_errmsg(sqlite3 *db) {
     return sqlite3_errmsg(db);
 }
 
+int gbgv_busy_timeout(sqlite3 *db, int milliseconds) {
+    return sqlite3_busy_timeout(db, milliseconds);
+}
+
 /* One prepared statement, one row, one column; SQLITE_ROW's value handed to `take`. */
 static int first_value(sqlite3 *db, const char *sql, sqlite3_stmt **out) {
     int rc = sqlite3_prepare_v2(db, sql, -1, out, NULL);

@@ -6,9 +6,15 @@ import Logging
 /// end-to-end suite runs it through the leak scanner). Silent unless the command layer
 /// bootstraps a handler.
 public enum Trace {
+    /// Set once, at start-up, by the command layer when it installs a handler that shows
+    /// debug messages (`--verbose`). Until then nothing is traced and no logger is made:
+    /// the short commands never set up swift-log at all.
+    nonisolated(unsafe) public static var isEnabled = false
+
     public static let logger = Logger(label: "gbg-vault")
 
     public static func debug(_ message: @autoclosure () -> String) {
+        guard isEnabled else { return }
         logger.debug("\(message())")
     }
 }

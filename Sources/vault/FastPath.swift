@@ -14,7 +14,7 @@ import Glibc
 /// names, values and checks as the full commands. Anything else (another option, `--help`,
 /// `--verbose`, a value that looks like an option, a typo, no agent) returns false and
 /// goes the full way, which parses, validates and reports as always. The work itself is
-/// the full commands' own code (`AgentSession.token`, `TokenPrinter`, `Status.show`,
+/// the full commands' own code (`AgentSession.agentToken`, `TokenPrinter`, `Status.show`,
 /// `ListAudit.printOnce`, `List.show`).
 enum FastPath {
     /// Runs `arguments` (without the program name) if it is a fast shape and exits;
@@ -108,8 +108,10 @@ enum FastPath {
         // (and reports a missing vault exactly as it always does).
         guard let target = AgentSession.client(vaultPath: ask.vaultPath, noAgent: false) else { return }
         do {
-            guard let delivered = try AgentSession.token(ask, target: target, action: "token") else { return }
-            TokenPrinter.print(delivered, format: format)
+            guard var token = try AgentSession.agentToken(ask, target: target, action: "token") else { return }
+            let details = TokenPrinter.Details(tokenType: token.tokenType, expiresIn: token.expiresIn, expiresAt: token.expiresAt,
+                                               environment: token.environment, apiBase: token.apiBase)
+            token.accessToken.withUTF8 { TokenPrinter.print(token: UnsafeRawBufferPointer($0), details, format: format) }
             exit(0)
         } catch {
             Output.error(error)

@@ -212,8 +212,18 @@ enum Main {
         }
         let arguments = Array(CommandLine.arguments.dropFirst())
         ProcessHardening.apply()
-        TraceOutput.bootstrap(arguments: arguments)
+        // The fast shapes never trace (`--verbose` and VAULT_VERBOSE=1 take the full way),
+        // so they run before swift-log is set up.
         FastPath.run(arguments)
+        TraceOutput.bootstrap(arguments: arguments)
+        startFull(arguments)
+    }
+
+    /// Not inlined into `main`: the metadata the task needs (`Optional<TaskPriority>`,
+    /// instantiated from its mangled name, ~0.06 ms measured) is then set up only on the
+    /// full way, not before `--version` and the fast shapes.
+    @inline(never)
+    static func startFull(_ arguments: [String]) -> Never {
         Task { @MainActor in
             await full(arguments)
         }

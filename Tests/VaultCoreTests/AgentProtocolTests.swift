@@ -4,9 +4,9 @@ import VaultTestSupport
 @testable import VaultCore
 
 /// The client writes its agent request without `JSONEncoder` (`AgentRequest.jsonBytes`,
-/// for start-up time); the agent reads it with `JSONDecoder`. These check that the two
-/// agree on every field and every string, and that the bytes are the JSON object
-/// `JSONEncoder` would have written.
+/// for start-up time); the agent reads it with its strict reader, else `JSONDecoder`.
+/// These check that `JSONDecoder` reads every field and every string as written, and that
+/// the bytes are the JSON object `JSONEncoder` would have written.
 @Suite("agent protocol encoding")
 struct AgentProtocolTests {
     /// Strings that stress the escaping: quotes, backslashes, every control character,
@@ -194,7 +194,101 @@ struct AgentResponseDecodingTests {
         }
         let token = try #require(AgentResponse.decodeEveryday(Array(#" {"version":1,"ok":true,"token":{"access_token":"a\/b\u00e9\ud83d\ude00","token_type":"Bearer","expires_at":9,"expires_in":3,"environment":"eu","api_base":null,"from_cache":false}} "#.utf8)))
         #expect(token.token?.accessToken == "a/bé😀" && token.token?.apiBase == nil && token.token?.fromCache == false)
-        #expect(try StrictJSON.parse(Array(#"[1,-2.5e+3,0.0,"x",true,false,null,{}]"#.utf8))
-                == .array([.number("1"), .number("-2.5e+3"), .number("0.0"), .string("x"), .bool(true), .bool(false), .null, .object([])]))
+        // Numbers: as written, integers only where an integer is expected.
+        for (text, number) in [("0", "0"), ("-0", "-0"), ("-2.5e+3", "-2.5e+3"), ("0.0", "0.0"), (" 12 ", "12")] {
+            var reader = StrictJSON.Reader(bytes: Array(text.utf8))
+            #expect(try reader.number() == number)
+        }
+        for text in ["01", "+1", "1.", ".5", "1e", "-", "1.5", "1e2", "9223372036854775808"] {
+            #expect(throws: StrictJSON.Malformed.self, "\(text)") {
+                var reader = StrictJSON.Reader(bytes: Array(text.utf8))
+                _ = try reader.int64()
+                try reader.finish()
+            }
+        }
+    }
+}
+
+/// The agent reads requests with the same strict reader (`AgentRequest.decodeStrict`) and
+/// writes token, error and message answers without `JSONEncoder`
+/// (`AgentResponse.everydayJSONBytes`): what the reader accepts must be what
+/// `JSONDecoder` reads, and what the writer writes must read back the same.
+@Suite("agent requests and answers without Foundation's coders")
+struct AgentRequestReadingTests {
+    @Test("5,000 requests as clients write them (by hand and by JSONEncoder): read the same as JSONDecoder reads them")
+    func sameAsJSONDecoder() throws {
+        var generator = SeededGenerator(seed: 3_2026_1129)
+        for round in 0..<5000 {
+            let request = AgentProtocolTests.randomRequest(&generator)
+            let bytes = round % 2 == 0 ? request.jsonBytes() : [UInt8](try JSONEncoder().encode(request))
+            let fast = try #require(AgentRequest.decodeStrict(bytes), "a request must be read: \(String(decoding: bytes, as: UTF8.self))")
+            #expect(fast == request)
+            #expect(fast == (try JSONDecoder().decode(AgentRequest.self, from: Data(bytes))))
+        }
+    }
+
+    @Test("mutated, truncated and spliced requests: whatever the strict reader accepts, JSONDecoder reads identically")
+    func mutatedRequests() throws {
+        var generator = SeededGenerator(seed: 5_2026_1129)
+        let alphabet = Array(#"{}[]":,\ -+.0123456789eEtrufalsn"'/bfnrtu"#.utf8) + [0x00, 0x1F, 0x7F, 0xC3, 0xA9, 0xED, 0xA0, 0x80, 0xFF]
+        var accepted = 0
+        for round in 0..<20_000 {
+            var bytes = AgentProtocolTests.randomRequest(&generator).jsonBytes()
+            switch round % 4 {
+            case 0:
+                let at = Int(generator.next() % UInt64(bytes.count))
+                bytes[at] = generator.next() % 2 == 0 ? bytes[at] ^ UInt8(1 << (generator.next() % 8)) : alphabet[Int(generator.next() % UInt64(alphabet.count))]
+            case 1:
+                bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count))))
+            case 2:
+                bytes.insert(alphabet[Int(generator.next() % UInt64(alphabet.count))], at: Int(generator.next() % UInt64(bytes.count + 1)))
+            default:
+                let replacements = [#""version":1.0,"#, #""version":"1","#, #""version":null,"#, #""version":1,"version":2,"#, #""version":1,"extra":[1],"#,
+                                    #""version":1,"fresh":0,"#, #""version":1,"file_dev":-1,"#, #""version":1,"file_ino":1e3,"#,
+                                    #""version":1,"proxy_environment":{"a":1},"#, #""version":1,"proxy_environment":{"a":"1","a":"2"},"#,
+                                    #""version":1,"min_ttl":9223372036854775808,"#, #""version":1,"profile":"\ud800","#]
+                let text = String(decoding: bytes, as: UTF8.self)
+                guard let range = text.range(of: #"^\{"version":-?[0-9]+,"#, options: .regularExpression) else { continue }
+                bytes = Array(text.replacingCharacters(in: range, with: "{" + replacements[Int(generator.next() % UInt64(replacements.count))]).utf8)
+            }
+            guard let fast = AgentRequest.decodeStrict(bytes) else { continue }
+            accepted += 1
+            #expect(fast == (try JSONDecoder().decode(AgentRequest.self, from: Data(bytes))), "read differently: \(String(decoding: bytes, as: UTF8.self))")
+        }
+        #expect(accepted > 1000, "the mutations left enough valid requests to compare (\(accepted))")
+    }
+
+    @Test("a key this version does not know, a repeated key or a wrong type: left to JSONDecoder")
+    func refusals() {
+        for text in [#"{"version":1,"op":"token","newer":true}"#, #"{"version":1,"op":"token","op":"lock"}"#, #"{"version":1,"op":"token","fresh":"yes"}"#,
+                     #"{"version":1,"op":"token","min_ttl":1.5}"#, #"{"version":1}"#, #"{"op":"token"}"#, #"[{"version":1,"op":"token"}]"#,
+                     #"{"version":1,"op":"token"} {}"#, #"{"version":1,"op":"token","file_dev":-1}"#] {
+            #expect(AgentRequest.decodeStrict(Array(text.utf8)) == nil, "\(text)")
+        }
+        #expect(AgentRequest.decodeStrict(Array(#" {"version":1,"op":"token","profile":null,"proxy_environment":{}} "#.utf8)) == {
+            var request = AgentRequest(op: "token")
+            request.proxyEnvironment = [:]
+            return request
+        }())
+    }
+
+    @Test("5,000 token, error and message answers written by hand: JSONDecoder reads back exactly the answer")
+    func writtenAnswers() throws {
+        var generator = SeededGenerator(seed: 13_2026_1129)
+        var written = 0
+        for _ in 0..<5000 {
+            let response = AgentResponseDecodingTests.randomResponse(&generator)
+            guard let bytes = response.everydayJSONBytes() else {
+                #expect(response.status != nil, "only a status is left to JSONEncoder among these")
+                continue
+            }
+            written += 1
+            #expect(String(validating: bytes, as: UTF8.self) != nil && !bytes.contains { $0 < 0x20 })
+            let read = try JSONDecoder().decode(AgentResponse.self, from: Data(bytes))
+            #expect(try AgentResponseDecodingTests.canonical(read) == AgentResponseDecodingTests.canonical(response))
+            let everyday = try #require(AgentResponse.decodeEveryday(bytes))
+            #expect(try AgentResponseDecodingTests.canonical(everyday) == AgentResponseDecodingTests.canonical(response))
+        }
+        #expect(written > 3000)
     }
 }

@@ -16,6 +16,9 @@ int gbgv_sqlite_exec_static(sqlite3 *db, const char *sql);
 /* sqlite3_errmsg of `db`. */
 const char *gbgv_sqlite_errmsg(sqlite3 *db);
 
+/* sqlite3_busy_timeout of `db` (0 turns the busy handler off); returns the result code. */
+int gbgv_busy_timeout(sqlite3 *db, int milliseconds);
+
 /* Results of gbgv_read_vault_id. */
 enum {
     GBGV_LOOKUP_OK = 0,

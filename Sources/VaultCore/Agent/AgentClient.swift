@@ -33,20 +33,19 @@ public struct AgentClient: Sendable {
 
     /// Sends one request and waits for the response.
     public func send(_ request: AgentRequest, timeout: TimeInterval) throws(Failure) -> AgentResponse {
-        let body = Data(request.jsonBytes())
-        let answer = try roundTrip(body, timeout: timeout)
+        let answer = try roundTrip(request.jsonBytes(), timeout: timeout)
         // Tokens, errors and messages without JSONDecoder (ResponseDecoding.swift); any
         // other answer, or anything the strict reader does not take, through it.
-        if let everyday = AgentResponse.decodeEveryday([UInt8](answer)) { return everyday }
+        if let everyday = AgentResponse.decodeEveryday(answer) { return everyday }
         do {
-            return try JSONDecoder().decode(AgentResponse.self, from: answer)
+            return try JSONDecoder().decode(AgentResponse.self, from: Data(answer))
         } catch {
             throw .broken("the agent closed the connection without a valid answer")
         }
     }
 
     /// Connects, writes one frame, reads one frame.
-    func roundTrip(_ body: Data, timeout: TimeInterval) throws(Failure) -> Data {
+    func roundTrip(_ body: [UInt8], timeout: TimeInterval) throws(Failure) -> [UInt8] {
         var info = stat()
         guard lstat(socketPath, &info) == 0 else { throw .noAgent }
         guard (info.st_mode & S_IFMT) == S_IFSOCK, info.st_uid == geteuid() else {
@@ -81,8 +80,8 @@ public struct AgentClient: Sendable {
         var received = ByteBuffer()
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
-            if let answer = received.readLengthPrefixedSlice(as: UInt32.self) {
-                return Data(answer.readableBytesView)
+            if var answer = received.readLengthPrefixedSlice(as: UInt32.self) {
+                return answer.readBytes(length: answer.readableBytes) ?? []
             }
             if let announced = received.getInteger(at: received.readerIndex, as: UInt32.self),
                announced > UInt32(AgentProtocol.maximumFrame) {

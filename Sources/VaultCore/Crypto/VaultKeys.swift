@@ -72,12 +72,20 @@ public struct AuditEpochKeys: Sendable {
         macKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.auditMACSubkeyID, context: Labels.auditContext)
         sealingKey = try Sodium.deriveSubkey(from: auditKey, id: Labels.retiredKeySubkeyID, context: Labels.auditContext)
     }
+
+    init(epoch: Int64, macKey: SecureBytes, sealingKey: SecureBytes) {
+        self.epoch = epoch
+        self.macKey = macKey
+        self.sealingKey = sealingKey
+    }
 }
 
 extension VaultKeys {
-    /// This epoch's audit keys.
+    /// This epoch's audit keys: the same two subkeys, already derived when the keys were
+    /// opened (deriving them again for every record cost the agent two guarded
+    /// allocations, each several `mprotect` calls, per token it hands out).
     public var auditEpochKeys: AuditEpochKeys {
-        try! AuditEpochKeys(epoch: epoch, auditKey: auditKey)
+        AuditEpochKeys(epoch: epoch, macKey: auditMACKey, sealingKey: retiredKeySealingKey)
     }
 }
 

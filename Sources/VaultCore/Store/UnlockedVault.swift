@@ -34,6 +34,9 @@ public final class UnlockedVault: @unchecked Sendable {
     }
 
     public var header: VaultHeader { lock.withLock { currentHeader } }
+    /// The stored header row last found to decode to `currentHeader` (reset when the keys
+    /// are reloaded): see ``storedHeaderIsCurrent()``.
+    private var checkedHeaderRow: Row?
     var keys: VaultKeys { lock.withLock { currentKeys } }
     var database: VaultDatabase { vault.database }
     private var now: Date { vault.clock.now() }
@@ -79,7 +82,21 @@ public final class UnlockedVault: @unchecked Sendable {
         lock.withLock {
             currentHeader = stored
             currentKeys = opened.keys
+            checkedHeaderRow = nil
         }
+        return true
+    }
+
+    /// Whether the stored header is still the one these keys were opened with (the agent
+    /// asks before every request: a `passwd` or `rekey` by another process ends it). The
+    /// row is read as it is and compared with the last row that decoded to that header, so
+    /// while nothing changed no record is decoded; a changed row is decoded and compared.
+    public func storedHeaderIsCurrent() -> Bool {
+        guard let row = try? database.read({ try Row.fetchOne($0, sql: "SELECT * FROM vault_header WHERE id = 1") }) else { return false }
+        let (current, checked) = lock.withLock { (currentHeader, checkedHeaderRow) }
+        if let checked, checked == row { return true }
+        guard let stored = try? HeaderRecord(row: row).header, stored == current else { return false }
+        lock.withLock { if currentHeader == current { checkedHeaderRow = row } }
         return true
     }
 
@@ -112,6 +129,18 @@ public final class UnlockedVault: @unchecked Sendable {
                 try expectCurrent(db, keys: keys)
                 return try body(db, keys)
             }
+        }
+    }
+
+    /// ``write(_:)`` without waiting (``VaultDatabase/writeWithoutWaiting(_:)``): a
+    /// transaction that would have to wait is not begun, and the result is nil.
+    func writeWithoutWaiting<T>(_ body: (StoreDB, VaultKeys) throws -> T?) throws(VaultError) -> T? {
+        try withCurrentKeys { (keys) throws(VaultError) -> T? in
+            let result = try database.writeWithoutWaiting { db -> T? in
+                try expectCurrent(db, keys: keys)
+                return try body(db, keys)
+            }
+            return result ?? nil
         }
     }
 
@@ -700,45 +729,60 @@ public final class UnlockedVault: @unchecked Sendable {
     /// for the current secret versions with more than `minTTL` seconds left. A storage
     /// failure is ``VaultError/auditRefused(_:)`` (exit 8), as for any exchange.
     func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: String) throws(VaultError) -> DeliveredToken? {
+        try deliverCachedToken(profile: name, environment: environment, minTTL: minTTL, action: action, waiting: true)
+    }
+
+    /// ``deliverCachedToken(profile:environment:minTTL:action:)`` for the agent's event
+    /// loop, which must not wait: nil also when the write would have to wait for another
+    /// write (of this process, or another's lock on the file). A file vault only.
+    public func deliverCachedTokenWithoutWaiting(profile name: String, environment: String?, minTTL: Int64,
+                                                 action: String) throws(VaultError) -> DeliveredToken? {
+        guard !database.isPostgres else { return nil }
+        return try deliverCachedToken(profile: name, environment: environment, minTTL: minTTL, action: action, waiting: false)
+    }
+
+    private func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: String,
+                                    waiting: Bool) throws(VaultError) -> DeliveredToken? {
         let delivered: DeliveredToken?
-        do {
-            delivered = try write { db, keys -> DeliveredToken? in
-                let profile = try profileRecord(db, named: name)
-                try checkMAC(profile, keys: keys)
-                let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
-                let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
-                try checkVersionSequence(db, profile: profile)
-                guard let id = profile.id, let uid = profile.uid,
-                      let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name]) else {
-                    return nil
-                }
-                let now = self.now
-                guard record.environmentUID == Data(environment.uid),
-                      record.clientSecretVersion == profile.clientSecretVersion,
-                      record.passwordVersion == profile.passwordVersion,
-                      record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
-                else { return nil }
-                let ad = Self.tokenAD(vaultID: vaultID, profileUID: [UInt8](uid), environment: environment,
-                                      expiresAt: record.expiresAt, clientSecretVersion: record.clientSecretVersion,
-                                      passwordVersion: record.passwordVersion)
-                let token: SecureBytes
-                do {
-                    token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
-                } catch {
-                    throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
-                }
-                var entry = AuditEntry(at: now.unixMilliseconds, action: action, outcome: "cache_hit", profile: profile.name,
-                                       environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType)
-                entry.tokenType = "Bearer"
-                entry.expiresAt = record.expiresAt
-                entry.expiresIn = record.expiresAt - Int64(now.timeIntervalSince1970)
-                entry.tokenFingerprint = keys.fingerprint(token: token)
-                entry.attempts = 0
-                entry.durationMs = 0
-                let committed = try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
-                return DeliveredToken(token: token, tokenType: "Bearer", expiresAt: record.expiresAt, expiresIn: entry.expiresIn ?? 0,
-                                      environment: environment, fromCache: true, audit: committed)
+        let hit = { [self] (db: StoreDB, keys: VaultKeys) throws -> DeliveredToken? in
+            let profile = try profileRecord(db, named: name)
+            try checkMAC(profile, keys: keys)
+            let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
+            let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+            try checkVersionSequence(db, profile: profile)
+            guard let id = profile.id, let uid = profile.uid,
+                  let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name]) else {
+                return nil
             }
+            let now = self.now
+            guard record.environmentUID == Data(environment.uid),
+                  record.clientSecretVersion == profile.clientSecretVersion,
+                  record.passwordVersion == profile.passwordVersion,
+                  record.expiresAt - minTTL > Int64(now.timeIntervalSince1970)
+            else { return nil }
+            let ad = Self.tokenAD(vaultID: vaultID, profileUID: [UInt8](uid), environment: environment,
+                                  expiresAt: record.expiresAt, clientSecretVersion: record.clientSecretVersion,
+                                  passwordVersion: record.passwordVersion)
+            let token: SecureBytes
+            do {
+                token = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
+            } catch {
+                throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
+            }
+            var entry = AuditEntry(at: now.unixMilliseconds, action: action, outcome: "cache_hit", profile: profile.name,
+                                   environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType)
+            entry.tokenType = "Bearer"
+            entry.expiresAt = record.expiresAt
+            entry.expiresIn = record.expiresAt - Int64(now.timeIntervalSince1970)
+            entry.tokenFingerprint = keys.fingerprint(token: token)
+            entry.attempts = 0
+            entry.durationMs = 0
+            let committed = try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
+            return DeliveredToken(token: token, tokenType: "Bearer", expiresAt: record.expiresAt, expiresIn: entry.expiresIn ?? 0,
+                                  environment: environment, fromCache: true, audit: committed)
+        }
+        do {
+            delivered = waiting ? try write(hit) : try writeWithoutWaiting(hit)
         } catch {
             switch error {
             case .failure(let what, _): throw .auditRefused(what)

@@ -1,6 +1,7 @@
 import CSQLiteHardening
 import Foundation
 import GRDB
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,6 +27,8 @@ public final class VaultDatabase: Sendable {
     /// Device and inode of the file when it was opened, to notice it being removed or
     /// replaced while this process runs.
     private let identity: (dev: UInt64, ino: UInt64)?
+    /// Writes of this process under way or waiting (see ``writeWithoutWaiting(_:)``).
+    private let writesUnderWay = NIOLockedValueBox(0)
 
     /// How long a writer waits for another process's transaction before giving up:
     /// `VAULT_BUSY_TIMEOUT` seconds, default 30.
@@ -460,6 +463,8 @@ public final class VaultDatabase: Sendable {
     public func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         if let postgres { return try postgres.write(body) }
         if lean != nil { throw .failure("internal error: a write through the read-only connection of \(path)") }
+        writesUnderWay.withLockedValue { $0 += 1 }
+        defer { writesUnderWay.withLockedValue { $0 -= 1 } }
         do {
             return try pool.writeWithoutTransaction { db in
                 var result: T?
@@ -468,6 +473,43 @@ public final class VaultDatabase: Sendable {
                     return .commit
                 }
                 return result!
+            }
+        } catch {
+            throw Self.map(error, path: path)
+        }
+    }
+
+    /// The same immediate write transaction as ``write(_:)``, for a thread that must not
+    /// wait (the agent's event loop): nil, with nothing done, when another write of this
+    /// process is under way or another process holds the file's write lock (the busy
+    /// handler is off while the transaction begins). A file vault only.
+    public func writeWithoutWaiting<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T? {
+        guard postgres == nil, lean == nil else { return nil }
+        guard writesUnderWay.withLockedValue({ (count: inout Int) -> Bool in
+            guard count == 0 else { return false }
+            count += 1
+            return true
+        }) else { return nil }
+        defer { writesUnderWay.withLockedValue { $0 -= 1 } }
+        do {
+            return try pool.writeWithoutTransaction { db -> T? in
+                let connection = db.sqliteConnection
+                _ = gbgv_busy_timeout(connection, 0)
+                do {
+                    try db.execute(sql: "BEGIN IMMEDIATE TRANSACTION")
+                } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+                    _ = gbgv_busy_timeout(connection, Int32(min(Self.busyTimeout * 1000, Double(Int32.max))))
+                    return nil
+                }
+                _ = gbgv_busy_timeout(connection, Int32(min(Self.busyTimeout * 1000, Double(Int32.max))))
+                do {
+                    let result = try body(StoreDB(db))
+                    try db.commit()
+                    return result
+                } catch {
+                    try? db.rollback()
+                    throw error
+                }
             }
         } catch {
             throw Self.map(error, path: path)

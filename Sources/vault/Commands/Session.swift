@@ -347,6 +347,18 @@ enum AgentSession {
     }
 
     static func token(_ ask: TokenAsk, target: Target, action: String) throws(VaultError) -> DeliveredToken? {
+        guard let token = try agentToken(ask, target: target, action: action) else { return nil }
+        let environment = Environment(name: token.environment, tokenURL: "", apiBase: token.apiBase, builtIn: false)
+        let audit = AuditEntry(at: 0, action: action, outcome: token.fromCache ? "cache_hit" : "ok")
+        return DeliveredToken(token: SecureBytes(utf8: token.accessToken), tokenType: token.tokenType, expiresAt: token.expiresAt,
+                              expiresIn: token.expiresIn, environment: environment, fromCache: token.fromCache, audit: audit)
+    }
+
+    /// The agent's answer to a token request, as it came (`vault token`'s fast path prints
+    /// it from there: the token is already in this process's memory as the agent sent it,
+    /// so copying it into guarded memory first would protect nothing, and would set up
+    /// libsodium for nothing else).
+    static func agentToken(_ ask: TokenAsk, target: Target, action: String) throws(VaultError) -> AgentResponse.Token? {
         var request = AgentRequest(op: "token")
         request.profile = ask.profile
         request.environment = ask.environment
@@ -356,10 +368,7 @@ enum AgentSession {
         networkFields(&request, timeout: ask.timeout, connectTimeout: ask.connectTimeout, cacert: ask.cacert)
         guard let response = try send(target, request, timeout: ask.timeout + 15) else { return nil }
         guard let token = response.token else { throw .failure("the agent gave no token") }
-        let environment = Environment(name: token.environment, tokenURL: "", apiBase: token.apiBase, builtIn: false)
-        let audit = AuditEntry(at: 0, action: action, outcome: token.fromCache ? "cache_hit" : "ok")
-        return DeliveredToken(token: SecureBytes(utf8: token.accessToken), tokenType: token.tokenType, expiresAt: token.expiresAt,
-                              expiresIn: token.expiresIn, environment: environment, fromCache: token.fromCache, audit: audit)
+        return token
     }
 
     /// Ends the agent of the vault after `passwd` or `rekey` changed the keys (the agent

@@ -43,34 +43,53 @@ extension VaultCLI {
 }
 
 enum TokenPrinter {
-    static func expiresAtISO(_ t: DeliveredToken) -> String {
-        Date(timeIntervalSince1970: TimeInterval(t.expiresAt)).iso8601
+    /// What is printed besides the token itself.
+    struct Details {
+        var tokenType: String
+        var expiresIn: Int64
+        var expiresAt: Int64
+        var environment: String
+        var apiBase: String?
+    }
+
+    static func expiresAtISO(_ t: DeliveredToken) -> String { expiresAtISO(t.expiresAt) }
+
+    static func expiresAtISO(_ unixSeconds: Int64) -> String {
+        Date(timeIntervalSince1970: TimeInterval(unixSeconds)).iso8601
     }
 
     static func print(_ t: DeliveredToken, format: TokenFormat) {
+        let details = Details(tokenType: t.tokenType, expiresIn: t.expiresIn, expiresAt: t.expiresAt,
+                              environment: t.environment.name, apiBase: t.environment.apiBase)
+        t.token.withUnsafeBytes { print(token: $0, details, format: format) }
+    }
+
+    /// Prints the token whose bytes are lent for the call (from guarded memory, or from
+    /// the agent's answer on the fast path) without making a `String` of them here.
+    static func print(token: UnsafeRawBufferPointer, _ t: Details, format: TokenFormat) {
         switch format {
         case .raw:
-            Output.stdout(secret: t.token, suffix: "\n")
+            Output.stdout(secret: token, suffix: "\n")
         case .header:
-            Output.stdout(prefix: "Authorization: Bearer ", secret: t.token, suffix: "\n")
+            Output.stdout(prefix: "Authorization: Bearer ", secret: token, suffix: "\n")
         case .json:
             // The token is validated as RFC 6750 b64token characters, so it needs no JSON escaping.
             let rest: [(String, String)] = [
                 ("token_type", jsonString(t.tokenType)),
                 ("expires_in", String(t.expiresIn)),
-                ("expires_at", jsonString(expiresAtISO(t))),
-                ("environment", jsonString(t.environment.name)),
-                ("api_base", t.environment.apiBase.map(jsonString) ?? "null"),
+                ("expires_at", jsonString(expiresAtISO(t.expiresAt))),
+                ("environment", jsonString(t.environment)),
+                ("api_base", t.apiBase.map(jsonString) ?? "null"),
             ]
             let tail = rest.map { ",\n  \"\($0.0)\": \($0.1)" }.joined()
-            Output.stdout(prefix: "{\n  \"access_token\": \"", secret: t.token, suffix: "\"" + tail + "\n}\n")
+            Output.stdout(prefix: "{\n  \"access_token\": \"", secret: token, suffix: "\"" + tail + "\n}\n")
         case .env:
             // Single-quoted for POSIX shells; a b64token contains no quote characters.
             for name in ["GBG_ACCESS_TOKEN", "GO_CUSTOMER_ACCESS"] {
-                Output.stdout(prefix: "export \(name)='", secret: t.token, suffix: "'\n")
+                Output.stdout(prefix: "export \(name)='", secret: token, suffix: "'\n")
             }
-            Output.stdout("export GBG_API_BASE=\(shellQuote(t.environment.apiBase ?? ""))\n")
-            Output.stdout("export GBG_TOKEN_EXPIRES_AT=\(shellQuote(expiresAtISO(t)))\n")
+            Output.stdout("export GBG_API_BASE=\(shellQuote(t.apiBase ?? ""))\n")
+            Output.stdout("export GBG_TOKEN_EXPIRES_AT=\(shellQuote(expiresAtISO(t.expiresAt)))\n")
         }
     }
 

@@ -33,8 +33,13 @@ enum Output {
 
     /// Writes guarded bytes to stdout without making a Swift `String` of them.
     static func stdout(prefix: String = "", secret: SecureBytes, suffix: String = "") {
+        secret.withUnsafeBytes { stdout(prefix: prefix, secret: $0, suffix: suffix) }
+    }
+
+    /// Writes lent secret bytes to stdout in one write, and wipes the copy it wrote from.
+    static func stdout(prefix: String = "", secret: UnsafeRawBufferPointer, suffix: String = "") {
         var bytes = Array(prefix.utf8)
-        secret.withUnsafeBytes { bytes += $0 }
+        bytes += secret
         bytes += Array(suffix.utf8)
         bytes.withUnsafeBytes { raw in write(1, raw) }
         for i in bytes.indices { bytes[i] = 0 }

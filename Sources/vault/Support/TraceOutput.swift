@@ -9,6 +9,7 @@ enum TraceOutput {
         let beforeTerminator = arguments.prefix { $0 != "--" }
         let verbose = beforeTerminator.contains("--verbose") || verboseFromEnvironment
         _ = TraceHandler.start
+        Trace.isEnabled = verbose
         LoggingSystem.bootstrap { _ in TraceHandler(logLevel: verbose ? .debug : .critical) }
     }
 
