@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release binaries: `vault` as one self-contained file (Swift runtime, Foundation,
 # SwiftNIO and BoringSSL linked statically by --static-swift-stdlib; libsodium, SQLite, zlib
-# and libstdc++ linked statically from the system's own packages), PIE with full RELRO,
+# and libstdc++ linked statically from the system's own packages, libgcc's unwinder too), PIE
+# with full RELRO,
 # linked by lld with packed relative relocations, no exported dynamic symbol table and no
 # $ORIGIN run path.
 # Every one of these was measured on start-up (BENCHMARKS.md, "Fast start").
@@ -34,7 +35,12 @@ Cflags:
 PC
 # -z now: every symbol bound at start and the GOT read-only afterwards (full RELRO);
 # measured at +0.19 ms of start-up (perf stat, 300 runs), kept for the hardening.
+# -static-libgcc: libgcc's unwinder from libgcc_eh.a instead of loading libgcc_s.so.1
+# (one shared library fewer to map, relocate and search for every symbol, and no cpuid
+# probing in its constructor): vault --version 2.58 -> 2.40 ms, 400 runs side by side.
+# (glibc's libm.a cannot be linked into a dynamically linked program: libm stays shared.)
 flags=(-c release --disable-local-rpath --static-swift-stdlib -Xswiftc -use-ld=lld
+       -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
        -Xlinker -z -Xlinker pack-relative-relocs -Xlinker -z -Xlinker now -Xlinker --no-export-dynamic)
 for product in "${products[@]}"; do
   PKG_CONFIG_PATH="$static/pkgconfig" swift build "${flags[@]}" --product "$product" >&2

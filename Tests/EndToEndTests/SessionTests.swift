@@ -295,6 +295,76 @@ struct SessionTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a cache hit is answered on the agent's event loop only when nothing would wait: another process's write lock does not stall the agent, and a passwd it was not told of ends it at the next request")
+    func inlineCacheHit() throws {
+        let session = try Session()
+        defer { session.stop() }
+        let vault = session.vault
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        let first = try session.run(["token", "pw"], passphrase: false, token: true)
+        #expect(first.status == 0, "\(first.stderrText)")
+        let hits = { try Int(vault.sql("SELECT count(*) FROM audit_record WHERE outcome = 'cache_hit'").stdoutText
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
+
+        // Another process holds the file's write lock: the cache hit cannot be answered at
+        // once, so it waits (on the busy timeout, off the event loop) while the agent keeps
+        // answering others; when the lock goes, the token comes, audited.
+        let holder = try ChildProcess("/usr/bin/env", ["python3", "-u", "-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            print("locked", flush=True)
+            sys.stdin.read()
+            db.execute("ROLLBACK")
+            """, vault.path], environment: ["PATH": "/usr/bin:/bin"])
+        let holderOut = OutputCollector(holder.stdoutDescriptor)
+        let holderErr = OutputCollector(holder.stderrDescriptor)
+        defer { holder.kill(SIGKILL); _ = holder.wait(timeout: 5) }
+        let lockedBy = Date().addingTimeInterval(10)
+        while !holderOut.text.contains("locked"), Date() < lockedBy { usleep(20_000) }
+        #expect(holderOut.text.contains("locked"))
+        let hitsBefore = try hits()
+        let waiting = try ChildProcess(Binaries.vault, ["token", "pw"],
+                                       environment: vault.environment(session.env).filter { $0.key != "VAULT_PASSPHRASE" })
+        let waitingOut = OutputCollector(waiting.stdoutDescriptor)
+        let waitingErr = OutputCollector(waiting.stderrDescriptor)
+        defer { waiting.kill(SIGKILL); _ = waiting.wait(timeout: 5) }
+        usleep(300_000)
+        #expect(waiting.wait(timeout: 0) == nil, "the token waits for the lock")
+        let started = Date()
+        let status = try session.status()
+        #expect(status["unlocked"] as? Bool == true)
+        #expect(Date().timeIntervalSince(started) < 2, "the agent answered while a token request waited for the file's lock")
+        holder.closeStdin()
+        #expect(holder.wait(timeout: 10) == 0)
+        _ = holderOut.finish()
+        #expect(holderErr.finish().isEmpty)
+        let waited = waiting.wait(timeout: 20)
+        let waitingStderr = String(decoding: waitingErr.finish(), as: UTF8.self)
+        let token = String(decoding: waitingOut.finish(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(waited == 0, "\(waitingStderr)")
+        LeakScanner.shared.register(token: token)
+        vault.scanner.scan(Data(waitingStderr.utf8), artefact: "stderr of the waiting vault token", includeTokens: true)
+        #expect(token == first.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines), "the cached token, once the lock was released")
+        #expect(try hits() == hitsBefore + 1, "and its record")
+
+        // A passwd the agent was not told of (run where it cannot find the agent): the next
+        // request is not served with the old unlock, and no token is handed out.
+        let elsewhere = session.runtime + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        LeakScanner.shared.register(secret: vault.passphrase + " 2")
+        let changed = try session.run(["passwd"], extra: ["XDG_RUNTIME_DIR": elsewhere, "VAULT_NEW_PASSPHRASE": vault.passphrase + " 2"])
+        #expect(changed.status == 0, "\(changed.stderrText)")
+        vault.passphrase += " 2"
+        let hitsAfterPasswd = try hits()
+        let refused = try session.run(["token", "pw"], passphrase: false)
+        #expect(refused.status == 64, "after a passwd, no passphrase source: \(refused.stderrText)")
+        #expect(try hits() == hitsAfterPasswd)
+        #expect(try session.waitUntilLocked(seconds: 5))
+        #expect(try session.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
     @Test("directory checks: a loose mode or another owner makes unlock refuse; an agent of another uid refuses even root")
     func peersAndDirectories() throws {
         let session = try Session()

@@ -92,7 +92,15 @@ public final class UnlockedVault: @unchecked Sendable {
     /// row is read as it is and compared with the last row that decoded to that header, so
     /// while nothing changed no record is decoded; a changed row is decoded and compared.
     public func storedHeaderIsCurrent() -> Bool {
-        guard let row = try? database.read({ try Row.fetchOne($0, sql: "SELECT * FROM vault_header WHERE id = 1") }) else { return false }
+        headerRowIsCurrent(try? database.read { try Self.headerRow($0) })
+    }
+
+    private static func headerRow(_ db: StoreDB) throws -> Row? {
+        try Row.fetchOne(db, sql: "SELECT * FROM vault_header WHERE id = 1")
+    }
+
+    private func headerRowIsCurrent(_ row: Row??) -> Bool {
+        guard let row = row ?? nil else { return false }
         let (current, checked) = lock.withLock { (currentHeader, checkedHeaderRow) }
         if let checked, checked == row { return true }
         guard let stored = try? HeaderRecord(row: row).header, stored == current else { return false }
@@ -734,7 +742,10 @@ public final class UnlockedVault: @unchecked Sendable {
 
     /// ``deliverCachedToken(profile:environment:minTTL:action:)`` for the agent's event
     /// loop, which must not wait: nil also when the write would have to wait for another
-    /// write (of this process, or another's lock on the file). A file vault only.
+    /// write (of this process, or another's lock on the file), and when the stored header
+    /// is no longer the one the keys were opened with (checked in the same transaction, in
+    /// place of the agent's separate check before each request; the usual way then ends
+    /// the agent). A file vault only.
     public func deliverCachedTokenWithoutWaiting(profile name: String, environment: String?, minTTL: Int64,
                                                  action: String) throws(VaultError) -> DeliveredToken? {
         guard !database.isPostgres else { return nil }
@@ -745,6 +756,7 @@ public final class UnlockedVault: @unchecked Sendable {
                                     waiting: Bool) throws(VaultError) -> DeliveredToken? {
         let delivered: DeliveredToken?
         let hit = { [self] (db: StoreDB, keys: VaultKeys) throws -> DeliveredToken? in
+            if !waiting { guard headerRowIsCurrent(try Self.headerRow(db)) else { return nil } }
             let profile = try profileRecord(db, named: name)
             try checkMAC(profile, keys: keys)
             let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
