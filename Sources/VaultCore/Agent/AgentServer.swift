@@ -142,6 +142,15 @@ public final class AgentServer: @unchecked Sendable {
             signalSources.append(source)
         }
         group.next().scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { [self] _ in
+            // A team vault's header is read over the network, which the event loop must
+            // not wait for: its checks run on a task.
+            if unlocked.database.isPostgres {
+                Task {
+                    if let reason = reasonToEnd() { return stop(reason: reason) }
+                    renewDueTokens()
+                }
+                return
+            }
             if let reason = reasonToEnd() { return stop(reason: reason) }
             renewDueTokens()
         }
@@ -485,16 +494,25 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let server = server
-        // A cache hit is answered right here (its transaction also checks the stored
-        // header, which the preflight then leaves out); anything else goes to a task.
+        // A cache hit on a vault file is answered right here (its transaction also checks
+        // the stored header, which its preflight then leaves out); anything else goes to a
+        // task, which never makes the event loop wait (a team vault's checks go over the
+        // network).
         let inline = server.mayAnswerInline(request)
-        if let answer = server.preflight(request, checkingHeader: !inline) ?? (inline ? server.cachedTokenInline(request) : nil) {
+        if inline, let answer = server.preflight(request, checkingHeader: false) ?? server.cachedTokenInline(request) {
             respond(answer, on: channel, thenEnd: false)
             return
         }
         Task {
             let response: AgentResponse
-            if inline, let refusal = server.headerRefusal() {
+            if inline {
+                // Preflighted above; the header check it left out.
+                if let refusal = server.headerRefusal() {
+                    response = refusal
+                } else {
+                    response = await server.perform(request)
+                }
+            } else if let refusal = server.preflight(request) {
                 response = refusal
             } else {
                 response = await server.perform(request)
