@@ -124,6 +124,14 @@ hyperfine -N -w 5 -r $((runs * 10)) --export-json "$work/h.json" \
   -n "process floor: vault --version" "$BIN/vault --version" \
   -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" >/dev/null
 python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
+echo "The same, interleaved (bench/interleaved.py: each round runs every command once, in random order; $((runs * 20)) rounds):" >> "$out"
+python3 bench/interleaved.py $((runs * 20)) 5 "$work/i.json" \
+  "curl POST=curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
+  "vault token, agent, cache hit=$BIN/vault token b" \
+  "vault token --fresh, agent=$BIN/vault token b --fresh" \
+  "process floor: vault --version=$BIN/vault --version" \
+  "process floor: sqlite3 'select 1'=sqlite3 :memory: 'select 1'"
+python3 bench/table.py "$work/i.json" >> "$out"; echo >> "$out"
 clients=50; per_client=20; [ $quick = 1 ] && clients=10 && per_client=10
 records_before=$(sqlite3 "$tv" 'SELECT count(*) FROM audit_record')
 echo "## concurrent clients against one agent" >> "$out"
