@@ -306,6 +306,22 @@ struct ExactColumns {
     }
 }
 
+/// A record read column by column (``ExactColumns``) before the `Decodable` way.
+protocol ReadByExactColumns {
+    init(columns: ExactColumns) throws(ExactColumns.Unexpected)
+}
+
+extension ReadByExactColumns {
+    /// The record read column by column; nil for anything unexpected.
+    init?(exactColumns row: Row) {
+        do {
+            try self.init(columns: ExactColumns(row))
+        } catch {
+            return nil
+        }
+    }
+}
+
 /// GRDB's `Decodable` decoding of `Value`, for the records that decode column by column
 /// first (see ``ExactColumns``).
 struct DecodedByGRDB<Value: Decodable>: Decodable, FetchableRecord {
@@ -313,80 +329,56 @@ struct DecodedByGRDB<Value: Decodable>: Decodable, FetchableRecord {
     init(from decoder: any Decoder) throws { value = try Value(from: decoder) }
 }
 
-extension ProfileRecord {
+extension ProfileRecord: ReadByExactColumns {
     init(row: Row) throws {
         self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
     }
 
-    /// The record read column by column (``ExactColumns``); nil for anything unexpected.
-    init?(exactColumns row: Row) {
-        let columns = ExactColumns(row)
-        do throws(ExactColumns.Unexpected) {
-            self.init(id: try columns.optional("id"), uid: try columns.optional("uid"), name: try columns.required("name"),
-                      clientID: try columns.required("client_id"), username: try columns.optional("username"),
-                      grantType: try columns.required("grant_type"), scope: try columns.optional("scope"),
-                      environment: try columns.required("environment"),
-                      clientSecretVersion: try columns.optional("client_secret_version"),
-                      passwordVersion: try columns.optional("password_version"), createdAt: try columns.required("created_at"),
-                      updatedAt: try columns.required("updated_at"), mac: try columns.required("mac"))
-        } catch {
-            return nil
-        }
+    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
+        self.init(id: try columns.optional("id"), uid: try columns.optional("uid"), name: try columns.required("name"),
+                  clientID: try columns.required("client_id"), username: try columns.optional("username"),
+                  grantType: try columns.required("grant_type"), scope: try columns.optional("scope"),
+                  environment: try columns.required("environment"),
+                  clientSecretVersion: try columns.optional("client_secret_version"),
+                  passwordVersion: try columns.optional("password_version"), createdAt: try columns.required("created_at"),
+                  updatedAt: try columns.required("updated_at"), mac: try columns.required("mac"))
     }
 }
 
-extension EnvironmentRecord {
+extension EnvironmentRecord: ReadByExactColumns {
     init(row: Row) throws {
         self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
     }
 
-    /// The record read column by column (``ExactColumns``); nil for anything unexpected.
-    init?(exactColumns row: Row) {
-        let columns = ExactColumns(row)
-        do throws(ExactColumns.Unexpected) {
-            self.init(name: try columns.required("name"), uid: try columns.optional("uid"), tokenURL: try columns.required("token_url"),
-                      apiBase: try columns.optional("api_base"), createdAt: try columns.required("created_at"), mac: try columns.required("mac"))
-        } catch {
-            return nil
-        }
+    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
+        self.init(name: try columns.required("name"), uid: try columns.optional("uid"), tokenURL: try columns.required("token_url"),
+                  apiBase: try columns.optional("api_base"), createdAt: try columns.required("created_at"), mac: try columns.required("mac"))
     }
 }
 
-extension TokenCacheRecord {
+extension TokenCacheRecord: ReadByExactColumns {
     init(row: Row) throws {
         self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
     }
 
-    /// The record read column by column (``ExactColumns``); nil for anything unexpected.
-    init?(exactColumns row: Row) {
-        let columns = ExactColumns(row)
-        do throws(ExactColumns.Unexpected) {
-            self.init(profileID: try columns.required("profile_id"), environment: try columns.required("environment"),
-                      environmentUID: try columns.required("environment_uid"), expiresAt: try columns.required("expires_at"),
-                      clientSecretVersion: try columns.required("client_secret_version"),
-                      passwordVersion: try columns.optional("password_version"), nonce: try columns.required("nonce"),
-                      ciphertext: try columns.required("ciphertext"))
-        } catch {
-            return nil
-        }
+    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
+        self.init(profileID: try columns.required("profile_id"), environment: try columns.required("environment"),
+                  environmentUID: try columns.required("environment_uid"), expiresAt: try columns.required("expires_at"),
+                  clientSecretVersion: try columns.required("client_secret_version"),
+                  passwordVersion: try columns.optional("password_version"), nonce: try columns.required("nonce"),
+                  ciphertext: try columns.required("ciphertext"))
     }
 }
 
-extension AuditHeadRecord {
+extension AuditHeadRecord: ReadByExactColumns {
     init(row: Row) throws {
         self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
     }
 
-    /// The record read column by column (``ExactColumns``); nil for anything unexpected.
-    init?(exactColumns row: Row) {
-        let columns = ExactColumns(row)
-        do throws(ExactColumns.Unexpected) {
-            // `id` has a default, so the Decodable way requires it too (synthesized
-            // decoding reads every stored property).
-            self.init(id: try columns.required("id"), seq: try columns.required("seq"), keyEpoch: try columns.required("key_epoch"),
-                      lastMAC: try columns.required("last_mac"), mac: try columns.required("mac"))
-        } catch {
-            return nil
-        }
+    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
+        // `id` has a default, so the Decodable way requires it too (synthesized
+        // decoding reads every stored property).
+        self.init(id: try columns.required("id"), seq: try columns.required("seq"), keyEpoch: try columns.required("key_epoch"),
+                  lastMAC: try columns.required("last_mac"), mac: try columns.required("mac"))
     }
 }
