@@ -493,15 +493,16 @@ public final class VaultDatabase: Sendable {
         defer { writesUnderWay.withLockedValue { $0 -= 1 } }
         do {
             return try pool.writeWithoutTransaction { db -> T? in
+                // The busy handler off while the transaction begins, and back on whatever
+                // happens, before anything else runs on this connection.
                 let connection = db.sqliteConnection
                 _ = gbgv_busy_timeout(connection, 0)
-                do {
-                    try db.execute(sql: "BEGIN IMMEDIATE TRANSACTION")
-                } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
-                    _ = gbgv_busy_timeout(connection, Int32(min(Self.busyTimeout * 1000, Double(Int32.max))))
-                    return nil
-                }
+                let begun: Result<Void, any Error> = Result { try db.execute(sql: "BEGIN IMMEDIATE TRANSACTION") }
                 _ = gbgv_busy_timeout(connection, Int32(min(Self.busyTimeout * 1000, Double(Int32.max))))
+                if case .failure(let error) = begun {
+                    if let error = error as? DatabaseError, error.resultCode == .SQLITE_BUSY { return nil }
+                    throw error
+                }
                 do {
                     let result = try body(StoreDB(db))
                     try db.commit()
