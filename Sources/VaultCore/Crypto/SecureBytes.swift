@@ -20,7 +20,7 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
     public init(count: Int) {
         Sodium.ensureInitialised()
         precondition(count >= 0, "negative size")
-        if let reused = GuardedBlocks.take(size: max(count, 1)) {
+        if let reused = GuardedBlocks.shared.take(size: max(count, 1)) {
             pointer = reused
         } else {
             guard let pointer = sodium_malloc(max(count, 1)) else {
@@ -65,7 +65,7 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
     deinit {
         // Wiped either way; a small block may be kept, wiped, for the next allocation of
         // its size (GuardedBlocks), else sodium_free wipes and unmaps it.
-        if !GuardedBlocks.keep(pointer, size: max(count, 1)) { sodium_free(pointer) }
+        if !GuardedBlocks.shared.keep(pointer, size: max(count, 1)) { sodium_free(pointer) }
     }
 
     /// Reads the bytes inside a scope.
@@ -131,17 +131,20 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
 /// allocation of exactly its size, so the block's layout (data against its trailing
 /// guard page, canary in front) is the one `sodium_malloc` made for that size. At most
 /// four blocks per size and 64 in all are kept; the rest are freed as before.
-enum GuardedBlocks {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var sizes: [Int] = []
-    nonisolated(unsafe) private static var blocks: [UnsafeMutableRawPointer] = []
+final class GuardedBlocks: @unchecked Sendable {
+    /// The pool every ``SecureBytes`` uses.
+    static let shared = GuardedBlocks()
+
+    private let lock = NSLock()
+    private var sizes: [Int] = []
+    private var blocks: [UnsafeMutableRawPointer] = []
     static let largestKept = 4096
     static let keptPerSize = 4
     static let keptInAll = 64
 
     /// A kept block of exactly `size` bytes (still holding zeros), or nil.
-    static func take(size: Int) -> UnsafeMutableRawPointer? {
-        guard size <= largestKept else { return nil }
+    func take(size: Int) -> UnsafeMutableRawPointer? {
+        guard size <= Self.largestKept else { return nil }
         lock.lock()
         defer { lock.unlock() }
         guard let index = sizes.lastIndex(of: size) else { return nil }
@@ -150,19 +153,19 @@ enum GuardedBlocks {
     }
 
     /// Wipes `block` and keeps it if there is room; false when the caller must free it.
-    static func keep(_ block: UnsafeMutableRawPointer, size: Int) -> Bool {
-        guard size <= largestKept else { return false }
+    func keep(_ block: UnsafeMutableRawPointer, size: Int) -> Bool {
+        guard size <= Self.largestKept else { return false }
         sodium_memzero(block, size)
         lock.lock()
         defer { lock.unlock() }
-        guard blocks.count < keptInAll, sizes.reduce(0, { $0 + ($1 == size ? 1 : 0) }) < keptPerSize else { return false }
+        guard blocks.count < Self.keptInAll, sizes.reduce(0, { $0 + ($1 == size ? 1 : 0) }) < Self.keptPerSize else { return false }
         sizes.append(size)
         blocks.append(block)
         return true
     }
 
     /// Whether every kept block of `size` holds only zeros (tests: wiped when released).
-    static func keptBlocksAreWiped(size: Int) -> Bool {
+    func keptBlocksAreWiped(size: Int) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         return zip(sizes, blocks).allSatisfy { keptSize, block in
@@ -170,10 +173,10 @@ enum GuardedBlocks {
         }
     }
 
-    /// How many blocks of `size` are kept (tests).
-    static func keptCount(size: Int) -> Int {
+    /// How many blocks of `size` are kept, and how many in all (tests).
+    func keptCount(size: Int? = nil) -> Int {
         lock.lock()
         defer { lock.unlock() }
-        return sizes.reduce(0) { $0 + ($1 == size ? 1 : 0) }
+        return size.map { size in sizes.reduce(0) { $0 + ($1 == size ? 1 : 0) } } ?? blocks.count
     }
 }
