@@ -321,8 +321,9 @@ public final class AgentServer: @unchecked Sendable {
     /// header (the preflight leaves that out for it). Nil whenever it cannot answer this
     /// way — a write would wait, no usable cached token, a changed header — and the
     /// request takes the usual way, which checks everything again.
+    /// The caller has checked ``mayAnswerInline(_:)``.
     func cachedTokenInline(_ request: AgentRequest) -> AgentResponse? {
-        guard mayAnswerInline(request), let profile = request.profile else { return nil }
+        guard let profile = request.profile else { return nil }
         let action = request.action ?? "token"
         do {
             guard let delivered = try unlocked.deliverCachedTokenWithoutWaiting(
@@ -337,14 +338,18 @@ public final class AgentServer: @unchecked Sendable {
     /// A token request that ``cachedTokenInline(_:)`` may answer.
     func mayAnswerInline(_ request: AgentRequest) -> Bool {
         request.op == "token" && request.fresh != true && request.profile != nil && !unlocked.database.isPostgres
-            && [nil, "token", "exec"].contains(request.action)
+            && (request.action == nil || request.action == "token" || request.action == "exec")
     }
 
     /// The stored-header check that ``preflight(_:checkingHeader:)`` left out: a refusal
     /// (the agent ends) when the vault's keys or passphrase changed, else nil.
     func headerRefusal() -> AgentResponse? {
         guard !unlocked.database.isPostgres, !unlocked.storedHeaderIsCurrent() else { return nil }
-        let reason = "the vault's keys or passphrase changed"
+        return ending(because: "the vault's keys or passphrase changed")
+    }
+
+    /// Ends the agent and answers so: the client goes on without it.
+    private func ending(because reason: String) -> AgentResponse {
         stop(reason: reason)
         var response = AgentResponse.failure(.failure("the agent is ending (\(reason))"))
         response.ending = true
@@ -365,12 +370,7 @@ public final class AgentServer: @unchecked Sendable {
             response.otherFile = true
             return response
         }
-        if let reason = reasonToEnd(checkingHeader: checkingHeader) {
-            stop(reason: reason)
-            var response = AgentResponse.failure(.failure("the agent is ending (\(reason))"))
-            response.ending = true
-            return response
-        }
+        if let reason = reasonToEnd(checkingHeader: checkingHeader) { return ending(because: reason) }
         lock.withLock {
             requests += 1
             // Asking for the status does not keep the agent alive; using it does.

@@ -272,12 +272,6 @@ public final class UnlockedVault: @unchecked Sendable {
             """, arguments: [profile.id])
         var seen: [String: (Int64, Int64, Int64)] = [:]
         for row in rows { seen[row["field"]] = (row["n"], row["lo"], row["hi"]) }
-        try checkVersionSequence(profile, stored: seen)
-    }
-
-    /// The check above on counts already read: for each field that has versions, how many,
-    /// the lowest and the highest.
-    func checkVersionSequence(_ profile: ProfileRecord, stored seen: [String: (Int64, Int64, Int64)]) throws {
         let expected: [(SecretField, Int64?)] = [(.clientSecret, profile.clientSecretVersion), (.password, profile.passwordVersion)]
         for (field, current) in expected {
             let name = profile.name.sanitisedForDisplay(limit: 64)
@@ -727,70 +721,6 @@ public final class UnlockedVault: @unchecked Sendable {
                            uid: [UInt8](record.uid ?? Data()))
     }
 
-    /// The statement of ``cacheHitReads(_:profile:environment:)``: the profile's own
-    /// columns, then `hit_cs_n`/`_lo`/`_hi` and `hit_pw_…` (its secret versions), then the
-    /// environment's columns as `hit_e_…` and the cached token's as `hit_c_…`.
-    private static let cacheHitSQL: String = {
-        var columns = ["p.*"]
-        for (field, alias) in [(SecretField.clientSecret.rawValue, "cs"), (SecretField.password.rawValue, "pw")] {
-            for (aggregate, suffix) in [("count(*)", "n"), ("min(v.version)", "lo"), ("max(v.version)", "hi")] {
-                columns.append("(SELECT \(aggregate) FROM secret_version v WHERE v.profile_id = p.id AND v.field = '\(field)') AS hit_\(alias)_\(suffix)")
-            }
-        }
-        for column in ["name", "uid", "token_url", "api_base", "created_at", "mac"] { columns.append("e.\(column) AS hit_e_\(column)") }
-        for column in ["profile_id", "environment", "environment_uid", "expires_at", "client_secret_version", "password_version", "nonce", "ciphertext"] {
-            columns.append("c.\(column) AS hit_c_\(column)")
-        }
-        return "SELECT " + columns.joined(separator: ", ")
-            + " FROM profile p LEFT JOIN environment e ON e.name = COALESCE(?, p.environment)"
-            + " LEFT JOIN token_cache c ON c.profile_id = p.id AND c.environment = COALESCE(?, p.environment)"
-            + " WHERE p.name = ?"
-    }()
-
-    /// What a token cache hit reads, in one statement (one round trip to PostgreSQL
-    /// instead of four): the profile named `name`, its secret versions (count, lowest and
-    /// highest per field), the environment row (`environment`, else the profile's own) and
-    /// the cached token for both. Nil when there is no such profile (the caller then reads
-    /// the usual way, which reports it). Nothing is checked here; `environment` is set
-    /// for a built-in environment, `environmentRecord` for a stored one, neither when the
-    /// environment does not exist (the caller's usual read reports it).
-    private func cacheHitReads(_ db: StoreDB, profile name: String, environment: String?) throws
-        -> (profile: ProfileRecord, versions: [String: (Int64, Int64, Int64)], environment: Environment?,
-            environmentRecord: EnvironmentRecord?, cached: TokenCacheRecord?)? {
-        guard let row = try Row.fetchOne(db, sql: Self.cacheHitSQL, arguments: [environment, environment, name.precomposedStringWithCanonicalMapping])
-        else { return nil }
-        // The combined row, split back into the rows it joined.
-        var profileColumns: [String: (any DatabaseValueConvertible)?] = [:]
-        var environmentRow: [String: (any DatabaseValueConvertible)?] = [:]
-        var cacheRow: [String: (any DatabaseValueConvertible)?] = [:]
-        var counts: [String: Int64] = [:]
-        for (column, value) in row {
-            if column.hasPrefix("hit_e_") {
-                environmentRow[String(column.dropFirst(6))] = value
-            } else if column.hasPrefix("hit_c_") {
-                cacheRow[String(column.dropFirst(6))] = value
-            } else if column.hasPrefix("hit_") {
-                counts[String(column.dropFirst(4))] = Int64.fromDatabaseValue(value)
-            } else {
-                profileColumns[column] = value
-            }
-        }
-        let profile = try ProfileRecord(row: Row(profileColumns))
-        var stored: [String: (Int64, Int64, Int64)] = [:]
-        for (field, key) in [(SecretField.clientSecret.rawValue, "cs"), (SecretField.password.rawValue, "pw")] {
-            if let n = counts["\(key)_n"], n > 0, let lo = counts["\(key)_lo"], let hi = counts["\(key)_hi"] { stored[field] = (n, lo, hi) }
-        }
-        let environmentName = environment ?? profile.environment
-        let builtIn = Environment.builtIns.first { $0.name == environmentName }
-        let environmentRecord = builtIn == nil && !(environmentRow["name"].flatMap { $0 }?.databaseValue.isNull ?? true)
-            ? try EnvironmentRecord(row: Row(environmentRow)) : nil
-        let cached = (cacheRow["profile_id"].flatMap { $0 }?.databaseValue.isNull ?? true) ? nil : try TokenCacheRecord(row: Row(cacheRow))
-        let resolved = builtIn ?? environmentRecord.map {
-            Environment(name: $0.name, tokenURL: $0.tokenURL, apiBase: $0.apiBase, builtIn: false, uid: [UInt8]($0.uid ?? Data()))
-        }
-        return (profile, stored, resolved, environmentRecord, cached)
-    }
-
     /// An environment with its MAC checked, so an edited token URL never receives secrets.
     public func verifiedEnvironment(named name: String) throws(VaultError) -> Environment {
         try read { db, keys in try environmentRecord(db, named: name, keys: keys) }
@@ -822,36 +752,20 @@ public final class UnlockedVault: @unchecked Sendable {
         return try deliverCachedToken(profile: name, environment: environment, minTTL: minTTL, action: action, waiting: false)
     }
 
-    private func deliverCachedToken(profile name: String, environment requestedEnvironment: String?, minTTL: Int64, action: String,
+    private func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: String,
                                     waiting: Bool) throws(VaultError) -> DeliveredToken? {
         let delivered: DeliveredToken?
         let hit = { [self] (db: StoreDB, keys: VaultKeys) throws -> DeliveredToken? in
             if !waiting { guard headerRowIsCurrent(try Self.headerRow(db)) else { return nil } }
-            let profile: ProfileRecord
-            let environment: Environment
-            let tokenURL: String
-            let cached: TokenCacheRecord?
-            if let reads = try cacheHitReads(db, profile: name, environment: requestedEnvironment) {
-                // The same checks, in the same order, on what one statement read.
-                profile = reads.profile
-                try checkMAC(profile, keys: keys)
-                environment = try reads.environment ?? environmentRecord(db, named: requestedEnvironment ?? profile.environment, keys: keys)
-                if let stored = reads.environmentRecord { try checkEnvironmentMAC(stored, keys: keys) }
-                tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
-                try checkVersionSequence(profile, stored: reads.versions)
-                cached = reads.cached
-            } else {
-                // No such profile: the usual reads, which say so as they always have.
-                profile = try profileRecord(db, named: name)
-                try checkMAC(profile, keys: keys)
-                environment = try environmentRecord(db, named: requestedEnvironment ?? profile.environment, keys: keys)
-                tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
-                try checkVersionSequence(db, profile: profile)
-                cached = try profile.id.flatMap { id in
-                    try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name])
-                }
+            let profile = try profileRecord(db, named: name)
+            try checkMAC(profile, keys: keys)
+            let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
+            let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
+            try checkVersionSequence(db, profile: profile)
+            guard let id = profile.id, let uid = profile.uid,
+                  let record = try TokenCacheRecord.fetchOne(db, key: ["profile_id": id, "environment": environment.name]) else {
+                return nil
             }
-            guard let uid = profile.uid, let record = cached else { return nil }
             let now = self.now
             guard record.environmentUID == Data(environment.uid),
                   record.clientSecretVersion == profile.clientSecretVersion,
