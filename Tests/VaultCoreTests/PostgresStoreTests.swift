@@ -85,10 +85,14 @@ struct PostgresStoreTests {
             let components = try #require(URLComponents(string: "postgres://u@\(host):5432/gbg"))
             #expect(PostgresLocation.plainHost(components) == nil, "\(host)")
         }
-        // Only the variables parse reads are taken from the environment.
-        let taken = PostgresLocation.libpqEnvironment()
-        #expect(Set(taken.keys).isSubset(of: ["PGSSLROOTCERT", "PGUSER", "PGPORT", "PGPASSWORD", "PGPASSFILE", "HOME"]))
-        #expect(taken["HOME"] == ProcessInfo.processInfo.environment["HOME"])
+        // The process environment is read variable by variable, and what parse reads from it
+        // is what it reads from a dictionary of the same variables.
+        #expect(PostgresLocation.environmentVariable("HOME") == ProcessInfo.processInfo.environment["HOME"])
+        #expect(PostgresLocation.environmentVariable("GBG_VAULT_SURELY_UNSET_\(UUID().uuidString.prefix(8))") == nil)
+        let variables = ["PGUSER": "envuser", "PGPORT": "6544", "PGPASSWORD": "pw", "PGSSLROOTCERT": "/ca.pem"]
+        let viaDictionary = try PostgresLocation.parse("postgres://db/gbg", environment: variables, readPasswordFile: false)
+        let viaLookup = try PostgresLocation.parse("postgres://db/gbg", variable: { variables[$0] }, readPasswordFile: false)
+        #expect(viaDictionary == viaLookup && viaLookup.user == "envuser" && viaLookup.port == 6544 && viaLookup.rootCertificate == "/ca.pem")
     }
 
     @Test("CompactJSON writes what SQLite's json_object writes, byte for byte")
