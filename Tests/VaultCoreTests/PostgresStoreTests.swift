@@ -33,6 +33,43 @@ struct PostgresStoreTests {
         #expect(throws: VaultError.self) { try store.create { _ in } }
     }
 
+    @Test("prepared reads: every column type read as written, reused, and prepared again after a schema change")
+    func preparedReads() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        setenv("PGPASSWORD", server.adminPassword, 1)
+        defer { unsetenv("PGPASSWORD") }
+        let store = try PostgresStore.connect(try PostgresLocation.parse(server.url(schema: "prepared_reads")))
+        defer { store.close() }
+        try store.create { db in
+            try db.execute(sql: "CREATE TABLE kinds (id BIGINT PRIMARY KEY, name TEXT, blob BYTEA, flag BOOLEAN, ratio DOUBLE PRECISION, small INTEGER)")
+            try db.execute(sql: "INSERT INTO kinds VALUES (?, ?, ?, true, ?, ?)", arguments: [Int64.max, "nön-ascii ✓", Data([0, 1, 255]), 0.25, -7])
+            try db.execute(sql: "INSERT INTO kinds (id) VALUES (?)", arguments: [-1])
+        }
+        let sql = "SELECT * FROM kinds WHERE id = ? OR name = ? ORDER BY id"
+        for _ in 0..<3 {  // prepared on first use, then bound and executed again
+            let rows = try store.read { db in try db.rows(sql: sql, arguments: [-1, "nön-ascii ✓"]) }
+            #expect(rows.count == 2)
+            #expect(rows[0]["id"] as Int64? == -1 && rows[0]["name"] as String? == nil && rows[0]["blob"] as Data? == nil)
+            #expect(rows[1]["id"] as Int64? == Int64.max && rows[1]["name"] as String? == "nön-ascii ✓")
+            #expect(rows[1]["blob"] as Data? == Data([0, 1, 255]) && rows[1]["flag"] as Int64? == 1)
+            #expect(rows[1]["ratio"] as Double? == 0.25 && rows[1]["small"] as Int64? == -7)
+        }
+        // Another connection changes the table's columns: the plan is stale once (the
+        // server refuses it), then the query is prepared again and reads the new column.
+        _ = try server.psql("ALTER TABLE prepared_reads.kinds ADD COLUMN extra TEXT DEFAULT 'added'", database: "vault")
+        var failures = 0
+        var extra: String?
+        for _ in 0..<3 where extra == nil {
+            do {
+                extra = try store.read { db in try db.rows(sql: sql, arguments: [-1, "x"]) }.first?["extra"]
+            } catch {
+                failures += 1
+            }
+        }
+        #expect(extra == "added" && failures <= 1)
+    }
+
     @Test("URLs: parameters, password sources and unsafe names")
     func urls() throws {
         let full = try PostgresLocation.parse("postgres://alice:s3cret@db.example:6543/gbg?sslmode=verify-ca&schema=team_a&sslrootcert=/etc/ca.pem",
