@@ -54,7 +54,9 @@ final class PostgresSession: @unchecked Sendable {
 
     /// Statements sent but not yet waited for (``send(_:_:expectingChanges:)``), in order,
     /// each with the row count it must change (if any) and the error to throw otherwise.
-    private var pending: [(future: EventLoopFuture<PostgresQueryResult>, changes: Int?, failure: (any Error)?)] = []
+    /// (A prepared statement's future gives no row count: only statements without an
+    /// expected count are sent prepared.)
+    private var pending: [(future: EventLoopFuture<Int?>, changes: Int?, failure: (any Error)?)] = []
 
     /// Sends a statement without waiting for its answer. PostgresNIO runs a connection's
     /// statements one after another in order (no pipelining on the wire), so this saves the
@@ -62,9 +64,15 @@ final class PostgresSession: @unchecked Sendable {
     /// first query, an audit record's insert and head update), not round trips. Its error
     /// (or a row count other than `expectingChanges`, as `failure`) surfaces at the next
     /// statement that waits, and the transaction checks every one before it sends
-    /// `COMMIT`: nothing commits past a failed or suppressed write.
+    /// `COMMIT`: nothing commits past a failed or suppressed write. A statement whose row
+    /// count does not matter (`BEGIN`, the writer lock, `COMMIT`) is sent prepared
+    /// (``rows(_:_:)``).
     func send(_ sql: String, _ values: [DatabaseValue] = [], expectingChanges: Int? = nil, failure: (any Error)? = nil) throws {
-        pending.append((connection.query(try query(sql, values), logger: Self.logger), expectingChanges, failure))
+        if expectingChanges == nil, let statement = try preparedStatement(sql) {
+            pending.append((statement.execute(values.map(Self.data)).map { _ in nil }, nil, failure))
+        } else {
+            pending.append((connection.query(try query(sql, values), logger: Self.logger).map { $0.metadata.rows }, expectingChanges, failure))
+        }
     }
 
     /// Waits for every statement sent so far; throws the first failure.
@@ -74,8 +82,8 @@ final class PostgresSession: @unchecked Sendable {
         var first: (any Error)?
         for entry in sent {
             do {
-                let result = try entry.future.wait()
-                if let expected = entry.changes, (result.metadata.rows ?? 0) != expected, first == nil {
+                let changed = try entry.future.wait()
+                if let expected = entry.changes, (changed ?? 0) != expected, first == nil {
                     first = entry.failure ?? VaultError.integrity("a write changed an unexpected number of rows")
                 }
             } catch {
@@ -112,15 +120,7 @@ final class PostgresSession: @unchecked Sendable {
     /// `BYTEA`, as the values are bound). A query that fails is forgotten, so a plan made
     /// stale by a schema change is prepared again on its next use.
     func rows(_ sql: String, _ values: [DatabaseValue] = []) throws -> [Row] {
-        var statement = prepared[sql]
-        if statement == nil, preparations < Self.maximumPreparations {
-            try flush()
-            preparations += 1
-            let made = try connection.prepare(query: Self.numberedPlaceholders(sql)).wait()
-            prepared[sql] = made
-            statement = made
-        }
-        guard let statement else {
+        guard let statement = try preparedStatement(sql) else {
             let future = connection.query(try query(sql, values), logger: Self.logger)
             try flush()
             return try future.wait().rows.map { try Self.row($0) }
@@ -137,6 +137,19 @@ final class PostgresSession: @unchecked Sendable {
             prepared[sql] = nil
             throw error
         }
+    }
+
+    /// `sql` prepared on this connection: from earlier, else now (after every statement
+    /// sent before it has answered, so an earlier failure is the one reported); nil beyond
+    /// ``maximumPreparations``.
+    private func preparedStatement(_ sql: String) throws -> PreparedQuery? {
+        if let known = prepared[sql] { return known }
+        guard preparations < Self.maximumPreparations else { return nil }
+        try flush()
+        preparations += 1
+        let made = try connection.prepare(query: Self.numberedPlaceholders(sql)).wait()
+        prepared[sql] = made
+        return made
     }
 
     /// A bound value of a prepared query, in its type's binary form (NULL has none).
@@ -335,12 +348,11 @@ final class PostgresStore: @unchecked Sendable {
             let result = try body(session)
             try session.flush()
             committing = true
-            if readOnly {
+            try session.send("COMMIT")
+            if !readOnly {
                 // A read-only transaction has nothing to commit: nobody waits for its COMMIT
-                // (the session's next statement queues behind it).
-                try session.send("COMMIT")
-            } else {
-                try session.execute("COMMIT")
+                // (the session's next statement queues behind it). A write waits for it.
+                try session.flush()
             }
             checkIn(session)
             return result
@@ -500,15 +512,32 @@ final class PostgresStore: @unchecked Sendable {
             .failure("TLS with the PostgreSQL server at \(location.host) failed: \(String(describing: error).sanitisedForDisplay(limit: 200))",
                      hint: "check sslmode, sslrootcert / PGSSLROOTCERT and the server's certificate name")
         }
-        guard let error = error as? PSQLError else {
-            if isTLS(error) { return tlsFailure(error) }
-            return .failure("PostgreSQL: \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        // Prepared statements report through PostgresNIO's legacy API, which turns its errors
+        // into `PostgresError`s: a server error keeps its fields (read as below), a closed
+        // connection is `.connectionClosed`, an unclean close a protocol error.
+        var legacyServerFields: [PostgresMessage.Error.Field: String]?
+        if let legacy = error as? PostgresError {
+            switch legacy {
+            case .server(let notice):
+                legacyServerFields = notice.fields
+            case .connectionClosed:
+                return .failure(lost, hint: "check the server, then run the command again")
+            case .protocol(let what):
+                if what.contains("connection close") { return .failure(lost, hint: "check the server, then run the command again") }
+                return .failure("PostgreSQL: \(what.sanitisedForDisplay(limit: 200))")
+            }
         }
-        if let underlying = error.underlying, isTLS(underlying) { return tlsFailure(underlying) }
-        switch error.code {
-        case .server:
-            let state = error.serverInfo?[.sqlState] ?? ""
-            let message = (error.serverInfo?[.message] ?? "error").sanitisedForDisplay(limit: 200)
+        let serverError: (state: String, message: String)?
+        if let fields = legacyServerFields {
+            serverError = (fields[.sqlState] ?? "", fields[.message] ?? "error")
+        } else if let error = error as? PSQLError, error.code == .server {
+            serverError = (error.serverInfo?[.sqlState] ?? "", error.serverInfo?[.message] ?? "error")
+        } else {
+            serverError = nil
+        }
+        if let serverError {
+            let state = serverError.state
+            let message = serverError.message.sanitisedForDisplay(limit: 200)
             switch state {
             case "55P03":
                 return .failure("the vault is locked by another writer (waited \(Int(VaultDatabase.busyTimeout)) s); nothing was changed",
@@ -533,6 +562,13 @@ final class PostgresStore: @unchecked Sendable {
             default:
                 return .failure("PostgreSQL error \(state): \(message)")
             }
+        }
+        guard let error = error as? PSQLError else {
+            if isTLS(error) { return tlsFailure(error) }
+            return .failure("PostgreSQL: \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        }
+        if let underlying = error.underlying, isTLS(underlying) { return tlsFailure(underlying) }
+        switch error.code {
         case .connectionError, .serverClosedConnection, .uncleanShutdown, .clientClosedConnection:
             if !committing, error.underlying.map({ String(describing: $0).contains("refused") || String(describing: $0).contains("connect") }) == true {
                 return .failure("cannot connect to the PostgreSQL server at \(location.host):\(location.port)",
