@@ -44,6 +44,18 @@ struct LeanReaderTests {
         #expect(try lean.read { db in try String.fetchAll(db, sql: sql) } == vault.database.read { db in try String.fetchAll(db, sql: sql) })
         #expect(try lean.read { db in try Int64?.fetchAll(db, sql: "SELECT expires_at FROM audit_record ORDER BY seq") }
                 == vault.database.read { db in try Int64?.fetchAll(db, sql: "SELECT expires_at FROM audit_record ORDER BY seq") })
+        // A scalar's first row only, pairs without rows, and the schema lines, both ways.
+        let several = "SELECT seq FROM audit_record ORDER BY seq DESC"
+        #expect(try lean.read { db in try Int64.fetchOne(db, sql: several) } == vault.database.read { db in try Int64.fetchOne(db, sql: several) })
+        #expect(try lean.read { db in try Int64.fetchOne(db, sql: "SELECT seq FROM audit_record WHERE seq < 0") } == nil)
+        let pairSQL = "SELECT seq, detail FROM audit_record ORDER BY seq"
+        let pairsLean = try lean.read { db in try db.pairs(sql: pairSQL) }
+        let pairsGRDB = try vault.database.read { db in try db.pairs(sql: pairSQL) }
+        #expect(pairsLean.count == pairsGRDB.count && pairsLean.count >= 2)
+        for (a, b) in zip(pairsLean, pairsGRDB) { #expect(a.0 == b.0 && a.1 == b.1) }
+        #expect(throws: VaultError.self) { _ = try lean.read { db in try db.pairs(sql: "SELECT seq FROM audit_record") } }
+        #expect(throws: VaultError.self) { _ = try lean.read { db in try Int64.fetchOne(db, sql: "SELECT seq, at FROM audit_record") } }
+        #expect(try lean.read(VaultDatabase.schemaEntries) == vault.database.read(VaultDatabase.schemaEntries))
         let writable = try Vault.open(at: path), readOnly = try Vault.openForReading(at: path)
         #expect(try readOnly.profilesJSON() == writable.profilesJSON())
         #expect(try readOnly.auditJSON(AuditQuery()) == writable.auditJSON(AuditQuery()))

@@ -487,19 +487,29 @@ public enum AuditChain {
         if let until = query.until { add("at <= ?", until) }
         if let after = query.afterSeq { add("seq > ?", after) }
         if let member = query.member { add("member = ?", member) }
-        let successes = AuditEntry.successOutcomes.sorted()
-        let list = Array(repeating: "?", count: successes.count).joined(separator: ", ")
+        // The success outcomes only when the query names an outcome class, and the SQL put
+        // together without `joined(separator:)`: on the read-only fast path, a `Set`'s first
+        // use and the unspecialised `joined` each cost a scan of every protocol conformance
+        // record of the binary (seen in gdb).
+        func placeholders(_ count: Int) -> String {
+            var text = ""
+            for index in 0..<count { text += index == 0 ? "?" : ", ?" }
+            return text
+        }
         switch query.outcome {
         case nil: break
         case "ok":
-            conditions.append("outcome IN (\(list))")
+            let successes = AuditEntry.successOutcomes.sorted()
+            conditions.append("outcome IN (\(placeholders(successes.count)))")
             arguments += successes
         case "error":
-            conditions.append("outcome NOT IN (\(list))")
+            let successes = AuditEntry.successOutcomes.sorted()
+            conditions.append("outcome NOT IN (\(placeholders(successes.count)))")
             arguments += successes
         case let outcome?: add("outcome = ?", outcome)
         }
-        var sql = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        var sql = ""
+        for (index, condition) in conditions.enumerated() { sql += (index == 0 ? " WHERE " : " AND ") + condition }
         sql += " ORDER BY seq DESC"
         if let limit = query.limit { sql += " LIMIT \(max(0, limit))" }
         return (sql, arguments)
@@ -519,8 +529,13 @@ public enum AuditChain {
         if db.isPostgres {
             return try records(db, query).map { ($0.seq, $0.json(withMember: withMember)) }
         }
-        return try Row.fetchAll(db, sql: "SELECT seq, \(jsonColumns(withMember: withMember)) AS json FROM audit_record" + filter,
-                                arguments: arguments).map { (seq: $0["seq"] as Int64, json: $0["json"] as String) }
+        return try db.pairs(sql: "SELECT seq, \(jsonColumns(withMember: withMember)) AS json FROM audit_record" + filter,
+                            arguments: arguments).map { seq, json in
+            guard let seq = Int64.fromDatabaseValue(seq), let json = String.fromDatabaseValue(json) else {
+                throw VaultError.integrity("an audit record has no sequence number or could not be written as JSON")
+            }
+            return (seq: seq, json: json)
+        }
     }
 }
 

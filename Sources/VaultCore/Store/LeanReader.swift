@@ -72,14 +72,26 @@ final class LeanReader: @unchecked Sendable {
     }
 
     /// The only column of every row, without building rows (`vault list --json` reads
-    /// 10,000 JSON strings this way).
-    func column(sql: String, arguments: [DatabaseValue]) throws -> [DatabaseValue] {
+    /// 10,000 JSON strings this way), or of the first row only (`firstRowOnly`).
+    func column(sql: String, arguments: [DatabaseValue], firstRowOnly: Bool = false) throws -> [DatabaseValue] {
         var values: [DatabaseValue] = []
-        try run(sql: sql, arguments: arguments) { statement, names in
+        try run(sql: sql, arguments: arguments, firstRowOnly: firstRowOnly) { statement, names in
             guard names.count == 1 else { throw VaultError.failure("internal error: a scalar query returned \(names.count) columns") }
             values.append(Self.value(statement, 0))
         }
         return values
+    }
+
+    /// The two columns of every row as a pair, without building rows (the audit listing's
+    /// sequence numbers and JSON texts). A row as GRDB builds it needs a dictionary, and the
+    /// first dictionary of a process costs a scan of every protocol conformance record.
+    func pairs(sql: String, arguments: [DatabaseValue]) throws -> [(DatabaseValue, DatabaseValue)] {
+        var pairs: [(DatabaseValue, DatabaseValue)] = []
+        try run(sql: sql, arguments: arguments) { statement, names in
+            guard names.count == 2 else { throw VaultError.failure("internal error: a query of pairs returned \(names.count) columns") }
+            pairs.append((Self.value(statement, 0), Self.value(statement, 1)))
+        }
+        return pairs
     }
 
     /// One column's value, read as GRDB reads it (text with `String(cString:)`, so a
@@ -96,7 +108,8 @@ final class LeanReader: @unchecked Sendable {
         }
     }
 
-    private func run(sql: String, arguments: [DatabaseValue], row: (OpaquePointer, [String]) throws -> Void) throws {
+    private func run(sql: String, arguments: [DatabaseValue], firstRowOnly: Bool = false,
+                     row: (OpaquePointer, [String]) throws -> Void) throws {
         guard let connection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "the connection is closed") }
         let statement: OpaquePointer
         if let cached = statements.first(where: { $0.sql == sql }) {
@@ -130,6 +143,7 @@ final class LeanReader: @unchecked Sendable {
             if code == 101 { return } // SQLITE_DONE
             guard code == 100 else { throw failure(code) } // SQLITE_ROW
             try row(statement, names)
+            if firstRowOnly { return }
         }
     }
 

@@ -77,6 +77,19 @@ public final class StoreDB {
         }
     }
 
+    /// The two columns of every row of a two-column query, as pairs (on the read-only
+    /// connection without building rows: ``LeanReader/pairs(sql:arguments:)``).
+    func pairs(sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> [(DatabaseValue, DatabaseValue)] {
+        if case .lean(let reader) = connection {
+            return try reader.pairs(sql: sql, arguments: Self.values(arguments))
+        }
+        return try rows(sql: sql, arguments: arguments).map { row in
+            guard row.count == 2 else { throw VaultError.failure("internal error: a query of pairs returned \(row.count) columns") }
+            let values = Array(row.databaseValues)
+            return (values[0], values[1])
+        }
+    }
+
     /// `INSERT INTO table (columns) VALUES (?, …)[, (?, …)…]` for `rows` rows.
     static func insertSQL(into table: String, columns: [String], rows: Int = 1) -> String {
         let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
@@ -93,6 +106,12 @@ public final class StoreDB {
 extension DatabaseValueConvertible {
     /// The first column of the first row (the query must select exactly one column).
     static func fetchOne(_ db: StoreDB, sql: String, arguments: [(any DatabaseValueConvertible)?] = []) throws -> Self? {
+        if case .lean(let reader) = db.connection {
+            // Its first row's only column, without building a row (a GRDB row is built from a
+            // dictionary, and a read-only start makes none: see LeanReader.pairs).
+            guard let value = try reader.column(sql: sql, arguments: StoreDB.values(arguments), firstRowOnly: true).first else { return nil }
+            return try decode(value)
+        }
         guard let row = try db.rows(sql: sql, arguments: arguments).first else { return nil }
         return try decodeOnlyColumn(row)
     }

@@ -28,7 +28,9 @@ enum Output {
 
     /// Lines of text built from values read from the vault file, each sanitised.
     static func lines(_ lines: [String]) {
-        stdout(lines.map { $0.sanitisedForDisplay(limit: 2000) + "\n" }.joined())
+        var text = ""
+        for line in lines { text += line.sanitisedForDisplay(limit: 2000) + "\n" }  // (not `joined()`: see jsonArray)
+        stdout(text)
     }
 
     /// Writes guarded bytes to stdout without making a Swift `String` of them.
@@ -82,8 +84,17 @@ enum Output {
     }
 
     /// A JSON array of already-encoded objects, one per line.
+    /// (A loop, not `joined(separator:)`: the unspecialised `joined` looks up a protocol
+    /// conformance at run time, a scan of every conformance record on the first use.)
     static func jsonArray(_ objects: [String]) {
-        stdout(objects.isEmpty ? "[]\n" : "[\n" + objects.joined(separator: ",\n") + "\n]\n")
+        guard !objects.isEmpty else { return stdout("[]\n") }
+        var text = "[\n"
+        text.reserveCapacity(objects.reduce(8) { $0 + $1.utf8.count + 2 })
+        for (index, object) in objects.enumerated() {
+            if index > 0 { text += ",\n" }
+            text += object
+        }
+        stdout(text + "\n]\n")
     }
 
     /// Rows with fixed column widths (a width of 0: as wide as the cell), optionally after
