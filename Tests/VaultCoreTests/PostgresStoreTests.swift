@@ -70,6 +70,43 @@ struct PostgresStoreTests {
         #expect(extra == "added" && failures <= 1)
     }
 
+    @Test("checked writes sent prepared count the rows they change, and a suppressed write fails its check")
+    func preparedCheckedWrites() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        setenv("PGPASSWORD", server.adminPassword, 1)
+        defer { unsetenv("PGPASSWORD") }
+        let store = try PostgresStore.connect(try PostgresLocation.parse(server.url(schema: "checked_writes")))
+        defer { store.close() }
+        let suppressed = VaultError.integrity("suppressed write")
+        func isSuppressed(_ error: any Error) -> Bool { (error as? VaultError).map { "\($0)".contains("suppressed write") && $0.exitCode == 7 } ?? false }
+        try store.create { db in try db.execute(sql: "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT)") }
+        #expect(PostgresSession.returningEachRow("INSERT INTO items (id) VALUES (?)") == "INSERT INTO items (id) VALUES (?) RETURNING 1")
+        #expect(PostgresSession.returningEachRow("SELECT 1") == nil && PostgresSession.returningEachRow("DELETE FROM t RETURNING id") == nil)
+        for round in 0..<2 {  // prepared on the first round, reused on the second
+            try store.write { db in
+                try db.executeExpecting(sql: "INSERT INTO items (id, name) VALUES (?, ?)", arguments: [round * 10 + 1, "a"], changes: 1, failure: suppressed)
+                try db.executeExpecting(sql: "INSERT INTO items (id, name) VALUES (?, ?)", arguments: [round * 10 + 2, "a"], changes: 1, failure: suppressed)
+                try db.executeExpecting(sql: "UPDATE items SET name = ? WHERE name = ?", arguments: ["b", "a"], changes: 2, failure: suppressed)
+            }
+        }
+        #expect(performing: {
+            try store.write { db in
+                try db.executeExpecting(sql: "UPDATE items SET name = ? WHERE name = ?", arguments: ["c", "b"], changes: 1, failure: suppressed)
+            }
+        }, throws: isSuppressed)
+        #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM items WHERE name = 'c'") } == 0)  // rolled back
+        // A trigger that drops the row: the insert reports no error, but its count is 0.
+        _ = try server.psql("CREATE FUNCTION checked_writes.drop_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
+                            + "CREATE TRIGGER t BEFORE INSERT ON checked_writes.items FOR EACH ROW EXECUTE FUNCTION checked_writes.drop_row()",
+                            database: "vault")
+        #expect(performing: {
+            try store.write { db in
+                try db.executeExpecting(sql: "INSERT INTO items (id, name) VALUES (?, ?)", arguments: [99, "z"], changes: 1, failure: suppressed)
+            }
+        }, throws: isSuppressed)
+    }
+
     @Test("URLs: parameters, password sources and unsafe names")
     func urls() throws {
         let full = try PostgresLocation.parse("postgres://alice:s3cret@db.example:6543/gbg?sslmode=verify-ca&schema=team_a&sslrootcert=/etc/ca.pem",

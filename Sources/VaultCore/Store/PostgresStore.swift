@@ -64,12 +64,17 @@ final class PostgresSession: @unchecked Sendable {
     /// first query, an audit record's insert and head update), not round trips. Its error
     /// (or a row count other than `expectingChanges`, as `failure`) surfaces at the next
     /// statement that waits, and the transaction checks every one before it sends
-    /// `COMMIT`: nothing commits past a failed or suppressed write. A statement whose row
-    /// count does not matter (`BEGIN`, the writer lock, `COMMIT`) is sent prepared
-    /// (``rows(_:_:)``).
+    /// `COMMIT`: nothing commits past a failed or suppressed write. Statements are sent
+    /// prepared (``rows(_:_:)``): one whose row count does not matter (`BEGIN`, the writer
+    /// lock, `COMMIT`) as it is, a checked `INSERT`/`UPDATE`/`DELETE` with `RETURNING 1`
+    /// so that the rows it returns count the rows it changed (PostgresNIO's prepared
+    /// statements give no command tag).
     func send(_ sql: String, _ values: [DatabaseValue] = [], expectingChanges: Int? = nil, failure: (any Error)? = nil) throws {
         if expectingChanges == nil, let statement = try preparedStatement(sql) {
             pending.append((statement.execute(values.map(Self.data)).map { _ in nil }, nil, failure))
+        } else if let expectingChanges, let counted = Self.returningEachRow(sql), let statement = try preparedStatement(counted) {
+            // A checked write, prepared: its changed rows counted as the rows it returns.
+            pending.append((statement.execute(values.map(Self.data)).map { $0.count }, expectingChanges, failure))
         } else {
             pending.append((connection.query(try query(sql, values), logger: Self.logger).map { $0.metadata.rows }, expectingChanges, failure))
         }
@@ -137,6 +142,16 @@ final class PostgresSession: @unchecked Sendable {
             prepared[sql] = nil
             throw error
         }
+    }
+
+    /// `sql` with `RETURNING 1` when it is a plain `INSERT`, `UPDATE` or `DELETE` (one row
+    /// returned per row it changed, so a prepared statement, whose result gives no command
+    /// tag, still reports its count; a row a trigger suppressed returns nothing), else nil.
+    static func returningEachRow(_ sql: String) -> String? {
+        let head = sql.prefix(7).uppercased()
+        guard head.hasPrefix("INSERT ") || head.hasPrefix("UPDATE ") || head.hasPrefix("DELETE "),
+              !sql.uppercased().contains("RETURNING"), !sql.contains(";") else { return nil }
+        return sql + " RETURNING 1"
     }
 
     /// `sql` prepared on this connection: from earlier, else now (after every statement
