@@ -539,7 +539,9 @@ final class PostgresStore: @unchecked Sendable {
                 return .failure(lost, hint: "check the server, then run the command again")
             case .protocol(let what):
                 if what.contains("connection close") { return .failure(lost, hint: "check the server, then run the command again") }
-                return .failure("PostgreSQL: \(what.sanitisedForDisplay(limit: 200))")
+                // Its text can quote a server message verbatim (a data row among them): not shown,
+                // as for PSQLError's protocol codes below.
+                return .failure("PostgreSQL: protocol error")
             }
         }
         let serverError: (state: String, message: String)?
