@@ -498,13 +498,9 @@ public enum AuditChain {
         }
         switch query.outcome {
         case nil: break
-        case "ok":
+        case let outcome? where outcome == "ok" || outcome == "error":
             let successes = AuditEntry.successOutcomes.sorted()
-            conditions.append("outcome IN (\(placeholders(successes.count)))")
-            arguments += successes
-        case "error":
-            let successes = AuditEntry.successOutcomes.sorted()
-            conditions.append("outcome NOT IN (\(placeholders(successes.count)))")
+            conditions.append("outcome \(outcome == "ok" ? "IN" : "NOT IN") (\(placeholders(successes.count)))")
             arguments += successes
         case let outcome?: add("outcome = ?", outcome)
         }

@@ -530,11 +530,11 @@ final class PostgresStore: @unchecked Sendable {
         // Prepared statements report through PostgresNIO's legacy API, which turns its errors
         // into `PostgresError`s: a server error keeps its fields (read as below), a closed
         // connection is `.connectionClosed`, an unclean close a protocol error.
-        var legacyServerFields: [PostgresMessage.Error.Field: String]?
+        var serverError: (state: String, message: String)?
         if let legacy = error as? PostgresError {
             switch legacy {
             case .server(let notice):
-                legacyServerFields = notice.fields
+                serverError = (notice.fields[.sqlState] ?? "", notice.fields[.message] ?? "error")
             case .connectionClosed:
                 return .failure(lost, hint: "check the server, then run the command again")
             case .protocol(let what):
@@ -543,14 +543,8 @@ final class PostgresStore: @unchecked Sendable {
                 // as for PSQLError's protocol codes below.
                 return .failure("PostgreSQL: protocol error")
             }
-        }
-        let serverError: (state: String, message: String)?
-        if let fields = legacyServerFields {
-            serverError = (fields[.sqlState] ?? "", fields[.message] ?? "error")
         } else if let error = error as? PSQLError, error.code == .server {
             serverError = (error.serverInfo?[.sqlState] ?? "", error.serverInfo?[.message] ?? "error")
-        } else {
-            serverError = nil
         }
         if let serverError {
             let state = serverError.state

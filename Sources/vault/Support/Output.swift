@@ -89,7 +89,6 @@ enum Output {
     static func jsonArray(_ objects: [String]) {
         guard !objects.isEmpty else { return stdout("[]\n") }
         var text = "[\n"
-        text.reserveCapacity(objects.reduce(8) { $0 + $1.utf8.count + 2 })
         for (index, object) in objects.enumerated() {
             if index > 0 { text += ",\n" }
             text += object
