@@ -39,9 +39,20 @@ PC
 # (one shared library fewer to map, relocate and search for every symbol, and no cpuid
 # probing in its constructor): vault --version 2.58 -> 2.40 ms, 400 runs side by side.
 # (glibc's libm.a cannot be linked into a dynamically linked program: libm stays shared.)
+# --symbol-ordering-file: the fast shapes' functions first and together in .text, in the
+# order they run (scripts/startup.order, made by scripts/startup-order.sh): a start then
+# touches fewer pages of code (vault token through the agent: 645 -> 616 page faults,
+# 0.09 ms less, 500 runs side by side). Names it does not find are skipped silently.
 flags=(-c release --disable-local-rpath --static-swift-stdlib -Xswiftc -use-ld=lld
        -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
        -Xlinker -z -Xlinker pack-relative-relocs -Xlinker -z -Xlinker now -Xlinker --no-export-dynamic)
+# (Passed as a copy named by its hash: SwiftPM relinks when the flags change, not when a
+# file they name does.)
+if [ -f scripts/startup.order ]; then
+  order="$static/startup-$(sha256sum scripts/startup.order | cut -c1-16).order"
+  [ -f "$order" ] || cp scripts/startup.order "$order"
+  flags+=(-Xlinker "--symbol-ordering-file=$order" -Xlinker --no-warn-symbol-ordering)
+fi
 for product in "${products[@]}"; do
   PKG_CONFIG_PATH="$static/pkgconfig" swift build "${flags[@]}" --product "$product" >&2
 done

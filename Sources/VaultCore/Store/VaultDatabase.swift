@@ -47,9 +47,10 @@ public final class VaultDatabase: Sendable {
 
     /// How long a writer waits for another process's transaction before giving up:
     /// `VAULT_BUSY_TIMEOUT` seconds, default 30.
-    public static var busyTimeout: TimeInterval {
+    /// Read once per process (the agent's every write took a `getenv` before): the
+    /// environment of a running process does not change under it.
+    public static let busyTimeout: TimeInterval =
         getenv("VAULT_BUSY_TIMEOUT").flatMap { TimeInterval(String(cString: $0)) }.map { min(max($0, 0), 3600) } ?? 30
-    }
 
     private init(pool: any DatabaseWriter, path: String) {
         sqlite = pool
@@ -512,7 +513,9 @@ public final class VaultDatabase: Sendable {
                 // happens, before anything else runs on this connection.
                 let connection = db.sqliteConnection
                 _ = gbgv_busy_timeout(connection, 0)
-                let begun: Result<Void, any Error> = Result { try db.execute(sql: "BEGIN IMMEDIATE TRANSACTION") }
+                // BEGIN and COMMIT as cached statements: `execute(sql:)` (and GRDB's
+                // `commit()`) parse their text again on every call, twice per token.
+                let begun: Result<Void, any Error> = Result { try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute() }
                 _ = gbgv_busy_timeout(connection, Int32(min(Self.busyTimeout * 1000, Double(Int32.max))))
                 if case .failure(let error) = begun {
                     if let error = error as? DatabaseError, error.resultCode == .SQLITE_BUSY { return nil }
@@ -520,7 +523,7 @@ public final class VaultDatabase: Sendable {
                 }
                 do {
                     let result = try body(StoreDB(db))
-                    try db.commit()
+                    try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
                     return result
                 } catch {
                     try? db.rollback()
