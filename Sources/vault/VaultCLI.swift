@@ -48,6 +48,15 @@ struct VaultOptions: ParsableArguments {
                                valueName: "path"))
     var identity: String?
 
+    /// An empty `--vault` (a script's `--vault "$UNSET"`) is refused, not read as "no option":
+    /// it would otherwise open the default vault instead of the one the script meant.
+    /// (An empty `VAULT_PATH` counts as unset, as empty variables usually do.)
+    func validate() throws {
+        if vaultPath?.isEmpty == true { throw ValidationError("--vault needs a path or URL (it was given an empty value)") }
+        if passphraseFile?.isEmpty == true { throw ValidationError("--passphrase-file needs a path (it was given an empty value)") }
+        if identity?.isEmpty == true { throw ValidationError("--identity needs a path (it was given an empty value)") }
+    }
+
     /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
 

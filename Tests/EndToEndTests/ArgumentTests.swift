@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+import VaultTestSupport
+
+/// The program's arguments as `vault` sees them. The release binary reads argv from what
+/// glibc hands its constructors instead of the Swift runtime's own search of the stack
+/// (Sources/CProcess/Arguments.c); .ci/run runs this suite against the release binaries
+/// too (`VAULT_TEST_BIN_DIR`), so both ways are checked.
+@Suite("arguments")
+struct ArgumentTests {
+    @Test("arguments reach vault byte for byte: spaces, non-ASCII, an emoji, on the fast and the full way")
+    func exact() throws {
+        let vault = TestVault()
+        let odd = vault.directory + "/dir with spaces/naïve 🔑 ünïcode.db"
+        // `list` and `status` take the fast way, `env list` the full parser: each names the path.
+        for arguments in [["list", "--vault", odd], ["--vault", odd, "status"], ["env", "list", "--vault=" + odd]] {
+            let result = try vault.run(arguments)
+            #expect(result.status == 6, "\(arguments): \(result.status) \(result.stderrText)")
+            #expect(result.stderrText.contains("no vault at \(odd)"), "\(arguments): \(result.stderrText)")
+        }
+        let extra = try vault.run(["list", "first extra", "zweites ünïcode"])
+        #expect(extra.status == 64)
+        #expect(extra.stderrText.contains("'first extra', 'zweites ünïcode'"), "\(extra.stderrText)")
+    }
+
+    @Test("an empty --vault, --passphrase-file or --identity is a usage error, never the default vault")
+    func emptyValues() throws {
+        let vault = TestVault()
+        // A vault at the default location ($HOME/.local/share/gbg-vault/vault.db here), with a profile.
+        let home = ["VAULT_PATH": ""]
+        #expect(try vault.run(["init", "--kdf", "interactive"], env: home).status == 0)
+        let add = try vault.run(["add", "home-profile", "--client-id", "c", "--grant", "client-credentials", "--secrets-from-env"],
+                                env: home.merging(["GBG_CLIENT_SECRET": "argument-test-secret"]) { $1 })
+        #expect(add.status == 0, "\(add.stderrText)")
+        #expect(try vault.run(["list"], env: home).stdoutText.contains("home-profile"), "the default vault is there")
+        for arguments in [["list", "--vault", ""], ["--vault", "", "list"], ["token", "home-profile", "--vault", ""],
+                          ["status", "--vault", ""], ["audit", "--vault", ""], ["add", "x", "--client-id", "c", "--vault", ""],
+                          ["list", "--passphrase-file", ""], ["token", "home-profile", "--identity", ""]] {
+            let result = try vault.run(arguments, env: home)
+            #expect(result.status == 64, "\(arguments): \(result.status) \(result.stderrText)")
+            #expect(result.stderrText.contains("needs a path"), "\(arguments): \(result.stderrText)")
+            #expect(!result.stdoutText.contains("home-profile"), "\(arguments) read the default vault")
+        }
+        #expect(try vault.run(["list"], env: home).stdoutText.split(separator: "\n").filter { $0.contains("profile") }.count == 1,
+                "nothing was added to the default vault")
+    }
+}
