@@ -23,7 +23,31 @@ struct ExchangeTests {
         #expect(object?["expires_in"] as? Int == 3600)
         #expect(object?["api_base"] as? String == fixture.stub.apiBase)
         if let t = object?["access_token"] as? String { LeakScanner.shared.register(token: t) }
+        // expires_at: whole seconds in UTC, the text ISO8601DateFormatter gives (an hour from now).
+        let expiresAt = try #require(object?["expires_at"] as? String)
+        let parsed = try #require(ISO8601DateFormatter().date(from: expiresAt), "\(expiresAt)")
+        #expect(ISO8601DateFormatter().string(from: parsed) == expiresAt)
+        #expect(abs(parsed.timeIntervalSinceNow - 3600) < 120, "\(expiresAt)")
         expectNoLeaks(fixture.vault)
+    }
+
+    @Test("--format env survives the shell: an API base with a quote, and a quote with a combining mark, comes back exactly")
+    func envFormatQuoting() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let apiBase = fixture.stub.apiBase + "o'brien/o'\u{301}neill/"
+        let added = try fixture.vault.run(["env", "add", "quoted", "--token-url", fixture.stub.tokenURL, "--api-base", apiBase])
+        try #require(added.status == 0, "\(added.stderrText)")
+        let env = try fixture.vault.run(["token", "pw", "--env", "quoted", "--format", "env"], expectTokenOnStdout: true)
+        try #require(env.status == 0, "\(env.stderrText)")
+        // The output on the shell's stdin (not in its argv: it holds the token).
+        let shell = try Binaries.run("/bin/sh", ["-c", "eval \"$(cat)\"; printf '%s\\n%s' \"$GBG_API_BASE\" \"$GBG_TOKEN_EXPIRES_AT\""],
+                                     environment: ["PATH": "/usr/bin:/bin"], stdin: env.stdout)
+        #expect(shell.status == 0, "\(shell.stderrText)")
+        let lines = shell.stdoutText.components(separatedBy: "\n")
+        #expect(lines.first == apiBase, "\(shell.stdoutText)")
+        let expiresAt = try #require(lines.last.flatMap { ISO8601DateFormatter().date(from: $0) }, "\(shell.stdoutText)")
+        #expect(abs(expiresAt.timeIntervalSinceNow - 3600) < 120)
     }
 
     @Test("every commit is flushed to disk: the WAL is fsynced before a token is printed, and doctor says synchronous=FULL")

@@ -194,6 +194,16 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     }
 }
 
+/// A JSON string literal (RFC 8259) of any text, escaped as ``JSONObjectWriter`` escapes
+/// strings: for output built by hand (`vault token --format json`), without `JSONEncoder`.
+public enum JSONText {
+    public static func quoted(_ text: String) -> String {
+        var bytes: [UInt8] = []
+        JSONObjectWriter.appendString(text, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
 /// Writes one flat JSON object (RFC 8259): strings escaped (quote, backslash and every
 /// control character; everything else as UTF-8), integers in decimal, booleans, and
 /// objects of strings; `nil` values are left out, as `JSONEncoder` leaves them out.

@@ -93,14 +93,20 @@ enum TokenPrinter {
         }
     }
 
-    static func jsonString(_ s: String) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        let data = (try? encoder.encode(s)) ?? Data("\"\"".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
+    /// (Not `JSONEncoder`, nor `replacingOccurrences` below: both set up Foundation
+    /// machinery the token's fast path otherwise never needs; see `Date.iso8601`.)
+    static func jsonString(_ s: String) -> String { JSONText.quoted(s) }
 
+    /// `s` single-quoted for POSIX shells, each `'` written as `'\''`. By Unicode scalar,
+    /// not `Character`: a quote followed by a combining mark is one `Character` that is not
+    /// `"'"`, and the shell would still see the quote.
     static func shellQuote(_ s: String) -> String {
-        "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        var quoted = String.UnicodeScalarView()
+        quoted.append("'")
+        for scalar in s.unicodeScalars {
+            if scalar == "'" { quoted.append(contentsOf: "'\\''".unicodeScalars) } else { quoted.append(scalar) }
+        }
+        quoted.append("'")
+        return String(quoted)
     }
 }
