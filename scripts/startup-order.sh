@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates scripts/startup.order: the functions the fast shapes run (`--version`,
-# `token NAME` through the agent, `status`, `list --json`, `audit --json`), in the order they
-# first run. scripts/build-release.sh hands it to lld (--symbol-ordering-file), which places
-# those functions first and together in .text, so a start touches fewer pages of code: one
-# page fault maps up to 16 pages around it, and the fast shapes' code otherwise lies scattered
-# over 33 MB (BENCHMARKS.md, "Fast start, fifth pass").
+# `token NAME` through the agent, in every `--format`, `status`, `list` and `audit`, as text
+# and JSON), in the order they first run. scripts/build-release.sh hands it to lld
+# (--symbol-ordering-file), which places those functions first and together in .text, so a
+# start touches fewer pages of code: one page fault maps up to 16 pages around it, and the
+# fast shapes' code otherwise lies scattered over 33 MB (BENCHMARKS.md, "Fast start, fifth
+# pass").
 #
 # Sampled with perf (user space only, 40 kHz, a few thousand runs), so a function too short
 # to be sampled is missing and stays where the linker puts it: the order is an optimisation,
@@ -41,8 +42,9 @@ VAULT_PASSPHRASE_FILE="$work/pass" "$work/vault" unlock --for 10m 2>/dev/null
 cat > "$work/shapes.sh" <<SH
 for i in \$(seq 500); do "$work/vault" --version; "$work/vault" token p; done
 for i in \$(seq 150); do
-  "$work/vault" status; "$work/vault" status --json; "$work/vault" list --json
-  "$work/vault" audit --profile p --limit 50 --json
+  "$work/vault" status; "$work/vault" status --json; "$work/vault" list --json; "$work/vault" list
+  "$work/vault" audit --profile p --limit 50 --json; "$work/vault" audit --profile p --limit 50
+  "$work/vault" token p --format json; "$work/vault" token p --format env
 done
 SH
 perf record -q -F 40000 --all-user -o "$work/perf.data" -- bash "$work/shapes.sh" >/dev/null 2>&1
