@@ -207,6 +207,13 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
     -n "SQLite: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_sqlite VAULT_PATH=$tv $BIN/vault token b" \
     -n "PostgreSQL: vault token, agent, cache hit" "env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_pg VAULT_PATH=$pgurl $BIN/vault token b" >/dev/null
   python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
+  # Interleaved too: hyperfine measures the two stores a few seconds apart, and on this
+  # shared machine that alone moved the ratio by 0.2 between runs of the same code.
+  echo "The same, interleaved (bench/interleaved.py; $((runs * 20)) rounds):" >> "$out"
+  python3 bench/interleaved.py $((runs * 20)) 5 "$work/i.json" \
+    "SQLite: vault token, agent, cache hit=env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_sqlite VAULT_PATH=$tv $BIN/vault token b" \
+    "PostgreSQL: vault token, agent, cache hit=env -u VAULT_PASSPHRASE_FILE XDG_RUNTIME_DIR=$rt_pg VAULT_PATH=$pgurl $BIN/vault token b"
+  python3 bench/table.py "$work/i.json" >> "$out"; echo >> "$out"
   XDG_RUNTIME_DIR="$rt_sqlite" VAULT_PATH="$tv" "$BIN/vault" lock 2>/dev/null || true
   XDG_RUNTIME_DIR="$rt_pg" VAULT_PATH="$pgurl" "$BIN/vault" lock 2>/dev/null || true
   rm -rf "$rt_sqlite" "$rt_pg"
