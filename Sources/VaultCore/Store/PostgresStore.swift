@@ -206,7 +206,7 @@ final class PostgresSession: @unchecked Sendable {
             case .float8, .float4:
                 values[cell.columnName] = try Double(from: &bytes, type: cell.dataType, format: format, context: context).databaseValue
             case .bytea:
-                var buffer = try ByteBuffer(from: &bytes, type: cell.dataType, format: format, context: context)
+                var buffer = ByteBuffer(from: &bytes, type: cell.dataType, format: format, context: context)
                 values[cell.columnName] = Data(buffer.readBytes(length: buffer.readableBytes) ?? []).databaseValue
             default:
                 values[cell.columnName] = try String(from: &bytes, type: cell.dataType, format: format, context: context).databaseValue
