@@ -74,12 +74,14 @@ enum TokenPrinter {
             Output.stdout(prefix: "Authorization: Bearer ", secret: token, suffix: "\n")
         case .json:
             // The token is validated as RFC 6750 b64token characters, so it needs no JSON escaping.
+            // (The other strings by `JSONText`, not `JSONEncoder`, nor `replacingOccurrences` in
+            // `shellQuote`: both set up Foundation machinery this path otherwise never needs.)
             let rest: [(String, String)] = [
-                ("token_type", jsonString(t.tokenType)),
+                ("token_type", JSONText.quoted(t.tokenType)),
                 ("expires_in", String(t.expiresIn)),
-                ("expires_at", jsonString(expiresAtISO(t.expiresAt))),
-                ("environment", jsonString(t.environment)),
-                ("api_base", t.apiBase.map(jsonString) ?? "null"),
+                ("expires_at", JSONText.quoted(expiresAtISO(t.expiresAt))),
+                ("environment", JSONText.quoted(t.environment)),
+                ("api_base", t.apiBase.map(JSONText.quoted) ?? "null"),
             ]
             let tail = rest.map { ",\n  \"\($0.0)\": \($0.1)" }.joined()
             Output.stdout(prefix: "{\n  \"access_token\": \"", secret: token, suffix: "\"" + tail + "\n}\n")
@@ -92,10 +94,6 @@ enum TokenPrinter {
             Output.stdout("export GBG_TOKEN_EXPIRES_AT=\(shellQuote(expiresAtISO(t.expiresAt)))\n")
         }
     }
-
-    /// (Not `JSONEncoder`, nor `replacingOccurrences` below: both set up Foundation
-    /// machinery the token's fast path otherwise never needs; see `Date.iso8601`.)
-    static func jsonString(_ s: String) -> String { JSONText.quoted(s) }
 
     /// `s` single-quoted for POSIX shells, each `'` written as `'\''`. By Unicode scalar,
     /// not `Character`: a quote followed by a combining mark is one `Character` that is not

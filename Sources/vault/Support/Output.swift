@@ -123,8 +123,8 @@ enum Output {
                 if index > 0 { text += "  " }
                 text += cell
                 let width = index < widths.count ? widths[index] : 0
-                if index < row.count - 1, case let count = cell.count, count < width {
-                    text += String(repeating: " ", count: width - count)
+                if index < row.count - 1, cell.count < width {
+                    text += String(repeating: " ", count: width - cell.count)
                 }
             }
             text += "\n"
