@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 import VaultCore
 #if canImport(Glibc)
@@ -108,15 +109,59 @@ enum FastPath {
         // (and reports a missing vault exactly as it always does).
         guard let target = AgentSession.client(vaultPath: ask.vaultPath, noAgent: false) else { return }
         do {
-            guard var token = try AgentSession.agentToken(ask, target: target, action: "token") else { return }
-            let details = TokenPrinter.Details(tokenType: token.tokenType, expiresIn: token.expiresIn, expiresAt: token.expiresAt,
-                                               environment: token.environment, apiBase: token.apiBase)
-            token.accessToken.withUTF8 { TokenPrinter.print(token: UnsafeRawBufferPointer($0), details, format: format) }
-            exit(0)
+            guard let token = try AgentSession.agentToken(ask, target: target, action: "token") else { return }
+            printToken(token, format: format)
         } catch {
             Output.error(error)
             exit(error.exitCode)
         }
+    }
+
+    /// What the executable's first constructor did for `vault token NAME`
+    /// (`CProcess/EarlyToken.c`) when it did not print the token itself: the agent's JSON
+    /// answer (an error, `ending`, `other_file`, an older agent's token) or the failure to
+    /// get one after the request went out. Taken as every agent answer is
+    /// (`AgentSession.accepted`): the token printed, an error and its exit code, or a hint
+    /// and a return, and the usual way takes over. Runs first in `main`, once.
+    static func earlyToken() {
+        var bytes: UnsafePointer<UInt8>?
+        var length: UInt = 0
+        let status = cprocess_early_token_claim(&bytes, &length)
+        guard status != Int32(CPROCESS_EARLY_NONE) else { return }
+        let outcome: Result<AgentResponse, AgentClient.Failure>
+        switch status {
+        case Int32(CPROCESS_EARLY_ANSWER):
+            let answer = Array(UnsafeBufferPointer(start: bytes, count: Int(length)))
+            cprocess_early_token_wipe()
+            do {
+                outcome = .success(try AgentClient.decode(answer))
+            } catch {
+                outcome = .failure(error)
+            }
+        case Int32(CPROCESS_EARLY_TIMEOUT):
+            outcome = .failure(.timedOut(AgentTokenAsk(vaultPath: "", profile: "").answerTimeout))
+        case Int32(CPROCESS_EARLY_TOO_LARGE): outcome = .failure(.frameTooLarge)
+        case Int32(CPROCESS_EARLY_MALFORMED): outcome = .failure(.invalidAnswer)
+        default: outcome = .failure(.closed)
+        }
+        cprocess_early_token_wipe()
+        do throws(VaultError) {
+            guard let response = try AgentSession.accepted(outcome) else { return }
+            guard let token = response.token else { throw .failure("the agent gave no token") }
+            printToken(token, format: .raw)
+        } catch {
+            Output.error(error)
+            exit(error.exitCode)
+        }
+    }
+
+    /// Prints the agent's token as `format` asks, and exits.
+    private static func printToken(_ token: AgentResponse.Token, format: TokenFormat) -> Never {
+        var token = token
+        let details = TokenPrinter.Details(tokenType: token.tokenType, expiresIn: token.expiresIn, expiresAt: token.expiresAt,
+                                           environment: token.environment, apiBase: token.apiBase)
+        token.accessToken.withUTF8 { TokenPrinter.print(token: UnsafeRawBufferPointer($0), details, format: format) }
+        exit(0)
     }
 
     /// `status [--json] [--vault P]`.

@@ -221,6 +221,9 @@ enum Main {
         }
         let arguments = Array(CommandLine.arguments.dropFirst())
         ProcessHardening.apply()
+        // `vault token NAME`'s answer, when the first constructor sent the request but did
+        // not print a token itself (CProcess/EarlyToken.c).
+        FastPath.earlyToken()
         // The fast shapes never trace (`--verbose` and VAULT_VERBOSE=1 take the full way),
         // so they run before swift-log is set up.
         FastPath.run(arguments)

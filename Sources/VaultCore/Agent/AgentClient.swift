@@ -23,6 +23,15 @@ public struct AgentClient: Sendable {
         case stale
         /// The agent did not answer in time or broke the protocol.
         case broken(String)
+
+        // The ways an answer fails, in the words of every client (this one and the
+        // constructor's, `FastPath.earlyToken`).
+        public static let closed = Failure.broken("the agent closed the connection")
+        public static let invalidAnswer = Failure.broken("the agent closed the connection without a valid answer")
+        public static let frameTooLarge = Failure.broken("the agent announced a frame larger than \(AgentProtocol.maximumFrame) bytes")
+        public static func timedOut(_ timeout: TimeInterval) -> Failure {
+            .broken("the agent did not answer within \(Int(timeout.rounded(.up))) s")
+        }
     }
 
     /// Whether a socket file exists for this vault.
@@ -33,14 +42,18 @@ public struct AgentClient: Sendable {
 
     /// Sends one request and waits for the response.
     public func send(_ request: AgentRequest, timeout: TimeInterval) throws(Failure) -> AgentResponse {
-        let answer = try roundTrip(request.jsonBytes(), timeout: timeout)
+        try Self.decode(roundTrip(request.jsonBytes(), timeout: timeout))
+    }
+
+    /// A JSON answer's bytes as a response.
+    public static func decode(_ answer: [UInt8]) throws(Failure) -> AgentResponse {
         // Tokens, errors and messages without JSONDecoder (ResponseDecoding.swift); any
         // other answer, or anything the strict reader does not take, through it.
         if let everyday = AgentResponse.decodeEveryday(answer) { return everyday }
         do {
             return try JSONDecoder().decode(AgentResponse.self, from: Data(answer))
         } catch {
-            throw .broken("the agent closed the connection without a valid answer")
+            throw .invalidAnswer
         }
     }
 
@@ -85,10 +98,10 @@ public struct AgentClient: Sendable {
             }
             if let announced = received.getInteger(at: received.readerIndex, as: UInt32.self),
                announced > UInt32(AgentProtocol.maximumFrame) {
-                throw .broken("the agent announced a frame larger than \(AgentProtocol.maximumFrame) bytes")
+                throw .frameTooLarge
             }
             let count = try Self.readSome(fd, into: &chunk, deadline: deadline, timeout: timeout)
-            guard count > 0 else { throw .broken("the agent closed the connection") }
+            guard count > 0 else { throw .closed }
             received.writeBytes(chunk[0..<count])
         }
     }
@@ -122,7 +135,7 @@ public struct AgentClient: Sendable {
     private static func wait(_ fd: Int32, events: Int16, deadline: TimeInterval, timeout: TimeInterval) throws(Failure) {
         while true {
             let left = deadline - now()
-            guard left > 0 else { throw .broken("the agent did not answer within \(Int(timeout.rounded(.up))) s") }
+            guard left > 0 else { throw .timedOut(timeout) }
             var entry = pollfd(fd: fd, events: events, revents: 0)
             let ready = poll(&entry, 1, Int32(min(left * 1000, Double(Int32.max)).rounded(.up)))
             if ready > 0 { return }
@@ -137,7 +150,7 @@ public struct AgentClient: Sendable {
             let written = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             if written < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw .broken("the agent closed the connection")
+                throw .closed
             }
             offset += written
         }
@@ -149,7 +162,7 @@ public struct AgentClient: Sendable {
             let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if count >= 0 { return count }
             if errno == EINTR || errno == EAGAIN { continue }
-            throw .broken("the agent closed the connection")
+            throw .closed
         }
     }
 }

@@ -433,6 +433,7 @@ extension AgentRequest {
                 case .store: request.store = try reader.optionalString()
                 case .member: request.member = try reader.optionalString()
                 case .recipient: request.recipient = try reader.optionalString()
+                case .reply: request.reply = try reader.optionalString()
                 }
             }
             try reader.finish()

@@ -146,6 +146,10 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     /// `member-add`, `member-remove`: the member's name; `member-add`: its recipient.
     public var member: String?
     public var recipient: String?
+    /// `token`: `bare` asks for a successful answer as the token's bytes alone instead of
+    /// a JSON object (the client that reads it has no JSON reader: `CProcess/EarlyToken.c`);
+    /// any other answer stays JSON. Other values are ignored.
+    public var reply: String?
 
     public init(op: String) { self.op = op }
 
@@ -154,7 +158,7 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case connectTimeoutMs = "connect_timeout_ms", caBundle = "ca_bundle", proxyEnvironment = "proxy_environment"
         case clientID = "client_id", username, grant, scope, clientSecret = "client_secret", password, verify
         case tokenURL = "token_url", apiBase = "api_base", clearAPIBase = "clear_api_base"
-        case fileDevice = "file_dev", fileInode = "file_ino", store, member, recipient
+        case fileDevice = "file_dev", fileInode = "file_ino", store, member, recipient, reply
     }
 
     /// The request as the JSON object `JSONEncoder` makes of it (same keys, absent
@@ -190,7 +194,63 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         writer.add(CodingKeys.store.rawValue, store)
         writer.add(CodingKeys.member.rawValue, member)
         writer.add(CodingKeys.recipient.rawValue, recipient)
+        writer.add(CodingKeys.reply.rawValue, reply)
         return writer.finish()
+    }
+}
+
+/// What `token` and `exec` ask the agent for, as plain values (built by the commands and
+/// by vault's `FastPath`; for `vault token NAME` with these defaults the same request is
+/// written by the constructor in `CProcess/EarlyToken.c`, which a test compares with
+/// ``request(action:)``).
+public struct AgentTokenAsk: Sendable {
+    public var vaultPath: String
+    public var noAgent = false
+    public var profile: String
+    public var environment: String?
+    public var fresh = false
+    public var minTTL: Int64 = 300
+    public var timeout: Double = 30
+    public var connectTimeout: Double = 10
+    public var cacert: String?
+
+    public init(vaultPath: String, profile: String) {
+        self.vaultPath = vaultPath
+        self.profile = profile
+    }
+
+    /// How long a client waits for the agent's answer: the exchange's own timeout and
+    /// time for the agent's transaction (45 s by default, as `EarlyToken.c` waits).
+    public var answerTimeout: TimeInterval { timeout + 15 }
+
+    /// The request (not yet stamped with the vault file's identity).
+    public func request(action: String) -> AgentRequest {
+        var request = AgentRequest(op: "token")
+        request.profile = profile
+        request.environment = environment
+        request.fresh = fresh
+        request.minTTL = minTTL
+        request.action = action
+        request.setNetwork(timeout: timeout, connectTimeout: connectTimeout, cacert: cacert)
+        return request
+    }
+}
+
+extension AgentRequest {
+    /// The caller's network settings, for an operation that may exchange: the timeouts,
+    /// `--cacert` else `VAULT_CA_BUNDLE`, and the proxy variables that are set, as they are
+    /// (the agent uses the caller's, not its own).
+    public mutating func setNetwork(timeout: Double, connectTimeout: Double, cacert: String?) {
+        timeoutMs = Int64(timeout * 1000)
+        connectTimeoutMs = Int64(connectTimeout * 1000)
+        caBundle = cacert ?? LocalEnvironment.value("VAULT_CA_BUNDLE")
+        var proxies: [String: String] = [:]
+        for name in ["https_proxy", "http_proxy", "all_proxy", "no_proxy"] {
+            for spelling in [name, name.uppercased()] {
+                if let value = getenv(spelling) { proxies[spelling] = String(cString: value) }
+            }
+        }
+        proxyEnvironment = proxies
     }
 }
 

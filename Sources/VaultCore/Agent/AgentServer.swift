@@ -500,7 +500,7 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         // network).
         let inline = server.mayAnswerInline(request)
         if inline, let answer = server.preflight(request, checkingHeader: false) ?? server.cachedTokenInline(request) {
-            respond(answer, on: channel, thenEnd: false)
+            respond(answer, on: channel, thenEnd: false, bare: request.reply == "bare")
             return
         }
         Task {
@@ -517,15 +517,26 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             } else {
                 response = await server.perform(request)
             }
-            respond(response, on: channel, thenEnd: request.op == "lock" && response.ok)
+            respond(response, on: channel, thenEnd: request.op == "lock" && response.ok, bare: request.reply == "bare")
         }
     }
 
     /// Writes the answer and closes the connection; after `vault lock`'s answer is
-    /// written, the agent ends.
-    private func respond(_ response: AgentResponse, on channel: any Channel, thenEnd: Bool) {
+    /// written, the agent ends. With `bare` (the request's `"reply":"bare"`), a delivered
+    /// token is answered as its bytes alone (a b64token never starts with `{`, so the client
+    /// tells it from JSON by the first byte); anything else stays JSON.
+    private func respond(_ response: AgentResponse, on channel: any Channel, thenEnd: Bool, bare: Bool = false) {
+        if bare, response.ok, response.error == nil, response.ending != true, response.otherFile != true,
+           let token = response.token, TokenExchange.isValidToken(token.accessToken) {
+            write(Array(token.accessToken.utf8), on: channel, thenEnd: thenEnd)
+            return
+        }
         let data = response.everydayJSONBytes() ?? (try? JSONEncoder().encode(response)).map { [UInt8]($0) }
             ?? Array(#"{"version":1,"ok":false}"#.utf8)
+        write(data, on: channel, thenEnd: thenEnd)
+    }
+
+    private func write(_ data: [UInt8], on channel: any Channel, thenEnd: Bool) {
         var buffer = channel.allocator.buffer(capacity: data.count)
         buffer.writeBytes(data)
         let server = server

@@ -270,15 +270,27 @@ enum AgentSession {
     /// another file (after a one-line hint), an error with the command's exit code when
     /// the operation failed.
     static func send(_ target: Target, _ request: AgentRequest, timeout: TimeInterval = 60) throws(VaultError) -> AgentResponse? {
-        let response: AgentResponse
+        let outcome: Result<AgentResponse, AgentClient.Failure>
         do {
-            response = try target.client.send(target.stamped(request), timeout: timeout)
+            outcome = .success(try target.client.send(target.stamped(request), timeout: timeout))
         } catch {
-            switch error {
-            case .noAgent: return nil
-            case .stale: Output.info("hint: the agent for this vault had stopped; its stale socket was removed (asking for the passphrase)")
-            case .broken(let why): Output.info("hint: the agent did not answer properly (\(why)); asking for the passphrase")
-            }
+            outcome = .failure(error)
+        }
+        return try accepted(outcome)
+    }
+
+    /// The agent's answer (or the failure to get one) as the command takes it; also for
+    /// the answer `vault token NAME`'s constructor handed over (`FastPath.earlyToken`).
+    static func accepted(_ outcome: Result<AgentResponse, AgentClient.Failure>) throws(VaultError) -> AgentResponse? {
+        let response: AgentResponse
+        switch outcome {
+        case .success(let answer): response = answer
+        case .failure(.noAgent): return nil
+        case .failure(.stale):
+            Output.info("hint: the agent for this vault had stopped; its stale socket was removed (asking for the passphrase)")
+            return nil
+        case .failure(.broken(let why)):
+            Output.info("hint: the agent did not answer properly (\(why)); asking for the passphrase")
             return nil
         }
         if response.ending == true {
@@ -303,42 +315,24 @@ enum AgentSession {
     }
 
     static func networkFields(_ request: inout AgentRequest, _ network: NetworkOptions) {
-        networkFields(&request, timeout: network.timeout, connectTimeout: network.connectTimeout, cacert: network.cacert)
+        request.setNetwork(timeout: network.timeout, connectTimeout: network.connectTimeout, cacert: network.cacert)
     }
 
-    static func networkFields(_ request: inout AgentRequest, timeout: Double, connectTimeout: Double, cacert: String?) {
-        request.timeoutMs = Int64(timeout * 1000)
-        request.connectTimeoutMs = Int64(connectTimeout * 1000)
-        request.caBundle = cacert ?? LocalEnvironment.value("VAULT_CA_BUNDLE")
-        var proxies: [String: String] = [:]
-        for name in ["https_proxy", "http_proxy", "all_proxy", "no_proxy"] {
-            for spelling in [name, name.uppercased()] {
-                if let value = getenv(spelling) { proxies[spelling] = String(cString: value) }
-            }
-        }
-        request.proxyEnvironment = proxies
-    }
-
-    /// What `token` and `exec` ask for, as plain values (built by argument-parser's
-    /// commands and by `FastPath`).
-    struct TokenAsk {
-        var vaultPath: String
-        var noAgent = false
-        var profile: String
-        var environment: String?
-        var fresh = false
-        var minTTL: Int64 = 300
-        var timeout: Double = 30
-        var connectTimeout: Double = 10
-        var cacert: String?
-    }
+    /// What `token` and `exec` ask for (VaultCore's ``AgentTokenAsk``).
+    typealias TokenAsk = AgentTokenAsk
 
     /// The token from the agent, or nil when there is none.
     static func token(_ options: VaultOptions, selection: TokenSelection, network: NetworkOptions,
                       profile: String, action: String) throws(VaultError) -> DeliveredToken? {
-        try token(TokenAsk(vaultPath: options.resolvedPath, noAgent: options.noAgent, profile: profile, environment: selection.env,
-                           fresh: selection.fresh, minTTL: selection.minTtl, timeout: network.timeout,
-                           connectTimeout: network.connectTimeout, cacert: network.cacert), action: action)
+        var ask = TokenAsk(vaultPath: options.resolvedPath, profile: profile)
+        ask.noAgent = options.noAgent
+        ask.environment = selection.env
+        ask.fresh = selection.fresh
+        ask.minTTL = selection.minTtl
+        ask.timeout = network.timeout
+        ask.connectTimeout = network.connectTimeout
+        ask.cacert = network.cacert
+        return try token(ask, action: action)
     }
 
     static func token(_ ask: TokenAsk, action: String) throws(VaultError) -> DeliveredToken? {
@@ -359,14 +353,7 @@ enum AgentSession {
     /// so copying it into guarded memory first would protect nothing, and would set up
     /// libsodium for nothing else).
     static func agentToken(_ ask: TokenAsk, target: Target, action: String) throws(VaultError) -> AgentResponse.Token? {
-        var request = AgentRequest(op: "token")
-        request.profile = ask.profile
-        request.environment = ask.environment
-        request.fresh = ask.fresh
-        request.minTTL = ask.minTTL
-        request.action = action
-        networkFields(&request, timeout: ask.timeout, connectTimeout: ask.connectTimeout, cacert: ask.cacert)
-        guard let response = try send(target, request, timeout: ask.timeout + 15) else { return nil }
+        guard let response = try send(target, ask.request(action: action), timeout: ask.answerTimeout) else { return nil }
         guard let token = response.token else { throw .failure("the agent gave no token") }
         return token
     }
