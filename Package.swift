@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [
-                "VaultCore", "VaultTestSupport",
+                "VaultCore", "VaultTestSupport", "CProcess",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

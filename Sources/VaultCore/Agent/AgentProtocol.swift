@@ -223,15 +223,16 @@ public struct AgentTokenAsk: Sendable {
     /// time for the agent's transaction (45 s by default, as `EarlyToken.c` waits).
     public var answerTimeout: TimeInterval { timeout + 15 }
 
-    /// The request (not yet stamped with the vault file's identity).
-    public func request(action: String) -> AgentRequest {
+    /// The request (not yet stamped with the vault file's identity), with the proxy and CA
+    /// variables as `variable` reads them (the process environment by default).
+    public func request(action: String, variable: (String) -> String? = AgentRequest.processVariable) -> AgentRequest {
         var request = AgentRequest(op: "token")
         request.profile = profile
         request.environment = environment
         request.fresh = fresh
         request.minTTL = minTTL
         request.action = action
-        request.setNetwork(timeout: timeout, connectTimeout: connectTimeout, cacert: cacert)
+        request.setNetwork(timeout: timeout, connectTimeout: connectTimeout, cacert: cacert, variable: variable)
         return request
     }
 }
@@ -240,17 +241,23 @@ extension AgentRequest {
     /// The caller's network settings, for an operation that may exchange: the timeouts,
     /// `--cacert` else `VAULT_CA_BUNDLE`, and the proxy variables that are set, as they are
     /// (the agent uses the caller's, not its own).
-    public mutating func setNetwork(timeout: Double, connectTimeout: Double, cacert: String?) {
+    public mutating func setNetwork(timeout: Double, connectTimeout: Double, cacert: String?,
+                                    variable: (String) -> String? = processVariable) {
         timeoutMs = Int64(timeout * 1000)
         connectTimeoutMs = Int64(connectTimeout * 1000)
-        caBundle = cacert ?? LocalEnvironment.value("VAULT_CA_BUNDLE")
+        caBundle = cacert ?? variable("VAULT_CA_BUNDLE").flatMap { $0.isEmpty ? nil : $0 }
         var proxies: [String: String] = [:]
         for name in ["https_proxy", "http_proxy", "all_proxy", "no_proxy"] {
             for spelling in [name, name.uppercased()] {
-                if let value = getenv(spelling) { proxies[spelling] = String(cString: value) }
+                if let value = variable(spelling) { proxies[spelling] = value }
             }
         }
         proxyEnvironment = proxies
+    }
+
+    /// A variable of this process's environment as getenv(3) reads it (set, even if empty).
+    public static func processVariable(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
     }
 }
 
