@@ -57,6 +57,7 @@ struct AgentProtocolTests {
         request.store = maybe { randomString(&generator) }
         request.member = maybe { randomString(&generator) }
         request.recipient = maybe { randomString(&generator) }
+        request.reply = maybe { randomString(&generator) }
         return request
     }
 
@@ -83,7 +84,7 @@ struct AgentProtocolTests {
         request.clientID = "c"; request.username = "u"; request.grant = "password"; request.scope = "s"
         request.clientSecret = "cs"; request.password = "pw"; request.verify = false; request.tokenURL = "https://t"
         request.apiBase = "https://a"; request.clearAPIBase = true; request.fileDevice = 4; request.fileInode = 5
-        request.store = "pg"; request.member = "m"; request.recipient = "r"
+        request.store = "pg"; request.member = "m"; request.recipient = "r"; request.reply = "bare"
         let object = try #require(try JSONSerialization.jsonObject(with: Data(request.jsonBytes())) as? [String: Any])
         #expect(Set(object.keys) == Set(AgentRequest.CodingKeys.allCases.map(\.rawValue)))
     }
