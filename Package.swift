@@ -57,8 +57,9 @@ let package = Package(
             plugins: ["EmbedMigrations"]
         ),
         // prctl(PR_SET_DUMPABLE) (variadic in C) and pipe2 (a GNU extension), for the
-        // command layer and the agent launcher.
-        .target(name: "CProcess"),
+        // command layer and the agent launcher; `vault token NAME` before main (EarlyToken.c,
+        // which names a team vault's socket with libsodium's BLAKE2b).
+        .target(name: "CProcess", dependencies: ["CSodium"]),
         // The thin command layer.
         .executableTarget(
             name: "vault",

@@ -35,6 +35,7 @@
 // Only libc runs here: no allocation, nothing printed but the token.
 #include "CProcess.h"
 
+#include <sodium.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -132,8 +133,9 @@ static void put_unsigned(struct writer *w, unsigned long long value) {
     put(w, digits, (size_t)count);
 }
 
-int cprocess_early_token_request(const char *profile, unsigned long long device, unsigned long long inode,
-                                 char *const *envp, char *out, unsigned long capacity) {
+// The request; stamped with the file's device and inode, or with a team vault's `store`.
+static int token_request(const char *profile, const char *store, unsigned long long device, unsigned long long inode,
+                         char *const *envp, char *out, unsigned long capacity) {
     struct writer w = { out, 0, capacity, 0 };
     // AgentTokenAsk's defaults: not fresh, min TTL 300 s, timeouts 30 s and 10 s.
     put_text(&w, "{\"version\":1,\"op\":\"token\",\"profile\":");
@@ -159,16 +161,130 @@ int cprocess_early_token_request(const char *profile, unsigned long long device,
         put(&w, ":", 1);
         put_string(&w, value);
     }
-    put_text(&w, "},\"file_dev\":");
-    put_unsigned(&w, device);
-    put_text(&w, ",\"file_ino\":");
-    put_unsigned(&w, inode);
+    put_text(&w, "}");
+    if (store != 0) {
+        put_text(&w, ",\"store\":");
+        put_string(&w, store);
+    } else {
+        put_text(&w, ",\"file_dev\":");
+        put_unsigned(&w, device);
+        put_text(&w, ",\"file_ino\":");
+        put_unsigned(&w, inode);
+    }
     put_text(&w, ",\"reply\":\"bare\"}");
     return w.failed ? -1 : (int)w.length;
 }
 
+int cprocess_early_token_request(const char *profile, unsigned long long device, unsigned long long inode,
+                                 char *const *envp, char *out, unsigned long capacity) {
+    return token_request(profile, 0, device, inode, envp, out, capacity);
+}
+
+int cprocess_early_token_store_request(const char *profile, const char *store, char *const *envp,
+                                       char *out, unsigned long capacity) {
+    return token_request(profile, store, 0, 0, envp, out, capacity);
+}
+
+// Bytes of `text` from `start` while `allowed` holds; their count.
+static size_t span(const char *text, int (*allowed)(char)) {
+    size_t count = 0;
+    while (text[count] != '\0' && allowed(text[count])) count++;
+    return count;
+}
+
+static int url_word(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+}
+static int host_byte(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-'; }
+static int digit(char c) { return c >= '0' && c <= '9'; }
+static int schema_byte(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; }
+static int path_byte(char c) { return url_word(c) || c == '/'; }
+
+int cprocess_early_token_store_identity(const char *url, char *const *envp, char *out, unsigned long capacity) {
+    // Only the plainest spelling of PostgresLocation's URL, where its parse is plainly this:
+    // `postgres[ql]://USER@HOST[:PORT]/DATABASE[?sslmode=…&sslrootcert=…&schema=…]` with
+    // USER and DATABASE of letters, digits, `_`, `-`, `.`; HOST of lower-case letters,
+    // digits, `.`, `-` (no `xn--` label: URLComponents would decode it); no password, no
+    // percent escape, no Unix socket `host=`, no repeated or unknown parameter, a valid
+    // sslmode and schema (PostgresLocation refuses others: main reports that). Without a
+    // port in the URL, PGPORT must be unset (5432).
+    const char *p;
+    if (strncmp(url, "postgres://", 11) == 0) p = url + 11;
+    else if (strncmp(url, "postgresql://", 13) == 0) p = url + 13;
+    else return -1;
+    size_t user_length = span(p, url_word);
+    if (user_length == 0 || p[user_length] != '@') return -1;
+    const char *user = p;
+    p += user_length + 1;
+    size_t host_length = span(p, host_byte);
+    if (host_length == 0) return -1;
+    const char *host = p;
+    for (size_t i = 0; i < host_length; i++) {
+        if ((i == 0 || host[i - 1] == '.') && host_length - i >= 4 && strncmp(host + i, "xn--", 4) == 0) return -1;
+    }
+    p += host_length;
+    unsigned long port = 5432;
+    if (*p == ':') {
+        p++;
+        size_t digits = span(p, digit);
+        if (digits == 0 || digits > 5) return -1;
+        port = 0;
+        for (size_t i = 0; i < digits; i++) port = port * 10 + (unsigned long)(p[i] - '0');
+        if (port < 1 || port > 65535) return -1;
+        p += digits;
+    } else if (env_raw(envp, "PGPORT") != 0) {
+        return -1;
+    }
+    if (*p != '/') return -1;
+    p++;
+    size_t database_length = span(p, url_word);
+    if (database_length == 0) return -1;
+    const char *database = p;
+    p += database_length;
+    const char *schema = "gbg_vault";
+    size_t schema_length = strlen(schema);
+    int seen_sslmode = 0, seen_root = 0, seen_schema = 0;
+    if (*p == '?') {
+        p++;
+        for (;;) {
+            const char *name = p;
+            size_t name_length = span(p, url_word);
+            if (p[name_length] != '=') return -1;
+            const char *value = p + name_length + 1;
+            size_t value_length;
+            if (name_length == 7 && strncmp(name, "sslmode", 7) == 0 && !seen_sslmode) {
+                seen_sslmode = 1;
+                value_length = span(value, url_word);
+                if (!((value_length == 7 && strncmp(value, "disable", 7) == 0) || (value_length == 7 && strncmp(value, "require", 7) == 0)
+                      || (value_length == 9 && strncmp(value, "verify-ca", 9) == 0)
+                      || (value_length == 11 && strncmp(value, "verify-full", 11) == 0))) return -1;
+            } else if (name_length == 11 && strncmp(name, "sslrootcert", 11) == 0 && !seen_root) {
+                seen_root = 1;
+                value_length = span(value, path_byte);
+            } else if (name_length == 6 && strncmp(name, "schema", 6) == 0 && !seen_schema) {
+                seen_schema = 1;
+                value_length = span(value, schema_byte);
+                if (value_length == 0 || value_length > 63 || digit(value[0]) || (value_length >= 3 && strncmp(value, "pg_", 3) == 0)) return -1;
+                schema = value;
+                schema_length = value_length;
+            } else {
+                return -1;
+            }
+            p = value + value_length;
+            if (*p == '\0') break;
+            if (*p != '&') return -1;
+            p++;
+        }
+    }
+    if (*p != '\0') return -1;
+    int count = snprintf(out, capacity, "postgres://%.*s@%.*s:%lu/%.*s?schema=%.*s", (int)user_length, user, (int)host_length, host,
+                         port, (int)database_length, database, (int)schema_length, schema);
+    return (count < 0 || (unsigned long)count >= capacity) ? -1 : count;
+}
+
 // `$VAULT_PATH`, else `${XDG_DATA_HOME:-$HOME/.local/share}/gbg-vault/vault.db`
-// (VaultOptions.defaultPath); 0 when it cannot be known here or is a team vault's URL.
+// (VaultOptions.defaultPath): 1 for a file, 2 for a team vault's URL, 0 when it cannot be
+// known here.
 static int vault_path(char *const *envp, char *path, size_t capacity) {
     const char *explicit_path = env_value(envp, "VAULT_PATH");
     const char *data = env_value(envp, "XDG_DATA_HOME");
@@ -179,7 +295,7 @@ static int vault_path(char *const *envp, char *path, size_t capacity) {
     else if (home != 0) count = snprintf(path, capacity, "%s/.local/share/gbg-vault/vault.db", home);
     else return 0;
     if (count < 0 || (size_t)count >= capacity || !plain_text(path)) return 0;
-    if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) return 0;
+    if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) return 2;
     return 1;
 }
 
@@ -208,32 +324,46 @@ static int locate(int argc, char *const *argv, char *const *envp, struct sockadd
     // Either of these, whatever its value, leaves the decision to vault itself.
     if (env_raw(envp, "VAULT_NO_AGENT") != 0 || env_raw(envp, "VAULT_VERBOSE") != 0) return 0;
 
-    char path[PATH_MAX];
+    char path[PATH_MAX], directory[PATH_MAX], name[64], store[PATH_MAX];
     struct stat file;
-    if (!vault_path(envp, path, sizeof path) || stat(path, &file) != 0 || !S_ISREG(file.st_mode)) return 0;
-
-    // The agent's link by the file's device and inode (AgentProtocol.fileLinkPath) holds
-    // exactly `agent-` + 32 lower-case hex digits + `.sock` (AgentProtocol.socketPath(fromFileLink:)).
-    char directory[PATH_MAX], link[PATH_MAX + 64], name[64];
-    if (!agent_directory(envp, directory, sizeof directory)) return 0;
-    int count = snprintf(link, sizeof link, "%s/agent-file-%llu-%llu", directory,
-                         (unsigned long long)file.st_dev, (unsigned long long)file.st_ino);
-    if (count < 0 || (size_t)count >= sizeof link) return 0;
-    ssize_t length = readlink(link, name, sizeof name);
-    if (length != 43 || memcmp(name, "agent-", 6) != 0 || memcmp(name + 38, ".sock", 5) != 0) return 0;
-    for (int i = 6; i < 38; i++) {
-        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return 0;
+    int kind = vault_path(envp, path, sizeof path);
+    if (kind == 0 || !agent_directory(envp, directory, sizeof directory)) return 0;
+    if (kind == 2) {
+        // A team vault's socket is named by its location identity: `agent-pg-` and the
+        // BLAKE2b-128 of it in hex (AgentProtocol.socketPath(store:)).
+        int length = cprocess_early_token_store_identity(path, envp, store, sizeof store);
+        if (length < 0) return 0;
+        unsigned char digest[16];
+        crypto_generichash(digest, sizeof digest, (const unsigned char *)store, (unsigned long long)length, 0, 0);
+        memcpy(name, "agent-pg-", 9);
+        sodium_bin2hex(name + 9, 33, digest, sizeof digest);
+        memcpy(name + 41, ".sock", 6);
+    } else {
+        if (stat(path, &file) != 0 || !S_ISREG(file.st_mode)) return 0;
+        // The agent's link by the file's device and inode (AgentProtocol.fileLinkPath) holds
+        // exactly `agent-` + 32 lower-case hex digits + `.sock` (AgentProtocol.socketPath(fromFileLink:)).
+        char link[PATH_MAX + 64];
+        int count = snprintf(link, sizeof link, "%s/agent-file-%llu-%llu", directory,
+                             (unsigned long long)file.st_dev, (unsigned long long)file.st_ino);
+        if (count < 0 || (size_t)count >= sizeof link) return 0;
+        ssize_t length = readlink(link, name, sizeof name - 1);
+        if (length != 43 || memcmp(name, "agent-", 6) != 0 || memcmp(name + 38, ".sock", 5) != 0) return 0;
+        for (int i = 6; i < 38; i++) {
+            if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return 0;
+        }
+        name[43] = '\0';
     }
     memset(address, 0, sizeof *address);
     address->sun_family = AF_UNIX;
-    count = snprintf(address->sun_path, sizeof address->sun_path, "%s/%.*s", directory, 43, name);
+    int count = snprintf(address->sun_path, sizeof address->sun_path, "%s/%s", directory, name);
     if (count < 0 || (size_t)count >= sizeof address->sun_path) return 0;
     // This user's socket (AgentClient.roundTrip checks the same).
     struct stat socket_file;
     if (lstat(address->sun_path, &socket_file) != 0 || !S_ISSOCK(socket_file.st_mode) || socket_file.st_uid != geteuid()) return 0;
 
-    int body = cprocess_early_token_request(argv[2], (unsigned long long)file.st_dev, (unsigned long long)file.st_ino,
-                                            envp, frame + 4, capacity - 4);
+    int body = kind == 2 ? token_request(argv[2], store, 0, 0, envp, frame + 4, capacity - 4)
+                         : token_request(argv[2], 0, (unsigned long long)file.st_dev, (unsigned long long)file.st_ino,
+                                         envp, frame + 4, capacity - 4);
     if (body < 0) return 0;
     frame[0] = (char)((body >> 24) & 0xFF);
     frame[1] = (char)((body >> 16) & 0xFF);

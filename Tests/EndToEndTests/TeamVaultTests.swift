@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 import Testing
 import VaultTestSupport
@@ -57,6 +58,13 @@ struct TeamVaultTests {
         #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
         let viaAgent = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
         #expect(viaAgent.status == 0, "\(viaAgent.stderrText)")
+        // That `vault token pw` is served before main (CProcess/EarlyToken.c) for either
+        // store: the constructor's code, run here, finds the agent and gets a bare token.
+        var early = vault.environment(["XDG_RUNTIME_DIR": runtime])
+        early.removeValue(forKey: "VAULT_PASSPHRASE")
+        let served = EarlyTokenTests.exchange(["vault", "token", "pw"], early)
+        #expect(served.status == Int32(CPROCESS_EARLY_BARE_TOKEN), "\(store)")
+        #expect(String(decoding: served.answer, as: UTF8.self) + "\n" == viaAgent.stdoutText, "the same cached token")
         let status = try vault.run(["status", "--json"], env: ["XDG_RUNTIME_DIR": runtime])
         #expect(status.stdoutText.contains("\"unlocked\":true") || status.stdoutText.contains("\"unlocked\" : true"), "\(status.stdoutText)")
         #expect(try vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)

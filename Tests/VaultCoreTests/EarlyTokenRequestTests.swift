@@ -2,6 +2,7 @@ import CProcess
 import Foundation
 import Testing
 @testable import VaultCore
+import VaultTestSupport
 
 /// `vault token NAME` is served by a C constructor before `main` (`CProcess/EarlyToken.c`),
 /// which writes its agent request without the Swift code that builds every other one. These
@@ -87,5 +88,68 @@ struct EarlyTokenRequestTests {
         #expect(Self.cRequest(Array("pw".utf8), device: 1, inode: 2, variables: [("VAULT_CA_BUNDLE", [0xC3])]) == nil)
         // A control character in an unrelated variable is not its business.
         #expect(Self.cRequest(Array("pw".utf8), device: 1, inode: 2, variables: [("OTHER", [0x0A])]) != nil)
+    }
+
+    /// The C identity of a team vault URL under `variables` (nil when it stands aside).
+    static func cIdentity(_ url: String, variables: [(String, String)]) -> String? {
+        var storage: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.0)=\($0.1)") }
+        storage.append(nil)
+        defer { storage.forEach { free($0) } }
+        var out = [CChar](repeating: 0, count: 4096)
+        let count = storage.withUnsafeBufferPointer { cprocess_early_token_store_identity(url, $0.baseAddress, &out, UInt(out.count)) }
+        guard count >= 0 else { return nil }
+        return String(decoding: out[0..<Int(count)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    @Test("a team vault's identity: wherever the C side names one, PostgresLocation parses the URL to the same (40,000 URLs)")
+    func storeIdentity() throws {
+        let schemes = ["postgres://", "postgresql://", "Postgres://"]
+        let users = ["u", "bench", "a.b-c_d", "", "User", "u%40x", "u:pw", "ü", "u@v"]
+        let hosts = ["127.0.0.1", "localhost", "db.example", "db.", "DB.example", "xn--bcher-kva.example", "a.xn--p1ai", "[::1]", "", "h_1", "a..b", "-h"]
+        let ports = ["", ":5432", ":0", ":1", ":65535", ":65536", ":05432", ":", ":x", ":123456"]
+        let paths = ["/gbg", "/", "//gbg", "/g%62g", "/a/b", "/db.name", "", "/DB-1"]
+        let queries = ["", "?", "?schema=team", "?sslmode=disable&schema=team", "?schema=Team", "?schema=pg_x", "?schema=1x", "?schema=",
+                       "?schema=" + String(repeating: "s", count: 64), "?sslmode=bogus", "?sslrootcert=/etc/ca.pem&sslmode=verify-full",
+                       "?sslmode=verify-ca", "?sslmode=require", "?sslrootcert=", "?host=/run/pg", "?schema=a&schema=b", "?unknown=1",
+                       "?schema=team#frag", "?sslmode=require&", "?sslrootcert=/a=b", "?schema=a+b"]
+        let environments: [[(String, String)]] = [[], [("PGPORT", "6543")], [("PGUSER", "envuser")], [("PGPORT", "")], [("PGPORT", "x")]]
+        var generator = SeededGenerator(seed: 20261130)
+        var accepted = 0
+        var cases: [(String, [(String, String)])] = [
+            ("postgres://bench@127.0.0.1:5432/gbg?sslmode=disable&schema=team", []),
+            ("postgresql://u@db.example/vaults", []),
+            ("postgres://u@db.example/vaults?schema=gbg_vault&sslrootcert=/etc/ssl/ca.pem", [("PGUSER", "x")]),
+        ]
+        for _ in 0..<40_000 {
+            let url = schemes.randomElement(using: &generator)! + users.randomElement(using: &generator)! + "@"
+                + hosts.randomElement(using: &generator)! + ports.randomElement(using: &generator)! + paths.randomElement(using: &generator)!
+                + queries.randomElement(using: &generator)!
+            cases.append((url, environments.randomElement(using: &generator)!))
+        }
+        for (url, variables) in cases {
+            guard let mine = Self.cIdentity(url, variables: variables) else { continue }
+            accepted += 1
+            let location = try PostgresLocation.parse(url, variable: { name in variables.first { $0.0 == name }?.1 }, readPasswordFile: false)
+            #expect(mine == location.identity, "\(url) \(variables)")
+        }
+        print("team vault URLs named by the C side: \(accepted) of \(cases.count)")
+        #expect(accepted >= 3 && accepted < cases.count, "some URLs are served, others left to main (\(accepted) of \(cases.count))")
+        for url in ["postgres://bench@127.0.0.1:5432/gbg?sslmode=disable&schema=team", "postgresql://u@db.example/vaults"] {
+            #expect(Self.cIdentity(url, variables: []) != nil, "\(url)")
+        }
+    }
+
+    @Test("a team vault's request: the store identity instead of the file's, read as the Swift client's")
+    func storeRequest() throws {
+        let store = "postgres://bench@127.0.0.1:5432/gbg?schema=team"
+        for profile in Self.profiles {
+            var out = [CChar](repeating: 0, count: 16 * 1024)
+            let count = cprocess_early_token_store_request(profile, store, nil, &out, UInt(out.count))
+            let bytes = out[0..<Int(try #require(count >= 0 ? count : nil))].map { UInt8(bitPattern: $0) }
+            var expected = AgentTokenAsk(vaultPath: store, profile: profile).request(action: "token") { _ in nil }
+            expected.store = store
+            expected.reply = "bare"
+            #expect(AgentRequest.decodeStrict(bytes) == expected, "\(profile.debugDescription)")
+        }
     }
 }

@@ -57,4 +57,14 @@ int cprocess_early_token_exchange(int argc, char *const *argv, char *const *envp
 int cprocess_early_token_request(const char *profile, unsigned long long device, unsigned long long inode,
                                  char *const *envp, char *out, unsigned long capacity);
 
+/// The same for a team vault, stamped with its location identity (`store`) instead of a
+/// file's device and inode. Exposed for the tests.
+int cprocess_early_token_store_request(const char *profile, const char *store, char *const *envp,
+                                       char *out, unsigned long capacity);
+
+/// A team vault URL's location identity (PostgresLocation.identity), for the plainest
+/// spelling of the URL only (see EarlyToken.c); its length, or -1 for any other URL (the
+/// constructor then stands aside). Exposed for the tests.
+int cprocess_early_token_store_identity(const char *url, char *const *envp, char *out, unsigned long capacity);
+
 #endif
