@@ -11,17 +11,20 @@
 // exactly as before:
 //
 // - Only `vault token NAME` (argc 3, NAME not starting with `-`), with neither
-//   VAULT_NO_AGENT nor VAULT_VERBOSE set to anything, a vault path known from VAULT_PATH,
-//   XDG_DATA_HOME or HOME (not a postgres:// URL) naming a regular file, and the agent's link
-//   by that file's device and inode naming a socket of this user (the lookup of vault's own
-//   client, `AgentSession.target`, first step). Text it would have to write differently
-//   from the Swift client (control characters, invalid UTF-8) makes it stand aside too.
+//   VAULT_NO_AGENT nor VAULT_VERBOSE set to anything, and a vault known from VAULT_PATH,
+//   XDG_DATA_HOME or HOME: a regular file whose agent link (by the file's device and inode)
+//   names a socket, or a team vault URL in its plainest spelling, whose socket is named by
+//   the BLAKE2b of its location identity (libsodium) — the lookups of vault's own client
+//   (`AgentSession.target`), where they need no SQLite and no URL parser. The socket must be
+//   this user's. Text it would write differently from the Swift client (control characters,
+//   invalid UTF-8) makes it stand aside too.
 // - Nothing is sent unless all of that holds; until the request is written whole, any
 //   failure leaves no trace (no socket is removed: vault's client does that, with its hint).
 // - The request is what `AgentTokenAsk(vaultPath:profile:).request(action: "token")` builds,
-//   stamped with the file's device and inode, plus `"reply":"bare"`: a successful answer
-//   is then the token's bytes alone, not JSON (PROTOCOL.md). A test decodes both requests
-//   and compares them under every proxy and CA variable.
+//   stamped with the file's device and inode (or the team vault's `store`), plus
+//   `"reply":"bare"`: a successful answer is then the token's bytes alone, not JSON
+//   (PROTOCOL.md). Tests decode both requests and compare them under every proxy and CA
+//   variable, and compare the identities with PostgresLocation's on 40,000 URLs.
 // - Before the answer can arrive, the process is hardened as `main` does it (no core dumps,
 //   not dumpable, SIGPIPE ignored). A bare answer of RFC 6750 b64token characters is
 //   written to stdout with a newline in one write loop (as `Output.stdout(secret:)`: a
@@ -29,10 +32,11 @@
 // - Any other answer (an error, `ending`, `other_file`, a JSON token from an older agent)
 //   and any failure after the request went out (no answer in time, a closed connection, a
 //   frame too large, a bare answer that is not a b64token) is handed to `main`
-//   (`FastPath.earlyToken`), which decodes and reports it with vault's own code: the request
-//   was performed and audited by then, so it is never sent twice by accident of this path.
+//   (`FastPath.earlyToken`), which takes it exactly as an answer to its own client: the
+//   token printed, an error and its exit code, or a one-line hint and the usual way (which,
+//   for a broken answer, asks the agent once more, as vault's client always has).
 //
-// Only libc runs here: no allocation, nothing printed but the token.
+// Only libc (and libsodium's BLAKE2b) runs here: no allocation, nothing printed but the token.
 #include "CProcess.h"
 
 #include <sodium.h>
