@@ -137,9 +137,8 @@ static void put_unsigned(struct writer *w, unsigned long long value) {
     put(w, digits, (size_t)count);
 }
 
-// The request; stamped with the file's device and inode, or with a team vault's `store`.
-static int token_request(const char *profile, const char *store, unsigned long long device, unsigned long long inode,
-                         char *const *envp, char *out, unsigned long capacity) {
+int cprocess_early_token_request(const char *profile, const char *store, unsigned long long device,
+                                 unsigned long long inode, char *const *envp, char *out, unsigned long capacity) {
     struct writer w = { out, 0, capacity, 0 };
     // AgentTokenAsk's defaults: not fresh, min TTL 300 s, timeouts 30 s and 10 s.
     put_text(&w, "{\"version\":1,\"op\":\"token\",\"profile\":");
@@ -177,16 +176,6 @@ static int token_request(const char *profile, const char *store, unsigned long l
     }
     put_text(&w, ",\"reply\":\"bare\"}");
     return w.failed ? -1 : (int)w.length;
-}
-
-int cprocess_early_token_request(const char *profile, unsigned long long device, unsigned long long inode,
-                                 char *const *envp, char *out, unsigned long capacity) {
-    return token_request(profile, 0, device, inode, envp, out, capacity);
-}
-
-int cprocess_early_token_store_request(const char *profile, const char *store, char *const *envp,
-                                       char *out, unsigned long capacity) {
-    return token_request(profile, store, 0, 0, envp, out, capacity);
 }
 
 // Bytes of `text` from `start` while `allowed` holds; their count.
@@ -365,9 +354,9 @@ static int locate(int argc, char *const *argv, char *const *envp, struct sockadd
     struct stat socket_file;
     if (lstat(address->sun_path, &socket_file) != 0 || !S_ISSOCK(socket_file.st_mode) || socket_file.st_uid != geteuid()) return 0;
 
-    int body = kind == 2 ? token_request(argv[2], store, 0, 0, envp, frame + 4, capacity - 4)
-                         : token_request(argv[2], 0, (unsigned long long)file.st_dev, (unsigned long long)file.st_ino,
-                                         envp, frame + 4, capacity - 4);
+    int body = kind == 2 ? cprocess_early_token_request(argv[2], store, 0, 0, envp, frame + 4, capacity - 4)
+                         : cprocess_early_token_request(argv[2], 0, (unsigned long long)file.st_dev,
+                                                        (unsigned long long)file.st_ino, envp, frame + 4, capacity - 4);
     if (body < 0) return 0;
     frame[0] = (char)((body >> 24) & 0xFF);
     frame[1] = (char)((body >> 16) & 0xFF);

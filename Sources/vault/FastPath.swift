@@ -132,7 +132,6 @@ enum FastPath {
         switch status {
         case Int32(CPROCESS_EARLY_ANSWER):
             let answer = Array(UnsafeBufferPointer(start: bytes, count: Int(length)))
-            cprocess_early_token_wipe()
             do {
                 outcome = .success(try AgentClient.decode(answer))
             } catch {

@@ -27,7 +27,7 @@ struct EarlyTokenRequestTests {
         let count = (profile + [0]).withUnsafeBufferPointer { name in
             name.withMemoryRebound(to: CChar.self) { name in
                 storage.withUnsafeBufferPointer { envp in
-                    cprocess_early_token_request(name.baseAddress, device, inode, envp.baseAddress, &out, UInt(out.count))
+                    cprocess_early_token_request(name.baseAddress, nil, device, inode, envp.baseAddress, &out, UInt(out.count))
                 }
             }
         }
@@ -144,7 +144,7 @@ struct EarlyTokenRequestTests {
         let store = "postgres://bench@127.0.0.1:5432/gbg?schema=team"
         for profile in Self.profiles {
             var out = [CChar](repeating: 0, count: 16 * 1024)
-            let count = cprocess_early_token_store_request(profile, store, nil, &out, UInt(out.count))
+            let count = cprocess_early_token_request(profile, store, 0, 0, nil, &out, UInt(out.count))
             let bytes = out[0..<Int(try #require(count >= 0 ? count : nil))].map { UInt8(bitPattern: $0) }
             var expected = AgentTokenAsk(vaultPath: store, profile: profile).request(action: "token") { _ in nil }
             expected.store = store

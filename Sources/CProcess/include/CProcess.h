@@ -51,16 +51,12 @@ void cprocess_early_token_wipe(void);
 /// buffer. Exposed for the tests.
 int cprocess_early_token_exchange(int argc, char *const *argv, char *const *envp);
 
-/// The request body (JSON, no length prefix) the constructor sends for `profile` and the
-/// vault file's device and inode, with the proxy and CA variables of `envp`; its length, or
-/// -1 when it does not fit or a value is not plain text. Exposed for the tests.
-int cprocess_early_token_request(const char *profile, unsigned long long device, unsigned long long inode,
-                                 char *const *envp, char *out, unsigned long capacity);
-
-/// The same for a team vault, stamped with its location identity (`store`) instead of a
-/// file's device and inode. Exposed for the tests.
-int cprocess_early_token_store_request(const char *profile, const char *store, char *const *envp,
-                                       char *out, unsigned long capacity);
+/// The request body (JSON, no length prefix) the constructor sends for `profile`, with the
+/// proxy and CA variables of `envp`, stamped with a team vault's location identity `store`,
+/// or (`store` NULL) with the vault file's device and inode; its length, or -1 when it does
+/// not fit or a value is not plain text. Exposed for the tests.
+int cprocess_early_token_request(const char *profile, const char *store, unsigned long long device,
+                                 unsigned long long inode, char *const *envp, char *out, unsigned long capacity);
 
 /// A team vault URL's location identity (PostgresLocation.identity), for the plainest
 /// spelling of the URL only (see EarlyToken.c); its length, or -1 for any other URL (the
