@@ -43,6 +43,7 @@ let package = Package(
                 "CSodium",
                 "CSQLiteHardening",
                 "CProcess",
+                "CAgent",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -56,16 +57,23 @@ let package = Package(
             swiftSettings: swiftSettings,
             plugins: ["EmbedMigrations"]
         ),
-        // prctl(PR_SET_DUMPABLE) (variadic in C) and pipe2 (a GNU extension), for the
-        // command layer and the agent launcher; `vault token NAME` before main (EarlyToken.c,
-        // which names a team vault's socket with libsodium's BLAKE2b).
-        .target(name: "CProcess", dependencies: ["CSodium"]),
+        // prctl(PR_SET_DUMPABLE) (variadic in C), pipe2 (a GNU extension) and spawn
+        // attributes, for the command layer, the agent launcher and the test harness.
+        .target(name: "CProcess"),
+        // The agent protocol's client side, written once: where an agent's socket is, whom a
+        // client trusts, the request's bytes, one round trip (libsodium's BLAKE2b names a team
+        // vault's socket). No constructor: the library links it.
+        .target(name: "CAgent", dependencies: ["CSodium"]),
+        // `vault token …` through the agent before `main`: a constructor, so it belongs to the
+        // `vault` executable alone, never to a library product.
+        .target(name: "CTokenClient", dependencies: ["CAgent"]),
         // The thin command layer.
         .executableTarget(
             name: "vault",
             dependencies: [
                 "VaultCore",
                 "CProcess",
+                "CTokenClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -10,6 +10,8 @@ touches all of them alike; the ratios are the figure this is for.
 Usage: interleaved.py RUNS WARMUP OUT.json NAME=COMMAND [NAME=COMMAND ...]
 COMMAND is split like a shell would split it (shlex), run without a shell, with stdout
 and stderr sent to /dev/null and the caller's environment; a failing run is an error.
+Leading words of the form VARIABLE=VALUE are set in that command's environment (as a
+shell would), so a command needs no `env` wrapper, which would be a second exec.
 """
 import json, os, random, shlex, statistics, sys, time
 
@@ -17,15 +19,20 @@ runs, warmup, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 commands = []
 for spec in sys.argv[4:]:
     name, command = spec.split("=", 1)
-    commands.append((name, shlex.split(command)))
+    words = shlex.split(command)
+    environment = dict(os.environ)
+    while words and "=" in words[0] and words[0].split("=", 1)[0].replace("_", "").isalnum() and words[0][0].isupper():
+        variable, value = words.pop(0).split("=", 1)
+        environment[variable] = value
+    commands.append((name, words, environment))
 devnull = os.open(os.devnull, os.O_WRONLY)
-times = {name: [] for name, _ in commands}
+times = {name: [] for name, _, _ in commands}
 for round_number in range(warmup + runs):
     order = list(commands)
     random.shuffle(order)
-    for name, argv in order:
+    for name, argv, environment in order:
         start = time.perf_counter()
-        pid = os.posix_spawnp(argv[0], argv, os.environ,
+        pid = os.posix_spawnp(argv[0], argv, environment,
                               file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)])
         _, status = os.waitpid(pid, 0)
         elapsed = time.perf_counter() - start
@@ -34,7 +41,7 @@ for round_number in range(warmup + runs):
         if round_number >= warmup:
             times[name].append(elapsed)
 results = []
-for name, _ in commands:
+for name, _, _ in commands:
     values = times[name]
     results.append({"command": name, "mean": statistics.mean(values), "stddev": statistics.stdev(values),
                     "median": statistics.median(values), "min": min(values), "max": max(values)})

@@ -1,13 +1,12 @@
-import CProcess
 import Foundation
 import VaultCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The commands that must start fast (sessions issue, "a fast start"): `vault token NAME`
-/// while an agent serves the vault, `vault status`, and the read-only `vault audit` and
-/// `vault list` (`vault --version` is answered in `Main` before anything else).
+/// The read-only `vault audit` and `vault list`, which must start fast (their benchmarks
+/// against the sqlite3 shell: BENCHMARKS.md). `vault token` through the agent is served
+/// before `main` (Sources/CTokenClient); `vault --version` in `Main` before anything else.
 ///
 /// Building argument-parser's command tree costs more than everything else these do
 /// (protocol-conformance scans and reflection over 30 commands; measured in
@@ -15,8 +14,7 @@ import Glibc
 /// names, values and checks as the full commands. Anything else (another option, `--help`,
 /// `--verbose`, a value that looks like an option, a typo, no agent) returns false and
 /// goes the full way, which parses, validates and reports as always. The work itself is
-/// the full commands' own code (`AgentSession.agentToken`, `TokenPrinter`, `Status.show`,
-/// `ListAudit.printOnce`, `List.show`).
+/// the full commands' own code (`ListAudit.printOnce`, `List.show`).
 enum FastPath {
     /// Runs `arguments` (without the program name) if it is a fast shape and exits;
     /// returns only when the full parser must take over.
@@ -30,8 +28,6 @@ enum FastPath {
         guard before.isEmpty || (before.count == 2 && before[0] == "--vault") || (before.count == 1 && before[0].hasPrefix("--vault="))
         else { return }
         switch command {
-        case "token": token(parsed)
-        case "status": status(parsed)
         case "audit": audit(parsed)
         case "list": list(parsed)
         default: return
@@ -88,98 +84,13 @@ enum FastPath {
         }
     }
 
-    /// `token NAME [--env E] [--fresh] [--min-ttl N] [--format F] [--vault P]`, served by
-    /// the agent; without one the full command asks for the passphrase.
-    private static func token(_ parsed: Parsed) {
-        guard parsed.positionals.count == 2, parsed.only(flags: ["--fresh"], options: ["--vault", "--env", "--min-ttl", "--format"]) else { return }
-        var ask = AgentSession.TokenAsk(vaultPath: VaultOptions.defaultPath(explicit: parsed.option("--vault")),
-                                        profile: parsed.positionals[1])
-        ask.environment = parsed.option("--env")
-        ask.fresh = parsed.has("--fresh")
-        if let text = parsed.option("--min-ttl") {
-            guard let value = Int64(text), (0...366 * 24 * 3600).contains(value) else { return }
-            ask.minTTL = value
-        }
-        var format = TokenFormat.raw
-        if let text = parsed.option("--format") {
-            guard let value = TokenFormat(rawValue: text) else { return }
-            format = value
-        }
-        // No agent, bypassed, or no vault there: the full command takes it from here
-        // (and reports a missing vault exactly as it always does).
-        guard let target = AgentSession.client(vaultPath: ask.vaultPath, noAgent: false) else { return }
-        do {
-            guard let token = try AgentSession.agentToken(ask, target: target, action: "token") else { return }
-            printToken(token, format: format)
-        } catch {
-            Output.error(error)
-            exit(error.exitCode)
-        }
-    }
-
-    /// What the executable's first constructor did for `vault token NAME`
-    /// (`CProcess/EarlyToken.c`) when it did not print the token itself: the agent's JSON
-    /// answer (an error, `ending`, `other_file`, an older agent's token) or the failure to
-    /// get one after the request went out. Taken as every agent answer is
-    /// (`AgentSession.accepted`): the token printed, an error and its exit code, or a hint
-    /// and a return, and the usual way takes over. Runs first in `main`, once.
-    static func earlyToken() {
-        var bytes: UnsafePointer<UInt8>?
-        var length: UInt = 0
-        let status = cprocess_early_token_claim(&bytes, &length)
-        guard status != Int32(CPROCESS_EARLY_NONE) else { return }
-        let outcome: Result<AgentResponse, AgentClient.Failure>
-        switch status {
-        case Int32(CPROCESS_EARLY_ANSWER):
-            let answer = Array(UnsafeBufferPointer(start: bytes, count: Int(length)))
-            do {
-                outcome = .success(try AgentClient.decode(answer))
-            } catch {
-                outcome = .failure(error)
-            }
-        case Int32(CPROCESS_EARLY_TIMEOUT):
-            outcome = .failure(.timedOut(AgentTokenAsk(vaultPath: "", profile: "").answerTimeout))
-        case Int32(CPROCESS_EARLY_TOO_LARGE): outcome = .failure(.frameTooLarge)
-        case Int32(CPROCESS_EARLY_MALFORMED): outcome = .failure(.invalidAnswer)
-        default: outcome = .failure(.closed)
-        }
-        cprocess_early_token_wipe()
-        do throws(VaultError) {
-            guard let response = try AgentSession.accepted(outcome) else { return }
-            guard let token = response.token else { throw .failure("the agent gave no token") }
-            printToken(token, format: .raw)
-        } catch {
-            Output.error(error)
-            exit(error.exitCode)
-        }
-    }
-
-    /// Prints the agent's token as `format` asks, and exits.
-    private static func printToken(_ token: AgentResponse.Token, format: TokenFormat) -> Never {
-        var token = token
-        let details = TokenPrinter.Details(tokenType: token.tokenType, expiresIn: token.expiresIn, expiresAt: token.expiresAt,
-                                           environment: token.environment, apiBase: token.apiBase)
-        token.accessToken.withUTF8 { TokenPrinter.print(token: UnsafeRawBufferPointer($0), details, format: format) }
-        exit(0)
-    }
-
-    /// `status [--json] [--vault P]`.
-    private static func status(_ parsed: Parsed) {
-        guard parsed.positionals.count == 1, parsed.only(flags: ["--json"], options: ["--vault"]) else { return }
-        finish { () throws(VaultError) in
-            try VaultCLI.Status.show(vaultPath: VaultOptions.defaultPath(explicit: parsed.option("--vault")),
-                                     json: parsed.has("--json"))
-        }
-    }
-
     /// Words split into positionals, `--flag`s and `--option value` / `--option=value`.
     /// Only the names below are known; anything else makes the shape unknown (nil).
     /// (Arrays, not sets and dictionaries: a `Set<String>` here cost this path 0.1 ms of
     /// generic metadata set-up, measured; the lists are a few words long.)
     struct Parsed {
-        static let flagNames = ["--fresh", "--json", "--jsonl"]
-        static let optionNames = ["--vault", "--env", "--min-ttl", "--format",
-                                  "--profile", "--member", "--outcome", "--since", "--until", "--limit"]
+        static let flagNames = ["--json", "--jsonl"]
+        static let optionNames = ["--vault", "--env", "--profile", "--member", "--outcome", "--since", "--until", "--limit"]
 
         var positionals: [String] = []
         private(set) var flags: [String] = []

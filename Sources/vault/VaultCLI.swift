@@ -133,23 +133,38 @@ struct NetworkOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Extra trusted CA certificates, PEM (env VAULT_CA_BUNDLE).", valueName: "path"))
     var cacert: String?
 
-    @Option(help: ArgumentHelp("Overall deadline for the exchange, retries included, in seconds.", valueName: "seconds"))
-    var timeout: Double = 30
+    @Option(help: ArgumentHelp("Overall deadline for the exchange, retries included, in seconds (default \(TokenOptions.defaultTimeoutSeconds)).",
+                               valueName: "seconds"))
+    var timeout: Double?
 
-    @Option(help: ArgumentHelp("Connect timeout per attempt, in seconds.", valueName: "seconds"))
-    var connectTimeout: Double = 10
+    @Option(help: ArgumentHelp("Connect timeout per attempt, in seconds (default \(TransportOptions.defaultConnectTimeoutSeconds)).",
+                               valueName: "seconds"))
+    var connectTimeout: Double?
+
+    /// `--timeout` in milliseconds (nil: not given).
+    var timeoutMs: Int64? { timeout.map(Self.milliseconds) }
+    var connectTimeoutMs: Int64? { connectTimeout.map(Self.milliseconds) }
+
+    /// Seconds as milliseconds; 0 (refused by the check) for what is not a finite number
+    /// in range.
+    private static func milliseconds(_ seconds: Double) -> Int64 {
+        seconds.isFinite && seconds > 0 && seconds < 1e9 ? Int64(seconds * 1000) : 0
+    }
 
     func validate() throws {
-        guard timeout > 0, timeout <= 600 else { throw ValidationError("--timeout must be between 0 and 600 seconds") }
-        guard connectTimeout > 0, connectTimeout <= 600 else { throw ValidationError("--connect-timeout must be between 0 and 600 seconds") }
+        do {
+            try TokenOptions.checkTimeouts(timeoutMs: timeoutMs, connectTimeoutMs: connectTimeoutMs)
+        } catch {
+            throw ValidationError(error.message)
+        }
     }
 
     var exchange: TokenExchange {
-        let env = ProcessInfo.processInfo.environment
         let options = TransportOptions(
-            caBundlePath: cacert ?? env["VAULT_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 },
-            connectTimeout: .milliseconds(Int64(connectTimeout * 1000)))
-        return TokenExchange(transport: AsyncHTTPTransport(options: options), timeout: .milliseconds(Int64(timeout * 1000)))
+            caBundlePath: cacert ?? LocalEnvironment.value("VAULT_CA_BUNDLE"),
+            connectTimeout: .milliseconds(connectTimeoutMs ?? Int64(TransportOptions.defaultConnectTimeoutSeconds) * 1000))
+        return TokenExchange(transport: AsyncHTTPTransport(options: options),
+                             timeout: .milliseconds(timeoutMs ?? Int64(TokenOptions.defaultTimeoutSeconds) * 1000))
     }
 }
 
@@ -209,8 +224,8 @@ enum GlobalOptions {
 
 @main
 enum Main {
-    /// Synchronous on purpose: the fast shapes (`--version`, `token` and `status` through
-    /// the agent, `audit`, `list`) finish before any task or executor exists; everything
+    /// Synchronous on purpose: the fast shapes (`--version`, `audit`, `list`) finish before
+    /// any task or executor exists; everything
     /// else runs as the main task of the concurrency runtime, on the main actor, exactly
     /// as an `async` main would (the main thread then serves the main queue).
     static func main() {
@@ -221,9 +236,9 @@ enum Main {
         }
         let arguments = Array(CommandLine.arguments.dropFirst())
         ProcessHardening.apply()
-        // `vault token NAME`'s answer, when the first constructor sent the request but did
-        // not print a token itself (CProcess/EarlyToken.c).
-        FastPath.earlyToken()
+        // What `vault token …`'s client before `main` got from the agent, when it did not
+        // print the answer itself (Sources/CTokenClient).
+        AgentSession.takeEarlyOutcome()
         // The fast shapes never trace (`--verbose` and VAULT_VERBOSE=1 take the full way),
         // so they run before swift-log is set up.
         FastPath.run(arguments)

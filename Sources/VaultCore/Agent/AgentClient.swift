@@ -1,37 +1,44 @@
+import CAgent
+import CSodium
 import Foundation
-import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Talks to the agent of one vault over its Unix socket: one request, one response.
-///
-/// A client makes exactly one round trip, so it does it with blocking system calls
-/// bounded by `poll` deadlines instead of starting an event loop (a thread and an epoll
-/// set per command; measured in BENCHMARKS.md). The framing is NIOCore's length-prefix
-/// support (`writeLengthPrefixed` / `readLengthPrefixedSlice`, 4-byte big-endian), the
-/// same format the agent's `LengthFieldBasedFrameDecoder` reads.
+/// Talks to the agent that serves one vault: one request, one answer, through CAgent's
+/// client (the same code `vault`'s client before `main` runs), which checks the socket's
+/// directory and the peer's uid before it sends anything.
 public struct AgentClient: Sendable {
     public let socketPath: String
 
     public init(socketPath: String) { self.socketPath = socketPath }
 
-    public enum Failure: Error, Sendable {
-        /// No socket file: no agent runs for this vault.
-        case noAgent
-        /// A socket file nobody answers on (the agent was killed): it was removed.
-        case stale
-        /// The agent did not answer in time or broke the protocol.
-        case broken(String)
-
-        // The ways an answer fails, in the words of every client (this one and the
-        // constructor's, `FastPath.earlyToken`).
-        public static let closed = Failure.broken("the agent closed the connection")
-        public static let invalidAnswer = Failure.broken("the agent closed the connection without a valid answer")
-        public static let frameTooLarge = Failure.broken("the agent announced a frame larger than \(AgentProtocol.maximumFrame) bytes")
-        public static func timedOut(_ timeout: TimeInterval) -> Failure {
-            .broken("the agent did not answer within \(Int(timeout.rounded(.up))) s")
+    /// The agent of `vault` (a path or a URL): for a file, the socket named by its device
+    /// and inode; for a team vault, by its location identity (parsed, without connecting to
+    /// the server). Nil when the file does not exist or the URL is not valid.
+    public static func forVault(_ vault: String) -> AgentClient? {
+        if PostgresLocation.isURL(vault) {
+            guard let location = try? PostgresLocation.parse(vault, readPasswordFile: false) else { return nil }
+            return AgentProtocol.socketPath(store: location.identity).map(AgentClient.init)
         }
+        var info = stat()
+        guard stat(vault, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return AgentProtocol.socketPath(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)).map(AgentClient.init)
+    }
+
+    /// How a call ended.
+    public enum Outcome: Sendable {
+        /// The agent answered.
+        case answered(AgentAnswer)
+        /// No agent serves the vault (no socket). Nothing was sent.
+        case absent
+        /// A socket nobody answered on (its agent was killed): it was removed. Nothing was sent.
+        case stale
+        /// The socket's directory or the process behind it is not this user's: refused,
+        /// nothing was sent.
+        case untrusted(String)
+        /// The call failed (no answer in time, a closed connection, a broken answer).
+        case broken(String)
     }
 
     /// Whether a socket file exists for this vault.
@@ -40,129 +47,98 @@ public struct AgentClient: Sendable {
         return lstat(socketPath, &info) == 0
     }
 
-    /// Sends one request and waits for the response.
-    public func send(_ request: AgentRequest, timeout: TimeInterval) throws(Failure) -> AgentResponse {
-        try Self.decode(roundTrip(request.jsonBytes(), timeout: timeout))
-    }
-
-    /// A JSON answer's bytes as a response.
-    public static func decode(_ answer: [UInt8]) throws(Failure) -> AgentResponse {
-        // Tokens, errors and messages without JSONDecoder (ResponseDecoding.swift); any
-        // other answer, or anything the strict reader does not take, through it.
-        if let everyday = AgentResponse.decodeEveryday(answer) { return everyday }
-        do {
-            return try JSONDecoder().decode(AgentResponse.self, from: Data(answer))
-        } catch {
-            throw .invalidAnswer
+    /// Sends `operation` (a token request with the network settings of this process and
+    /// `cacert`) and waits for the answer: a token request as long as its exchange may take
+    /// plus a margin, anything else a few seconds.
+    public func call(_ operation: AgentOperationCall, cacert: String? = nil) -> Outcome {
+        var request = vault_agent_request()
+        request.min_ttl = -1
+        request.timeout_ms = -1
+        request.connect_timeout_ms = -1
+        var wait = Int64(VAULT_AGENT_OTHER_WAIT_SECONDS) * 1000
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: 16 * 1024)
+        defer { buffer.deallocate() }
+        let length: Int
+        switch operation {
+        case .status: request.op = Int32(VAULT_AGENT_OP_STATUS)
+        case .lock: request.op = Int32(VAULT_AGENT_OP_LOCK)
+        case .verify: request.op = Int32(VAULT_AGENT_OP_VERIFY)
+        case .auditVerify: request.op = Int32(VAULT_AGENT_OP_AUDIT_VERIFY)
+        case .token(let token):
+            request.op = Int32(VAULT_AGENT_OP_TOKEN)
+            request.print = token.print ? 1 : 0
+            request.action = Int32(token.action == .exec ? VAULT_AGENT_ACTION_EXEC : VAULT_AGENT_ACTION_TOKEN)
+            request.fresh = token.fresh ? 1 : 0
+            request.min_ttl = token.minTTL ?? -1
+            request.timeout_ms = token.timeoutMs ?? -1
+            request.connect_timeout_ms = token.connectTimeoutMs ?? -1
+            wait = (token.timeoutMs ?? Int64(VAULT_TOKEN_TIMEOUT_SECONDS) * 1000) + Int64(VAULT_AGENT_ANSWER_MARGIN_SECONDS) * 1000
         }
-    }
-
-    /// Connects, writes one frame, reads one frame.
-    func roundTrip(_ body: [UInt8], timeout: TimeInterval) throws(Failure) -> [UInt8] {
-        var info = stat()
-        guard lstat(socketPath, &info) == 0 else { throw .noAgent }
-        guard (info.st_mode & S_IFMT) == S_IFSOCK, info.st_uid == geteuid() else {
-            throw .broken("\(socketPath) is not this user's agent socket")
-        }
-        guard body.count <= AgentProtocol.maximumFrame else { throw .broken("the request is larger than a frame") }
-        let deadline = Self.now() + max(0.001, timeout)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .broken("cannot create a socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard connect(fd, to: socketPath) else {
-            let code = errno
-            // Nobody listens: the agent died without removing its socket.
-            if code == ECONNREFUSED {
-                var again = stat()
-                if lstat(socketPath, &again) == 0, again.st_ino == info.st_ino { unlink(socketPath) }
-                throw .stale
+        if case .token(let token) = operation {
+            length = token.profile.withCString { profile in
+                withOptionalCString(token.environment) { environment in
+                    withOptionalCString(token.format?.rawValue) { format in
+                        withOptionalCString(cacert) { bundle in
+                            request.profile = profile
+                            request.environment = environment
+                            request.format = format
+                            request.ca_bundle = bundle
+                            return vault_agent_write_request(&request, environ, buffer, 16 * 1024)
+                        }
+                    }
+                }
             }
-            if code == ENOENT { throw .noAgent }
-            throw .broken("cannot connect to \(socketPath): \(String(cString: strerror(code)))")
+        } else {
+            length = vault_agent_write_request(&request, environ, buffer, 16 * 1024)
         }
-        var frame = ByteBuffer()
-        frame.reserveCapacity(body.count + 4)
-        do {
-            try frame.writeLengthPrefixed(as: UInt32.self) { buffer in buffer.writeBytes(body) }
-        } catch {
-            throw .broken("cannot frame the request")
+        guard length >= 0 else { return .broken("the request does not fit in a frame, or a value is not valid UTF-8") }
+        var answer = [UInt8](repeating: 0, count: AgentProtocol.maximumFrame)
+        var received = 0
+        var detail: Int64 = 0
+        let result = answer.withUnsafeMutableBytes { raw in
+            vault_agent_call(socketPath, buffer, length, wait, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), raw.count,
+                             &received, &detail)
         }
-        try frame.withUnsafeReadableBytes { (bytes) throws(Failure) in
-            try Self.writeAll(fd, bytes, deadline: deadline, timeout: timeout)
+        defer { answer.withUnsafeMutableBytes { _ = sodium_memzero($0.baseAddress, $0.count) } }
+        return answer.withUnsafeBufferPointer { raw in
+            Self.outcome(ofCall: result, answer: UnsafeBufferPointer(rebasing: raw.prefix(received)), detail: detail, socketPath: socketPath)
         }
-        var received = ByteBuffer()
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            if var answer = received.readLengthPrefixedSlice(as: UInt32.self) {
-                return answer.readBytes(length: answer.readableBytes) ?? []
+    }
+
+    /// How a call that ended with `result` (a VAULT_AGENT_ code of vault_agent_call) went,
+    /// for this client and for the outcome `vault`'s client before `main` hands over.
+    public static func outcome(ofCall result: Int32, answer: UnsafeBufferPointer<UInt8>, detail: Int64, socketPath: String) -> Outcome {
+        switch Int(result) {
+        case Int(VAULT_AGENT_ANSWERED):
+            guard let read = AgentAnswer.read(Array(answer)) else {
+                return .broken("the agent's answer is not one this version reads (an agent of another version of vault?)")
             }
-            if let announced = received.getInteger(at: received.readerIndex, as: UInt32.self),
-               announced > UInt32(AgentProtocol.maximumFrame) {
-                throw .frameTooLarge
-            }
-            let count = try Self.readSome(fd, into: &chunk, deadline: deadline, timeout: timeout)
-            guard count > 0 else { throw .closed }
-            received.writeBytes(chunk[0..<count])
+            return .answered(read)
+        case Int(VAULT_AGENT_ABSENT): return .absent
+        case Int(VAULT_AGENT_STALE): return .stale
+        case Int(VAULT_AGENT_UNTRUSTED_DIRECTORY):
+            let directory = (socketPath as NSString).deletingLastPathComponent
+            return .untrusted(AgentProtocol.directoryProblem(directory, code: Int32(truncatingIfNeeded: detail))?.message
+                              ?? "refusing the agent directory \(directory)")
+        case Int(VAULT_AGENT_UNTRUSTED_PEER):
+            return .untrusted("refusing \(socketPath): it is not this user's socket, or the process behind it runs as uid \(detail), not as you (uid \(geteuid()))")
+        case Int(VAULT_AGENT_UNREACHABLE):
+            return .broken("cannot connect to \(socketPath): \(String(cString: strerror(Int32(truncatingIfNeeded: detail))))")
+        case Int(VAULT_AGENT_TIMED_OUT): return .broken("the agent did not answer in time")
+        case Int(VAULT_AGENT_TOO_LARGE): return .broken("the agent announced a frame larger than \(AgentProtocol.maximumFrame) bytes")
+        default: return .broken("the agent closed the connection without a whole answer")
         }
     }
+}
 
-    private func connect(_ fd: Int32, to path: String) -> Bool {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            errno = ENAMETOOLONG
-            return false
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        return result == 0
-    }
+/// An operation as a client asks for it (the agent reads it back as ``AgentOperation``;
+/// the network settings are this process's, added by the request writer).
+public enum AgentOperationCall: Sendable {
+    case status, lock, verify, auditVerify
+    case token(AgentTokenRequest)
+}
 
-    private static func now() -> TimeInterval {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return TimeInterval(spec.tv_sec) + TimeInterval(spec.tv_nsec) / 1e9
-    }
-
-    /// Waits until `fd` is ready for `events` or the deadline passes.
-    private static func wait(_ fd: Int32, events: Int16, deadline: TimeInterval, timeout: TimeInterval) throws(Failure) {
-        while true {
-            let left = deadline - now()
-            guard left > 0 else { throw .timedOut(timeout) }
-            var entry = pollfd(fd: fd, events: events, revents: 0)
-            let ready = poll(&entry, 1, Int32(min(left * 1000, Double(Int32.max)).rounded(.up)))
-            if ready > 0 { return }
-            if ready < 0, errno != EINTR { throw .broken("poll failed: \(String(cString: strerror(errno)))") }
-        }
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, deadline: TimeInterval, timeout: TimeInterval) throws(Failure) {
-        var offset = 0
-        while offset < bytes.count {
-            try wait(fd, events: Int16(POLLOUT), deadline: deadline, timeout: timeout)
-            let written = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-            if written < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                throw .closed
-            }
-            offset += written
-        }
-    }
-
-    private static func readSome(_ fd: Int32, into chunk: inout [UInt8], deadline: TimeInterval, timeout: TimeInterval) throws(Failure) -> Int {
-        while true {
-            try wait(fd, events: Int16(POLLIN), deadline: deadline, timeout: timeout)
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if count >= 0 { return count }
-            if errno == EINTR || errno == EAGAIN { continue }
-            throw .closed
-        }
-    }
+private func withOptionalCString<R>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let text else { return body(nil) }
+    return text.withCString { body($0) }
 }

@@ -14,8 +14,10 @@ public enum AgentLauncher {
     static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD",
                                         "VAULT_IDENTITY_PASSPHRASE"]
 
+    /// Starts the agent of `vault`, opened at `vaultPath`, for `lifetime` seconds; `cacert`
+    /// (absolute) is read by the agent once, for every exchange.
     public static func start(_ vault: UnlockedVault, vaultPath: String, lifetime: Int64, idle: Int64,
-                             keepFresh: [String] = []) throws(VaultError) -> pid_t {
+                             keepFresh: [String] = [], cacert: String? = nil) throws(VaultError) -> pid_t {
         var keyPipe: [Int32] = [0, 0], statusPipe: [Int32] = [0, 0]
         guard cprocess_pipe_cloexec(&keyPipe) == 0, cprocess_pipe_cloexec(&statusPipe) == 0 else {
             throw .failure("cannot create a pipe for the agent: \(String(cString: strerror(errno)))")
@@ -42,8 +44,15 @@ public enum AgentLauncher {
         // password reaches the agent in its environment (readable only by this user, as
         // libpq's PGPASSWORD is), never in its arguments.
         let location = vault.database.postgresLocation
-        let arguments = ["vault", "agent-serve", "--vault", location?.display ?? vaultPath, "--for", String(lifetime), "--idle", String(idle)]
+        var arguments = ["vault", "agent-serve", "--vault", location?.display ?? vaultPath, "--for", String(lifetime), "--idle", String(idle)]
             + keepFresh.flatMap { ["--keep-fresh", $0] }
+        if let cacert { arguments += ["--cacert", cacert] }
+        // A team vault's second name, by the URL as this command was given it (for clients
+        // that hold the same URL: AgentProtocol.urlLink); not for a URL with a password in
+        // it, whose digest would name the password in the agent's arguments.
+        if location != nil, URLComponents(string: vaultPath)?.password == nil, let link = AgentProtocol.urlLink(vaultPath) {
+            arguments += ["--url-link", link]
+        }
         var environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
         if let password = location?.password { environment["PGPASSWORD"] = password }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]

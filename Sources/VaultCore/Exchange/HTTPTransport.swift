@@ -58,18 +58,39 @@ extension HTTPTransport {
 public struct TransportOptions: Sendable {
     /// Extra trusted CA certificates (PEM): `--cacert` or `VAULT_CA_BUNDLE`.
     public var caBundlePath: String?
+    /// That bundle's certificates, read once: the agent reads its bundle when `vault unlock`
+    /// starts it and never again (nil: read from `caBundlePath` for each new client).
+    public var caCertificates: [NIOSSLCertificate]?
     public var connectTimeout: Duration
     /// The responses' size cap.
     public var maxResponseBytes: Int
     /// The process environment, for `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`.
     public var environment: [String: String]
 
-    public init(caBundlePath: String? = nil, connectTimeout: Duration = .seconds(10),
+    /// `--connect-timeout`'s default, in seconds.
+    public static let defaultConnectTimeoutSeconds = 10
+
+    public init(caBundlePath: String? = nil, connectTimeout: Duration = .seconds(defaultConnectTimeoutSeconds),
                 maxResponseBytes: Int = 64 * 1024, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.caBundlePath = caBundlePath
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes
         self.environment = environment
+    }
+}
+
+extension TransportOptions {
+    /// The certificates of the PEM bundle at `path` (at least one).
+    public static func readCertificates(_ path: String) throws(VaultError) -> [NIOSSLCertificate] {
+        guard FileManager.default.isReadableFile(atPath: path) else { throw .usage("cannot read the CA bundle at \(path)") }
+        let certificates: [NIOSSLCertificate]
+        do {
+            certificates = try NIOSSLCertificate.fromPEMFile(path)
+        } catch {
+            throw .usage("the CA bundle at \(path) is not valid PEM")
+        }
+        guard !certificates.isEmpty else { throw .usage("no certificate in the CA bundle at \(path)") }
+        return certificates
     }
 }
 
@@ -153,7 +174,9 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
     /// What makes two exchanges' configurations the same (``HTTPClientPool``).
     func poolKey(for url: String, proxy: HTTPClient.Configuration.Proxy?) throws(VaultError) -> String {
         var key = "timeout=\(options.connectTimeout)"
-        if let path = options.caBundlePath {
+        if options.caCertificates != nil {
+            key += "|ca=read at start"
+        } else if let path = options.caBundlePath {
             var info = stat()
             guard stat(path, &info) == 0 else { throw .usage("cannot read the CA bundle at \(path)") }
             key += "|ca=\(path)|\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
@@ -229,19 +252,10 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
     func makeConfiguration(for url: String) throws(VaultError) -> HTTPClient.Configuration {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
-        if let path = options.caBundlePath {
-            guard FileManager.default.isReadableFile(atPath: path) else {
-                throw .usage("cannot read the CA bundle at \(path)")
-            }
-            do {
-                let certificates = try NIOSSLCertificate.fromPEMFile(path)
-                guard !certificates.isEmpty else { throw VaultError.usage("no certificate in the CA bundle at \(path)") }
-                tls.additionalTrustRoots = [.certificates(certificates)]
-            } catch let error as VaultError {
-                throw error
-            } catch {
-                throw .usage("the CA bundle at \(path) is not valid PEM")
-            }
+        if let certificates = options.caCertificates {
+            tls.additionalTrustRoots = [.certificates(certificates)]
+        } else if let path = options.caBundlePath {
+            tls.additionalTrustRoots = [.certificates(try TransportOptions.readCertificates(path))]
         }
         let timeoutAmount = TimeAmount.nanoseconds(Int64(options.connectTimeout.components.seconds) * 1_000_000_000)
         var configuration = HTTPClient.Configuration(

@@ -1,3 +1,4 @@
+import CAgent
 import Foundation
 
 /// What `vault token` and `vault exec` ask for.
@@ -9,10 +10,36 @@ public struct TokenOptions: Sendable {
     public var fresh: Bool
     /// A cached token is reused only while it has more than this many seconds left.
     public var minTTL: Int64
-    /// The audit action: `token` or `exec`.
-    public var action: String
+    /// The audit action.
+    public var action: TokenAction
 
-    public init(profile: String, environment: String? = nil, fresh: Bool = false, minTTL: Int64 = 300, action: String = "token") {
+    /// `--min-ttl`'s default: GBG asks clients to renew before a token expires.
+    public static let defaultMinTTL: Int64 = 300
+    /// The largest `--min-ttl` (366 days).
+    public static let maximumMinTTL: Int64 = 366 * 24 * 3600
+
+    /// `--timeout`'s default, in seconds: the overall deadline of an exchange, retries included.
+    public static let defaultTimeoutSeconds = Int(VAULT_TOKEN_TIMEOUT_SECONDS)
+    /// The longest `--timeout` and `--connect-timeout`, in seconds.
+    public static let maximumTimeoutSeconds = 600
+
+    /// Checks `--timeout` and `--connect-timeout` values, in milliseconds (nil: not given).
+    public static func checkTimeouts(timeoutMs: Int64?, connectTimeoutMs: Int64?) throws(VaultError) {
+        let limit = Int64(maximumTimeoutSeconds) * 1000
+        if let timeoutMs, !(1...limit).contains(timeoutMs) {
+            throw .usage("--timeout must be between 0 and \(maximumTimeoutSeconds) seconds")
+        }
+        if let connectTimeoutMs, !(1...limit).contains(connectTimeoutMs) {
+            throw .usage("--connect-timeout must be between 0 and \(maximumTimeoutSeconds) seconds")
+        }
+    }
+
+    /// Checks a `--min-ttl` value.
+    public static func checkMinTTL(_ value: Int64) throws(VaultError) {
+        guard (0...maximumMinTTL).contains(value) else { throw .usage("--min-ttl must be between 0 and \(maximumMinTTL)") }
+    }
+
+    public init(profile: String, environment: String? = nil, fresh: Bool = false, minTTL: Int64 = defaultMinTTL, action: TokenAction = .token) {
         self.profile = profile
         self.environment = environment
         self.fresh = fresh
@@ -58,7 +85,7 @@ extension UnlockedVault {
 
         let target = try exchangeTarget(profile: options.profile, environment: options.environment)
         let (profile, environment) = (target.profile, target.environment)
-        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action, outcome: "ok", profile: profile.name,
+        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action.rawValue, outcome: "ok", profile: profile.name,
                                environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue)
 
         let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -337,29 +338,44 @@ final class PostgresStore: @unchecked Sendable {
 
     // MARK: - Transactions
 
-    /// A read in one snapshot.
-    func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", lock: nil, readOnly: true) { try body(StoreDB(postgres: $0)) }
-    }
+    /// The vault's tables (the migrations' own included).
+    static let tables = ["vault_header", "environment", "profile", "secret_version", "token_cache", "audit_record", "audit_head",
+                         "retired_audit_key", "member", "key_slot", migrationsTable]
 
-    /// A write, after taking the vault's writer lock (see the type's comment).
-    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock: "LOCK TABLE vault_header IN EXCLUSIVE MODE", readOnly: false) {
+    /// A read in one snapshot, its tables locked against schema changes until it ends.
+    func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                        locks: ["LOCK TABLE \(Self.tables.joined(separator: ", ")) IN ACCESS SHARE MODE"], readOnly: true) {
             try body(StoreDB(postgres: $0))
         }
     }
 
-    /// One transaction on a pooled session: `begin`, then `lock` if any, then `body`; every
+    /// A write, after taking the vault's writer lock (see the type's comment) and locking
+    /// every table against schema changes (DDL such as CREATE TRIGGER or ALTER TABLE waits
+    /// for a `ROW EXCLUSIVE` lock) until it ends.
+    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED",
+                        locks: ["LOCK TABLE vault_header IN EXCLUSIVE MODE",
+                                "LOCK TABLE \(Self.tables.filter { $0 != "vault_header" }.joined(separator: ", ")) IN ROW EXCLUSIVE MODE"],
+                        readOnly: false) {
+            try body(StoreDB(postgres: $0))
+        }
+    }
+
+    /// One transaction on a pooled session: `begin`, then `locks`, then the schema check of
+    /// ``expectCheckedSchema(_:)`` (unless `checkingSchema` is false), then `body`; every
     /// statement sent ahead (``StoreDB/executeExpecting(sql:arguments:changes:failure:)``) is
     /// checked before `COMMIT` is sent, and a failure rolls back. (A pooled connection that
     /// the server closed, after a restart for example, is seen closed when it is checked
     /// out and replaced.)
-    private func transaction<T>(_ begin: String, lock: String?, readOnly: Bool, _ body: (PostgresSession) throws -> T) throws(VaultError) -> T {
+    private func transaction<T>(_ begin: String, locks: [String], readOnly: Bool, checkingSchema: Bool = true,
+                                _ body: (PostgresSession) throws -> T) throws(VaultError) -> T {
         let session = try checkOut()
         var committing = false
         do {
             try session.send(begin)
-            if let lock { try session.send(lock) }
+            for lock in locks { try session.send(lock) }
+            if checkingSchema { try expectCheckedSchema(session) }
             let result = try body(session)
             try session.flush()
             committing = true
@@ -384,7 +400,7 @@ final class PostgresStore: @unchecked Sendable {
     /// a vault never appears half-made, and a schema that already holds a vault is never
     /// changed.
     func create(populate: (StoreDB) throws -> Void) throws(VaultError) {
-        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock: nil, readOnly: false) { session in
+        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED", locks: [], readOnly: false, checkingSchema: false) { session in
             try session.execute("CREATE SCHEMA IF NOT EXISTS \"\(location.schema)\"")
             try session.execute("CREATE TABLE IF NOT EXISTS \(Self.migrationsTable) (identifier TEXT COLLATE \"C\" PRIMARY KEY, applied_at TEXT COLLATE \"C\" NOT NULL)")
             try session.execute("LOCK TABLE \(Self.migrationsTable) IN EXCLUSIVE MODE")
@@ -417,7 +433,16 @@ final class PostgresStore: @unchecked Sendable {
     /// rights on the database is an integrity failure before anything is read (the MACs
     /// and signatures catch what they change in the data anyway).
     func checkSchema() throws(VaultError) -> [String] {
-        try read { db -> [String] in
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", locks: [], readOnly: true, checkingSchema: false) { session in
+            let fingerprint = try Self.schemaFingerprint(session, schema: location.schema)
+            let applied = try verifySchema(StoreDB(postgres: session))
+            schemaState.withLockedValue { $0.fingerprint = fingerprint }
+            return applied
+        }
+    }
+
+    /// The whole schema check in the transaction of `db`; the migrations applied.
+    private func verifySchema(_ db: StoreDB) throws -> [String] {
             let exists = try Int64.fetchOne(db, sql: "SELECT count(*) FROM pg_namespace WHERE nspname = ?", arguments: [location.schema]) ?? 0
             let hasTable = try Int64.fetchOne(db, sql: """
                 SELECT count(*) FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
@@ -446,8 +471,72 @@ final class PostgresStore: @unchecked Sendable {
                 throw VaultError.integrity("the vault's database schema is not the one gbg-vault creates (\(parts.joined(separator: "; ").sanitisedForDisplay(limit: 400)))")
             }
             return applied
+    }
+
+    /// What the catalogs hold about the vault's schema, as one digest: every catalog row
+    /// that defines or attaches to it (the schema itself; its relations, their columns,
+    /// defaults, constraints, triggers, rules, policies and inheritance; functions, types
+    /// and operators in it), each by its object id and `xmin`. Any DDL that touches one of
+    /// them writes a new row version, so the digest moves; a move makes the next
+    /// transaction check the whole schema again (``expectCheckedSchema(_:)``). One query,
+    /// answered from the catalogs' caches.
+    static func schemaFingerprint(_ session: PostgresSession, schema: String) throws -> String {
+        let sql = """
+            SELECT md5(coalesce(string_agg(v, ',' ORDER BY v), '')) AS fingerprint FROM (
+              SELECT 'n' || n.oid || ':' || n.xmin FROM pg_namespace n WHERE n.nspname = ?
+              UNION ALL SELECT 'c' || c.oid || ':' || c.xmin FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'a' || a.attrelid || '.' || a.attnum || ':' || a.xmin FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid
+                WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'd' || d.oid || ':' || d.xmin FROM pg_attrdef d JOIN pg_class c ON d.adrelid = c.oid
+                WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'k' || k.oid || ':' || k.xmin FROM pg_constraint k
+                WHERE k.connamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+                   OR k.conrelid IN (SELECT oid FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?))
+              UNION ALL SELECT 't' || t.oid || ':' || t.xmin FROM pg_trigger t JOIN pg_class c ON t.tgrelid = c.oid
+                WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'r' || r.oid || ':' || r.xmin FROM pg_rewrite r JOIN pg_class c ON r.ev_class = c.oid
+                WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'p' || p.oid || ':' || p.xmin FROM pg_policy p JOIN pg_class c ON p.polrelid = c.oid
+                WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'i' || i.inhrelid || ':' || i.xmin FROM pg_inherits i JOIN pg_class c ON i.inhparent = c.oid
+                WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'f' || f.oid || ':' || f.xmin FROM pg_proc f WHERE f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'y' || y.oid || ':' || y.xmin FROM pg_type y WHERE y.typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+              UNION ALL SELECT 'o' || o.oid || ':' || o.xmin FROM pg_operator o WHERE o.oprnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?)
+            ) AS parts(v)
+            """
+        let value = schema.databaseValue
+        return try session.rows(sql, Array(repeating: value, count: 13)).first?["fingerprint"] ?? ""
+    }
+
+    /// Inside every transaction, after its locks and before anything else: if the catalogs'
+    /// digest of the schema (``schemaFingerprint(_:schema:)``) moved since the schema was
+    /// last checked, the whole schema is checked again in this transaction; a schema that
+    /// is not the expected one fails (exit 7) and marks the store refused (the agent ends).
+    /// The transaction's locks keep DDL out until it ends, so what was checked is what the
+    /// transaction's statements run against.
+    private func expectCheckedSchema(_ session: PostgresSession) throws {
+        let fingerprint = try Self.schemaFingerprint(session, schema: location.schema)
+        guard fingerprint != schemaState.withLockedValue({ $0.fingerprint }) else { return }
+        Trace.debug("the team vault's schema changed since it was checked; checking it again")
+        do {
+            _ = try verifySchema(StoreDB(postgres: session))
+            schemaState.withLockedValue { $0.fingerprint = fingerprint }
+        } catch {
+            schemaState.withLockedValue { $0.refused = true }
+            throw error
         }
     }
+
+    private struct SchemaState {
+        var fingerprint: String?
+        var refused = false
+    }
+    private let schemaState = NIOLockedValueBox(SchemaState())
+
+    /// True once a transaction found the schema changed to something other than the
+    /// expected one.
+    var schemaRefused: Bool { schemaState.withLockedValue { $0.refused } }
 
     /// One line per schema object, from the catalogs: relations (tables, indexes,
     /// sequences, views), columns with type, nullability, collation and default,

@@ -140,18 +140,6 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    /// ``write(_:)`` without waiting (``VaultDatabase/writeWithoutWaiting(_:)``): a
-    /// transaction that would have to wait is not begun, and the result is nil.
-    func writeWithoutWaiting<T>(_ body: (StoreDB, VaultKeys) throws -> T?) throws(VaultError) -> T? {
-        try withCurrentKeys { (keys) throws(VaultError) -> T? in
-            let result = try database.writeWithoutWaiting { db -> T? in
-                try expectCurrent(db, keys: keys)
-                return try body(db, keys)
-            }
-            return result ?? nil
-        }
-    }
-
     /// A read snapshot whose keys are checked inside it.
     func read<T>(_ body: (StoreDB, VaultKeys) throws -> T) throws(VaultError) -> T {
         try withCurrentKeys { (keys) throws(VaultError) in
@@ -736,27 +724,9 @@ public final class UnlockedVault: @unchecked Sendable {
     /// before the token is returned. Nil (nothing written) when there is no cached token
     /// for the current secret versions with more than `minTTL` seconds left. A storage
     /// failure is ``VaultError/auditRefused(_:)`` (exit 8), as for any exchange.
-    func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: String) throws(VaultError) -> DeliveredToken? {
-        try deliverCachedToken(profile: name, environment: environment, minTTL: minTTL, action: action, waiting: true)
-    }
-
-    /// ``deliverCachedToken(profile:environment:minTTL:action:)`` for the agent's event
-    /// loop, which must not wait: nil also when the write would have to wait for another
-    /// write (of this process, or another's lock on the file), and when the stored header
-    /// is no longer the one the keys were opened with (checked in the same transaction, in
-    /// place of the agent's separate check before each request; the usual way then ends
-    /// the agent). A file vault only.
-    public func deliverCachedTokenWithoutWaiting(profile name: String, environment: String?, minTTL: Int64,
-                                                 action: String) throws(VaultError) -> DeliveredToken? {
-        guard !database.isPostgres else { return nil }
-        return try deliverCachedToken(profile: name, environment: environment, minTTL: minTTL, action: action, waiting: false)
-    }
-
-    private func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: String,
-                                    waiting: Bool) throws(VaultError) -> DeliveredToken? {
+    func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: TokenAction) throws(VaultError) -> DeliveredToken? {
         let delivered: DeliveredToken?
         let hit = { [self] (db: StoreDB, keys: VaultKeys) throws -> DeliveredToken? in
-            if !waiting { guard headerRowIsCurrent(try Self.headerRow(db)) else { return nil } }
             let profile = try profileRecord(db, named: name)
             try checkMAC(profile, keys: keys)
             let environment = try environmentRecord(db, named: environment ?? profile.environment, keys: keys)
@@ -781,7 +751,7 @@ public final class UnlockedVault: @unchecked Sendable {
             } catch {
                 throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
             }
-            var entry = AuditEntry(at: now.unixMilliseconds, action: action, outcome: "cache_hit", profile: profile.name,
+            var entry = AuditEntry(at: now.unixMilliseconds, action: action.rawValue, outcome: "cache_hit", profile: profile.name,
                                    environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType)
             entry.tokenType = "Bearer"
             entry.expiresAt = record.expiresAt
@@ -794,7 +764,7 @@ public final class UnlockedVault: @unchecked Sendable {
                                   environment: environment, fromCache: true, audit: committed)
         }
         do {
-            delivered = waiting ? try write(hit) : try writeWithoutWaiting(hit)
+            delivered = try write(hit)
         } catch {
             switch error {
             case .failure(let what, _): throw .auditRefused(what)

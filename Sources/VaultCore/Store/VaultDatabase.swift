@@ -42,8 +42,6 @@ public final class VaultDatabase: Sendable {
     /// Device and inode of the file when it was opened, to notice it being removed or
     /// replaced while this process runs.
     private let identity: (dev: UInt64, ino: UInt64)?
-    /// Writes of this process under way or waiting (see ``writeWithoutWaiting(_:)``).
-    private let writesUnderWay = NIOLockedValueBox(0)
 
     /// How long a writer waits for another process's transaction before giving up:
     /// `VAULT_BUSY_TIMEOUT` seconds, default 30.
@@ -319,7 +317,7 @@ public final class VaultDatabase: Sendable {
             try database.checkIdentity()
             Trace.debug("application id checked")
             try database.checkSchema()
-            Trace.debug("opened \(path): schema verified, \(database.appliedCount) of \(knownMigrations.count) migrations applied")
+            Trace.debug("opened \(path): schema verified, \(knownMigrations.count - database.pendingMigrations.count) of \(knownMigrations.count) migrations applied")
             return database
         } catch {
             throw VaultDatabase.map(error, path: path)
@@ -396,15 +394,19 @@ public final class VaultDatabase: Sendable {
 
     /// The identifiers of applied migrations, in order; the file's schema must be exactly
     /// what they create: an extra trigger, view, table, index or column is an integrity
-    /// failure before anything else is read.
+    /// failure before anything else is read. Remembers the `PRAGMA schema_version` it
+    /// checked, read in the same snapshot (``expectCheckedSchema(_:)``).
     private func checkSchema() throws {
-        let applied = try storeRead { db -> [String] in
-            // (Not `db.tableExists`: GRDB's schema introspection costs a read-only start
-            // more than this whole check.)
-            guard try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'grdb_migrations'") == 1
-            else { return [] }
-            return try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
-        }
+        try storeRead { db in try verifySchema(db) }
+    }
+
+    /// The whole schema check, inside one transaction or snapshot `db`.
+    private func verifySchema(_ db: StoreDB) throws {
+        let version = try Int64.fetchOne(db, sql: "PRAGMA schema_version") ?? -1
+        // (Not `db.tableExists`: GRDB's schema introspection costs a read-only start
+        // more than this whole check.)
+        let applied = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'grdb_migrations'") == 1
+            ? try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") : []
         let known = Self.knownMigrations
         guard !applied.isEmpty else { throw VaultError.integrity("\(path) records no schema migration") }
         if let unknown = applied.first(where: { !known.contains($0) }) {
@@ -415,8 +417,7 @@ public final class VaultDatabase: Sendable {
             throw VaultError.integrity("the vault's recorded migrations are not a prefix of this build's")
         }
         let expected = try Self.expectedSchema(upTo: ordered.last!)
-        Trace.debug("expected schema ready")
-        let actual = try storeRead(Self.schemaEntries)
+        let actual = try Self.schemaEntries(db)
         guard actual == expected else {
             let extra = Set(actual).subtracting(expected).map { $0.prefix(while: { $0 != ":" }) }.sorted()
             let missing = Set(expected).subtracting(actual).map { $0.prefix(while: { $0 != ":" }) }.sorted()
@@ -425,20 +426,55 @@ public final class VaultDatabase: Sendable {
             if !missing.isEmpty { parts.append("missing or altered: " + missing.joined(separator: ", ")) }
             throw VaultError.integrity("the vault's database schema is not the one gbg-vault creates (\(parts.joined(separator: "; ").sanitisedForDisplay(limit: 300)))")
         }
-        appliedCount = ordered.count
+        schemaState.withLockedValue {
+            $0.applied = ordered.count
+            $0.version = version
+        }
     }
 
-    nonisolated(unsafe) private var appliedCount = 0
+    /// Inside every transaction, before anything else: if the schema changed since it was
+    /// last checked (SQLite's `PRAGMA schema_version`, which every DDL statement moves), it
+    /// is checked again, in this transaction, before the caller reads or writes anything. A
+    /// schema that is no longer the expected one fails (exit 7) and marks this database
+    /// refused (``schemaRefused``: the agent ends). A process that keeps its connection for
+    /// hours (the agent) thus never writes through a trigger added meanwhile.
+    private func expectCheckedSchema(_ db: StoreDB) throws {
+        let version = try Int64.fetchOne(db, sql: "PRAGMA schema_version") ?? -1
+        guard version != schemaState.withLockedValue({ $0.version }) else { return }
+        Trace.debug("the schema changed since it was checked (schema_version \(version)); checking it again")
+        do {
+            try verifySchema(db)
+        } catch {
+            schemaState.withLockedValue { $0.refused = true }
+            throw error
+        }
+    }
+
+    /// The schema check's state: migrations applied, the `schema_version` checked, and
+    /// whether a later check failed.
+    private struct SchemaState {
+        var applied = 0
+        var version: Int64 = -1
+        var refused = false
+    }
+    private let schemaState = NIOLockedValueBox(SchemaState())
+
+    /// True once a transaction found the schema changed to something other than the
+    /// expected one (the agent then ends).
+    public var schemaRefused: Bool {
+        if let postgres { return postgres.schemaRefused }
+        return schemaState.withLockedValue { $0.refused }
+    }
 
     /// Migrations this build knows that the file has not applied yet.
-    public var pendingMigrations: [String] { postgres != nil ? [] : Array(Self.knownMigrations.dropFirst(appliedCount)) }
+    public var pendingMigrations: [String] { postgres != nil ? [] : Array(Self.knownMigrations.dropFirst(schemaState.withLockedValue { $0.applied })) }
 
     /// Applies pending migrations; a format change runs its upgrade in the same transaction.
     func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {
         if postgres != nil { return }
         do {
             try Self.migrator(upgrades: upgrades).migrate(pool)
-            appliedCount = Self.knownMigrations.count
+            try checkSchema()
         } catch {
             throw Self.map(error, path: path)
         }
@@ -468,7 +504,10 @@ public final class VaultDatabase: Sendable {
     public func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         if let postgres { return try postgres.read(body) }
         do {
-            return try storeRead(body)
+            return try storeRead { db in
+                try expectCheckedSchema(db)
+                return try body(db)
+            }
         } catch {
             throw Self.map(error, path: path)
         }
@@ -479,56 +518,16 @@ public final class VaultDatabase: Sendable {
     public func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         if let postgres { return try postgres.write(body) }
         if lean != nil { throw .failure("internal error: a write through the read-only connection of \(path)") }
-        writesUnderWay.withLockedValue { $0 += 1 }
-        defer { writesUnderWay.withLockedValue { $0 -= 1 } }
         do {
             return try pool.writeWithoutTransaction { db in
                 var result: T?
                 try db.inTransaction(.immediate) {
-                    result = try body(StoreDB(db))
+                    let store = StoreDB(db)
+                    try expectCheckedSchema(store)
+                    result = try body(store)
                     return .commit
                 }
                 return result!
-            }
-        } catch {
-            throw Self.map(error, path: path)
-        }
-    }
-
-    /// The same immediate write transaction as ``write(_:)``, for a thread that must not
-    /// wait (the agent's event loop): nil, with nothing done, when another write of this
-    /// process is under way or another process holds the file's write lock (the busy
-    /// handler is off while the transaction begins). A file vault only.
-    public func writeWithoutWaiting<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T? {
-        guard postgres == nil, lean == nil else { return nil }
-        guard writesUnderWay.withLockedValue({ (count: inout Int) -> Bool in
-            guard count == 0 else { return false }
-            count += 1
-            return true
-        }) else { return nil }
-        defer { writesUnderWay.withLockedValue { $0 -= 1 } }
-        do {
-            return try pool.writeWithoutTransaction { db -> T? in
-                // The busy handler off while the transaction begins, and back on whatever
-                // happens, before anything else runs on this connection.
-                let connection = db.sqliteConnection
-                _ = gbgv_busy_timeout(connection, 0)
-                // BEGIN and COMMIT as cached statements: `execute(sql:)` (and GRDB's
-                // `commit()`) parse their text again on every call, twice per token.
-                let begun: Result<Void, any Error> = Result { try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute() }
-                _ = gbgv_busy_timeout(connection, Int32(min(Self.busyTimeout * 1000, Double(Int32.max))))
-                if case .failure(let error) = begun {
-                    if let error = error as? DatabaseError, error.resultCode == .SQLITE_BUSY { return nil }
-                    throw error
-                }
-                do {
-                    let result = try body(StoreDB(db))
-                    try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
-                    return result
-                } catch {
-                    try? db.rollback()
-                    throw error
-                }
             }
         } catch {
             throw Self.map(error, path: path)

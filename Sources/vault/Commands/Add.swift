@@ -44,20 +44,6 @@ extension VaultCLI {
         }
 
         @MainActor func run() async throws {
-            let resolvedScope = grant == .clientCredentials ? (scope ?? TokenRequest.defaultScope) : scope
-            if let agent = AgentSession.client(options) {
-                let input = try secrets.read(clientSecret: true, password: grant == .password)
-                var request = AgentRequest(op: "add")
-                request.profile = name
-                request.clientID = clientId
-                request.username = username
-                request.grant = grant.flagValue
-                request.scope = resolvedScope
-                request.environment = env
-                request.clientSecret = AgentRequest.encode(input.clientSecret)
-                request.password = AgentRequest.encode(input.password)
-                if let response = try AgentSession.send(agent, request) { return Output.info(response.message ?? "added profile '\(name)'") }
-            }
             let vault = try options.unlock()
             let input = try secrets.read(clientSecret: true, password: grant == .password)
             let profile = try vault.addProfile(

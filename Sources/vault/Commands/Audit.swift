@@ -113,7 +113,7 @@ extension VaultCLI {
         @MainActor func run() async throws {
             var checked: Int
             var failure: String?
-            if let response = try AgentSession.perform(options, AgentRequest(op: "audit-verify")), let audit = response.audit {
+            if case .audit(let audit) = try AgentSession.call(options, .auditVerify) {
                 checked = audit.recordsChecked
                 failure = audit.failureReason
             } else {

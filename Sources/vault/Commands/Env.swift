@@ -34,11 +34,6 @@ extension VaultCLI {
             // Check the URLs before asking for the passphrase.
             _ = try EndpointPolicy.validateTokenURL(tokenUrl)
             if let apiBase { _ = try EndpointPolicy.validateAPIBase(apiBase) }
-            var request = AgentRequest(op: "env-add")
-            request.environment = name
-            request.tokenURL = tokenUrl
-            request.apiBase = apiBase
-            if try AgentSession.perform(options, request) != nil { return Output.info("added environment '\(name)'") }
             try options.unlock().addEnvironment(name: name, tokenURL: tokenUrl, apiBase: apiBase)
             Output.info("added environment '\(name)'")
         }
@@ -93,12 +88,6 @@ extension VaultCLI {
             if let tokenUrl { _ = try EndpointPolicy.validateTokenURL(tokenUrl) }
             if let apiBase { _ = try EndpointPolicy.validateAPIBase(apiBase) }
             _ = try options.open().environment(named: name)
-            var request = AgentRequest(op: "env-set")
-            request.environment = name
-            request.tokenURL = tokenUrl
-            request.apiBase = apiBase
-            request.clearAPIBase = noApiBase
-            if let response = try AgentSession.perform(options, request) { return Output.info(response.message ?? "environment '\(name)' changed") }
             let changed = try options.unlock().setEnvironment(name: name, tokenURL: tokenUrl, apiBase: noApiBase ? .some(nil) : apiBase.map { .some($0) })
             Output.info("environment '\(changed.name)' now uses \(changed.tokenURL)" + (changed.apiBase.map { " and API base \($0)" } ?? " and no API base"))
         }
@@ -110,9 +99,6 @@ extension VaultCLI {
         @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
 
         @MainActor func run() async throws {
-            var request = AgentRequest(op: "env-remove")
-            request.environment = name
-            if try AgentSession.perform(options, request) != nil { return Output.info("removed environment '\(name)'") }
             try options.unlock().removeEnvironment(name: name)
             Output.info("removed environment '\(name)'")
         }

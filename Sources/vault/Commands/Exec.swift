@@ -12,7 +12,8 @@ extension VaultCLI {
             abstract: "Run a command with a token in its environment.",
             discussion: """
                 Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE and GBG_TOKEN_EXPIRES_AT, \
-                removes VAULT_PASSPHRASE, VAULT_NEW_PASSPHRASE, VAULT_IDENTITY_PASSPHRASE, GBG_CLIENT_SECRET and GBG_PASSWORD, \
+                removes VAULT_PASSPHRASE, VAULT_PASSPHRASE_FILE, VAULT_NEW_PASSPHRASE, VAULT_IDENTITY_PASSPHRASE, \
+                VAULT_IDENTITY_PASSPHRASE_FILE, GBG_CLIENT_SECRET and GBG_PASSWORD (and PGPASSWORD for a team vault), \
                 then replaces vault with the command (execvp): signals reach the command directly \
                 and vault's exit status is the command's.
                 """)
@@ -23,22 +24,34 @@ extension VaultCLI {
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
+        /// The variables a command run by `exec` never gets.
+        static let removedVariables = ["VAULT_PASSPHRASE", "VAULT_PASSPHRASE_FILE", "VAULT_NEW_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE",
+                                       "VAULT_IDENTITY_PASSPHRASE_FILE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"]
+
         func validate() throws {
             guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. vault exec NAME -- ./call-api.sh") }
         }
 
         @MainActor func run() async throws {
-            let delivered: DeliveredToken
-            if let fromAgent = try AgentSession.token(options, selection: selection, network: network, profile: name, action: "exec") {
-                delivered = fromAgent
+            let token: SecureBytes
+            let apiBase: String?
+            let expiresAt: Int64
+            if let answer = try AgentSession.token(options, selection: selection, network: network, profile: name,
+                                                   print: false, format: nil, action: .exec) {
+                guard case .token(let fromAgent) = answer else { throw VaultError.failure("the agent gave no token") }
+                token = SecureBytes(utf8: fromAgent.accessToken)
+                apiBase = fromAgent.apiBase
+                expiresAt = fromAgent.expiresAt
             } else {
-                delivered = try await options.unlock().obtainToken(
-                    TokenOptions(profile: name, environment: selection.env, fresh: selection.fresh,
-                                 minTTL: selection.minTtl, action: "exec"),
-                    exchange: network.exchange)
+                let delivered = try await options.unlock().obtainToken(selection.options(profile: name, action: .exec), exchange: network.exchange)
+                token = delivered.token
+                apiBase = delivered.environment.apiBase
+                expiresAt = delivered.expiresAt
             }
-            for name in ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"] { unsetenv(name) }
-            delivered.token.withUnsafeBytes { raw in
+            // Nothing that opens the vault reaches the command: no passphrase or its file,
+            // no secret input, and for a team vault not the database password.
+            for name in Self.removedVariables + (PostgresLocation.isURL(options.resolvedPath) ? ["PGPASSWORD"] : []) { unsetenv(name) }
+            token.withUnsafeBytes { raw in
                 var bytes = Array(raw)
                 bytes.append(0)
                 bytes.withUnsafeBufferPointer { pointer in
@@ -49,8 +62,8 @@ extension VaultCLI {
                 }
                 for i in bytes.indices { bytes[i] = 0 }
             }
-            setenv("GBG_API_BASE", delivered.environment.apiBase ?? "", 1)
-            setenv("GBG_TOKEN_EXPIRES_AT", TokenPrinter.expiresAtISO(delivered), 1)
+            setenv("GBG_API_BASE", apiBase ?? "", 1)
+            setenv("GBG_TOKEN_EXPIRES_AT", Date(timeIntervalSince1970: TimeInterval(expiresAt)).iso8601, 1)
             ProcessHardening.restoreForChild()
             var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
             argv.append(nil)

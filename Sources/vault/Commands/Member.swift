@@ -30,7 +30,7 @@ extension VaultCLI {
     struct AddMember: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "add",
-            abstract: "Give a member identity its own key slot (needs the vault unlocked: passphrase, identity or agent).")
+            abstract: "Give a member identity its own key slot (needs the passphrase or a member identity, even while unlocked).")
         @OptionGroup var options: VaultOptions
         @Argument(help: "The member's name (letters, digits, . _ -).") var name: String
         @Option(help: ArgumentHelp("The member's recipient, as `vault identity show` prints it (gbgv1…).", valueName: "recipient"))
@@ -39,12 +39,6 @@ extension VaultCLI {
         @MainActor func run() async throws {
             // Checked before anything is unlocked: a mistyped recipient is exit 64, nothing stored.
             let parsed = try Recipient(parsing: recipient)
-            var request = AgentRequest(op: "member-add")
-            request.member = name
-            request.recipient = parsed.string
-            if let response = try AgentSession.perform(options, request) {
-                return Output.info(response.message ?? "added member '\(name)'")
-            }
             try options.unlock().addMember(name: name, recipient: parsed)
             Output.info("added member '\(name)'; it can now open this vault with its identity")
         }

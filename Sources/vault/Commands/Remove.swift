@@ -13,9 +13,8 @@ extension VaultCLI {
         @Flag(help: "Do not ask for confirmation.") var yes = false
 
         @MainActor func run() async throws {
-            let agent = AgentSession.client(options)
-            let vault: UnlockedVault? = agent == nil ? try options.unlock() : nil
-            let profile = try (vault?.vault ?? options.open()).profile(named: name)
+            let vault = try options.unlock()
+            let profile = try vault.vault.profile(named: name)
             if !yes {
                 let answer = try Terminal.readLine(prompt: "Remove profile '\(profile.name)' and all its secret versions? [y/N] ",
                                                    missingSourceHint: "pass --yes to remove without a terminal")
@@ -24,12 +23,7 @@ extension VaultCLI {
                     return
                 }
             }
-            if let agent {
-                var request = AgentRequest(op: "remove")
-                request.profile = profile.name
-                if try AgentSession.send(agent, request) != nil { return Output.info("removed profile '\(profile.name)'") }
-            }
-            try (vault ?? options.unlock()).removeProfile(named: profile.name)
+            try vault.removeProfile(named: profile.name)
             Output.info("removed profile '\(profile.name)'")
         }
     }

@@ -23,27 +23,6 @@ extension VaultCLI {
         }
 
         @MainActor func run() async throws {
-            if let agent = AgentSession.client(options) {
-                // The agent checks the profile's MAC; the grant read here only picks which
-                // secrets to ask for.
-                let profile = try options.open().profile(named: name)
-                let everything = !clientSecret && !password
-                if password && profile.grant != .password {
-                    throw VaultError.usage("profile '\(profile.name)' uses client credentials and has no password")
-                }
-                let input = try secrets.read(clientSecret: clientSecret || everything,
-                                             password: password || (everything && profile.grant == .password))
-                var request = AgentRequest(op: "rotate")
-                request.profile = name
-                request.environment = env
-                request.verify = verify
-                request.clientSecret = AgentRequest.encode(input.clientSecret)
-                request.password = AgentRequest.encode(input.password)
-                AgentSession.networkFields(&request, network)
-                if let response = try AgentSession.send(agent, request, timeout: network.timeout + 30) {
-                    return Output.info(response.message ?? "rotated")
-                }
-            }
             let vault = try options.unlock()
             let profile = try vault.verifiedProfile(named: name)
             let everything = !clientSecret && !password

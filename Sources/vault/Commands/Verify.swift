@@ -14,7 +14,7 @@ extension VaultCLI {
 
         @MainActor func run() async throws {
             let report: FullVerification
-            if let response = try AgentSession.perform(options, AgentRequest(op: "verify")), let fromAgent = response.verification {
+            if case .verification(let fromAgent) = try AgentSession.call(options, .verify) {
                 report = fromAgent
             } else {
                 report = try options.unlock().verifyEverything()
