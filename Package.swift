@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [
-                "VaultCore", "VaultTestSupport", "CProcess",
+                "VaultCore", "VaultTestSupport", "CProcess", "CAgent",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

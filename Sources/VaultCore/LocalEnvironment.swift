@@ -18,8 +18,8 @@ public enum LocalEnvironment {
     }
 
     /// `${XDG_DATA_HOME:-$HOME/.local/share}/gbg-vault`: where the default vault and the
-    /// default identity live.
+    /// default identity live (CAgent's rule, which `vault`'s client before `main` follows too).
     public static var dataDirectory: String {
-        (value("XDG_DATA_HOME") ?? ((value("HOME") ?? NSHomeDirectory()) + "/.local/share")) + "/gbg-vault"
+        AgentProtocol.dataDirectory() ?? NSHomeDirectory() + "/.local/share/gbg-vault"
     }
 }

@@ -61,8 +61,8 @@ struct VaultOptions: ParsableArguments {
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
 
     static func defaultPath(explicit: String?) -> String {
-        if let path = explicit ?? LocalEnvironment.value("VAULT_PATH"), !path.isEmpty { return path }
-        return LocalEnvironment.dataDirectory + "/vault.db"
+        if let explicit, !explicit.isEmpty { return explicit }
+        return AgentProtocol.defaultVaultPath() ?? LocalEnvironment.dataDirectory + "/vault.db"
     }
 
     var passphrase: PassphraseReader { PassphraseReader(passphraseFile: passphraseFile) }

@@ -58,13 +58,29 @@ struct TeamVaultTests {
         #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
         let viaAgent = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
         #expect(viaAgent.status == 0, "\(viaAgent.stderrText)")
-        // That `vault token pw` is served before main (CProcess/EarlyToken.c) for either
-        // store: the constructor's code, run here, finds the agent and gets a bare token.
+        // `vault token pw` is served before main (Sources/CTokenClient) for either store,
+        // whether the vault comes from VAULT_PATH or --vault: no thread is ever started.
         var early = vault.environment(["XDG_RUNTIME_DIR": runtime])
         early.removeValue(forKey: "VAULT_PASSPHRASE")
-        let served = EarlyTokenTests.exchange(["vault", "token", "pw"], early)
-        #expect(served.status == Int32(CPROCESS_EARLY_BARE_TOKEN), "\(store)")
-        #expect(String(decoding: served.answer, as: UTF8.self) + "\n" == viaAgent.stdoutText, "the same cached token")
+        let trace = vault.directory + "/threads.trace"
+        for arguments in [["token", "pw"], ["--vault", vault.path, "token", "pw", "--format", "header"]] {
+            let served = try Binaries.run("/usr/bin/strace", ["-f", "-qq", "-e", "trace=clone,clone3", "-o", trace, Binaries.vault] + arguments,
+                                          environment: early)
+            #expect(served.status == 0 && served.stdoutText.contains(viaAgent.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)),
+                    "\(store) \(arguments): \(served.stderrText)")
+            #expect(!((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "?").contains("clone"), "\(store) \(arguments): served before main")
+        }
+        if store == "postgres" {
+            // Another spelling of the same URL finds the agent too (by its location identity,
+            // parsed by the full program), and exec's command never gets the database password.
+            let respelled = vault.path.replacingOccurrences(of: "postgres://", with: "postgresql://")
+            let other = try vault.run(["--vault", respelled, "token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"],
+                                      expectTokenOnStdout: true)
+            #expect(other.status == 0 && other.stdoutText == viaAgent.stdoutText, "\(other.stderrText)")
+            let exec = try vault.run(["exec", "pw", "--", "sh", "-c", "echo ${PGPASSWORD:-none}"], env: ["XDG_RUNTIME_DIR": runtime],
+                                     removing: ["VAULT_PASSPHRASE"])
+            #expect(exec.status == 0 && exec.stdoutText == "none\n", "\(exec.stderrText)")
+        }
         let status = try vault.run(["status", "--json"], env: ["XDG_RUNTIME_DIR": runtime])
         #expect(status.stdoutText.contains("\"unlocked\":true") || status.stdoutText.contains("\"unlocked\" : true"), "\(status.stdoutText)")
         #expect(try vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
@@ -345,6 +361,41 @@ struct TeamVaultTests {
             try restore()
         }
         try vault.scanDump()
+        expectNoLeaks(vault)
+    }
+
+    /// The agent keeps its connections for hours: DDL made meanwhile is found by the next
+    /// transaction (the catalogs' digest of the schema moved), before anything runs.
+    @Test("a trigger a database administrator adds while a team agent runs is found at its next transaction: no token, the agent ends")
+    func schemaChangedWhileUnlocked() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture(postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let schema = String(vault.path.split(separator: "=").last!)
+        var template = Array("/tmp/gv-run-XXXXXX".utf8CString)
+        let runtime = String(cString: try #require(mkdtemp(&template)))
+        defer {
+            _ = try? vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime])
+            try? FileManager.default.removeItem(atPath: runtime)
+        }
+        #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+        let first = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
+        #expect(first.status == 0, "\(first.stderrText)")
+        try server.psql("""
+            CREATE FUNCTION public.hide() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+            BEGIN DELETE FROM \(schema).audit_record WHERE seq = NEW.seq; RETURN NEW; END $$;
+            CREATE TRIGGER hide AFTER UPDATE ON \(schema).audit_head FOR EACH ROW EXECUTE FUNCTION public.hide();
+            """, database: "vault")
+        let refused = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+        #expect(refused.status == 7 && refused.stdoutText.isEmpty && refused.stderrText.contains("trigger hide"), "\(refused.stderrText)")
+        let ended = Date().addingTimeInterval(5)
+        while Date() < ended, try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("unlocked:") { usleep(100_000) }
+        #expect(try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("locked:"), "the agent ended")
+        #expect(try vault.run(["verify"]).status == 7)
+        try server.psql("DROP TRIGGER hide ON \(schema).audit_head; DROP FUNCTION public.hide()", database: "vault")
+        #expect(try vault.run(["verify"]).status == 0)
         expectNoLeaks(vault)
     }
 

@@ -1,295 +1,254 @@
+import CAgent
 import Foundation
 import Testing
 import VaultTestSupport
 @testable import VaultCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The client writes its agent request without `JSONEncoder` (`AgentRequest.jsonBytes`,
-/// for start-up time); the agent reads it with its strict reader, else `JSONDecoder`.
-/// These check that `JSONDecoder` reads every field and every string as written, and that
-/// the bytes are the JSON object `JSONEncoder` would have written.
-@Suite("agent protocol encoding")
+/// The agent protocol's one writer of requests (CAgent's `vault_agent_write_request`, used by
+/// every client) against its one reader (`AgentRequest.read`, in the agent), the answers'
+/// writer against their reader, and the location rules, all in this process.
+@Suite("agent protocol: one writer, one reader, the location rules")
 struct AgentProtocolTests {
     /// Strings that stress the escaping: quotes, backslashes, every control character,
     /// DEL, multi-byte UTF-8, a lone combining mark, an emoji, JSON look-alikes.
     static let awkward: [String] = [
-        "", "plain", "with \"quotes\"", "back\\slash", "\\\"", "line\nbreak\r\ttab",
-        String((0..<32).map { Character(UnicodeScalar(UInt8($0))) }), "\u{7F}", "é", "\u{301}", "👩🏽‍💻", "𝄞",
-        "{\"op\":\"lock\"}", "\u{2028}\u{2029}", "/slash/", "%00", "a\u{0}b",
+        "plain", "with \"quotes\"", "back\\slash", "\\\"", "line\nbreak\r\ttab",
+        String((1..<32).map { Character(UnicodeScalar(UInt8($0))) }), "\u{7F}", "é", "\u{301}", "👩🏽‍💻", "𝄞",
+        "{\"op\":\"lock\"}", "\u{2028}\u{2029}", "/slash/", "%00", "acme", "eu",
     ]
 
-    static func randomString(_ generator: inout SeededGenerator) -> String {
-        let pool = Self.awkward + ["acme", "eu", "https://api.auth.gbgplc.com/as/token.oauth2"]
-        var text = pool[Int(generator.next() % UInt64(pool.count))]
-        if generator.next() % 2 == 0 {
-            let scalars = (0..<Int(generator.next() % 12)).compactMap { _ in UnicodeScalar(UInt32(generator.next() % 0x1_0000)) }
-            text += String(String.UnicodeScalarView(scalars))
-        }
-        return text
+    /// `body` with a C environment made of `variables` (NAME=value strings).
+    static func withEnvironment<T>(_ variables: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> T) -> T {
+        let envp = variables.map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
+        return envp.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
-    static func randomRequest(_ generator: inout SeededGenerator) -> AgentRequest {
-        func maybe<T>(_ make: () -> T) -> T? { generator.next() % 3 == 0 ? nil : make() }
-        var request = AgentRequest(op: randomString(&generator))
-        request.version = Int(Int64(bitPattern: generator.next()) % 1_000_000)
-        request.profile = maybe { randomString(&generator) }
-        request.environment = maybe { randomString(&generator) }
-        request.fresh = maybe { generator.next() % 2 == 0 }
-        request.minTTL = maybe { Int64(bitPattern: generator.next()) }
-        request.action = maybe { randomString(&generator) }
-        request.timeoutMs = maybe { Int64(bitPattern: generator.next()) }
-        request.connectTimeoutMs = maybe { Int64.min }
-        request.caBundle = maybe { randomString(&generator) }
-        request.proxyEnvironment = maybe {
-            Dictionary((0..<Int(generator.next() % 4)).map { _ in (randomString(&generator), randomString(&generator)) }, uniquingKeysWith: { a, _ in a })
-        }
-        request.clientID = maybe { randomString(&generator) }
-        request.username = maybe { randomString(&generator) }
-        request.grant = maybe { randomString(&generator) }
-        request.scope = maybe { randomString(&generator) }
-        request.clientSecret = maybe { randomString(&generator) }
-        request.password = maybe { randomString(&generator) }
-        request.verify = maybe { generator.next() % 2 == 0 }
-        request.tokenURL = maybe { randomString(&generator) }
-        request.apiBase = maybe { randomString(&generator) }
-        request.clearAPIBase = maybe { generator.next() % 2 == 0 }
-        request.fileDevice = maybe { generator.next() }
-        request.fileInode = maybe { UInt64.max }
-        request.store = maybe { randomString(&generator) }
-        request.member = maybe { randomString(&generator) }
-        request.recipient = maybe { randomString(&generator) }
-        request.reply = maybe { randomString(&generator) }
-        return request
+    /// The request `request` as the C writer writes it under `variables`, or nil when it refuses.
+    static func written(_ request: AgentTokenRequest?, op: Int32 = Int32(VAULT_AGENT_OP_TOKEN), cacert: String? = nil,
+                        variables: [String] = []) -> [UInt8]? {
+        var c = vault_agent_request()
+        c.op = op
+        c.min_ttl = request?.minTTL ?? -1
+        c.timeout_ms = request?.timeoutMs ?? -1
+        c.connect_timeout_ms = request?.connectTimeoutMs ?? -1
+        c.fresh = request?.fresh == true ? 1 : 0
+        c.print = request?.print == true ? 1 : 0
+        c.action = Int32(request?.action == .exec ? VAULT_AGENT_ACTION_EXEC : VAULT_AGENT_ACTION_TOKEN)
+        var out = [CChar](repeating: 0, count: 16 * 1024)
+        let profile = request.map { strdup($0.profile) } ?? nil
+        let environment = request?.environment.map { strdup($0) } ?? nil
+        let format = request?.format.map { strdup($0.rawValue) } ?? nil
+        let bundle = cacert.map { strdup($0) } ?? nil
+        defer { for pointer in [profile, environment, format, bundle] { free(pointer) } }
+        c.profile = UnsafePointer(profile)
+        c.environment = UnsafePointer(environment)
+        c.format = UnsafePointer(format)
+        c.ca_bundle = UnsafePointer(bundle)
+        let length = withEnvironment(variables) { envp in vault_agent_write_request(&c, envp, &out, out.count) }
+        guard length >= 0 else { return nil }
+        return out.prefix(length).map { UInt8(bitPattern: $0) }
     }
 
-    @Test("the hand-written request decodes to the same request with JSONDecoder, for 5,000 random requests")
+    @Test("a token request the writer writes is read back as the same typed request, for 3,000 generated requests with awkward text")
     func roundTrip() throws {
-        var generator = SeededGenerator(seed: 20261129)
-        for _ in 0..<5000 {
-            let request = Self.randomRequest(&generator)
-            let bytes = request.jsonBytes()
-            let decoded = try JSONDecoder().decode(AgentRequest.self, from: Data(bytes))
-            #expect(decoded == request)
-            // The same object JSONEncoder makes: same keys, same values.
-            let mine = try JSONSerialization.jsonObject(with: Data(bytes)) as? NSDictionary
-            let theirs = try JSONSerialization.jsonObject(with: JSONEncoder().encode(request)) as? NSDictionary
-            #expect(mine != nil && mine == theirs)
+        var generator = SeededGenerator(seed: 20261206)
+        func pick<T>(_ values: [T]) -> T { values[Int(generator.next() % UInt64(values.count))] }
+        func maybe<T>(_ make: () -> T) -> T? { generator.next() % 3 == 0 ? nil : make() }
+        for _ in 0..<3000 {
+            let request = AgentTokenRequest(
+                profile: pick(Self.awkward) + pick(["", "-x", "\u{1}"]), environment: maybe { pick(Self.awkward) },
+                print: generator.next() % 2 == 0, format: maybe { pick(TokenFormat.allCases) },
+                action: pick([TokenAction.token, .exec]), fresh: generator.next() % 2 == 0,
+                minTTL: maybe { Int64(generator.next() % 40_000_000) }, timeoutMs: maybe { Int64(generator.next() % 700_000) },
+                connectTimeoutMs: maybe { Int64(generator.next() % 700_000) })
+            let proxies = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+            let set = proxies.filter { _ in generator.next() % 3 == 0 }
+            let values = Dictionary(uniqueKeysWithValues: set.map { ($0, pick(Self.awkward)) })
+            let variables = values.map { "\($0.key)=\($0.value)" } + ["UNRELATED=1", "VAULT_CA_BUNDLE=\(pick(["", "/nonexistent/ca.pem"]))"]
+            let bytes = try #require(Self.written(request, variables: variables))
+            #expect(String(validating: bytes, as: UTF8.self) != nil && !bytes.contains { $0 < 0x20 }, "escaped, valid UTF-8")
+            let read = try AgentRequest.read(bytes)
+            let bundle = variables.contains("VAULT_CA_BUNDLE=/nonexistent/ca.pem") ? "/nonexistent/ca.pem" : nil
+            #expect(read == AgentRequest(version: AgentProtocol.version,
+                                         operation: .token(request, network: AgentNetwork(caBundle: bundle, proxy: values))))
         }
     }
 
-    @Test("every field is written: a request with all of them set names every coding key")
-    func everyField() throws {
-        var request = AgentRequest(op: "token")
-        request.profile = "p"; request.environment = "e"; request.fresh = true; request.minTTL = 1; request.action = "token"
-        request.timeoutMs = 2; request.connectTimeoutMs = 3; request.caBundle = "/ca"; request.proxyEnvironment = ["HTTPS_PROXY": "x"]
-        request.clientID = "c"; request.username = "u"; request.grant = "password"; request.scope = "s"
-        request.clientSecret = "cs"; request.password = "pw"; request.verify = false; request.tokenURL = "https://t"
-        request.apiBase = "https://a"; request.clearAPIBase = true; request.fileDevice = 4; request.fileInode = 5
-        request.store = "pg"; request.member = "m"; request.recipient = "r"; request.reply = "bare"
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(request.jsonBytes())) as? [String: Any])
-        #expect(Set(object.keys) == Set(AgentRequest.CodingKeys.allCases.map(\.rawValue)))
-    }
-
-    @Test("control characters are escaped, never written raw; the output is valid UTF-8")
-    func escaping() throws {
-        var request = AgentRequest(op: "token")
-        request.profile = String((0..<32).map { Character(UnicodeScalar(UInt8($0))) }) + "\"\\\u{7F}é"
-        let bytes = request.jsonBytes()
-        #expect(!bytes.contains { $0 < 0x20 })
-        #expect(String(validating: bytes, as: UTF8.self) != nil)
-        #expect(try JSONDecoder().decode(AgentRequest.self, from: Data(bytes)).profile == request.profile)
-    }
-}
-
-/// The client reads everyday answers with a strict reader of its own
-/// (`AgentResponse.decodeEveryday`) and everything else with `JSONDecoder`: whatever the
-/// strict reader accepts must be exactly what `JSONDecoder` reads.
-@Suite("agent answers read without JSONDecoder")
-struct AgentResponseDecodingTests {
-    static func canonical(_ response: AgentResponse) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return try encoder.encode(response)
-    }
-
-    static func randomResponse(_ generator: inout SeededGenerator) -> AgentResponse {
-        func text() -> String { AgentProtocolTests.randomString(&generator) }
-        var response = AgentResponse(ok: generator.next() % 2 == 0)
-        switch generator.next() % 5 {
-        case 3:
-            let entries = (0..<Int(generator.next() % 3)).map { _ in
-                AgentResponse.FreshEntry(profile: text(), environment: generator.next() % 2 == 0 ? nil : text(),
-                                         expiresAt: generator.next() % 2 == 0 ? nil : Int64(bitPattern: generator.next()),
-                                         nextRefreshAt: Int64(bitPattern: generator.next()), refreshes: Int(generator.next() % 1000),
-                                         failures: Int(generator.next() % 7), lastError: generator.next() % 2 == 0 ? nil : text())
-            }
-            response.status = .init(pid: Int32(truncatingIfNeeded: generator.next()), vault: text(), vaultID: text(),
-                                    unlockedAt: Int64(bitPattern: generator.next()), expiresAt: Int64(bitPattern: generator.next()),
-                                    idleSeconds: Int64(generator.next() % 100_000), idleExpiresAt: Int64(bitPattern: generator.next()),
-                                    requests: Int64(generator.next() % 1_000_000), keepFresh: generator.next() % 3 == 0 ? nil : entries)
-        case 0:
-            response.token = .init(accessToken: text(), tokenType: text(), expiresAt: Int64(bitPattern: generator.next()),
-                                   expiresIn: Int64(bitPattern: generator.next()) % 100_000, environment: text(),
-                                   apiBase: generator.next() % 2 == 0 ? nil : text(), fromCache: generator.next() % 2 == 0)
-        case 1:
-            response.error = .init(exitCode: Int32(truncatingIfNeeded: generator.next()), message: text(), hint: generator.next() % 2 == 0 ? nil : text())
-        case 2:
-            response.message = text()
-        default:
-            break
+    @Test("the other operations, and what the writer refuses: a string that is not UTF-8, no profile, an unknown operation")
+    func operationsAndRefusals() throws {
+        let operations: [(Int32, AgentOperation)] = [(Int32(VAULT_AGENT_OP_STATUS), .status), (Int32(VAULT_AGENT_OP_LOCK), .lock),
+                                                      (Int32(VAULT_AGENT_OP_VERIFY), .verify), (Int32(VAULT_AGENT_OP_AUDIT_VERIFY), .auditVerify)]
+        for (op, expected) in operations {
+            let bytes = try #require(Self.written(nil, op: op, variables: ["HTTPS_PROXY=http://x:1"]))
+            #expect(try AgentRequest.read(bytes).operation == expected)
+            #expect(!String(decoding: bytes, as: UTF8.self).contains("proxy"), "the network settings go with token requests only")
         }
-        if generator.next() % 5 == 0 { response.ending = generator.next() % 2 == 0 }
-        if generator.next() % 5 == 0 { response.otherFile = generator.next() % 2 == 0 }
-        return response
+        #expect(Self.written(nil) == nil, "a token request needs a profile")
+        #expect(Self.written(nil, op: 0) == nil && Self.written(nil, op: 99) == nil)
+        // Bytes that are not UTF-8, as argv or the environment can hold them.
+        var c = vault_agent_request()
+        c.op = Int32(VAULT_AGENT_OP_TOKEN)
+        var out = [CChar](repeating: 0, count: 4096)
+        let bad: [CChar] = [0x70, CChar(bitPattern: 0xC3), 0x28, 0]
+        let length = bad.withUnsafeBufferPointer { profile in
+            c.profile = profile.baseAddress
+            return vault_agent_write_request(&c, nil, &out, out.count)
+        }
+        #expect(length == -1, "invalid UTF-8 is refused, never sent")
+        // Too small a buffer: refused, not cut.
+        c.op = Int32(VAULT_AGENT_OP_STATUS)
+        #expect(vault_agent_write_request(&c, nil, &out, 10) == -1)
     }
 
-    @Test("5,000 answers as the agent writes them: read the same as JSONDecoder reads them")
-    func sameAsJSONDecoder() throws {
-        var generator = SeededGenerator(seed: 7_2026_1129)
-        for _ in 0..<5000 {
-            let response = Self.randomResponse(&generator)
-            let bytes = try JSONEncoder().encode(response)
-            let fast = try #require(AgentResponse.decodeEveryday([UInt8](bytes)), "an everyday answer must be read: \(String(decoding: bytes, as: UTF8.self))")
-            let slow = try JSONDecoder().decode(AgentResponse.self, from: bytes)
-            #expect(try Self.canonical(fast) == Self.canonical(slow))
-        }
-    }
-
-    @Test("mutated, truncated and spliced answers: whatever the strict reader accepts, JSONDecoder reads identically")
-    func mutatedAnswers() throws {
-        var generator = SeededGenerator(seed: 11_2026_1129)
-        let alphabet = Array(#"{}[]":,\ -+.0123456789eEtrufalsn"'/bfnrtu"#.utf8) + [0x00, 0x1F, 0x7F, 0xC3, 0xA9, 0xED, 0xA0, 0x80, 0xFF]
-        var accepted = 0
-        for round in 0..<20_000 {
-            var bytes = [UInt8](try JSONEncoder().encode(Self.randomResponse(&generator)))
-            switch round % 4 {
-            case 0: // flip or replace a byte
-                let at = Int(generator.next() % UInt64(bytes.count))
-                bytes[at] = generator.next() % 2 == 0 ? bytes[at] ^ UInt8(1 << (generator.next() % 8)) : alphabet[Int(generator.next() % UInt64(alphabet.count))]
-            case 1: // truncate
-                bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count))))
-            case 2: // insert a byte
-                bytes.insert(alphabet[Int(generator.next() % UInt64(alphabet.count))], at: Int(generator.next() % UInt64(bytes.count + 1)))
-            default: // a known key's value replaced by another JSON value
-                let replacements = [#""version":1.0"#, #""version":-0"#, #""ok":1"#, #""ok":null"#, #""version":1,"version":1"#, #""token":[]"#,
-                                    #""version":1e0"#, #""version":"1""#, #""message":"\ud800""#, #""message":"\ud83d\ude00""#, #""message":"a\u0000b""#]
-                let text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: #""version":1"#, with: replacements[Int(generator.next() % UInt64(replacements.count))])
-                bytes = Array(text.utf8)
-            }
-            guard let fast = AgentResponse.decodeEveryday(bytes) else { continue }
-            accepted += 1
-            let slow = try JSONDecoder().decode(AgentResponse.self, from: Data(bytes))
-            #expect(try Self.canonical(fast) == Self.canonical(slow), "read differently: \(String(decoding: bytes, as: UTF8.self))")
-        }
-        #expect(accepted > 1000, "the mutations left enough valid answers to compare (\(accepted))")
-    }
-
-    @Test("the strict reader refuses what RFC 8259 refuses, and hands other answers to JSONDecoder")
-    func refusals() throws {
-        for text in [#"{"version":1,"ok":true,}"#, #"{"version":01,"ok":true}"#, #"{"version":1,"ok":true} x"#, "{\"version\":1,\"ok\":true,\"message\":\"a\nb\"}",
-                     #"{"version":1,"ok":tru}"#, #"{'version':1,"ok":true}"#, #"{"version":1,"ok":true,"message":"\x"}"#, #"{"version":+1,"ok":true}"#,
-                     #"{"version":1,"ok":true,"message":"\udc00"}"#, #"{"version":1,"ok":true,"status":{"pid":1}}"#, #"{"ok":true}"#,
-                     #"{"version":1,"ok":true,"audit":{"records_checked":1}}"#,
-                     #"{"version":1,"ok":true,"token":{"access_token":"t"}}"#, #"{"version":1,"ok":true,"extra":1}"#,
-                     String(repeating: "[", count: 40) + String(repeating: "]", count: 40)] {
-            #expect(AgentResponse.decodeEveryday(Array(text.utf8)) == nil, "\(text)")
-        }
-        let token = try #require(AgentResponse.decodeEveryday(Array(#" {"version":1,"ok":true,"token":{"access_token":"a\/b\u00e9\ud83d\ude00","token_type":"Bearer","expires_at":9,"expires_in":3,"environment":"eu","api_base":null,"from_cache":false}} "#.utf8)))
-        #expect(token.token?.accessToken == "a/bé😀" && token.token?.apiBase == nil && token.token?.fromCache == false)
-        // Numbers: as written, integers only where an integer is expected.
-        for (text, number) in [("0", "0"), ("-0", "-0"), ("-2.5e+3", "-2.5e+3"), ("0.0", "0.0"), (" 12 ", "12")] {
-            var reader = StrictJSON.Reader(bytes: Array(text.utf8))
-            #expect(try reader.number() == number)
-        }
-        for text in ["01", "+1", "1.", ".5", "1e", "-", "1.5", "1e2", "9223372036854775808"] {
-            #expect(throws: StrictJSON.Malformed.self, "\(text)") {
-                var reader = StrictJSON.Reader(bytes: Array(text.utf8))
-                _ = try reader.int64()
-                try reader.finish()
+    @Test("the reader: each refusal names what is wrong; unknown fields are ignored")
+    func readerRules() throws {
+        func refusal(_ text: String) -> String? {
+            do {
+                _ = try AgentRequest.read(Array(text.utf8))
+                return nil
+            } catch {
+                #expect(error.exitCode == 64)
+                return error.message
             }
         }
-    }
-}
-
-/// The agent reads requests with the same strict reader (`AgentRequest.decodeStrict`) and
-/// writes token, error and message answers without `JSONEncoder`
-/// (`AgentResponse.everydayJSONBytes`): what the reader accepts must be what
-/// `JSONDecoder` reads, and what the writer writes must read back the same.
-@Suite("agent requests and answers without Foundation's coders")
-struct AgentRequestReadingTests {
-    @Test("5,000 requests as clients write them (by hand and by JSONEncoder): read the same as JSONDecoder reads them")
-    func sameAsJSONDecoder() throws {
-        var generator = SeededGenerator(seed: 3_2026_1129)
-        for round in 0..<5000 {
-            let request = AgentProtocolTests.randomRequest(&generator)
-            let bytes = round % 2 == 0 ? request.jsonBytes() : [UInt8](try JSONEncoder().encode(request))
-            let fast = try #require(AgentRequest.decodeStrict(bytes), "a request must be read: \(String(decoding: bytes, as: UTF8.self))")
-            #expect(fast == request)
-            #expect(fast == (try JSONDecoder().decode(AgentRequest.self, from: Data(bytes))))
+        let cases: [(String, String)] = [
+            (#"{"version":1,"op":"status"}"#, "version 1 is not supported"),
+            (#"{"version":2,"op":"env-add","environment":"evil","token_url":"http://127.0.0.1:9/t"}"#, "unknown agent operation 'env-add'"),
+            (#"{"version":2,"op":"member-add"}"#, "unknown agent operation 'member-add'"),
+            (#"{"version":2,"op":"add","client_secret":"eA=="}"#, "unknown agent operation 'add'"),
+            (#"{"version":2,"op":"token","token":{"profile":"p"}}"#, "needs its token and network fields"),
+            (#"{"version":2,"op":"token","token":{"profile":"p","format":"xml"},"network":{"proxy":{}}}"#, "unknown token format 'xml'"),
+            (#"{"version":2,"op":"token","token":{"profile":"p","action":"refresh"},"network":{"proxy":{}}}"#, "unknown token action 'refresh'"),
+            (#"{"version":2,"op":"token","token":{"profile":"p","min_ttl":1.5},"network":{"proxy":{}}}"#, "not a valid agent protocol message"),
+            (#"{"version":2,"op":"status"} trailing"#, "not a valid agent protocol message"),
+            ("not json", "not a valid agent protocol message"),
+            ("", "not a valid agent protocol message"),
+        ]
+        for (text, expected) in cases {
+            let message = refusal(text)
+            #expect(message?.contains(expected) == true, "\(text): \(message ?? "accepted")")
         }
+        let lenient = try AgentRequest.read(Array(#"{"version":2,"op":"status","from_the_future":[1,{"x":null}]}"#.utf8))
+        #expect(lenient.operation == .status)
     }
 
-    @Test("mutated, truncated and spliced requests: whatever the strict reader accepts, JSONDecoder reads identically")
-    func mutatedRequests() throws {
-        var generator = SeededGenerator(seed: 5_2026_1129)
-        let alphabet = Array(#"{}[]":,\ -+.0123456789eEtrufalsn"'/bfnrtu"#.utf8) + [0x00, 0x1F, 0x7F, 0xC3, 0xA9, 0xED, 0xA0, 0x80, 0xFF]
-        var accepted = 0
-        for round in 0..<20_000 {
-            var bytes = AgentProtocolTests.randomRequest(&generator).jsonBytes()
-            switch round % 4 {
-            case 0:
-                let at = Int(generator.next() % UInt64(bytes.count))
-                bytes[at] = generator.next() % 2 == 0 ? bytes[at] ^ UInt8(1 << (generator.next() % 8)) : alphabet[Int(generator.next() % UInt64(alphabet.count))]
-            case 1:
-                bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count))))
-            case 2:
-                bytes.insert(alphabet[Int(generator.next() % UInt64(alphabet.count))], at: Int(generator.next() % UInt64(bytes.count + 1)))
-            default:
-                let replacements = [#""version":1.0,"#, #""version":"1","#, #""version":null,"#, #""version":1,"version":2,"#, #""version":1,"extra":[1],"#,
-                                    #""version":1,"fresh":0,"#, #""version":1,"file_dev":-1,"#, #""version":1,"file_ino":1e3,"#,
-                                    #""version":1,"proxy_environment":{"a":1},"#, #""version":1,"proxy_environment":{"a":"1","a":"2"},"#,
-                                    #""version":1,"min_ttl":9223372036854775808,"#, #""version":1,"profile":"\ud800","#]
-                let text = String(decoding: bytes, as: UTF8.self)
-                guard let range = text.range(of: #"^\{"version":-?[0-9]+,"#, options: .regularExpression) else { continue }
-                bytes = Array(text.replacingCharacters(in: range, with: "{" + replacements[Int(generator.next() % UInt64(replacements.count))]).utf8)
+    @Test("answers: every kind is read back as written; an unknown kind or another version is no answer")
+    func answers() throws {
+        let status = AgentAnswer.Status(pid: 7, vault: "/v.db", unlockedAt: 1, expiresAt: 2, idleSeconds: 3, idleExpiresAt: 4, requests: 5,
+                                        network: AgentNetwork(caBundle: "/ca", proxy: ["NO_PROXY": "*"]),
+                                        keepFresh: [.init(profile: "p", environment: nil, expiresAt: 9, nextRefreshAt: 8, refreshes: 1,
+                                                          failures: 0, lastError: nil)])
+        let token = AgentAnswer.Token(accessToken: "abc.DEF_~+/=", tokenType: "Bearer", expiresAt: 9, expiresIn: 3, environment: "eu",
+                                      apiBase: "https://eu.platform.go.gbgplc.com/v2/captain/", fromCache: true)
+        var report = FullVerification()
+        report.problems = ["one \"problem\"\n"]
+        let answers: [AgentAnswer] = [
+            .output(SecureBytes(copying: Array("Authorization: Bearer x\n".utf8))), .token(token), .status(status), .verification(report),
+            .audit(.init(recordsChecked: 3, failureSeq: 2, failureReason: "bad")),
+            .failure(.init(.notFound("no profile named 'x'"))), .failure(.init(.failure("ending"), ending: true)),
+        ]
+        for answer in answers {
+            let read = try #require(AgentAnswer.read(answer.frame()))
+            switch (answer, read) {
+            case (.output(let a), .output(let b)): #expect(a.constantTimeEquals(b))
+            case (.token(let a), .token(let b)): #expect(a.accessToken == b.accessToken && a.apiBase == b.apiBase && a.fromCache == b.fromCache)
+            case (.status(let a), .status(let b)): #expect(a.pid == b.pid && a.network == b.network && b.keepFresh.count == 1)
+            case (.verification(let a), .verification(let b)): #expect(a.problems == b.problems)
+            case (.audit(let a), .audit(let b)): #expect(a.failureSeq == b.failureSeq && a.failureReason == b.failureReason)
+            case (.failure(let a), .failure(let b)): #expect(a == b)
+            default: Issue.record("\(answer) was read as \(read)")
             }
-            guard let fast = AgentRequest.decodeStrict(bytes) else { continue }
-            accepted += 1
-            #expect(fast == (try JSONDecoder().decode(AgentRequest.self, from: Data(bytes))), "read differently: \(String(decoding: bytes, as: UTF8.self))")
         }
-        #expect(accepted > 1000, "the mutations left enough valid requests to compare (\(accepted))")
+        #expect(AgentAnswer.read([]) == nil)
+        #expect(AgentAnswer.read(Array(#"{"version":2,"ok":true}"#.utf8)) == nil, "no kind byte")
+        #expect(AgentAnswer.read([UInt8(ascii: "J")] + Array(#"{"version":1,"ok":false,"error":{"exit_code":1,"message":"x"}}"#.utf8)) == nil)
+        #expect(AgentAnswer.read([UInt8(ascii: "J")] + Array(#"{"version":2,"ok":true}"#.utf8)) == nil, "ok, but nothing in it")
     }
 
-    @Test("a key this version does not know, a repeated key or a wrong type: left to JSONDecoder")
-    func refusals() {
-        for text in [#"{"version":1,"op":"token","newer":true}"#, #"{"version":1,"op":"token","op":"lock"}"#, #"{"version":1,"op":"token","fresh":"yes"}"#,
-                     #"{"version":1,"op":"token","min_ttl":1.5}"#, #"{"version":1}"#, #"{"op":"token"}"#, #"[{"version":1,"op":"token"}]"#,
-                     #"{"version":1,"op":"token"} {}"#, #"{"version":1,"op":"token","file_dev":-1}"#] {
-            #expect(AgentRequest.decodeStrict(Array(text.utf8)) == nil, "\(text)")
+    @Test("where: the agent directory, the default vault, the socket names and the URL link follow one rule each")
+    func location() throws {
+        func name(_ variables: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>, UnsafeMutablePointer<CChar>, Int) -> Int32) -> String? {
+            var out = [CChar](repeating: 0, count: 4096)
+            let ok = Self.withEnvironment(variables) { body($0, &out, out.count) }
+            return ok == 1 ? String(cString: out) : nil
         }
-        #expect(AgentRequest.decodeStrict(Array(#" {"version":1,"op":"token","profile":null,"proxy_environment":{}} "#.utf8)) == {
-            var request = AgentRequest(op: "token")
-            request.proxyEnvironment = [:]
-            return request
-        }())
+        let directory = { (variables: [String]) in name(variables) { vault_agent_directory($0, $1, $2) } }
+        #expect(directory(["XDG_RUNTIME_DIR=/run/user/5"]) == "/run/user/5/gbg-vault")
+        #expect(directory(["XDG_RUNTIME_DIR=/run/user/5//"]) == "/run/user/5/gbg-vault")
+        #expect(directory(["XDG_RUNTIME_DIR=/"]) == "/gbg-vault")
+        #expect(directory(["XDG_RUNTIME_DIR=relative"]) == "/tmp/gbg-vault-\(geteuid())", "a relative directory is not used")
+        #expect(directory(["XDG_RUNTIME_DIR="]) == "/tmp/gbg-vault-\(geteuid())")
+        #expect(directory([]) == "/tmp/gbg-vault-\(geteuid())")
+        let vaultPath = { (variables: [String]) in name(variables) { vault_default_vault_path($0, $1, $2) } }
+        #expect(vaultPath(["VAULT_PATH=/v.db", "HOME=/h"]) == "/v.db")
+        #expect(vaultPath(["VAULT_PATH=", "XDG_DATA_HOME=/d", "HOME=/h"]) == "/d/gbg-vault/vault.db")
+        #expect(vaultPath(["HOME=/h"]) == "/h/.local/share/gbg-vault/vault.db")
+        #expect(vaultPath([])?.hasSuffix("/.local/share/gbg-vault/vault.db") == true, "without HOME, the password database's home")
+        let file = name(["XDG_RUNTIME_DIR=/r"]) { vault_agent_socket_for_file(2049, 77, $0, $1, $2) }
+        #expect(file == "/r/gbg-vault/agent-file-2049-77.sock")
+        let store = name(["XDG_RUNTIME_DIR=/r"]) { vault_agent_socket_for_store("postgres://u@h:5432/d?schema=s", $0, $1, $2) }
+        let digest = Sodium.blake2b(Array("postgres://u@h:5432/d?schema=s".utf8), length: 16).hexString
+        #expect(store == "/r/gbg-vault/agent-pg-\(digest).sock")
+        // The URL link: the URL as given and the variables its meaning depends on.
+        let url = "postgres://h/d?schema=s"
+        let link = { (variables: [String]) in name(["XDG_RUNTIME_DIR=/r"] + variables) { vault_agent_url_link(url, $0, $1, $2) } }
+        let plain = try #require(link([]))
+        #expect(plain == "/r/gbg-vault/agent-url-" + Sodium.blake2b(Array("\(url)\n\n".utf8), length: 16).hexString)
+        #expect(link(["PGUSER=alice"]) != plain && link(["PGPORT=5433"]) != plain && link(["PGUSER=alice"]) != link(["PGPORT=alice"]))
+        #expect(link(["PGHOST=elsewhere", "PGPASSWORD=x"]) == plain)
     }
 
-    @Test("5,000 token, error and message answers written by hand: JSONDecoder reads back exactly the answer")
-    func writtenAnswers() throws {
-        var generator = SeededGenerator(seed: 13_2026_1129)
-        var written = 0
-        for _ in 0..<5000 {
-            let response = AgentResponseDecodingTests.randomResponse(&generator)
-            guard let bytes = response.everydayJSONBytes() else {
-                #expect(response.status != nil, "only a status is left to JSONEncoder among these")
-                continue
-            }
-            written += 1
-            #expect(String(validating: bytes, as: UTF8.self) != nil && !bytes.contains { $0 < 0x20 })
-            let read = try JSONDecoder().decode(AgentResponse.self, from: Data(bytes))
-            #expect(try AgentResponseDecodingTests.canonical(read) == AgentResponseDecodingTests.canonical(response))
-            let everyday = try #require(AgentResponse.decodeEveryday(bytes))
-            #expect(try AgentResponseDecodingTests.canonical(everyday) == AgentResponseDecodingTests.canonical(response))
+    @Test("locate: a file by its device and inode, a URL only through a link of the exact shape; the directory check")
+    func locateAndDirectory() throws {
+        var template = Array("/tmp/gv-loc-XXXXXX".utf8CString)
+        let root = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runtime = ["XDG_RUNTIME_DIR=\(root)"]
+        func locate(_ vault: String, _ variables: [String] = []) -> String? {
+            var out = [CChar](repeating: 0, count: 4096)
+            let found = Self.withEnvironment(runtime + variables) { vault_agent_locate(vault, $0, &out, out.count) }
+            return found == 1 ? String(cString: out) : nil
         }
-        #expect(written > 3000)
+        let vault = root + "/v.db"
+        #expect(FileManager.default.createFile(atPath: vault, contents: Data()))
+        var info = stat()
+        #expect(stat(vault, &info) == 0)
+        #expect(locate(vault) == "\(root)/gbg-vault/agent-file-\(info.st_dev)-\(info.st_ino).sock")
+        #expect(locate(root) == nil, "a directory is not a vault")
+        #expect(locate(root + "/missing.db") == nil)
+        #expect(mkdir(root + "/gbg-vault", 0o700) == 0)
+        let url = "postgres://u@h/d"
+        #expect(locate(url) == nil, "no link")
+        var out = [CChar](repeating: 0, count: 4096)
+        #expect(Self.withEnvironment(runtime) { vault_agent_url_link(url, $0, &out, out.count) } == 1)
+        let link = String(cString: out)
+        let socketName = "agent-pg-" + String(repeating: "0a", count: 16) + ".sock"
+        for (target, expected) in [(socketName, "\(root)/gbg-vault/\(socketName)"), ("../" + socketName, nil), ("agent-pg-XX.sock", nil),
+                                   ("agent-file-1-2.sock", nil), (socketName + "x", nil)] {
+            unlink(link)
+            #expect(symlink(target, link) == 0)
+            #expect(locate(url) == expected, "\(target)")
+        }
+        #expect(locate(url, ["PGUSER=someone"]) == nil, "another PGUSER: another link")
+
+        let dir = root + "/checked"
+        #expect(vault_agent_check_directory(dir, 0) == Int32(VAULT_DIRECTORY_MISSING))
+        #expect(vault_agent_check_directory(dir, 1) == Int32(VAULT_DIRECTORY_OK))
+        chmod(dir, 0o750)
+        #expect(vault_agent_check_directory(dir, 1) == Int32(VAULT_DIRECTORY_OPEN_MODE))
+        chmod(dir, 0o700)
+        let linked = root + "/linked"
+        #expect(symlink(dir, linked) == 0)
+        #expect(vault_agent_check_directory(linked, 1) == Int32(VAULT_DIRECTORY_NOT_A_DIRECTORY), "a symbolic link is never followed")
+        #expect(vault_agent_check_directory(vault, 0) == Int32(VAULT_DIRECTORY_NOT_A_DIRECTORY))
+        #expect(vault_agent_check_directory(root + "/no/such/parent", 1) == Int32(VAULT_DIRECTORY_CANNOT_CREATE), "no parent is made")
+        if geteuid() == 0 {
+            chown(dir, 65534, 65534)
+            #expect(vault_agent_check_directory(dir, 0) == Int32(VAULT_DIRECTORY_NOT_OWNED))
+        }
     }
 }

@@ -16,7 +16,7 @@ rng = random.Random(seed)
 def frame(obj_bytes):
     return struct.pack(">I", len(obj_bytes)) + obj_bytes
 
-STATUS = frame(json.dumps({"version": 1, "op": "status"}).encode())
+STATUS = frame(json.dumps({"version": 2, "op": "status"}).encode())
 
 def exchange(payload, timeout=3.0, slow=False):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -50,10 +50,15 @@ def alive():
     if not answer or len(answer) < 4:
         return False
     n = struct.unpack(">I", answer[:4])[0]
-    return json.loads(answer[4:4 + n]).get("ok") is True
+    return answer[4:5] == b"J" and json.loads(answer[5:4 + n]).get("ok") is True
 
 def case(i):
-    base = json.dumps({"version": 1, "op": rng.choice(["status", "token", "lock-not", "x"]), "profile": "p" * rng.randint(0, 50)}).encode()
+    op = rng.choice(["status", "token", "lock-not", "x", "env-add", "add", "member-add"])
+    body = {"version": 2, "op": op}
+    if op == "token":
+        body["token"] = {"profile": "p" * rng.randint(0, 50), "print": rng.choice([True, False])}
+        body["network"] = {"proxy": {"HTTPS_PROXY": "http://127.0.0.1:9"} if rng.random() < 0.5 else {}}
+    base = json.dumps(body).encode()
     kind = rng.randrange(9)
     if kind == 0:   # bit flips in a valid frame (never the lock operation)
         data = bytearray(frame(base))
@@ -70,11 +75,11 @@ def case(i):
     if kind == 4:   # garbage
         return bytes(rng.randrange(256) for _ in range(rng.randint(1, 300))), "garbage"
     if kind == 5:   # valid frame, broken JSON
-        return frame(b'{"version": 1, "op": ' + bytes(rng.randrange(256) for _ in range(20))), "bad-json"
+        return frame(b'{"version": 2, "op": ' + bytes(rng.randrange(256) for _ in range(20))), "bad-json"
     if kind == 6:   # wrong version
-        return frame(json.dumps({"version": rng.randint(2, 99), "op": "status"}).encode()), "version"
+        return frame(json.dumps({"version": rng.choice([0, 1, 3, 99]), "op": "status"}).encode()), "version"
     if kind == 7:   # oversized body
-        body = b'{"version":1,"op":"status","profile":"' + b"a" * 70000 + b'"}'
+        body = b'{"version":2,"op":"status","profile":"' + b"a" * 70000 + b'"}'
         return frame(body), "oversized"
     return frame(base) + frame(base), "two-frames"
 
@@ -103,7 +108,30 @@ except socket.timeout:
     closed_by_agent = False
 stall_seconds = round(time.time() - stall_started, 1)
 staller.close()
+# A trickling writer: one byte of a valid frame every second, so the connection is never
+# idle for long; the request must arrive whole within 5 s of the accept, or it is closed.
+trickler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+trickler.settimeout(1.0)
+trickler.connect(path)
+trickle_started = time.time()
+trickle_closed = False
+for byte in STATUS[:-1]:
+    try:
+        trickler.send(bytes([byte]))
+        if trickler.recv(10) == b"":
+            trickle_closed = True
+            break
+    except socket.timeout:
+        pass
+    except OSError:
+        trickle_closed = True
+        break
+    if time.time() - trickle_started > 12:
+        break
+trickle_seconds = round(time.time() - trickle_started, 1)
+trickler.close()
 ok = alive()
 print(json.dumps({"alive": ok, "cases": counts, "slow_writer_answered": bool(slow),
-                  "stall_closed_by_agent": closed_by_agent, "stall_closed_after_s": stall_seconds}))
-sys.exit(0 if ok and closed_by_agent else 1)
+                  "stall_closed_by_agent": closed_by_agent, "stall_closed_after_s": stall_seconds,
+                  "trickle_closed_by_agent": trickle_closed, "trickle_closed_after_s": trickle_seconds}))
+sys.exit(0 if ok and closed_by_agent and trickle_closed and trickle_seconds <= 7 else 1)

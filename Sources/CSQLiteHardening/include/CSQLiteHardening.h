@@ -16,23 +16,6 @@ int gbgv_sqlite_exec_static(sqlite3 *db, const char *sql);
 /* sqlite3_errmsg of `db`. */
 const char *gbgv_sqlite_errmsg(sqlite3 *db);
 
-/* sqlite3_busy_timeout of `db` (0 turns the busy handler off); returns the result code. */
-int gbgv_busy_timeout(sqlite3 *db, int milliseconds);
-
-/* Results of gbgv_read_vault_id. */
-enum {
-    GBGV_LOOKUP_OK = 0,
-    GBGV_LOOKUP_CANNOT_OPEN = 1,
-    GBGV_LOOKUP_NOT_A_VAULT = 2,
-    GBGV_LOOKUP_NO_HEADER = 3,
-};
-
-/* The least work that finds a vault's agent (sessions' fast client path): opens `path`
-   read-only (no symbolic link followed, defensive, schema not trusted), checks the
-   application id and copies the `capacity`-byte vault id of the header row to `out`.
-   Static SQL only; nothing is written. */
-int gbgv_read_vault_id(const char *path, int application_id, unsigned char *out, int capacity);
-
 /* A lean read-only connection for the metadata commands (VaultCore's LeanReader):
    the SQLite C API without GRDB's per-connection set-up, which cost `vault audit` and
    `vault list` more than their queries. Thin wrappers, because sqlite3.h itself belongs

@@ -11,8 +11,8 @@ import Glibc
 /// through argv or the environment; it reports "ok" or its error on descriptor 4.
 public enum AgentLauncher {
     /// Environment variables the agent must not inherit.
-    static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET", "GBG_PASSWORD",
-                                        "VAULT_IDENTITY_PASSPHRASE"]
+    static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_PASSPHRASE_FILE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET",
+                                        "GBG_PASSWORD", "VAULT_IDENTITY_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE_FILE"]
 
     /// Starts the agent of `vault`, opened at `vaultPath`, for `lifetime` seconds; `cacert`
     /// (absolute) is read by the agent once, for every exchange.

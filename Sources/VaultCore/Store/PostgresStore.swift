@@ -443,34 +443,34 @@ final class PostgresStore: @unchecked Sendable {
 
     /// The whole schema check in the transaction of `db`; the migrations applied.
     private func verifySchema(_ db: StoreDB) throws -> [String] {
-            let exists = try Int64.fetchOne(db, sql: "SELECT count(*) FROM pg_namespace WHERE nspname = ?", arguments: [location.schema]) ?? 0
-            let hasTable = try Int64.fetchOne(db, sql: """
-                SELECT count(*) FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
-                WHERE s.nspname = ? AND c.relname = ?
-                """, arguments: [location.schema, Self.migrationsTable]) ?? 0
-            guard exists > 0, hasTable > 0 else {
-                throw VaultError.notFound("no vault at \(location.display)")
-            }
-            let applied = try String.fetchAll(db, sql: "SELECT identifier FROM \(Self.migrationsTable) ORDER BY identifier")
-            let known = Self.knownMigrations
-            guard !applied.isEmpty else { throw VaultError.notFound("no vault at \(location.display)") }
-            if let unknown = applied.first(where: { !known.contains($0) }) {
-                throw VaultError.newerVersion("this vault was written by a newer version of gbg-vault (its schema has migration '\(unknown.sanitisedForDisplay(limit: 60))', which this build does not know)")
-            }
-            guard applied == Array(known.prefix(applied.count)) else {
-                throw VaultError.integrity("the vault's recorded migrations are not a prefix of this build's")
-            }
-            let expected = embeddedPostgresSchemas[applied.last!] ?? []
-            let actual = try Self.schemaEntries(db, schema: location.schema)
-            guard actual == expected else {
-                let extra = Set(actual).subtracting(expected).sorted()
-                let missing = Set(expected).subtracting(actual).sorted()
-                var parts: [String] = []
-                if !extra.isEmpty { parts.append("unexpected or altered: " + extra.joined(separator: ", ")) }
-                if !missing.isEmpty { parts.append("missing or altered: " + missing.joined(separator: ", ")) }
-                throw VaultError.integrity("the vault's database schema is not the one gbg-vault creates (\(parts.joined(separator: "; ").sanitisedForDisplay(limit: 400)))")
-            }
-            return applied
+        let exists = try Int64.fetchOne(db, sql: "SELECT count(*) FROM pg_namespace WHERE nspname = ?", arguments: [location.schema]) ?? 0
+        let hasTable = try Int64.fetchOne(db, sql: """
+            SELECT count(*) FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            WHERE s.nspname = ? AND c.relname = ?
+            """, arguments: [location.schema, Self.migrationsTable]) ?? 0
+        guard exists > 0, hasTable > 0 else {
+            throw VaultError.notFound("no vault at \(location.display)")
+        }
+        let applied = try String.fetchAll(db, sql: "SELECT identifier FROM \(Self.migrationsTable) ORDER BY identifier")
+        let known = Self.knownMigrations
+        guard !applied.isEmpty else { throw VaultError.notFound("no vault at \(location.display)") }
+        if let unknown = applied.first(where: { !known.contains($0) }) {
+            throw VaultError.newerVersion("this vault was written by a newer version of gbg-vault (its schema has migration '\(unknown.sanitisedForDisplay(limit: 60))', which this build does not know)")
+        }
+        guard applied == Array(known.prefix(applied.count)) else {
+            throw VaultError.integrity("the vault's recorded migrations are not a prefix of this build's")
+        }
+        let expected = embeddedPostgresSchemas[applied.last!] ?? []
+        let actual = try Self.schemaEntries(db, schema: location.schema)
+        guard actual == expected else {
+            let extra = Set(actual).subtracting(expected).sorted()
+            let missing = Set(expected).subtracting(actual).sorted()
+            var parts: [String] = []
+            if !extra.isEmpty { parts.append("unexpected or altered: " + extra.joined(separator: ", ")) }
+            if !missing.isEmpty { parts.append("missing or altered: " + missing.joined(separator: ", ")) }
+            throw VaultError.integrity("the vault's database schema is not the one gbg-vault creates (\(parts.joined(separator: "; ").sanitisedForDisplay(limit: 400)))")
+        }
+        return applied
     }
 
     /// What the catalogs hold about the vault's schema, as one digest: every catalog row

@@ -268,25 +268,6 @@ public final class VaultDatabase: Sendable {
         try open(at: path, readOnly: true)
     }
 
-    /// The vault id and file identity of the vault at `path`, the least work that finds
-    /// its agent: one read-only connection, the application id, one column of the header.
-    /// The schema is not checked here: the agent serves only the file it opened and
-    /// checked itself, and the client sends this file's identity for it to compare.
-    public static func agentLookup(at path: String) throws(VaultError) -> (vaultID: [UInt8], dev: UInt64, ino: UInt64) {
-        let info = try existingVaultFile(path)
-        // The SQLite C API directly (CSQLiteHardening): a GRDB queue would start and
-        // dispose of a dispatch queue, which costs this path a worker thread.
-        var vaultID = [UInt8](repeating: 0, count: VaultHeader.vaultIDBytes)
-        let result = gbgv_read_vault_id(path, Labels.applicationID, &vaultID, Int32(vaultID.count))
-        switch Int(result) {
-        case Int(GBGV_LOOKUP_OK): break
-        case Int(GBGV_LOOKUP_NOT_A_VAULT): throw .integrity("\(path) is not a gbg-vault vault")
-        case Int(GBGV_LOOKUP_NO_HEADER): throw .integrity("the vault header is missing")
-        default: throw .failure("cannot open \(path)")
-        }
-        return (vaultID, UInt64(info.st_dev), UInt64(info.st_ino))
-    }
-
     /// The `stat` of `path`, which must be an existing regular file (exit 6 when missing).
     private static func existingVaultFile(_ path: String) throws(VaultError) -> stat {
         var info = stat()

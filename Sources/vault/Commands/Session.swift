@@ -100,6 +100,8 @@ extension VaultCLI {
             let path = options.resolvedPath
             let vault = try options.open()
             let network = try AgentNetwork.current(cacert: cacert)
+            // The directory the agent will use, checked before the passphrase is asked for.
+            try AgentProtocol.preparePrivateDirectory(AgentProtocol.directory())
             var running: AgentAnswer.Status?
             if let client = AgentSession.client(vaultPath: path, noAgent: false),
                case .status(let status) = try AgentSession.accepted(client.call(.status)) {
