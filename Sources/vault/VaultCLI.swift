@@ -159,10 +159,15 @@ struct NetworkOptions: ParsableArguments {
         }
     }
 
-    var exchange: TokenExchange {
+    /// The exchange with this process's network settings, collected by the same rule as
+    /// the agent's (``AgentNetwork/current(cacert:)``: `--cacert` else `VAULT_CA_BUNDLE`, and
+    /// the proxy variables that are set).
+    func exchange() throws(VaultError) -> TokenExchange {
+        let network = try AgentNetwork.current(cacert: cacert)
         let options = TransportOptions(
-            caBundlePath: cacert ?? LocalEnvironment.value("VAULT_CA_BUNDLE"),
-            connectTimeout: .milliseconds(connectTimeoutMs ?? Int64(TransportOptions.defaultConnectTimeoutSeconds) * 1000))
+            caBundlePath: network.caBundle,
+            connectTimeout: .milliseconds(connectTimeoutMs ?? Int64(TransportOptions.defaultConnectTimeoutSeconds) * 1000),
+            environment: network.proxy)
         return TokenExchange(transport: AsyncHTTPTransport(options: options),
                              timeout: .milliseconds(timeoutMs ?? Int64(TokenOptions.defaultTimeoutSeconds) * 1000))
     }

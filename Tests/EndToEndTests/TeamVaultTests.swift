@@ -399,6 +399,34 @@ struct TeamVaultTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a team agent's URL link: made for the unlock's URL, removed with a killed agent's socket by the next client")
+    func urlLink() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture(postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        var template = Array("/tmp/gv-run-XXXXXX".utf8CString)
+        let runtime = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: runtime) }
+        #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+        let directory = runtime + "/gbg-vault"
+        let entries = try FileManager.default.contentsOfDirectory(atPath: directory)
+        let link = try #require(entries.first { $0.hasPrefix("agent-url-") })
+        let socket = try #require(entries.first { $0.hasPrefix("agent-pg-") && $0.hasSuffix(".sock") })
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + link) == socket)
+        let status = try JSONSerialization.jsonObject(with: vault.run(["status", "--json"], env: ["XDG_RUNTIME_DIR": runtime]).stdout) as? [String: Any]
+        let pid = try #require(status?["pid"] as? Int)
+        kill(pid_t(pid), SIGKILL)
+        usleep(300_000)
+        #expect(FileManager.default.fileExists(atPath: directory + "/" + socket), "SIGKILL leaves the socket")
+        let fallback = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], expectTokenOnStdout: true)
+        #expect(fallback.status == 0 && fallback.stderrText.contains("stale socket was removed"), "\(fallback.stderrText)")
+        LeakScanner.shared.register(token: fallback.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "the socket and its link are gone")
+        expectNoLeaks(vault)
+    }
+
     /// TLS: verify-full against a server whose certificate a test CA signed.
     @Test("TLS: verify-full with the CA works; without it, or under another name, the connection is refused")
     func tls() throws {

@@ -64,14 +64,14 @@ public struct TransportOptions: Sendable {
     public var connectTimeout: Duration
     /// The responses' size cap.
     public var maxResponseBytes: Int
-    /// The process environment, for `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`.
+    /// The proxy variables (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, …; ``AgentNetwork/proxy``).
     public var environment: [String: String]
 
     /// `--connect-timeout`'s default, in seconds.
     public static let defaultConnectTimeoutSeconds = 10
 
     public init(caBundlePath: String? = nil, connectTimeout: Duration = .seconds(defaultConnectTimeoutSeconds),
-                maxResponseBytes: Int = 64 * 1024, environment: [String: String] = ProcessInfo.processInfo.environment) {
+                maxResponseBytes: Int = 64 * 1024, environment: [String: String] = [:]) {
         self.caBundlePath = caBundlePath
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes

@@ -33,7 +33,7 @@ extension VaultCLI {
                                          password: password || (everything && profile.grant == .password))
             let created: [SecretVersionInfo]
             if verify {
-                created = try await vault.rotateVerified(profileNamed: name, secrets: input, environment: env, exchange: network.exchange)
+                created = try await vault.rotateVerified(profileNamed: name, secrets: input, environment: env, exchange: network.exchange())
             } else {
                 created = try vault.rotate(profileNamed: name, secrets: input)
             }

@@ -48,7 +48,7 @@ extension VaultCLI {
                 return Output.stdout(secret: output)
             }
             let vault = try options.unlock()
-            let delivered = try await vault.obtainToken(selection.options(profile: name, action: .token), exchange: network.exchange)
+            let delivered = try await vault.obtainToken(selection.options(profile: name, action: .token), exchange: network.exchange())
             Output.stdout(secret: TokenOutput.render(delivered, format: format ?? .standard))
         }
     }
