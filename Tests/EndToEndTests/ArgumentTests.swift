@@ -2,10 +2,8 @@ import Foundation
 import Testing
 import VaultTestSupport
 
-/// The program's arguments as `vault` sees them. The release binary reads argv from what
-/// glibc hands its constructors instead of the Swift runtime's own search of the stack
-/// (Sources/CProcess/Arguments.c); .ci/run runs this suite against the release binaries
-/// too (`VAULT_TEST_BIN_DIR`), so both ways are checked.
+/// The program's arguments as `vault` sees them, in the debug and (.ci/run, with
+/// `VAULT_TEST_BIN_DIR`) the release binary.
 @Suite("arguments")
 struct ArgumentTests {
     @Test("arguments reach vault byte for byte: spaces, non-ASCII, an emoji, on the fast and the full way")

@@ -33,27 +33,32 @@ struct PostgresStoreTests {
         #expect(throws: VaultError.self) { try store.create { _ in } }
     }
 
-    /// A PostgreSQL server of the test's own and a store on `schema` in it (its admin
-    /// password in PGPASSWORD meanwhile); both stopped afterwards.
-    private func withStore(schema: String, _ body: (PostgresServer, PostgresStore) throws -> Void) throws {
+    /// A PostgreSQL server of the test's own, a vault's schema `schema` in it and a store on
+    /// it, and `tables` made by the administrator in a schema of their own (`schema_data`:
+    /// every transaction checks the vault's schema, which must hold the vault's tables only);
+    /// the admin password in PGPASSWORD meanwhile; everything stopped afterwards.
+    private func withStore(schema: String, tables: String, _ body: (PostgresServer, PostgresStore) throws -> Void) throws {
         guard let server = try startPostgres() else { return }
         defer { server.stop() }
         setenv("PGPASSWORD", server.adminPassword, 1)
         defer { unsetenv("PGPASSWORD") }
         let store = try PostgresStore.connect(try PostgresLocation.parse(server.url(schema: schema)))
         defer { store.close() }
+        try store.create { _ in }
+        _ = try server.psql("CREATE SCHEMA \(schema)_data; SET search_path = \(schema)_data; " + tables, database: "vault")
         try body(server, store)
     }
 
     @Test("prepared reads: every column type read as written, reused, and prepared again after a schema change")
     func preparedReads() throws {
-        try withStore(schema: "prepared_reads") { server, store in
-            try store.create { db in
-                try db.execute(sql: "CREATE TABLE kinds (id BIGINT PRIMARY KEY, name TEXT, blob BYTEA, flag BOOLEAN, ratio DOUBLE PRECISION, small INTEGER)")
-                try db.execute(sql: "INSERT INTO kinds VALUES (?, ?, ?, true, ?, ?)", arguments: [Int64.max, "nön-ascii ✓", Data([0, 1, 255]), 0.25, -7])
-                try db.execute(sql: "INSERT INTO kinds (id) VALUES (?)", arguments: [-1])
+        let tables = "CREATE TABLE kinds (id BIGINT PRIMARY KEY, name TEXT, blob BYTEA, flag BOOLEAN, ratio DOUBLE PRECISION, small INTEGER)"
+        try withStore(schema: "prepared_reads", tables: tables) { server, store in
+            try store.write { db in
+                try db.execute(sql: "INSERT INTO prepared_reads_data.kinds VALUES (?, ?, ?, true, ?, ?)",
+                               arguments: [Int64.max, "nön-ascii ✓", Data([0, 1, 255]), 0.25, -7])
+                try db.execute(sql: "INSERT INTO prepared_reads_data.kinds (id) VALUES (?)", arguments: [-1])
             }
-            let sql = "SELECT * FROM kinds WHERE id = ? OR name = ? ORDER BY id"
+            let sql = "SELECT * FROM prepared_reads_data.kinds WHERE id = ? OR name = ? ORDER BY id"
             for _ in 0..<3 {  // prepared on first use, then bound and executed again
                 let rows = try store.read { db in try db.rows(sql: sql, arguments: [-1, "nön-ascii ✓"]) }
                 #expect(rows.count == 2)
@@ -64,7 +69,7 @@ struct PostgresStoreTests {
             }
             // Another connection changes the table's columns: the plan is stale once (the
             // server refuses it), then the query is prepared again and reads the new column.
-            _ = try server.psql("ALTER TABLE prepared_reads.kinds ADD COLUMN extra TEXT DEFAULT 'added'", database: "vault")
+            _ = try server.psql("ALTER TABLE prepared_reads_data.kinds ADD COLUMN extra TEXT DEFAULT 'added'", database: "vault")
             var failures = 0
             var extra: String?
             for _ in 0..<3 where extra == nil {
@@ -80,32 +85,31 @@ struct PostgresStoreTests {
 
     @Test("checked writes sent prepared count the rows they change, and a suppressed write fails its check")
     func preparedCheckedWrites() throws {
-        try withStore(schema: "checked_writes") { server, store in
+        try withStore(schema: "checked_writes", tables: "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT)") { server, store in
             let suppressed = VaultError.integrity("suppressed write")
             func isSuppressed(_ error: any Error) -> Bool { (error as? VaultError).map { "\($0)".contains("suppressed write") && $0.exitCode == 7 } ?? false }
-            try store.create { db in try db.execute(sql: "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT)") }
-            #expect(PostgresSession.returningEachRow("INSERT INTO items (id) VALUES (?)") == "INSERT INTO items (id) VALUES (?) RETURNING 1")
+            #expect(PostgresSession.returningEachRow("INSERT INTO checked_writes_data.items (id) VALUES (?)") == "INSERT INTO checked_writes_data.items (id) VALUES (?) RETURNING 1")
             #expect(PostgresSession.returningEachRow("SELECT 1") == nil && PostgresSession.returningEachRow("DELETE FROM t RETURNING id") == nil)
             for round in 0..<2 {  // prepared on the first round, reused on the second
                 try store.write { db in
-                    try db.executeExpecting(sql: "INSERT INTO items (id, name) VALUES (?, ?)", arguments: [round * 10 + 1, "a"], changes: 1, failure: suppressed)
-                    try db.executeExpecting(sql: "INSERT INTO items (id, name) VALUES (?, ?)", arguments: [round * 10 + 2, "a"], changes: 1, failure: suppressed)
-                    try db.executeExpecting(sql: "UPDATE items SET name = ? WHERE name = ?", arguments: ["b", "a"], changes: 2, failure: suppressed)
+                    try db.executeExpecting(sql: "INSERT INTO checked_writes_data.items (id, name) VALUES (?, ?)", arguments: [round * 10 + 1, "a"], changes: 1, failure: suppressed)
+                    try db.executeExpecting(sql: "INSERT INTO checked_writes_data.items (id, name) VALUES (?, ?)", arguments: [round * 10 + 2, "a"], changes: 1, failure: suppressed)
+                    try db.executeExpecting(sql: "UPDATE checked_writes_data.items SET name = ? WHERE name = ?", arguments: ["b", "a"], changes: 2, failure: suppressed)
                 }
             }
             #expect(performing: {
                 try store.write { db in
-                    try db.executeExpecting(sql: "UPDATE items SET name = ? WHERE name = ?", arguments: ["c", "b"], changes: 1, failure: suppressed)
+                    try db.executeExpecting(sql: "UPDATE checked_writes_data.items SET name = ? WHERE name = ?", arguments: ["c", "b"], changes: 1, failure: suppressed)
                 }
             }, throws: isSuppressed)
-            #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM items WHERE name = 'c'") } == 0)  // rolled back
+            #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM checked_writes_data.items WHERE name = 'c'") } == 0)  // rolled back
             // A trigger that drops the row: the insert reports no error, but its count is 0.
-            _ = try server.psql("CREATE FUNCTION checked_writes.drop_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
-                                + "CREATE TRIGGER t BEFORE INSERT ON checked_writes.items FOR EACH ROW EXECUTE FUNCTION checked_writes.drop_row()",
+            _ = try server.psql("CREATE FUNCTION checked_writes_data.drop_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
+                                + "CREATE TRIGGER t BEFORE INSERT ON checked_writes_data.items FOR EACH ROW EXECUTE FUNCTION checked_writes_data.drop_row()",
                                 database: "vault")
             #expect(performing: {
                 try store.write { db in
-                    try db.executeExpecting(sql: "INSERT INTO items (id, name) VALUES (?, ?)", arguments: [99, "z"], changes: 1, failure: suppressed)
+                    try db.executeExpecting(sql: "INSERT INTO checked_writes_data.items (id, name) VALUES (?, ?)", arguments: [99, "z"], changes: 1, failure: suppressed)
                 }
             }, throws: isSuppressed)
         }

@@ -156,6 +156,9 @@ extension VaultCLI {
 
         @MainActor func run() async throws {
             let path = options.resolvedPath
+            // A vault file that does not exist has no agent; say so rather than "locked".
+            var info = stat()
+            if !PostgresLocation.isURL(path), stat(path, &info) != 0 { throw VaultError.notFound("no vault at \(path)") }
             let client = AgentClient.forVault(path)
             var status: AgentAnswer.Status?
             if let client, case .status(let found) = try AgentSession.accepted(client.call(.status)) { status = found }
