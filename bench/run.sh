@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # no exported dynamic symbols, no $ORIGIN run path; see BENCHMARKS.md, "Fast start").
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 pg_only=0; [ "${1:-}" = "--postgres-only" ] && pg_only=1
+# Only the sessions tables (every spelling of a token request through the agent).
+if [ "${1:-}" = "--sessions" ]; then exec bash bench/sessions.sh "" "${2:-200}"; fi
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
 built="$(bash scripts/build-release.sh vault gbg-auth-stub 2>/dev/null | tail -1)"
 work="$(mktemp -d)"; stub_pid=""
@@ -107,32 +109,14 @@ hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
   -n "vault token (cache hit)" "$BIN/vault token b" >/dev/null
 python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
 
-# 3b. The same through the agent of `vault unlock` (no passphrase, no KDF per call).
+# 3b. Many concurrent clients through the agent of `vault unlock`.
 agent_runtime="$(mktemp -d /tmp/gv-bench-XXXXXX)"; chmod 700 "$agent_runtime"
 export XDG_RUNTIME_DIR="$agent_runtime"
 "$BIN/vault" unlock --for 1h 2>/dev/null
 agent_pid=$("$BIN/vault" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 sync  # the 10,000-profile vault's writeback, before timing commits that fsync (as in section 6)
-echo "## through the agent (vault unlock): token cache hit and --fresh vs curl" >> "$out"
-# No passphrase source while the agent serves (and no `env` wrapper: every command here,
-# curl included, is one exec).
+# No passphrase source while the agent serves.
 unset VAULT_PASSPHRASE_FILE
-hyperfine -N -w 5 -r $((runs * 10)) --export-json "$work/h.json" \
-  -n "curl POST" "curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
-  -n "vault token, agent, cache hit" "$BIN/vault token b" \
-  -n "vault token --fresh, agent" "$BIN/vault token b --fresh" \
-  -n "vault status" "$BIN/vault status" \
-  -n "process floor: vault --version" "$BIN/vault --version" \
-  -n "process floor: sqlite3 'select 1'" "sqlite3 :memory: 'select 1'" >/dev/null
-python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
-echo "The same, interleaved (bench/interleaved.py: each round runs every command once, in random order; $((runs * 20)) rounds):" >> "$out"
-python3 bench/interleaved.py $((runs * 20)) 5 "$work/i.json" \
-  "curl POST=curl -s -o /dev/null -H 'Accept: application/json' --data-binary @$work/form $url" \
-  "vault token, agent, cache hit=$BIN/vault token b" \
-  "vault token --fresh, agent=$BIN/vault token b --fresh" \
-  "process floor: vault --version=$BIN/vault --version" \
-  "process floor: sqlite3 'select 1'=sqlite3 :memory: 'select 1'"
-python3 bench/table.py "$work/i.json" >> "$out"; echo >> "$out"
 clients=50; per_client=20; [ $quick = 1 ] && clients=10 && per_client=10
 records_before=$(sqlite3 "$tv" 'SELECT count(*) FROM audit_record')
 echo "## concurrent clients against one agent" >> "$out"
@@ -146,6 +130,10 @@ echo >> "$out"
 "$BIN/vault" lock 2>/dev/null || true
 unset XDG_RUNTIME_DIR; rm -rf "$agent_runtime"
 export VAULT_PASSPHRASE_FILE="$work/pass"
+
+# 3c. Every spelling of a token request through the agent (file and team vault), vs curl
+# and the process floors, interleaved (bench/sessions.sh).
+bash bench/sessions.sh "$BIN" $((runs * 20)) >> "$out"
 
 # 4. audit --profile X --limit 50 --json on 1,000,000 records vs sqlite3.
 v="$work/audit.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null

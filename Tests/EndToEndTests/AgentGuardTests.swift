@@ -319,15 +319,20 @@ struct AgentGuardTests {
         #expect(restarted.status == 0 && restarted.stderrText.contains("restarting the agent (pid \(first) ended)"), "\(restarted.stderrText)")
         let status = try session.status()
         #expect(status["pid"] as? Int != first && (status["seconds_left"] as? Int ?? 0) > 15 * 60)
-        // A proxy in this shell that the agent does not use: unlock says what differs and restarts.
-        let proxied = try session.run(["unlock"], extra: ["HTTPS_PROXY": "http://proxy.example:3128"])
+        // A proxy in this shell that the agent does not use: unlock says what differs and
+        // restarts; status shows the proxy without its password.
+        let proxyPassword = "proxy-secret-" + UUID().uuidString.prefix(8)
+        LeakScanner.shared.register(secret: String(proxyPassword))
+        let proxy = "http://proxyuser:\(proxyPassword)@proxy.example:3128"
+        let proxied = try session.run(["unlock"], extra: ["HTTPS_PROXY": proxy])
         #expect(proxied.status == 0 && proxied.stderrText.contains("HTTPS_PROXY"), "\(proxied.stderrText)")
-        #expect(((try session.status()["network"] as? [String: Any])?["proxy"] as? [String: String])?["HTTPS_PROXY"] == "http://proxy.example:3128")
+        #expect(((try session.status()["network"] as? [String: Any])?["proxy"] as? [String: String])?["HTTPS_PROXY"] == "http://***@proxy.example:3128")
+        #expect(try session.run(["status"], passphrase: false).stdoutText.contains("HTTPS_PROXY=http://***@proxy.example:3128"))
         // exec's command never gets a passphrase source.
         let passphraseFile = session.vault.directory + "/pass"
         #expect(FileManager.default.createFile(atPath: passphraseFile, contents: Data(session.vault.passphrase.utf8), attributes: [.posixPermissions: 0o600]))
         let exec = try session.run(["exec", "pw", "--", "sh", "-c", "env | grep -c PASSPHRASE || true"],
-                                   extra: ["VAULT_PASSPHRASE_FILE": passphraseFile, "HTTPS_PROXY": "http://proxy.example:3128"])
+                                   extra: ["VAULT_PASSPHRASE_FILE": passphraseFile, "HTTPS_PROXY": proxy])
         #expect(exec.status == 0 && exec.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(exec.stdoutText) \(exec.stderrText)")
         expectNoLeaks(session.vault)
     }

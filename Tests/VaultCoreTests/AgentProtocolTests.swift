@@ -169,6 +169,15 @@ struct AgentProtocolTests {
         #expect(AgentAnswer.read([UInt8(ascii: "J")] + Array(#"{"version":2,"ok":true}"#.utf8)) == nil, "ok, but nothing in it")
     }
 
+    @Test("a proxy's user and password are never shown")
+    func redaction() {
+        let network = AgentNetwork(caBundle: "/ca.pem", proxy: ["HTTPS_PROXY": "http://alice:s3cret@proxy.example:3128", "HTTP_PROXY": "bob:pw@proxy:80",
+                                                                  "ALL_PROXY": "socks5://proxy:1080/x@y", "NO_PROXY": "localhost,.internal"])
+        #expect(network.redacted.proxy == ["HTTPS_PROXY": "http://***@proxy.example:3128", "HTTP_PROXY": "***@proxy:80",
+                                           "ALL_PROXY": "socks5://proxy:1080/x@y", "NO_PROXY": "localhost,.internal"])
+        #expect(network.redacted.caBundle == "/ca.pem")
+    }
+
     @Test("where: the agent directory, the default vault, the socket names and the URL link follow one rule each")
     func location() throws {
         func name(_ variables: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>, UnsafeMutablePointer<CChar>, Int) -> Int32) -> String? {

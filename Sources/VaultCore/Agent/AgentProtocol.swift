@@ -132,6 +132,19 @@ public struct AgentNetwork: Codable, Sendable, Equatable {
         }
     }
 
+    /// The settings as they may be shown (`vault status`): a proxy's user and password, if
+    /// a value carries them (`http://user:pass@proxy:3128`), replaced by `***`.
+    public var redacted: AgentNetwork {
+        AgentNetwork(caBundle: caBundle, proxy: proxy.mapValues(Self.withoutCredentials))
+    }
+
+    static func withoutCredentials(_ value: String) -> String {
+        let start = value.range(of: "://")?.upperBound ?? value.startIndex
+        let authorityEnd = value[start...].firstIndex(of: "/") ?? value.endIndex
+        guard let at = value[start..<authorityEnd].lastIndex(of: "@") else { return value }
+        return String(value[..<start]) + "***" + String(value[at...])
+    }
+
     /// What differs between `self` (a caller's) and `other` (the agent's), for a message.
     public func differences(from other: AgentNetwork) -> [String] {
         var names: [String] = []

@@ -167,7 +167,7 @@ extension VaultCLI {
                 return Output.json(StatusView(unlocked: status != nil, vault: VaultOptions.display(path), socket: client?.socketPath, pid: status?.pid,
                                               secondsLeft: status.map { max(0, $0.expiresAt - now) },
                                               idleSecondsLeft: status.map { max(0, min($0.idleExpiresAt, $0.expiresAt) - now) },
-                                              requests: status?.requests, network: status?.network, keepFresh: status?.keepFresh))
+                                              requests: status?.requests, network: status?.network.redacted, keepFresh: status?.keepFresh))
             }
             guard let status else { return Output.lines(["locked: \(VaultOptions.display(path))"]) }
             var lines = [
@@ -177,8 +177,9 @@ extension VaultCLI {
                 "idle left: \(DurationArgument.describe(max(0, min(status.idleExpiresAt, status.expiresAt) - now)))",
                 "requests:  \(status.requests)",
             ]
-            if let bundle = status.network.caBundle { lines.append("CA bundle: \(bundle)") }
-            for (name, value) in status.network.proxy.sorted(by: { $0.key < $1.key }) { lines.append("proxy:     \(name)=\(value)") }
+            let network = status.network.redacted
+            if let bundle = network.caBundle { lines.append("CA bundle: \(bundle)") }
+            for (name, value) in network.proxy.sorted(by: { $0.key < $1.key }) { lines.append("proxy:     \(name)=\(value)") }
             for entry in status.keepFresh {
                 let target = entry.profile + (entry.environment.map { "@\($0)" } ?? "")
                 let state = entry.lastError.map { "failing (\(entry.failures) attempt(s)): \($0)" }
