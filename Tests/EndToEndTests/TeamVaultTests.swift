@@ -349,6 +349,10 @@ struct TeamVaultTests {
              ["list"], 7),
             ("add a row-level security policy", "ALTER TABLE \(schema).audit_record ENABLE ROW LEVEL SECURITY", ["audit"], 7),
             ("add a column", "ALTER TABLE \(schema).profile ADD COLUMN note text", ["list"], 7),
+            ("swap a column's type for a domain of another schema whose CHECK calls a SECURITY DEFINER function",
+             "CREATE FUNCTION public.spy(text) RETURNS boolean LANGUAGE sql SECURITY DEFINER AS 'SELECT true'; "
+                + "CREATE DOMAIN public.watched AS text CHECK (public.spy(VALUE)); "
+                + "ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE public.watched", ["token", "pw"], 7),
         ]
         for (name, sql, command, expected) in attacks {
             try server.psql(sql, database: "vault")
@@ -358,6 +362,10 @@ struct TeamVaultTests {
             if name.hasPrefix("add a trigger") { try server.psql("DROP TRIGGER t ON \(schema).audit_record; DROP FUNCTION \(schema).steal()", database: "vault") }
             if name.hasPrefix("add a row-level") { try server.psql("ALTER TABLE \(schema).audit_record DISABLE ROW LEVEL SECURITY", database: "vault") }
             if name.hasPrefix("add a column") { try server.psql("ALTER TABLE \(schema).profile DROP COLUMN note", database: "vault") }
+            if name.hasPrefix("swap a column's type") {
+                try server.psql("ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE text COLLATE \"C\"; DROP DOMAIN public.watched; DROP FUNCTION public.spy(text)",
+                                database: "vault")
+            }
             try restore()
         }
         try vault.scanDump()

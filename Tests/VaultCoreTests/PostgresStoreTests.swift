@@ -19,7 +19,7 @@ struct PostgresStoreTests {
         let store = try PostgresStore.connect(location)
         defer { store.close() }
         try store.create { _ in }
-        let actual = try store.read { db in try PostgresStore.schemaEntries(db, schema: location.schema) }
+        let actual = try store.currentSchemaEntries()
         let name = PostgresStore.knownMigrations.last!
         let file = Self.migrations.appendingPathComponent("\(name).schema.json")
         if ProcessInfo.processInfo.environment["GBG_VAULT_WRITE_SCHEMA"] == "1" {
@@ -79,7 +79,7 @@ struct PostgresStoreTests {
                     failures += 1
                 }
             }
-            #expect(extra == "added" && failures <= 1)
+            #expect(extra == "added" && failures <= 2, "at most once on each of the two pooled sessions (a transaction and its schema check)")
         }
     }
 
@@ -112,6 +112,27 @@ struct PostgresStoreTests {
                     try db.executeExpecting(sql: "INSERT INTO checked_writes_data.items (id, name) VALUES (?, ?)", arguments: [99, "z"], changes: 1, failure: suppressed)
                 }
             }, throws: isSuppressed)
+            // A statement prepared while a column had a domain type binds that type; once the
+            // domain is gone it fails ("cache lookup failed for type") until it is prepared
+            // again: a failed sent statement is forgotten, so the next use works.
+            let upsert = "UPDATE checked_writes_data.items SET name = ? WHERE id = ?"
+            _ = try server.psql("DROP TRIGGER t ON checked_writes_data.items; CREATE DOMAIN checked_writes_data.label AS text; "
+                                + "ALTER TABLE checked_writes_data.items ALTER COLUMN name TYPE checked_writes_data.label", database: "vault")
+            for _ in 0..<2 {  // prepared on both pooled sessions
+                try store.write { db in try db.executeExpecting(sql: upsert, arguments: ["d", 1], changes: 1, failure: suppressed) }
+            }
+            _ = try server.psql("ALTER TABLE checked_writes_data.items ALTER COLUMN name TYPE text; DROP DOMAIN checked_writes_data.label",
+                                database: "vault")
+            var failed = 0
+            for _ in 0..<4 {
+                do {
+                    try store.write { db in try db.executeExpecting(sql: upsert, arguments: ["e", 1], changes: 1, failure: suppressed) }
+                } catch {
+                    failed += 1
+                }
+            }
+            #expect(failed <= 2, "each pooled session fails once at most, then prepares again (\(failed) failures)")
+            #expect(try store.read { db in try String.fetchOne(db, sql: "SELECT name FROM checked_writes_data.items WHERE id = 1") } == "e")
         }
     }
 

@@ -57,7 +57,7 @@ final class PostgresSession: @unchecked Sendable {
     /// each with the row count it must change (if any) and the error to throw otherwise.
     /// (A prepared statement's future gives no row count: only statements without an
     /// expected count are sent prepared.)
-    private var pending: [(future: EventLoopFuture<Int?>, changes: Int?, failure: (any Error)?)] = []
+    private var pending: [(future: EventLoopFuture<Int?>, changes: Int?, failure: (any Error)?, prepared: String?)] = []
 
     /// Sends a statement without waiting for its answer. PostgresNIO runs a connection's
     /// statements one after another in order (no pipelining on the wire), so this saves the
@@ -72,12 +72,12 @@ final class PostgresSession: @unchecked Sendable {
     /// statements give no command tag).
     func send(_ sql: String, _ values: [DatabaseValue] = [], expectingChanges: Int? = nil, failure: (any Error)? = nil) throws {
         if expectingChanges == nil, let statement = try preparedStatement(sql) {
-            pending.append((statement.execute(values.map(Self.data)).map { _ in nil }, nil, failure))
+            pending.append((statement.execute(values.map(Self.data)).map { _ in nil }, nil, failure, sql))
         } else if let expectingChanges, let counted = Self.returningEachRow(sql), let statement = try preparedStatement(counted) {
             // A checked write, prepared: its changed rows counted as the rows it returns.
-            pending.append((statement.execute(values.map(Self.data)).map { $0.count }, expectingChanges, failure))
+            pending.append((statement.execute(values.map(Self.data)).map { $0.count }, expectingChanges, failure, counted))
         } else {
-            pending.append((connection.query(try query(sql, values), logger: Self.logger).map { $0.metadata.rows }, expectingChanges, failure))
+            pending.append((connection.query(try query(sql, values), logger: Self.logger).map { $0.metadata.rows }, expectingChanges, failure, nil))
         }
     }
 
@@ -93,6 +93,9 @@ final class PostgresSession: @unchecked Sendable {
                     first = entry.failure ?? VaultError.integrity("a write changed an unexpected number of rows")
                 }
             } catch {
+                // A statement that failed is prepared again on its next use: its plan may be
+                // what failed (made stale by a schema change, say).
+                if let sql = entry.prepared { prepared[sql] = nil }
                 if first == nil { first = error }
             }
         }
@@ -108,7 +111,7 @@ final class PostgresSession: @unchecked Sendable {
     }
 
     /// Queries prepared on this connection, by their SQL text (``rows(_:_:)``).
-    private var prepared: [String: PreparedQuery] = [:]
+    fileprivate var prepared: [String: PreparedQuery] = [:]
     /// How many statements were prepared on this connection, kept or not.
     private var preparations = 0
     /// At most this many statements are prepared on one connection; queries beyond run as
@@ -149,16 +152,27 @@ final class PostgresSession: @unchecked Sendable {
     /// as ``rows(_:_:)`` prepares (the first time on a connection, that waits).
     func start(_ sql: String, _ values: [DatabaseValue] = []) throws -> Pending {
         guard let statement = try preparedStatement(sql) else {
-            return Pending(future: connection.query(try query(sql, values), logger: Self.logger).map { $0.rows }, format: nil)
+            return Pending(session: self, sql: nil, future: connection.query(try query(sql, values), logger: Self.logger).map { $0.rows })
         }
-        return Pending(future: statement.execute(values.map(Self.data)), format: .binary)
+        return Pending(session: self, sql: sql, future: statement.execute(values.map(Self.data)))
     }
 
     /// A query started by ``start(_:_:)``.
     struct Pending {
+        let session: PostgresSession
+        /// The prepared statement's key, if it was prepared.
+        let sql: String?
         let future: EventLoopFuture<[PostgresRow]>
-        let format: PostgresFormat?
-        func rows() throws -> [Row] { try future.wait().map { try PostgresSession.row($0, format: format) } }
+
+        /// Its rows; a failure forgets the prepared statement, as ``rows(_:_:)`` does.
+        func rows() throws -> [Row] {
+            do {
+                return try future.wait().map { try PostgresSession.row($0, format: sql == nil ? nil : .binary) }
+            } catch {
+                if let sql { session.prepared[sql] = nil }
+                throw error
+            }
+        }
     }
 
     /// `sql` with `RETURNING 1` when it is a plain `INSERT`, `UPDATE` or `DELETE` (one row
@@ -470,6 +484,15 @@ final class PostgresStore: @unchecked Sendable {
         }
     }
 
+    /// The schema's lines as the catalogs give them now (``schemaEntries(_:schema:)``), read
+    /// without the check against the expected ones: what this build's migrations create,
+    /// for the test that keeps `Migrations/postgres/NAME.schema.json` true.
+    func currentSchemaEntries() throws(VaultError) -> [String] {
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", locks: [], readOnly: true, checkingSchema: false) { session in
+            try Self.schemaEntries(StoreDB(postgres: session), schema: location.schema)
+        }
+    }
+
     /// The whole schema check in the transaction of `db`; the migrations applied.
     private func verifySchema(_ db: StoreDB) throws -> [String] {
         let exists = try Int64.fetchOne(db, sql: "SELECT count(*) FROM pg_namespace WHERE nspname = ?", arguments: [location.schema]) ?? 0
@@ -578,11 +601,20 @@ final class PostgresStore: @unchecked Sendable {
             SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
             WHERE s.nspname = ?
             """,
+            // Columns from pg_attribute, each with its type's schema and name (a domain or a
+            // type of another schema is not its base type), modifier, nullability, collation,
+            // default, identity and generation.
             """
-            SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' null=' || is_nullable
-                || ' collation=' || coalesce(collation_name, '-') || ' default=' || coalesce(column_default, '-')
-                || ' identity=' || is_identity AS line
-            FROM information_schema.columns WHERE table_schema = ?
+            SELECT 'column ' || c.relname || '.' || a.attname || ' ' || tn.nspname || '.' || t.typname || ' typmod=' || a.atttypmod
+                || ' null=' || CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END || ' collation=' || coalesce(co.collname, '-')
+                || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-')
+                || ' identity=' || CASE WHEN a.attidentity = '' THEN '-' ELSE a.attidentity::text END
+                || ' generated=' || CASE WHEN a.attgenerated = '' THEN '-' ELSE a.attgenerated::text END AS line
+            FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace s ON c.relnamespace = s.oid
+            JOIN pg_type t ON a.atttypid = t.oid JOIN pg_namespace tn ON t.typnamespace = tn.oid
+            LEFT JOIN pg_collation co ON co.oid = a.attcollation
+            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE s.nspname = ? AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
             """,
             """
             SELECT 'constraint ' || r.relname || ' ' || k.conname || ': ' || pg_get_constraintdef(k.oid) AS line
