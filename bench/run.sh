@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: scripts/build-release.sh (one self-contained PIE binary; static Swift
 # runtime, libsodium, SQLite, zlib and libstdc++; lld with packed relative relocations;
-# no exported dynamic symbols, no $ORIGIN run path; see BENCHMARKS.md, "Fast start").
+# no exported dynamic symbols, no $ORIGIN run path; see docs/perf-history.md, "Fast start").
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 pg_only=0; [ "${1:-}" = "--postgres-only" ] && pg_only=1
 # Only the sessions tables (every spelling of a token request through the agent).
@@ -17,7 +17,7 @@ work="$(mktemp -d)"; stub_pid=""
 # The binaries as README's "Install" puts them in place (`install`, a fresh sequential
 # write), not the linker's output file: the same bytes start ~0.2 ms slower from lld's
 # output (written through a memory map) than from a copy, because of how the file's pages
-# sit in the page cache (measured side by side, 300 runs; BENCHMARKS.md, "Fast start").
+# sit in the page cache (measured side by side, 300 runs; docs/perf-history.md, "Fast start").
 BIN="$work/bin"; mkdir -p "$BIN"
 install -m 0755 "$built/vault" "$built/gbg-auth-stub" "$BIN/"
 cleanup() { if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -5,7 +5,7 @@
 # with full RELRO,
 # linked by lld with packed relative relocations, no exported dynamic symbol table and no
 # $ORIGIN run path.
-# Every one of these was measured on start-up (BENCHMARKS.md, "Fast start").
+# Every one of these was measured on start-up (docs/perf-history.md, "Fast start").
 # Usage: bash scripts/build-release.sh [PRODUCT...]   (default: vault gbg-auth-stub)
 # Prints the directory of the binaries on its last line.
 set -euo pipefail

@@ -4,7 +4,7 @@
 # and JSON), in the order they first run. scripts/build-release.sh hands it to lld
 # (--symbol-ordering-file), which places those functions first and together in .text, so a
 # start touches fewer pages of code: one page fault maps up to 16 pages around it, and the
-# fast shapes' code otherwise lies scattered over 33 MB (BENCHMARKS.md, "Fast start, fifth
+# fast shapes' code otherwise lies scattered over 33 MB (docs/perf-history.md, "Fast start, fifth
 # pass").
 #
 # Sampled with perf (user space only, 40 kHz, a few thousand runs), so a function too short

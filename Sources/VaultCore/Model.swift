@@ -113,7 +113,7 @@ extension Date {
     /// Years 1970–9999 are formatted by the C library (`gmtime_r`, `strftime`): the first
     /// `ISO8601DateFormatter` of a process sets up ICU's calendar and time-zone data, which
     /// cost `vault token --format json` and `--format env` 1.5 ms, half of the whole command
-    /// (BENCHMARKS.md, "Fast start, fifth pass"). Other dates take the formatter; a test
+    /// (docs/perf-history.md, "Fast start, fifth pass"). Other dates take the formatter; a test
     /// compares both ways on generated dates.
     public var iso8601: String {
         Self.iso8601UTC(timeIntervalSince1970) ?? ISO8601DateFormatter().string(from: self)

@@ -10,7 +10,7 @@ import GRDB
 /// collations (Swift dictionaries of function objects), installs its statement
 /// authorizer (called for every column of every statement compiled) and starts a
 /// dispatch queue; together about 1 ms, more than `vault audit`'s query on a million
-/// records (BENCHMARKS.md, "Fast start"). The connection is hardened exactly as GRDB's
+/// records (docs/perf-history.md, "Fast start"). The connection is hardened exactly as GRDB's
 /// (`gbgv_sqlite_harden`: defensive mode, untrusted schema, cell-size checks; double-quoted
 /// string literals off; the same busy timeout), the same schema and identity checks run
 /// on it, its rows are GRDB `Row`s, and its errors GRDB `DatabaseError`s with SQLite's
