@@ -61,8 +61,8 @@ struct TestVectorTests {
         #expect(keys.dataKey.withUnsafeBytes { Array($0) } == (try bytes(v, "data_key")))
         for name in ["v1/secret-1", "v1/secret-2", "v1/secret-3"] {
             let s = try Self.load(name)
-            let ad = FormatUpgrade.v1SecretAD(vaultID: try bytes(s, "vault_id"), profileID: try int(s, "profile_id"),
-                                              field: try #require(s["field"] as? String), version: try int(s, "version"))
+            let ad = Format.V1.secretAD(vaultID: try bytes(s, "vault_id"), profileID: try int(s, "profile_id"),
+                                        field: try #require(s["field"] as? String), version: try int(s, "version"))
             #expect(ad == (try bytes(s, "expect_ad")))
         }
     }
@@ -75,8 +75,8 @@ struct TestVectorTests {
             let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(v, "data_key")), auditKey: .random(count: 32))
             #expect(keys.secretKey.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_secret_key")))
             let field = try #require(SecretField(rawValue: v["field"] as? String ?? ""))
-            let ad = UnlockedVault.secretAD(vaultID: try bytes(v, "vault_id"), profileUID: try bytes(v, "profile_uid"),
-                                            field: field, version: try int(v, "version"))
+            let ad = Format.secretAD(vaultID: try bytes(v, "vault_id"), profileUID: try bytes(v, "profile_uid"),
+                                     field: field.rawValue, version: try int(v, "version"))
             #expect(ad == (try bytes(v, "expect_ad")))
             let sealed = try Sodium.seal(key: keys.secretKey, nonce: try bytes(v, "nonce"),
                                          plaintext: SecureBytes(copying: try bytes(v, "plaintext")), additionalData: ad)
@@ -90,11 +90,10 @@ struct TestVectorTests {
         let keys = try VaultKeys(dataKey: SecureBytes(copying: try bytes(t, "data_key")), auditKey: .random(count: 32))
         #expect(keys.tokenKey.withUnsafeBytes { Array($0) } == (try bytes(t, "expect_token_key")))
         let e = try #require(t["environment"] as? [String: Any])
-        let environment = Environment(name: e["name"] as! String, tokenURL: e["token_url"] as! String, apiBase: e["api_base"] as? String,
-                                      builtIn: false, uid: try bytes(e, "uid"))
-        let ad = UnlockedVault.tokenAD(vaultID: try bytes(t, "vault_id"), profileUID: try bytes(t, "profile_uid"), environment: environment,
-                                       expiresAt: try int(t, "expires_at"), clientSecretVersion: try int(t, "client_secret_version"),
-                                       passwordVersion: try int(t, "password_version"))
+        let ad = Format.tokenAD(vaultID: try bytes(t, "vault_id"), profileUID: try bytes(t, "profile_uid"), environmentName: e["name"] as! String,
+                                environmentUID: try bytes(e, "uid"), tokenURL: e["token_url"] as! String, apiBase: e["api_base"] as? String,
+                                expiresAt: try int(t, "expires_at"), clientSecretVersion: try int(t, "client_secret_version"),
+                                passwordVersion: try int(t, "password_version"))
         #expect(ad == (try bytes(t, "expect_ad")))
         #expect(try Sodium.seal(key: keys.tokenKey, nonce: try bytes(t, "nonce"), plaintext: SecureBytes(utf8: t["token"] as! String),
                                 additionalData: ad) == (try bytes(t, "expect_ciphertext")))
@@ -103,14 +102,13 @@ struct TestVectorTests {
         let meta = try VaultKeys(dataKey: SecureBytes(copying: try bytes(m, "data_key")), auditKey: .random(count: 32))
         #expect(meta.metadataKey.withUnsafeBytes { Array($0) } == (try bytes(m, "expect_metadata_key")))
         let p = try #require(m["profile"] as? [String: Any])
-        let record = ProfileRecord(id: 1, uid: Data(try bytes(p, "uid")), name: p["name"] as! String, clientID: p["client_id"] as! String,
-                                   username: p["username"] as? String, grantType: p["grant_type"] as! String, scope: p["scope"] as? String,
-                                   environment: p["environment"] as! String, clientSecretVersion: try int(p, "client_secret_version"),
-                                   passwordVersion: try int(p, "password_version"), createdAt: "", updatedAt: "", mac: Data())
-        #expect(UnlockedVault.profileMAC(record, vaultID: try bytes(m, "vault_id"), key: meta.metadataKey) == (try bytes(m, "expect_profile_mac")))
+        #expect(Format.profileMAC(vaultID: try bytes(m, "vault_id"), uid: try bytes(p, "uid"), name: p["name"] as! String,
+                                  clientID: p["client_id"] as! String, username: p["username"] as? String, grantType: p["grant_type"] as! String,
+                                  scope: p["scope"] as? String, environment: p["environment"] as! String,
+                                  clientSecretVersion: try int(p, "client_secret_version"), passwordVersion: try int(p, "password_version"),
+                                  key: meta.metadataKey) == (try bytes(m, "expect_profile_mac")))
         let env = try #require(m["environment"] as? [String: Any])
-        #expect(UnlockedVault.environmentMAC(name: env["name"] as! String, uid: try bytes(env, "uid"), tokenURL: env["token_url"] as! String,
-                                             apiBase: env["api_base"] as? String, vaultID: try bytes(m, "vault_id"), key: meta.metadataKey)
+        #expect(Format.environmentMAC(vaultID: try bytes(m, "vault_id"), uid: try bytes(env, "uid"), name: env["name"] as! String, tokenURL: env["token_url"] as! String, apiBase: env["api_base"] as? String, key: meta.metadataKey)
                 == (try bytes(m, "expect_environment_mac")))
     }
 
@@ -140,16 +138,16 @@ struct TestVectorTests {
         #expect(one.auditMACKey.withUnsafeBytes { Array($0) } == (try bytes(v, "expect_mac_key_epoch_1")))
         let records = try #require(v["records"] as? [[String: Any]])
         let first = Self.entry(records[0]), rekey = Self.entry(records[1])
-        let mac1 = AuditChain.mac(of: first, previousMAC: AuditChain.zeroMAC, vaultID: vaultID, epoch: 1, key: one.auditMACKey)
+        let mac1 = Format.auditMAC(first, previousMAC: AuditChain.zeroMAC, vaultID: vaultID, epoch: 1, key: one.auditMACKey)
         #expect(mac1 == (try bytes(v, "expect_mac_1")))
-        let mac2 = AuditChain.mac(of: rekey, previousMAC: mac1, vaultID: vaultID, epoch: 2, key: two.auditMACKey)
+        let mac2 = Format.auditMAC(rekey, previousMAC: mac1, vaultID: vaultID, epoch: 2, key: two.auditMACKey)
         #expect(mac2 == (try bytes(v, "expect_mac_2")))
-        #expect(AuditChain.mac(of: rekey, previousMAC: mac1, vaultID: vaultID, epoch: 2, key: one.auditMACKey) == (try bytes(v, "expect_previous_key_mac_2")))
-        #expect(AuditChain.headMAC(seq: 2, epoch: 2, lastMAC: mac2, vaultID: vaultID, key: two.auditMACKey) == (try bytes(v, "expect_head_mac")))
+        #expect(Format.auditMAC(rekey, previousMAC: mac1, vaultID: vaultID, epoch: 2, key: one.auditMACKey) == (try bytes(v, "expect_previous_key_mac_2")))
+        #expect(Format.auditHeadMAC(seq: 2, epoch: 2, lastMAC: mac2, vaultID: vaultID, key: two.auditMACKey) == (try bytes(v, "expect_head_mac")))
         let sealed = try Sodium.seal(key: two.retiredKeySealingKey, nonce: try bytes(v, "retired_nonce"), plaintext: one.auditKey,
-                                     additionalData: AuditChain.retiredKeyAD(vaultID: vaultID, epoch: 1))
+                                     additionalData: Format.retiredAuditKeyAD(vaultID: vaultID, epoch: 1))
         #expect(sealed == (try bytes(v, "expect_retired_sealed")))
-        #expect(one.fingerprint(token: SecureBytes(utf8: v["fingerprint_token"] as! String)) == v["expect_fingerprint"] as? String)
+        #expect(Format.tokenFingerprint(SecureBytes(utf8: v["fingerprint_token"] as! String), key: one.fingerprintKey) == v["expect_fingerprint"] as? String)
     }
 
     @Test("format 3: recipients, the owner's wrapped identity, a key slot, a member MAC, a signed record; their failure cases")
@@ -175,12 +173,15 @@ struct TestVectorTests {
                                  kdf: KDFParameters(opslimit: UInt64(try int(h, "opslimit")), memlimit: UInt64(try int(h, "memlimit"))),
                                  salt: try bytes(h, "salt"), keyNonce: try bytes(h, "key_nonce"), wrappedKeys: [], headerDigest: [],
                                  createdAt: "", keyEpoch: epoch, signedFromSeq: try int(v, "signed_from_seq"))
-        #expect(header.wrapAdditionalData == (try bytes(h, "expect_wrap_ad")))
+        #expect(Format.wrapAD(formatVersion: 3, vaultID: vaultID, keyEpoch: epoch, kdfAlgorithm: "argon2id13", opslimit: header.kdf.opslimit,
+                              memlimit: header.kdf.memlimit, salt: header.salt) == (try bytes(h, "expect_wrap_ad")))
         let kek = SecureBytes(copying: try bytes(h, "kek"))
         let owner = try #require(made["owner"])
         header.wrappedKeys = try Sodium.seal(key: kek, nonce: header.keyNonce, plaintext: owner.secret, additionalData: header.wrapAdditionalData)
         #expect(header.wrappedKeys == (try bytes(h, "expect_wrapped_keys")))
-        header.headerDigest = header.computedDigest
+        header.headerDigest = Format.headerDigest(formatVersion: 3, vaultID: vaultID, keyEpoch: epoch, signedFromSeq: header.signedFromSeq,
+                                                  kdfAlgorithm: "argon2id13", opslimit: header.kdf.opslimit, memlimit: header.kdf.memlimit,
+                                                  salt: header.salt, keyNonce: header.keyNonce, wrappedKeys: header.wrappedKeys)
         #expect(header.headerDigest == (try bytes(h, "expect_header_digest")))
         #expect(try header.unwrapOwner(kek: kek)?.recipient == owner.recipient)
         // Member MAC, slot binding and MAC, and opening the slot with alice's identity (§10.3, §10.4).
@@ -188,11 +189,17 @@ struct TestVectorTests {
         let member = MemberRecord(name: "alice", uid: Data(try bytes(m, "uid")), kind: "recipient", boxPublicKey: Data(try bytes(m, "box_public_key")),
                                   signPublicKey: Data(try bytes(m, "sign_public_key")), addedSeq: try int(m, "added_seq"), removedSeq: nil,
                                   createdAt: try #require(m["created_at"] as? String), mac: Data())
-        #expect(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey) == (try bytes(v, "expect_member_mac")))
+        #expect(Format.memberMAC(vaultID: vaultID, name: "alice", uid: try bytes(m, "uid"), kind: "recipient",
+                                 boxPublicKey: try bytes(m, "box_public_key"), signPublicKey: try bytes(m, "sign_public_key"),
+                                 addedSeq: try int(m, "added_seq"), removedSeq: nil, createdAt: member.createdAt, key: keys.metadataKey)
+                == (try bytes(v, "expect_member_mac")))
         let slot = try #require(v["slot"] as? [String: Any])
-        #expect(MemberCrypto.slotBinding(vaultID: vaultID, epoch: epoch, member: member, keys: keys) == (try bytes(slot, "expect_binding")))
+        #expect(Format.slotBinding(vaultID: vaultID, epoch: epoch, memberName: "alice", memberUID: try bytes(m, "uid"),
+                                   boxPublicKey: try bytes(m, "box_public_key"), dataKey: keys.dataKey, auditKey: keys.auditKey)
+                == (try bytes(slot, "expect_binding")))
         let sealed = try bytes(slot, "sealed")
-        #expect(MemberCrypto.slotMAC(member: member, epoch: epoch, sealed: sealed, vaultID: vaultID, key: keys.metadataKey) == (try bytes(slot, "expect_mac")))
+        #expect(Format.slotMAC(vaultID: vaultID, memberName: "alice", memberUID: try bytes(m, "uid"), epoch: epoch, sealed: sealed,
+                               key: keys.metadataKey) == (try bytes(slot, "expect_mac")))
         let opened = try #require(made["alice"]?.openBox(sealed))
         #expect(opened.slice(0..<32).constantTimeEquals(keys.dataKey) && opened.slice(32..<64).constantTimeEquals(keys.auditKey))
         #expect(owner.openBox(sealed) == nil, "sealed to alice only")
@@ -203,9 +210,9 @@ struct TestVectorTests {
         // The signed record (§6.7): Ed25519 signatures are deterministic.
         var record = Self.entry(try #require(v["record"] as? [String: Any]))
         record.seq = 3
-        let mac = AuditChain.mac(of: record, previousMAC: try bytes(v, "previous_mac"), vaultID: vaultID, epoch: epoch, key: keys.auditEpochKeys.macKey)
+        let mac = Format.auditMAC(record, previousMAC: try bytes(v, "previous_mac"), vaultID: vaultID, epoch: epoch, key: keys.auditEpochKeys.macKey)
         #expect(mac == (try bytes(v, "expect_record_mac")))
-        let input = MemberCrypto.signatureInput(vaultID: vaultID, seq: 3, member: "alice", mac: mac)
+        let input = Format.auditSignatureInput(vaultID: vaultID, seq: 3, member: "alice", mac: mac)
         #expect(input == (try bytes(v, "expect_signature_input")))
         #expect(try #require(made["alice"]).sign(input) == (try bytes(v, "expect_signature")))
         // Failure cases.
@@ -265,8 +272,8 @@ struct TestVectorTests {
                 var record = Self.entry(try #require(c["record"] as? [String: Any]))
                 record.seq = 1
                 let keys = vault.keys.auditEpochKeys
-                let mac = AuditChain.mac(of: record, previousMAC: AuditChain.zeroMAC, vaultID: vault.vaultID, epoch: 1, key: keys.macKey)
-                let head = AuditChain.headMAC(seq: 1, epoch: 1, lastMAC: mac, vaultID: vault.vaultID, key: keys.macKey)
+                let mac = Format.auditMAC(record, previousMAC: AuditChain.zeroMAC, vaultID: vault.vaultID, epoch: 1, key: keys.macKey)
+                let head = Format.auditHeadMAC(seq: 1, epoch: 1, lastMAC: mac, vaultID: vault.vaultID, key: keys.macKey)
                 try vault.vault.database.write { db in
                     try db.execute(sql: "DELETE FROM audit_record")
                     var row = AuditRow(record, mac: mac)

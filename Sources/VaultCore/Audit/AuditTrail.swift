@@ -86,79 +86,6 @@ public enum AuditChain {
     /// Actions that may open a new key epoch (their record carries `previous_key_mac`).
     public static let epochStartingActions: Set<String> = ["rekey", "member-remove"]
 
-    /// The fields every record's MAC covers, after the label, vault id and chain link.
-    private static func encodeFields(_ entry: AuditEntry, into e: inout CanonicalEncoder) {
-        e.i64(entry.at)
-        e.str(entry.action)
-        e.optionalStr(entry.profile)
-        e.optionalStr(entry.environment)
-        e.optionalStr(entry.tokenURL)
-        e.optionalStr(entry.grantType)
-        e.str(entry.outcome)
-        e.optionalI64(entry.httpStatus)
-        e.optionalStr(entry.oauthError)
-        e.optionalI64(entry.attempts)
-        e.optionalI64(entry.durationMs)
-        e.optionalStr(entry.tokenType)
-        e.optionalI64(entry.expiresIn)
-        e.optionalI64(entry.expiresAt)
-        e.optionalStr(entry.requestID)
-        e.optionalStr(entry.tokenFingerprint)
-        e.optionalStr(entry.detail)
-    }
-
-    /// The MAC input of a format-2 record (FORMAT.md §6.2).
-    public static func macInput(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.auditMAC)
-        e.data(vaultID)
-        e.data(previousMAC)
-        e.i64(entry.seq)
-        e.i64(epoch)
-        encodeFields(entry, into: &e)
-        return e.bytes
-    }
-
-    /// The MAC of a format-2 record chained to `previousMAC` (FORMAT.md §6.2).
-    public static func mac(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64, key: SecureBytes) -> [UInt8] {
-        Sodium.blake2b(macInput(of: entry, previousMAC: previousMAC, vaultID: vaultID, epoch: epoch), key: key, length: 32)
-    }
-
-    /// The MAC of a format-1 record (FORMAT.md §9), read only by the upgrade.
-    static func v1MAC(of entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.V1.auditMAC)
-        e.data(vaultID)
-        e.data(previousMAC)
-        e.i64(entry.seq)
-        encodeFields(entry, into: &e)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
-    }
-
-    /// The MAC of the chain head (FORMAT.md §6.4).
-    static func headMAC(seq: Int64, epoch: Int64, lastMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.auditHeadMAC)
-        e.data(vaultID)
-        e.i64(seq)
-        e.i64(epoch)
-        e.data(lastMAC)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
-    }
-
-    static func v1HeadMAC(seq: Int64, lastMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.V1.auditHeadMAC)
-        e.data(vaultID)
-        e.i64(seq)
-        e.data(lastMAC)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
-    }
-
-    /// The additional data sealing the audit key of `epoch` under the next epoch's (FORMAT.md §6.6).
-    static func retiredKeyAD(vaultID: [UInt8], epoch: Int64) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.retiredAuditKeyAD)
-        e.data(vaultID)
-        e.i64(epoch)
-        return e.bytes
-    }
-
     /// Appends `entry` inside the caller's write transaction and moves the head.
     ///
     /// - `genesis`: the `init` record of a new vault (the trail must be empty).
@@ -196,7 +123,7 @@ public enum AuditChain {
             entry.seq = head.seq + 1
             previousMAC = [UInt8](head.lastMAC)
         }
-        let input = macInput(of: entry, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch)
+        let input = Format.auditMACInput(entry, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch)
         let mac = Sodium.blake2b(input, key: keys.macKey, length: 32)
         let previousKeyMAC = previous.map { Sodium.blake2b(input, key: $0.macKey, length: 32) }
         var row = AuditRow(entry, mac: mac)
@@ -206,8 +133,7 @@ public enum AuditChain {
             // Format 3 (§6.7): the member who caused it signs the record's MAC.
             entry.member = signer.member
             row.member = signer.member
-            row.signature = Data(signer.identity.sign(MemberCrypto.signatureInput(vaultID: vaultID, seq: entry.seq,
-                                                                                  member: signer.member, mac: mac)))
+            row.signature = Data(signer.identity.sign(Format.auditSignatureInput(vaultID: vaultID, seq: entry.seq, member: signer.member, mac: mac)))
         }
         // Both writes must change exactly one row.
         let recordFailure = VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
@@ -218,7 +144,7 @@ public enum AuditChain {
                 last_mac = excluded.last_mac, mac = excluded.mac
             """
         let headArguments: [(any DatabaseValueConvertible)?] = [
-            entry.seq, keys.epoch, Data(mac), Data(headMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey)),
+            entry.seq, keys.epoch, Data(mac), Data(Format.auditHeadMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey)),
         ]
         try row.insert(db, orFail: recordFailure)
         try db.executeExpecting(sql: headSQL, arguments: headArguments, changes: 1, failure: headFailure)
@@ -232,7 +158,7 @@ public enum AuditChain {
         guard let head else {
             throw VaultError.integrity("the audit trail has no head (records were removed); vault refuses to work without its audit trail")
         }
-        let expected = headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: keys.macKey)
+        let expected = Format.auditHeadMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: keys.macKey)
         guard head.keyEpoch == keys.epoch, Sodium.constantTimeEqual(expected, [UInt8](head.mac)) else {
             throw VaultError.integrity("the audit chain head does not verify")
         }
@@ -255,7 +181,7 @@ public enum AuditChain {
             let opened: SecureBytes
             do {
                 opened = try Sodium.open(key: newer.sealingKey, nonce: [UInt8](row.nonce), ciphertext: [UInt8](row.sealed),
-                                         additionalData: retiredKeyAD(vaultID: vaultID, epoch: epoch))
+                                         additionalData: Format.retiredAuditKeyAD(vaultID: vaultID, epoch: epoch))
             } catch {
                 throw VaultError.integrity("the retired audit key of epoch \(epoch) failed authentication")
             }
@@ -271,7 +197,7 @@ public enum AuditChain {
     static func retire(_ retiring: VaultKeys, under next: AuditEpochKeys, db: StoreDB, vaultID: [UInt8]) throws {
         let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
         let sealed = try Sodium.seal(key: next.sealingKey, nonce: nonce, plaintext: retiring.auditKey,
-                                     additionalData: retiredKeyAD(vaultID: vaultID, epoch: retiring.epoch))
+                                     additionalData: Format.retiredAuditKeyAD(vaultID: vaultID, epoch: retiring.epoch))
         try RetiredAuditKeyRecord(keyEpoch: retiring.epoch, nonce: Data(nonce), sealed: Data(sealed)).insert(db)
         guard db.changesCount == 1 else { throw VaultError.integrity("the retired audit key was not stored") }
     }
@@ -316,7 +242,7 @@ public enum AuditChain {
         if seq == rules.signedFrom, member.kind != "passphrase" || !signatureStartingActions.contains(row.action) {
             return "record \(seq), the first signed record, is not an init or upgrade record signed by the owner"
         }
-        let input = MemberCrypto.signatureInput(vaultID: vaultID, seq: seq, member: name, mac: mac)
+        let input = Format.auditSignatureInput(vaultID: vaultID, seq: seq, member: name, mac: mac)
         guard Sodium.verify(signature: [UInt8](signature), message: input, publicKey: [UInt8](member.signPublicKey)) else {
             return "record \(seq)'s signature does not verify under member '\(display)' (forged, re-signed by another member, or its signer edited)"
         }
@@ -365,7 +291,7 @@ public enum AuditChain {
                       let previousKeys = keys[epoch] else {
                     return failure(row.seq, "record \(row.seq) starts key epoch \(recordEpoch) but is not a rekey record")
                 }
-                let input = macInput(of: row.entry, previousMAC: previous, vaultID: vaultID, epoch: recordEpoch)
+                let input = Format.auditMACInput(row.entry, previousMAC: previous, vaultID: vaultID, epoch: recordEpoch)
                 guard Sodium.constantTimeEqual(Sodium.blake2b(input, key: previousKeys.macKey, length: 32), [UInt8](previousKeyMAC)) else {
                     return failure(row.seq, "record \(row.seq) is not MAC'd under the previous key epoch (the epochs do not link)")
                 }
@@ -376,7 +302,7 @@ public enum AuditChain {
             guard let epochKeys = keys[epoch] else {
                 return failure(row.seq, "record \(row.seq) names key epoch \(epoch), which this vault does not have")
             }
-            let computed = mac(of: row.entry, previousMAC: previous, vaultID: vaultID, epoch: epoch, key: epochKeys.macKey)
+            let computed = Format.auditMAC(row.entry, previousMAC: previous, vaultID: vaultID, epoch: epoch, key: epochKeys.macKey)
             guard Sodium.constantTimeEqual(computed, [UInt8](row.mac)) else {
                 return failure(row.seq, "record \(row.seq) does not match its MAC (edited, reordered, or the record before it was removed)")
             }
@@ -395,7 +321,7 @@ public enum AuditChain {
             return failure(lastSeq, "the audit chain head is missing")
         }
         guard head.keyEpoch == current.epoch,
-              Sodium.constantTimeEqual(headMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: current.macKey),
+              Sodium.constantTimeEqual(Format.auditHeadMAC(seq: head.seq, epoch: head.keyEpoch, lastMAC: [UInt8](head.lastMAC), vaultID: vaultID, key: current.macKey),
                                        [UInt8](head.mac)) else {
             return failure(head.seq, "the audit chain head does not match its MAC")
         }
@@ -425,7 +351,7 @@ public enum AuditChain {
             guard expectedSeq != 1 || record.action == "init" else {
                 throw VaultError.integrity("format-1 audit trail: record 1 is not the init record; the vault was not upgraded")
             }
-            let computed = v1MAC(of: record.entry, previousMAC: previous, vaultID: vaultID, key: key)
+            let computed = Format.V1.auditMAC(record.entry, previousMAC: previous, vaultID: vaultID, key: key)
             guard Sodium.constantTimeEqual(computed, [UInt8](record.mac)) else {
                 throw VaultError.integrity("format-1 audit trail: record \(record.seq) does not match its MAC; the vault was not upgraded")
             }
@@ -437,7 +363,7 @@ public enum AuditChain {
         }
         let headSeq: Int64 = head["seq"], lastMAC = [UInt8](head["last_mac"] as Data), headMAC = [UInt8](head["mac"] as Data)
         guard headSeq == Int64(entries.count), Sodium.constantTimeEqual(lastMAC, previous),
-              Sodium.constantTimeEqual(v1HeadMAC(seq: headSeq, lastMAC: lastMAC, vaultID: vaultID, key: key), headMAC) else {
+              Sodium.constantTimeEqual(Format.V1.auditHeadMAC(seq: headSeq, lastMAC: lastMAC, vaultID: vaultID, key: key), headMAC) else {
             throw VaultError.integrity("format-1 audit trail: the head does not match the last record; the vault was not upgraded")
         }
         return entries
@@ -448,7 +374,7 @@ public enum AuditChain {
     static func remacAsFormat2(_ entries: [AuditEntry], db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys) throws {
         var previous = zeroMAC
         for entry in entries {
-            let mac = mac(of: entry, previousMAC: previous, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
+            let mac = Format.auditMAC(entry, previousMAC: previous, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
             try db.execute(sql: "UPDATE audit_record SET mac = ?, key_epoch = ?, previous_key_mac = NULL WHERE seq = ?",
                            arguments: [Data(mac), keys.epoch, entry.seq])
             guard db.changesCount == 1 else { throw VaultError.integrity("an audit record could not be re-MAC'd") }
@@ -456,7 +382,7 @@ public enum AuditChain {
         }
         try db.execute(sql: "INSERT INTO audit_head (id, seq, key_epoch, last_mac, mac) VALUES (1, ?, ?, ?, ?)",
                        arguments: [Int64(entries.count), keys.epoch, Data(previous),
-                                   Data(headMAC(seq: Int64(entries.count), epoch: keys.epoch, lastMAC: previous, vaultID: vaultID, key: keys.macKey))])
+                                   Data(Format.auditHeadMAC(seq: Int64(entries.count), epoch: keys.epoch, lastMAC: previous, vaultID: vaultID, key: keys.macKey))])
     }
 
     /// The JSON object of one record (every field but the MAC), built by SQLite.

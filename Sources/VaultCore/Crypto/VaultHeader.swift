@@ -30,32 +30,15 @@ public struct VaultHeader: Sendable, Equatable {
     /// Only format 2 binds the key epoch: format 1 had none, and format 3 wraps the owner's
     /// identity, which a `rekey` does not change.
     public var wrapAdditionalData: [UInt8] {
-        var encoder = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.wrapAD : formatVersion == 2 ? Labels.wrapAD : Labels.wrapADV3)
-        encoder.u32(formatVersion)
-        encoder.data(vaultID)
-        if formatVersion == 2 { encoder.i64(keyEpoch) }
-        encoder.str(kdfAlgorithm)
-        encoder.u64(kdf.opslimit)
-        encoder.u64(kdf.memlimit)
-        encoder.data(salt)
-        return encoder.bytes
+        Format.wrapAD(formatVersion: formatVersion, vaultID: vaultID, keyEpoch: keyEpoch, kdfAlgorithm: kdfAlgorithm,
+                      opslimit: kdf.opslimit, memlimit: kdf.memlimit, salt: salt)
     }
 
     /// The header digest over every field (FORMAT.md §4.3; §9 for format 1).
     public var computedDigest: [UInt8] {
-        var encoder = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.headerDigest
-                                       : formatVersion == 2 ? Labels.headerDigest : Labels.headerDigestV3)
-        encoder.u32(formatVersion)
-        encoder.data(vaultID)
-        if formatVersion != 1 { encoder.i64(keyEpoch) }
-        if formatVersion >= 3 { encoder.i64(signedFromSeq) }
-        encoder.str(kdfAlgorithm)
-        encoder.u64(kdf.opslimit)
-        encoder.u64(kdf.memlimit)
-        encoder.data(salt)
-        encoder.data(keyNonce)
-        encoder.data(wrappedKeys)
-        return Sodium.blake2b(encoder.bytes, length: 32)
+        Format.headerDigest(formatVersion: formatVersion, vaultID: vaultID, keyEpoch: keyEpoch, signedFromSeq: signedFromSeq,
+                            kdfAlgorithm: kdfAlgorithm, opslimit: kdf.opslimit, memlimit: kdf.memlimit, salt: salt,
+                            keyNonce: keyNonce, wrappedKeys: wrappedKeys)
     }
 
     /// Creates the format-3 header of a new vault, wrapping the owner's identity under

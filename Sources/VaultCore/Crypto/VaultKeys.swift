@@ -54,8 +54,7 @@ public final class VaultKeys: Sendable {
     /// A keyed, non-reversible fingerprint of a token for the audit trail: 16 bytes of
     /// keyed BLAKE2b, hex (FORMAT.md §6.3).
     public func fingerprint(token: SecureBytes) -> String {
-        let digest = token.withUnsafeBytes { Sodium.blake2b(Array($0), key: fingerprintKey, length: 16) }
-        return digest.hexString
+        Format.tokenFingerprint(token, key: fingerprintKey)
     }
 }
 

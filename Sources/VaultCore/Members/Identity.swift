@@ -20,17 +20,9 @@ public struct Recipient: Sendable, Equatable {
         self.signPublicKey = signPublicKey
     }
 
-    /// The first 4 bytes of BLAKE2b-16(str("gbg-vault/recipient") ‖ box key ‖ sign key).
-    static func checksum(box: [UInt8], sign: [UInt8]) -> [UInt8] {
-        var encoder = CanonicalEncoder(label: Labels.recipientChecksum)
-        encoder.data(box)
-        encoder.data(sign)
-        return Array(Sodium.blake2b(encoder.bytes, length: 16).prefix(checksumBytes))
-    }
-
     /// `gbgv1` ‖ base64url without padding (box key ‖ sign key ‖ checksum).
     public var string: String {
-        let payload = boxPublicKey + signPublicKey + Self.checksum(box: boxPublicKey, sign: signPublicKey)
+        let payload = boxPublicKey + signPublicKey + Format.recipientChecksum(boxPublicKey: boxPublicKey, signPublicKey: signPublicKey)
         return Self.prefix + Data(payload).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
@@ -57,7 +49,7 @@ public struct Recipient: Sendable, Equatable {
         }
         let box = Array(payload[0..<32])
         let sign = Array(payload[32..<64])
-        guard Sodium.constantTimeEqual(Array(payload[64..<68]), Self.checksum(box: box, sign: sign)) else {
+        guard Sodium.constantTimeEqual(Array(payload[64..<68]), Format.recipientChecksum(boxPublicKey: box, signPublicKey: sign)) else {
             throw .usage("the recipient's checksum does not match: it was mistyped or changed")
         }
         boxPublicKey = box
@@ -143,15 +135,9 @@ public enum IdentityFile {
         LocalEnvironment.dataDirectory + "/identity"
     }
 
-    /// Additional data of the sealed form: what the file says besides the secret.
+    /// Additional data of the sealed form (FORMAT.md §10.2).
     static func additionalData(recipient: String, kdf: KDFParameters, salt: [UInt8]) -> [UInt8] {
-        var encoder = CanonicalEncoder(label: Labels.identityAD)
-        encoder.str(recipient)
-        encoder.str(Labels.kdfAlgorithm)
-        encoder.u64(kdf.opslimit)
-        encoder.u64(kdf.memlimit)
-        encoder.data(salt)
-        return encoder.bytes
+        Format.identityAD(recipient: recipient, kdfAlgorithm: Labels.kdfAlgorithm, opslimit: kdf.opslimit, memlimit: kdf.memlimit, salt: salt)
     }
 
     /// The file's text for `identity`; sealed under `passphrase` (Argon2id at `kdf`) or,

@@ -59,31 +59,14 @@ public struct Member: Sendable, Equatable, Codable {
 enum MemberCrypto {
     /// §10.4 The member row MAC, under the metadata key of the current epoch.
     static func mac(_ r: MemberRecord, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.memberMAC)
-        e.data(vaultID)
-        e.str(r.name)
-        e.data([UInt8](r.uid))
-        e.str(r.kind)
-        e.data([UInt8](r.boxPublicKey))
-        e.data([UInt8](r.signPublicKey))
-        e.i64(r.addedSeq)
-        e.optionalI64(r.removedSeq)
-        e.str(r.createdAt)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
+        Format.memberMAC(vaultID: vaultID, name: r.name, uid: [UInt8](r.uid), kind: r.kind, boxPublicKey: [UInt8](r.boxPublicKey),
+                         signPublicKey: [UInt8](r.signPublicKey), addedSeq: r.addedSeq, removedSeq: r.removedSeq, createdAt: r.createdAt, key: key)
     }
 
-    /// §10.3 What a key slot's 32-byte binding covers: the slot belongs to this vault,
-    /// epoch and member, and was made by someone who held the keys.
+    /// §10.3 A key slot's binding for `member` and `keys`.
     static func slotBinding(vaultID: [UInt8], epoch: Int64, member: MemberRecord, keys: VaultKeys) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.keySlot)
-        e.data(vaultID)
-        e.i64(epoch)
-        e.str(member.name)
-        e.data([UInt8](member.uid))
-        e.data([UInt8](member.boxPublicKey))
-        keys.dataKey.withUnsafeBytes { e.data(Array($0)) }
-        keys.auditKey.withUnsafeBytes { e.data(Array($0)) }
-        return Sodium.blake2b(e.bytes, length: 32)
+        Format.slotBinding(vaultID: vaultID, epoch: epoch, memberName: member.name, memberUID: [UInt8](member.uid),
+                           boxPublicKey: [UInt8](member.boxPublicKey), dataKey: keys.dataKey, auditKey: keys.auditKey)
     }
 
     /// §10.3 `crypto_box_seal(data_key ‖ audit_key ‖ binding, member's box key)`. The
@@ -111,22 +94,12 @@ enum MemberCrypto {
     /// by anyone else (a file writer with keys of their own) is refused at unlock.
     static func ownerEndorsement(owner: MemberIdentity, epoch: Int64, sealed: [UInt8], vaultID: [UInt8]) throws -> [UInt8] {
         let key = try Sodium.deriveSubkey(from: owner.boxSecretKey, id: 1, context: Labels.ownerContext)
-        var e = CanonicalEncoder(label: Labels.ownerSlot)
-        e.data(vaultID)
-        e.i64(epoch)
-        e.data(sealed)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
+        return Format.ownerEndorsement(vaultID: vaultID, epoch: epoch, sealed: sealed, key: key)
     }
 
-    /// §10.3 The slot MAC (metadata key): this sealed box belongs to this member's row.
+    /// §10.3 The slot MAC of `member`'s slot.
     static func slotMAC(member: MemberRecord, epoch: Int64, sealed: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.keySlotMAC)
-        e.data(vaultID)
-        e.str(member.name)
-        e.data([UInt8](member.uid))
-        e.i64(epoch)
-        e.data(sealed)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
+        Format.slotMAC(vaultID: vaultID, memberName: member.name, memberUID: [UInt8](member.uid), epoch: epoch, sealed: sealed, key: key)
     }
 
     /// Every slot belongs to a current member, is for `keys`' epoch and carries its MAC;
@@ -196,17 +169,6 @@ enum MemberCrypto {
             }
         }
         return (member, keys)
-    }
-
-    /// §6.7 What a member signs for record `seq`: the record's MAC (which covers every
-    /// field and the previous record's MAC) and the member's name.
-    static func signatureInput(vaultID: [UInt8], seq: Int64, member: String, mac: [UInt8]) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.auditSignature)
-        e.data(vaultID)
-        e.i64(seq)
-        e.str(member)
-        e.data(mac)
-        return e.bytes
     }
 }
 

@@ -42,30 +42,6 @@ enum FormatUpgrade {
     /// finished the upgrade first; `run` then simply goes on.
     static let alreadyUpgradedMessage = "the vault was upgraded by another process"
 
-    private static func v1ProfileMAC(id: Int64, name: String, clientID: String, username: String?, grant: String,
-                                     scope: String?, environment: String, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.V1.profileMAC)
-        e.data(vaultID)
-        e.i64(id)
-        e.str(name)
-        e.str(clientID)
-        e.optionalStr(username)
-        e.str(grant)
-        e.optionalStr(scope)
-        e.str(environment)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
-    }
-
-    static func v1SecretAD(vaultID: [UInt8], profileID: Int64, field: String, version: Int64) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.V1.secretAD)
-        e.data(vaultID)
-        e.str(Labels.V1.secretTable)
-        e.i64(profileID)
-        e.str(field)
-        e.i64(version)
-        return e.bytes
-    }
-
     /// Everything format 1 promises, checked before anything is changed.
     private static func checkFormat1(_ db: StoreDB, header: VaultHeader, keys: VaultKeys, vaultID: [UInt8], state: State) throws {
         guard let stored = try HeaderRecord.fetchOne(db, key: 1) else { throw VaultError.integrity("the vault header is missing") }
@@ -73,12 +49,9 @@ enum FormatUpgrade {
         guard stored.header == header else { throw VaultError.keysChanged }
 
         for row in try Row.fetchAll(db, sql: "SELECT name, token_url, api_base, mac FROM environment") {
-            var e = CanonicalEncoder(label: Labels.V1.environmentMAC)
-            e.data(vaultID)
-            e.str(row["name"])
-            e.str(row["token_url"])
-            e.optionalStr(row["api_base"])
-            guard Sodium.constantTimeEqual(Sodium.blake2b(e.bytes, key: keys.metadataKey, length: 32), [UInt8](row["mac"] as Data)) else {
+            let mac = Format.V1.environmentMAC(vaultID: vaultID, name: row["name"], tokenURL: row["token_url"], apiBase: row["api_base"],
+                                               key: keys.metadataKey)
+            guard Sodium.constantTimeEqual(mac, [UInt8](row["mac"] as Data)) else {
                 throw VaultError.integrity("environment '\((row["name"] as String).sanitisedForDisplay(limit: 64))' fails its format-1 MAC; the vault was not upgraded")
             }
         }
@@ -86,8 +59,7 @@ enum FormatUpgrade {
         for row in profiles {
             let id: Int64 = row["id"], name: String = row["name"], grant: String = row["grant_type"]
             let display = name.sanitisedForDisplay(limit: 64)
-            let mac = v1ProfileMAC(id: id, name: name, clientID: row["client_id"], username: row["username"], grant: grant,
-                                   scope: row["scope"], environment: row["environment"], vaultID: vaultID, key: keys.metadataKey)
+            let mac = Format.V1.profileMAC(vaultID: vaultID, id: id, name: name, clientID: row["client_id"], username: row["username"], grantType: grant, scope: row["scope"], environment: row["environment"], key: keys.metadataKey)
             guard Sodium.constantTimeEqual(mac, [UInt8](row["mac"] as Data)), let grantType = GrantType(rawValue: grant) else {
                 throw VaultError.integrity("profile '\(display)' fails its format-1 MAC; the vault was not upgraded")
             }
@@ -99,7 +71,7 @@ enum FormatUpgrade {
                 let opened: SecureBytes
                 do {
                     opened = try Sodium.open(key: keys.secretKey, nonce: [UInt8](secret.nonce), ciphertext: [UInt8](secret.ciphertext),
-                                             additionalData: v1SecretAD(vaultID: vaultID, profileID: id, field: secret.field, version: secret.version))
+                                             additionalData: Format.V1.secretAD(vaultID: vaultID, profileID: id, field: secret.field, version: secret.version))
                 } catch {
                     throw VaultError.integrity("\(secret.field) version \(secret.version) of profile '\(display)' fails authentication; the vault was not upgraded")
                 }
@@ -126,8 +98,7 @@ enum FormatUpgrade {
         for var environment in try EnvironmentRecord.fetchAll(db) {
             let uid = Sodium.randomBytes(16)
             environment.uid = Data(uid)
-            environment.mac = Data(UnlockedVault.environmentMAC(name: environment.name, uid: uid, tokenURL: environment.tokenURL,
-                                                                apiBase: environment.apiBase, vaultID: vaultID, key: keys.metadataKey))
+            environment.mac = Data(Format.environmentMAC(vaultID: vaultID, uid: uid, name: environment.name, tokenURL: environment.tokenURL, apiBase: environment.apiBase, key: keys.metadataKey))
             try environment.update(db)
         }
         var uids: [Int64: [UInt8]] = [:]
@@ -141,7 +112,7 @@ enum FormatUpgrade {
         for secret in state.secrets {
             guard let uid = uids[secret.profileID] else { throw VaultError.integrity("a secret lost its profile during the upgrade") }
             let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
-            let ad = UnlockedVault.secretAD(vaultID: vaultID, profileUID: uid, field: secret.field, version: secret.version)
+            let ad = Format.secretAD(vaultID: vaultID, profileUID: uid, field: secret.field.rawValue, version: secret.version)
             let ciphertext = try Sodium.seal(key: keys.secretKey, nonce: nonce, plaintext: secret.secret, additionalData: ad)
             try db.execute(sql: "UPDATE secret_version SET nonce = ?, ciphertext = ? WHERE profile_id = ? AND field = ? AND version = ?",
                            arguments: [Data(nonce), Data(ciphertext), secret.profileID, secret.field.rawValue, secret.version])

@@ -152,59 +152,23 @@ public final class UnlockedVault: @unchecked Sendable {
 
     // MARK: - Sealing (FORMAT.md §5)
 
-    static func secretAD(vaultID: [UInt8], profileUID: [UInt8], field: SecretField, version: Int64) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.secretAD)
-        e.data(vaultID)
-        e.data(profileUID)
-        e.str(field.rawValue)
-        e.i64(version)
-        return e.bytes
-    }
-
     static func tokenAD(vaultID: [UInt8], profileUID: [UInt8], environment: Environment, expiresAt: Int64,
                         clientSecretVersion: Int64, passwordVersion: Int64?) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.tokenAD)
-        e.data(vaultID)
-        e.data(profileUID)
-        e.str(environment.name)
-        e.data(environment.uid)
-        e.str(environment.tokenURL)
-        e.optionalStr(environment.apiBase)
-        e.i64(expiresAt)
-        e.i64(clientSecretVersion)
-        e.optionalI64(passwordVersion)
-        return e.bytes
+        Format.tokenAD(vaultID: vaultID, profileUID: profileUID, environmentName: environment.name, environmentUID: environment.uid,
+                       tokenURL: environment.tokenURL, apiBase: environment.apiBase, expiresAt: expiresAt,
+                       clientSecretVersion: clientSecretVersion, passwordVersion: passwordVersion)
     }
 
     static func profileMAC(_ r: ProfileRecord, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.profileMAC)
-        e.data(vaultID)
-        e.data([UInt8](r.uid ?? Data()))
-        e.str(r.name)
-        e.str(r.clientID)
-        e.optionalStr(r.username)
-        e.str(r.grantType)
-        e.optionalStr(r.scope)
-        e.str(r.environment)
-        e.i64(r.clientSecretVersion ?? 0)
-        e.optionalI64(r.passwordVersion)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
-    }
-
-    static func environmentMAC(name: String, uid: [UInt8], tokenURL: String, apiBase: String?, vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.environmentMAC)
-        e.data(vaultID)
-        e.data(uid)
-        e.str(name)
-        e.str(tokenURL)
-        e.optionalStr(apiBase)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
+        Format.profileMAC(vaultID: vaultID, uid: [UInt8](r.uid ?? Data()), name: r.name, clientID: r.clientID, username: r.username,
+                          grantType: r.grantType, scope: r.scope, environment: r.environment, clientSecretVersion: r.clientSecretVersion ?? 0,
+                          passwordVersion: r.passwordVersion, key: key)
     }
 
     func sealSecret(_ secret: SecureBytes, profileID: Int64, profileUID: [UInt8], field: SecretField, version: Int64,
                     key: SecureBytes) throws -> SecretVersionRecord {
         let nonce = Sodium.randomBytes(Sodium.aeadNonceBytes)
-        let ad = Self.secretAD(vaultID: vaultID, profileUID: profileUID, field: field, version: version)
+        let ad = Format.secretAD(vaultID: vaultID, profileUID: profileUID, field: field.rawValue, version: version)
         let ciphertext = try Sodium.seal(key: key, nonce: nonce, plaintext: secret, additionalData: ad)
         return SecretVersionRecord(profileID: profileID, field: field.rawValue, version: version,
                                    nonce: Data(nonce), ciphertext: Data(ciphertext), createdAt: now.iso8601)
@@ -214,7 +178,7 @@ public final class UnlockedVault: @unchecked Sendable {
         guard let field = SecretField(rawValue: record.field) else {
             throw .integrity("a sealed secret has an unknown field name")
         }
-        let ad = Self.secretAD(vaultID: vaultID, profileUID: [UInt8](profile.uid ?? Data()), field: field, version: record.version)
+        let ad = Format.secretAD(vaultID: vaultID, profileUID: [UInt8](profile.uid ?? Data()), field: field.rawValue, version: record.version)
         do {
             return try Sodium.open(key: key, nonce: [UInt8](record.nonce), ciphertext: [UInt8](record.ciphertext), additionalData: ad)
         } catch {
@@ -243,8 +207,7 @@ public final class UnlockedVault: @unchecked Sendable {
 
     func checkEnvironmentMAC(_ record: EnvironmentRecord, keys: VaultKeys) throws(VaultError) {
         let uid = [UInt8](record.uid ?? Data())
-        let expected = Self.environmentMAC(name: record.name, uid: uid, tokenURL: record.tokenURL, apiBase: record.apiBase,
-                                           vaultID: vaultID, key: keys.metadataKey)
+        let expected = Format.environmentMAC(vaultID: vaultID, uid: uid, name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, key: keys.metadataKey)
         guard uid.count == 16, Sodium.constantTimeEqual(expected, [UInt8](record.mac)) else {
             throw .integrity("environment '\(record.name.sanitisedForDisplay(limit: 64))' was modified outside vault (MAC mismatch)")
         }
@@ -521,9 +484,7 @@ public final class UnlockedVault: @unchecked Sendable {
             guard orphans == 0 else { throw VaultError.integrity("\(orphans) sealed secret(s) belong to no profile") }
             for var environment in try EnvironmentRecord.fetchAll(db) {
                 try checkEnvironmentMAC(environment, keys: keys)
-                environment.mac = Data(Self.environmentMAC(name: environment.name, uid: [UInt8](environment.uid ?? Data()),
-                                                           tokenURL: environment.tokenURL, apiBase: environment.apiBase,
-                                                           vaultID: vaultID, key: next.metadataKey))
+                environment.mac = Data(Format.environmentMAC(vaultID: vaultID, uid: [UInt8](environment.uid ?? Data()), name: environment.name, tokenURL: environment.tokenURL, apiBase: environment.apiBase, key: next.metadataKey))
                 try environment.update(db)
             }
             let recordSeq = (try AuditHeadRecord.fetchOne(db, key: 1)?.seq ?? 0) + 1
@@ -637,8 +598,7 @@ public final class UnlockedVault: @unchecked Sendable {
             }
             let uid = Sodium.randomBytes(16)
             try EnvironmentRecord(name: name, uid: Data(uid), tokenURL: tokenURL, apiBase: apiBase, createdAt: now.iso8601,
-                                  mac: Data(Self.environmentMAC(name: name, uid: uid, tokenURL: tokenURL, apiBase: apiBase,
-                                                                vaultID: vaultID, key: keys.metadataKey))).insert(db)
+                                  mac: Data(Format.environmentMAC(vaultID: vaultID, uid: uid, name: name, tokenURL: tokenURL, apiBase: apiBase, key: keys.metadataKey))).insert(db)
             try audit(AuditEntry(at: now.unixMilliseconds, action: "env-add", outcome: "ok", environment: name, tokenURL: tokenURL), db, keys)
         }
     }
@@ -666,8 +626,7 @@ public final class UnlockedVault: @unchecked Sendable {
             if let newTokenURL, newTokenURL != record.tokenURL { record.tokenURL = newTokenURL; changes.append("token_url") }
             if let newAPIBase, newAPIBase != record.apiBase { record.apiBase = newAPIBase; changes.append("api_base") }
             let uid = [UInt8](record.uid ?? Data())
-            record.mac = Data(Self.environmentMAC(name: record.name, uid: uid, tokenURL: record.tokenURL, apiBase: record.apiBase,
-                                                  vaultID: vaultID, key: keys.metadataKey))
+            record.mac = Data(Format.environmentMAC(vaultID: vaultID, uid: uid, name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, key: keys.metadataKey))
             try record.update(db)
             try db.execute(sql: "DELETE FROM token_cache WHERE environment = ?", arguments: [name])
             let dropped = db.changesCount
