@@ -106,7 +106,7 @@ enum FormatUpgrade {
             let uid = Sodium.randomBytes(16)
             uids[profile.id!] = uid
             profile.uid = Data(uid)
-            profile.mac = Data(UnlockedVault.profileMAC(profile, vaultID: vaultID, key: keys.metadataKey))
+            profile.mac = Data(profile.computedMAC(vaultID: vaultID, key: keys.metadataKey))
             try profile.update(db)
         }
         for secret in state.secrets {

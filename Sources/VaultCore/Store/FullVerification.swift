@@ -26,7 +26,8 @@ extension UnlockedVault {
     /// first problem: it names each one.
     public func verifyEverything() throws(VaultError) -> FullVerification {
         let sqliteProblems = try database.integrityProblems()
-        var report = try read { db, keys -> FullVerification in
+        var report = try read { tx -> FullVerification in
+            let db = tx.db, keys = tx.keys
             var report = FullVerification()
             report.keyEpoch = keys.epoch
             func check(_ body: () throws -> Void) {
@@ -38,7 +39,7 @@ extension UnlockedVault {
             for record in try EnvironmentRecord.fetchAll(db) {
                 report.environments += 1
                 check {
-                    try checkEnvironmentMAC(record, keys: keys)
+                    try tx.checkEnvironmentMAC(record)
                     environments[record.name] = Environment(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase,
                                                             builtIn: false, uid: [UInt8](record.uid ?? Data()))
                 }
@@ -49,10 +50,10 @@ extension UnlockedVault {
                 report.profiles += 1
                 let name = record.name.sanitisedForDisplay(limit: 64)
                 check {
-                    try checkMAC(record, keys: keys)
+                    try tx.checkMAC(record)
                     profiles[record.id!] = record
                 }
-                check { try checkVersionSequence(db, profile: record) }
+                check { try tx.checkVersionSequence(record) }
                 if environments[record.environment] == nil, !Environment.builtIns.contains(where: { $0.name == record.environment }) {
                     report.problems.append("profile '\(name)' names environment '\(record.environment.sanitisedForDisplay(limit: 64))', which does not exist")
                 }
@@ -65,7 +66,7 @@ extension UnlockedVault {
                     }
                     continue
                 }
-                check { _ = try openSecret(secret, profile: profile, key: keys.secretKey) }
+                check { _ = try tx.openSecret(secret, profile: profile, key: keys.secretKey) }
             }
             for cached in try TokenCacheRecord.fetchAll(db) {
                 report.cachedTokens += 1
@@ -80,9 +81,8 @@ extension UnlockedVault {
                     report.problems.append("the cached token of profile '\(name)' is for an environment that no longer exists as it was")
                     continue
                 }
-                let ad = Self.tokenAD(vaultID: vaultID, profileUID: [UInt8](profile.uid ?? Data()), environment: environment,
-                                      expiresAt: cached.expiresAt, clientSecretVersion: cached.clientSecretVersion,
-                                      passwordVersion: cached.passwordVersion)
+                let ad = tx.tokenAD(profileUID: [UInt8](profile.uid ?? Data()), environment: environment, expiresAt: cached.expiresAt,
+                                    clientSecretVersion: cached.clientSecretVersion, passwordVersion: cached.passwordVersion)
                 do {
                     _ = try Sodium.open(key: keys.tokenKey, nonce: [UInt8](cached.nonce), ciphertext: [UInt8](cached.ciphertext), additionalData: ad)
                 } catch {
@@ -90,10 +90,10 @@ extension UnlockedVault {
                 }
             }
             var members: [MemberRecord] = []
-            check { members = try checkedMembers(db, keys: keys) }
+            check { members = try tx.checkedMembers() }
             check {
                 let audit = try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys,
-                                                  signatures: .init(signedFrom: header.signedFromSeq, members: members))
+                                                  signatures: .init(signedFrom: tx.signedFromSeq, members: members))
                 report.auditRecords = audit.recordsChecked
                 if let failure = audit.firstFailure { report.problems.append("audit trail: \(failure.reason)") }
             }
