@@ -49,6 +49,10 @@ public enum VaultError: Error, Sendable, Equatable {
         }
     }
 
+    /// A row the store returned that does not decode as its record: a value missing, of
+    /// another type, or a name (grant type) this version does not know.
+    static let malformedRow = VaultError.integrity("a stored row has a missing value, or a value of a type or name this version does not know")
+
     /// The one-line message shown after `vault: error: `.
     public var message: String {
         switch self {

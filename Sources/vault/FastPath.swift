@@ -54,10 +54,12 @@ enum FastPath {
               parsed.only(flags: ["--json", "--jsonl"], options: ["--vault", "--profile", "--env", "--member", "--outcome", "--since", "--until", "--limit"]),
               parsed.flags.count < 2
         else { return }
-        var query = AuditQuery(profile: parsed.option("--profile"), environment: parsed.option("--env"),
-                               outcome: parsed.option("--outcome"))
+        var query = AuditQuery(profile: parsed.option("--profile"), environment: parsed.option("--env"))
         query.member = parsed.option("--member")
-        if let outcome = query.outcome, !VaultCLI.ListAudit.outcomes.contains(outcome) { return }
+        if let text = parsed.option("--outcome") {
+            guard let outcome = AuditQuery.OutcomeFilter(text) else { return }
+            query.outcome = outcome
+        }
         if let text = parsed.option("--limit") {
             guard let limit = Int(text), limit >= 1 else { return }
             query.limit = limit

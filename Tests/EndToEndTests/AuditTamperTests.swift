@@ -46,6 +46,28 @@ struct AuditTamperTests {
         #expect(result.stderrText.contains("record 5"))
     }
 
+    @Test("a stored name this version does not know (action, outcome, grant type) is an integrity failure, never read as a default")
+    func unknownNames() throws {
+        let fixture = try populated()
+        let vault = fixture.vault
+        try vault.sql("UPDATE audit_record SET action = 'teleport' WHERE seq = 3")
+        let listed = try vault.run(["audit"], removing: ["VAULT_PASSPHRASE"])
+        #expect(listed.status == 7)
+        #expect(listed.stderrText.contains("audit record 3") && listed.stderrText.contains("teleport"), "\(listed.stderrText)")
+        #expect(try vault.run(["audit", "verify"]).status == 7)
+        try vault.sql("UPDATE audit_record SET action = 'token', outcome = 'half_ok' WHERE seq = 3")
+        #expect(try vault.run(["audit"], removing: ["VAULT_PASSPHRASE"]).status == 7)
+        // A profile's grant type the exchange does not know (past the schema's CHECK, as
+        // anyone who can write the file can): refused, not read as one it knows.
+        try vault.sql("PRAGMA ignore_check_constraints = ON; UPDATE profile SET grant_type = 'implicit' WHERE name = 'pw'")
+        for arguments in [["list"], ["list", "--json"], ["show", "pw"], ["token", "pw"]] {
+            let result = try vault.run(arguments, removing: arguments[0] == "token" ? [] : ["VAULT_PASSPHRASE"])
+            #expect(result.status == 7, "\(arguments): \(result.stderrText)")
+            #expect(result.stderrText.contains("integrity failure"))
+        }
+        expectNoLeaks(vault)
+    }
+
     @Test("audit filters: profile, environment, outcome, limit, time range; newest first; no passphrase")
     func filters() throws {
         let fixture = try populated()

@@ -89,7 +89,7 @@ struct ExchangeLogicTests {
         let result = await exchange(t).perform(request())
         #expect(result.attempts == 3)
         #expect(result.error?.exitCode == 5)
-        #expect(result.outcome == "unavailable")
+        #expect(result.outcome == .unavailable)
     }
 
     @Test("hostile token responses are malformed (exit 7)", arguments: [

@@ -112,21 +112,17 @@ struct TestVectorTests {
                 == (try bytes(m, "expect_environment_mac")))
     }
 
-    static func entry(_ r: [String: Any]) -> AuditEntry {
-        var entry = AuditEntry(at: Int64(r["at"] as! Int), action: r["action"] as! String, outcome: r["outcome"] as! String,
-                               profile: r["profile"] as? String, environment: r["environment"] as? String,
-                               tokenURL: r["token_url"] as? String, grantType: r["grant_type"] as? String, detail: r["detail"] as? String)
-        entry.seq = Int64(r["seq"] as! Int)
-        entry.httpStatus = (r["http_status"] as? Int).map(Int64.init)
-        entry.oauthError = r["oauth_error"] as? String
-        entry.attempts = (r["attempts"] as? Int).map(Int64.init)
-        entry.durationMs = (r["duration_ms"] as? Int).map(Int64.init)
-        entry.tokenType = r["token_type"] as? String
-        entry.expiresIn = (r["expires_in"] as? Int).map(Int64.init)
-        entry.expiresAt = (r["expires_at"] as? Int).map(Int64.init)
-        entry.requestID = r["request_id"] as? String
-        entry.tokenFingerprint = r["token_fingerprint"] as? String
-        return entry
+    /// A stored record from a vector's fields (the MAC covers the stored text).
+    static func entry(_ r: [String: Any]) -> AuditRow {
+        AuditRow(seq: Int64(r["seq"] as! Int), at: Int64(r["at"] as! Int), action: r["action"] as! String,
+                 profile: r["profile"] as? String, environment: r["environment"] as? String, tokenURL: r["token_url"] as? String,
+                 grantType: r["grant_type"] as? String, outcome: r["outcome"] as! String,
+                 httpStatus: (r["http_status"] as? Int).map(Int64.init), oauthError: r["oauth_error"] as? String,
+                 attempts: (r["attempts"] as? Int).map(Int64.init), durationMs: (r["duration_ms"] as? Int).map(Int64.init),
+                 tokenType: r["token_type"] as? String, expiresIn: (r["expires_in"] as? Int).map(Int64.init),
+                 expiresAt: (r["expires_at"] as? Int).map(Int64.init), requestID: r["request_id"] as? String,
+                 tokenFingerprint: r["token_fingerprint"] as? String, detail: r["detail"] as? String,
+                 keyEpoch: nil, previousKeyMAC: nil, mac: Data())
     }
 
     @Test("audit chain across a key epoch: record MACs, previous-key MAC, head, retired key, fingerprint")
@@ -276,7 +272,8 @@ struct TestVectorTests {
                 let head = Format.auditHeadMAC(seq: 1, epoch: 1, lastMAC: mac, vaultID: vault.vaultID, key: keys.macKey)
                 try vault.vault.database.write { db in
                     try db.execute(sql: "DELETE FROM audit_record")
-                    var row = AuditRow(record, mac: mac)
+                    var row = record
+                    row.mac = Data(mac)
                     row.keyEpoch = 1
                     try row.insert(db)
                     try db.execute(sql: "UPDATE audit_head SET seq = 1, last_mac = ?, mac = ?", arguments: [Data(mac), Data(head)])

@@ -1,20 +1,70 @@
 import Foundation
 import GRDB
 
+/// What an audit record records (FORMAT.md §6.1 `action`); stored as its raw value.
+public enum AuditAction: String, Sendable, CaseIterable, Codable {
+    /// The vault's first record.
+    case initialise = "init"
+    case add, rotate, remove, passwd, rekey, upgrade
+    case envAdd = "env-add", envSet = "env-set", envRemove = "env-remove"
+    case memberAdd = "member-add", memberRemove = "member-remove"
+    /// A token delivered by `vault token`, `vault exec` or a renewal by the agent.
+    case token, exec, refresh
+    /// `vault verify PROFILE`: an exchange whose token is discarded.
+    case verify
+
+    /// Actions that may open a new key epoch (their record carries `previous_key_mac`).
+    var startsKeyEpoch: Bool {
+        switch self {
+        case .rekey, .memberRemove: true
+        case .initialise, .add, .rotate, .remove, .passwd, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
+             .token, .exec, .refresh, .verify: false
+        }
+    }
+
+    /// Actions whose record may be the vault's first signed one (FORMAT.md §6.7).
+    var mayStartSignatures: Bool {
+        switch self {
+        case .initialise, .upgrade: true
+        case .add, .rotate, .remove, .passwd, .rekey, .envAdd, .envSet, .envRemove, .memberAdd, .memberRemove,
+             .token, .exec, .refresh, .verify: false
+        }
+    }
+}
+
+/// How the recorded operation ended (FORMAT.md §6.1 `outcome`); stored as its raw value.
+public enum AuditOutcome: String, Sendable, CaseIterable, Codable {
+    case ok
+    /// A token served from the cache.
+    case cacheHit = "cache_hit"
+    /// The endpoint refused the credentials (HTTP 400/401).
+    case rejected
+    /// The endpoint could not be reached, or kept failing.
+    case unavailable
+    /// The endpoint's answer was not a valid token response.
+    case malformed
+    case error
+
+    /// Whether `vault audit --outcome ok` counts it as a success.
+    public var isSuccess: Bool {
+        switch self {
+        case .ok, .cacheHit: true
+        case .rejected, .unavailable, .malformed, .error: false
+        }
+    }
+}
+
 /// What an audit record says (FORMAT.md §6): metadata only, never a token or a secret.
 public struct AuditEntry: Sendable, Equatable, Codable {
     public var seq: Int64 = 0
     /// Milliseconds since the Unix epoch.
     public var at: Int64
-    /// `init`, `add`, `rotate`, `remove`, `passwd`, `rekey`, `env-add`, `env-remove`,
-    /// `token`, `exec`, `verify`.
-    public var action: String
+    public var action: AuditAction
     public var profile: String?
     public var environment: String?
     public var tokenURL: String?
-    public var grantType: String?
-    /// `ok`, `cache_hit`, `rejected`, `unavailable`, `malformed`, `error`.
-    public var outcome: String
+    public var grantType: GrantType?
+    public var outcome: AuditOutcome
     public var httpStatus: Int64?
     public var oauthError: String?
     public var attempts: Int64?
@@ -30,8 +80,8 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     /// before the vault had members.
     public var member: String?
 
-    public init(at: Int64, action: String, outcome: String, profile: String? = nil, environment: String? = nil,
-                tokenURL: String? = nil, grantType: String? = nil, detail: String? = nil) {
+    public init(at: Int64, action: AuditAction, outcome: AuditOutcome, profile: String? = nil, environment: String? = nil,
+                tokenURL: String? = nil, grantType: GrantType? = nil, detail: String? = nil) {
         self.at = at
         self.action = action
         self.outcome = outcome
@@ -41,9 +91,6 @@ public struct AuditEntry: Sendable, Equatable, Codable {
         self.grantType = grantType
         self.detail = detail
     }
-
-    /// Outcomes that count as success for `--outcome ok`.
-    public static let successOutcomes: Set<String> = ["ok", "cache_hit"]
 
     enum CodingKeys: String, CodingKey {
         case seq, at, action, profile, environment, tokenURL = "token_url", grantType = "grant_type", outcome
@@ -55,12 +102,35 @@ public struct AuditEntry: Sendable, Equatable, Codable {
 
 /// Filters of `vault audit`.
 public struct AuditQuery: Sendable {
+    /// `--outcome`: a class of outcomes, or one outcome.
+    public enum OutcomeFilter: Sendable, Equatable {
+        /// `ok`: every successful outcome (``AuditOutcome/isSuccess``).
+        case succeeded
+        /// `error`: every other outcome.
+        case failed
+        /// One outcome by its stored name.
+        case exactly(AuditOutcome)
+
+        /// What `--outcome` accepts: the two classes, then the other outcomes' names.
+        public static let names = ["ok", "error"] + AuditOutcome.allCases.filter { $0 != .ok && $0 != .error }.map(\.rawValue)
+
+        /// `ok`, `error`, or an outcome's stored name; nil for anything else.
+        public init?(_ text: String) {
+            switch text {
+            case "ok": self = .succeeded
+            case "error": self = .failed
+            default:
+                guard let outcome = AuditOutcome(rawValue: text) else { return nil }
+                self = .exactly(outcome)
+            }
+        }
+    }
+
     public var profile: String?
     public var environment: String?
     public var since: Int64?
     public var until: Int64?
-    /// `ok`, `error`, or one exact outcome name.
-    public var outcome: String?
+    public var outcome: OutcomeFilter?
     public var limit: Int?
     /// Only records after this sequence number (`--follow`).
     public var afterSeq: Int64?
@@ -68,7 +138,7 @@ public struct AuditQuery: Sendable {
     public var member: String?
 
     public init(profile: String? = nil, environment: String? = nil, since: Int64? = nil, until: Int64? = nil,
-                outcome: String? = nil, limit: Int? = nil, afterSeq: Int64? = nil) {
+                outcome: OutcomeFilter? = nil, limit: Int? = nil, afterSeq: Int64? = nil) {
         self.afterSeq = afterSeq
         self.profile = profile
         self.environment = environment
@@ -82,9 +152,6 @@ public struct AuditQuery: Sendable {
 /// The MAC-chained audit trail (FORMAT.md §6).
 public enum AuditChain {
     static let zeroMAC = [UInt8](repeating: 0, count: 32)
-
-    /// Actions that may open a new key epoch (their record carries `previous_key_mac`).
-    public static let epochStartingActions: Set<String> = ["rekey", "member-remove"]
 
     /// Appends `entry` inside the caller's write transaction and moves the head.
     ///
@@ -123,10 +190,11 @@ public enum AuditChain {
             entry.seq = head.seq + 1
             previousMAC = [UInt8](head.lastMAC)
         }
-        let input = Format.auditMACInput(entry, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch)
+        var row = AuditRow(entry)
+        let input = Format.auditMACInput(row, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch)
         let mac = Sodium.blake2b(input, key: keys.macKey, length: 32)
         let previousKeyMAC = previous.map { Sodium.blake2b(input, key: $0.macKey, length: 32) }
-        var row = AuditRow(entry, mac: mac)
+        row.mac = Data(mac)
         row.keyEpoch = keys.epoch
         row.previousKeyMAC = previousKeyMAC.map { Data($0) }
         if let signer {
@@ -220,9 +288,6 @@ public enum AuditChain {
         var members: [MemberRecord]
     }
 
-    /// Actions whose record may be the first signed one (FORMAT.md §6.7).
-    static let signatureStartingActions: Set<String> = ["init", "upgrade"]
-
     /// The signature rules of §6.7 for one record whose MAC is `mac`; nil when they hold.
     static func signatureProblem(_ row: AuditRow, mac: [UInt8], vaultID: [UInt8], rules: SignatureRules,
                                  byName: [String: MemberRecord]) -> String? {
@@ -239,7 +304,7 @@ public enum AuditChain {
         guard member.addedSeq <= seq, member.removedSeq.map({ seq <= $0 }) ?? true else {
             return "record \(seq) is signed by '\(display)' outside the member's membership (records \(member.addedSeq) to \(member.removedSeq.map(String.init) ?? "now"))"
         }
-        if seq == rules.signedFrom, member.kind != "passphrase" || !signatureStartingActions.contains(row.action) {
+        if seq == rules.signedFrom, member.kind != "passphrase" || AuditAction(rawValue: row.action)?.mayStartSignatures != true {
             return "record \(seq), the first signed record, is not an init or upgrade record signed by the owner"
         }
         let input = Format.auditSignatureInput(vaultID: vaultID, seq: seq, member: name, mac: mac)
@@ -282,16 +347,16 @@ public enum AuditChain {
                     ? "record \(expectedSeq) is missing (the chain jumps to record \(row.seq))"
                     : "record \(row.seq) is out of sequence")
             }
-            if row.seq == 1, row.action != "init" {
+            if row.seq == 1, row.action != AuditAction.initialise.rawValue {
                 return failure(1, "record 1 is not the vault's init record (the trail was replaced)")
             }
             let recordEpoch = row.keyEpoch ?? 1
             if recordEpoch == epoch + 1, row.seq > 1 {
-                guard epochStartingActions.contains(row.action), let previousKeyMAC = row.previousKeyMAC,
+                guard AuditAction(rawValue: row.action)?.startsKeyEpoch == true, let previousKeyMAC = row.previousKeyMAC,
                       let previousKeys = keys[epoch] else {
                     return failure(row.seq, "record \(row.seq) starts key epoch \(recordEpoch) but is not a rekey record")
                 }
-                let input = Format.auditMACInput(row.entry, previousMAC: previous, vaultID: vaultID, epoch: recordEpoch)
+                let input = Format.auditMACInput(row, previousMAC: previous, vaultID: vaultID, epoch: recordEpoch)
                 guard Sodium.constantTimeEqual(Sodium.blake2b(input, key: previousKeys.macKey, length: 32), [UInt8](previousKeyMAC)) else {
                     return failure(row.seq, "record \(row.seq) is not MAC'd under the previous key epoch (the epochs do not link)")
                 }
@@ -302,7 +367,7 @@ public enum AuditChain {
             guard let epochKeys = keys[epoch] else {
                 return failure(row.seq, "record \(row.seq) names key epoch \(epoch), which this vault does not have")
             }
-            let computed = Format.auditMAC(row.entry, previousMAC: previous, vaultID: vaultID, epoch: epoch, key: epochKeys.macKey)
+            let computed = Format.auditMAC(row, previousMAC: previous, vaultID: vaultID, epoch: epoch, key: epochKeys.macKey)
             guard Sodium.constantTimeEqual(computed, [UInt8](row.mac)) else {
                 return failure(row.seq, "record \(row.seq) does not match its MAC (edited, reordered, or the record before it was removed)")
             }
@@ -339,24 +404,24 @@ public enum AuditChain {
 
     /// Checks a format-1 chain (FORMAT.md §9) before the upgrade re-MACs it; throws on
     /// the first problem, so a tampered format-1 trail is never blessed by the upgrade.
-    static func verifyV1(db: StoreDB, vaultID: [UInt8], key: SecureBytes) throws -> [AuditEntry] {
+    static func verifyV1(db: StoreDB, vaultID: [UInt8], key: SecureBytes) throws -> [AuditRow] {
         var previous = zeroMAC
-        var entries: [AuditEntry] = []
+        var entries: [AuditRow] = []
         for row in try Row.fetchAll(db, sql: "SELECT * FROM audit_record ORDER BY seq") {
             let record = try AuditRow(row: row)
             let expectedSeq = Int64(entries.count + 1)
             guard record.seq == expectedSeq else {
                 throw VaultError.integrity("format-1 audit trail: record \(expectedSeq) is missing; the vault was not upgraded")
             }
-            guard expectedSeq != 1 || record.action == "init" else {
+            guard expectedSeq != 1 || record.action == AuditAction.initialise.rawValue else {
                 throw VaultError.integrity("format-1 audit trail: record 1 is not the init record; the vault was not upgraded")
             }
-            let computed = Format.V1.auditMAC(record.entry, previousMAC: previous, vaultID: vaultID, key: key)
+            let computed = Format.V1.auditMAC(record, previousMAC: previous, vaultID: vaultID, key: key)
             guard Sodium.constantTimeEqual(computed, [UInt8](record.mac)) else {
                 throw VaultError.integrity("format-1 audit trail: record \(record.seq) does not match its MAC; the vault was not upgraded")
             }
             previous = computed
-            entries.append(record.entry)
+            entries.append(record)
         }
         guard !entries.isEmpty, let head = try Row.fetchOne(db, sql: "SELECT seq, last_mac, mac FROM audit_head WHERE id = 1") else {
             throw VaultError.integrity("format-1 audit trail: empty or without a head; the vault was not upgraded")
@@ -371,7 +436,7 @@ public enum AuditChain {
 
     /// Re-MACs the verified format-1 records as format-2 records of key epoch 1, in the
     /// upgrade transaction (FORMAT.md §9).
-    static func remacAsFormat2(_ entries: [AuditEntry], db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys) throws {
+    static func remacAsFormat2(_ entries: [AuditRow], db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys) throws {
         var previous = zeroMAC
         for entry in entries {
             let mac = Format.auditMAC(entry, previousMAC: previous, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
@@ -413,22 +478,16 @@ public enum AuditChain {
         if let until = query.until { add("at <= ?", until) }
         if let after = query.afterSeq { add("seq > ?", after) }
         if let member = query.member { add("member = ?", member) }
-        // The success outcomes only when the query names an outcome class, and the SQL put
-        // together without `joined(separator:)`: on the read-only fast path, a `Set`'s first
-        // use and the unspecialised `joined` each cost a scan of every protocol conformance
-        // record of the binary (seen in gdb).
-        func placeholders(_ count: Int) -> String {
-            var text = ""
-            for index in 0..<count { text += index == 0 ? "?" : ", ?" }
-            return text
-        }
         switch query.outcome {
         case nil: break
-        case let outcome? where outcome == "ok" || outcome == "error":
-            let successes = AuditEntry.successOutcomes.sorted()
-            conditions.append("outcome \(outcome == "ok" ? "IN" : "NOT IN") (\(placeholders(successes.count)))")
+        case .exactly(let outcome)?: add("outcome = ?", outcome.rawValue)
+        case let filter?:
+            // The successful outcomes' names as placeholders, `IN` or `NOT IN` by the class.
+            let successes = AuditOutcome.allCases.filter(\.isSuccess).map(\.rawValue)
+            var placeholders = ""
+            for index in successes.indices { placeholders += index == 0 ? "?" : ", ?" }
+            conditions.append("outcome \(filter == .succeeded ? "IN" : "NOT IN") (\(placeholders))")
             arguments += successes
-        case let outcome?: add("outcome = ?", outcome)
         }
         var sql = ""
         for (index, condition) in conditions.enumerated() { sql += (index == 0 ? " WHERE " : " AND ") + condition }
@@ -474,17 +533,30 @@ extension AuditRow {
         return o.text
     }
 
-    init(_ e: AuditEntry, mac: [UInt8]) {
-        self.init(seq: e.seq, at: e.at, action: e.action, profile: e.profile, environment: e.environment,
-                  tokenURL: e.tokenURL, grantType: e.grantType, outcome: e.outcome, httpStatus: e.httpStatus,
+    /// The record as stored (its MAC, epoch and signature are set by the caller).
+    init(_ e: AuditEntry) {
+        self.init(seq: e.seq, at: e.at, action: e.action.rawValue, profile: e.profile, environment: e.environment,
+                  tokenURL: e.tokenURL, grantType: e.grantType?.rawValue, outcome: e.outcome.rawValue, httpStatus: e.httpStatus,
                   oauthError: e.oauthError, attempts: e.attempts, durationMs: e.durationMs, tokenType: e.tokenType,
                   expiresIn: e.expiresIn, expiresAt: e.expiresAt, requestID: e.requestID,
-                  tokenFingerprint: e.tokenFingerprint, detail: e.detail, keyEpoch: nil, previousKeyMAC: nil, mac: Data(mac))
+                  tokenFingerprint: e.tokenFingerprint, detail: e.detail, keyEpoch: nil, previousKeyMAC: nil, mac: Data())
     }
 
-    var entry: AuditEntry {
-        var e = AuditEntry(at: at, action: action, outcome: outcome, profile: profile, environment: environment,
-                           tokenURL: tokenURL, grantType: grantType, detail: detail)
+    /// The stored record as an entry; a name this build does not know (an action, an
+    /// outcome or a grant type) is an integrity failure naming the record.
+    func entry() throws(VaultError) -> AuditEntry {
+        guard let typedAction = AuditAction(rawValue: action), let typedOutcome = AuditOutcome(rawValue: outcome) else {
+            throw .integrity("audit record \(seq) has an action or outcome this version does not know ('\(action.sanitisedForDisplay(limit: 32))', '\(outcome.sanitisedForDisplay(limit: 32))')")
+        }
+        var typedGrant: GrantType?
+        if let grantType {
+            guard let known = GrantType(rawValue: grantType) else {
+                throw .integrity("audit record \(seq) has a grant type this version does not know ('\(grantType.sanitisedForDisplay(limit: 32))')")
+            }
+            typedGrant = known
+        }
+        var e = AuditEntry(at: at, action: typedAction, outcome: typedOutcome, profile: profile, environment: environment,
+                           tokenURL: tokenURL, grantType: typedGrant, detail: detail)
         e.seq = seq
         e.httpStatus = httpStatus
         e.oauthError = oauthError

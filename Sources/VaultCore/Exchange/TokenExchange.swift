@@ -17,14 +17,15 @@ public struct ExchangeResult: Sendable {
     public var durationMs: Int64
     public var requestID: String?
 
-    /// The audit outcome: `ok`, `rejected`, `unavailable`, `malformed`, `error`.
-    public var outcome: String {
+    /// The audit outcome.
+    public var outcome: AuditOutcome {
         switch error {
-        case nil: "ok"
-        case .rejected?: "rejected"
-        case .unavailable?: "unavailable"
-        case .malformedResponse?: "malformed"
-        default: "error"
+        case nil: .ok
+        case .rejected?: .rejected
+        case .unavailable?: .unavailable
+        case .malformedResponse?: .malformed
+        case .wrongPassphrase?, .wrongIdentityPassphrase?, .wrongIdentitySlot?, .notFound?, .integrity?, .auditRefused?,
+             .usage?, .newerVersion?, .keysChanged?, .relayed?, .failure?: .error
         }
     }
 }

@@ -23,6 +23,15 @@ public enum TokenAction: String, Sendable {
     case exec
     /// A renewal by the agent (`vault unlock --keep-fresh`).
     case refresh
+
+    /// The action its audit record names.
+    var auditAction: AuditAction {
+        switch self {
+        case .token: .token
+        case .exec: .exec
+        case .refresh: .refresh
+        }
+    }
 }
 
 /// The text `vault token` writes to standard output, made in guarded memory: by the command

@@ -85,8 +85,8 @@ extension UnlockedVault {
 
         let target = try exchangeTarget(profile: options.profile, environment: options.environment)
         let (profile, environment) = (target.profile, target.environment)
-        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action.rawValue, outcome: "ok", profile: profile.name,
-                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue)
+        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action.auditAction, outcome: .ok, profile: profile.name,
+                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant)
 
         let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,
                                    clientSecret: target.credentials.clientSecret, username: profile.username,
@@ -117,8 +117,8 @@ extension UnlockedVault {
                                    clientSecret: secrets.clientSecret ?? current.clientSecret, username: profile.username,
                                    password: secrets.password ?? current.password, scope: profile.scope)
         let result = await exchange.perform(request)
-        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: "verify", outcome: "ok", profile: profile.name,
-                               environment: env.name, tokenURL: target.tokenURL, grantType: profile.grant.rawValue,
+        var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: .verify, outcome: .ok, profile: profile.name,
+                               environment: env.name, tokenURL: target.tokenURL, grantType: profile.grant,
                                detail: "rotate --verify")
         fill(&entry, from: result)
         if let token = result.token?.accessToken { entry.tokenFingerprint = fingerprint(token: token) }
@@ -141,7 +141,14 @@ extension UnlockedVault {
             entry.tokenType = token.tokenType
             entry.expiresIn = token.expiresIn
         }
-        if let error = result.error, result.outcome == "error" || result.outcome == "malformed" || result.outcome == "unavailable" {
+        // Why an exchange failed goes into the record, except a refusal, whose OAuth error
+        // and HTTP status are recorded in their own fields.
+        let explained: Bool
+        switch result.outcome {
+        case .error, .malformed, .unavailable: explained = true
+        case .ok, .cacheHit, .rejected: explained = false
+        }
+        if explained, let error = result.error {
             entry.detail = [entry.detail, error.message.sanitisedForDisplay(limit: 200)].compactMap { $0 }.joined(separator: "; ")
         }
     }

@@ -125,40 +125,40 @@ extension Format {
 
 extension Format {
     /// §6.2 The fields of a record, in the order every record MAC covers them.
-    static func encodeAuditFields(_ entry: AuditEntry, into e: inout CanonicalEncoder) {
-        e.i64(entry.at)
-        e.str(entry.action)
-        e.optionalStr(entry.profile)
-        e.optionalStr(entry.environment)
-        e.optionalStr(entry.tokenURL)
-        e.optionalStr(entry.grantType)
-        e.str(entry.outcome)
-        e.optionalI64(entry.httpStatus)
-        e.optionalStr(entry.oauthError)
-        e.optionalI64(entry.attempts)
-        e.optionalI64(entry.durationMs)
-        e.optionalStr(entry.tokenType)
-        e.optionalI64(entry.expiresIn)
-        e.optionalI64(entry.expiresAt)
-        e.optionalStr(entry.requestID)
-        e.optionalStr(entry.tokenFingerprint)
-        e.optionalStr(entry.detail)
+    static func encodeAuditFields(_ record: AuditRow, into e: inout CanonicalEncoder) {
+        e.i64(record.at)
+        e.str(record.action)
+        e.optionalStr(record.profile)
+        e.optionalStr(record.environment)
+        e.optionalStr(record.tokenURL)
+        e.optionalStr(record.grantType)
+        e.str(record.outcome)
+        e.optionalI64(record.httpStatus)
+        e.optionalStr(record.oauthError)
+        e.optionalI64(record.attempts)
+        e.optionalI64(record.durationMs)
+        e.optionalStr(record.tokenType)
+        e.optionalI64(record.expiresIn)
+        e.optionalI64(record.expiresAt)
+        e.optionalStr(record.requestID)
+        e.optionalStr(record.tokenFingerprint)
+        e.optionalStr(record.detail)
     }
 
     /// §6.2 The MAC input of a record chained to `previousMAC` in key epoch `epoch`.
-    public static func auditMACInput(_ entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64) -> [UInt8] {
+    static func auditMACInput(_ record: AuditRow, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.auditMAC)
         e.data(vaultID)
         e.data(previousMAC)
-        e.i64(entry.seq)
+        e.i64(record.seq)
         e.i64(epoch)
-        encodeAuditFields(entry, into: &e)
+        encodeAuditFields(record, into: &e)
         return e.bytes
     }
 
     /// §6.2 A record's MAC (the epoch's audit MAC key).
-    public static func auditMAC(_ entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64, key: SecureBytes) -> [UInt8] {
-        Sodium.blake2b(auditMACInput(entry, previousMAC: previousMAC, vaultID: vaultID, epoch: epoch), key: key, length: 32)
+    static func auditMAC(_ record: AuditRow, previousMAC: [UInt8], vaultID: [UInt8], epoch: Int64, key: SecureBytes) -> [UInt8] {
+        Sodium.blake2b(auditMACInput(record, previousMAC: previousMAC, vaultID: vaultID, epoch: epoch), key: key, length: 32)
     }
 
     /// §6.4 The MAC of the chain's head: its newest record's sequence number, epoch and MAC.
@@ -310,12 +310,12 @@ extension Format {
         }
 
         /// §9.2 A format-1 record MAC: no key epoch.
-        public static func auditMAC(_ entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
+        static func auditMAC(_ record: AuditRow, previousMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
             var e = CanonicalEncoder(label: Labels.V1.auditMAC)
             e.data(vaultID)
             e.data(previousMAC)
-            e.i64(entry.seq)
-            Format.encodeAuditFields(entry, into: &e)
+            e.i64(record.seq)
+            Format.encodeAuditFields(record, into: &e)
             return Sodium.blake2b(e.bytes, key: key, length: 32)
         }
 

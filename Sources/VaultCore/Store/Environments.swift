@@ -15,7 +15,7 @@ struct Environments {
                                        createdAt: tx.now.iso8601, mac: Data())
         record.mac = Data(tx.environmentMAC(record))
         try record.insert(tx.db)
-        try tx.audit(AuditEntry(at: tx.now.unixMilliseconds, action: "env-add", outcome: "ok", environment: name, tokenURL: tokenURL))
+        try tx.audit(AuditEntry(at: tx.now.unixMilliseconds, action: .envAdd, outcome: .ok, environment: name, tokenURL: tokenURL))
     }
 
     /// Changes an environment's token URL and/or API base (`apiBase: .some(nil)` removes
@@ -33,7 +33,7 @@ struct Environments {
         try record.update(tx.db)
         try tx.db.execute(sql: "DELETE FROM token_cache WHERE environment = ?", arguments: [name])
         let dropped = tx.db.changesCount
-        try tx.audit(AuditEntry(at: tx.now.unixMilliseconds, action: "env-set", outcome: "ok", environment: name, tokenURL: record.tokenURL,
+        try tx.audit(AuditEntry(at: tx.now.unixMilliseconds, action: .envSet, outcome: .ok, environment: name, tokenURL: record.tokenURL,
                                 detail: "changed=\(changes.isEmpty ? "nothing" : changes.joined(separator: ",")) cached_tokens_dropped=\(dropped)"))
         return Environment(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, builtIn: false, uid: [UInt8](record.uid ?? Data()))
     }
@@ -50,7 +50,7 @@ struct Environments {
         }
         try tx.db.execute(sql: "DELETE FROM token_cache WHERE environment = ?", arguments: [name])
         _ = try EnvironmentRecord.deleteOne(tx.db, key: name)
-        try tx.audit(tx.entry("env-remove", environment: name))
+        try tx.audit(tx.entry(.envRemove, environment: name))
     }
 }
 

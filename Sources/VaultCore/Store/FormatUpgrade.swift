@@ -14,7 +14,7 @@ import GRDB
 enum FormatUpgrade {
     private final class State: @unchecked Sendable {
         var secrets: [(profileID: Int64, field: SecretField, version: Int64, secret: SecureBytes)] = []
-        var entries: [AuditEntry] = []
+        var entries: [AuditRow] = []
         var cachedTokens = 0
     }
 
@@ -127,7 +127,7 @@ enum FormatUpgrade {
         try HeaderRecord(upgraded).update(db)
         guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
         let detail = "format 1 to 2: \(state.entries.count) record(s) re-MAC'd, \(state.secrets.count) secret version(s) re-sealed, \(state.cachedTokens) cached token(s) dropped"
-        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: "upgrade", outcome: "ok", detail: detail),
+        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok, detail: detail),
                               db: db, vaultID: vaultID, keys: epochKeys, signer: nil)
     }
 
@@ -158,7 +158,7 @@ enum FormatUpgrade {
         try header.wrapOwner(owner, kek: kek)
         try HeaderRecord(header).update(db)
         guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
-        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: "upgrade", outcome: "ok",
+        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok,
                                          detail: "format 2 to 3: members; the passphrase is member 'owner'; records from \(firstSigned) on are signed"),
                               db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
     }

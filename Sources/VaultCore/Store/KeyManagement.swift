@@ -21,7 +21,7 @@ struct KeyManagement {
         try owner.update(tx.db)
         try tx.db.execute(sql: "DELETE FROM key_slot WHERE member = ?", arguments: [Labels.ownerMember])
         try MemberCrypto.sealSlot(keys: tx.keys, for: owner, vaultID: tx.vaultID, owner: newOwner).insert(tx.db)
-        try tx.audit(tx.entry("passwd", detail: kdf.presetName.map { "kdf=\($0)" }))
+        try tx.audit(tx.entry(.passwd, detail: kdf.presetName.map { "kdf=\($0)" }))
     }
 
     /// `rekey`'s transaction (and `member remove`'s, with `removed`): every secret version
@@ -79,7 +79,7 @@ struct KeyManagement {
         updated.headerDigest = updated.computedDigest
         try HeaderRecord(updated).update(tx.db)
         guard tx.db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
-        let action = removed == nil ? "rekey" : "member-remove"
+        let action: AuditAction = removed == nil ? .rekey : .memberRemove
         let text = [removed.map { "member=\($0)" }, "resealed=\(count)", "epoch=\(next.epoch)", detail].compactMap { $0 }.joined(separator: " ")
         try AuditChain.append(tx.entry(action, detail: text), db: tx.db, vaultID: tx.vaultID, keys: next.auditEpochKeys,
                               previous: keys.auditEpochKeys, signer: tx.signer)
@@ -103,7 +103,7 @@ struct KeyManagement {
         record.mac = Data(MemberCrypto.mac(record, vaultID: tx.vaultID, key: tx.keys.metadataKey))
         try record.insert(tx.db)
         try MemberCrypto.sealSlot(keys: tx.keys, for: record, vaultID: tx.vaultID, owner: nil).insert(tx.db)
-        try tx.audit(tx.entry("member-add", detail: "member=\(name)"))
+        try tx.audit(tx.entry(.memberAdd, detail: "member=\(name)"))
     }
 }
 

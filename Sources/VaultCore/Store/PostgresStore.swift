@@ -666,6 +666,7 @@ final class PostgresStore: @unchecked Sendable {
     /// arguments, a password or the server's `detail` field (which can quote values).
     static func map(_ error: any Error, location: PostgresLocation, committing: Bool = false) -> VaultError {
         if let error = error as? VaultError { return error }
+        if error is RowDecodingError { return .malformedRow }
         let lost = committing
             ? "the connection to the PostgreSQL server was lost while committing: the change may or may not have been written"
             : "the connection to the PostgreSQL server was lost; nothing was changed"

@@ -14,7 +14,7 @@ struct Profiles {
         let stamp = tx.now.iso8601
         let uid = Sodium.randomBytes(16)
         var record = ProfileRecord(id: nil, uid: Data(uid), name: name, clientID: new.clientID, username: new.username,
-                                   grantType: new.grant.rawValue, scope: new.scope, environment: new.environment,
+                                   grantType: new.grant, scope: new.scope, environment: new.environment,
                                    clientSecretVersion: 1, passwordVersion: new.grant == .password ? 1 : nil,
                                    createdAt: stamp, updatedAt: stamp, mac: Data(count: 32))
         record.mac = Data(tx.profileMAC(record))
@@ -26,7 +26,7 @@ struct Profiles {
         if new.grant == .password, let password = secrets.password {
             try tx.sealSecret(password, profileID: id, profileUID: uid, field: .password, version: 1, key: tx.keys.secretKey).insert(tx.db)
         }
-        try tx.audit(tx.entry("add", profile: name, environment: new.environment, detail: "grant=\(new.grant.rawValue)"))
+        try tx.audit(tx.entry(.add, profile: name, environment: new.environment, detail: "grant=\(new.grant.rawValue)"))
         return record.profile
     }
 
@@ -96,7 +96,7 @@ struct Profiles {
         try record.update(tx.db)
         try tx.db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [record.id])
         let fields = created.map { "\($0.field.rawValue)=v\($0.version)" }.joined(separator: ",")
-        try tx.audit(tx.entry("rotate", profile: record.name, environment: record.environment,
+        try tx.audit(tx.entry(.rotate, profile: record.name, environment: record.environment,
                               detail: [fields, detail].compactMap { $0 }.joined(separator: " ")))
         return created
     }
@@ -108,7 +108,7 @@ struct Profiles {
         try tx.db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [record.id])
         try tx.db.execute(sql: "DELETE FROM secret_version WHERE profile_id = ?", arguments: [record.id])
         _ = try ProfileRecord.deleteOne(tx.db, key: record.id)
-        try tx.audit(tx.entry("remove", profile: record.name, environment: record.environment))
+        try tx.audit(tx.entry(.remove, profile: record.name, environment: record.environment))
     }
 }
 

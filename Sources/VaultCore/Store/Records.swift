@@ -99,7 +99,7 @@ struct ProfileRecord: Codable, FetchableRecord, MutablePersistableRecord, StoreR
     var name: String
     var clientID: String
     var username: String?
-    var grantType: String
+    var grantType: GrantType
     var scope: String?
     var environment: String
     var clientSecretVersion: Int64?
@@ -267,118 +267,6 @@ struct RetiredAuditKeyRecord: Codable, FetchableRecord, PersistableRecord, Store
     }
 }
 
-// MARK: - Reading the records of a token cache hit
-
-/// The rows a token cache hit reads (profile, environment, cached token, audit head) are
-/// decoded column by column here instead of through GRDB's `Decodable` support, whose
-/// lookup of each column by name lower-cases every column name of the row (a 13-column
-/// profile: 169 `lowercased()` calls) — that decoding was ~7 % of the agent's CPU for a
-/// cache hit. The names are matched exactly, as this schema writes them. Anything
-/// unexpected (a missing column, NULL where a value must be, a value of another type)
-/// and the record is decoded the `Decodable` way after all, which reports it as it always
-/// did; a test compares both ways on generated rows.
-struct ExactColumns {
-    private let row: Row
-    private let names: [String]
-
-    init(_ row: Row) {
-        self.row = row
-        names = Array(row.columnNames)
-    }
-
-    struct Unexpected: Error {}
-
-    /// A value that must be there and be of its type.
-    func required<T: DatabaseValueConvertible>(_ name: String) throws(Unexpected) -> T {
-        guard let index = names.firstIndex(of: name) else { throw Unexpected() }
-        let value = row.databaseValues[row.databaseValues.index(row.databaseValues.startIndex, offsetBy: index)]
-        guard let decoded = T.fromDatabaseValue(value) else { throw Unexpected() }
-        return decoded
-    }
-
-    /// A value that may be missing or NULL, but is of its type when it is there.
-    func optional<T: DatabaseValueConvertible>(_ name: String) throws(Unexpected) -> T? {
-        guard let index = names.firstIndex(of: name) else { return nil }
-        let value = row.databaseValues[row.databaseValues.index(row.databaseValues.startIndex, offsetBy: index)]
-        if value.isNull { return nil }
-        guard let decoded = T.fromDatabaseValue(value) else { throw Unexpected() }
-        return decoded
-    }
-}
-
-/// A record read column by column (``ExactColumns``) before the `Decodable` way.
-protocol ReadByExactColumns {
-    init(columns: ExactColumns) throws(ExactColumns.Unexpected)
-}
-
-extension ReadByExactColumns {
-    /// The record read column by column; nil for anything unexpected.
-    init?(exactColumns row: Row) {
-        do {
-            try self.init(columns: ExactColumns(row))
-        } catch {
-            return nil
-        }
-    }
-}
-
-/// GRDB's `Decodable` decoding of `Value`, for the records that decode column by column
-/// first (see ``ExactColumns``).
-struct DecodedByGRDB<Value: Decodable>: Decodable, FetchableRecord {
-    var value: Value
-    init(from decoder: any Decoder) throws { value = try Value(from: decoder) }
-}
-
-extension ProfileRecord: ReadByExactColumns {
-    init(row: Row) throws {
-        self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
-    }
-
-    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
-        self.init(id: try columns.optional("id"), uid: try columns.optional("uid"), name: try columns.required("name"),
-                  clientID: try columns.required("client_id"), username: try columns.optional("username"),
-                  grantType: try columns.required("grant_type"), scope: try columns.optional("scope"),
-                  environment: try columns.required("environment"),
-                  clientSecretVersion: try columns.optional("client_secret_version"),
-                  passwordVersion: try columns.optional("password_version"), createdAt: try columns.required("created_at"),
-                  updatedAt: try columns.required("updated_at"), mac: try columns.required("mac"))
-    }
-}
-
-extension EnvironmentRecord: ReadByExactColumns {
-    init(row: Row) throws {
-        self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
-    }
-
-    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
-        self.init(name: try columns.required("name"), uid: try columns.optional("uid"), tokenURL: try columns.required("token_url"),
-                  apiBase: try columns.optional("api_base"), createdAt: try columns.required("created_at"), mac: try columns.required("mac"))
-    }
-}
-
-extension TokenCacheRecord: ReadByExactColumns {
-    init(row: Row) throws {
-        self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
-    }
-
-    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
-        self.init(profileID: try columns.required("profile_id"), environment: try columns.required("environment"),
-                  environmentUID: try columns.required("environment_uid"), expiresAt: try columns.required("expires_at"),
-                  clientSecretVersion: try columns.required("client_secret_version"),
-                  passwordVersion: try columns.optional("password_version"), nonce: try columns.required("nonce"),
-                  ciphertext: try columns.required("ciphertext"))
-    }
-}
-
-extension AuditHeadRecord: ReadByExactColumns {
-    init(row: Row) throws {
-        self = try Self(exactColumns: row) ?? DecodedByGRDB<Self>(row: row).value
-    }
-
-    init(columns: ExactColumns) throws(ExactColumns.Unexpected) {
-        // `id` has a default, so the Decodable way requires it too (synthesized
-        // decoding reads every stored property).
-        self.init(id: try columns.required("id"), seq: try columns.required("seq"), keyEpoch: try columns.required("key_epoch"),
-                  lastMAC: try columns.required("last_mac"), mac: try columns.required("mac"))
-    }
-}
+/// Stored as its raw value (`password`, `client_credentials`); any other text in the
+/// column fails to decode (an integrity failure, exit 7).
+extension GrantType: DatabaseValueConvertible {}

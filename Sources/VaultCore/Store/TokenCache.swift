@@ -34,7 +34,7 @@ struct TokenCache {
         } catch {
             throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
         }
-        var entry = AuditEntry(at: now.unixMilliseconds, action: action.rawValue, outcome: "cache_hit", profile: profile.name,
+        var entry = AuditEntry(at: now.unixMilliseconds, action: action.auditAction, outcome: .cacheHit, profile: profile.name,
                                environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType)
         entry.tokenType = "Bearer"
         entry.expiresAt = record.expiresAt
@@ -84,7 +84,7 @@ extension UnlockedVault {
             }
         }
         guard let delivered else { return nil }
-        Trace.debug("audit record \(delivered.audit.seq) committed (\(delivered.audit.action), cache_hit)")
+        Trace.debug("audit record \(delivered.audit.seq) committed (\(delivered.audit.action.rawValue), cache_hit)")
         try checkRecordStillInPlace()
         return delivered
     }
@@ -104,7 +104,7 @@ extension UnlockedVault {
             default: throw .auditRefused(error.message)
             }
         }
-        Trace.debug("audit record \(committed.seq) committed (\(committed.action), \(committed.outcome))")
+        Trace.debug("audit record \(committed.seq) committed (\(committed.action.rawValue), \(committed.outcome.rawValue))")
         try checkRecordStillInPlace()
         return committed
     }

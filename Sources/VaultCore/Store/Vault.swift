@@ -31,7 +31,7 @@ public final class Vault: Sendable {
             try HeaderRecord(header).insert(db)
             try Self.insertOwner(owner, keys: keys, addedSeq: 1, vaultID: header.vaultID, createdAt: clock.now().iso8601, db: db)
             try AuditChain.append(
-                AuditEntry(at: clock.now().unixMilliseconds, action: "init", outcome: "ok", detail: detail),
+                AuditEntry(at: clock.now().unixMilliseconds, action: .initialise, outcome: .ok, detail: detail),
                 db: db, vaultID: header.vaultID, keys: keys.auditEpochKeys, genesis: true, signer: signer)
         }
         return UnlockedVault(vault: Vault(database: database, clock: clock), header: header, keys: keys,
@@ -151,26 +151,38 @@ public final class Vault: Sendable {
         return record.profile
     }
 
-    /// `vault list --json`: one JSON object per profile, built by SQLite's JSON functions
-    /// (fast on large vaults; SQLite does the escaping).
+    /// `vault list --json`: one JSON object per profile. On a file SQLite builds the text
+    /// (`json_object`, which does the escaping; fast on large vaults), the grant's command-line
+    /// spelling bound from ``GrantType``; each row's stored grant type is checked as the
+    /// records' decoding checks it.
     public func profilesJSON() throws(VaultError) -> [String] {
         try database.read { db in
             if db.isPostgres {
                 return try ProfileRecord.fetchAll(db, orderBy: "name").map { p in
                     var o = CompactJSON()
                     o.str("name", p.name); o.str("client_id", p.clientID); o.str("username", p.username)
-                    o.str("grant", p.grantType == "password" ? "password" : "client-credentials")
+                    o.str("grant", p.grantType.flagValue)
                     o.str("scope", p.scope); o.str("environment", p.environment); o.str("created_at", p.createdAt)
                     o.str("updated_at", p.updatedAt)
                     return o.text
                 }
             }
-            return try String.fetchAll(db, sql: """
-                SELECT json_object('name', name, 'client_id', client_id, 'username', username,
-                    'grant', CASE grant_type WHEN 'password' THEN 'password' ELSE 'client-credentials' END,
+            var spellings = ""
+            var arguments: [(any DatabaseValueConvertible)?] = []
+            for grant in GrantType.allCases {
+                spellings += " WHEN ? THEN ?"
+                arguments += [grant.rawValue, grant.flagValue]
+            }
+            return try db.pairs(sql: """
+                SELECT grant_type, json_object('name', name, 'client_id', client_id, 'username', username,
+                    'grant', CASE grant_type\(spellings) END,
                     'scope', scope, 'environment', environment, 'created_at', created_at, 'updated_at', updated_at)
                 FROM profile ORDER BY name
-                """)
+                """, arguments: arguments).map { grant, json in
+                guard let grant = String.fromDatabaseValue(grant), GrantType(rawValue: grant) != nil,
+                      let json = String.fromDatabaseValue(json) else { throw VaultError.malformedRow }
+                return json
+            }
         }
     }
 
@@ -223,7 +235,7 @@ public final class Vault: Sendable {
     /// Audit records matching `query`, newest first.
     public func audit(_ query: AuditQuery) throws(VaultError) -> [AuditEntry] {
         if query.member != nil, !hasMembers { return [] }
-        return try database.read { db in try AuditChain.records(db, query).map(\.entry) }
+        return try database.read { db in try AuditChain.records(db, query).map { try $0.entry() } }
     }
 
     /// Audit records matching `query` as one-line JSON objects, oldest first, with their
@@ -249,7 +261,7 @@ public final class Vault: Sendable {
                 let lines = try AuditChain.jsonRecords(db, query, withMember: hasMembers)
                 return (Array(lines.reversed()), [], newest)
             }
-            return ([], Array(try AuditChain.records(db, query).map(\.entry).reversed()), newest)
+            return ([], Array(try AuditChain.records(db, query).map { try $0.entry() }.reversed()), newest)
         }
     }
 
@@ -270,7 +282,7 @@ public final class Vault: Sendable {
 extension ProfileRecord {
     var profile: Profile {
         Profile(id: id ?? 0, uid: [UInt8](uid ?? Data()), name: name, clientID: clientID, username: username,
-                grant: GrantType(rawValue: grantType) ?? .password, scope: scope, environment: environment,
+                grant: grantType, scope: scope, environment: environment,
                 clientSecretVersion: clientSecretVersion ?? 0, passwordVersion: passwordVersion,
                 createdAt: createdAt, updatedAt: updatedAt)
     }

@@ -572,6 +572,7 @@ public final class VaultDatabase: Sendable {
     /// Maps storage errors to vault errors without leaking statement arguments.
     static func map(_ error: any Error, path: String) -> VaultError {
         if let error = error as? VaultError { return error }
+        if error is RowDecodingError { return .malformedRow }
         guard let error = error as? DatabaseError else {
             return .failure("storage error: \(String(describing: error).sanitisedForDisplay())")
         }

@@ -26,7 +26,7 @@ struct VaultTransaction {
     }
 
     /// A record of `action` at this transaction's time.
-    func entry(_ action: String, outcome: String = "ok", profile: String? = nil, environment: String? = nil, detail: String? = nil) -> AuditEntry {
+    func entry(_ action: AuditAction, outcome: AuditOutcome = .ok, profile: String? = nil, environment: String? = nil, detail: String? = nil) -> AuditEntry {
         AuditEntry(at: now.unixMilliseconds, action: action, outcome: outcome, profile: profile, environment: environment, detail: detail)
     }
 
@@ -55,7 +55,7 @@ struct VaultTransaction {
     /// The profile's MAC, its grant and uid, checked (exit 7 if edited).
     func checkMAC(_ record: ProfileRecord) throws(VaultError) {
         guard record.uid?.count == 16, record.clientSecretVersion != nil,
-              Sodium.constantTimeEqual(profileMAC(record), [UInt8](record.mac)), GrantType(rawValue: record.grantType) != nil else {
+              Sodium.constantTimeEqual(profileMAC(record), [UInt8](record.mac)) else {
             throw .integrity("the metadata of profile '\(record.name.sanitisedForDisplay(limit: 64))' was modified outside vault (MAC mismatch)")
         }
     }
@@ -163,7 +163,7 @@ extension ProfileRecord {
     /// This row's MAC (FORMAT.md §5.3) under `key`.
     func computedMAC(vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
         Format.profileMAC(vaultID: vaultID, uid: [UInt8](uid ?? Data()), name: name, clientID: clientID, username: username,
-                          grantType: grantType, scope: scope, environment: environment, clientSecretVersion: clientSecretVersion ?? 0,
+                          grantType: grantType.rawValue, scope: scope, environment: environment, clientSecretVersion: clientSecretVersion ?? 0,
                           passwordVersion: passwordVersion, key: key)
     }
 }

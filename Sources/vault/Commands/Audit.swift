@@ -36,8 +36,8 @@ extension VaultCLI {
                     throw ValidationError("\(flag) '\(value)' is not a time: use ISO 8601, Unix seconds, or an age like 24h")
                 }
             }
-            if let outcome, !Self.outcomes.contains(outcome) {
-                throw ValidationError("--outcome must be ok, error, cache_hit, rejected, unavailable or malformed")
+            if let outcome, AuditQuery.OutcomeFilter(outcome) == nil {
+                throw ValidationError("--outcome must be one of " + AuditQuery.OutcomeFilter.names.joined(separator: ", "))
             }
         }
 
@@ -45,7 +45,7 @@ extension VaultCLI {
             var query = AuditQuery(
                 profile: profile, environment: env,
                 since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
-                outcome: outcome, limit: limit)
+                outcome: outcome.flatMap(AuditQuery.OutcomeFilter.init), limit: limit)
             query.member = member
             if !follow { return try Self.printOnce(vaultPath: options.vaultPath, query: query, json: json, jsonl: jsonl) }
             // --follow: the recent past (like tail -f), then each new record as it is appended.
@@ -87,9 +87,6 @@ extension VaultCLI {
             Output.table(Self.header, try vault.audit(query).map { Self.row($0) })
         }
 
-        /// What `validate()` accepts for `--outcome`.
-        static let outcomes = ["ok", "error", "cache_hit", "rejected", "unavailable", "malformed"]
-
         static let header = ["SEQ", "TIME", "ACTION", "MEMBER", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
         /// Fixed column widths for `--follow`, where rows arrive over time.
         static let widths = [6, 20, 13, 12, 16, 10, 11, 4, 16, 5, 6, 0]
@@ -99,7 +96,7 @@ extension VaultCLI {
             let status: String = r.httpStatus.map { String($0) } ?? "-"
             let attempts: String = r.attempts.map { String($0) } ?? "-"
             let duration: String = r.durationMs.map { String($0) } ?? "-"
-            var cells: [String] = [String(r.seq), time, r.action, r.member ?? "-", r.profile ?? "-", r.environment ?? "-", r.outcome]
+            var cells: [String] = [String(r.seq), time, r.action.rawValue, r.member ?? "-", r.profile ?? "-", r.environment ?? "-", r.outcome.rawValue]
             cells += [status, r.oauthError ?? "-", attempts, duration, r.requestID ?? "-"]
             return cells
         }
