@@ -163,7 +163,7 @@ VAULT_PATH="$tv" "$BIN/vault" audit verify >> "$out"
 echo >> "$out"
 fi
 
-# 6. The PostgreSQL team store (issue #10), against a server this script starts (initdb in
+# 6. The PostgreSQL team store, against a server this script starts (initdb in
 # a temporary directory, as the postgres user when run as root; SCRAM password auth over
 # TCP on 127.0.0.1), stopped at exit.
 pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates scripts/startup.order: the functions the fast shapes run (`--version`,
-# `token NAME` through the agent, in every `--format`, `status`, `list` and `audit`, as text
+# `token NAME` through the agent as raw text, JSON and env lines, `status`, `list` and `audit`, as text
 # and JSON), in the order they first run. scripts/build-release.sh hands it to lld
 # (--symbol-ordering-file), which places those functions first and together in .text, so a
 # start touches fewer pages of code: one page fault maps up to 16 pages around it, and the

@@ -1,4 +1,4 @@
-/// Every failure `vault` reports, each with its documented exit code (DESIGN §2).
+/// Every failure `vault` reports, each with its documented exit code (README, "Exit codes").
 ///
 /// Messages are lowercase, never contain a secret or a token, and name what the user
 /// can act on; `hint` says what to do next.

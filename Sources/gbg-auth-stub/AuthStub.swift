@@ -6,7 +6,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
-/// A local stand-in for the GBG GO token endpoint (DESIGN §4).
+/// A local stand-in for the GBG GO token endpoint.
 @main
 struct AuthStub: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -197,7 +197,7 @@ enum ProcessHardening {
     }
 }
 
-/// `--vault PATH` and `--passphrase-file PATH` are global (DESIGN §2): given before the
+/// `--vault PATH` and `--passphrase-file PATH` are global: given before the
 /// subcommand, they are moved after it (before any `--`), where the commands parse them.
 enum GlobalOptions {
     static let names: Set<String> = ["--vault", "--passphrase-file"]

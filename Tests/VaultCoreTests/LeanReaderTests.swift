@@ -27,8 +27,7 @@ struct LeanReaderTests {
         }
         let tables = try vault.database.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") }
         #expect(tables.contains("audit_record") && tables.contains("profile"))
-        let lean = try VaultDatabase.openForReading(at: path)
-        #expect(lean.isReadOnly)
+        let lean = try FileReader.open(at: path)
         for table in tables {
             let sql = "SELECT * FROM \(table) ORDER BY rowid"
             let viaGRDB = try vault.database.read { db in try Row.fetchAll(db, sql: sql) }
@@ -55,7 +54,7 @@ struct LeanReaderTests {
         for (a, b) in zip(pairsLean, pairsGRDB) { #expect(a.0 == b.0 && a.1 == b.1) }
         #expect(throws: VaultError.self) { _ = try lean.read { db in try db.pairs(sql: "SELECT seq FROM audit_record") } }
         #expect(throws: VaultError.self) { _ = try lean.read { db in try Int64.fetchOne(db, sql: "SELECT seq, at FROM audit_record") } }
-        #expect(try lean.read(VaultDatabase.schemaEntries) == vault.database.read(VaultDatabase.schemaEntries))
+        #expect(try lean.read(SQLiteFile.schemaEntries) == vault.database.read(SQLiteFile.schemaEntries))
         let writable = try Vault.open(at: path), readOnly = try Vault.openForReading(at: path)
         #expect(try readOnly.profilesJSON() == writable.profilesJSON())
         #expect(try readOnly.auditJSON(AuditQuery()) == writable.auditJSON(AuditQuery()))
@@ -74,11 +73,11 @@ struct LeanReaderTests {
         // Errors are GRDB's codes, mapped as for any connection: not a vault, missing.
         let empty = directory + "/empty.db"
         #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
-        #expect(throws: VaultError.self) { _ = try VaultDatabase.openForReading(at: empty) }
+        #expect(throws: VaultError.self) { _ = try FileReader.open(at: empty) }
         let garbage = directory + "/garbage.db"
         #expect(FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x42, count: 8192)))
         do {
-            _ = try VaultDatabase.openForReading(at: garbage)
+            _ = try FileReader.open(at: garbage)
             Issue.record("a garbage file opened")
         } catch {
             #expect(error.exitCode == 7, "\(error)")

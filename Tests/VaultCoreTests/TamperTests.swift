@@ -27,7 +27,7 @@ struct TamperTests {
     }
 
     /// Runs `body` with one byte of `column` in `table` (row `whereClause`) flipped, then restores it.
-    func withFlippedByte(_ db: VaultDatabase, table: String, column: String, whereClause: String, index: Int,
+    func withFlippedByte(_ db: any VaultStore, table: String, column: String, whereClause: String, index: Int,
                          _ body: () throws -> Void) throws {
         let original = try db.read { try Data.fetchOne($0, sql: "SELECT \(column) FROM \(table) WHERE \(whereClause)")! }
         var flipped = original
@@ -185,9 +185,9 @@ struct SchemaCheckTests {
 
     @Test("each committed Migrations/NAME.schema.json is what GRDB's migrator creates (GBG_VAULT_WRITE_SCHEMA=1 rewrites them)")
     func embeddedSchemasMatchMigrator() throws {
-        for name in VaultDatabase.knownMigrations {
-            let actual = try VaultDatabase.migratorSchema(upTo: name)
-            #expect(try VaultDatabase.builtSchema(upTo: name) == actual, "\(name): the in-memory build differs from the migrator")
+        for name in SQLiteFile.knownMigrations {
+            let actual = try SQLiteFile.migratorSchema(upTo: name)
+            #expect(try SQLiteFile.builtSchema(upTo: name) == actual, "\(name): the in-memory build differs from the migrator")
             let file = Self.migrations.appendingPathComponent("\(name).schema.json")
             if ProcessInfo.processInfo.environment["GBG_VAULT_WRITE_SCHEMA"] == "1" {
                 let data = try JSONSerialization.data(withJSONObject: actual, options: [.prettyPrinted, .withoutEscapingSlashes])

@@ -40,21 +40,15 @@ public enum AgentLauncher {
         // No controlling terminal (a new session), and an empty signal mask with default
         // dispositions, whatever the launching thread had blocked or ignored.
         guard cprocess_spawnattr_detached(&attributes) == 0 else { throw .failure("cannot prepare the agent's process attributes") }
-        // A PostgreSQL vault is named without its password in the agent's argv; the
-        // password reaches the agent in its environment (readable only by this user, as
-        // libpq's PGPASSWORD is), never in its arguments.
-        let location = vault.database.postgresLocation
-        var arguments = ["vault", "agent-serve", "--vault", location?.display ?? vaultPath, "--for", String(lifetime), "--idle", String(idle)]
+        // The vault as the store names it to the agent: never a password in the agent's
+        // arguments (a team vault's reaches it in its environment, readable only by this user).
+        let names = vault.database.agentLaunch(vaultPath: vaultPath)
+        var arguments = ["vault", "agent-serve", "--vault", names.vaultArgument, "--for", String(lifetime), "--idle", String(idle)]
             + keepFresh.flatMap { ["--keep-fresh", $0] }
         if let cacert { arguments += ["--cacert", cacert] }
-        // A team vault's second name, by the URL as this command was given it (for clients
-        // that hold the same URL: AgentProtocol.urlLink); not for a URL with a password in
-        // it, whose digest would name the password in the agent's arguments.
-        if location != nil, URLComponents(string: vaultPath)?.password == nil, let link = AgentProtocol.urlLink(vaultPath) {
-            arguments += ["--url-link", link]
-        }
+        if let link = names.urlLink { arguments += ["--url-link", link] }
         var environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
-        if let password = location?.password { environment["PGPASSWORD"] = password }
+        environment.merge(names.environment) { _, store in store }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }

@@ -65,17 +65,11 @@ public final class AgentServer: @unchecked Sendable {
         var transport = TransportOptions(caBundlePath: network.caBundle, environment: network.proxy)
         if let bundle = network.caBundle { transport.caCertificates = try TransportOptions.readCertificates(bundle) }
         self.transport = transport
-        if let location = unlocked.database.postgresLocation {
-            guard let path = AgentProtocol.socketPath(store: location.identity) else { throw .failure("the agent directory's path is too long") }
-            socketPath = path
-            self.urlLink = urlLink
-        } else {
-            guard let file = unlocked.database.fileIdentity, let path = AgentProtocol.socketPath(device: file.dev, inode: file.ino) else {
-                throw .failure("cannot name the agent's socket (the vault file moved, or the directory's path is too long)")
-            }
-            socketPath = path
-            self.urlLink = nil
+        guard let path = unlocked.database.agentSocketPath else {
+            throw .failure("cannot name the agent's socket (the vault file moved, or the directory's path is too long)")
         }
+        socketPath = path
+        self.urlLink = urlLink
         startedAt = Date()
         lastActivity = startedAt
         deadline = startedAt.addingTimeInterval(lifetime)
@@ -191,19 +185,16 @@ public final class AgentServer: @unchecked Sendable {
         if now.timeIntervalSince(lock.withLock { lastActivity }) >= idle { return "it was idle" }
         if unlocked.database.schemaRefused { return "the vault's database schema changed" }
         if !unlocked.database.isStillInPlace { return "the vault file was replaced, moved or removed" }
-        if unlocked.database.isPostgres {
-            // A team vault: the header is read over the network, so at most every 2 s, and
-            // a server that cannot be reached for a moment does not end the session (each
-            // operation checks the key epoch inside its own transaction anyway).
-            let due = lock.withLock { () -> Bool in
-                guard now.timeIntervalSince(lastHeaderCheck) >= 2 else { return false }
-                lastHeaderCheck = now
-                return true
-            }
-            if due, let stored = try? unlocked.vault.header(), stored != unlocked.header {
-                return "the vault's keys or passphrase changed"
-            }
-        } else if !unlocked.storedHeaderIsCurrent() {
+        // The header, re-read as often as the store makes cheap (a file before every
+        // request, a team vault at most every 2 s: a server that cannot be reached for a
+        // moment does not end the session).
+        let interval = unlocked.database.headerPollInterval
+        let due = lock.withLock { () -> Bool in
+            guard now.timeIntervalSince(lastHeaderCheck) >= interval else { return false }
+            lastHeaderCheck = now
+            return true
+        }
+        if due, unlocked.storedHeaderChanged() {
             return "the vault's keys or passphrase changed"
         }
         var info = stat()

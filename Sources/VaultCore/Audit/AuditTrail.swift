@@ -450,17 +450,6 @@ public enum AuditChain {
                                    Data(Format.auditHeadMAC(seq: Int64(entries.count), epoch: keys.epoch, lastMAC: previous, vaultID: vaultID, key: keys.macKey))])
     }
 
-    /// The JSON object of one record (every field but the MAC), built by SQLite.
-    static func jsonColumns(withMember: Bool) -> String {
-        """
-        json_object('seq', seq, 'at', at, 'action', action, 'profile', profile, 'environment', environment,
-            'token_url', token_url, 'grant_type', grant_type, 'outcome', outcome, 'http_status', http_status,
-            'oauth_error', oauth_error, 'attempts', attempts, 'duration_ms', duration_ms, 'token_type', token_type,
-            'expires_in', expires_in, 'expires_at', expires_at, 'request_id', request_id,
-            'token_fingerprint', token_fingerprint, 'detail', detail\(withMember ? ", 'member', member" : ""))
-        """
-    }
-
     /// How many records `verify` reads per query.
     static let verifyPage = 10_000
 
@@ -503,36 +492,14 @@ public enum AuditChain {
     }
 
     /// Records matching `query` as one-line JSON objects (every field but the MAC and the
-    /// signature), newest first. SQLite builds the text itself (`json_object`); on
-    /// PostgreSQL the same text is built here from the rows, key for key.
+    /// signature), newest first, as the store writes them (``StoreConnection/auditListing(filter:values:withMember:)``).
     static func jsonRecords(_ db: StoreDB, _ query: AuditQuery, withMember: Bool) throws -> [(seq: Int64, json: String)] {
         let (filter, arguments) = filter(for: query)
-        if db.isPostgres {
-            return try records(db, query).map { ($0.seq, $0.json(withMember: withMember)) }
-        }
-        return try db.pairs(sql: "SELECT seq, \(jsonColumns(withMember: withMember)) AS json FROM audit_record" + filter,
-                            arguments: arguments).map { seq, json in
-            guard let seq = Int64.fromDatabaseValue(seq), let json = String.fromDatabaseValue(json) else {
-                throw VaultError.integrity("an audit record has no sequence number or could not be written as JSON")
-            }
-            return (seq: seq, json: json)
-        }
+        return try db.auditListing(filter: filter, values: StoreSQL.values(arguments), withMember: withMember)
     }
 }
 
 extension AuditRow {
-    /// The same text as SQLite's `json_object` over ``AuditChain/jsonColumns(withMember:)``.
-    func json(withMember: Bool) -> String {
-        var o = CompactJSON()
-        o.int("seq", seq); o.int("at", at); o.str("action", action); o.str("profile", profile); o.str("environment", environment)
-        o.str("token_url", tokenURL); o.str("grant_type", grantType); o.str("outcome", outcome); o.int("http_status", httpStatus)
-        o.str("oauth_error", oauthError); o.int("attempts", attempts); o.int("duration_ms", durationMs); o.str("token_type", tokenType)
-        o.int("expires_in", expiresIn); o.int("expires_at", expiresAt); o.str("request_id", requestID)
-        o.str("token_fingerprint", tokenFingerprint); o.str("detail", detail)
-        if withMember { o.str("member", member) }
-        return o.text
-    }
-
     /// The record as stored (its MAC, epoch and signature are set by the caller).
     init(_ e: AuditEntry) {
         self.init(seq: e.seq, at: e.at, action: e.action.rawValue, profile: e.profile, environment: e.environment,

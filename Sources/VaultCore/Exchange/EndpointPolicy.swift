@@ -1,7 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 
-/// Rules for token URLs and API bases (SECURITY.md "Transport").
+/// Rules for token URLs and API bases (SECURITY.md, "From whom": network attackers).
 public enum EndpointPolicy {
     /// True for `localhost`, `127.0.0.0/8` and `::1`.
     public static func isLoopback(host: String) -> Bool {

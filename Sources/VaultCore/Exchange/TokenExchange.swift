@@ -30,7 +30,7 @@ public struct ExchangeResult: Sendable {
     }
 }
 
-/// Performs the GBG token exchange with bounded retries (DESIGN §1, issue #3).
+/// Performs the GBG token exchange with bounded retries.
 ///
 /// Up to `maxAttempts` attempts within one overall deadline; retried on no response,
 /// timeouts, 429, 502, 503 and 504 with exponential backoff and full jitter, honouring
@@ -179,7 +179,7 @@ public struct TokenExchange: Sendable {
         }
     }
 
-    /// Maps a non-retryable response to a token or an error (exit codes of DESIGN §2).
+    /// Maps a non-retryable response to a token or an error (and so to its exit code).
     static func interpret(_ response: HTTPResponseData, grant: GrantType) -> Result<IssuedToken, VaultError> {
         let body = try? JSONDecoder().decode(ResponseBody.self, from: Data(response.body))
         switch response.status {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// One token request as GBG expects it (DESIGN §1): a form POST with exactly the fields
+/// One token request as GBG expects it: a form POST with exactly the fields
 /// of the grant, `Accept: application/json`, no Authorization header.
 public struct TokenRequest: Sendable {
     public var tokenURL: String

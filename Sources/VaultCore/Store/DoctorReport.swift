@@ -15,68 +15,12 @@ public struct DoctorReport: Sendable {
 
     public var checks: [Check] = []
 
+    /// The store's own checks (a file's path, mode, durability and integrity; a team
+    /// vault's server, TLS and rights), then the checks every vault has, then the versions.
     public static func run(path: String) throws(VaultError) -> DoctorReport {
         var report = DoctorReport()
-        func add(_ name: String, _ status: String, _ detail: String) { report.checks.append(Check(name: name, status: status, detail: detail)) }
-
-        if PostgresLocation.isURL(path) { return try runPostgres(url: path) }
-        var link = stat()
-        if lstat(path, &link) == 0, (link.st_mode & S_IFMT) == S_IFLNK {
-            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "?"
-            add("path", "warn", "\(path) is a symbolic link to \(target); anyone who can change the link can swap the vault")
-        } else {
-            add("path", "ok", path)
-        }
         let vault = try Vault.open(at: path)
-
-        var info = stat()
-        if stat(path, &info) == 0 {
-            let mode = info.st_mode & 0o777
-            add("file mode", mode & 0o077 == 0 ? "ok" : "warn",
-                String(format: "%04o", mode) + (mode & 0o077 == 0 ? "" : " (expected 0600: others can read the sealed vault)"))
-            add("file owner", info.st_uid == getuid() ? "ok" : "warn",
-                info.st_uid == getuid() ? "uid \(info.st_uid)" : "owned by uid \(info.st_uid), not by you (uid \(getuid()))")
-        }
-        let directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
-        var dirInfo = stat()
-        if stat(directory, &dirInfo) == 0 {
-            let mode = dirInfo.st_mode & 0o777
-            add("directory mode", mode & 0o077 == 0 ? "ok" : "warn",
-                "\(directory) " + String(format: "%04o", mode) + (mode & 0o077 == 0 ? "" : " (expected 0700)"))
-        }
-
-        report.vaultChecks(vault)
-        let journal = try vault.database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?" }
-        add("journal", journal == "wal" ? "ok" : "warn", "journal_mode=\(journal)")
-        let synchronous = try vault.database.writerSynchronousLevel()
-        add("durability", synchronous == 2 ? "ok" : "warn",
-            synchronous == 2 ? "synchronous=FULL (every commit flushed to disk)" : "synchronous=\(synchronous) (expected FULL)")
-        add("sqlite", "ok", try vault.database.sqliteVersion())
-        report.versions()
-        return report
-    }
-
-    /// `vault doctor` on a PostgreSQL vault: the connection (TLS), the server, the
-    /// schema and the rights this user has, then the same vault checks.
-    static func runPostgres(url: String) throws(VaultError) -> DoctorReport {
-        var report = DoctorReport()
-        func add(_ name: String, _ status: String, _ detail: String) { report.checks.append(Check(name: name, status: status, detail: detail)) }
-        let location = try PostgresLocation.parse(url)
-        add("location", "ok", location.display)
-        let vault = try Vault.open(at: url)
-        guard let store = vault.database.postgres else { return report }
-        let server = try store.serverReport()
-        add("server", "ok", "PostgreSQL \(server.version)")
-        switch (location.sslMode, server.tls) {
-        case (.verifyFull, true): add("tls", "ok", "TLS, certificate and host name verified")
-        case (.verifyCA, true): add("tls", "warn", "TLS, certificate verified but not the host name (sslmode=verify-ca)")
-        case (.require, true): add("tls", "warn", "TLS without certificate verification (sslmode=require): a machine in the middle can read the traffic")
-        case (_, false) where location.host.hasPrefix("/") || ["127.0.0.1", "::1", "localhost"].contains(location.host):
-            add("tls", "warn", "no TLS (sslmode=\(location.sslMode.rawValue)) to a local server")
-        default: add("tls", "fail", "no TLS (sslmode=\(location.sslMode.rawValue)): metadata and sealed values cross the network in clear")
-        }
-        add("grants", server.missingGrants.isEmpty ? "ok" : "fail", server.missingGrants.isEmpty
-            ? "SELECT, INSERT, UPDATE, DELETE on every vault table" : "missing: " + server.missingGrants.joined(separator: ", "))
+        report.checks = try vault.database.doctorChecks()
         report.vaultChecks(vault)
         report.versions()
         return report
@@ -87,7 +31,7 @@ public struct DoctorReport: Sendable {
         checks.append(Check(name: "gbg-vault", status: "ok", detail: VaultVersion.string))
     }
 
-    /// The checks that need no passphrase and are the same on both stores.
+    /// The checks that need no passphrase and are the same on every store.
     private mutating func vaultChecks(_ vault: Vault) {
         func add(_ name: String, _ status: String, _ detail: String) { checks.append(Check(name: name, status: status, detail: detail)) }
         do {
@@ -98,13 +42,8 @@ public struct DoctorReport: Sendable {
     }
 
     private func vaultChecksThrowing(_ vault: Vault, _ add: (String, String, String) -> Void) throws(VaultError) {
-        let problems = try vault.database.integrityProblems()
-        if !vault.database.isPostgres {
-            add("sqlite integrity", problems.isEmpty ? "ok" : "fail", problems.isEmpty ? "ok" : problems.prefix(3).joined(separator: "; "))
-        }
-
         let applied = try vault.database.appliedMigrations()
-        let known = vault.database.isPostgres ? PostgresStore.knownMigrations : VaultDatabase.knownMigrations
+        let known = vault.database.knownMigrations
         add("schema", applied == known ? "ok" : "warn", "migrations \(applied.joined(separator: ", ")) (this build knows \(known.count))")
 
         do {

@@ -1,16 +1,21 @@
 import Foundation
 import GRDB
 
-/// The upgrade of a format-1 vault to format 2 (FORMAT.md §9): one transaction, run by
-/// the first unlock (or `vault upgrade`).
+/// The upgrades of an older vault file to format 3 (FORMAT.md §9), run by the first
+/// unlock (or `vault upgrade`): format 1 to 2 (§9.2), then format 2 to 3 (§9.1), each in
+/// the transaction of its migration.
 ///
-/// Inside the migration's transaction, before its SQL: every format-1 MAC is checked,
+/// Format 1 to 2. Inside the migration's transaction, before its SQL: every format-1 MAC is checked,
 /// every secret version opened, the version sequences and the audit chain verified. A
 /// vault that fails any check is not upgraded (integrity failure, exit 7): the upgrade
 /// never re-authenticates tampered data. After the SQL: random identifiers, format-2
 /// MACs, secrets re-sealed with format-2 additional data, audit records re-MAC'd (key
 /// epoch 1), the header rewrapped as format 2, and an `upgrade` record appended. A
 /// process killed at any point leaves either the format-1 vault or the format-2 one.
+///
+/// Format 2 to 3: first the stored header (still format 2, these keys' epoch) and the
+/// audit chain's head are checked; then the owner's identity, member row and key slot,
+/// the header rewrapped as format 3, and the `upgrade` record, the first one signed.
 enum FormatUpgrade {
     private final class State: @unchecked Sendable {
         var secrets: [(profileID: Int64, field: SecretField, version: Int64, secret: SecureBytes)] = []
@@ -21,15 +26,15 @@ enum FormatUpgrade {
     static func run(vault: Vault, header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) {
         let vaultID = header.vaultID
         let state = State()
-        var upgrades: [String: VaultDatabase.DataUpgrade] = [:]
+        var upgrades: [String: DataUpgrade] = [:]
         if header.formatVersion == 1 {
-            upgrades[VaultDatabase.format2Migration] = VaultDatabase.DataUpgrade(
-                before: { db in try checkFormat1(StoreDB(db), header: header, keys: keys, vaultID: vaultID, state: state) },
-                after: { db in try writeFormat2(StoreDB(db), header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+            upgrades[SQLiteFile.format2Migration] = DataUpgrade(
+                before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
+                after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
         }
-        upgrades[VaultDatabase.format3Migration] = VaultDatabase.DataUpgrade(
-            before: { db in try checkFormat2(StoreDB(db), vaultID: vaultID, keys: keys, expected: header) },
-            after: { db in try writeFormat3(StoreDB(db), keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
+        upgrades[SQLiteFile.format3Migration] = DataUpgrade(
+            before: { db in try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header) },
+            after: { db in try writeFormat3(db, keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
         do {
             try vault.database.migrate(upgrades: upgrades)
         } catch {

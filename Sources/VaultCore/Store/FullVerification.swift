@@ -32,7 +32,7 @@ extension UnlockedVault {
             report.keyEpoch = keys.epoch
             func check(_ body: () throws -> Void) {
                 do { try body() } catch let error as VaultError { report.problems.append(error.message) } catch {
-                    report.problems.append(VaultDatabase.map(error, path: database.path).message)
+                    report.problems.append(database.storageError(error).message)
                 }
             }
             var environments: [String: Environment] = [:]

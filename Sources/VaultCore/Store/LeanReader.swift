@@ -2,7 +2,7 @@ import CSQLiteHardening
 import Foundation
 import GRDB
 
-/// The read-only connection of ``VaultDatabase/openForReading(at:)`` (`list`, `show`,
+/// The read-only connection of ``FileReader`` (`list`, `show`,
 /// `history`, `audit`, `env list/show`, `member list`, shell completion): SQLite's C API
 /// through the `CSQLiteHardening` shims, one connection, no dispatch queue.
 ///
@@ -15,7 +15,7 @@ import GRDB
 /// string literals off; the same busy timeout), the same schema and identity checks run
 /// on it, its rows are GRDB `Row`s, and its errors GRDB `DatabaseError`s with SQLite's
 /// result code, so everything above reads the same and fails the same.
-final class LeanReader: @unchecked Sendable {
+final class LeanReader: SQLiteDialect, @unchecked Sendable {
     private var connection: OpaquePointer?
     private let lock = NSLock()
     /// Prepared statements by SQL text (a list: a handful per process, and a
@@ -61,7 +61,7 @@ final class LeanReader: @unchecked Sendable {
     }
 
     /// The rows of one statement (prepared once per connection and reused).
-    func rows(sql: String, arguments: [DatabaseValue]) throws -> [Row] {
+    func rows(sql: String, values arguments: [DatabaseValue]) throws -> [Row] {
         var rows: [Row] = []
         try run(sql: sql, arguments: arguments) { statement, names in
             var values: [String: (any DatabaseValueConvertible)?] = [:]
@@ -73,7 +73,7 @@ final class LeanReader: @unchecked Sendable {
 
     /// The only column of every row, without building rows (`vault list --json` reads
     /// 10,000 JSON strings this way), or of the first row only (`firstRowOnly`).
-    func column(sql: String, arguments: [DatabaseValue], firstRowOnly: Bool = false) throws -> [DatabaseValue] {
+    func column(sql: String, values arguments: [DatabaseValue], firstRowOnly: Bool) throws -> [DatabaseValue] {
         var values: [DatabaseValue] = []
         try run(sql: sql, arguments: arguments, firstRowOnly: firstRowOnly) { statement, names in
             guard names.count == 1 else { throw VaultError.failure("internal error: a scalar query returned \(names.count) columns") }
@@ -85,7 +85,7 @@ final class LeanReader: @unchecked Sendable {
     /// The two columns of every row as a pair, without building rows (the audit listing's
     /// sequence numbers and JSON texts). A row as GRDB builds it needs a dictionary, and the
     /// first dictionary of a process costs a scan of every protocol conformance record.
-    func pairs(sql: String, arguments: [DatabaseValue]) throws -> [(DatabaseValue, DatabaseValue)] {
+    func pairs(sql: String, values arguments: [DatabaseValue]) throws -> [(DatabaseValue, DatabaseValue)] {
         var pairs: [(DatabaseValue, DatabaseValue)] = []
         try run(sql: sql, arguments: arguments) { statement, names in
             guard names.count == 2 else { throw VaultError.failure("internal error: a query of pairs returned \(names.count) columns") }
@@ -149,5 +149,18 @@ final class LeanReader: @unchecked Sendable {
 
     private func sqlite3Reset(_ statement: OpaquePointer) {
         _ = gbgv_reset(statement)
+    }
+}
+
+// A read-only connection: every write is refused.
+extension LeanReader {
+    var changesCount: Int { 0 }
+
+    func execute(sql: String, values: [DatabaseValue]) throws {
+        throw VaultError.failure("internal error: a write through a read-only connection")
+    }
+
+    func executeExpecting(sql: String, values: [DatabaseValue], changes: Int, failure: any Error) throws {
+        throw VaultError.failure("internal error: a write through a read-only connection")
     }
 }

@@ -7,250 +7,6 @@ import NIOPosix
 import NIOSSL
 import PostgresNIO
 
-/// One PostgreSQL connection used synchronously: each statement waits for its answer
-/// on the calling thread (never an event-loop thread; PostgresNIO runs the connection on
-/// its own). One transaction at a time per session.
-final class PostgresSession: @unchecked Sendable {
-    let connection: PostgresConnection
-    /// PostgresNIO's logger: a no-op, so no statement, bind or row ever reaches a log.
-    static let logger = Logger(label: "gbg-vault.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
-
-    init(connection: PostgresConnection) { self.connection = connection }
-
-    private func query(_ sql: String, _ values: [DatabaseValue]) throws -> PostgresQuery {
-        var bindings = PostgresBindings(capacity: values.count)
-        for value in values {
-            switch value.storage {
-            case .null: bindings.appendNull()
-            case .int64(let number): bindings.append(number)
-            case .double(let number): bindings.append(number)
-            case .string(let text): bindings.append(text)
-            case .blob(let data): bindings.append(ByteBuffer(bytes: data))
-            }
-        }
-        return PostgresQuery(unsafeSQL: Self.numberedPlaceholders(sql), binds: bindings)
-    }
-
-    /// `?` placeholders (SQLite's) as `$1`, `$2`, … (PostgreSQL's), outside quoted text.
-    static func numberedPlaceholders(_ sql: String) -> String {
-        var out = ""
-        var number = 0
-        var quote: Character?
-        for character in sql {
-            if let open = quote {
-                if character == open { quote = nil }
-                out.append(character)
-            } else if character == "'" || character == "\"" {
-                quote = character
-                out.append(character)
-            } else if character == "?" {
-                number += 1
-                out += "$\(number)"
-            } else {
-                out.append(character)
-            }
-        }
-        return out
-    }
-
-    /// Statements sent but not yet waited for (``send(_:_:expectingChanges:)``), in order,
-    /// each with the row count it must change (if any) and the error to throw otherwise.
-    /// (A prepared statement's future gives no row count: only statements without an
-    /// expected count are sent prepared.)
-    private var pending: [(future: EventLoopFuture<Int?>, changes: Int?, failure: (any Error)?, prepared: String?)] = []
-
-    /// Sends a statement without waiting for its answer. PostgresNIO runs a connection's
-    /// statements one after another in order (no pipelining on the wire), so this saves the
-    /// calling thread a wake-up per statement (`BEGIN` and the writer lock before the
-    /// first query, an audit record's insert and head update), not round trips. Its error
-    /// (or a row count other than `expectingChanges`, as `failure`) surfaces at the next
-    /// statement that waits, and the transaction checks every one before it sends
-    /// `COMMIT`: nothing commits past a failed or suppressed write. Statements are sent
-    /// prepared (``rows(_:_:)``): one whose row count does not matter (`BEGIN`, the writer
-    /// lock, `COMMIT`) as it is, a checked `INSERT`/`UPDATE`/`DELETE` with `RETURNING 1`
-    /// so that the rows it returns count the rows it changed (PostgresNIO's prepared
-    /// statements give no command tag).
-    func send(_ sql: String, _ values: [DatabaseValue] = [], expectingChanges: Int? = nil, failure: (any Error)? = nil) throws {
-        if expectingChanges == nil, let statement = try preparedStatement(sql) {
-            pending.append((statement.execute(values.map(Self.data)).map { _ in nil }, nil, failure, sql))
-        } else if let expectingChanges, let counted = Self.returningEachRow(sql), let statement = try preparedStatement(counted) {
-            // A checked write, prepared: its changed rows counted as the rows it returns.
-            pending.append((statement.execute(values.map(Self.data)).map { $0.count }, expectingChanges, failure, counted))
-        } else {
-            pending.append((connection.query(try query(sql, values), logger: Self.logger).map { $0.metadata.rows }, expectingChanges, failure, nil))
-        }
-    }
-
-    /// Waits for every statement sent so far; throws the first failure.
-    func flush() throws {
-        let sent = pending
-        pending.removeAll()
-        var first: (any Error)?
-        for entry in sent {
-            do {
-                let changed = try entry.future.wait()
-                if let expected = entry.changes, (changed ?? 0) != expected, first == nil {
-                    first = entry.failure ?? VaultError.integrity("a write changed an unexpected number of rows")
-                }
-            } catch {
-                // A statement that failed is prepared again on its next use: its plan may be
-                // what failed (made stale by a schema change, say).
-                if let sql = entry.prepared { prepared[sql] = nil }
-                if first == nil { first = error }
-            }
-        }
-        if let first { throw first }
-    }
-
-    /// Runs a statement; the number of rows it changed.
-    @discardableResult
-    func execute(_ sql: String, _ values: [DatabaseValue] = []) throws -> Int {
-        let future = connection.query(try query(sql, values), logger: Self.logger)
-        try flush()
-        return try future.wait().metadata.rows ?? 0
-    }
-
-    /// Queries prepared on this connection, by their SQL text (``rows(_:_:)``).
-    fileprivate var prepared: [String: PreparedQuery] = [:]
-    /// How many statements were prepared on this connection, kept or not.
-    private var preparations = 0
-    /// At most this many statements are prepared on one connection; queries beyond run as
-    /// unnamed statements. The vault's code has a few dozen distinct queries.
-    static let maximumPreparations = 128
-
-    /// Runs a query; its rows as GRDB rows keyed by column name.
-    ///
-    /// A query is prepared on the connection the first time it runs there (a named
-    /// statement, parsed and planned by the server once) and afterwards only bound and
-    /// executed, as GRDB keeps SQLite's statements: a cache hit through the agent runs six
-    /// queries in its transaction, and with pgbench on this machine a prepared read took
-    /// 0.09–0.10 ms against 0.15–0.22 ms as an unnamed statement. Parameter types are the
-    /// server's inference from the query (integer columns are `BIGINT`, text `TEXT`, blobs
-    /// `BYTEA`, as the values are bound). A query that fails is forgotten, so a plan made
-    /// stale by a schema change is prepared again on its next use.
-    func rows(_ sql: String, _ values: [DatabaseValue] = []) throws -> [Row] {
-        guard let statement = try preparedStatement(sql) else {
-            let future = connection.query(try query(sql, values), logger: Self.logger)
-            try flush()
-            return try future.wait().rows.map { try Self.row($0) }
-        }
-        let future = statement.execute(values.map(Self.data))
-        try flush()
-        do {
-            // PostgresNIO 1.33.2's `PreparedQuery` labels its result columns with the format
-            // of the statement's description (text) while it binds for binary results, so
-            // the cells are read as the binary they are (vapor/postgres-nio#303, fixed
-            // upstream after 1.33.2).
-            return try future.wait().map { try Self.row($0, format: .binary) }
-        } catch {
-            prepared[sql] = nil
-            throw error
-        }
-    }
-
-    /// Starts a query without waiting for it; ``Pending/rows()`` waits for its rows. Prepared
-    /// as ``rows(_:_:)`` prepares (the first time on a connection, that waits).
-    func start(_ sql: String, _ values: [DatabaseValue] = []) throws -> Pending {
-        guard let statement = try preparedStatement(sql) else {
-            return Pending(session: self, sql: nil, future: connection.query(try query(sql, values), logger: Self.logger).map { $0.rows })
-        }
-        return Pending(session: self, sql: sql, future: statement.execute(values.map(Self.data)))
-    }
-
-    /// A query started by ``start(_:_:)``.
-    struct Pending {
-        let session: PostgresSession
-        /// The prepared statement's key, if it was prepared.
-        let sql: String?
-        let future: EventLoopFuture<[PostgresRow]>
-
-        /// Its rows; a failure forgets the prepared statement, as ``rows(_:_:)`` does.
-        func rows() throws -> [Row] {
-            do {
-                return try future.wait().map { try PostgresSession.row($0, format: sql == nil ? nil : .binary) }
-            } catch {
-                if let sql { session.prepared[sql] = nil }
-                throw error
-            }
-        }
-    }
-
-    /// `sql` with `RETURNING 1` when it is a plain `INSERT`, `UPDATE` or `DELETE` (one row
-    /// returned per row it changed, so a prepared statement, whose result gives no command
-    /// tag, still reports its count; a row a trigger suppressed returns nothing), else nil.
-    static func returningEachRow(_ sql: String) -> String? {
-        let head = sql.prefix(7).uppercased()
-        guard head.hasPrefix("INSERT ") || head.hasPrefix("UPDATE ") || head.hasPrefix("DELETE "),
-              !sql.uppercased().contains("RETURNING"), !sql.contains(";") else { return nil }
-        return sql + " RETURNING 1"
-    }
-
-    /// `sql` prepared on this connection: from earlier, else now (after every statement
-    /// sent before it has answered, so an earlier failure is the one reported); nil beyond
-    /// ``maximumPreparations``.
-    private func preparedStatement(_ sql: String) throws -> PreparedQuery? {
-        if let known = prepared[sql] { return known }
-        guard preparations < Self.maximumPreparations else { return nil }
-        try flush()
-        preparations += 1
-        let made = try connection.prepare(query: Self.numberedPlaceholders(sql)).wait()
-        prepared[sql] = made
-        return made
-    }
-
-    /// A bound value of a prepared query, in its type's binary form (NULL has none).
-    private static func data(_ value: DatabaseValue) -> PostgresData {
-        switch value.storage {
-        case .null: return .null
-        case .int64(let number): return PostgresData(int64: number)
-        case .double(let number): return PostgresData(double: number)
-        case .string(let text): return PostgresData(string: text)
-        case .blob(let data): return PostgresData(bytes: data)
-        }
-    }
-
-    /// Runs a migration file's statements as one statement: PostgresNIO speaks only the
-    /// extended protocol (one statement per message), so the file runs as the body of a
-    /// PL/pgSQL `DO` block, in the caller's transaction.
-    func script(_ sql: String) throws {
-        var tag = "migration"
-        while sql.contains("$\(tag)$") { tag += "_" }
-        try execute("DO $\(tag)$ BEGIN\n\(sql)\nEND $\(tag)$")
-    }
-
-    /// A row as a GRDB row, each cell decoded by PostgresNIO's decoder for its type, in
-    /// `format` when given (else the format the cell is labelled with).
-    static func row(_ row: PostgresRow, format: PostgresFormat? = nil) throws -> Row {
-        var values: [String: DatabaseValue] = [:]
-        for cell in row {
-            guard var bytes = cell.bytes else {
-                values[cell.columnName] = .null
-                continue
-            }
-            let format = format ?? cell.format
-            let context = PostgresDecodingContext.default
-            switch cell.dataType {
-            case .int8, .int4, .int2, .oid:
-                values[cell.columnName] = try Int64(from: &bytes, type: cell.dataType, format: format, context: context).databaseValue
-            case .bool:
-                values[cell.columnName] = (try Bool(from: &bytes, type: cell.dataType, format: format, context: context) ? 1 : 0 as Int64).databaseValue
-            case .float8, .float4:
-                values[cell.columnName] = try Double(from: &bytes, type: cell.dataType, format: format, context: context).databaseValue
-            case .bytea:
-                var buffer = ByteBuffer(from: &bytes, type: cell.dataType, format: format, context: context)
-                values[cell.columnName] = Data(buffer.readBytes(length: buffer.readableBytes) ?? []).databaseValue
-            default:
-                values[cell.columnName] = try String(from: &bytes, type: cell.dataType, format: format, context: context).databaseValue
-            }
-        }
-        return Row(values)
-    }
-
-    func close() {
-        try? connection.close().wait()
-    }
-}
-
 /// The PostgreSQL store of one vault: a schema in a database (FORMAT.md §11).
 ///
 /// Reads run in a `REPEATABLE READ, READ ONLY` transaction (one snapshot). Writes run
@@ -263,7 +19,7 @@ final class PostgresSession: @unchecked Sendable {
 ///
 /// Sessions are pooled (the agent serves several clients at once; each transaction has
 /// a session to itself).
-final class PostgresStore: @unchecked Sendable {
+final class PostgresStore: VaultStore, @unchecked Sendable {
     let location: PostgresLocation
     private let lock = NSLock()
     private var idle: [PostgresSession] = []
@@ -326,7 +82,7 @@ final class PostgresStore: @unchecked Sendable {
             ("search_path", "\"\(location.schema)\""),
             ("idle_in_transaction_session_timeout", "60000"),
             // How long a writer waits for the vault's writer lock (VAULT_BUSY_TIMEOUT).
-            ("lock_timeout", String(Int(VaultDatabase.busyTimeout * 1000))),
+            ("lock_timeout", String(Int(Stores.busyTimeout * 1000))),
             ("application_name", "gbg-vault"),
         ]
         let id = lock.withLock { () -> Int in
@@ -376,7 +132,7 @@ final class PostgresStore: @unchecked Sendable {
     func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
                         locks: ["LOCK TABLE \(Self.tables.joined(separator: ", ")) IN ACCESS SHARE MODE"], readOnly: true) {
-            try body(StoreDB(postgres: $0))
+            try body($0)
         }
     }
 
@@ -387,7 +143,7 @@ final class PostgresStore: @unchecked Sendable {
     func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         try transaction("BEGIN ISOLATION LEVEL READ COMMITTED",
                         locks: ["LOCK TABLE \(Self.tables.joined(separator: ", ")) IN EXCLUSIVE MODE"], readOnly: false) {
-            try body(StoreDB(postgres: $0))
+            try body($0)
         }
     }
 
@@ -463,7 +219,7 @@ final class PostgresStore: @unchecked Sendable {
                 try session.execute("INSERT INTO \(Self.migrationsTable) (identifier, applied_at) VALUES (?, ?)",
                                     [migration.name.databaseValue, Date().iso8601.databaseValue])
             }
-            try populate(StoreDB(postgres: session))
+            try populate(session)
         }
     }
 
@@ -478,7 +234,7 @@ final class PostgresStore: @unchecked Sendable {
     func checkSchema() throws(VaultError) -> [String] {
         try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", locks: [], readOnly: true, checkingSchema: false) { session in
             let fingerprint = try Self.schemaFingerprint(session, schema: location.schema)
-            let applied = try verifySchema(StoreDB(postgres: session))
+            let applied = try verifySchema(session)
             schemaState.withLockedValue { $0.fingerprint = fingerprint }
             return applied
         }
@@ -489,7 +245,7 @@ final class PostgresStore: @unchecked Sendable {
     /// for the test that keeps `Migrations/postgres/NAME.schema.json` true.
     func currentSchemaEntries() throws(VaultError) -> [String] {
         try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", locks: [], readOnly: true, checkingSchema: false) { session in
-            try Self.schemaEntries(StoreDB(postgres: session), schema: location.schema)
+            try Self.schemaEntries(session, schema: location.schema)
         }
     }
 
@@ -572,7 +328,7 @@ final class PostgresStore: @unchecked Sendable {
         guard fingerprint != schemaState.withLockedValue({ $0.fingerprint }) else { return }
         Trace.debug("the team vault's schema changed since it was checked; checking it again")
         do {
-            _ = try verifySchema(StoreDB(postgres: session))
+            _ = try verifySchema(session)
             schemaState.withLockedValue { $0.fingerprint = fingerprint }
         } catch {
             schemaState.withLockedValue { $0.refused = true }
@@ -660,6 +416,79 @@ final class PostgresStore: @unchecked Sendable {
         }
     }
 
+    // MARK: - The vault store
+
+    /// Opens the vault at `location`, its schema checked (FORMAT.md §11.3).
+    static func open(_ location: PostgresLocation) throws(VaultError) -> PostgresStore {
+        let store = try connect(location)
+        _ = try store.checkSchema()
+        return store
+    }
+
+    /// Creates a vault at `location` (``create(populate:)``).
+    static func create(_ location: PostgresLocation, populate: (StoreDB) throws -> Void) throws(VaultError) -> PostgresStore {
+        let store = try connect(location)
+        try store.create(populate: populate)
+        return store
+    }
+
+    var path: String { location.display }
+    var knownMigrations: [String] { Self.knownMigrations }
+    /// A team vault starts at the current format; the schema check refuses any other.
+    var pendingMigrations: [String] { [] }
+    func appliedMigrations() throws(VaultError) -> [String] { try checkSchema() }
+    func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {}
+    var isStillInPlace: Bool { true }
+    /// The header is read over the network: at most every 2 s, so that the agent's checks
+    /// between requests do not add a round trip to each.
+    var headerPollInterval: TimeInterval { 2 }
+    var agentSocketPath: String? { AgentProtocol.socketPath(store: location.identity) }
+
+    /// The URL without its password; the password in the agent's environment, readable
+    /// only by this user (as libpq's `PGPASSWORD`); a second socket name by the URL as the
+    /// command was given it, unless that URL holds a password (its digest would name the
+    /// password in the agent's arguments).
+    func agentLaunch(vaultPath: String) -> AgentLaunchNames {
+        var names = AgentLaunchNames(vaultArgument: location.display)
+        if let password = location.password { names.environment["PGPASSWORD"] = password }
+        if URLComponents(string: vaultPath)?.password == nil { names.urlLink = AgentProtocol.urlLink(vaultPath) }
+        return names
+    }
+
+    func backup(to destination: String) throws(VaultError) {
+        throw .usage("`vault backup` copies a vault file; for a PostgreSQL vault use `vault copy --to FILE` (or the server's own backups)")
+    }
+
+    /// PostgreSQL enforces its foreign keys and checks its pages itself.
+    func integrityProblems() throws(VaultError) -> [String] { [] }
+
+    func isSameVault(as destination: String) -> Bool {
+        guard PostgresLocation.isURL(destination), let other = try? PostgresLocation.parse(destination) else { return false }
+        return other.identity == location.identity
+    }
+
+    func storageError(_ error: any Error) -> VaultError { Self.map(error, location: location) }
+
+    /// The location, the server, TLS and the rights this user has.
+    func doctorChecks() throws(VaultError) -> [DoctorReport.Check] {
+        var checks: [DoctorReport.Check] = []
+        func add(_ name: String, _ status: String, _ detail: String) { checks.append(.init(name: name, status: status, detail: detail)) }
+        add("location", "ok", location.display)
+        let server = try serverReport()
+        add("server", "ok", "PostgreSQL \(server.version)")
+        switch (location.sslMode, server.tls) {
+        case (.verifyFull, true): add("tls", "ok", "TLS, certificate and host name verified")
+        case (.verifyCA, true): add("tls", "warn", "TLS, certificate verified but not the host name (sslmode=verify-ca)")
+        case (.require, true): add("tls", "warn", "TLS without certificate verification (sslmode=require): a machine in the middle can read the traffic")
+        case (_, false) where location.host.hasPrefix("/") || ["127.0.0.1", "::1", "localhost"].contains(location.host):
+            add("tls", "warn", "no TLS (sslmode=\(location.sslMode.rawValue)) to a local server")
+        default: add("tls", "fail", "no TLS (sslmode=\(location.sslMode.rawValue)): metadata and sealed values cross the network in clear")
+        }
+        add("grants", server.missingGrants.isEmpty ? "ok" : "fail", server.missingGrants.isEmpty
+            ? "SELECT, INSERT, UPDATE, DELETE on every vault table" : "missing: " + server.missingGrants.joined(separator: ", "))
+        return checks
+    }
+
     // MARK: - Errors
 
     /// Maps PostgreSQL and connection errors to vault errors; never includes statement
@@ -702,7 +531,7 @@ final class PostgresStore: @unchecked Sendable {
             let message = serverError.message.sanitisedForDisplay(limit: 200)
             switch state {
             case "55P03":
-                return .failure("the vault is locked by another writer (waited \(Int(VaultDatabase.busyTimeout)) s); nothing was changed",
+                return .failure("the vault is locked by another writer (waited \(Int(Stores.busyTimeout)) s); nothing was changed",
                                 hint: "retry when the other vault process has finished")
             case "57P01", "57P02", "57P03", "08000", "08003", "08006":
                 return .failure(lost, hint: "check the server, then run the command again")

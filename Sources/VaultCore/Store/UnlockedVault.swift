@@ -38,7 +38,7 @@ public final class UnlockedVault: @unchecked Sendable {
     /// are reloaded): see ``storedHeaderIsCurrent()``.
     private var checkedHeaderRow: Row?
     var keys: VaultKeys { lock.withLock { currentKeys } }
-    var database: VaultDatabase { vault.database }
+    var database: any VaultStore { vault.database }
     var now: Date { vault.clock.now() }
     var signer: AuditSigner { AuditSigner(member: member, identity: identity) }
     /// Whether the passphrase unlocked this vault (the owner).
@@ -87,12 +87,14 @@ public final class UnlockedVault: @unchecked Sendable {
         return true
     }
 
-    /// Whether the stored header is still the one these keys were opened with (the agent
-    /// asks before every request: a `passwd` or `rekey` by another process ends it). The
+    /// Whether the stored header is no longer the one these keys were opened with (the
+    /// agent asks between requests: a `passwd` or `rekey` by another process ends it). The
     /// row is read as it is and compared with the last row that decoded to that header, so
     /// while nothing changed no record is decoded; a changed row is decoded and compared.
-    public func storedHeaderIsCurrent() -> Bool {
-        headerRowIsCurrent(try? database.read { try Self.headerRow($0) })
+    /// A read that fails says nothing (each operation checks the keys in its transaction).
+    public func storedHeaderChanged() -> Bool {
+        guard let row = try? database.read({ try Self.headerRow($0) }) else { return false }
+        return !headerRowIsCurrent(row)
     }
 
     private static func headerRow(_ db: StoreDB) throws -> Row? {

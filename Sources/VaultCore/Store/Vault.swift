@@ -4,10 +4,10 @@ import GRDB
 /// A vault opened without its passphrase: metadata reads only (`list`, `show`,
 /// `history`, `audit`, `doctor`, `backup`). Unlock it for anything else.
 public final class Vault: Sendable {
-    public let database: VaultDatabase
+    let database: any VaultStore
     public let clock: any VaultClock
 
-    init(database: VaultDatabase, clock: any VaultClock) {
+    init(database: any VaultStore, clock: any VaultClock) {
         self.database = database
         self.clock = clock
     }
@@ -27,7 +27,7 @@ public final class Vault: Sendable {
             vaultID: Sodium.randomBytes(VaultHeader.vaultIDBytes), owner: owner, passphrase: passphrase, kdf: kdf,
             createdAt: clock.now().iso8601)
         let signer = AuditSigner(member: Labels.ownerMember, identity: owner)
-        let database = try VaultDatabase.create(at: path) { db in
+        let database = try Stores.create(at: path) { db in
             try HeaderRecord(header).insert(db)
             try Self.insertOwner(owner, keys: keys, addedSeq: 1, vaultID: header.vaultID, createdAt: clock.now().iso8601, db: db)
             try AuditChain.append(
@@ -51,13 +51,13 @@ public final class Vault: Sendable {
 
     /// Opens the vault at `path`; exit 6 when there is none.
     public static func open(at path: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> Vault {
-        Vault(database: try VaultDatabase.open(at: path), clock: clock)
+        Vault(database: try Stores.open(at: path), clock: clock)
     }
 
-    /// Opens the vault at `path` for metadata reads only: one read-only connection (see
-    /// ``VaultDatabase/openForReading(at:)``); exit 6 when there is none.
+    /// Opens the vault at `path` for metadata reads only (a file on one read-only
+    /// connection: ``FileReader``); exit 6 when there is none.
     public static func openForReading(at path: String, clock: any VaultClock = SystemClock()) throws(VaultError) -> Vault {
-        Vault(database: try VaultDatabase.openForReading(at: path), clock: clock)
+        Vault(database: try Stores.openForReading(at: path), clock: clock)
     }
 
     /// The stored header (not yet validated).
@@ -151,39 +151,15 @@ public final class Vault: Sendable {
         return record.profile
     }
 
-    /// `vault list --json`: one JSON object per profile. On a file SQLite builds the text
-    /// (`json_object`, which does the escaping; fast on large vaults), the grant's command-line
-    /// spelling bound from ``GrantType``; each row's stored grant type is checked as the
-    /// records' decoding checks it.
+    /// `vault list --json`: one JSON object per profile, by name, as the store writes it
+    /// (``StoreConnection/profileListing()``).
     public func profilesJSON() throws(VaultError) -> [String] {
-        try database.read { db in
-            if db.isPostgres {
-                return try ProfileRecord.fetchAll(db, orderBy: "name").map { p in
-                    var o = CompactJSON()
-                    o.str("name", p.name); o.str("client_id", p.clientID); o.str("username", p.username)
-                    o.str("grant", p.grantType.flagValue)
-                    o.str("scope", p.scope); o.str("environment", p.environment); o.str("created_at", p.createdAt)
-                    o.str("updated_at", p.updatedAt)
-                    return o.text
-                }
-            }
-            var spellings = ""
-            var arguments: [(any DatabaseValueConvertible)?] = []
-            for grant in GrantType.allCases {
-                spellings += " WHEN ? THEN ?"
-                arguments += [grant.rawValue, grant.flagValue]
-            }
-            return try db.pairs(sql: """
-                SELECT grant_type, json_object('name', name, 'client_id', client_id, 'username', username,
-                    'grant', CASE grant_type\(spellings) END,
-                    'scope', scope, 'environment', environment, 'created_at', created_at, 'updated_at', updated_at)
-                FROM profile ORDER BY name
-                """, arguments: arguments).map { grant, json in
-                guard let grant = String.fromDatabaseValue(grant), GrantType(rawValue: grant) != nil,
-                      let json = String.fromDatabaseValue(json) else { throw VaultError.malformedRow }
-                return json
-            }
-        }
+        try database.read { db in try db.profileListing() }
+    }
+
+    /// A consistent copy of the vault file to a new file at `destination` (`vault backup`).
+    public func backup(to destination: String) throws(VaultError) {
+        try database.backup(to: destination)
     }
 
     /// Every stored version of every secret field, oldest first: metadata only.

@@ -29,20 +29,17 @@ public enum VaultCopy {
         guard source.database.pendingMigrations.isEmpty else {
             throw .usage("this vault is in an older format; unlock it once (e.g. `vault upgrade`) before copying it")
         }
-        if !PostgresLocation.isURL(destination), !source.database.isPostgres,
-           (destination as NSString).standardizingPath == (source.database.path as NSString).standardizingPath {
+        if source.database.isSameVault(as: destination) {
             throw .usage("the destination is the vault itself")
         }
         var summary = Summary()
         try source.database.read { from in
-            _ = try VaultDatabase.create(at: destination) { to in
+            _ = try Stores.create(at: destination) { to in
                 for table in tables {
                     summary.rows[table.name] = try copyTable(table.name, order: table.order, from: from, to: to)
                 }
-                if to.isPostgres {
-                    // Rows keep their ids; the identity column continues after the largest.
-                    try to.execute(sql: "SELECT setval(pg_get_serial_sequence('profile', 'id'), coalesce((SELECT max(id) FROM profile), 0) + 1, false)")
-                }
+                // Rows keep their ids; new profiles are numbered after them.
+                try to.continueNumbering(table: "profile", column: "id")
             }
         }
         return summary
@@ -67,7 +64,7 @@ public enum VaultCopy {
                 for row in batch {
                     for column in columns { values.append(row[column] as DatabaseValue) }
                 }
-                try to.execute(sql: StoreDB.insertSQL(into: table, columns: columns, rows: batch.count), arguments: values)
+                try to.execute(sql: StoreSQL.insert(into: table, columns: columns, rows: batch.count), arguments: values)
                 guard to.changesCount == batch.count else { throw VaultError.failure("the copy of \(table) was incomplete") }
                 start += batch.count
             }

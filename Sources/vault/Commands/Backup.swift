@@ -11,7 +11,7 @@ extension VaultCLI {
         @Argument(help: "Where to write the copy.") var path: String
 
         @MainActor func run() async throws {
-            try options.open().database.backup(to: path)
+            try options.open().backup(to: path)
             Output.info("backup written to \(path)")
         }
     }

@@ -36,7 +36,7 @@ extension VaultCLI {
     struct Upgrade: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "upgrade",
-            abstract: "Upgrade a format-1 vault to format 2 now (the first unlock does it anyway).",
+            abstract: "Upgrade a format-1 or format-2 vault to format 3 now (the first unlock does it anyway).",
             discussion: "One transaction: every format-1 MAC, secret and audit record is checked first; a vault that fails is left as it was (exit 7).")
 
         @OptionGroup var options: VaultOptions

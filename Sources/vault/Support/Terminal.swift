@@ -58,7 +58,7 @@ enum Terminal {
     }
 }
 
-/// Where a passphrase comes from (DESIGN §2): first found wins.
+/// Where a passphrase comes from: first found wins.
 struct PassphraseReader {
     var passphraseFile: String?
     var environment = ProcessInfo.processInfo.environment

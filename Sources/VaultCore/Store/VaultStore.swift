@@ -1,0 +1,108 @@
+import Foundation
+import GRDB
+
+/// Where a vault lives, behind one interface. Three implementations:
+///
+/// - ``FileStore``: a SQLite file through a GRDB `DatabasePool` (WAL), for everything
+///   that unlocks or writes;
+/// - ``FileReader``: the same file opened read-only on one ``LeanReader`` connection, for
+///   the commands that only read metadata (`list`, `show`, `audit`, completion);
+/// - ``PostgresStore``: a schema in PostgreSQL (a team vault).
+///
+/// The code above reads and writes through ``read(_:)`` and ``write(_:)`` (one snapshot or
+/// one transaction, a ``StoreConnection``) and never asks which store it has: what differs
+/// (the SQL dialect, migrations, the checks of `vault doctor`, how the agent names its
+/// socket) is answered here by the implementation.
+protocol VaultStore: AnyObject, Sendable {
+    /// The file's path, or the PostgreSQL vault's URL without its password.
+    var path: String { get }
+
+    /// A read in one consistent snapshot.
+    func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T
+    /// A write in one transaction, queued behind other writers; all or nothing.
+    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T
+
+    /// Names of the migrations this build knows for this store, in order.
+    var knownMigrations: [String] { get }
+    /// Migrations this build knows that the store has not applied yet.
+    var pendingMigrations: [String] { get }
+    /// Applied migration identifiers (`vault doctor`).
+    func appliedMigrations() throws(VaultError) -> [String]
+    /// Applies pending migrations; a format change runs its upgrade in the same transaction.
+    func migrate(upgrades: [String: DataUpgrade]) throws(VaultError)
+    /// True once a transaction found the schema changed to something other than the
+    /// expected one (the agent then ends).
+    var schemaRefused: Bool { get }
+
+    /// True while the vault is still the one this process opened (a file not removed,
+    /// moved or replaced).
+    var isStillInPlace: Bool { get }
+    /// How often the agent re-reads the header between requests, in seconds (each
+    /// operation checks the key epoch in its own transaction anyway).
+    var headerPollInterval: TimeInterval { get }
+    /// The agent socket of this vault (PROTOCOL.md §1); nil when it cannot be named.
+    var agentSocketPath: String? { get }
+    /// How the launcher names this vault to the agent it starts (`vaultPath` as the
+    /// command was given it).
+    func agentLaunch(vaultPath: String) -> AgentLaunchNames
+
+    /// A consistent copy to a new file at `destination` (`vault backup`).
+    func backup(to destination: String) throws(VaultError)
+    /// The database's own consistency problems (empty when sound).
+    func integrityProblems() throws(VaultError) -> [String]
+    /// The checks of `vault doctor` that belong to this store (location, rights,
+    /// durability, the database's version), before the checks common to every vault.
+    func doctorChecks() throws(VaultError) -> [DoctorReport.Check]
+    /// Whether `destination` (a path or a URL) names this very vault (`vault copy`).
+    func isSameVault(as destination: String) -> Bool
+    /// A storage error as a vault error, without statement arguments.
+    func storageError(_ error: any Error) -> VaultError
+}
+
+/// How the agent launcher names a vault to the agent: its `--vault` argument (never with
+/// a password), what its environment must add (the database password, as libpq's
+/// `PGPASSWORD`), and a second socket name by URL (PROTOCOL.md §1), if any.
+struct AgentLaunchNames {
+    var vaultArgument: String
+    var environment: [String: String] = [:]
+    var urlLink: String?
+}
+
+/// Work done inside a migration's transaction around its SQL: the format upgrade checks
+/// the old data before the SQL runs and fills the new columns after it (files only: a
+/// team vault starts at the current format).
+struct DataUpgrade: Sendable {
+    var before: @Sendable (StoreDB) throws -> Void
+    var after: @Sendable (StoreDB) throws -> Void
+}
+
+/// Opening and creating a vault by its path or URL.
+enum Stores {
+    /// How long a writer waits for another process's transaction before giving up:
+    /// `VAULT_BUSY_TIMEOUT` seconds, default 30 (read once: the environment of a running
+    /// process does not change under it).
+    static let busyTimeout: TimeInterval =
+        getenv("VAULT_BUSY_TIMEOUT").flatMap { TimeInterval(String(cString: $0)) }.map { min(max($0, 0), 3600) } ?? 30
+
+    /// Opens an existing vault with its identity and schema checked (FORMAT.md §1.1,
+    /// §11.3). Pending migrations are applied only by ``VaultStore/migrate(upgrades:)``,
+    /// when the vault is unlocked.
+    static func open(at path: String) throws(VaultError) -> any VaultStore {
+        if PostgresLocation.isURL(path) { return try PostgresStore.open(try PostgresLocation.parse(path)) }
+        return try FileStore.open(at: path)
+    }
+
+    /// Opens an existing vault for metadata reads: a file on one read-only connection
+    /// (``FileReader``), with the same checks; writes through it fail.
+    static func openForReading(at path: String) throws(VaultError) -> any VaultStore {
+        if PostgresLocation.isURL(path) { return try PostgresStore.open(try PostgresLocation.parse(path)) }
+        return try FileReader.open(at: path)
+    }
+
+    /// Creates a vault at `path` (never over an existing one) and calls `populate` in the
+    /// transaction that creates it: a vault never appears half-made.
+    static func create(at path: String, populate: (StoreDB) throws -> Void) throws(VaultError) -> any VaultStore {
+        if PostgresLocation.isURL(path) { return try PostgresStore.create(try PostgresLocation.parse(path), populate: populate) }
+        return try FileStore.create(at: path, populate: populate)
+    }
+}
