@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
@@ -15,6 +16,10 @@ int cprocess_disable_dumpable(void) {
 #else
     return 0;
 #endif
+}
+
+int cprocess_socketpair_cloexec(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
 }
 
 int cprocess_pipe_cloexec(int fds[2]) {

@@ -176,6 +176,11 @@ static long prepare(int argc, char *const *argv, char *const *envp, char *socket
 }
 
 __attribute__((constructor(101))) static void vault_token_client(int argc, char **argv, char **envp) {
+    // Every `vault` process is made non-dumpable first, before anything else of it runs
+    // (`main` does it again): the moment in which a process of the same user may open its
+    // descriptors or memory is as short as the loader makes it (the agent receives its key
+    // right after it starts).
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc < 3) return;
     char request[16 * 1024];
     long long wait_ms = 0;
@@ -185,9 +190,9 @@ __attribute__((constructor(101))) static void vault_token_client(int argc, char 
     for (int fd = 0; fd <= 2; fd++) {
         if (fcntl(fd, F_GETFD) < 0) return;
     }
-    // Hardened before the answer can arrive, as `main` does (ProcessHardening): the soft
-    // core limit is put back if `main` takes over, which lowers it again and keeps the
-    // original for the command `exec` runs.
+    // Hardened before the answer can arrive, as `main` does (ProcessHardening; the process
+    // is non-dumpable since the first line): the soft core limit is put back if `main`
+    // takes over, which lowers it again and keeps the original for the command `exec` runs.
     struct rlimit original_core, no_core;
     int have_core = getrlimit(RLIMIT_CORE, &original_core) == 0;
     if (have_core) {
@@ -195,7 +200,6 @@ __attribute__((constructor(101))) static void vault_token_client(int argc, char 
         no_core.rlim_cur = 0;
         setrlimit(RLIMIT_CORE, &no_core);
     }
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     struct sigaction ignore, original_pipe;
     memset(&ignore, 0, sizeof ignore);
     ignore.sa_handler = SIG_IGN;

@@ -17,6 +17,14 @@ public enum LocalEnvironment {
         ["1", "true", "yes"].contains(value(name)?.lowercased() ?? "")
     }
 
+    /// Variables that open the vault or hold a secret: passphrases and their files, the
+    /// identity file and its passphrase, secret input. Neither the agent nor a command run
+    /// by `vault exec` inherits them (nor, for a team vault, `PGPASSWORD`).
+    public static let secretVariables = [
+        "VAULT_PASSPHRASE", "VAULT_PASSPHRASE_FILE", "VAULT_NEW_PASSPHRASE", "VAULT_NEW_PASSPHRASE_FILE",
+        "VAULT_IDENTITY_FILE", "VAULT_IDENTITY_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE_FILE", "GBG_CLIENT_SECRET", "GBG_PASSWORD",
+    ]
+
     /// `${XDG_DATA_HOME:-$HOME/.local/share}/gbg-vault`: where the default vault and the
     /// default identity live (CAgent's rule, which `vault`'s client before `main` follows too).
     public static var dataDirectory: String {

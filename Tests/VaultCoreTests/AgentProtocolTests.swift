@@ -1,4 +1,5 @@
 import CAgent
+import CProcess
 import Foundation
 import Testing
 import VaultTestSupport
@@ -12,6 +13,20 @@ import Glibc
 /// writer against their reader, and the location rules, all in this process.
 @Suite("agent protocol: one writer, one reader, the location rules")
 struct AgentProtocolTests {
+    @Test("the agent's hand-over channel cannot be opened again through /proc/PID/fd, as a pipe can")
+    func handOverChannelIsNotReopenable() throws {
+        var socketEnds: [Int32] = [-1, -1], pipeEnds: [Int32] = [-1, -1]
+        #expect(cprocess_socketpair_cloexec(&socketEnds) == 0 && cprocess_pipe_cloexec(&pipeEnds) == 0)
+        defer { for fd in socketEnds + pipeEnds where fd >= 0 { close(fd) } }
+        let socketViaProc = open("/proc/self/fd/\(socketEnds[0])", O_RDONLY | O_NONBLOCK)
+        let socketError = errno
+        #expect(socketViaProc == -1 && socketError == ENXIO, "a socket cannot be reopened by path")
+        let pipeViaProc = open("/proc/self/fd/\(pipeEnds[0])", O_RDONLY | O_NONBLOCK)
+        #expect(pipeViaProc >= 0, "the control: a pipe can (what the agent's key once went through)")
+        if pipeViaProc >= 0 { close(pipeViaProc) }
+        if socketViaProc >= 0 { close(socketViaProc) }
+    }
+
     /// Strings that stress the escaping: quotes, backslashes, every control character,
     /// DEL, multi-byte UTF-8, a lone combining mark, an emoji, JSON look-alikes.
     static let awkward: [String] = [

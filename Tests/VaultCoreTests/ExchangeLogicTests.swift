@@ -140,6 +140,14 @@ struct ExchangeLogicTests {
         }
     }
 
+    @Test("the connect timeout reaches the HTTP client to the millisecond (a value under a second is not zero)",
+          arguments: [1, 500, 999, 1000, 2500])
+    func connectTimeoutPrecision(milliseconds: Int64) throws {
+        let transport = AsyncHTTPTransport(options: TransportOptions(connectTimeout: .milliseconds(milliseconds)))
+        let configuration = try transport.makeConfiguration(for: "https://api.auth.gbgplc.com/as/token.oauth2")
+        #expect(configuration.timeout.connect == .milliseconds(milliseconds))
+    }
+
     @Test("proxy settings: HTTPS_PROXY, NO_PROXY, loopback bypass")
     func proxies() throws {
         let env = ["HTTPS_PROXY": "http://user:pa%20ss@proxy.corp:3128", "NO_PROXY": "internal.example,.corp.example"]

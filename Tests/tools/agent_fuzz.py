@@ -2,7 +2,7 @@
 """Test helper: bounded protocol fuzzing of a running agent (PROTOCOL.md).
 
 Sends mutated and truncated frames, huge and zero lengths, garbage, valid frames with
-broken JSON or unknown operations, and slow writers; after each case it checks that the
+broken JSON or unknown operations, frames at and past the size limit, and slow writers; after each case it checks that the
 agent still answers a well-formed status request. Prints a JSON summary; exit 1 if the
 agent ever stops answering.
 
@@ -130,8 +130,15 @@ for byte in STATUS[:-1]:
         break
 trickle_seconds = round(time.time() - trickle_started, 1)
 trickler.close()
+# The frame limit, exactly: a request of 65,536 bytes is answered (an error, as the profile
+# name is too long), one byte more is not: the connection closes without an answer.
+def sized_request(size):
+    head, tail = b'{"version":2,"op":"status","x":"', b'"}'
+    return frame(head + b"a" * (size - len(head) - len(tail)) + tail)
+limit_answers = {size: bool(exchange(sized_request(size), timeout=5)) for size in (65536, 65537, 100000, 129020)}
+limit_held = limit_answers == {65536: True, 65537: False, 100000: False, 129020: False}
 ok = alive()
-print(json.dumps({"alive": ok, "cases": counts, "slow_writer_answered": bool(slow),
+print(json.dumps({"alive": ok, "cases": counts, "slow_writer_answered": bool(slow), "frame_limit_answers": limit_answers,
                   "stall_closed_by_agent": closed_by_agent, "stall_closed_after_s": stall_seconds,
                   "trickle_closed_by_agent": trickle_closed, "trickle_closed_after_s": trickle_seconds}))
-sys.exit(0 if ok and closed_by_agent and trickle_closed and trickle_seconds <= 7 else 1)
+sys.exit(0 if ok and closed_by_agent and trickle_closed and trickle_seconds <= 7 and limit_held else 1)

@@ -11,6 +11,12 @@ int cprocess_disable_dumpable(void);
 /// not export pipe2). Used by the test harness. Returns 0 on success.
 int cprocess_pipe_cloexec(int fds[2]);
 
+/// socketpair(AF_UNIX, SOCK_STREAM) with both ends close-on-exec from creation: the
+/// agent's hand-over channels. Unlike a pipe, a socket cannot be opened again through
+/// /proc/PID/fd/N (ENXIO), so a process of the same user cannot read what is written to
+/// it by opening the agent's descriptor. Returns 0 on success.
+int cprocess_socketpair_cloexec(int fds[2]);
+
 /// memmem(3): the first occurrence of needle in haystack, or -1. Used by the test
 /// suite's leak scanner. Returns the offset.
 long cprocess_find(const void *haystack, unsigned long haystack_len, const void *needle, unsigned long needle_len);

@@ -7,20 +7,19 @@ import Glibc
 /// Starts the agent for an unlocked vault (`vault unlock`): the same `vault` binary with
 /// the hidden `agent-serve` command, in a new session with no terminal and stdio on
 /// /dev/null. The unlocking member's identity secret (64 bytes: for the passphrase, the
-/// owner's identity from the header) goes to it over a private pipe (descriptor 3), never
+/// owner's identity from the header) goes to it over a private socket (descriptor 3), never
 /// through argv or the environment; it reports "ok" or its error on descriptor 4.
 public enum AgentLauncher {
-    /// Environment variables the agent must not inherit.
-    static let scrubbed: Set<String> = ["VAULT_PASSPHRASE", "VAULT_PASSPHRASE_FILE", "VAULT_NEW_PASSPHRASE", "GBG_CLIENT_SECRET",
-                                        "GBG_PASSWORD", "VAULT_IDENTITY_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE_FILE"]
-
     /// Starts the agent of `vault`, opened at `vaultPath`, for `lifetime` seconds; `cacert`
     /// (absolute) is read by the agent once, for every exchange.
     public static func start(_ vault: UnlockedVault, vaultPath: String, lifetime: Int64, idle: Int64,
                              keepFresh: [String] = [], cacert: String? = nil) throws(VaultError) -> pid_t {
-        var keyPipe: [Int32] = [0, 0], statusPipe: [Int32] = [0, 0]
-        guard cprocess_pipe_cloexec(&keyPipe) == 0, cprocess_pipe_cloexec(&statusPipe) == 0 else {
-            throw .failure("cannot create a pipe for the agent: \(String(cString: strerror(errno)))")
+        // Both channels are sockets, not pipes: a process of the same user could open a
+        // pipe again through /proc/AGENT/fd/3 in the moment before the agent makes itself
+        // non-dumpable, and read the identity; a socket cannot be opened that way.
+        var keyChannel: [Int32] = [0, 0], statusChannel: [Int32] = [0, 0]
+        guard cprocess_socketpair_cloexec(&keyChannel) == 0, cprocess_socketpair_cloexec(&statusChannel) == 0 else {
+            throw .failure("cannot create a channel for the agent: \(String(cString: strerror(errno)))")
         }
         var executable = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &executable, executable.count - 1)
@@ -32,8 +31,8 @@ public enum AgentLauncher {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, keyPipe[0], 3)
-        posix_spawn_file_actions_adddup2(&actions, statusPipe[1], 4)
+        posix_spawn_file_actions_adddup2(&actions, keyChannel[0], 3)
+        posix_spawn_file_actions_adddup2(&actions, statusChannel[1], 4)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -47,41 +46,41 @@ public enum AgentLauncher {
             + keepFresh.flatMap { ["--keep-fresh", $0] }
         if let cacert { arguments += ["--cacert", cacert] }
         if let link = names.urlLink { arguments += ["--url-link", link] }
-        var environment = ProcessInfo.processInfo.environment.filter { !scrubbed.contains($0.key) }
+        var environment = ProcessInfo.processInfo.environment.filter { !LocalEnvironment.secretVariables.contains($0.key) }
         environment.merge(names.environment) { _, store in store }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
-        close(keyPipe[0])
-        close(statusPipe[1])
-        defer { close(statusPipe[0]) }
+        close(keyChannel[0])
+        close(statusChannel[1])
+        defer { close(statusChannel[0]) }
         guard rc == 0 else {
-            close(keyPipe[1])
+            close(keyChannel[1])
             throw .failure("cannot start the agent: \(String(cString: strerror(rc)))")
         }
         vault.withIdentitySecret { secret in
             secret.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
-                    let n = write(keyPipe[1], raw.baseAddress! + offset, raw.count - offset)
+                    let n = write(keyChannel[1], raw.baseAddress! + offset, raw.count - offset)
                     if n < 0, errno == EINTR { continue }
                     if n <= 0 { break }
                     offset += n
                 }
             }
         }
-        close(keyPipe[1])
+        close(keyChannel[1])
         // The agent's first word: "ok", or "error <exit code> <message>".
         var answer = [UInt8]()
         var byte: UInt8 = 0
-        var poller = pollfd(fd: statusPipe[0], events: Int16(POLLIN), revents: 0)
+        var poller = pollfd(fd: statusChannel[0], events: Int16(POLLIN), revents: 0)
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline, answer.count < 4096 {
             guard poll(&poller, 1, 100) >= 0 || errno == EINTR else { break }
             if poller.revents == 0 { continue }
-            let n = read(statusPipe[0], &byte, 1)
+            let n = read(statusChannel[0], &byte, 1)
             if n < 0, errno == EINTR { continue }
             if n <= 0 || byte == 0x0a { break }
             answer.append(byte)

@@ -379,6 +379,12 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard !received else { return }
         received = true
         deadline?.cancel()
+        // The decoder's buffer limit is checked per read, not per frame: the frame's own
+        // limit is enforced here (PROTOCOL.md, "Frames").
+        guard frame.readableBytes <= AgentProtocol.maximumFrame else {
+            context.close(promise: nil)
+            return
+        }
         let bytes = frame.readBytes(length: frame.readableBytes) ?? []
         let channel = context.channel
         let server = server

@@ -257,11 +257,10 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
         } else if let path = options.caBundlePath {
             tls.additionalTrustRoots = [.certificates(try TransportOptions.readCertificates(path))]
         }
-        let timeoutAmount = TimeAmount.nanoseconds(Int64(options.connectTimeout.components.seconds) * 1_000_000_000)
         var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls,
             redirectConfiguration: .disallow,
-            timeout: .init(connect: timeoutAmount),
+            timeout: .init(connect: TimeAmount(options.connectTimeout)),
             proxy: try ProxySettings.proxy(for: url, environment: options.environment),
             decompression: .disabled)
         // TokenExchange owns the retry policy (attempts, backoff, deadline): the client's

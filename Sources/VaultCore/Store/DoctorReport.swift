@@ -22,8 +22,23 @@ public struct DoctorReport: Sendable {
         let vault = try Vault.open(at: path)
         report.checks = try vault.database.doctorChecks()
         report.vaultChecks(vault)
+        report.ptraceCheck()
         report.versions()
         return report
+    }
+
+    /// Whether a process of this user may read the memory of the user's other processes
+    /// (Yama's `kernel.yama.ptrace_scope`; without Yama, or at 0, it may). Where it may, a
+    /// process running as you can read an agent's keys in the moment after it starts,
+    /// before it makes itself non-dumpable (SECURITY.md, "While the vault is unlocked").
+    private mutating func ptraceCheck() {
+        let scope = (try? String(contentsOfFile: "/proc/sys/kernel/yama/ptrace_scope", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let scope, ["1", "2", "3"].contains(scope) {
+            checks.append(Check(name: "ptrace", status: "ok", detail: "kernel.yama.ptrace_scope=\(scope): your processes cannot read each other's memory"))
+        } else {
+            checks.append(Check(name: "ptrace", status: "warn",
+                                detail: "kernel.yama.ptrace_scope is \(scope ?? "not available (no Yama)"): any process running as you may read the memory of your others, an agent's keys among them as it starts; set kernel.yama.ptrace_scope=1"))
+        }
     }
 
     private mutating func versions() {

@@ -106,12 +106,16 @@ final class SQLiteFile: Sendable {
     }
 
     /// One line per schema object: type, name, table and its SQL text (`TYPE NAME on
-    /// TABLE: SQL`), put together by SQLite so that it is read as one column (no row is
-    /// built on a read-only start: see ``LeanReader/pairs(sql:arguments:)``).
+    /// TABLE: SQL`), put together by SQLite so that it is read as one column. Only the
+    /// statistics tables exactly as `ANALYZE` creates them are left out: anything else by
+    /// those names (a trigger called `sqlite_stat1`, say) is listed, so it fails the check.
     static func schemaEntries(_ db: StoreDB) throws -> [String] {
         try String.fetchAll(db, sql: """
             SELECT coalesce(type, '?') || ' ' || coalesce(name, '?') || ' on ' || coalesce(tbl_name, '?') || ': ' || coalesce(sql, '')
-            FROM sqlite_master WHERE name NOT IN ('sqlite_stat1', 'sqlite_stat4') ORDER BY type, name
+            FROM sqlite_master WHERE NOT (coalesce(type, ''), coalesce(name, ''), coalesce(tbl_name, ''), coalesce(sql, '')) IN (
+                VALUES ('table', 'sqlite_stat1', 'sqlite_stat1', 'CREATE TABLE sqlite_stat1(tbl,idx,stat)'),
+                       ('table', 'sqlite_stat4', 'sqlite_stat4', 'CREATE TABLE sqlite_stat4(tbl,idx,neq,nlt,ndlt,sample)'))
+            ORDER BY type, name
             """)
     }
 

@@ -12,8 +12,7 @@ extension VaultCLI {
             abstract: "Run a command with a token in its environment.",
             discussion: """
                 Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE and GBG_TOKEN_EXPIRES_AT, \
-                removes VAULT_PASSPHRASE, VAULT_PASSPHRASE_FILE, VAULT_NEW_PASSPHRASE, VAULT_IDENTITY_PASSPHRASE, \
-                VAULT_IDENTITY_PASSPHRASE_FILE, GBG_CLIENT_SECRET and GBG_PASSWORD (and PGPASSWORD for a team vault), \
+                removes \(LocalEnvironment.secretVariables.joined(separator: ", ")) (and PGPASSWORD for a team vault), \
                 then replaces vault with the command (execvp): signals reach the command directly \
                 and vault's exit status is the command's.
                 """)
@@ -23,10 +22,6 @@ extension VaultCLI {
         @OptionGroup var network: NetworkOptions
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
-
-        /// The variables a command run by `exec` never gets.
-        static let removedVariables = ["VAULT_PASSPHRASE", "VAULT_PASSPHRASE_FILE", "VAULT_NEW_PASSPHRASE", "VAULT_IDENTITY_PASSPHRASE",
-                                       "VAULT_IDENTITY_PASSPHRASE_FILE", "GBG_CLIENT_SECRET", "GBG_PASSWORD"]
 
         func validate() throws {
             guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. vault exec NAME -- ./call-api.sh") }
@@ -50,7 +45,7 @@ extension VaultCLI {
             }
             // Nothing that opens the vault reaches the command: no passphrase or its file,
             // no secret input, and for a team vault not the database password.
-            for name in Self.removedVariables + (PostgresLocation.isURL(options.resolvedPath) ? ["PGPASSWORD"] : []) { unsetenv(name) }
+            for name in LocalEnvironment.secretVariables + (PostgresLocation.isURL(options.resolvedPath) ? ["PGPASSWORD"] : []) { unsetenv(name) }
             token.withUnsafeBytes { raw in
                 var bytes = Array(raw)
                 bytes.append(0)
