@@ -61,7 +61,7 @@ struct AgentGuardTests {
 
     @Test("no stored secret can be sent anywhere through the agent: environments and members are not the agent's to change, and a request with other proxy or CA settings is refused")
     func noRedirection() throws {
-        let session = try SessionTests.Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         let listener = try Listener()
@@ -123,7 +123,7 @@ struct AgentGuardTests {
 
     @Test("nothing outlives `vault lock`: no member or identity can be added through the agent")
     func nothingOutlivesLock() throws {
-        let session = try SessionTests.Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -144,9 +144,36 @@ struct AgentGuardTests {
         expectNoLeaks(vault)
     }
 
-    @Test("a trigger added to the file while the agent runs is found at the next transaction: no token leaves without its record, the agent ends, verify names it")
-    func schemaChangedWhileUnlocked() throws {
-        let session = try SessionTests.Session()
+    @Test("the identity handed to a starting agent cannot be read by another process of the user opening the agent's descriptors through /proc")
+    func handOverOutOfReach() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        let racer = try ChildProcess("/usr/bin/env", ["python3", repositoryRoot.appendingPathComponent("Tests/tools/fd_racer.py").path],
+                                     environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"])
+        racer.closeStdin()
+        let output = OutputCollector(racer.stdoutDescriptor), errors = OutputCollector(racer.stderrDescriptor)
+        for _ in 0..<6 {
+            #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+            #expect(try session.run(["token", "pw"], passphrase: false, token: true).status == 0)
+            #expect(try session.run(["lock"], passphrase: false).status == 0)
+        }
+        racer.kill(SIGTERM)
+        #expect(racer.wait(timeout: 10) == 0)
+        let summaryText = String(decoding: output.finish(), as: UTF8.self)
+        _ = errors.finish()
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(summaryText.utf8)) as? [String: Any], "\(summaryText)")
+        print("hand-over racer: \(summaryText)")
+        #expect(summary["opened"] as? Int == 0, "a descriptor of a starting agent was opened: \(summaryText)")
+        expectNoLeaks(session.vault)
+    }
+
+    /// A trigger that hides every new audit record, added by `CREATE TRIGGER`, or written
+    /// straight into `sqlite_master` under the name of a statistics table (which the check
+    /// leaves out only as `ANALYZE` creates it).
+    @Test("a trigger added to the file while the agent runs is found at the next transaction: no token leaves without its record, the agent ends, verify names it",
+          arguments: ["hide", "sqlite_stat1"])
+    func schemaChangedWhileUnlocked(name: String) throws {
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -158,28 +185,37 @@ struct AgentGuardTests {
         }
         let recordsBefore = try session.fixture.auditJSON(["--limit", "100000"]).filter { $0["action"] as? String == "token" }.count
         // The attack: each new record deleted and the head put back, so nothing shows.
-        let trigger = """
-            CREATE TRIGGER hide AFTER UPDATE ON audit_head BEGIN
+        let body = """
+            CREATE TRIGGER \(name) AFTER UPDATE ON audit_head BEGIN
               DELETE FROM audit_record WHERE seq = NEW.seq;
               UPDATE audit_head SET seq = OLD.seq, key_epoch = OLD.key_epoch, last_mac = OLD.last_mac, mac = OLD.mac WHERE id = 1;
-            END;
+            END
+            """
+        let trigger = name == "hide" ? body + ";" : """
+            PRAGMA writable_schema = ON;
+            INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES ('trigger', '\(name)', 'audit_head', 0, '\(body)');
+            PRAGMA writable_schema = OFF;
+            PRAGMA schema_version = \(Int(Date().timeIntervalSince1970) % 100_000 + 1000);
             """
         #expect(try vault.sql(trigger).status == 0)
         let issuedBefore = try session.fixture.stub.tokenRequests()
         // The agent's next transaction sees the schema moved, checks it, refuses, and ends.
         let refused = try session.run(["token", "pw"], passphrase: false)
-        #expect(refused.status == 7 && refused.stdoutText.isEmpty && refused.stderrText.contains("trigger hide"), "\(refused.stderrText)")
+        #expect(refused.status == 7 && refused.stdoutText.isEmpty && refused.stderrText.contains("trigger \(name)"), "\(refused.stderrText)")
         #expect(try session.waitUntilLocked(seconds: 5), "the agent ended")
         // Without it, every process checks the schema when it opens the file.
         for arguments in [["token", "pw", "--fresh"], ["exec", "pw", "--", "true"], ["token", "cc", "--verbose"]] {
             let result = try session.run(arguments)
-            #expect(result.status == 7 && result.stdoutText.isEmpty && result.stderrText.contains("trigger hide"),
+            #expect(result.status == 7 && result.stdoutText.isEmpty && result.stderrText.contains("trigger \(name)"),
                     "\(arguments): \(result.status) \(result.stderrText)")
         }
         #expect(try session.fixture.stub.tokenRequests() == issuedBefore, "the check comes before anything else, the exchange included")
         let verify = try vault.run(["verify"])
-        #expect(verify.status == 7 && verify.stderrText.contains("hide"), "verify names the trigger: \(verify.stderrText)")
-        #expect(try vault.sql("DROP TRIGGER hide").status == 0)
+        #expect(verify.status == 7 && verify.stderrText.contains(name), "verify names the trigger: \(verify.stderrText)")
+        let drop = name == "hide" ? "DROP TRIGGER hide" : """
+            PRAGMA writable_schema = ON; DELETE FROM sqlite_master WHERE type = 'trigger' AND name = '\(name)'; PRAGMA writable_schema = OFF;
+            """
+        #expect(try vault.sql(drop).status == 0)
         let clean = try vault.run(["verify"])
         #expect(clean.status == 0, "\(clean.stdoutText) \(clean.stderrText)")
         let records = try session.fixture.auditJSON(["--limit", "100000"]).filter { $0["action"] as? String == "token" }.count
@@ -280,7 +316,7 @@ struct AgentGuardTests {
 
     @Test("a request must arrive whole within 5 s of the accept, however slowly its bytes trickle in")
     func requestDeadline() throws {
-        let session = try SessionTests.Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let socket = try #require(session.socketPath)
@@ -307,7 +343,7 @@ struct AgentGuardTests {
 
     @Test("unlock while unlocked: without new settings it says so; with them it asks for the passphrase and restarts the agent")
     func unlockAgain() throws {
-        let session = try SessionTests.Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let first = try #require(try session.status()["pid"] as? Int)
@@ -332,7 +368,7 @@ struct AgentGuardTests {
         let passphraseFile = session.vault.directory + "/pass"
         #expect(FileManager.default.createFile(atPath: passphraseFile, contents: Data(session.vault.passphrase.utf8), attributes: [.posixPermissions: 0o600]))
         let exec = try session.run(["exec", "pw", "--", "sh", "-c", "env | grep -c PASSPHRASE || true"],
-                                   extra: ["VAULT_PASSPHRASE_FILE": passphraseFile, "HTTPS_PROXY": proxy])
+                                   extra: ["VAULT_PASSPHRASE_FILE": passphraseFile, "VAULT_NEW_PASSPHRASE_FILE": passphraseFile, "HTTPS_PROXY": proxy])
         #expect(exec.status == 0 && exec.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(exec.stdoutText) \(exec.stderrText)")
         expectNoLeaks(session.vault)
     }

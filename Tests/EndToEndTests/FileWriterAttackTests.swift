@@ -6,8 +6,8 @@ import VaultTestSupport
 /// write the vault file but does not know the passphrase. Each must now fail with exit 7,
 /// and no request carrying a secret may reach any endpoint (the stubs count every token
 /// request they receive).
-@Suite("format 2: attacks with write access to the vault file")
-struct Format2AttackTests {
+@Suite("attacks by someone who can write the vault file")
+struct FileWriterAttackTests {
     /// A second endpoint, the attacker's: it records every token request.
     static func attackerStub(in directory: String) throws -> StubServer {
         let accounts = try writeAccounts(in: directory, clients: [["client_id": "client-new", "client_secret": "attacker-knows-nothing"]],

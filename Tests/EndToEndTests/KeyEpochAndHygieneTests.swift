@@ -7,8 +7,8 @@ import Glibc
 
 /// Key epochs under concurrency, `vault verify`, and the input and output hygiene of
 /// issue "Format v2".
-@Suite("format 2: key epochs, verify, hygiene")
-struct Format2IntegrityTests {
+@Suite("key epochs, vault verify, output hygiene")
+struct KeyEpochAndHygieneTests {
     @Test("100 rekeys racing add, rotate and token: every command succeeds and the independent reader opens everything")
     func rekeyRace() throws {
         let fixture = try Fixture()

@@ -9,65 +9,9 @@ import Glibc
 /// end with the binary, checked from outside by the independent reader.
 @Suite("members: identities, key slots, signed audit records")
 struct MemberTests {
-    /// A fixture with two member identities besides the owner's passphrase: `alice`
-    /// (sealed under her own passphrase) and `ci` (an unsealed machine identity).
-    final class Team: @unchecked Sendable {
-        let fixture: Fixture
-        let alicePath: String
-        let ciPath: String
-        let alicePassphrase = "alice's own passphrase " + UUID().uuidString
-        var vault: TestVault { fixture.vault }
-
-        init(postgres: PostgresServer? = nil) throws {
-            fixture = try Fixture(postgres: postgres)
-            alicePath = fixture.vault.directory + "/alice.identity"
-            ciPath = fixture.vault.directory + "/ci.identity"
-            LeakScanner.shared.register(secret: alicePassphrase)
-            let alice = try vault.run(["identity", "new", "--out", alicePath], env: ["VAULT_IDENTITY_PASSPHRASE": alicePassphrase])
-            try #require(alice.status == 0, "\(alice.stderrText)")
-            let ci = try vault.run(["identity", "new", "--no-passphrase", "--out", ciPath])
-            try #require(ci.status == 0, "\(ci.stderrText)")
-            for path in [alicePath, ciPath] { try registerSecrets(ofIdentity: path) }
-        }
-
-        /// The identity files' private parts, so the leak scanner looks for them everywhere.
-        func registerSecrets(ofIdentity path: String) throws {
-            let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
-            for key in ["secret", "sealed"] {
-                if let value = object?[key] as? String { LeakScanner.shared.register(secret: value) }
-            }
-        }
-
-        func recipient(_ path: String) throws -> String {
-            try vault.run(["identity", "show", "--identity", path]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-
-        /// Runs vault as a member: no vault passphrase at all, the identity file instead.
-        @discardableResult
-        func run(as identity: String, _ arguments: [String], token: Bool = false) throws -> ProcessResult {
-            var env = ["VAULT_IDENTITY_FILE": identity]
-            if identity == alicePath { env["VAULT_IDENTITY_PASSPHRASE"] = alicePassphrase }
-            let result = try vault.run(arguments, env: env, removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: token)
-            if token, result.status == 0 {
-                let text = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
-                if !text.isEmpty, !text.contains("\n") { LeakScanner.shared.register(token: text) }
-            }
-            return result
-        }
-
-        func addBoth() throws {
-            #expect(try vault.run(["member", "add", "alice", "--recipient", recipient(alicePath)]).status == 0)
-            #expect(try vault.run(["member", "add", "ci", "--recipient", recipient(ciPath)]).status == 0)
-        }
-
-        func audit(_ extra: [String] = []) throws -> [[String: Any]] {
-            try JSONSerialization.jsonObject(with: vault.run(["audit", "--json"] + extra).stdout) as? [[String: Any]] ?? []
-        }
-    }
-
     @Test("three members fetch tokens; audit names who; member remove locks a member out of everything written afterwards")
     func team() throws {
-        let team = try Team()
+        let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()
@@ -139,7 +83,7 @@ struct MemberTests {
 
     @Test("a member unlocks a session with its identity; the agent signs what it does as that member")
     func agentAsMember() throws {
-        let team = try Team()
+        let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()
@@ -193,7 +137,7 @@ struct MemberTests {
             "swap two members' key slots", "delete a member's row",
           ])
     func tamper(_ attack: String) throws {
-        let team = try Team()
+        let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()
@@ -233,7 +177,7 @@ struct MemberTests {
 
     @Test("rekeys by the owner race member add (by a member) and remove (by the owner) and tokens by another member: every command succeeds, the chain and every signature verify")
     func memberRace() throws {
-        let team = try Team()
+        let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()
@@ -296,7 +240,7 @@ struct MemberTests {
 
     @Test("SIGKILL during member remove: exactly one of the old and new key sets opens the vault, every secret intact")
     func killedRemoval() throws {
-        let team = try Team()
+        let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()

@@ -9,61 +9,9 @@ import Glibc
 /// Every agent a test starts is ended by that test.
 @Suite("sessions: vault unlock and the agent", .serialized)
 struct SessionTests {
-    /// A fixture with its own short runtime directory (Unix socket paths are limited to
-    /// 108 bytes).
-    final class Session: @unchecked Sendable {
-        let fixture: Fixture
-        let runtime: String
-        var vault: TestVault { fixture.vault }
-
-        init(addProfiles: Bool = true, tokenTTL: Int? = nil) throws {
-            fixture = try Fixture(tokenTTL: tokenTTL, addProfiles: addProfiles)
-            var template = Array("/tmp/gv-XXXXXX".utf8CString)
-            guard let made = mkdtemp(&template) else { throw HarnessError.spawnFailed("mkdtemp") }
-            runtime = String(cString: made)
-        }
-
-        var env: [String: String] { ["XDG_RUNTIME_DIR": runtime] }
-
-        /// Runs vault with the runtime directory; without any passphrase source when `locked` is false.
-        @discardableResult
-        func run(_ arguments: [String], passphrase: Bool = true, extra: [String: String] = [:], token: Bool = false) throws -> ProcessResult {
-            let result = try vault.run(arguments, env: env.merging(extra) { $1 }, removing: passphrase ? [] : ["VAULT_PASSPHRASE"],
-                                       expectTokenOnStdout: token)
-            if token, result.status == 0 {
-                let text = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
-                if !text.isEmpty, !text.contains("\n") { LeakScanner.shared.register(token: text) }
-            }
-            return result
-        }
-
-        func status() throws -> [String: Any] {
-            try JSONSerialization.jsonObject(with: run(["status", "--json"], passphrase: false).stdout) as? [String: Any] ?? [:]
-        }
-
-        var socketPath: String? { (try? status())?["socket"] as? String }
-
-        func waitUntilLocked(seconds: Double) throws -> Bool {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if try status()["unlocked"] as? Bool == false { return true }
-                usleep(100_000)
-            }
-            return false
-        }
-
-        /// Ends the agent whatever state it is in.
-        func stop() {
-            if let pid = (try? status())?["pid"] as? Int { kill(pid_t(pid), SIGTERM) }
-            _ = try? run(["lock"], passphrase: false)
-            fixture.stub.stop()
-            try? FileManager.default.removeItem(atPath: runtime)
-        }
-    }
-
     @Test("unlock, then token and exec with no passphrase source at all; lock, then the passphrase is needed again")
     func unlockFlow() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let unlock = try session.run(["unlock", "--for", "10m", "--idle", "5m"])
         #expect(unlock.status == 0, "\(unlock.stderrText)")
@@ -133,7 +81,7 @@ struct SessionTests {
 
     @Test("a copy of the vault (same vault id, another file) is never served by the original's agent, nor locked by `lock` on it")
     func copies() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -156,7 +104,7 @@ struct SessionTests {
 
     @Test("the agent keeps its connection to the token endpoint alive between exchanges; each passphrase-path process makes its own")
     func keptAliveExchanges() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let stub = session.fixture.stub
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -176,7 +124,7 @@ struct SessionTests {
 
     @Test("the agent is found by the vault file's device and inode: the client never opens the vault file")
     func foundByFileIdentity() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         var info = stat()
@@ -200,7 +148,7 @@ struct SessionTests {
 
     @Test("the agent ends at its deadline and when idle; status does not keep it alive")
     func expiry() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let unitless = try session.run(["unlock", "--for", "3"])
         #expect(unitless.status == 64 && unitless.stderrText.contains("--for needs a unit: 3s, 3m, 3h or 3d"), "\(unitless.stderrText)")
@@ -219,7 +167,7 @@ struct SessionTests {
 
     @Test("SIGTERM ends the agent; after SIGKILL the stale socket is removed and the command falls back to the passphrase")
     func signals() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let pid = try #require(try session.status()["pid"] as? Int)
@@ -241,7 +189,7 @@ struct SessionTests {
 
     @Test("the vault file replaced or removed while unlocked is not served; passwd and rekey always ask for the passphrase and end the agent")
     func fileAndKeys() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -268,7 +216,7 @@ struct SessionTests {
 
     @Test("another process's write lock does not stall the agent, and a passwd it was not told of ends it at the next request")
     func heldLockAndPasswd() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -338,7 +286,7 @@ struct SessionTests {
 
     @Test("directory checks: a loose mode or another owner makes unlock refuse; an agent of another uid refuses even root")
     func peersAndDirectories() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let directory = session.runtime + "/gbg-vault"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -393,7 +341,7 @@ struct SessionTests {
 
     @Test("no key, passphrase or stored secret crosses the socket in a whole session; tokens cross only for token and exec")
     func socketTraffic() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
@@ -449,7 +397,7 @@ struct SessionTests {
 
     @Test("bounded protocol fuzzing: mutated, truncated, huge, garbage frames and slow writers; the agent keeps serving")
     func fuzzing() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let socket = try #require(session.socketPath)
@@ -466,7 +414,7 @@ struct SessionTests {
 
     @Test("--keep-fresh renews tokens before they expire, audits every renewal, and shows a failing endpoint in status")
     func keepFresh() throws {
-        let session = try Session(tokenTTL: 6)
+        let session = try SessionFixture(tokenTTL: 6)
         defer { session.stop() }
         #expect(try session.run(["env", "add", "dead", "--token-url", "http://127.0.0.1:9/as/token.oauth2"]).status == 0)
         let unlock = try session.run(["unlock", "--for", "10m", "--keep-fresh", "cc", "pw@dead"])
@@ -500,7 +448,7 @@ struct SessionTests {
 
     @Test("many clients at once against one agent: no failure, every token audited, the chain verifies")
     func concurrentClients() throws {
-        let session = try Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let env = ProcessInfo.processInfo.environment

@@ -20,7 +20,7 @@ struct TeamVaultTests {
             server = started
         }
         defer { server?.stop() }
-        let team = try MemberTests.Team(postgres: server)
+        let team = try TeamFixture(postgres: server)
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         let fixture = team.fixture
@@ -122,7 +122,7 @@ struct TeamVaultTests {
     func copyBothWays() throws {
         guard let server = try startPostgres() else { return }
         defer { server.stop() }
-        let team = try MemberTests.Team()
+        let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()
@@ -169,7 +169,7 @@ struct TeamVaultTests {
     func concurrentWriters() throws {
         guard let server = try startPostgres() else { return }
         defer { server.stop() }
-        let team = try MemberTests.Team(postgres: server)
+        let team = try TeamFixture(postgres: server)
         defer { team.fixture.stub.stop() }
         let vault = team.vault
         try team.addBoth()

@@ -141,7 +141,7 @@ struct TokenClientTests {
 
     @Test("against a real agent, every spelling is served before main (no thread is ever started) with the same cached token")
     func servedBeforeMain() throws {
-        let session = try SessionTests.Session()
+        let session = try SessionFixture()
         defer { session.stop() }
         let vault = session.vault
         #expect(try session.run(["unlock", "--for", "10m"]).status == 0)

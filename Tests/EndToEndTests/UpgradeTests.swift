@@ -6,8 +6,8 @@ import Glibc
 #endif
 
 /// Upgrades from the format-1 vaults in `testvectors/v1/`, which the format-1 binary made.
-@Suite("format 1 to 2 upgrade, from committed fixtures")
-struct Format2UpgradeTests {
+@Suite("upgrades from formats 1 and 2, from committed fixtures")
+struct UpgradeTests {
     struct Fixtures {
         let passphrase: String
         let profiles: [String: [String: [String]]]
