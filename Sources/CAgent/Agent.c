@@ -1,5 +1,8 @@
 // The client side of the agent protocol and its location rules (CAgent.h, PROTOCOL.md).
-// Only libc and libsodium's BLAKE2b; no allocation; nothing is printed.
+// Only libc and libsodium's BLAKE2b; no allocation; nothing is printed. One file, longer
+// than most here, because it is one thing: where the socket is, whom to trust, the request's
+// bytes and the round trip, in the order a call runs them, each written once for both
+// clients (the constructor before main and the Swift commands).
 #define _GNU_SOURCE
 #include "CAgent.h"
 

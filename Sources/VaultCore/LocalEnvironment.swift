@@ -4,8 +4,7 @@ import Glibc
 #endif
 
 /// Environment variables and the per-user data directory, read one variable at a time
-/// with `getenv` (a copy of the whole environment through `ProcessInfo` costs the short
-/// client path measurably; BENCHMARKS.md).
+/// with `getenv` (the commands need a handful, never a copy of the whole environment).
 public enum LocalEnvironment {
     /// The variable's value; nil when it is unset or empty.
     public static func value(_ name: String) -> String? {

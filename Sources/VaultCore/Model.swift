@@ -108,32 +108,9 @@ public struct SystemClock: VaultClock {
 
 extension Date {
     /// ISO 8601 in UTC with seconds, as shown to users and stored in `created_at`
-    /// (`2026-11-29T21:22:52Z`, the text of `ISO8601DateFormatter`'s default options).
-    ///
-    /// Years 1970–9999 are formatted by the C library (`gmtime_r`, `strftime`): the first
-    /// `ISO8601DateFormatter` of a process sets up ICU's calendar and time-zone data, which
-    /// cost `vault token --format json` and `--format env` 1.5 ms, half of the whole command
-    /// (docs/perf-history.md, "Fast start, fifth pass"). Other dates take the formatter; a test
-    /// compares both ways on generated dates.
-    public var iso8601: String {
-        Self.iso8601UTC(timeIntervalSince1970) ?? ISO8601DateFormatter().string(from: self)
-    }
-
-    /// `seconds` since the epoch as ISO 8601 UTC text in whole seconds; nil outside
-    /// 1970-01-01T00:00:00Z...9999-12-31T23:59:59Z, and for a fraction of 0.999 s or more:
-    /// the formatter rounds to the millisecond before it drops the fraction (x.9995 s
-    /// shows as the next second), so those few take the formatter. Below 0.999 both drop it.
-    static func iso8601UTC(_ seconds: TimeInterval) -> String? {
-        let whole = seconds.rounded(.down)
-        guard whole >= 0, whole <= 253_402_300_799, seconds - whole < 0.999 else { return nil }
-        var time = time_t(whole)
-        var parts = tm()
-        guard gmtime_r(&time, &parts) != nil else { return nil }
-        var buffer = [CChar](repeating: 0, count: 32)
-        let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-        guard count == 20 else { return nil }
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    /// (`2026-11-29T21:22:52Z`, the text of `ISO8601DateFormatter`'s default options), from
+    /// one formatter per process (setting one up loads ICU's calendar data).
+    public var iso8601: String { ISO8601Text.shared.string(self) }
 
     /// Milliseconds since the Unix epoch.
     public var unixMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
@@ -171,4 +148,13 @@ public enum NameRule {
             throw .usage("invalid \(what): it must be 1-256 bytes without control characters")
         }
     }
+}
+
+/// The process's one `ISO8601DateFormatter`, used under a lock.
+private final class ISO8601Text: @unchecked Sendable {
+    static let shared = ISO8601Text()
+    private let lock = NSLock()
+    private let formatter = ISO8601DateFormatter()
+
+    func string(_ date: Date) -> String { lock.withLock { formatter.string(from: date) } }
 }

@@ -9,8 +9,8 @@ import Glibc
 /// before `main` (Sources/CTokenClient); `vault --version` in `Main` before anything else.
 ///
 /// Building argument-parser's command tree costs more than everything else these do
-/// (protocol-conformance scans and reflection over 30 commands; measured in
-/// BENCHMARKS.md), so these exact shapes are recognised first, with the same option
+/// (protocol-conformance scans and reflection over 30 commands), so these exact shapes are
+/// recognised first, with the same option
 /// names, values and checks as the full commands. Anything else (another option, `--help`,
 /// `--verbose`, a value that looks like an option, a typo, no agent) returns false and
 /// goes the full way, which parses, validates and reports as always. The work itself is
@@ -88,8 +88,6 @@ enum FastPath {
 
     /// Words split into positionals, `--flag`s and `--option value` / `--option=value`.
     /// Only the names below are known; anything else makes the shape unknown (nil).
-    /// (Arrays, not sets and dictionaries: a `Set<String>` here cost this path 0.1 ms of
-    /// generic metadata set-up, measured; the lists are a few words long.)
     struct Parsed {
         static let flagNames = ["--json", "--jsonl"]
         static let optionNames = ["--vault", "--env", "--profile", "--member", "--outcome", "--since", "--until", "--limit"]

@@ -251,9 +251,8 @@ enum Main {
         startFull(arguments)
     }
 
-    /// Not inlined into `main`: the metadata the task needs (`Optional<TaskPriority>`,
-    /// instantiated from its mangled name, ~0.06 ms measured) is then set up only on the
-    /// full way, not before `--version` and the fast shapes.
+    /// Not inlined into `main`, so that what the task needs is set up only on the full
+    /// way, not before `--version` and the fast shapes.
     @inline(never)
     static func startFull(_ arguments: [String]) -> Never {
         Task { @MainActor in

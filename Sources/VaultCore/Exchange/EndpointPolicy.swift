@@ -1,5 +1,4 @@
 import Foundation
-import NIOConcurrencyHelpers
 
 /// Rules for token URLs and API bases (SECURITY.md, "From whom": network attackers).
 public enum EndpointPolicy {
@@ -15,19 +14,8 @@ public enum EndpointPolicy {
     /// A token URL must be absolute `https://`, or `http://` to a loopback host; it must
     /// not carry credentials, a fragment, whitespace or control characters.
     public static func validateTokenURL(_ text: String) throws(VaultError) -> String {
-        // The agent checks the same URL for every token it hands out; parsing it with
-        // URLComponents each time was ~30 µs of a cache hit. The check depends on the text
-        // alone, so a URL that passed once passes again.
-        if acceptedTokenURLs.withLockedValue({ $0.contains(text) }) { return text }
-        let accepted = try validate(text, what: "token URL")
-        acceptedTokenURLs.withLockedValue { urls in
-            if urls.count >= 32 { urls.removeFirst() }
-            urls.append(text)
-        }
-        return accepted
+        try validate(text, what: "token URL")
     }
-
-    private static let acceptedTokenURLs = NIOLockedValueBox<[String]>([])
 
     /// API bases follow the same rules as token URLs.
     public static func validateAPIBase(_ text: String) throws(VaultError) -> String {

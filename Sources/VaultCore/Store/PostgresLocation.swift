@@ -72,16 +72,13 @@ public struct PostgresLocation: Sendable, Equatable {
     }
 
     /// ``parse(_:environment:readPasswordFile:)`` with the variables looked up one by one,
-    /// by default in the process environment (no dictionary of the whole environment: the
-    /// first `Dictionary<String, String>` of a process checks `String: Hashable`, a scan of
-    /// every protocol conformance record in the binary; the agent client's fast path for a
-    /// team vault measured 0.7 ms faster without it).
+    /// by default in the process environment.
     public static func parse(_ text: String, variable: (String) -> String? = environmentVariable,
                              readPasswordFile: Bool = true) throws(VaultError) -> PostgresLocation {
         guard isURL(text), let components = URLComponents(string: text) else {
             throw .usage("the vault URL is not a valid postgres:// URL", hint: "postgres://USER@HOST[:PORT]/DATABASE?sslmode=verify-full")
         }
-        var host = plainHost(components) ?? components.host ?? ""
+        var host = components.host ?? ""
         var schema = defaultSchema
         var sslMode: SSLMode?
         var rootCertificate = variable("PGSSLROOTCERT")
@@ -111,8 +108,7 @@ public struct PostgresLocation: Sendable, Equatable {
         guard let user = components.user ?? variable("PGUSER"), !user.isEmpty else {
             throw .usage("the vault URL names no user (postgres://USER@HOST/DATABASE)")
         }
-        // Checked byte by byte (a regular expression would load ICU: milliseconds on the
-        // agent client's fast path).
+        // Checked byte by byte: letters, digits and _ only.
         let bytes = Array(schema.utf8)
         let allowed = !bytes.isEmpty && bytes.count <= 63 && !(bytes[0] >= UInt8(ascii: "0") && bytes[0] <= UInt8(ascii: "9"))
             && bytes.allSatisfy { ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_") }
@@ -131,36 +127,6 @@ public struct PostgresLocation: Sendable, Equatable {
     /// A variable of the process environment (`getenv`), for ``parse(_:variable:readPasswordFile:)``.
     public static func environmentVariable(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }
-    }
-
-    /// The URL's host as written when it is already in the form `URLComponents.host` would
-    /// give: lowercase ASCII letters, digits, `.`, `-` (no punycode `xn--` label), or a
-    /// bracketed IPv6 literal's lowercase hex digits, colons and dots, with no percent
-    /// escape, exactly as it stands in the URL. For such a host the IDNA mapping that
-    /// `URLComponents.host` applies (UTS #46, through ICU) is the identity, and skipping it
-    /// keeps ICU's set-up (~0.5 ms of CPU, measured) off the agent client's fast path; any other host
-    /// (uppercase, non-ASCII, escaped) takes `URLComponents.host` as before. Read through
-    /// `encodedHost`, which for an ASCII host does not reach ICU (`host` and
-    /// `percentEncodedHost` both do: measured with strace on this toolchain).
-    static func plainHost(_ components: URLComponents) -> String? {
-        guard let written = components.encodedHost, !written.isEmpty,
-              let string = components.string, let range = components.rangeOfHost, string[range] == written,
-              !written.split(separator: ".").contains(where: { $0.hasPrefix("xn--") })  // `host` decodes punycode labels
-        else { return nil }
-        let bytes = Array(written.utf8)
-        if bytes.first == UInt8(ascii: "["), bytes.last == UInt8(ascii: "]") {
-            // An IP literal: `host` keeps the brackets too.
-            let inside = bytes.dropFirst().dropLast()
-            guard !inside.isEmpty, inside.allSatisfy({ isLowerHex($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else { return nil }
-            return written
-        }
-        guard bytes.allSatisfy({ ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
-            || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }) else { return nil }
-        return written
-    }
-
-    private static func isLowerHex(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
     }
 
     /// The password from libpq's password file (`PGPASSFILE`, else `~/.pgpass`): lines

@@ -115,7 +115,7 @@ enum Output {
 
     /// Cells padded to `widths` (0: as wide as the cell; the last column is never padded),
     /// two spaces apart. Widths and padding both count characters (`NSString` padding
-    /// counted UTF-16 units, one short after an emoji, and cost the audit table ~0.5 ms).
+    /// counts UTF-16 units, one short after an emoji).
     private static func render(_ rows: [[String]], widths: [Int]) {
         var text = ""
         for row in rows {
