@@ -83,6 +83,35 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("queries sent ahead of a write come back to the same query in it, and never to another transaction")
+    func prefetchedReads() throws {
+        let tables = "CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)"
+        try withStore(schema: "prefetch", tables: tables) { _, store in
+            try store.write { db in try db.execute(sql: "INSERT INTO prefetch_data.counters VALUES (1, 10), (2, 20)") }
+            let one = StoreQuery("SELECT n FROM prefetch_data.counters WHERE id = ?", [1])
+            let two = StoreQuery("SELECT n FROM prefetch_data.counters WHERE id = ?", [2])
+            // Read in the body: the answers sent ahead, for exactly those values.
+            let read = try store.write(prefetching: [one, two]) { db -> [Int64?] in
+                [try db.rows(two).first?["n"], try db.rows(one).first?["n"], try Int64.fetchOne(db, sql: one.sql, arguments: [2])]
+            }
+            #expect(read == [20, 10, 20])
+            // Sent ahead but not read: forgotten with the transaction; the next one reads afresh.
+            try store.write(prefetching: [one]) { db in try db.execute(sql: "UPDATE prefetch_data.counters SET n = 11 WHERE id = 1") }
+            #expect(try store.write { db in try db.rows(one).first?["n"] as Int64? } == 11)
+            for _ in 0..<3 {
+                #expect(try store.write(prefetching: [one]) { _ in 0 } == 0)
+                #expect(try store.read { db in try db.rows(one).first?["n"] as Int64? } == 11)
+            }
+            // A query sent ahead that fails fails the transaction, nothing written.
+            #expect(throws: VaultError.self) {
+                try store.write(prefetching: [StoreQuery("SELECT no_such_column FROM prefetch_data.counters")]) { db in
+                    try db.execute(sql: "UPDATE prefetch_data.counters SET n = 99 WHERE id = 2")
+                }
+            }
+            #expect(try store.read { db in try db.rows(two).first?["n"] as Int64? } == 20)
+        }
+    }
+
     @Test("checked writes sent prepared count the rows they change, and a suppressed write fails its check")
     func preparedCheckedWrites() throws {
         try withStore(schema: "checked_writes", tables: "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT)") { server, store in

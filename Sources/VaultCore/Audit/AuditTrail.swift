@@ -5,6 +5,14 @@ import GRDB
 public enum AuditChain {
     static let zeroMAC = [UInt8](repeating: 0, count: 32)
 
+    /// The head and the newest record, in one query: what ``append(_:db:vaultID:keys:previous:genesis:signer:)``
+    /// reads first (and a writer may send ahead).
+    static let headQuery = StoreQuery("""
+        SELECT h.*, (SELECT seq FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_seq,
+            (SELECT mac FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_mac
+        FROM audit_head h WHERE h.id = 1
+        """)
+
     /// Appends `entry` inside the caller's write transaction and moves the head.
     ///
     /// - `genesis`: the `init` record of a new vault (the trail must be empty).
@@ -19,12 +27,7 @@ public enum AuditChain {
                        previous: AuditEpochKeys? = nil, genesis: Bool = false, signer: AuditSigner?) throws -> AuditEntry {
         var entry = entry
         let previousMAC: [UInt8]
-        // The head and the newest record in one query (one round trip on PostgreSQL).
-        let headRow = try Row.fetchOne(db, sql: """
-            SELECT h.*, (SELECT seq FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_seq,
-                (SELECT mac FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_mac
-            FROM audit_head h WHERE h.id = 1
-            """)
+        let headRow = try db.rows(headQuery).first
         let head = try headRow.map { try AuditHeadRecord(row: $0) }
         if genesis {
             let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM audit_record") ?? 0

@@ -158,7 +158,7 @@ final class FileStore: VaultStore {
 
     /// A write in a `BEGIN IMMEDIATE` transaction, so concurrent processes queue on the
     /// busy timeout instead of failing on a stale snapshot.
-    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+    func write<T>(prefetching queries: [StoreQuery], _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         do {
             return try pool.writeWithoutTransaction { db in
                 var result: T?
@@ -273,7 +273,7 @@ final class FileReader: VaultStore {
         }
     }
 
-    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+    func write<T>(prefetching queries: [StoreQuery], _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         throw .failure("internal error: a write through the read-only connection of \(path)")
     }
 

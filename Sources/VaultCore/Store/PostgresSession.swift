@@ -10,6 +10,17 @@ import PostgresNIO
 /// One PostgreSQL connection used synchronously: each statement waits for its answer
 /// on the calling thread (never an event-loop thread; PostgresNIO runs the connection on
 /// its own). One transaction at a time per session.
+///
+/// Why `PostgresConnection` with named prepared statements (cached by SQL text, `?`
+/// numbered `$n`, values bound as `PostgresData`), statements sent ahead, and a pool of
+/// its own, rather than `PostgresClient` with interpolated binds, which PostgresNIO
+/// documents: the team vault's cache hit must cost at most 1.5 times a file vault's
+/// (1.31–1.44 measured), and interpolated binds are parsed and planned again on every call,
+/// which added 0.95–2.04 ms to a cache hit's twelve statements (ratio 1.6–1.8);
+/// `PostgresPreparedStatement` types on `PostgresClient` added 0.21–0.55 ms, and need one
+/// type per statement text, which the records' generated SQL is not
+/// (`bench/results/postgres-client.md`, `bench/postgres-client/`). Only this file and the
+/// PostgresStore files talk to PostgresNIO.
 final class PostgresSession: @unchecked Sendable {
     let connection: PostgresConnection
     /// PostgresNIO's logger: a no-op, so no statement, bind or row ever reaches a log.
@@ -160,6 +171,34 @@ final class PostgresSession: @unchecked Sendable {
         return Pending(session: self, sql: sql, future: statement.execute(values.map(Self.data)))
     }
 
+    /// Queries started ahead by ``prefetch(_:)``, handed back by the next ``rows(sql:values:)``
+    /// of the same query and values in this transaction.
+    private var prefetched: [StoreQuery: Pending] = [:]
+
+    /// Starts `query` now (``start(_:_:)``), for the transaction's body to read later.
+    func prefetch(_ query: StoreQuery) throws {
+        prefetched[query] = try start(query.sql, query.values)
+    }
+
+    /// Waits for what was started ahead and not read, and forgets it; throws the first
+    /// failure (a transaction whose query failed must not commit as if it had not).
+    func settlePrefetched() throws {
+        let left = prefetched
+        prefetched.removeAll()
+        for pending in left.values { _ = try pending.rows() }
+    }
+
+    /// Forgets what was started ahead and not read (a transaction that failed).
+    func discardPrefetched() {
+        prefetched.removeAll()
+    }
+
+    /// The rows of a query started ahead, if it was.
+    fileprivate func takePrefetched(sql: String, values: [DatabaseValue]) throws -> [Row]? {
+        guard !prefetched.isEmpty, let pending = prefetched.removeValue(forKey: StoreQuery(sql: sql, values: values)) else { return nil }
+        return try pending.rows()
+    }
+
     /// A query started by ``start(_:_:)``.
     struct Pending {
         let session: PostgresSession
@@ -270,7 +309,8 @@ extension PostgresSession: StoreConnection {
     }
 
     func rows(sql: String, values: [DatabaseValue]) throws -> [Row] {
-        try rows(sql, values)
+        if let rows = try takePrefetched(sql: sql, values: values) { return rows }
+        return try rows(sql, values)
     }
 
     /// Built here from the records, key for key the text SQLite's `json_object` writes for

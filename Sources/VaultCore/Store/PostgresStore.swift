@@ -139,10 +139,13 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// A write, after taking the vault's writer lock (see the type's comment): every table
     /// in `EXCLUSIVE` mode, `vault_header` first. Writers of the vault queue behind each
     /// other while readers (`ACCESS SHARE`) go on, and no DDL on the tables (`CREATE
-    /// TRIGGER`, `CREATE INDEX`, `ALTER TABLE`, …) can commit until the write ends.
-    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+    /// TRIGGER`, `CREATE INDEX`, `ALTER TABLE`, …) can commit until the write ends. The
+    /// `prefetching` queries go out right behind the lock, so that their answers come back
+    /// with it: one round trip for all of them instead of one each.
+    func write<T>(prefetching queries: [StoreQuery], _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         try transaction("BEGIN ISOLATION LEVEL READ COMMITTED",
-                        locks: ["LOCK TABLE \(Self.tables.joined(separator: ", ")) IN EXCLUSIVE MODE"], readOnly: false) {
+                        locks: ["LOCK TABLE \(Self.tables.joined(separator: ", ")) IN EXCLUSIVE MODE"], readOnly: false,
+                        prefetching: queries) {
             try body($0)
         }
     }
@@ -154,6 +157,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// the server closed, after a restart for example, is seen closed when it is checked
     /// out and replaced.)
     private func transaction<T>(_ begin: String, locks: [String], readOnly: Bool, checkingSchema: Bool = true,
+                                prefetching: [StoreQuery] = [],
                                 _ body: (PostgresSession) throws -> T) throws(VaultError) -> T {
         let session = try checkOut()
         var committing = false
@@ -162,6 +166,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         do {
             try session.send(begin)
             for lock in locks { try session.send(lock) }
+            for query in prefetching { try session.prefetch(query) }
             // The schema's digest, read on a second session once this one holds its locks
             // (so no DDL on the vault's tables can commit until this transaction ends), while
             // the body runs here; checked before anything is committed or returned. (Read
@@ -175,6 +180,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
                 digest = try side.start(Self.fingerprintSQL, fingerprintArguments)
             }
             let result = try body(session)
+            try session.settlePrefetched()
             try session.flush()
             if let digest { try expectCheckedSchema(session, fingerprint: try digest.rows().first?["fingerprint"] ?? "") }
             committing = true
@@ -187,6 +193,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             checkIn(session)
             return result
         } catch {
+            session.discardPrefetched()
             if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
             checkIn(session)
             throw Self.map(error, location: location, committing: committing)

@@ -88,6 +88,30 @@ extension StoreConnection {
     }
 }
 
+/// A query with its values: what a store may send ahead of a transaction's first wait
+/// (``VaultStore/write(prefetching:_:)``) and hand back when the same query runs.
+struct StoreQuery: Hashable, Sendable {
+    let sql: String
+    let values: [DatabaseValue]
+
+    init(_ sql: String, _ arguments: [(any DatabaseValueConvertible)?] = []) {
+        self.sql = sql
+        values = StoreSQL.values(arguments)
+    }
+
+    init(sql: String, values: [DatabaseValue]) {
+        self.sql = sql
+        self.values = values
+    }
+}
+
+extension StoreConnection {
+    /// The rows of `query`.
+    func rows(_ query: StoreQuery) throws -> [Row] {
+        try rows(sql: query.sql, values: query.values)
+    }
+}
+
 /// SQL text both dialects share.
 enum StoreSQL {
     /// `INSERT INTO table (columns) VALUES (?, …)[, (?, …)…]` for `rows` rows.

@@ -6,20 +6,33 @@ import GRDB
 struct TokenCache {
     let tx: VaultTransaction
 
+    /// What ``deliver(profile:environment:minTTL:action:)`` reads, each by the names it is
+    /// given (the environment, when not given, is the profile's), so that all of it can be
+    /// sent at once with the transaction's start: the profile, the environment, the secret
+    /// versions, the cached token, and the audit head it appends to.
+    static func reads(profile name: String, environment: String?) -> (all: [StoreQuery], environment: StoreQuery, token: StoreQuery) {
+        let name = name.precomposedStringWithCanonicalMapping
+        let environmentName = "coalesce(?, (SELECT environment FROM profile WHERE name = ?))"
+        let environmentRow = StoreQuery("SELECT * FROM environment WHERE name = \(environmentName)", [environment, name])
+        let token = StoreQuery("SELECT * FROM token_cache WHERE profile_id = (SELECT id FROM profile WHERE name = ?) AND environment = \(environmentName)",
+                               [name, environment, name])
+        return ([VaultTransaction.profileQuery(named: name), environmentRow, VaultTransaction.versionsQuery(profile: name), token,
+                 AuditChain.headQuery], environmentRow, token)
+    }
+
     /// A usable cached token of `profile` for `environment`, delivered: the checks the
     /// exchange path makes (profile MAC, environment MAC and URL policy, the secret version
     /// sequence), the cached token opened (the secrets are not: a cache hit needs no
     /// credentials), and its audit record appended. Nil (nothing written) when there is no
     /// cached token for the current secret versions with more than `minTTL` seconds left.
     func deliver(profile name: String, environment: String?, minTTL: Int64, action: TokenAction) throws -> DeliveredToken? {
+        let reads = Self.reads(profile: name, environment: environment)
         let profile = try Profiles(tx: tx).verified(named: name)
-        let environment = try tx.environment(named: environment ?? profile.environment)
+        let environment = try tx.environment(named: environment ?? profile.environment, query: reads.environment)
         let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
         try tx.checkVersionSequence(profile)
-        guard let id = profile.id, let uid = profile.uid,
-              let record = try TokenCacheRecord.fetchOne(tx.db, key: ["profile_id": id, "environment": environment.name]) else {
-            return nil
-        }
+        guard let uid = profile.uid, let row = try tx.db.rows(reads.token).first else { return nil }
+        let record = try TokenCacheRecord(row: row)
         let now = tx.now
         guard record.environmentUID == Data(environment.uid),
               record.clientSecretVersion == profile.clientSecretVersion,
@@ -76,7 +89,9 @@ extension UnlockedVault {
     func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: TokenAction) throws(VaultError) -> DeliveredToken? {
         let delivered: DeliveredToken?
         do {
-            delivered = try write { try TokenCache(tx: $0).deliver(profile: name, environment: environment, minTTL: minTTL, action: action) }
+            delivered = try write(prefetching: TokenCache.reads(profile: name, environment: environment).all) {
+                try TokenCache(tx: $0).deliver(profile: name, environment: environment, minTTL: minTTL, action: action)
+            }
         } catch {
             switch error {
             case .failure(let what, _): throw .auditRefused(what)

@@ -55,9 +55,12 @@ public final class UnlockedVault: @unchecked Sendable {
 
     // MARK: - Key epochs
 
+    /// The header fields ``expectCurrent(_:keys:)`` reads.
+    static let currentKeysQuery = StoreQuery("SELECT vault_id, format_version, key_epoch FROM vault_header WHERE id = 1")
+
     /// Checks, inside a transaction, that `keys` are the vault's current keys.
     func expectCurrent(_ db: StoreDB, keys: VaultKeys) throws {
-        guard let row = try Row.fetchOne(db, sql: "SELECT vault_id, format_version, key_epoch FROM vault_header WHERE id = 1") else {
+        guard let row = try db.rows(Self.currentKeysQuery).first else {
             throw VaultError.integrity("the vault header is missing")
         }
         guard Sodium.constantTimeEqual([UInt8](row["vault_id"] as Data), vaultID) else {
@@ -132,10 +135,11 @@ public final class UnlockedVault: @unchecked Sendable {
         }
     }
 
-    /// A write transaction whose keys are checked inside it (see the type's comment).
-    func write<T>(_ body: (VaultTransaction) throws -> T) throws(VaultError) -> T {
+    /// A write transaction whose keys are checked inside it (see the type's comment), with
+    /// the reads `body` will make first sent ahead (``VaultStore/write(prefetching:_:)``).
+    func write<T>(prefetching queries: [StoreQuery] = [], _ body: (VaultTransaction) throws -> T) throws(VaultError) -> T {
         try withCurrentKeys { (keys) throws(VaultError) in
-            try database.write { db in
+            try database.write(prefetching: [Self.currentKeysQuery] + queries) { db in
                 try expectCurrent(db, keys: keys)
                 return try body(transaction(db, keys))
             }

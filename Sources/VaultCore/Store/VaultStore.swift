@@ -19,8 +19,12 @@ protocol VaultStore: AnyObject, Sendable {
 
     /// A read in one consistent snapshot.
     func read<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T
-    /// A write in one transaction, queued behind other writers; all or nothing.
-    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T
+    /// A write in one transaction, queued behind other writers; all or nothing. A store
+    /// that pays a round trip per statement sends `prefetching` together with the
+    /// transaction's start and hands their rows back when `body` runs the same queries
+    /// (PostgreSQL); a local file runs them when they come (the queries must read only, and
+    /// `body` must run them before it writes).
+    func write<T>(prefetching queries: [StoreQuery], _ body: (StoreDB) throws -> T) throws(VaultError) -> T
 
     /// Names of the migrations this build knows for this store, in order.
     var knownMigrations: [String] { get }
@@ -57,6 +61,13 @@ protocol VaultStore: AnyObject, Sendable {
     func isSameVault(as destination: String) -> Bool
     /// A storage error as a vault error, without statement arguments.
     func storageError(_ error: any Error) -> VaultError
+}
+
+extension VaultStore {
+    /// A write in one transaction (``write(prefetching:_:)`` with nothing sent ahead).
+    func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
+        try write(prefetching: [], body)
+    }
 }
 
 /// How the agent launcher names a vault to the agent: its `--vault` argument (never with

@@ -40,11 +40,15 @@ struct VaultTransaction {
 
     /// The profile row named `name` (normalised as names are stored), not yet checked.
     func profileRecord(named name: String) throws -> ProfileRecord {
-        let normalised = name.precomposedStringWithCanonicalMapping
-        guard let record = try ProfileRecord.fetchOne(db, sql: "SELECT * FROM profile WHERE name = ?", arguments: [normalised]) else {
+        guard let row = try db.rows(Self.profileQuery(named: name.precomposedStringWithCanonicalMapping)).first else {
             throw VaultError.notFound("no profile named '\(name.sanitisedForDisplay(limit: 64))'")
         }
-        return record
+        return try ProfileRecord(row: row)
+    }
+
+    /// The profile row named `name` (already normalised).
+    static func profileQuery(named name: String) -> StoreQuery {
+        StoreQuery("SELECT * FROM profile WHERE name = ?", [name])
     }
 
     /// The profile's MAC (FORMAT.md §5.3) under `key` (the metadata key of this epoch by default).
@@ -73,25 +77,33 @@ struct VaultTransaction {
     }
 
     /// A built-in environment, or a user environment with its MAC checked (an edited token
-    /// URL never receives secrets).
-    func environment(named name: String) throws -> Environment {
+    /// URL never receives secrets), read by `query` when given (one that selects the row
+    /// named `name`), else by its name.
+    func environment(named name: String, query: StoreQuery? = nil) throws -> Environment {
         if let builtIn = Environment.builtIns.first(where: { $0.name == name }) { return builtIn }
-        guard let record = try EnvironmentRecord.fetchOne(db, key: name) else {
+        guard let row = try db.rows(query ?? StoreQuery("SELECT * FROM environment WHERE name = ?", [name])).first else {
             throw VaultError.notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
         }
+        let record = try EnvironmentRecord(row: row)
         try checkEnvironmentMAC(record)
         return Environment(name: record.name, tokenURL: record.tokenURL, apiBase: record.apiBase, builtIn: false,
                            uid: [UInt8](record.uid ?? Data()))
+    }
+
+    /// The version counts and bounds of each secret field of the profile named `name` (as
+    /// stored), by its name, so that it can be sent before the profile is read.
+    static func versionsQuery(profile name: String) -> StoreQuery {
+        StoreQuery("""
+            SELECT field, count(*) AS n, min(version) AS lo, max(version) AS hi
+            FROM secret_version WHERE profile_id = (SELECT id FROM profile WHERE name = ?) GROUP BY field
+            """, [name])
     }
 
     /// The stored versions of each field of `profile` must be exactly 1…current, with the
     /// current versions those its MAC covers (so a deleted newest version is a failure,
     /// never a silent roll-back).
     func checkVersionSequence(_ profile: ProfileRecord) throws {
-        let rows = try Row.fetchAll(db, sql: """
-            SELECT field, count(*) AS n, min(version) AS lo, max(version) AS hi
-            FROM secret_version WHERE profile_id = ? GROUP BY field
-            """, arguments: [profile.id])
+        let rows = try db.rows(Self.versionsQuery(profile: profile.name))
         var seen: [String: (Int64, Int64, Int64)] = [:]
         for row in rows { seen[row["field"]] = (row["n"], row["lo"], row["hi"]) }
         let expected: [(SecretField, Int64?)] = [(.clientSecret, profile.clientSecretVersion), (.password, profile.passwordVersion)]
