@@ -86,6 +86,14 @@ hyperfine -N -w 2 -r $((runs * 2)) --export-json "$work/h.json" \
   -n "sqlite3 -json" "sqlite3 -json $v 'SELECT name, client_id, username, grant_type, scope, environment, created_at, updated_at FROM profile ORDER BY name'" \
   -n "vault list --json" "$BIN/vault list --json --vault $v" >/dev/null
 python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
+# Interleaved too (a few-millisecond floor moves with the machine between hyperfine's tables).
+echo "The same, interleaved (bench/interleaved.py; $((runs * 20)) rounds):" >> "$out"
+python3 bench/interleaved.py $((runs * 20)) 5 "$work/i.json" \
+  "process floor: vault --version=$BIN/vault --version" \
+  "process floor: sqlite3 'select 1'=sqlite3 :memory: 'select 1'" \
+  "sqlite3 -json=sqlite3 -json $v 'SELECT name, client_id, username, grant_type, scope, environment, created_at, updated_at FROM profile ORDER BY name'" \
+  "vault list --json=$BIN/vault list --json --vault $v"
+python3 bench/table.py "$work/i.json" >> "$out"; echo >> "$out"
 
 fi
 # 3. Token exchange vs curl, and a cache hit vs curl, against gbg-auth-stub.
@@ -149,6 +157,12 @@ hyperfine -N -w 5 -r $((runs * 10)) --export-json "$work/h.json" \
   -n "vault audit" "$BIN/vault audit --vault $v --profile profile-7 --limit 50 --json" \
   -n "process floor: vault --version" "$BIN/vault --version" >/dev/null
 python3 bench/table.py "$work/h.json" >> "$out"; echo >> "$out"
+echo "The same, interleaved (bench/interleaved.py; $((runs * 20)) rounds):" >> "$out"
+python3 bench/interleaved.py $((runs * 20)) 5 "$work/i.json" \
+  "sqlite3 -json=sqlite3 -json $v 'SELECT * FROM audit_record WHERE profile = \"profile-7\" ORDER BY seq DESC LIMIT 50'" \
+  "vault audit=$BIN/vault audit --vault $v --profile profile-7 --limit 50 --json" \
+  "process floor: vault --version=$BIN/vault --version"
+python3 bench/table.py "$work/i.json" >> "$out"; echo >> "$out"
 
 # 5. Audit records written per second under 4 parallel writers (cache hits: unlock + one audit write each).
 per=50; [ $quick = 1 ] && per=10
