@@ -10,7 +10,7 @@ import Glibc
 /// write an immediate transaction.
 /// Statement arguments never appear in traces or errors (GRDB's
 /// `publicStatementArguments` stays off).
-final class FileStore: VaultStore {
+final class FileStore: SQLiteFileStore {
     let file: SQLiteFile
     private let pool: DatabasePool
 
@@ -18,8 +18,6 @@ final class FileStore: VaultStore {
         self.pool = pool
         file = SQLiteFile(path: path)
     }
-
-    var path: String { file.path }
 
     private static func configuration() -> Configuration {
         var config = Configuration()
@@ -104,28 +102,13 @@ final class FileStore: VaultStore {
         do {
             Trace.debug("opening \(path)")
             let store = FileStore(pool: try durablePool(path: path), path: path)
-            try store.pool.read { db in
-                let connection = SQLiteConnection(db)
-                try store.file.checkIdentity(connection)
-                try store.file.verifySchema(connection)
-            }
+            try store.pool.read { db in try store.file.checkOpened(SQLiteConnection(db)) }
             Trace.debug("opened \(path): schema verified, \(SQLiteFile.knownMigrations.count - store.pendingMigrations.count) of \(SQLiteFile.knownMigrations.count) migrations applied")
             return store
         } catch {
             throw SQLiteFile.map(error, path: path)
         }
     }
-
-    var knownMigrations: [String] { SQLiteFile.knownMigrations }
-    var pendingMigrations: [String] { file.pendingMigrations }
-    var schemaRefused: Bool { file.schemaRefused }
-    var isStillInPlace: Bool { file.isStillInPlace }
-    /// A local read is cheap: the agent looks before every request it serves.
-    var headerPollInterval: TimeInterval { 0 }
-    var agentSocketPath: String? { file.agentSocketPath }
-    func agentLaunch(vaultPath: String) -> AgentLaunchNames { AgentLaunchNames(vaultArgument: vaultPath) }
-    func isSameVault(as destination: String) -> Bool { file.isSameVault(as: destination) }
-    func storageError(_ error: any Error) -> VaultError { SQLiteFile.map(error, path: path) }
 
     func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {
         do {
@@ -197,10 +180,6 @@ final class FileStore: VaultStore {
         }
     }
 
-    func integrityProblems() throws(VaultError) -> [String] {
-        try read { db in try SQLiteFile.integrityProblems(db) }
-    }
-
     func doctorChecks() throws(VaultError) -> [DoctorReport.Check] {
         var checks = file.fileChecks()
         let journal = try read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?" }
@@ -217,7 +196,7 @@ final class FileStore: VaultStore {
 /// list/show`, `member list`, completion): one read-only ``LeanReader`` connection instead
 /// of a GRDB pool, with the same identity and schema checks as ``FileStore``, each read in
 /// one snapshot. Writes through it fail.
-final class FileReader: VaultStore {
+final class FileReader: SQLiteFileStore {
     let file: SQLiteFile
     private let reader: LeanReader
 
@@ -226,33 +205,18 @@ final class FileReader: VaultStore {
         file = SQLiteFile(path: path)
     }
 
-    var path: String { file.path }
-
     static func open(at path: String) throws(VaultError) -> FileReader {
         _ = try SQLiteFile.existingVaultFile(path)
         do {
             Trace.debug("opening \(path) read-only")
             let store = FileReader(reader: try LeanReader(path: path, busyTimeout: Stores.busyTimeout), path: path)
-            try store.reader.read { connection in
-                try store.file.checkIdentity(connection)
-                try store.file.verifySchema(connection)
-            }
+            try store.reader.read { connection in try store.file.checkOpened(connection) }
             Trace.debug("opened \(path): schema verified")
             return store
         } catch {
             throw SQLiteFile.map(error, path: path)
         }
     }
-
-    var knownMigrations: [String] { SQLiteFile.knownMigrations }
-    var pendingMigrations: [String] { file.pendingMigrations }
-    var schemaRefused: Bool { file.schemaRefused }
-    var isStillInPlace: Bool { file.isStillInPlace }
-    var headerPollInterval: TimeInterval { 0 }
-    var agentSocketPath: String? { file.agentSocketPath }
-    func agentLaunch(vaultPath: String) -> AgentLaunchNames { AgentLaunchNames(vaultArgument: vaultPath) }
-    func isSameVault(as destination: String) -> Bool { file.isSameVault(as: destination) }
-    func storageError(_ error: any Error) -> VaultError { SQLiteFile.map(error, path: path) }
 
     func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {
         throw .failure("internal error: a migration through the read-only connection of \(path)")
@@ -281,11 +245,30 @@ final class FileReader: VaultStore {
         throw .failure("internal error: a backup through the read-only connection of \(path)")
     }
 
-    func integrityProblems() throws(VaultError) -> [String] {
-        try read { db in try SQLiteFile.integrityProblems(db) }
-    }
-
     func doctorChecks() throws(VaultError) -> [DoctorReport.Check] {
         try file.fileChecks() + read { db in try SQLiteFile.databaseChecks(db) }
+    }
+}
+
+/// What ``FileStore`` and ``FileReader`` answer alike, from their ``SQLiteFile``.
+protocol SQLiteFileStore: VaultStore {
+    var file: SQLiteFile { get }
+}
+
+extension SQLiteFileStore {
+    var path: String { file.path }
+    var knownMigrations: [String] { SQLiteFile.knownMigrations }
+    var pendingMigrations: [String] { file.pendingMigrations }
+    var schemaRefused: Bool { file.schemaRefused }
+    var isStillInPlace: Bool { file.isStillInPlace }
+    /// A local read is cheap: the agent looks before every request it serves.
+    var headerPollInterval: TimeInterval { 0 }
+    var agentSocketPath: String? { file.agentSocketPath }
+    func agentLaunch(vaultPath: String) -> AgentLaunchNames { AgentLaunchNames(vaultArgument: vaultPath) }
+    func isSameVault(as destination: String) -> Bool { file.isSameVault(as: destination) }
+    func storageError(_ error: any Error) -> VaultError { SQLiteFile.map(error, path: path) }
+
+    func integrityProblems() throws(VaultError) -> [String] {
+        try read { db in try SQLiteFile.integrityProblems(db) }
     }
 }

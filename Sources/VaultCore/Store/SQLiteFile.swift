@@ -94,6 +94,13 @@ final class SQLiteFile: Sendable {
 
     // MARK: Checks
 
+    /// The checks of an open (FORMAT.md §1.1), in one snapshot: the application id, then
+    /// the schema.
+    func checkOpened(_ db: StoreDB) throws {
+        try checkIdentity(db)
+        try verifySchema(db)
+    }
+
     /// The application id, read in one snapshot with `read`.
     func checkIdentity(_ db: StoreDB) throws {
         let applicationID = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
