@@ -11,7 +11,7 @@ public enum VaultError: Error, Sendable, Equatable {
     /// The identity opened no key slot of this vault (not a member, or removed). Exit 3.
     case wrongIdentitySlot
     /// No vault, profile or environment by that name. Exit 6.
-    case notFound(String)
+    case notFound(String, hint: String? = nil)
     /// Vault data failed authentication or is corrupt. Exit 7.
     case integrity(String)
     /// The token endpoint rejected the credentials with an OAuth error. Exit 4.
@@ -59,7 +59,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .wrongPassphrase: "wrong passphrase: the vault could not be unlocked"
         case .wrongIdentityPassphrase: "the identity could not be opened: wrong identity passphrase"
         case .wrongIdentitySlot: "this identity cannot open the vault: it has no key slot here (not a member, or removed)"
-        case .notFound(let what): what
+        case .notFound(let what, _): what
         case .integrity(let what): "integrity failure: \(what)"
         case .rejected(let error, let description, let status, _):
             "the token endpoint rejected the credentials (HTTP \(status), \(error))"
@@ -92,7 +92,8 @@ public enum VaultError: Error, Sendable, Equatable {
         case .keysChanged: "run the command again"
         case .relayed(_, _, let hint): hint
         case .failure(_, let hint): hint
-        case .notFound, .malformedResponse, .auditRefused: nil
+        case .notFound(_, let hint): hint
+        case .malformedResponse, .auditRefused: nil
         }
     }
 }

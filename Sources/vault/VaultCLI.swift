@@ -102,9 +102,20 @@ struct VaultOptions: ParsableArguments {
         try unlock(open())
     }
 
+    /// Unlocks for an operation on `profile` (and `environment`), once their names are
+    /// found in the vault's metadata, read without the passphrase: a mistyped name costs
+    /// no Argon2id and gets a suggestion (the unlocked operation checks everything again).
+    func unlock(profile: String, environment: String? = nil) throws(VaultError) -> UnlockedVault {
+        let vault = try open()
+        try vault.requireNames(profile: profile, environment: environment)
+        return try unlock(vault)
+    }
+
     /// Unlocks with, first found: `--identity` / `VAULT_IDENTITY_FILE`; a passphrase
     /// source given (`--passphrase-file`, `VAULT_PASSPHRASE_FILE`, `VAULT_PASSPHRASE`); the
-    /// default identity file if it exists; the passphrase prompt.
+    /// default identity file if it exists and is a current member of this vault (an owner
+    /// who made one, to join other vaults, is still asked for this vault's passphrase);
+    /// the passphrase prompt.
     func unlock(_ vault: Vault) throws(VaultError) -> UnlockedVault {
         if let path = identity ?? LocalEnvironment.value("VAULT_IDENTITY_FILE") {
             return try vault.unlock(identity: Self.openIdentity(path))
@@ -115,14 +126,22 @@ struct VaultOptions: ParsableArguments {
         let fallback = IdentityFile.defaultPath()
         var info = stat()
         if lstat(fallback, &info) == 0 {
-            return try vault.unlock(identity: Self.openIdentity(fallback))
+            let loaded = try IdentityFile.load(fallback)
+            if try vault.hasCurrentMember(loaded.recipient) {
+                return try vault.unlock(identity: Self.open(loaded))
+            }
+            Trace.debug("the default identity \(fallback) is not a member of this vault: using the passphrase")
         }
         return try vault.unlock(passphrase: passphrase.existing())
     }
 
     /// Loads an identity file and opens it (its passphrase only when it is sealed).
     static func openIdentity(_ path: String) throws(VaultError) -> MemberIdentity {
-        let loaded = try IdentityFile.load(path)
+        try open(IdentityFile.load(path))
+    }
+
+    /// Opens a loaded identity (its passphrase only when it is sealed).
+    static func open(_ loaded: IdentityFile.Loaded) throws(VaultError) -> MemberIdentity {
         let secret = loaded.sealed ? try IdentityPassphrase.reader.existing() : nil
         return try IdentityFile.unseal(loaded, passphrase: secret)
     }

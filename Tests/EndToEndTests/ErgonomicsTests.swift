@@ -5,8 +5,8 @@ import VaultTestSupport
 import Glibc
 #endif
 
-/// Issue "Everyday ergonomics": env set/show, suggestions, completions, the man page,
-/// audit as a stream.
+/// Everyday ergonomics: env set/show, suggestions, cheap checks before the passphrase,
+/// completions, the man page, audit as a stream.
 @Suite("everyday ergonomics, end to end")
 struct ErgonomicsTests {
     @Test("env set moves the next exchange to the new endpoint, drops cached tokens, is audited; refused on built-ins and bad URLs")
@@ -111,6 +111,33 @@ struct ErgonomicsTests {
         #expect(result.status == 64)
         #expect(result.stderrText.hasPrefix("vault: error: unknown "), "\(result.stderrText)")
         #expect(result.stderrText.contains("did you mean \(suggestion)?"), "\(result.stderrText)")
+    }
+
+    @Test("checks that need no passphrase come before it: a mistyped profile or environment (with a suggestion), an existing vault for init, remove's confirmation")
+    func cheapChecksFirst() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        // No passphrase source and no terminal: had the passphrase been asked first, each
+        // of these would say "no terminal to prompt on" (exit 64).
+        let locked = ["VAULT_PASSPHRASE"]
+        for (arguments, message, hint) in [
+            (["token", "pww"], "no profile named 'pww'", "did you mean 'pw'?"),
+            (["exec", "cc_", "--", "true"], "no profile named 'cc_'", "did you mean 'cc'?"),
+            (["token", "pw", "--env", "lcoal"], "no environment named 'lcoal'", "did you mean 'local'?"),
+            (["rotate", "zzzzzz"], "no profile named 'zzzzzz'", nil),
+        ] as [([String], String, String?)] {
+            let result = try vault.run(arguments, removing: locked)
+            #expect(result.status == 6, "\(arguments): \(result.status) \(result.stderrText)")
+            #expect(result.stderrText.contains(message), "\(arguments): \(result.stderrText)")
+            if let hint { #expect(result.stderrText.contains(hint), "\(arguments): \(result.stderrText)") }
+        }
+        let again = try vault.run(["init"], removing: locked)
+        #expect(again.status == 1 && again.stderrText.contains("a vault already exists"), "\(again.stderrText)")
+        let remove = try vault.run(["remove", "pw"], removing: locked)
+        #expect(remove.status == 64 && remove.stderrText.contains("no terminal to ask for confirmation"), "\(remove.stderrText)")
+        #expect(try vault.run(["list", "--json"]).stdoutText.contains("\"pw\""), "nothing removed")
+        expectNoLeaks(vault)
     }
 
     @Test("completion scripts carry the dynamic hooks; bash offers the stored profile and environment names")

@@ -131,10 +131,34 @@ struct MemberTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a default identity that is not a member of this vault does not stand in the owner's way: the passphrase is asked for; one that is a member is used")
+    func defaultIdentityOfAnotherVault() throws {
+        let team = try TeamFixture()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        // The owner makes a default identity (to join someone else's vault).
+        #expect(try vault.run(["identity", "new", "--no-passphrase"]).status == 0)
+        let defaultPath = vault.directory + "/.local/share/gbg-vault/identity"
+        try team.registerSecrets(ofIdentity: defaultPath)
+        // With no passphrase source: not "no key slot" (exit 3) but the passphrase way,
+        // which here has no terminal to ask on (exit 64); with one, everything works.
+        for arguments in [["token", "pw"], ["member", "add", "alice", "--recipient", try team.recipient(team.alicePath)], ["rekey"]] {
+            let asked = try vault.run(arguments, removing: ["VAULT_PASSPHRASE"])
+            #expect(asked.status == 64 && asked.stderrText.contains("no terminal"), "\(arguments): \(asked.status) \(asked.stderrText)")
+        }
+        #expect(try vault.run(["member", "add", "alice", "--recipient", try team.recipient(team.alicePath)]).status == 0)
+        // Once the default identity is a member here, it is used without a passphrase.
+        #expect(try vault.run(["member", "add", "me", "--recipient", try team.recipient(defaultPath)]).status == 0)
+        let member = registeringToken(try vault.run(["token", "pw"], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true))
+        #expect(member.status == 0, "\(member.stderrText)")
+        #expect(try team.audit(["--member", "me"]).count == 1)
+        expectNoLeaks(vault)
+    }
+
     @Test("tampering with members, slots and signatures is caught: exit 7, or named by audit verify",
           arguments: [
             "flip a signature byte", "re-attribute a record to another member", "edit a member's signing key",
-            "swap two members' key slots", "delete a member's row",
+            "swap two members' key slots", "delete a member's row", "damage the owner's key slot",
           ])
     func tamper(_ attack: String) throws {
         let team = try TeamFixture()
@@ -157,6 +181,8 @@ struct MemberTests {
                                                         ELSE (SELECT sealed FROM key_slot WHERE member = 'ci') END
                 WHERE member IN ('ci', 'alice')
                 """
+        case "damage the owner's key slot":
+            statement = "UPDATE key_slot SET sealed = CAST(X'00' || substr(sealed, 2) AS BLOB) WHERE member = 'owner'"
         default:
             statement = "PRAGMA foreign_keys = OFF; DELETE FROM key_slot WHERE member = 'ci'; DELETE FROM member WHERE name = 'ci'"
         }
@@ -165,6 +191,9 @@ struct MemberTests {
         #expect(check.status == 7, "\(attack): \(check.stdoutText) \(check.stderrText)")
         if attack.contains("signature") || attack.contains("re-attribute") || attack.contains("delete") {
             #expect((check.stdoutText + check.stderrText).contains("record \(ciRecord)"), "\(attack) names the record: \(check.stdoutText)")
+        }
+        if attack.contains("owner") {
+            #expect(check.stderrText.contains("owner's key slot does not open"), "not a wrong passphrase: \(check.stderrText)")
         }
         if attack.contains("swap") {
             let asCI = try team.run(as: team.ciPath, ["token", "cc"])

@@ -89,7 +89,10 @@ public final class Vault: Sendable {
         guard header.formatVersion == Labels.formatVersion else { throw .keysChanged }
         guard let owner = try header.unwrapOwner(kek: kek) else { throw .wrongPassphrase }
         Trace.debug("unlocked the owner's identity: format \(header.formatVersion), key epoch \(header.keyEpoch)")
-        return try unlock(identity: owner, header: header, wrongIdentity: .wrongPassphrase)
+        // The passphrase is right (the identity's AEAD opened): a slot that does not open
+        // for it is damage, not a wrong passphrase (FORMAT.md §4.4, step 9).
+        return try unlock(identity: owner, header: header, wrongIdentity: .integrity(
+            "the passphrase is right, but the owner's key slot does not open: it was damaged or removed"))
     }
 
     /// Unlocks with a member identity (`--identity`, `VAULT_IDENTITY_FILE`, the default
@@ -137,6 +140,13 @@ public final class Vault: Sendable {
                        removedSeq: $0.removedSeq, createdAt: $0.createdAt, hasSlot: slots.contains($0.name))
             }
         }
+    }
+
+    /// Whether `recipient` is a current member with a key slot (public data, read without
+    /// the passphrase and without checking MACs: it only chooses which key to try; the
+    /// unlock checks everything).
+    public func hasCurrentMember(_ recipient: Recipient) throws(VaultError) -> Bool {
+        try members().contains { $0.removedSeq == nil && $0.hasSlot && $0.recipient == recipient.string }
     }
 
     public func profiles() throws(VaultError) -> [Profile] {

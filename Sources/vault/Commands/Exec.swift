@@ -38,7 +38,7 @@ extension VaultCLI {
                 apiBase = fromAgent.apiBase
                 expiresAt = fromAgent.expiresAt
             } else {
-                let delivered = try await options.unlock().obtainToken(selection.options(profile: name, action: .exec), exchange: network.exchange())
+                let delivered = try await options.unlock(profile: name, environment: selection.env).obtainToken(selection.options(profile: name, action: .exec), exchange: network.exchange())
                 token = delivered.token
                 apiBase = delivered.environment.apiBase
                 expiresAt = delivered.expiresAt

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import VaultCore
 
 extension KDFParameters.Preset: ExpressibleByArgument {}
@@ -15,10 +16,17 @@ extension VaultCLI {
         var kdf: KDFParameters.Preset = .moderate
 
         @MainActor func run() async throws {
+            // An existing vault file is refused before the passphrase is asked for (the
+            // creation refuses it again, atomically, whatever happens meanwhile).
+            let path = options.resolvedPath
+            var existing = stat()
+            if !PostgresLocation.isURL(path), lstat(path, &existing) == 0 {
+                throw VaultError.failure("a vault already exists at \(VaultOptions.display(path)); it was not changed",
+                                         hint: "choose another path with --vault, or remove the old vault yourself")
+            }
             let passphrase = try options.passphrase.new()
             var parameters = kdf.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }
-            let path = options.resolvedPath
             _ = try Vault.initialise(at: path, passphrase: passphrase, kdf: parameters, detail: "kdf=\(kdf.rawValue)")
             Output.info("created vault at \(VaultOptions.display(path)) (\(parameters))")
         }

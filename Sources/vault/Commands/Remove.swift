@@ -13,8 +13,10 @@ extension VaultCLI {
         @Flag(help: "Do not ask for confirmation.") var yes = false
 
         @MainActor func run() async throws {
-            let vault = try options.unlock()
-            let profile = try vault.vault.profile(named: name)
+            // The name and the answer first, then the passphrase.
+            let locked = try options.open()
+            try locked.requireNames(profile: name, environment: nil)
+            let profile = try locked.profile(named: name)
             if !yes {
                 let answer = try Terminal.readLine(prompt: "Remove profile '\(profile.name)' and all its secret versions? [y/N] ",
                                                    missingSourceHint: "pass --yes to remove without a terminal")
@@ -23,7 +25,7 @@ extension VaultCLI {
                     return
                 }
             }
-            try vault.removeProfile(named: profile.name)
+            try options.unlock(locked).removeProfile(named: profile.name)
             Output.info("removed profile '\(profile.name)'")
         }
     }

@@ -23,7 +23,7 @@ extension VaultCLI {
         }
 
         @MainActor func run() async throws {
-            let vault = try options.unlock()
+            let vault = try options.unlock(profile: name, environment: env)
             let profile = try vault.verifiedProfile(named: name)
             let everything = !clientSecret && !password
             if password && profile.grant != .password {

@@ -47,7 +47,7 @@ extension VaultCLI {
                 guard case .output(let output) = answer else { throw VaultError.failure("the agent gave no token output") }
                 return Output.stdout(secret: output)
             }
-            let vault = try options.unlock()
+            let vault = try options.unlock(profile: name, environment: selection.env)
             let delivered = try await vault.obtainToken(selection.options(profile: name, action: .token), exchange: network.exchange())
             Output.stdout(secret: TokenOutput.render(delivered, format: format ?? .standard))
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VaultCore
 
 /// "Did you mean …?" for mistyped subcommands and option names (edit distance).
 enum Suggestions {
@@ -100,5 +101,24 @@ enum Suggestions {
     static func helpHint(for arguments: [String]) -> String {
         let spelled = resolve(arguments).path.map(name(of:)).joined(separator: " ")
         return "see `\(spelled) --help`"
+    }
+}
+
+extension Vault {
+    /// Throws exit 6, with the nearest name as a hint, unless a profile named `profile`
+    /// (and an environment named `environment`, when given) exists. Metadata only, no MAC
+    /// checked: it saves a mistyped name the passphrase.
+    func requireNames(profile: String, environment: String?) throws(VaultError) {
+        let known = try names()
+        func missing(_ what: String, _ name: String, in candidates: [String]) -> VaultError {
+            let suggestion = Suggestions.nearest(name, in: candidates).map { "did you mean '\($0.sanitisedForDisplay(limit: 64))'?" }
+            return .notFound("no \(what) named '\(name.sanitisedForDisplay(limit: 64))'", hint: suggestion)
+        }
+        if !known.profiles.contains(profile.precomposedStringWithCanonicalMapping) {
+            throw missing("profile", profile, in: known.profiles)
+        }
+        if let environment, !known.environments.contains(environment) {
+            throw missing("environment", environment, in: known.environments)
+        }
     }
 }
