@@ -121,7 +121,7 @@ struct VaultOptions: ParsableArguments {
             return try vault.unlock(identity: Self.openIdentity(path))
         }
         if passphrase.hasSource {
-            return try vault.unlock(passphrase: passphrase.existing())
+            return try unlockWithPassphrase(vault)
         }
         let fallback = IdentityFile.defaultPath()
         var info = stat()
@@ -132,7 +132,12 @@ struct VaultOptions: ParsableArguments {
             }
             Trace.debug("the default identity \(fallback) is not a member of this vault: using the passphrase")
         }
-        return try vault.unlock(passphrase: passphrase.existing())
+        return try unlockWithPassphrase(vault)
+    }
+
+    /// Unlocks with the passphrase (asked for again at the terminal when wrong).
+    func unlockWithPassphrase(_ vault: Vault) throws(VaultError) -> UnlockedVault {
+        try passphrase.withExisting { (secret) throws(VaultError) in try vault.unlock(passphrase: secret) }
     }
 
     /// Loads an identity file and opens it (its passphrase only when it is sealed).
@@ -142,8 +147,8 @@ struct VaultOptions: ParsableArguments {
 
     /// Opens a loaded identity (its passphrase only when it is sealed).
     static func open(_ loaded: IdentityFile.Loaded) throws(VaultError) -> MemberIdentity {
-        let secret = loaded.sealed ? try IdentityPassphrase.reader.existing() : nil
-        return try IdentityFile.unseal(loaded, passphrase: secret)
+        guard loaded.sealed else { return try IdentityFile.unseal(loaded, passphrase: nil) }
+        return try IdentityPassphrase.reader.withExisting { (secret) throws(VaultError) in try IdentityFile.unseal(loaded, passphrase: secret) }
     }
 }
 
@@ -187,8 +192,15 @@ struct NetworkOptions: ParsableArguments {
             caBundlePath: network.caBundle,
             connectTimeout: .milliseconds(connectTimeoutMs ?? Int64(TransportOptions.defaultConnectTimeoutSeconds) * 1000),
             environment: network.proxy)
-        return TokenExchange(transport: AsyncHTTPTransport(options: options),
-                             timeout: .milliseconds(timeoutMs ?? Int64(TokenOptions.defaultTimeoutSeconds) * 1000))
+        var exchange = TokenExchange(transport: AsyncHTTPTransport(options: options),
+                                     timeout: .milliseconds(timeoutMs ?? Int64(TokenOptions.defaultTimeoutSeconds) * 1000))
+        // At a terminal, a slow endpoint is not silence: one line, rewritten each second.
+        if isatty(STDERR_FILENO) == 1 {
+            exchange.waiting = WaitingNotice(
+                tick: { origin, seconds in Output.write(2, "\rvault: waiting for \(origin.sanitisedForDisplay(limit: 200)) (\(seconds) s)") },
+                done: { Output.write(2, "\n") })
+        }
+        return exchange
     }
 }
 

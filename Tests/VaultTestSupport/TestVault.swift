@@ -63,6 +63,47 @@ public final class TestVault: @unchecked Sendable {
         return result
     }
 
+    /// One step of a terminal session (`Tests/tools/pty_run.py`).
+    public enum TerminalStep: Sendable {
+        /// Wait until the terminal shows this text (after what earlier steps matched).
+        case expect(String)
+        /// Type a line.
+        case send(String)
+        /// Wait this many seconds, reading what the terminal shows.
+        case pause(Double)
+
+        var json: [String] {
+            switch self {
+            case .expect(let text): ["expect", text]
+            case .send(let line): ["send", line]
+            case .pause(let seconds): ["sleep", String(seconds)]
+            }
+        }
+    }
+
+    /// Runs `vault ARGS…` on a pseudo-terminal of its own, answering prompts by `steps`.
+    /// `stdout` is the terminal's transcript (vault's stdout and stderr and its prompts,
+    /// as a person would see them); `stderr` is the driver's (a step that timed out, 124).
+    /// What is typed goes to the driver on its stdin, never in arguments.
+    @discardableResult
+    public func runOnTerminal(_ arguments: [String], env: [String: String] = [:], removing: [String] = [],
+                              steps: [TerminalStep], rows: Int = 24, expectTokenOnScreen: Bool = false,
+                              timeout: TimeInterval = 30) throws -> ProcessResult {
+        var environment = environment(env)
+        for name in removing { environment.removeValue(forKey: name) }
+        environment["TERM"] = environment["TERM"] ?? "dumb"
+        let job: [String: Any] = ["argv": [Binaries.vault] + arguments, "env": environment, "steps": steps.map(\.json),
+                                  "rows": rows, "cols": 100, "timeout": timeout]
+        let driver = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("tools/pty_run.py").path
+        let result = try Binaries.run("/usr/bin/python3", [driver], environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"],
+                                      stdin: try JSONSerialization.data(withJSONObject: job), timeout: timeout + 10)
+        scanner.scan(result.stdout, artefact: "terminal of vault \(arguments.first ?? "")", includeTokens: !expectTokenOnScreen)
+        scanner.scan(result.stderr, artefact: "pty driver of vault \(arguments.first ?? "")", includeTokens: true)
+        scanFiles()
+        return result
+    }
+
     /// `vault init` with the test passphrase.
     public func initialise() throws {
         let result = try run(["init"])

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 #if canImport(Glibc)
 import Glibc
@@ -235,18 +236,67 @@ public final class AsyncHTTPTransport: HTTPTransport, @unchecked Sendable {
     static func classify(_ error: any Error, afterHead: Bool) -> TransportError {
         if let error = error as? TransportError { return error }
         if let error = error as? HTTPClientError {
-            if error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout || error == .writeTimeout {
+            if error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout || error == .writeTimeout
+                || error == .tlsHandshakeTimeout || error == .httpProxyHandshakeTimeout || error == .socksHandshakeTimeout {
                 return .timeout
             }
             if afterHead { return .truncated("the connection closed before the whole response arrived") }
-            return .connection(String(describing: error).sanitisedForDisplay(limit: 160))
+            return .connection(cause(of: error))
         }
-        if error is NIOSSLError || error is BoringSSLError || String(describing: type(of: error)).contains("SSL") {
-            return .tls(String(describing: error).sanitisedForDisplay(limit: 200))
+        if error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError || String(describing: type(of: error)).contains("SSL") {
+            return .tls(tlsCause(of: error))
         }
-        if afterHead { return .truncated("the response body broke off (\(String(describing: error).sanitisedForDisplay(limit: 120)))") }
+        if afterHead { return .truncated("the response body broke off (\(cause(of: error)))") }
         if let error = error as? ChannelError, case .connectTimeout = error { return .timeout }
-        return .connection(String(describing: error).sanitisedForDisplay(limit: 200))
+        return .connection(cause(of: error))
+    }
+
+    /// What went wrong with a connection, in a few words a person can act on: refused,
+    /// unreachable, a DNS name not found, a proxy's refusal; the library's own text only
+    /// for what is not listed here.
+    static func cause(of error: any Error) -> String {
+        if let error = error as? NIOConnectionError {
+            if let first = error.connectionErrors.first { return cause(of: first.error) }
+            if error.dnsAError != nil || error.dnsAAAAError != nil {
+                return "DNS name not found (\(error.host.sanitisedForDisplay(limit: 80)))"
+            }
+        }
+        if let error = error as? SocketAddressError.UnknownHost {
+            return "DNS name not found (\(error.host.sanitisedForDisplay(limit: 80)))"
+        }
+        if let error = error as? IOError {
+            switch error.errnoCode {
+            case ECONNREFUSED: return "connection refused (nothing listens on that port)"
+            case ENETUNREACH: return "network unreachable"
+            case EHOSTUNREACH: return "host unreachable"
+            case ECONNRESET: return "the connection was reset"
+            case ETIMEDOUT: return "the connection timed out"
+            default: return String(cString: strerror(error.errnoCode))
+            }
+        }
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .remoteConnectionClosed: return "the server closed the connection without answering"
+            case .proxyAuthenticationRequired: return "the proxy asks for a login (give it in the proxy URL)"
+            case .invalidProxyResponse: return "the proxy refused to connect to the endpoint"
+            default: break
+            }
+        }
+        return String(describing: error).sanitisedForDisplay(limit: 160)
+    }
+
+    /// A TLS failure in a few words: an untrusted certificate (a private CA needs
+    /// `--cacert`), a certificate for another name, or the handshake itself.
+    static func tlsCause(of error: any Error) -> String {
+        let text = String(describing: error)
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return "certificate problem: the certificate does not name this host"
+        }
+        if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
+            return "certificate problem: the server's certificate is not trusted (a private CA needs --cacert or VAULT_CA_BUNDLE)"
+        }
+        if text.contains("WRONG_VERSION_NUMBER") { return "the server does not speak TLS on that port (is it http://?)" }
+        return "handshake failed (\(text.sanitisedForDisplay(limit: 160)))"
     }
 
     func makeConfiguration(for url: String) throws(VaultError) -> HTTPClient.Configuration {

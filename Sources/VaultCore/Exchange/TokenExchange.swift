@@ -30,6 +30,19 @@ public struct ExchangeResult: Sendable {
     }
 }
 
+/// Whom an exchange tells that it is still waiting for the endpoint.
+public struct WaitingNotice: Sendable {
+    /// The endpoint's origin and the whole seconds waited so far.
+    public var tick: @Sendable (_ origin: String, _ seconds: Int) -> Void
+    /// The exchange ended, after at least one tick.
+    public var done: @Sendable () -> Void
+
+    public init(tick: @escaping @Sendable (String, Int) -> Void, done: @escaping @Sendable () -> Void) {
+        self.tick = tick
+        self.done = done
+    }
+}
+
 /// Performs the GBG token exchange with bounded retries.
 ///
 /// Up to `maxAttempts` attempts within one overall deadline; retried on no response,
@@ -42,6 +55,11 @@ public struct TokenExchange: Sendable {
     public var baseDelay: Duration
     /// Sleeps between attempts; injected by tests.
     public var sleep: @Sendable (Duration) async throws -> Void
+    /// Told once a second, from ``waitingNoticeAfter`` seconds on, while an exchange is
+    /// still running (the command line's "waiting for …" at a terminal); nil: nobody.
+    public var waiting: WaitingNotice?
+
+    public static let waitingNoticeAfter = 2
 
     public static let retryableStatuses: Set<Int> = [429, 502, 503, 504]
     public static let maximumTokenBytes = 8192
@@ -80,7 +98,19 @@ public struct TokenExchange: Sendable {
             result.error = error
             return finish(&result)
         }
+        let ticker = waiting.map { notice in
+            Task {
+                var seconds = Self.waitingNoticeAfter
+                while (try? await Task.sleep(until: start + .seconds(seconds), clock: .continuous)) != nil {
+                    notice.tick(Self.origin(request.tokenURL), seconds)
+                    seconds += 1
+                }
+                return seconds > Self.waitingNoticeAfter
+            }
+        }
         var outcome = await attempts(request, body: body, headers: headers, deadline: deadline, result: &result)
+        ticker?.cancel()
+        if await ticker?.value == true { waiting?.done() }
         await transport.finish()
         return finish(&outcome)
     }
@@ -117,11 +147,11 @@ public struct TokenExchange: Sendable {
                 Trace.debug("attempt \(result.attempts): no usable response (\(error))")
                 switch error {
                 case .timeout:
-                    result.error = .unavailable("no answer within \(Self.seconds(timeout)) s (\(result.attempts) attempt(s))")
+                    result.error = .unavailable("\(Self.origin(request.tokenURL)): timed out after \(Self.seconds(timeout)) s (\(result.attempts) attempt(s))")
                 case .connection(let why):
-                    result.error = .unavailable("cannot connect to \(Self.origin(request.tokenURL)): \(why)")
+                    result.error = .unavailable("\(Self.origin(request.tokenURL)): \(why)")
                 case .tls(let why):
-                    result.error = .unavailable("TLS failed with \(Self.origin(request.tokenURL)): \(why)")
+                    result.error = .unavailable("\(Self.origin(request.tokenURL)): TLS \(why)")
                     return finish(&result)
                 case .truncated(let why):
                     result.error = .malformedResponse(why)

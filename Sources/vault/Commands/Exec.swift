@@ -9,23 +9,22 @@ extension VaultCLI {
     struct Exec: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "exec",
-            abstract: "Run a command with a token in its environment.",
+            abstract: "Run a command (or, without one, your $SHELL) with a token in its environment.",
             discussion: """
-                Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE and GBG_TOKEN_EXPIRES_AT, \
+                Sets GO_CUSTOMER_ACCESS, GBG_ACCESS_TOKEN, GBG_API_BASE, GBG_TOKEN_EXPIRES_AT and \
+                GBG_VAULT_PROFILE (the profile's name, for a shell prompt), \
                 removes \(LocalEnvironment.secretVariables.joined(separator: ", ")) (and PGPASSWORD for a team vault), \
                 then replaces vault with the command (execvp): signals reach the command directly \
-                and vault's exit status is the command's.
+                and vault's exit status is the command's. Without a command, $SHELL (else /bin/sh) is \
+                started; leave it with `exit`. A command that is not found exits 127, one that cannot \
+                be run 126, as in a shell.
                 """)
 
         @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
-        @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
-
-        func validate() throws {
-            guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. vault exec NAME -- ./call-api.sh") }
-        }
+        @Argument(parsing: .postTerminator, help: "The command and its arguments, after -- (default: $SHELL).") var command: [String] = []
 
         @MainActor func run() async throws {
             let token: SecureBytes
@@ -59,12 +58,23 @@ extension VaultCLI {
             }
             setenv("GBG_API_BASE", apiBase ?? "", 1)
             setenv("GBG_TOKEN_EXPIRES_AT", Date(timeIntervalSince1970: TimeInterval(expiresAt)).iso8601, 1)
+            setenv("GBG_VAULT_PROFILE", name, 1)
+            var program = command
+            if program.isEmpty {
+                let shell = ProcessInfo.processInfo.environment["SHELL"].flatMap { $0.isEmpty ? nil : $0 } ?? "/bin/sh"
+                program = [shell]
+                if isatty(STDERR_FILENO) == 1 {
+                    Output.info("starting \(shell) with the token of '\(name.sanitisedForDisplay(limit: 64))'; `exit` leaves it")
+                }
+            }
             ProcessHardening.restoreForChild()
-            var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
+            var argv: [UnsafeMutablePointer<CChar>?] = program.map { strdup($0) }
             argv.append(nil)
-            execvp(command[0], &argv)
+            execvp(program[0], &argv)
             let code = errno
-            throw VaultError.failure("cannot run '\(command[0].sanitisedForDisplay(limit: 100))': \(String(cString: strerror(code)))")
+            // As a shell does: 127 when there is no such command, 126 when it cannot be run.
+            Output.error(.failure("cannot run '\(program[0].sanitisedForDisplay(limit: 100))': \(String(cString: strerror(code)))"))
+            Glibc.exit(code == ENOENT || code == ENOTDIR ? 127 : 126)
         }
     }
 }

@@ -31,6 +31,8 @@ extension VaultCLI {
         var noPassphrase = false
         @Option(help: "Argon2id cost preset for the identity passphrase: interactive, moderate or sensitive.")
         var kdf: KDFParameters.Preset = .moderate
+        @Flag(help: "Accept a new passphrase shorter than \(PassphraseReader.minimumLength) characters.")
+        var allowShortPassphrase = false
 
         @MainActor func run() async throws {
             let path = out ?? IdentityFile.defaultPath()
@@ -39,7 +41,7 @@ extension VaultCLI {
                 throw VaultError.failure("\(path) already exists; an identity is never written over a file",
                                          hint: "choose another path with --out, or remove the old identity yourself")
             }
-            let passphrase = noPassphrase ? nil : try IdentityPassphrase.reader.new()
+            let passphrase = noPassphrase ? nil : try IdentityPassphrase.reader.new(allowShort: allowShortPassphrase)
             var parameters = kdf.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }
             let identity = MemberIdentity.generate()

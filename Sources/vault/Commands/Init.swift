@@ -15,6 +15,9 @@ extension VaultCLI {
         @Option(help: "Argon2id cost preset: interactive, moderate or sensitive.")
         var kdf: KDFParameters.Preset = .moderate
 
+        @Flag(help: "Accept a passphrase shorter than \(PassphraseReader.minimumLength) characters.")
+        var allowShortPassphrase = false
+
         @MainActor func run() async throws {
             // An existing vault file is refused before the passphrase is asked for (the
             // creation refuses it again, atomically, whatever happens meanwhile).
@@ -24,7 +27,7 @@ extension VaultCLI {
                 throw VaultError.failure("a vault already exists at \(VaultOptions.display(path)); it was not changed",
                                          hint: "choose another path with --vault, or remove the old vault yourself")
             }
-            let passphrase = try options.passphrase.new()
+            let passphrase = try options.passphrase.new(allowShort: allowShortPassphrase)
             var parameters = kdf.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }
             _ = try Vault.initialise(at: path, passphrase: passphrase, kdf: parameters, detail: "kdf=\(kdf.rawValue)")

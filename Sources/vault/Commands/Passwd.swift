@@ -15,10 +15,14 @@ extension VaultCLI {
         @Option(help: "New Argon2id preset (default: keep the current parameters).")
         var kdf: KDFParameters.Preset?
 
+        @Flag(help: "Accept a new passphrase shorter than \(PassphraseReader.minimumLength) characters.")
+        var allowShortPassphrase = false
+
         @MainActor func run() async throws {
             // Always the passphrase (member 'owner'), never an identity.
-            let vault = try options.open().unlock(passphrase: options.passphrase.existing())
-            let newPassphrase = try options.passphrase.replacement(newPassphraseFile: newPassphraseFile)
+            let locked = try options.open()
+            let vault = try options.passphrase.withExisting { (passphrase) throws(VaultError) in try locked.unlock(passphrase: passphrase) }
+            let newPassphrase = try options.passphrase.replacement(newPassphraseFile: newPassphraseFile, allowShort: allowShortPassphrase)
             var parameters = kdf?.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled, parameters != nil { parameters = .testOnlyInsecure }
             try vault.changePassphrase(to: newPassphrase, kdf: parameters)

@@ -44,7 +44,7 @@ extension VaultCLI {
         @MainActor func run() async throws {
             let vault = try options.open()
             let before = try vault.formatVersion()
-            let unlocked = try vault.unlock(passphrase: options.passphrase.existing())
+            let unlocked = try options.passphrase.withExisting { (passphrase) throws(VaultError) in try vault.unlock(passphrase: passphrase) }
             if before < unlocked.header.formatVersion {
                 Output.info("upgraded the vault from format \(before) to format \(unlocked.header.formatVersion)")
             } else {

@@ -56,6 +56,14 @@ enum Terminal {
         }
         return buffer.slice(0..<length)
     }
+
+    /// Writes a line on the terminal (where the prompts are), if there is one.
+    static func say(_ line: String) {
+        let fd = open("/dev/tty", O_WRONLY | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
+    }
 }
 
 /// Where a passphrase comes from: first found wins.
@@ -89,6 +97,30 @@ struct PassphraseReader {
         passphraseFile != nil || environment[fileVariable] != nil || environment[valueVariable] != nil
     }
 
+    /// How many times a terminal prompt asks (as ssh and sudo do). A passphrase from a
+    /// file or a variable is used once: a script gets its exit code at once.
+    static let attempts = 3
+
+    /// The shortest new passphrase accepted without `--allow-short-passphrase`, in
+    /// characters (Unicode code points).
+    static let minimumLength = 12
+
+    /// Runs `body` with the passphrase of an existing vault (or identity). At the terminal,
+    /// a wrong passphrase is asked for again, up to ``attempts`` times in all.
+    func withExisting<T>(_ body: (SecureBytes) throws(VaultError) -> T) throws(VaultError) -> T {
+        if hasSource { return try body(existing()) }
+        var attempt = 1
+        while true {
+            do throws(VaultError) {
+                return try body(existing())
+            } catch {
+                guard attempt < Self.attempts, error == .wrongPassphrase || error == .wrongIdentityPassphrase else { throw error }
+                Terminal.say("wrong passphrase, try again (\(Self.attempts - attempt) left)")
+                attempt += 1
+            }
+        }
+    }
+
     /// The passphrase of an existing vault (or identity).
     func existing() throws(VaultError) -> SecureBytes {
         if let path = passphraseFile ?? environment[fileVariable] {
@@ -101,29 +133,58 @@ struct PassphraseReader {
     }
 
     /// A passphrase for a new vault (or identity): from the same sources, or asked twice
-    /// on the terminal.
-    func new() throws(VaultError) -> SecureBytes {
-        if hasSource { return try existing() }
-        return try Self.askTwice(prompt: newPrompt, hint: sourcesHint)
+    /// on the terminal. Shorter than ``minimumLength`` only with `allowShort`.
+    func new(allowShort: Bool) throws(VaultError) -> SecureBytes {
+        if hasSource { return try Self.checkLength(existing(), allowShort: allowShort) }
+        return try Self.askTwice(prompt: newPrompt, hint: sourcesHint, allowShort: allowShort)
     }
 
     /// The new passphrase of `vault passwd`.
-    func replacement(newPassphraseFile: String?) throws(VaultError) -> SecureBytes {
+    func replacement(newPassphraseFile: String?, allowShort: Bool) throws(VaultError) -> SecureBytes {
         if let path = newPassphraseFile ?? environment["VAULT_NEW_PASSPHRASE_FILE"] {
-            return try Self.readFile(path, what: "new passphrase")
+            return try Self.checkLength(Self.readFile(path, what: "new passphrase"), allowShort: allowShort)
         }
         if let value = environment["VAULT_NEW_PASSPHRASE"] {
-            return try Self.nonEmpty(SecureBytes(utf8: value))
+            return try Self.checkLength(Self.nonEmpty(SecureBytes(utf8: value)), allowShort: allowShort)
         }
         return try Self.askTwice(prompt: "New vault passphrase: ",
-                                 hint: "give --new-passphrase-file PATH, or set VAULT_NEW_PASSPHRASE_FILE or VAULT_NEW_PASSPHRASE")
+                                 hint: "give --new-passphrase-file PATH, or set VAULT_NEW_PASSPHRASE_FILE or VAULT_NEW_PASSPHRASE",
+                                 allowShort: allowShort)
     }
 
-    static func askTwice(prompt: String, hint: String) throws(VaultError) -> SecureBytes {
-        let first = try nonEmpty(Terminal.readHidden(prompt: prompt, missingSourceHint: hint))
-        let second = try Terminal.readHidden(prompt: "Repeat it: ", missingSourceHint: hint)
-        guard first.constantTimeEquals(second) else { throw .usage("the two passphrases differ; nothing was changed") }
-        return first
+    /// Asks for a new passphrase and its repetition; an empty or short one, or two that
+    /// differ, are asked for again, up to ``attempts`` times in all.
+    static func askTwice(prompt: String, hint: String, allowShort: Bool) throws(VaultError) -> SecureBytes {
+        for attempt in 1...attempts {
+            let first = try Terminal.readHidden(prompt: prompt, missingSourceHint: hint)
+            let refusal: VaultError
+            if let weakness = weakness(first, allowShort: allowShort) {
+                refusal = weakness
+            } else if try first.constantTimeEquals(Terminal.readHidden(prompt: "Repeat it: ", missingSourceHint: hint)) {
+                return first
+            } else {
+                refusal = .usage("the two passphrases differ; nothing was changed")
+            }
+            if attempt == attempts { throw refusal }
+            Terminal.say("\(refusal.message.replacingOccurrences(of: "; nothing was changed", with: "")); try again (\(attempts - attempt) left)")
+        }
+        fatalError("unreachable: the last attempt returns or throws")
+    }
+
+    /// Refuses a new passphrase that is empty, or shorter than ``minimumLength`` code
+    /// points unless `allowShort`.
+    static func checkLength(_ value: SecureBytes, allowShort: Bool) throws(VaultError) -> SecureBytes {
+        if let weakness = weakness(value, allowShort: allowShort) { throw weakness }
+        return value
+    }
+
+    private static func weakness(_ value: SecureBytes, allowShort: Bool) -> VaultError? {
+        if value.count == 0 { return .usage("an empty passphrase is not allowed") }
+        // UTF-8: every byte that does not continue a sequence starts a code point.
+        let length = value.withUnsafeBytes { raw in raw.reduce(0) { $0 + ($1 & 0xc0 == 0x80 ? 0 : 1) } }
+        guard !allowShort, length < minimumLength else { return nil }
+        return .usage("the new passphrase is too short (\(length) characters; at least \(minimumLength)); nothing was changed",
+                      hint: "a few unrelated words are long and easy to type; --allow-short-passphrase accepts a short one")
     }
 
     static func nonEmpty(_ value: SecureBytes) throws(VaultError) -> SecureBytes {
