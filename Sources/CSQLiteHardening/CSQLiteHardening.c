@@ -22,9 +22,9 @@ const char *gbgv_sqlite_errmsg(sqlite3 *db) {
     return sqlite3_errmsg(db);
 }
 
-int gbgv_open_readonly(const char *path, int busy_timeout_ms, sqlite3 **out) {
+int gbgv_open_readonly(const char *path, int uri, int busy_timeout_ms, sqlite3 **out) {
     *out = NULL;
-    int rc = sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0), NULL);
     if (rc != SQLITE_OK) return *out ? sqlite3_extended_errcode(*out) : rc;
     sqlite3_extended_result_codes(*out, 1);
     rc = gbgv_sqlite_harden(*out);

@@ -78,26 +78,81 @@ struct StorageFaultTests {
         expectNoLeaks(vault)
     }
 
-    @Test("read-only file system: changes refused with a clear message; data intact once writable again")
+    @Test("read-only file system: every command that only reads works; changes and tokens refused (exit 1, nothing sent); data intact once writable again")
     func readOnly() throws {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
         let (disk, moved) = try vaultOnSmallDisk(fixture, size: "4m")
         let env = ["VAULT_PATH": moved]
         let before = try snapshot(fixture.vault)
+        let listing = try fixture.vault.run(["list", "--json"], env: env).stdoutText
+        let requests = try fixture.stub.tokenRequests()
         try disk.remount("ro")
-        let rotate = try fixture.vault.run(["rotate", "cc", "--secrets-stdin"], env: env, stdin: Data(#"{"client_secret":"read-only-rotation"}"#.utf8))
-        LeakScanner.shared.register(secret: "read-only-rotation")
-        #expect(rotate.status == 1, "\(rotate.stderrText)")
-        #expect(rotate.stderrText.contains("read-only") || rotate.stderrText.contains("cannot open"), "\(rotate.stderrText)")
-        let token = try fixture.token("pw", ["--fresh", "--vault", moved])
-        #expect(token.stdout.isEmpty)
-        #expect(token.status == 1 || token.status == 8, "\(token.stderrText)")
+        try expectReadOnlyBehaviour(fixture, env: env, listing: listing, backup: fixture.vault.directory + "/from-read-only.db")
+        #expect(try fixture.stub.tokenRequests() == requests, "a vault that cannot record a token gets no exchange")
+        let doctor = try fixture.vault.run(["doctor", "--json"], env: env)
+        #expect(doctor.status == 1, "warnings only: \(doctor.stderrText)")
+        #expect(doctor.stdoutText.contains("a read-only file system") && doctor.stdoutText.contains("a token needs its audit record"), "\(doctor.stdoutText)")
         try disk.remount("rw")
         let after = try Binaries.run("/usr/bin/sqlite3", [moved, "SELECT name, client_id FROM profile ORDER BY name; SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3;"], environment: [:]).stdoutText
         #expect(after == before)
         #expect(try fixture.vault.run(["audit", "verify"], env: env).status == 0)
+        #expect(try fixture.token("cc", ["--vault", moved]).status == 0, "writable again: tokens work")
         expectNoLeaks(fixture.vault)
+    }
+
+    @Test("a directory without write permission (another user's, or chmod 555): the same, run as an unprivileged user")
+    func readOnlyDirectory() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        // A root-owned 0755 directory holding a vault that belongs to `nobody`: nobody can
+        // read and write the file but not create the WAL's files beside it.
+        let directory = "/tmp/gbg-vault-ro-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let moved = directory + "/vault.db"
+        try fixture.vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        try FileManager.default.copyItem(atPath: fixture.vault.path, toPath: moved)
+        #expect(chown(moved, 65534, 65534) == 0)
+        let probe = try Binaries.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Binaries.vault, "--version"], environment: [:])
+        guard probe.status == 0 else {
+            print("skipped: the built vault cannot be run as nobody here (\(probe.stderrText))")
+            return
+        }
+        let listing = try fixture.vault.run(["list", "--json"], env: ["VAULT_PATH": moved]).stdoutText
+        let asNobody = ["VAULT_PATH": moved, "HOME": directory, "XDG_RUNTIME_DIR": directory]
+        try expectReadOnlyBehaviour(fixture, env: asNobody, listing: listing, backup: nil,
+                                    prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        expectNoLeaks(fixture.vault)
+    }
+
+    /// What a read-only vault location allows: every read (list, show, history, audit,
+    /// env and member listings, verify, audit verify, status, backup); no change, no token.
+    func expectReadOnlyBehaviour(_ fixture: Fixture, env: [String: String], listing: String, backup: String?,
+                                 prefix: [String] = []) throws {
+        func run(_ arguments: [String], stdin: Data? = nil) throws -> ProcessResult {
+            guard !prefix.isEmpty else { return try fixture.vault.run(arguments, env: env, stdin: stdin) }
+            let result = try Binaries.run(prefix[0], Array(prefix.dropFirst()) + [Binaries.vault] + arguments,
+                                          environment: fixture.vault.environment(env), stdin: stdin)
+            LeakScanner.shared.scan(result.stdout + result.stderr, artefact: "vault \(arguments.first ?? "") as nobody", includeTokens: true)
+            return result
+        }
+        #expect(try run(["list", "--json"]).stdoutText == listing)
+        for arguments in [["audit"], ["audit", "--json"], ["show", "pw"], ["history", "pw"], ["env", "list"], ["member", "list"],
+                          ["verify"], ["audit", "verify"], ["status"]] {
+            let result = try run(arguments)
+            #expect(result.status == 0, "\(arguments): \(result.stderrText)")
+        }
+        if let backup {
+            #expect(try run(["backup", backup]).status == 0)
+            #expect(try Binaries.run("/usr/bin/sqlite3", [backup, "SELECT count(*) FROM profile"], environment: [:]).stdoutText == "2\n")
+        }
+        let rotate = try run(["rotate", "cc", "--secrets-stdin"], stdin: Data(#"{"client_secret":"read-only-rotation"}"#.utf8))
+        LeakScanner.shared.register(secret: "read-only-rotation")
+        #expect(rotate.status == 1 && rotate.stderrText.contains("is read-only here"), "\(rotate.stderrText)")
+        let token = try run(["token", "pw", "--fresh"])
+        #expect(token.stdout.isEmpty)
+        #expect(token.status == 1 && token.stderrText.contains("is read-only here"), "\(token.stderrText)")
     }
 
     @Test("a lock held past VAULT_BUSY_TIMEOUT: exit 1, 'locked by another process', nothing changed; works once released")

@@ -25,7 +25,8 @@ typedef struct sqlite3_stmt sqlite3_stmt;
 /* Opens `path` read-only with the flags GRDB uses for a read-only queue, then hardens it as
    gbgv_sqlite_harden, sets the busy timeout, extended result codes, and turns off
    double-quoted string literals (as GRDB does). On failure *out may still need closing. */
-int gbgv_open_readonly(const char *path, int busy_timeout_ms, sqlite3 **out);
+/// Opens `path` read-only; with `uri` set, `path` is an SQLite URI (`file:…?immutable=1`).
+int gbgv_open_readonly(const char *path, int uri, int busy_timeout_ms, sqlite3 **out);
 int gbgv_close(sqlite3 *db);
 int gbgv_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out);
 int gbgv_finalize(sqlite3_stmt *stmt);

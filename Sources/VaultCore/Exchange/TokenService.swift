@@ -77,6 +77,8 @@ extension UnlockedVault {
     /// exchange, and commits the audit record before returning (fail closed: exit 8
     /// and no token if the record cannot be written).
     public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
+        // Every token needs its audit record: a vault that cannot be written gets no exchange.
+        if vault.database.isReadOnlyHere { throw SQLiteFile.readOnlyRefusal(vault.database.path) }
         // A cache hit: one transaction that reads, checks and audits (no secret opened).
         if !options.fresh, let hit = try deliverCachedToken(profile: options.profile, environment: options.environment,
                                                             minTTL: options.minTTL, action: options.action) {

@@ -11,6 +11,7 @@ import Glibc
 /// Statement arguments never appear in traces or errors (GRDB's
 /// `publicStatementArguments` stays off).
 final class FileStore: SQLiteFileStore {
+    var isReadOnlyHere: Bool { false }
     let file: SQLiteFile
     private let pool: DatabasePool
 
@@ -196,20 +197,32 @@ final class FileStore: SQLiteFileStore {
 /// list/show`, `member list`, completion): one read-only ``LeanReader`` connection instead
 /// of a GRDB pool, with the same identity and schema checks as ``FileStore``, each read in
 /// one snapshot. Writes through it fail.
+///
+/// A file in a place this process cannot write (a read-only mount, a directory or file
+/// without write permission) is opened as immutable (``SQLiteFile/immutableURI(_:)``): SQLite
+/// could not create the WAL's index there. Every command that writes then gets
+/// ``SQLiteFile/readOnlyRefusal(_:)``.
 final class FileReader: SQLiteFileStore {
     let file: SQLiteFile
     private let reader: LeanReader
+    /// Opened as immutable, because the file or its directory cannot be written.
+    let readOnlyLocation: Bool
+    var isReadOnlyHere: Bool { readOnlyLocation }
 
-    private init(reader: LeanReader, path: String) {
+    private init(reader: LeanReader, path: String, readOnlyLocation: Bool) {
         self.reader = reader
+        self.readOnlyLocation = readOnlyLocation
         file = SQLiteFile(path: path)
     }
 
     static func open(at path: String) throws(VaultError) -> FileReader {
         _ = try SQLiteFile.existingVaultFile(path)
+        let readOnlyLocation = SQLiteFile.isReadOnlyLocation(path)
+        let location = readOnlyLocation ? try SQLiteFile.immutableURI(path) : path
         do {
-            Trace.debug("opening \(path) read-only")
-            let store = FileReader(reader: try LeanReader(path: path, busyTimeout: Stores.busyTimeout), path: path)
+            Trace.debug("opening \(path) read-only\(readOnlyLocation ? " (immutable: the file or its directory cannot be written)" : "")")
+            let store = FileReader(reader: try LeanReader(path: location, uri: readOnlyLocation, busyTimeout: Stores.busyTimeout),
+                                   path: path, readOnlyLocation: readOnlyLocation)
             try store.reader.read { connection in try store.file.checkOpened(connection) }
             Trace.debug("opened \(path): schema verified")
             return store
@@ -238,11 +251,32 @@ final class FileReader: SQLiteFileStore {
     }
 
     func write<T>(prefetching queries: [StoreQuery], _ body: (StoreDB) throws -> T) throws(VaultError) -> T {
-        throw .failure("internal error: a write through the read-only connection of \(path)")
+        guard readOnlyLocation else { throw .failure("internal error: a write through the read-only connection of \(path)") }
+        throw SQLiteFile.readOnlyRefusal(path)
     }
 
+    /// A vault that cannot be written here is copied as it is (it is immutable: no WAL).
     func backup(to destination: String) throws(VaultError) {
-        throw .failure("internal error: a backup through the read-only connection of \(path)")
+        guard readOnlyLocation else { throw .failure("internal error: a backup through the read-only connection of \(path)") }
+        var existing = stat()
+        if lstat(destination, &existing) == 0 {
+            throw .failure("\(destination) already exists; a backup never overwrites a file")
+        }
+        let source = try SQLiteFile.immutableURI(path)
+        try SQLiteFile.buildPrivately(near: destination, what: "backup") { (temporary) throws(VaultError) in
+            do {
+                var configuration = Configuration()
+                configuration.readonly = true
+                let original = try DatabaseQueue(path: source, configuration: configuration)
+                let target = try DatabaseQueue(path: temporary)
+                try original.backup(to: target)
+                try target.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = DELETE") }
+                try target.close()
+                try original.close()
+            } catch {
+                throw SQLiteFile.map(error, path: destination)
+            }
+        }
     }
 
     func doctorChecks() throws(VaultError) -> [DoctorReport.Check] {

@@ -22,9 +22,10 @@ final class LeanReader: SQLiteDialect, @unchecked Sendable {
     /// `Dictionary<String, OpaquePointer>` cost more to set up than to search).
     private var statements: [(sql: String, statement: OpaquePointer)] = []
 
-    init(path: String, busyTimeout: TimeInterval) throws {
+    /// Opens `path` read-only; with `uri`, `path` is an SQLite URI (``SQLiteFile/immutableURI(_:)``).
+    init(path: String, uri: Bool = false, busyTimeout: TimeInterval) throws {
         var handle: OpaquePointer?
-        let code = gbgv_open_readonly(path, Int32(min(busyTimeout * 1000, Double(Int32.max))), &handle)
+        let code = gbgv_open_readonly(path, uri ? 1 : 0, Int32(min(busyTimeout * 1000, Double(Int32.max))), &handle)
         connection = handle
         guard code == 0 else {
             let error = Self.error(code, handle)

@@ -20,6 +20,7 @@ import PostgresNIO
 /// Sessions are pooled (the agent serves several clients at once; each transaction has
 /// a session to itself).
 final class PostgresStore: VaultStore, @unchecked Sendable {
+    var isReadOnlyHere: Bool { false }
     let location: PostgresLocation
     private let lock = NSLock()
     private var idle: [PostgresSession] = []

@@ -264,6 +264,12 @@ final class SQLiteFile: Sendable {
                 info.st_uid == getuid() ? "uid \(info.st_uid)" : "owned by uid \(info.st_uid), not by you (uid \(getuid()))")
         }
         let directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        if Self.isReadOnlyLocation(path) {
+            add("writable", "warn", "\(path) or its directory cannot be written by you (\(Self.readOnlyReason(path))): "
+                + "list, show, history, audit, verify, doctor and backup work; token, exec, add, rotate and every other change cannot (a token needs its audit record)")
+        } else {
+            add("writable", "ok", "the file and its directory can be written")
+        }
         var dirInfo = stat()
         if stat(directory, &dirInfo) == 0 {
             let mode = dirInfo.st_mode & 0o777
@@ -327,6 +333,48 @@ final class SQLiteFile: Sendable {
 
     /// True when the file system holding `path` has no space left (SQLite reports some
     /// ENOSPC cases, such as growing the shared-memory file, as I/O errors).
+    /// Whether this process cannot write the vault file or its directory (a read-only
+    /// mount, or permissions): SQLite could not create the WAL's `-shm` and `-wal` there.
+    static func isReadOnlyLocation(_ path: String) -> Bool {
+        let directory = (path as NSString).deletingLastPathComponent
+        return access(directory.isEmpty ? "." : directory, W_OK) != 0 || access(path, W_OK) != 0
+    }
+
+    /// The SQLite URI that reads `path` as immutable: no WAL index, no locks, as SQLite
+    /// documents for a WAL database in a place that cannot be written. Refused while a
+    /// `-wal` file with content lies beside it: those last commits would not be read.
+    static func immutableURI(_ path: String) throws(VaultError) -> String {
+        var info = stat()
+        if stat(path + "-wal", &info) == 0, info.st_size > 0 {
+            throw .failure("the vault at \(path) cannot be written here, and its last changes are still in \(path)-wal, which cannot be read without writing",
+                           hint: "make the directory writable for one command (the file is then checkpointed), or copy the vault and its -wal file elsewhere")
+        }
+        var encoded = ""
+        for scalar in path.unicodeScalars {
+            switch scalar {
+            case "%": encoded += "%25"
+            case "?": encoded += "%3f"
+            case "#": encoded += "%23"
+            default: encoded.unicodeScalars.append(scalar)
+            }
+        }
+        return (path.hasPrefix("/") ? "file://" : "file:") + encoded + "?immutable=1"
+    }
+
+    /// The refusal of every change to a vault that cannot be written here.
+    static func readOnlyRefusal(_ path: String) -> VaultError {
+        .failure("the vault at \(path) is read-only here (its file or directory cannot be written); nothing was changed",
+                 hint: "list, show, history, audit, verify, doctor and backup work; a token needs its audit record written")
+    }
+
+    /// Why a location cannot be written: a read-only file system, or permissions.
+    static func readOnlyReason(_ path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        var info = statvfs()
+        if statvfs(directory.isEmpty ? "." : directory, &info) == 0, info.f_flag & UInt(ST_RDONLY) != 0 { return "a read-only file system" }
+        return "permissions"
+    }
+
     static func diskIsFull(near path: String) -> Bool {
         var info = statvfs()
         let directory = (path as NSString).deletingLastPathComponent

@@ -41,6 +41,9 @@ protocol VaultStore: AnyObject, Sendable {
     /// True while the vault is still the one this process opened (a file not removed,
     /// moved or replaced).
     var isStillInPlace: Bool { get }
+    /// True when this process cannot write the vault at all (a file in a read-only place):
+    /// every change is refused before it starts.
+    var isReadOnlyHere: Bool { get }
     /// How often the agent re-reads the header between requests, in seconds (each
     /// operation checks the key epoch in its own transaction anyway).
     var headerPollInterval: TimeInterval { get }
@@ -100,6 +103,9 @@ enum Stores {
     /// when the vault is unlocked.
     static func open(at path: String) throws(VaultError) -> any VaultStore {
         if PostgresLocation.isURL(path) { return try PostgresStore.open(try PostgresLocation.parse(path)) }
+        // A file that cannot be written here is read as it is, and every write through it
+        // is refused: the commands that only read (list, audit, verify, doctor) still work.
+        if SQLiteFile.isReadOnlyLocation(path) { return try FileReader.open(at: path) }
         return try FileStore.open(at: path)
     }
 
