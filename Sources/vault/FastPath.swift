@@ -14,7 +14,7 @@ import Glibc
 /// names, values and checks as the full commands. Anything else (another option, `--help`,
 /// `--verbose`, a value that looks like an option, a typo, no agent) returns false and
 /// goes the full way, which parses, validates and reports as always. The work itself is
-/// the full commands' own code (`ListAudit.printOnce`, `List.show`).
+/// the full commands' own code (`AuditTable.printOnce`, `List.show`).
 enum FastPath {
     /// Runs `arguments` (without the program name) if it is a fast shape and exits;
     /// returns only when the full parser must take over.
@@ -46,14 +46,20 @@ enum FastPath {
     }
 
     /// `audit [list] [--profile P] [--env E] [--member M] [--outcome O] [--since T]
-    /// [--until T] [--limit N] [--json | --jsonl] [--vault P]`, once (no `--follow`). Read
+    /// [--until T] [--limit N | --all] [--json | --jsonl] [--local-time] [--no-pager]
+    /// [--vault P]`, once (no `--follow`). Read
     /// only, no passphrase, no agent: the same `printOnce` as the full command.
     private static func audit(_ parsed: Parsed) {
         let positionals = parsed.positionals
         guard positionals.count == 1 || (positionals.count == 2 && positionals[1] == "list" && parsed.adjacentFirstPositionals),
-              parsed.only(flags: ["--json", "--jsonl"], options: ["--vault", "--profile", "--env", "--member", "--outcome", "--since", "--until", "--limit"]),
-              parsed.flags.count < 2
+              parsed.only(flags: ["--json", "--jsonl", "--all", "--local-time", "--no-pager"],
+                          options: ["--vault", "--profile", "--env", "--member", "--outcome", "--since", "--until", "--limit"])
         else { return }
+        // Combinations the full command refuses go the full way, which says why.
+        let format = AuditTable.Format(json: parsed.has("--json"), jsonl: parsed.has("--jsonl"), all: parsed.has("--all"),
+                                       localTime: parsed.has("--local-time"), noPager: parsed.has("--no-pager"))
+        guard !(format.json && format.jsonl), !(format.all && parsed.option("--limit") != nil),
+              !(format.localTime && (format.json || format.jsonl)) else { return }
         var query = AuditQuery(profile: parsed.option("--profile"), environment: parsed.option("--env"))
         query.member = parsed.option("--member")
         if let text = parsed.option("--outcome") {
@@ -73,8 +79,7 @@ enum FastPath {
             query.until = time
         }
         finish { () throws(VaultError) in
-            try VaultCLI.ListAudit.printOnce(vaultPath: parsed.option("--vault"), query: query,
-                                             json: parsed.has("--json"), jsonl: parsed.has("--jsonl"))
+            try AuditTable.printOnce(vaultPath: parsed.option("--vault"), query: query, format: format)
         }
     }
 
@@ -89,7 +94,7 @@ enum FastPath {
     /// Words split into positionals, `--flag`s and `--option value` / `--option=value`.
     /// Only the names below are known; anything else makes the shape unknown (nil).
     struct Parsed {
-        static let flagNames = ["--json", "--jsonl"]
+        static let flagNames = ["--json", "--jsonl", "--all", "--local-time", "--no-pager"]
         static let optionNames = ["--vault", "--env", "--profile", "--member", "--outcome", "--since", "--until", "--limit"]
 
         var positionals: [String] = []

@@ -72,7 +72,8 @@ struct ErgonomicsTests {
             ["audit", "--profile", "pw", "--limit", "3", "--json"], ["audit", "--profile=cc", "--env", "local", "--jsonl"],
             ["audit", "--outcome", "ok", "--json"], ["audit", "--outcome", "cache_hit"], ["audit", "--outcome", "error", "--json"],
             ["audit", "--since", "1h", "--until", "\(Int(Date().timeIntervalSince1970) + 60)", "--json"],
-            ["audit", "--member", "nobody", "--json"], ["--vault", vault.path, "audit", "--limit", "1"],
+            ["audit", "--member", "nobody", "--json"], ["--vault", vault.path, "audit", "--limit", "1"], ["audit", "--all"],
+            ["audit", "list", "--all", "--no-pager"], ["audit", "--local-time", "--limit", "2"],
             ["list"], ["list", "--json"], ["--vault=\(vault.path)", "list"],
         ]
         for shape in shapes {
@@ -88,14 +89,30 @@ struct ErgonomicsTests {
         let errors: [[String]] = [
             ["audit", "--limit", "0"], ["audit", "--outcome", "nope"], ["audit", "--since", "yesterday"],
             ["audit", "--json", "--jsonl"], ["audit", "--profile"], ["list", "extra"], ["audit", "bogus"],
+            ["audit", "--all", "--limit", "2"], ["audit", "--json", "--local-time"],
             ["--vault", vault.directory + "/missing.db", "audit"], ["--vault", vault.directory + "/missing.db", "list", "--json"],
         ]
+        let firstLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("vault: error:") || $0.hasPrefix("Error:") } }
         for shape in errors {
             let fast = try vault.run(shape, removing: ["VAULT_PASSPHRASE"])
             let full = try vault.run(shape + ["--verbose"], removing: ["VAULT_PASSPHRASE"])
             #expect(fast.status != 0 && fast.status == full.status, "\(shape): \(fast.status) / \(full.status)")
-            let firstLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("vault: error:") || $0.hasPrefix("Error:") } }
             #expect(firstLine(fast.stderrText) == firstLine(full.stderrText), "\(shape): \(fast.stderrText) / \(full.stderrText)")
+        }
+        // `audit` and `audit list` are one command: the same messages for every filter and
+        // format mistake (including --follow, which the fast path never takes).
+        for mistake in [["--since", "yesterday"], ["--outcome", "nope"], ["--limit", "0"], ["--follow", "--json"], ["--jsonl", "--json"],
+                        ["--interval", "5", "--follow"], ["--frobnicate"]] {
+            let bare = try vault.run(["audit"] + mistake, removing: ["VAULT_PASSPHRASE"])
+            let list = try vault.run(["audit", "list"] + mistake, removing: ["VAULT_PASSPHRASE"])
+            #expect(bare.status == 64 && list.status == 64, "\(mistake): \(bare.stderrText) / \(list.stderrText)")
+            #expect(firstLine(bare.stderrText) == firstLine(list.stderrText) && !bare.stderrText.contains("unknown option '--since'"),
+                    "\(mistake): \(bare.stderrText) / \(list.stderrText)")
+        }
+        #expect(try vault.run(["audit", "--json", "--jsonl"]).stderrText.contains("two formats"), "no mention of --follow when none was given")
+        let help = try vault.run(["audit", "--help"]).stdoutText
+        for option in ["--profile", "--since", "--outcome", "--limit", "--all", "--follow", "--local-time"] {
+            #expect(help.contains(option), "audit --help shows \(option)")
         }
         expectNoLeaks(vault)
     }
@@ -174,7 +191,9 @@ struct ErgonomicsTests {
         #expect(try complete(["vault", "show", "acme-u"]) == ["acme-us"])
         #expect(try complete(["vault", "token", "acme-eu", "--env", ""]) == ["au", "eu", "local", "us"])
         #expect(try complete(["vault", "env", "remove", ""]) == ["local"])
-        // argument-parser's scripts do not model default subcommands: `audit list` completes.
+        // `audit` takes its filters itself (and `audit list` the same ones).
+        #expect(try complete(["vault", "audit", "--profile", ""]) == ["acme-eu", "acme-us"])
+        #expect(try complete(["vault", "audit", "--env", ""]) == ["au", "eu", "local", "us"])
         #expect(try complete(["vault", "audit", "list", "--profile", ""]) == ["acme-eu", "acme-us"])
         // Members: `member remove` offers current members but not `owner`; `audit --member` every member.
         let identity = vault.directory + "/ci.identity"

@@ -232,4 +232,57 @@ struct IndependentReaderTests {
         #expect((report?["audit_records"] as? Int ?? 0) >= 6)
         // The reader's stdout holds secrets by design; it is not a vault output, so it is not scanned.
     }
+
+    @Test("edit changes settings (MAC'd, audited as edit, cached tokens dropped), keeps secrets and history; grant changes; mistakes change nothing")
+    func edit() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        #expect(try vault.sql("SELECT count(*) FROM token_cache").stdoutText == "1\n")
+        let secretsBefore = try vault.sql("SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3").stdoutText
+        let state = { try vault.sql("SELECT name, client_id, username, grant_type, scope, environment, hex(mac) FROM profile ORDER BY name; SELECT count(*) FROM audit_record").stdoutText }
+        let before = try state()
+
+        // Refused, nothing changed: nothing to change, unknown names (before any passphrase),
+        // a username on client credentials, a grant change without what it needs, no change.
+        for (arguments, code) in [(["edit", "pw"], 64), (["edit", "pww", "--client-id", "x"], 6), (["edit", "pw", "--env", "nowhere"], 6),
+                                  (["edit", "cc", "--username", "u"], 64), (["edit", "cc", "--grant", "password", "--secrets-from-env"], 64),
+                                  (["edit", "pw", "--client-id", "client-pw"], 64), (["edit", "pw", "--client-id", "a\u{7}b"], 64)] {
+            let result = try vault.run(arguments)
+            #expect(result.status == Int32(code), "\(arguments): \(result.stderrText)")
+        }
+        #expect(try state() == before)
+        let locked = try vault.run(["edit", "pww", "--scope", "s"], removing: ["VAULT_PASSPHRASE"])
+        #expect(locked.status == 6 && locked.stderrText.contains("did you mean 'pw'?"), "\(locked.stderrText)")
+
+        // A real change: the environment and the username; the secrets stay, the token goes.
+        let moved = try vault.run(["edit", "pw", "--env", "eu", "--username", "other@example.com"])
+        #expect(moved.status == 0 && moved.stderrText.contains("username, environment"), "\(moved.stderrText)")
+        #expect(try vault.sql("SELECT count(*) FROM token_cache").stdoutText == "0\n")
+        #expect(try vault.sql("SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3").stdoutText == secretsBefore)
+        let shown = try JSONSerialization.jsonObject(with: vault.run(["show", "pw", "--json"]).stdout) as? [String: Any]
+        #expect(shown?["environment"] as? String == "eu" && shown?["username"] as? String == "other@example.com")
+        let record = try fixture.auditJSON(["--limit", "1"]).first
+        #expect(record?["action"] as? String == "edit" && record?["profile"] as? String == "pw")
+        #expect((record?["detail"] as? String) == "changed=username,environment cached_tokens_dropped=1", "\(String(describing: record))")
+        // Back to the stub: the kept secrets still work.
+        #expect(try vault.run(["edit", "pw", "--env", "local", "--username", "api-user@example.com"]).status == 0)
+        #expect(try fixture.token("pw").status == 0)
+
+        // Grant changes: to client credentials drops the username and the password versions;
+        // back to password needs a username and a password, stored as version 1.
+        #expect(try vault.run(["edit", "pw", "--grant", "client-credentials"]).status == 0)
+        #expect(try vault.sql("SELECT count(*) FROM secret_version WHERE field = 'password'").stdoutText == "0\n")
+        #expect((try fixture.auditJSON(["--limit", "1"]).first?["detail"] as? String)?.contains("password_versions_dropped=1") == true)
+        let back = try vault.run(["edit", "pw", "--grant", "password", "--username", "api-user@example.com", "--secrets-stdin"],
+                                 stdin: Data("{\"password\": \"\(fixture.password)\"}".utf8))
+        #expect(back.status == 0, "\(back.stderrText)")
+        #expect(try fixture.token("pw", ["--fresh"]).status == 0, "the password grant works again with the password given")
+        #expect(try vault.run(["verify"]).status == 0)
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        let reader = try independentReader(path: vault.path, passphrase: vault.passphrase)
+        #expect(reader.error == nil, "\(reader.error ?? "")")
+        expectNoLeaks(vault)
+    }
 }

@@ -152,4 +152,41 @@ struct TerminalTests {
         #expect(piped.status == 5 && !piped.stderrText.contains("waiting"), "\(piped.stderrText)")
         expectNoLeaks(fixture.vault)
     }
+
+    @Test("audit at a terminal: the newest 50 and how to see more, the pager when longer than the screen, local times; piped: everything")
+    func auditAtTerminal() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        for _ in 0..<30 { for name in ["pw", "cc"] { #expect(try fixture.token(name).status == 0) } }
+        let total = try Int(vault.sql("SELECT count(*) FROM audit_record").stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        #expect(total > 60)
+        let dataRows = { (result: ProcessResult) in Self.lines(result).filter { $0.first?.isNumber == true }.count }
+
+        let capped = try vault.runOnTerminal(["audit"], steps: [], rows: 200)
+        #expect(capped.status == 0 && dataRows(capped) == 50, "\(capped.stdoutText)")
+        #expect(capped.stdoutText.contains("(the newest 50 records; --limit N or --all for more)"))
+        let all = try vault.runOnTerminal(["audit", "--all"], steps: [], rows: 200)
+        #expect(dataRows(all) == total && !all.stdoutText.contains("the newest 50"))
+        let list = try vault.runOnTerminal(["audit", "list", "--limit", "70"], steps: [], rows: 200)
+        #expect(dataRows(list) == min(70, total) && !list.stdoutText.contains("the newest"))
+
+        // Longer than the screen: through $PAGER (here one that marks each line).
+        let paged = try vault.runOnTerminal(["audit"], env: ["PAGER": "sed 's/^/paged: /'"], steps: [], rows: 24)
+        #expect(paged.status == 0)
+        #expect(Self.lines(paged).filter { $0.hasPrefix("paged: ") }.count == 52, "header, 50 rows and the footer: \(paged.stdoutText)")
+        let unpaged = try vault.runOnTerminal(["audit", "--no-pager"], env: ["PAGER": "sed 's/^/paged: /'"], steps: [], rows: 24)
+        #expect(!unpaged.stdoutText.contains("paged: ") && dataRows(unpaged) == 50)
+        let short = try vault.runOnTerminal(["audit", "--limit", "3"], env: ["PAGER": "sed 's/^/paged: /'"], steps: [], rows: 24)
+        #expect(!short.stdoutText.contains("paged: ") && dataRows(short) == 3, "shorter than the screen: no pager")
+
+        // Local time: the same instants with the zone's offset.
+        let local = try vault.runOnTerminal(["audit", "--limit", "1", "--local-time"], env: ["TZ": "Asia/Kolkata"], steps: [], rows: 200)
+        #expect(local.stdoutText.contains("+05:30"), "\(local.stdoutText)")
+
+        // Piped: every record, no footer, never a pager.
+        let piped = try vault.run(["audit"], env: ["PAGER": "sed 's/^/paged: /'"])
+        #expect(piped.stdoutText.split(separator: "\n").count == total + 1 && !piped.stdoutText.contains("paged: "))
+        expectNoLeaks(vault)
+    }
 }

@@ -6,6 +6,8 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
     /// The vault's first record.
     case initialise = "init"
     case add, rotate, remove, passwd, rekey, upgrade
+    /// `vault edit`: a profile's settings changed, its secrets kept.
+    case edit
     case envAdd = "env-add", envSet = "env-set", envRemove = "env-remove"
     case memberAdd = "member-add", memberRemove = "member-remove"
     /// A token delivered by `vault token`, `vault exec` or a renewal by the agent.
@@ -17,7 +19,7 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
     var startsKeyEpoch: Bool {
         switch self {
         case .rekey, .memberRemove: true
-        case .initialise, .add, .rotate, .remove, .passwd, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
+        case .initialise, .add, .edit, .rotate, .remove, .passwd, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
              .token, .exec, .refresh, .verify: false
         }
     }
@@ -26,7 +28,7 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
     var mayStartSignatures: Bool {
         switch self {
         case .initialise, .upgrade: true
-        case .add, .rotate, .remove, .passwd, .rekey, .envAdd, .envSet, .envRemove, .memberAdd, .memberRemove,
+        case .add, .edit, .rotate, .remove, .passwd, .rekey, .envAdd, .envSet, .envRemove, .memberAdd, .memberRemove,
              .token, .exec, .refresh, .verify: false
         }
     }

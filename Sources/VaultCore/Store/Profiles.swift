@@ -101,6 +101,59 @@ struct Profiles {
         return created
     }
 
+    /// Changes the profile's settings (`vault edit`), keeping its secrets and their history;
+    /// drops its cached tokens (issued for the old settings). A profile that becomes a
+    /// client-credentials one loses its username and password versions; one that becomes
+    /// a password one gets `password` as version 1.
+    func edit(_ name: String, _ change: ProfileEdit) throws -> (Profile, [String]) {
+        var record = try verified(named: name)
+        try tx.checkVersionSequence(record)
+        let before = record
+        if let environment = change.environment { record.environment = try tx.environment(named: environment).name }
+        if let clientID = change.clientID { record.clientID = clientID }
+        if let scope = change.scope { record.scope = scope }
+        var passwordVersionsDropped = 0
+        switch (record.grantType, change.grant ?? record.grantType) {
+        case (.password, .clientCredentials):
+            guard change.username == nil else { throw VaultError.usage("--username is only for the password grant") }
+            record.grantType = .clientCredentials
+            record.username = nil
+            record.passwordVersion = nil
+            if change.scope == nil, record.scope == nil { record.scope = TokenRequest.defaultScope }
+            passwordVersionsDropped = try Int.fetchOne(tx.db, sql: "SELECT count(*) FROM secret_version WHERE profile_id = ? AND field = ?",
+                                                       arguments: [record.id, SecretField.password.rawValue]) ?? 0
+            try tx.db.execute(sql: "DELETE FROM secret_version WHERE profile_id = ? AND field = ?", arguments: [record.id, SecretField.password.rawValue])
+        case (.clientCredentials, .password):
+            guard let username = change.username else { throw VaultError.usage("the password grant needs --username") }
+            guard let password = change.password, password.count > 0 else { throw VaultError.usage("the password grant needs a password") }
+            record.grantType = .password
+            record.username = username
+            record.passwordVersion = 1
+            try tx.sealSecret(password, profileID: record.id!, profileUID: [UInt8](record.uid ?? Data()), field: .password, version: 1,
+                              key: tx.keys.secretKey).insert(tx.db)
+        case (.clientCredentials, .clientCredentials):
+            guard change.username == nil else { throw VaultError.usage("--username is only for the password grant") }
+        case (.password, .password):
+            if let username = change.username { record.username = username }
+        }
+        var changed: [String] = []
+        if record.clientID != before.clientID { changed.append("client_id") }
+        if record.username != before.username { changed.append("username") }
+        if record.grantType != before.grantType { changed.append("grant_type") }
+        if record.scope != before.scope { changed.append("scope") }
+        if record.environment != before.environment { changed.append("environment") }
+        guard !changed.isEmpty else { throw VaultError.usage("nothing changes: the profile already has these settings") }
+        record.updatedAt = tx.now.iso8601
+        record.mac = Data(tx.profileMAC(record))
+        try record.update(tx.db)
+        let dropped = try Int.fetchOne(tx.db, sql: "SELECT count(*) FROM token_cache WHERE profile_id = ?", arguments: [record.id]) ?? 0
+        try tx.db.execute(sql: "DELETE FROM token_cache WHERE profile_id = ?", arguments: [record.id])
+        var detail = "changed=\(changed.joined(separator: ",")) cached_tokens_dropped=\(dropped)"
+        if passwordVersionsDropped > 0 { detail += " password_versions_dropped=\(passwordVersionsDropped)" }
+        try tx.audit(tx.entry(.edit, profile: record.name, environment: record.environment, detail: detail))
+        return (record.profile, changed)
+    }
+
     /// Deletes the profile, every secret version and cached token; its audit records stay.
     /// A profile whose metadata fails its MAC can still be removed.
     func remove(named name: String) throws {
@@ -179,6 +232,16 @@ extension UnlockedVault {
         }
         guard !updates.isEmpty else { throw .usage("nothing to rotate") }
         return try write { try Profiles(tx: $0).rotate(profile, updates: updates, detail: detail) }
+    }
+
+    /// Changes a profile's settings, keeping its secrets (`vault edit`); returns the
+    /// profile and the names of the columns that changed.
+    @discardableResult
+    public func editProfile(named name: String, _ change: ProfileEdit) throws(VaultError) -> (profile: Profile, changed: [String]) {
+        if let clientID = change.clientID { try NameRule.validateField(clientID, what: "client id") }
+        if let username = change.username { try NameRule.validateField(username, what: "username") }
+        if let scope = change.scope { try NameRule.validateField(scope, what: "scope") }
+        return try write { try Profiles(tx: $0).edit(name, change) }
     }
 
     /// Deletes a profile, every secret version and cached token; audit records stay.

@@ -275,6 +275,27 @@ extension ProfileRecord {
 }
 
 /// A new profile's metadata (`vault add`).
+/// What `vault edit` changes (nil: unchanged). `password` is needed only when the grant
+/// becomes `password`.
+public struct ProfileEdit: Sendable {
+    public var clientID: String?
+    public var username: String?
+    public var grant: GrantType?
+    public var scope: String?
+    public var environment: String?
+    public var password: SecureBytes?
+
+    public init(clientID: String? = nil, username: String? = nil, grant: GrantType? = nil, scope: String? = nil,
+                environment: String? = nil, password: SecureBytes? = nil) {
+        self.clientID = clientID
+        self.username = username
+        self.grant = grant
+        self.scope = scope
+        self.environment = environment
+        self.password = password
+    }
+}
+
 public struct NewProfile: Sendable {
     public var name: String
     public var clientID: String

@@ -3,103 +3,32 @@ import Foundation
 import VaultCore
 
 extension VaultCLI {
+    /// `vault audit [FILTERS]` lists; `vault audit list [FILTERS]` is the same command (the
+    /// older spelling); `vault audit verify` checks the chain.
     struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "audit",
             abstract: "Show past exchanges and vault changes, newest first (no passphrase needed).",
-            subcommands: [ListAudit.self, VerifyAudit.self],
-            defaultSubcommand: ListAudit.self)
+            discussion: """
+                At a terminal, the table shows the newest \(AuditListing.terminalLimit) records and says how to see \
+                more (--limit N, --all), through $PAGER (else less) when it is longer than the screen. \
+                Piped, every record is printed. Times are UTC unless --local-time.
+                """,
+            subcommands: [ListAudit.self, VerifyAudit.self])
+
+        @OptionGroup var options: VaultOptions
+        @OptionGroup var listing: AuditListing
+
+        @MainActor func run() async throws { try await listing.run(options) }
     }
 
     struct ListAudit: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "list", abstract: "List audit records, newest first.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The same as `vault audit` (list audit records, newest first).")
 
         @OptionGroup var options: VaultOptions
-        @Option(help: "Only this profile.", completion: NameCompletion.profiles) var profile: String?
-        @Option(help: "Only this environment.", completion: NameCompletion.environments) var env: String?
-        @Option(help: "Only records caused (and signed) by this member.", completion: NameCompletion.allMembers) var member: String?
-        @Option(help: "From this time: ISO 8601, Unix seconds, or an age like 30m, 24h, 7d.") var since: String?
-        @Option(help: "Up to this time (same forms as --since).") var until: String?
-        @Option(help: "ok (ok, cache_hit), error (everything else), or one outcome name.") var outcome: String?
-        @Option(help: "At most this many records (the newest).") var limit: Int?
-        @Flag(help: "Print one JSON array, newest first.") var json = false
-        @Flag(help: "Print one JSON object per line, oldest first (for log pipelines and SIEMs).") var jsonl = false
-        @Flag(help: "Keep printing new records as other processes append them, until interrupted (Ctrl-C).") var follow = false
-        @Option(help: "With --follow: how often to look for new records, in milliseconds.") var interval: Int = 250
+        @OptionGroup var listing: AuditListing
 
-        func validate() throws {
-            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-            if json && (jsonl || follow) { throw ValidationError("--json prints one array; use --jsonl with --follow") }
-            if interval < 10 || interval > 60_000 { throw ValidationError("--interval must be between 10 and 60000 ms") }
-            for (flag, value) in [("--since", since), ("--until", until)] {
-                if let value, TimeArgument.parse(value) == nil {
-                    throw ValidationError("\(flag) '\(value)' is not a time: use ISO 8601, Unix seconds, or an age like 24h")
-                }
-            }
-            if let outcome, AuditQuery.OutcomeFilter(outcome) == nil {
-                throw ValidationError("--outcome must be one of " + AuditQuery.OutcomeFilter.names.joined(separator: ", "))
-            }
-        }
-
-        @MainActor func run() async throws {
-            var query = AuditQuery(
-                profile: profile, environment: env,
-                since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
-                outcome: outcome.flatMap(AuditQuery.OutcomeFilter.init), limit: limit)
-            query.member = member
-            if !follow { return try Self.printOnce(vaultPath: options.vaultPath, query: query, json: json, jsonl: jsonl) }
-            // --follow: the recent past (like tail -f), then each new record as it is appended.
-            let vault = try options.openForReading()
-            let stop = InterruptFlag()
-            if limit == nil, since == nil { query.limit = 10 }
-            var printedHeader = false
-            while true {
-                let step = try vault.auditFollowStep(query, json: jsonl)
-                if jsonl {
-                    if !step.lines.isEmpty { Output.stdout(step.lines.map { $0.json + "\n" }.joined()) }
-                } else if !step.entries.isEmpty || !printedHeader {
-                    Output.rows(step.entries.map { Self.row($0) }, header: printedHeader ? nil : Self.header, widths: Self.widths)
-                    printedHeader = true
-                }
-                // Every record up to `newest` was in this snapshot: go on strictly after it.
-                let last = step.newest
-                query.afterSeq = last
-                query.limit = nil
-                var grown = false
-                while !stop.isSet && !grown {
-                    try await Task.sleep(for: .milliseconds(interval))
-                    grown = try vault.newestAuditSeq() > last
-                }
-                if stop.isSet && !grown { return }
-            }
-        }
-
-        /// The records once, as a table, a JSON array or JSON lines (also run by `FastPath`).
-        static func printOnce(vaultPath: String?, query: AuditQuery, json: Bool, jsonl: Bool) throws(VaultError) {
-            VaultOptions.warnAboutPasswordInArguments(vaultPath)
-            let vault = try Vault.openForReading(at: VaultOptions.defaultPath(explicit: vaultPath))
-            if json { return Output.jsonArray(try vault.auditJSON(query)) }
-            if jsonl {
-                let lines = try vault.auditFollowStep(query, json: true).lines
-                if !lines.isEmpty { Output.stdout(lines.map { $0.json + "\n" }.joined()) }
-                return
-            }
-            Output.table(Self.header, try vault.audit(query).map { Self.row($0) })
-        }
-
-        static let header = ["SEQ", "TIME", "ACTION", "MEMBER", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
-        /// Fixed column widths for `--follow`, where rows arrive over time.
-        static let widths = [6, 20, 13, 12, 16, 10, 11, 4, 16, 5, 6, 0]
-
-        static func row(_ r: AuditEntry) -> [String] {
-            let time = Date(timeIntervalSince1970: Double(r.at) / 1000).iso8601
-            let status: String = r.httpStatus.map { String($0) } ?? "-"
-            let attempts: String = r.attempts.map { String($0) } ?? "-"
-            let duration: String = r.durationMs.map { String($0) } ?? "-"
-            var cells: [String] = [String(r.seq), time, r.action.rawValue, r.member ?? "-", r.profile ?? "-", r.environment ?? "-", r.outcome.rawValue]
-            cells += [status, r.oauthError ?? "-", attempts, duration, r.requestID ?? "-"]
-            return cells
-        }
+        @MainActor func run() async throws { try await listing.run(options) }
     }
 
     struct VerifyAudit: AsyncParsableCommand {
@@ -126,6 +55,144 @@ extension VaultCLI {
     }
 }
 
+/// The filters and formats of `vault audit` (and its older spelling `audit list`).
+struct AuditListing: ParsableArguments {
+    /// How many records a table shows at a terminal without `--limit` or `--all`.
+    static let terminalLimit = 50
+
+    @Option(help: "Only this profile.", completion: NameCompletion.profiles) var profile: String?
+    @Option(help: "Only this environment.", completion: NameCompletion.environments) var env: String?
+    @Option(help: "Only records caused (and signed) by this member.", completion: NameCompletion.allMembers) var member: String?
+    @Option(help: "From this time: ISO 8601, Unix seconds, or an age like 30m, 24h, 7d.") var since: String?
+    @Option(help: "Up to this time (same forms as --since).") var until: String?
+    @Option(help: "ok (ok, cache_hit), error (everything else), or one outcome name.") var outcome: String?
+    @Option(help: "At most this many records (the newest).") var limit: Int?
+    @Flag(help: "Every record, also at a terminal.") var all = false
+    @Flag(help: "Print one JSON array, newest first.") var json = false
+    @Flag(help: "Print one JSON object per line, oldest first (for log pipelines and SIEMs).") var jsonl = false
+    @Flag(help: "Keep printing new records as other processes append them, until interrupted (Ctrl-C).") var follow = false
+    @Option(help: "With --follow: how often to look for new records, in milliseconds.") var interval: Int = 250
+    @Flag(help: "Show the table's times in the local time zone (JSON stays UTC).") var localTime = false
+    @Flag(help: "Never page the table, even at a terminal.") var noPager = false
+
+    func validate() throws {
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if all && limit != nil { throw ValidationError("--all and --limit ask for different amounts; give one") }
+        if json && jsonl { throw ValidationError("--json and --jsonl are two formats; give one") }
+        if json && follow { throw ValidationError("--json prints one array at the end; with --follow use --jsonl or the table") }
+        if localTime && (json || jsonl) { throw ValidationError("--local-time changes the table's times; JSON times stay UTC") }
+        if interval < 10 || interval > 60_000 { throw ValidationError("--interval must be between 10 and 60000 ms") }
+        for (flag, value) in [("--since", since), ("--until", until)] {
+            if let value, TimeArgument.parse(value) == nil {
+                throw ValidationError("\(flag) '\(value)' is not a time: use ISO 8601, Unix seconds, or an age like 24h")
+            }
+        }
+        if let outcome, AuditQuery.OutcomeFilter(outcome) == nil {
+            throw ValidationError("--outcome must be one of " + AuditQuery.OutcomeFilter.names.joined(separator: ", "))
+        }
+    }
+
+    var query: AuditQuery {
+        var query = AuditQuery(
+            profile: profile, environment: env,
+            since: since.flatMap { TimeArgument.parse($0) }, until: until.flatMap { TimeArgument.parse($0) },
+            outcome: outcome.flatMap(AuditQuery.OutcomeFilter.init), limit: limit)
+        query.member = member
+        return query
+    }
+
+    var format: AuditTable.Format { AuditTable.Format(json: json, jsonl: jsonl, all: all, localTime: localTime, noPager: noPager) }
+
+    @MainActor func run(_ options: VaultOptions) async throws {
+        var query = query
+        if !follow { return try AuditTable.printOnce(vaultPath: options.vaultPath, query: query, format: format) }
+        // --follow: the recent past (like tail -f), then each new record as it is appended.
+        let vault = try options.openForReading()
+        let stop = InterruptFlag()
+        if limit == nil, since == nil, !all { query.limit = 10 }
+        var printedHeader = false
+        while true {
+            let step = try vault.auditFollowStep(query, json: jsonl)
+            if jsonl {
+                if !step.lines.isEmpty { Output.stdout(step.lines.map { $0.json + "\n" }.joined()) }
+            } else if !step.entries.isEmpty || !printedHeader {
+                Output.rows(step.entries.map { AuditTable.row($0, localTime: localTime) }, header: printedHeader ? nil : AuditTable.header,
+                            widths: AuditTable.widths)
+                printedHeader = true
+            }
+            // Every record up to `newest` was in this snapshot: go on strictly after it.
+            let last = step.newest
+            query.afterSeq = last
+            query.limit = nil
+            var grown = false
+            while !stop.isSet && !grown {
+                try await Task.sleep(for: .milliseconds(interval))
+                grown = try vault.newestAuditSeq() > last
+            }
+            if stop.isSet && !grown { return }
+        }
+    }
+}
+
+/// How audit records print: the table (also of `--follow`), JSON, JSON lines.
+enum AuditTable {
+    struct Format {
+        var json = false
+        var jsonl = false
+        var all = false
+        var localTime = false
+        var noPager = false
+    }
+
+    /// The records once, as a table, a JSON array or JSON lines (also run by `FastPath`).
+    /// At a terminal, a table without `--limit` or `--all` shows the newest
+    /// ``AuditListing/terminalLimit`` records and a line saying how to see more, and one
+    /// longer than the screen goes through the pager.
+    static func printOnce(vaultPath: String?, query: AuditQuery, format: Format) throws(VaultError) {
+        VaultOptions.warnAboutPasswordInArguments(vaultPath)
+        let vault = try Vault.openForReading(at: VaultOptions.defaultPath(explicit: vaultPath))
+        if format.json { return Output.jsonArray(try vault.auditJSON(query)) }
+        if format.jsonl {
+            let lines = try vault.auditFollowStep(query, json: true).lines
+            if !lines.isEmpty { Output.stdout(lines.map { $0.json + "\n" }.joined()) }
+            return
+        }
+        let terminal = isatty(STDOUT_FILENO) == 1
+        var query = query
+        let capped = terminal && query.limit == nil && !format.all
+        if capped { query.limit = AuditListing.terminalLimit + 1 }
+        var entries = try vault.audit(query)
+        var footer: String?
+        if capped, entries.count > AuditListing.terminalLimit {
+            entries.removeLast(entries.count - AuditListing.terminalLimit)
+            footer = "(the newest \(AuditListing.terminalLimit) records; --limit N or --all for more)"
+        }
+        var text = Output.tableText(header, entries.map { row($0, localTime: format.localTime) }, minimumWidths: widths)
+        if let footer { text += footer + "\n" }
+        if terminal, !format.noPager, Pager.isLongerThanScreen(text) {
+            Pager.show(text)
+        } else {
+            Output.stdout(text)
+        }
+    }
+
+    static let header = ["SEQ", "TIME", "ACTION", "MEMBER", "PROFILE", "ENV", "OUTCOME", "HTTP", "ERROR", "TRIES", "MS", "REQUEST ID"]
+    /// Column widths of `--follow`, where rows arrive over time, and the least width of
+    /// each column of the table, so that both line up the same.
+    static let widths = [6, 20, 13, 12, 16, 10, 11, 4, 16, 5, 6, 0]
+
+    static func row(_ r: AuditEntry, localTime: Bool = false) -> [String] {
+        let date = Date(timeIntervalSince1970: Double(r.at) / 1000)
+        let time = localTime ? date.iso8601Local : date.iso8601
+        let status: String = r.httpStatus.map { String($0) } ?? "-"
+        let attempts: String = r.attempts.map { String($0) } ?? "-"
+        let duration: String = r.durationMs.map { String($0) } ?? "-"
+        var cells: [String] = [String(r.seq), time, r.action.rawValue, r.member ?? "-", r.profile ?? "-", r.environment ?? "-", r.outcome.rawValue]
+        cells += [status, r.oauthError ?? "-", attempts, duration, r.requestID ?? "-"]
+        return cells
+    }
+}
+
 /// Set by SIGINT or SIGTERM, so `--follow` finishes the line it is writing and exits 0.
 final class InterruptFlag: @unchecked Sendable {
     private let lock = NSLock()
@@ -143,6 +210,19 @@ final class InterruptFlag: @unchecked Sendable {
     }
 
     var isSet: Bool { lock.withLock { set } }
+}
+
+extension Date {
+    /// ISO 8601 in the local time zone (`TZ`), with its offset: `2026-12-06T18:01:53+01:00`.
+    var iso8601Local: String { LocalTimeText.formatter.string(from: self) }
+}
+
+private enum LocalTimeText {
+    nonisolated(unsafe) static let formatter: ISO8601DateFormatter = {
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = .current
+        return formatter
+    }()
 }
 
 /// Parses `--since`/`--until`: ISO 8601 date or date-time, Unix seconds, or an age.

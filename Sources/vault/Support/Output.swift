@@ -105,8 +105,15 @@ enum Output {
     /// A plain text table with a header row. Cells hold values read from the vault file,
     /// so each is sanitised (control and format characters shown as `?`).
     static func table(_ header: [String], _ rows: [[String]]) {
+        stdout(tableText(header, rows))
+    }
+
+    /// The text of ``table(_:_:)``; each column at least as wide as `minimumWidths` says.
+    static func tableText(_ header: [String], _ rows: [[String]], minimumWidths: [Int] = []) -> String {
         let all = [header] + sanitised(rows)
-        render(all, widths: header.indices.map { column in all.map { $0[column].count }.max() ?? 0 })
+        return text(all, widths: header.indices.map { column in
+            max(all.map { $0[column].count }.max() ?? 0, column < minimumWidths.count ? minimumWidths[column] : 0)
+        })
     }
 
     private static func sanitised(_ rows: [[String]]) -> [[String]] {
@@ -117,6 +124,10 @@ enum Output {
     /// two spaces apart. Widths and padding both count characters (`NSString` padding
     /// counts UTF-16 units, one short after an emoji).
     private static func render(_ rows: [[String]], widths: [Int]) {
+        stdout(text(rows, widths: widths))
+    }
+
+    private static func text(_ rows: [[String]], widths: [Int]) -> String {
         var text = ""
         for row in rows {
             for (index, cell) in row.enumerated() {
@@ -129,6 +140,33 @@ enum Output {
             }
             text += "\n"
         }
-        stdout(text)
+        return text
+    }
+}
+
+/// Long output at a terminal through the user's pager, as git does: `$PAGER` (empty or
+/// `cat`: none), else `less` with `LESS=FRX` unless `LESS` is set.
+enum Pager {
+    /// Whether stdout is a terminal with fewer rows than `text` has lines.
+    static func isLongerThanScreen(_ text: String) -> Bool {
+        var size = winsize()
+        guard ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_row > 0 else { return false }
+        return text.reduce(0) { $1 == "\n" ? $0 + 1 : $0 } >= Int(size.ws_row)
+    }
+
+    /// Shows `text` through the pager and waits for it; prints it directly when there is
+    /// no pager or it cannot be started. The pager gets no variable that opens the vault.
+    static func show(_ text: String) {
+        let configured = ProcessInfo.processInfo.environment["PAGER"]
+        let command = configured ?? "less"
+        guard !command.trimmingCharacters(in: .whitespaces).isEmpty, command != "cat" else { return Output.stdout(text) }
+        if configured == nil, getenv("LESS") == nil { setenv("LESS", "FRX", 1) }
+        for name in LocalEnvironment.secretVariables { unsetenv(name) }
+        guard let pipe = popen(command, "w") else { return Output.stdout(text) }
+        var bytes = Array(text.utf8)
+        _ = fwrite(&bytes, 1, bytes.count, pipe)
+        let status = pclose(pipe)
+        // A pager that could not run (sh's 127): the text directly instead.
+        if status != -1, (status >> 8) & 0xff == 127 { Output.stdout(text) }
     }
 }

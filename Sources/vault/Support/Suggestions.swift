@@ -20,7 +20,8 @@ enum Suggestions {
             if argument == "--" { break }
             if skipNext { skipNext = false; continue }
             if argument.hasPrefix("-") {
-                if ["--vault", "--passphrase-file"].contains(argument) { skipNext = true }
+                // An option's value is not a command word (`audit --since 24h`).
+                if ["--vault", "--passphrase-file"].contains(argument) || valueOptions(of: path.last!).contains(argument) { skipNext = true }
                 continue
             }
             let subcommands = path.last!.configuration.subcommands
@@ -47,6 +48,17 @@ enum Suggestions {
                 if current.hasPrefix("--"), current.count > 2 { names.insert(current) }
                 current = ""
             }
+        }
+        return names
+    }
+
+    /// The options of `command` that take a value (`--name <value>` in its help).
+    static func valueOptions(of command: any ParsableCommand.Type) -> Set<String> {
+        let help = VaultCLI.helpMessage(for: command, includeHidden: true, columns: 1000)
+        let words = help.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "," || $0 == "[" || $0 == "]" })
+        var names: Set<String> = []
+        for (index, word) in words.enumerated() where word.hasPrefix("--") && index + 1 < words.count && words[index + 1].hasPrefix("<") {
+            names.insert(String(word))
         }
         return names
     }
