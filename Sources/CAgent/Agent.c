@@ -9,6 +9,7 @@
 #include <sodium.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pwd.h>
@@ -229,9 +230,110 @@ int vault_data_directory(char *const *envp, char *out, size_t capacity) {
     return fits(snprintf(out, capacity, "%s/.local/share/gbg-vault", home), capacity);
 }
 
+int vault_config_path(char *const *envp, char *out, size_t capacity) {
+    const char *config = nonempty(envp, "XDG_CONFIG_HOME");
+    if (config != NULL) return fits(snprintf(out, capacity, "%s/gbg-vault/config", config), capacity);
+    const char *home = nonempty(envp, "HOME");
+    if (home == NULL) {
+        struct passwd *entry = getpwuid(geteuid());
+        if (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') return 0;
+        home = entry->pw_dir;
+    }
+    return fits(snprintf(out, capacity, "%s/.config/gbg-vault/config", home), capacity);
+}
+
+static char *trimmed(char *start, char *end) {
+    while (start < end && (*start == ' ' || *start == '\t')) start++;
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) end--;
+    *end = '\0';
+    return start;
+}
+
+int vault_config_read(char *const *envp, vault_config_visitor visit, void *context, char *why, size_t why_capacity) {
+    char path[PATH_MAX];
+    if (why_capacity > 0) why[0] = '\0';
+    if (!vault_config_path(envp, path, sizeof path)) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return 0;
+        snprintf(why, why_capacity, "%s", errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+        return -1;
+    }
+    struct stat info;
+    enum { limit = 64 * 1024 };
+    const char *problem = NULL;
+    if (fstat(fd, &info) != 0) problem = "it cannot be inspected";
+    else if (!S_ISREG(info.st_mode)) problem = "it is not a regular file";
+    else if (info.st_uid != geteuid()) problem = "it belongs to another user";
+    else if (info.st_mode & 022) problem = "group or others can write it";
+    else if (info.st_size > limit) problem = "it is larger than 64 KiB";
+    if (problem != NULL) {
+        snprintf(why, why_capacity, "%s", problem);
+        close(fd);
+        return -1;
+    }
+    char *text = malloc(limit + 1);
+    if (text == NULL) {
+        snprintf(why, why_capacity, "out of memory");
+        close(fd);
+        return -1;
+    }
+    size_t length = 0;
+    for (;;) {
+        ssize_t n = read(fd, text + length, limit - length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        length += (size_t)n;
+        if (length == limit) break;
+    }
+    close(fd);
+    text[length] = '\0';
+    int number = 0;
+    for (char *line = text; line < text + length;) {
+        char *end = memchr(line, '\n', (size_t)(text + length - line));
+        if (end == NULL) end = text + length;
+        char *next = end + 1;
+        number++;
+        char *content = trimmed(line, end);
+        if (content[0] != '\0' && content[0] != '#' && visit != NULL) {
+            char *equals = strchr(content, '=');
+            if (equals == NULL) {
+                visit(number, content, NULL, context);
+            } else {
+                char *key = trimmed(content, equals);
+                char *value = trimmed(equals + 1, equals + 1 + strlen(equals + 1));
+                visit(number, key, value, context);
+            }
+        }
+        line = next;
+    }
+    free(text);
+    return 1;
+}
+
+struct config_lookup {
+    const char *key;
+    char *out;
+    size_t capacity;
+    int found;
+};
+
+static void config_lookup_visit(int line, const char *key, const char *value, void *context) {
+    (void)line;
+    struct config_lookup *lookup = context;
+    if (value != NULL && value[0] != '\0' && strcmp(key, lookup->key) == 0) {
+        lookup->found = fits(snprintf(lookup->out, lookup->capacity, "%s", value), lookup->capacity) ? 1 : -1;
+    }
+}
+
 int vault_default_vault_path(char *const *envp, char *out, size_t capacity) {
     const char *path = nonempty(envp, "VAULT_PATH");
     if (path != NULL) return fits(snprintf(out, capacity, "%s", path), capacity);
+    struct config_lookup lookup = { "vault", out, capacity, 0 };
+    char why[128];
+    int read = vault_config_read(envp, config_lookup_visit, &lookup, why, sizeof why);
+    if (read < 0 || lookup.found < 0) return 0;
+    if (lookup.found == 1) return 1;
     char directory[PATH_MAX];
     if (!vault_data_directory(envp, directory, sizeof directory)) return 0;
     return fits(snprintf(out, capacity, "%s/vault.db", directory), capacity);

@@ -6,8 +6,8 @@
 // libdispatch, Foundation, ICU) and argument-parser's set-up, more than the rest of the call
 // (BENCHMARKS.md). So the constructor below reads the token command in every spelling the
 // full command accepts — the global options before the command word, options before or
-// after the name, `--opt value` and `--opt=value`, the vault from `--vault`, VAULT_PATH or
-// the default path — sends the agent the request that the full command would send (written
+// after the name, `--opt value` and `--opt=value`, the vault from `--vault`, VAULT_PATH, the
+// config file or the default path (CAgent's vault_default_vault_path) — sends the agent the request that the full command would send (written
 // by the same function, CAgent's vault_agent_write_request), and writes the agent's answer
 // to standard output. As ssh does beside ssh-agent, it is a small client without the big
 // program, and it serves only what the agent serves.

@@ -19,7 +19,7 @@ enum FastPath {
     /// Runs `arguments` (without the program name) if it is a fast shape and exits;
     /// returns only when the full parser must take over.
     static func run(_ arguments: [String]) {
-        guard !arguments.contains("--"), !TraceOutput.verboseFromEnvironment,
+        guard !arguments.contains("--"), !TraceOutput.verboseFromEnvironment, VaultConfig.current.problems.isEmpty,
               let parsed = Parsed(arguments), let command = parsed.positionals.first,
               let commandIndex = arguments.firstIndex(of: command) else { return }
         // As the full parser takes them: only the global `--vault` may come before the

@@ -57,8 +57,27 @@ struct VaultOptions: ParsableArguments {
         if identity?.isEmpty == true { throw ValidationError("--identity needs a path (it was given an empty value)") }
     }
 
-    /// `--vault`, else `VAULT_PATH`, else `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db`.
+    /// `--vault`, else `VAULT_PATH`, else the config file's `vault`, else
+    /// `${XDG_DATA_HOME:-~/.local/share}/gbg-vault/vault.db` (CAgent's rule, which the
+    /// client before `main` follows too).
     var resolvedPath: String { Self.defaultPath(explicit: vaultPath) }
+
+    /// Where ``resolvedPath`` came from (`vault doctor`).
+    var pathSource: String {
+        if let vaultPath, !vaultPath.isEmpty { return "--vault" }
+        if LocalEnvironment.value("VAULT_PATH") != nil { return "VAULT_PATH" }
+        if VaultConfig.current.unusable == nil, VaultConfig.current.values["vault"] != nil { return "config \(VaultConfig.current.path ?? "")" }
+        return "default"
+    }
+
+    /// The profile a command names, else the default one (`VAULT_PROFILE`, else the config
+    /// file's `profile`).
+    static func profile(_ name: String?) throws(VaultError) -> String {
+        if let name { return name }
+        if let found = VaultConfig.defaultProfile() { return found.name }
+        throw .usage("no profile named and no default profile",
+                     hint: "name one, or set a default: VAULT_PROFILE, or `profile = NAME` in \(VaultConfig.current.path ?? "the config file")")
+    }
 
     static func defaultPath(explicit: String?) -> String {
         if let explicit, !explicit.isEmpty { return explicit }
@@ -294,6 +313,7 @@ enum Main {
 
     @MainActor
     static func full(_ arguments: [String]) async -> Never {
+        for problem in VaultConfig.current.problems { Output.warning(problem) }
         do {
             var command = try VaultCLI.parseAsRoot(GlobalOptions.hoisted(arguments))
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -74,9 +74,26 @@ long vault_agent_write_network(const char *ca_bundle, char *const *envp, char *o
 /// home directory). Returns 1, or 0 when no directory can be named or it does not fit.
 int vault_data_directory(char *const *envp, char *out, size_t capacity);
 
-/// The vault `vault` uses without `--vault`: `$VAULT_PATH` (not empty), else
-/// `vault_data_directory()/vault.db`. Returns 1, or 0.
+/// The vault `vault` uses without `--vault`: `$VAULT_PATH` (not empty), else the config
+/// file's `vault` key, else `vault_data_directory()/vault.db`. Returns 1, or 0 (also when
+/// the config file exists but is not used: `main` then says why).
 int vault_default_vault_path(char *const *envp, char *out, size_t capacity);
+
+/// The config file: `$XDG_CONFIG_HOME/gbg-vault/config`, else
+/// `$HOME/.config/gbg-vault/config` (HOME, else the password database's home directory).
+/// Returns 1, or 0 when no path can be named.
+int vault_config_path(char *const *envp, char *out, size_t capacity);
+
+/// Called for each line of the config file that is neither blank nor a `#` comment: its
+/// number (from 1), the key and the value, each trimmed of spaces and tabs; `value` is NULL
+/// on a line without `=`.
+typedef void (*vault_config_visitor)(int line, const char *key, const char *value, void *context);
+
+/// Reads the config file (`key = value` lines). Returns 0 when there is none, 1 when it was
+/// read (each line given to `visit`, which may be NULL), or -1 when it exists but is not
+/// used, with the reason in `why`: not a regular file, owned by another user, writable by
+/// group or others (someone else could choose your vault), unreadable, larger than 64 KiB.
+int vault_config_read(char *const *envp, vault_config_visitor visit, void *context, char *why, size_t why_capacity);
 
 /// Whether `vault` names a PostgreSQL team vault (`postgres://` or `postgresql://`).
 int vault_is_postgres_url(const char *vault);

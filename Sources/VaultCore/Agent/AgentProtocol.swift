@@ -42,6 +42,11 @@ public enum AgentProtocol {
         path { vault_default_vault_path(environ, $0, $1) }
     }
 
+    /// The config file's path (``VaultConfig``).
+    public static func configPath() -> String? {
+        path { vault_config_path(environ, $0, $1) }
+    }
+
     /// Where the default vault and identity live.
     public static func dataDirectory() -> String? {
         path { vault_data_directory(environ, $0, $1) }

@@ -11,6 +11,12 @@ public struct DoctorReport: Sendable {
         /// `ok`, `warn` or `fail`.
         public var status: String
         public var detail: String
+
+        public init(name: String, status: String, detail: String) {
+            self.name = name
+            self.status = status
+            self.detail = detail
+        }
     }
 
     public var checks: [Check] = []

@@ -13,7 +13,8 @@ extension VaultCLI {
         @Flag(help: "Print JSON.") var json = false
 
         @MainActor func run() async throws {
-            let report = try DoctorReport.run(path: options.resolvedPath)
+            var report = try DoctorReport.run(path: options.resolvedPath)
+            report.checks.insert(contentsOf: settingsChecks(), at: 0)
             if json {
                 Output.json(report.checks)
             } else {
@@ -21,6 +22,28 @@ extension VaultCLI {
             }
             if report.checks.contains(where: { $0.status == "fail" }) { throw ExitCode(7) }
             if report.checks.contains(where: { $0.status == "warn" }) { throw ExitCode(1) }
+        }
+
+        /// Where the settings came from, by their precedence: flag, environment, config
+        /// file, default.
+        func settingsChecks() -> [DoctorReport.Check] {
+            let config = VaultConfig.current
+            var checks: [DoctorReport.Check] = []
+            if !config.found {
+                checks.append(.init(name: "config", status: "ok", detail: "\(config.path ?? "-") (none; optional)"))
+            } else if config.problems.isEmpty {
+                let set = config.values.keys.sorted().joined(separator: ", ")
+                checks.append(.init(name: "config", status: "ok", detail: "\(config.path ?? "-") (\(set.isEmpty ? "no keys" : "sets \(set)"))"))
+            } else {
+                for problem in config.problems { checks.append(.init(name: "config", status: "warn", detail: problem)) }
+            }
+            checks.append(.init(name: "vault from", status: "ok", detail: "\(options.pathSource): \(VaultOptions.display(options.resolvedPath))"))
+            if let profile = VaultConfig.defaultProfile() {
+                checks.append(.init(name: "profile", status: "ok", detail: "default '\(profile.name)' from \(profile.source)"))
+            } else {
+                checks.append(.init(name: "profile", status: "ok", detail: "no default (VAULT_PROFILE, or `profile` in the config file)"))
+            }
+            return checks
         }
     }
 }

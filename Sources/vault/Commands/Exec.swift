@@ -23,10 +23,12 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
-        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
+        @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
+        var name: String?
         @Argument(parsing: .postTerminator, help: "The command and its arguments, after -- (default: $SHELL).") var command: [String] = []
 
         @MainActor func run() async throws {
+            let name = try VaultOptions.profile(self.name)
             let token: SecureBytes
             let apiBase: String?
             let expiresAt: Int64

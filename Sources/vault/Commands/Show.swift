@@ -8,12 +8,13 @@ extension VaultCLI {
             abstract: "Show one profile's metadata and secret versions (never a secret).")
 
         @OptionGroup var options: VaultOptions
-        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
+        @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
+        var name: String?
         @Flag(help: "Print JSON.") var json = false
 
         @MainActor func run() async throws {
             let vault = try options.openForReading()
-            let profile = try vault.profile(named: name)
+            let profile = try vault.profile(named: VaultOptions.profile(name))
             let versions = try vault.secretVersions(of: profile)
             if json { return Output.json(ProfileView(profile, versions: versions)) }
             var lines = [

@@ -35,11 +35,13 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
-        @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
+        @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
+        var name: String?
         @Option(help: ArgumentHelp("raw, json, header or env (default \(TokenFormat.standard.rawValue)).", valueName: "format"))
         var format: TokenFormat?
 
         @MainActor func run() async throws {
+            let name = try VaultOptions.profile(self.name)
             // Through the agent, the agent writes the output: the same code, in the process
             // that holds the token.
             if let answer = try AgentSession.token(options, selection: selection, network: network, profile: name,
