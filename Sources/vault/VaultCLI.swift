@@ -330,7 +330,7 @@ enum Main {
             let code = VaultCLI.exitCode(for: error)
             if code == .success || error is ExitCode { VaultCLI.exit(withError: error) }
             let arguments = GlobalOptions.hoisted(arguments)
-            if code == .validationFailure, let better = Suggestions.explain(arguments) {
+            if let better = Suggestions.explain(arguments) {
                 Output.usageError(better.message, help: better.hint)
             } else {
                 Output.usageError(VaultCLI.message(for: error), help: Suggestions.helpHint(for: arguments))

@@ -121,13 +121,46 @@ struct ErgonomicsTests {
           arguments: [(["tokn", "pw"], "`vault token`"), (["lst"], "`vault list`"), (["env", "lst"], "`vault env list`"),
                       (["audti"], "`vault audit`"), (["token", "pw", "--fres"], "`--fresh`"),
                       (["token", "pw", "--frmat", "json"], "`--format`"), (["list", "--jsn"], "`--json`"),
-                      (["rotate", "pw", "--client-secrt"], "`--client-secret`")])
+                      (["rotate", "pw", "--client-secrt"], "`--client-secret`"), (["lsit"], "`vault list`"),
+                      (["hist"], "`vault history`"), (["member", "lst"], "`vault member list`"), (["audit", "--limt", "3"], "`--limit`")])
     func suggestions(arguments: [String], suggestion: String) throws {
         let vault = TestVault()
         let result = try vault.run(arguments)
         #expect(result.status == 64)
         #expect(result.stderrText.hasPrefix("vault: error: unknown "), "\(result.stderrText)")
         #expect(result.stderrText.contains("did you mean \(suggestion)?"), "\(result.stderrText)")
+    }
+
+    @Test("one voice: every error is `vault: error:` in lower case, parser errors included; machine output in one JSON style")
+    func oneVoice() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        for arguments in [["token", "-f"], ["token", "pw", "--format"], ["show", "pw", "extra"], ["add"], ["env", "add", "x"],
+                          ["token", "pw", "--min-ttl", "abc"], ["audit", "--limit", "x"]] {
+            let result = try vault.run(arguments)
+            let first = result.stderrText.split(separator: "\n").first.map(String.init) ?? ""
+            #expect(result.status == 64, "\(arguments): \(result.stderrText)")
+            #expect(first.hasPrefix("vault: error: ") && first.dropFirst("vault: error: ".count).first?.isUppercase == false,
+                    "\(arguments): \(result.stderrText)")
+            #expect(result.stderrText.contains("vault: hint: "), "\(arguments)")
+        }
+        #expect(try vault.run(["token", "pw", "-f"]).stderrText.hasPrefix("vault: error: unknown option '-f'"))
+        // JSON: an object on one line, or an array with one object per line; nothing pretty-printed.
+        for arguments in [["list", "--json"], ["show", "pw", "--json"], ["history", "pw", "--json"], ["env", "list", "--json"],
+                          ["env", "show", "local", "--json"], ["member", "list", "--json"], ["status", "--json"], ["doctor", "--json"],
+                          ["verify", "--json"], ["audit", "--json", "--limit", "3"]] {
+            let text = try vault.run(arguments).stdoutText
+            let lines = text.split(separator: "\n").map(String.init)
+            let objects = lines.first == "[" ? Array(lines.dropFirst().dropLast()) : lines
+            #expect(lines.first == "[" ? lines.last == "]" : lines.count == 1, "\(arguments): \(text)")
+            for line in objects {
+                let trimmed = line.hasSuffix(",") ? String(line.dropLast()) : line
+                #expect((try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) is [String: Any], "\(arguments): \(line)")
+                #expect(!line.contains("\" : "), "\(arguments): pretty-printed")
+            }
+        }
+        expectNoLeaks(vault)
     }
 
     @Test("checks that need no passphrase come before it: a mistyped profile or environment (with a suggestion), an existing vault for init, remove's confirmation")

@@ -66,6 +66,11 @@ enum Output {
     static func usageError(_ message: String, help: String) {
         var lines = message.split(separator: "\n", omittingEmptySubsequences: true).map { String($0) }
         if lines.first?.hasPrefix("Error: ") == true { lines[0].removeFirst(7) }
+        // argument-parser's sentences in vault's voice: lower-case like every other message
+        // ("Unknown option '-f'" → "unknown option '-f'"); an acronym keeps its case.
+        if let first = lines.first?.first, first.isUppercase, let second = lines[0].dropFirst().first, second.isLowercase {
+            lines[0] = first.lowercased() + lines[0].dropFirst()
+        }
         var text = ""
         for (index, line) in lines.enumerated() {
             let clean = line.sanitisedForDisplay(limit: 2000)
@@ -75,11 +80,18 @@ enum Output {
         write(2, text)
     }
 
-    /// Pretty, sorted JSON of an encodable value, newline-terminated.
+    /// An encodable value in vault's one JSON style (README, "Programs and scripts"): an
+    /// object on one line; an array as `[`, one object per line, `]`; compact, keys sorted.
     static func json(_ value: some Encodable) {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+        if data.first == UInt8(ascii: "["), let array = try? JSONSerialization.jsonObject(with: data) as? [Any] {
+            return jsonArray(array.map { element in
+                let one = (try? JSONSerialization.data(withJSONObject: element, options: [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed]))
+                return one.map { String(decoding: $0, as: UTF8.self) } ?? "null"
+            })
+        }
         stdout(String(decoding: data, as: UTF8.self) + "\n")
     }
 

@@ -20,8 +20,13 @@ enum Suggestions {
             if argument == "--" { break }
             if skipNext { skipNext = false; continue }
             if argument.hasPrefix("-") {
-                // An option's value is not a command word (`audit --since 24h`).
-                if ["--vault", "--passphrase-file"].contains(argument) || valueOptions(of: path.last!).contains(argument) { skipNext = true }
+                // An option's value is not a command word (`audit --since 24h`), nor is the
+                // word after an option the command does not know (`audit --limt 3`: the
+                // mistyped option is the mistake to name).
+                if ["--vault", "--passphrase-file"].contains(argument) || valueOptions(of: path.last!).contains(argument)
+                    || (argument.hasPrefix("--") && !argument.contains("=") && !options(of: path.last!).contains(argument)) {
+                    skipNext = true
+                }
                 continue
             }
             let subcommands = path.last!.configuration.subcommands
@@ -30,7 +35,11 @@ enum Suggestions {
                 path.append(match)
                 continue
             }
-            if path.last!.configuration.defaultSubcommand == nil { return (path, argument) }
+            // Under a default subcommand a word may be that subcommand's argument; it is
+            // taken for a mistyped command only when it is close to one (`member lst`).
+            if path.last!.configuration.defaultSubcommand == nil || nearest(argument, in: subcommands.map(name(of:))) != nil {
+                return (path, argument)
+            }
             break
         }
         return (path, nil)
@@ -63,28 +72,34 @@ enum Suggestions {
         return names
     }
 
+    /// Damerau–Levenshtein distance (optimal string alignment): insertions, deletions,
+    /// substitutions and transpositions of neighbours each count 1 (`lsit` is 1 from `list`).
     static func distance(_ a: String, _ b: String) -> Int {
         let a = Array(a), b = Array(b)
         guard !a.isEmpty else { return b.count }
         guard !b.isEmpty else { return a.count }
-        var previous = Array(0...b.count)
+        var d = Array(repeating: Array(repeating: 0, count: b.count + 1), count: a.count + 1)
+        for i in 0...a.count { d[i][0] = i }
+        for j in 0...b.count { d[0][j] = j }
         for i in 1...a.count {
-            var current = [i] + Array(repeating: 0, count: b.count)
             for j in 1...b.count {
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
             }
-            previous = current
         }
-        return previous[b.count]
+        return d[a.count][b.count]
     }
 
-    /// The nearest candidate within a small edit distance, or one that `word` is a prefix of.
+    /// The one candidate that `word` begins (`hist` → `history`), else the nearest within a
+    /// small edit distance (ties: alphabetical), else nil.
     static func nearest(_ word: String, in candidates: some Sequence<String>) -> String? {
+        let candidates = Array(candidates)
+        let prefixed = candidates.filter { $0.hasPrefix(word) && word.count >= 2 && $0 != word }
+        if prefixed.count == 1 { return prefixed[0] }
         let limit = max(2, word.count / 3)
         let scored = candidates.map { ($0, distance(word, $0)) }.filter { $0.1 <= limit }.sorted { ($0.1, $0.0) < ($1.1, $1.0) }
-        if let best = scored.first { return best.0 }
-        let prefixed = candidates.filter { $0.hasPrefix(word) && word.count >= 2 }.sorted()
-        return prefixed.count == 1 ? prefixed[0] : nil
+        return scored.first?.0
     }
 
     /// A better message and hint for an argument error, when a typo explains it.
