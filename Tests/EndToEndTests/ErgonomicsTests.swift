@@ -238,7 +238,7 @@ struct ErgonomicsTests {
         expectNoLeaks(vault)
     }
 
-    @Test("the committed man page names every subcommand")
+    @Test("the committed man page names every subcommand, hides none that is hidden, has its sections, and reads cleanly with man --warnings")
     func manPage() throws {
         let page = try String(contentsOf: repositoryRoot.appendingPathComponent("docs/man/vault.1"), encoding: .utf8)
         #expect(page.contains(".Dt VAULT 1"))
@@ -259,6 +259,20 @@ struct ErgonomicsTests {
             for sub in try subcommands([command]) {
                 #expect(page.contains(".It Em \(sub)"), "the man page lacks \(command) \(sub)")
             }
+        }
+        #expect(!page.contains("agent-serve"), "a hidden command is listed")
+        #expect(page.components(separatedBy: "Show the version.").count == 2, "--version is described once")
+        for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"] {
+            #expect(page.contains(".Sh \(section)") || page.contains(".Sh \"\(section)\""), "the man page lacks \(section)")
+        }
+        for code in ["0", "1", "3", "4", "5", "6", "7", "8", "64", "126 , 127"] { #expect(page.contains(".It \(code)\n"), "exit \(code)") }
+        // Rendered as man shows it: no warning, and the samples that once lost their
+        // non-ASCII text arrive whole.
+        let rendered = try Binaries.run("/usr/bin/man", ["--warnings", "-l", repositoryRoot.appendingPathComponent("docs/man/vault.1").path],
+                                        environment: ["PATH": "/usr/bin:/bin", "MANWIDTH": "200", "MANPAGER": "cat", "LANG": "C.UTF-8"])
+        #expect(rendered.status == 0 && rendered.stderrText.isEmpty, "\(rendered.stderrText)")
+        for sample in [#"{"client_secret": "...", "password": "..."}"#, "--recipient gbgv1...", "(gbgv1...)"] {
+            #expect(rendered.stdoutText.contains(sample), "the man page lost \(sample)")
         }
     }
 

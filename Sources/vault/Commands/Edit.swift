@@ -10,7 +10,7 @@ extension VaultCLI {
                 Audited as `edit`; the profile's cached tokens are dropped (they were issued for the \
                 old settings). Changing the grant to client-credentials drops the username and the \
                 stored password versions; changing it to password needs --username and a password \
-                (hidden prompt, --secrets-from-env: GBG_PASSWORD, or --secrets-stdin: {"password": …}).
+                (hidden prompt, --secrets-from-env: GBG_PASSWORD, or --secrets-stdin: {"password": "..."}).
                 """)
 
         @OptionGroup var options: VaultOptions

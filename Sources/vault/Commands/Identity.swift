@@ -22,7 +22,7 @@ extension VaultCLI {
                 VAULT_IDENTITY_PASSPHRASE_FILE, VAULT_IDENTITY_PASSPHRASE or asked twice on the terminal. \
                 For machines (CI runners, batch hosts), --no-passphrase writes them unsealed, 0600, \
                 for use from VAULT_IDENTITY_FILE. Give the printed recipient to a vault's owner: \
-                `vault member add NAME --recipient …`.
+                `vault member add NAME --recipient gbgv1...`.
                 """)
 
         @Option(help: ArgumentHelp("Where to write it (default: ${XDG_DATA_HOME:-~/.local/share}/gbg-vault/identity).", valueName: "path"))

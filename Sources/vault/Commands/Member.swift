@@ -33,7 +33,7 @@ extension VaultCLI {
             abstract: "Give a member identity its own key slot (needs the passphrase or a member identity, even while unlocked).")
         @OptionGroup var options: VaultOptions
         @Argument(help: "The member's name (letters, digits, . _ -).") var name: String
-        @Option(help: ArgumentHelp("The member's recipient, as `vault identity show` prints it (gbgv1…).", valueName: "recipient"))
+        @Option(help: ArgumentHelp("The member's recipient, as `vault identity show` prints it (gbgv1...).", valueName: "recipient"))
         var recipient: String
 
         @MainActor func run() async throws {

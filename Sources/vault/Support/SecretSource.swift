@@ -7,7 +7,7 @@ struct SecretSourceOptions: ParsableArguments {
     @Flag(help: "Read the secrets from GBG_CLIENT_SECRET and GBG_PASSWORD.")
     var secretsFromEnv = false
 
-    @Flag(help: "Read the secrets from standard input as a JSON object {\"client_secret\": …, \"password\": …}.")
+    @Flag(help: "Read the secrets from standard input as a JSON object {\"client_secret\": \"...\", \"password\": \"...\"}.")
     var secretsStdin = false
 
     func validate() throws {
