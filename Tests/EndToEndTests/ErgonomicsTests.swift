@@ -176,6 +176,10 @@ struct ErgonomicsTests {
             (["exec", "cc_", "--", "true"], "no profile named 'cc_'", "did you mean 'cc'?"),
             (["token", "pw", "--env", "lcoal"], "no environment named 'lcoal'", "did you mean 'local'?"),
             (["rotate", "zzzzzz"], "no profile named 'zzzzzz'", nil),
+            (["edit", "cx", "--scope", "s"], "no profile named 'cx'", "did you mean 'cc'?"),
+            (["env", "set", "loacl", "--api-base", "https://api.example/"], "no environment named 'loacl'", "did you mean 'local'?"),
+            (["env", "remove", "locl"], "no environment named 'locl'", "did you mean 'local'?"),
+            (["member", "remove", "ownr"], "no current member named 'ownr'", "did you mean 'owner'?"),
         ] as [([String], String, String?)] {
             let result = try vault.run(arguments, removing: locked)
             #expect(result.status == 6, "\(arguments): \(result.status) \(result.stderrText)")

@@ -87,8 +87,9 @@ extension VaultCLI {
             }
             if let tokenUrl { _ = try EndpointPolicy.validateTokenURL(tokenUrl) }
             if let apiBase { _ = try EndpointPolicy.validateAPIBase(apiBase) }
-            _ = try options.open().environment(named: name)
-            let changed = try options.unlock().setEnvironment(name: name, tokenURL: tokenUrl, apiBase: noApiBase ? .some(nil) : apiBase.map { .some($0) })
+            let locked = try options.open()
+            try locked.requireEnvironment(name)
+            let changed = try options.unlock(locked).setEnvironment(name: name, tokenURL: tokenUrl, apiBase: noApiBase ? .some(nil) : apiBase.map { .some($0) })
             Output.info("environment '\(changed.name)' now uses \(changed.tokenURL)" + (changed.apiBase.map { " and API base \($0)" } ?? " and no API base"))
         }
     }
@@ -99,7 +100,12 @@ extension VaultCLI {
         @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
 
         @MainActor func run() async throws {
-            try options.unlock().removeEnvironment(name: name)
+            if Environment.builtIns.contains(where: { $0.name == name }) {
+                throw VaultError.usage("'\(name)' is a built-in environment and cannot be removed")
+            }
+            let locked = try options.open()
+            try locked.requireEnvironment(name)
+            try options.unlock(locked).removeEnvironment(name: name)
             Output.info("removed environment '\(name)'")
         }
     }

@@ -54,7 +54,9 @@ extension VaultCLI {
         @MainActor func run() async throws {
             // Like `rekey`: never through the agent; it needs the owner (the passphrase), and
             // the agent of this vault ends with the key change.
-            let count = try options.unlock().removeMember(named: name)
+            let locked = try options.open()
+            try locked.requireCurrentMember(name)
+            let count = try options.unlock(locked).removeMember(named: name)
             defer { AgentSession.lockAfterKeyChange(options) }
             Output.info(Self.message(name: name, resealed: count))
             Output.warning("'\(name)' could have copied every secret while a member: rotate each profile's GBG credentials (`vault rotate PROFILE --verify`)")

@@ -137,15 +137,28 @@ extension Vault {
     /// checked: it saves a mistyped name the passphrase.
     func requireNames(profile: String, environment: String?) throws(VaultError) {
         let known = try names()
-        func missing(_ what: String, _ name: String, in candidates: [String]) -> VaultError {
-            let suggestion = Suggestions.nearest(name, in: candidates).map { "did you mean '\($0.sanitisedForDisplay(limit: 64))'?" }
-            return .notFound("no \(what) named '\(name.sanitisedForDisplay(limit: 64))'", hint: suggestion)
-        }
         if !known.profiles.contains(profile.precomposedStringWithCanonicalMapping) {
-            throw missing("profile", profile, in: known.profiles)
+            throw Self.missing("profile", profile, in: known.profiles)
         }
         if let environment, !known.environments.contains(environment) {
-            throw missing("environment", environment, in: known.environments)
+            throw Self.missing("environment", environment, in: known.environments)
         }
+    }
+
+    /// Exit 6, with the nearest name as a hint, unless an environment named `name` exists.
+    func requireEnvironment(_ name: String) throws(VaultError) {
+        let known = try names().environments
+        if !known.contains(name) { throw Self.missing("environment", name, in: known) }
+    }
+
+    /// Exit 6, with the nearest name as a hint, unless `name` is a current member.
+    func requireCurrentMember(_ name: String) throws(VaultError) {
+        let current = try members().filter { $0.removedSeq == nil }.map(\.name)
+        if !current.contains(name) { throw Self.missing("current member", name, in: current) }
+    }
+
+    private static func missing(_ what: String, _ name: String, in candidates: [String]) -> VaultError {
+        let suggestion = Suggestions.nearest(name, in: candidates).map { "did you mean '\($0.sanitisedForDisplay(limit: 64))'?" }
+        return .notFound("no \(what) named '\(name.sanitisedForDisplay(limit: 64))'", hint: suggestion)
     }
 }
