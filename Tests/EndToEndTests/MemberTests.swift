@@ -170,7 +170,7 @@ struct MemberTests {
         let statement: String
         switch attack {
         case "flip a signature byte":
-            statement = "UPDATE audit_record SET signature = CAST(X'00' || substr(signature, 2) AS BLOB) WHERE seq = \(ciRecord)"
+            statement = "UPDATE audit_record SET signature = CAST(CASE WHEN substr(signature, 1, 1) = X'00' THEN X'01' ELSE X'00' END || substr(signature, 2) AS BLOB) WHERE seq = \(ciRecord)"
         case "re-attribute a record to another member":
             statement = "UPDATE audit_record SET member = 'alice' WHERE seq = \(ciRecord)"
         case "edit a member's signing key":
@@ -182,7 +182,7 @@ struct MemberTests {
                 WHERE member IN ('ci', 'alice')
                 """
         case "damage the owner's key slot":
-            statement = "UPDATE key_slot SET sealed = CAST(X'00' || substr(sealed, 2) AS BLOB) WHERE member = 'owner'"
+            statement = "UPDATE key_slot SET sealed = CAST(CASE WHEN substr(sealed, 1, 1) = X'00' THEN X'01' ELSE X'00' END || substr(sealed, 2) AS BLOB) WHERE member = 'owner'"
         default:
             statement = "PRAGMA foreign_keys = OFF; DELETE FROM key_slot WHERE member = 'ci'; DELETE FROM member WHERE name = 'ci'"
         }

@@ -118,7 +118,7 @@ struct UpgradeTests {
 
     @Test("a tampered format-1 vault is not upgraded: exit 7, its content stays exactly as it was",
           arguments: [
-            "UPDATE secret_version SET ciphertext = CAST(substr(ciphertext, 1, 5) || X'00' || substr(ciphertext, 7) AS BLOB) WHERE version = 1 AND field = 'password'",
+            "UPDATE secret_version SET ciphertext = CAST(substr(ciphertext, 1, 5) || CASE WHEN substr(ciphertext, 6, 1) = X'00' THEN X'01' ELSE X'00' END || substr(ciphertext, 7) AS BLOB) WHERE version = 1 AND field = 'password'",
             "UPDATE environment SET token_url = 'https://evil.example/as/token.oauth2' WHERE name = 'local'",
             "UPDATE audit_record SET outcome = 'error' WHERE seq = 3",
             "DELETE FROM secret_version WHERE field = 'client_secret' AND version = 2",
