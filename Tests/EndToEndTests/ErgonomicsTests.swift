@@ -146,6 +146,12 @@ struct ErgonomicsTests {
             #expect(result.stderrText.contains("vault: hint: "), "\(arguments)")
         }
         #expect(try vault.run(["token", "pw", "-f"]).stderrText.hasPrefix("vault: error: unknown option '-f'"))
+        // --help: the command's own options first, then the ones every command shares.
+        for (command, own) in [(["token"], "--format"), (["add"], "--client-id"), (["audit"], "--since"), (["rotate"], "--verify")] {
+            let help = try vault.run(command + ["--help"]).stdoutText
+            let ownAt = help.range(of: own)?.lowerBound, sharedAt = help.range(of: "--vault <")?.lowerBound
+            #expect(ownAt != nil && sharedAt != nil && ownAt! < sharedAt!, "\(command): \(own) after --vault")
+        }
         // JSON: an object on one line, or an array with one object per line; nothing pretty-printed.
         for arguments in [["list", "--json"], ["show", "pw", "--json"], ["history", "pw", "--json"], ["env", "list", "--json"],
                           ["env", "show", "local", "--json"], ["member", "list", "--json"], ["status", "--json"], ["doctor", "--json"],
@@ -160,6 +166,11 @@ struct ErgonomicsTests {
                 #expect(!line.contains("\" : "), "\(arguments): pretty-printed")
             }
         }
+        let token = try vault.run(["token", "pw", "--format", "json"], expectTokenOnStdout: true)
+        if let value = (try? JSONSerialization.jsonObject(with: token.stdout) as? [String: Any])?["access_token"] as? String {
+            LeakScanner.shared.register(token: value)
+        }
+        #expect(token.stdoutText.split(separator: "\n").count == 1 && token.stdoutText.hasPrefix("{\"access_token\":\""), "\(token.stdoutText.count) bytes")
         expectNoLeaks(vault)
     }
 

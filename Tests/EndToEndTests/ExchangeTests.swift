@@ -277,11 +277,11 @@ struct ExchangeTests {
         let bad = try fixture.vault.run(["rotate", "cc", "--verify", "--secrets-stdin"], stdin: Data(#"{"client_secret":"not-the-right-secret"}"#.utf8))
         #expect(bad.status == 4)
         let history = try fixture.vault.run(["history", "cc", "--json"]).stdoutText
-        #expect(!history.contains("\"version\" : 2"))
+        #expect(!history.contains("\"version\":2"))
         #expect(try fixture.token("cc", ["--fresh"]).status == 0)
         let good = try fixture.vault.run(["rotate", "cc", "--verify", "--secrets-stdin"], stdin: Data("{\"client_secret\":\"\(fixture.ccSecret)\"}".utf8))
         #expect(good.status == 0, "\(good.stderrText)")
-        #expect(try fixture.vault.run(["history", "cc", "--json"]).stdoutText.contains("\"version\" : 2"))
+        #expect(try fixture.vault.run(["history", "cc", "--json"]).stdoutText.contains("\"version\":2"))
         let verify = try fixture.auditJSON(["--profile", "cc"]).filter { $0["action"] as? String == "verify" }
         #expect(verify.map { $0["outcome"] as? String } == ["ok", "rejected"])
         expectNoLeaks(fixture.vault)

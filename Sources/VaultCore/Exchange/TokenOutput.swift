@@ -55,7 +55,8 @@ public enum TokenOutput {
                 ("environment", quoted(delivered.environment.name)),
                 ("api_base", delivered.environment.apiBase.map(quoted) ?? "null"),
             ]
-            parts = [("{\n  \"access_token\": \"", "\"" + rest.map { ",\n  \"\($0.0)\": \($0.1)" }.joined() + "\n}\n")]
+            // vault's one JSON style: one compact object on one line.
+            parts = [("{\"access_token\":\"", "\"" + rest.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}\n")]
         case .env:
             parts = [("export GBG_ACCESS_TOKEN='", "'\n"),
                      ("export GO_CUSTOMER_ACCESS='", "'\nexport GBG_API_BASE=\(shellQuote(delivered.environment.apiBase ?? ""))\n"

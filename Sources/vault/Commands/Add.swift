@@ -12,7 +12,6 @@ extension VaultCLI {
             commandName: "add",
             abstract: "Add a profile; its secrets come from a hidden prompt, the environment or stdin.")
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var secrets: SecretSourceOptions
 
         @Argument(help: "The profile name.")
@@ -32,6 +31,7 @@ extension VaultCLI {
 
         @Option(help: "Default environment: eu, us, au or one added with `vault env add`.", completion: NameCompletion.environments)
         var env: String = "eu"
+        @OptionGroup var options: VaultOptions
 
         func validate() throws {
             switch grant {

@@ -16,8 +16,8 @@ extension VaultCLI {
                 """,
             subcommands: [ListAudit.self, VerifyAudit.self])
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var listing: AuditListing
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws { try await listing.run(options) }
     }
@@ -25,8 +25,8 @@ extension VaultCLI {
     struct ListAudit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "The same as `vault audit` (list audit records, newest first).")
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var listing: AuditListing
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws { try await listing.run(options) }
     }

@@ -7,8 +7,8 @@ extension VaultCLI {
             commandName: "backup",
             abstract: "Write a consistent online copy of the vault, still sealed (never overwrites).")
 
-        @OptionGroup var options: VaultOptions
         @Argument(help: "Where to write the copy.") var path: String
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             try options.open().backup(to: path)

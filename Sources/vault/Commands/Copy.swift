@@ -12,9 +12,9 @@ extension VaultCLI {
                 is complete or absent. Check it with `vault verify --vault DEST`. No passphrase needed.
                 """)
 
-        @OptionGroup var options: VaultOptions
         @Option(name: .customLong("to"), help: ArgumentHelp("The new vault: a file path or a postgres:// URL.", valueName: "dest"))
         var destination: String
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             VaultOptions.warnAboutPasswordInArguments(destination)

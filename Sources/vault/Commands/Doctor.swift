@@ -9,8 +9,8 @@ extension VaultCLI {
             abstract: "Check integrity, schema version, file modes, KDF strength and library versions.",
             discussion: "Exit 0 when all is well, 7 on an integrity failure, 1 when only warnings were found.")
 
-        @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             var report = try DoctorReport.run(path: options.resolvedPath)

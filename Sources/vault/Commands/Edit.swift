@@ -13,7 +13,6 @@ extension VaultCLI {
                 (hidden prompt, --secrets-from-env: GBG_PASSWORD, or --secrets-stdin: {"password": "..."}).
                 """)
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var secrets: SecretSourceOptions
 
         @Argument(help: "The profile name.", completion: NameCompletion.profiles)
@@ -33,6 +32,7 @@ extension VaultCLI {
 
         @Option(help: "The new default environment.", completion: NameCompletion.environments)
         var env: String?
+        @OptionGroup var options: VaultOptions
 
         func validate() throws {
             guard clientId != nil || username != nil || grant != nil || scope != nil || env != nil else {

@@ -11,8 +11,8 @@ extension VaultCLI {
 
     struct ListEnvironments: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "List environments.")
-        @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let environments = try options.openForReading().environments()
@@ -25,10 +25,10 @@ extension VaultCLI {
 
     struct AddEnvironment: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add", abstract: "Add an environment.")
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The environment name.") var name: String
         @Option(help: "The token URL (https://, or http:// to a loopback host).") var tokenUrl: String
         @Option(help: "The API base URL.") var apiBase: String?
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             // Check the URLs before asking for the passphrase.
@@ -42,9 +42,9 @@ extension VaultCLI {
     struct ShowEnvironment: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "show", abstract: "Show one environment: URLs, kind, the profiles that use it, cached tokens (no passphrase needed).")
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The environment name.", completion: NameCompletion.environments) var name: String
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let usage = try options.openForReading().environmentUsage(named: name)
@@ -69,11 +69,11 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(
             commandName: "set", abstract: "Change a user environment's token URL or API base (built-ins stay fixed).",
             discussion: "The change is MAC'd and audited, and tokens cached for the old definition are dropped.")
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
         @Option(help: "The new token URL (https://, or http:// to a loopback host).") var tokenUrl: String?
         @Option(help: "The new API base URL.") var apiBase: String?
         @Flag(help: "Remove the API base.") var noApiBase = false
+        @OptionGroup var options: VaultOptions
 
         func validate() throws {
             if apiBase != nil && noApiBase { throw ValidationError("--api-base and --no-api-base cannot be used together") }
@@ -96,8 +96,8 @@ extension VaultCLI {
 
     struct RemoveEnvironment: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove an environment no profile uses.")
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The environment name.", completion: NameCompletion.userEnvironments) var name: String
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             if Environment.builtIns.contains(where: { $0.name == name }) {

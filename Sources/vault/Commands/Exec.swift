@@ -20,12 +20,12 @@ extension VaultCLI {
                 be run 126, as in a shell.
                 """)
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
         @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
         var name: String?
         @Argument(parsing: .postTerminator, help: "The command and its arguments, after -- (default: $SHELL).") var command: [String] = []
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let name = try VaultOptions.profile(self.name)

@@ -6,10 +6,10 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(
             commandName: "history", abstract: "List a profile's secret versions (no passphrase needed).")
 
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
         var name: String?
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let vault = try options.openForReading()

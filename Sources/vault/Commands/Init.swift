@@ -10,13 +10,13 @@ extension VaultCLI {
             commandName: "init",
             abstract: "Create a new vault (never overwrites an existing one).")
 
-        @OptionGroup var options: VaultOptions
 
         @Option(help: "Argon2id cost preset: interactive, moderate or sensitive.")
         var kdf: KDFParameters.Preset = .moderate
 
         @Flag(help: "Accept a passphrase shorter than \(PassphraseReader.minimumLength) characters.")
         var allowShortPassphrase = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             // An existing vault file is refused before the passphrase is asked for (the

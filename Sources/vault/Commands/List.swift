@@ -6,8 +6,8 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(
             commandName: "list", abstract: "List profiles (no passphrase needed).")
 
-        @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             try Self.show(vaultPath: options.vaultPath, json: json)

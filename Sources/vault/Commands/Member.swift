@@ -15,8 +15,8 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(
             commandName: "list",
             abstract: "List members, current and removed (no passphrase needed; `vault verify` checks their MACs).")
-        @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let members = try options.openForReading().members()
@@ -31,10 +31,10 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(
             commandName: "add",
             abstract: "Give a member identity its own key slot (needs the passphrase or a member identity, even while unlocked).")
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The member's name (letters, digits, . _ -).") var name: String
         @Option(help: ArgumentHelp("The member's recipient, as `vault identity show` prints it (gbgv1...).", valueName: "recipient"))
         var recipient: String
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             // Checked before anything is unlocked: a mistyped recipient is exit 64, nothing stored.
@@ -48,8 +48,8 @@ extension VaultCLI {
         static let configuration = CommandConfiguration(
             commandName: "remove",
             abstract: "Remove a member: new keys for everyone else, in one transaction (like rekey; needs the passphrase).")
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The member's name.", completion: NameCompletion.members) var name: String
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             // Like `rekey`: never through the agent; it needs the owner (the passphrase), and

@@ -7,7 +7,6 @@ extension VaultCLI {
             commandName: "passwd",
             abstract: "Change the passphrase; the keys are rewrapped, secrets are not re-sealed.")
 
-        @OptionGroup var options: VaultOptions
 
         @Option(help: ArgumentHelp("Read the new passphrase from this file (or VAULT_NEW_PASSPHRASE_FILE, VAULT_NEW_PASSPHRASE).", valueName: "path"))
         var newPassphraseFile: String?
@@ -17,6 +16,7 @@ extension VaultCLI {
 
         @Flag(help: "Accept a new passphrase shorter than \(PassphraseReader.minimumLength) characters.")
         var allowShortPassphrase = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             // Always the passphrase (member 'owner'), never an identity.

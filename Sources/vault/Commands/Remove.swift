@@ -8,9 +8,9 @@ extension VaultCLI {
             commandName: "remove",
             abstract: "Delete a profile, its secret versions and cached tokens; its audit records stay.")
 
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The profile name.", completion: NameCompletion.profiles) var name: String
         @Flag(help: "Do not ask for confirmation.") var yes = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             // The name and the answer first, then the passphrase.

@@ -8,7 +8,6 @@ extension VaultCLI {
             abstract: "Store new secret versions; previous versions are kept.",
             discussion: "Without --client-secret or --password, every secret of the profile is replaced.")
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var secrets: SecretSourceOptions
         @OptionGroup var network: NetworkOptions
 
@@ -17,6 +16,7 @@ extension VaultCLI {
         @Flag(help: "Replace the API password.") var password = false
         @Flag(help: "Exchange with the new secrets first; keep the old ones if that fails.") var verify = false
         @Option(help: "Environment for --verify (default: the profile's).", completion: NameCompletion.environments) var env: String?
+        @OptionGroup var options: VaultOptions
 
         func validate() throws {
             if env != nil && !verify { throw ValidationError("--env goes with --verify") }

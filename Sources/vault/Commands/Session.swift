@@ -66,7 +66,6 @@ extension VaultCLI {
                 --for, --idle, --keep-fresh) asks for the passphrase and restarts it.
                 """)
 
-        @OptionGroup var options: VaultOptions
         @Option(name: .customLong("for"), help: ArgumentHelp("How long the agent lives (e.g. 8h, 90m; at most 7d; default 12h).", valueName: "duration"))
         var lifetime: DurationArgument?
         @Option(help: ArgumentHelp("End after this long without a request (default 30m, or --for if shorter).", valueName: "duration"))
@@ -81,6 +80,7 @@ extension VaultCLI {
 
         var lifetimeSeconds: Int64 { lifetime?.seconds ?? 12 * 3600 }
         var idleSeconds: Int64 { min(idle?.seconds ?? 30 * 60, lifetimeSeconds) }
+        @OptionGroup var options: VaultOptions
 
         func validate() throws {
             try lifetime?.validate("--for")
@@ -151,8 +151,8 @@ extension VaultCLI {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "status", abstract: "Whether an agent holds this vault unlocked, and for how long (no passphrase needed).")
-        @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let path = options.resolvedPath

@@ -7,10 +7,10 @@ extension VaultCLI {
             commandName: "show",
             abstract: "Show one profile's metadata and secret versions (never a secret).")
 
-        @OptionGroup var options: VaultOptions
         @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
         var name: String?
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let vault = try options.openForReading()

@@ -32,13 +32,13 @@ extension VaultCLI {
             commandName: "token",
             abstract: "Print a bearer token for a profile, from the sealed cache or a fresh exchange.")
 
-        @OptionGroup var options: VaultOptions
         @OptionGroup var selection: TokenSelection
         @OptionGroup var network: NetworkOptions
         @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
         var name: String?
         @Option(help: ArgumentHelp("raw, json, header or env (default \(TokenFormat.standard.rawValue)).", valueName: "format"))
         var format: TokenFormat?
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let name = try VaultOptions.profile(self.name)

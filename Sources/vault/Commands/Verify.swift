@@ -9,8 +9,8 @@ extension VaultCLI {
             abstract: "Full integrity check: every secret version, cached token, MAC, version sequence, the schema and the audit chain.",
             discussion: "Names every problem found. Exit 0 when the vault is sound, 7 when anything is wrong. `vault doctor` keeps the quick checks that need no passphrase.")
 
-        @OptionGroup var options: VaultOptions
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
             let report: FullVerification
