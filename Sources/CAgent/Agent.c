@@ -458,6 +458,38 @@ static int wait_for(int fd, short events, long long deadline) {
     }
 }
 
+// Waits for the first byte of the agent's answer, as wait_for does. At a terminal, a wait
+// longer than VAULT_WAITING_NOTICE_MS (the agent is making a slow exchange) shows one line
+// on stderr, rewritten each second and ended when the wait ends, as `vault` itself shows
+// while it waits for a token endpoint.
+static int wait_for_answer(int fd, long long deadline) {
+    long long started = now_ms();
+    int terminal = isatty(2), shown = 0, result;
+    for (;;) {
+        long long now = now_ms();
+        long long left = deadline - now;
+        if (left <= 0) { result = 0; break; }
+        long long slice = left;
+        if (terminal) {
+            long long waited = now - started;
+            long long next = waited < VAULT_WAITING_NOTICE_MS ? VAULT_WAITING_NOTICE_MS : (waited / 1000 + 1) * 1000;
+            if (next - waited < slice) slice = next - waited;
+        }
+        struct pollfd entry = { fd, POLLIN, 0 };
+        int ready = poll(&entry, 1, slice > INT_MAX ? INT_MAX : (int)slice);
+        if (ready > 0) { result = 1; break; }
+        if (ready < 0 && errno != EINTR) { result = -1; break; }
+        long long waited = now_ms() - started;
+        if (terminal && waited >= VAULT_WAITING_NOTICE_MS) {
+            char line[96];
+            int count = snprintf(line, sizeof line, "\rvault: waiting for the agent's exchange with the token endpoint (%lld s)", waited / 1000);
+            if (count > 0 && write(2, line, (size_t)count) > 0) shown = 1;
+        }
+    }
+    if (shown && write(2, "\n", 1) < 0) { /* stderr is gone; nothing to end */ }
+    return result;
+}
+
 int vault_agent_call(const char *socket_path, const char *request, size_t length, long long wait_ms,
                      unsigned char *answer, size_t capacity, size_t *answer_length, long long *detail) {
     long long ignored;
@@ -556,7 +588,7 @@ int vault_agent_call(const char *socket_path, const char *request, size_t length
     size_t received = 0, announced = 0;
     for (;;) {
         if (received >= 4 && received - 4 == announced) break;
-        int ready = wait_for(fd, POLLIN, deadline);
+        int ready = received == 0 ? wait_for_answer(fd, deadline) : wait_for(fd, POLLIN, deadline);
         if (ready <= 0) {
             close(fd);
             return ready == 0 ? VAULT_AGENT_TIMED_OUT : VAULT_AGENT_CLOSED;

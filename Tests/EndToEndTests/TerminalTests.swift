@@ -153,6 +153,24 @@ struct TerminalTests {
         expectNoLeaks(fixture.vault)
     }
 
+    @Test("through an agent, a slow exchange shows the client's waiting line at the terminal after 2 s, and none in a pipe")
+    func waitingLineThroughAgent() throws {
+        let session = try SessionFixture(stubArguments: ["--fault", "stall"])
+        defer { session.fixture.stub.stop() }
+        let vault = session.vault
+        #expect(try session.run(["unlock", "--for", "5m"]).status == 0)
+        defer { _ = try? session.run(["lock"], passphrase: false) }
+        let shown = try vault.runOnTerminal(["token", "pw", "--fresh", "--timeout", "4"], env: session.env, removing: ["VAULT_PASSPHRASE"], steps: [
+            .expect("vault: waiting for the agent's exchange with the token endpoint (2 s)"),
+            .expect("(3 s)"),
+        ])
+        #expect(shown.status == 5, "\(shown.stdoutText)")
+        #expect(shown.stdoutText.contains(" s)\r\nvault: error: token endpoint unavailable"), "the line is ended before the error: \(shown.stdoutText)")
+        let piped = try session.run(["token", "pw", "--fresh", "--timeout", "3"], passphrase: false)
+        #expect(piped.status == 5 && !piped.stderrText.contains("waiting"), "\(piped.stderrText)")
+        expectNoLeaks(vault)
+    }
+
     @Test("audit at a terminal: the newest 50 and how to see more, the pager when longer than the screen, local times; piped: everything")
     func auditAtTerminal() throws {
         let fixture = try Fixture()

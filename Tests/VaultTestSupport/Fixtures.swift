@@ -67,8 +67,8 @@ public final class SessionFixture: @unchecked Sendable {
     public let runtime: String
     public var vault: TestVault { fixture.vault }
 
-    public init(addProfiles: Bool = true, tokenTTL: Int? = nil) throws {
-        fixture = try Fixture(tokenTTL: tokenTTL, addProfiles: addProfiles)
+    public init(addProfiles: Bool = true, tokenTTL: Int? = nil, stubArguments: [String] = []) throws {
+        fixture = try Fixture(stubArguments: stubArguments, tokenTTL: tokenTTL, addProfiles: addProfiles)
         var template = Array("/tmp/gv-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw HarnessError.spawnFailed("mkdtemp") }
         runtime = String(cString: made)

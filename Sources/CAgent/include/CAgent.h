@@ -147,6 +147,10 @@ enum {
 /// directory above it is never created). Returns a VAULT_DIRECTORY_ value.
 int vault_agent_check_directory(const char *directory, int create);
 
+/// After how long a wait for the agent's answer `vault_agent_call` shows a waiting line at a
+/// terminal; `vault`'s own notice, while it waits for a token endpoint, uses it too.
+#define VAULT_WAITING_NOTICE_MS 2000
+
 /// What `vault_agent_call` found.
 enum {
     /// A whole answer is in the buffer.

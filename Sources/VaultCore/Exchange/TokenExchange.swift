@@ -1,3 +1,4 @@
+import CAgent
 import Foundation
 
 /// A token the endpoint issued, validated.
@@ -59,7 +60,9 @@ public struct TokenExchange: Sendable {
     /// still running (the command line's "waiting for …" at a terminal); nil: nobody.
     public var waiting: WaitingNotice?
 
-    public static let waitingNoticeAfter = 2
+    /// Seconds before the first "waiting" notice; the agent's clients wait as long before
+    /// theirs (CAgent's VAULT_WAITING_NOTICE_MS, the one place of this delay).
+    public static let waitingNoticeAfter = Int(VAULT_WAITING_NOTICE_MS) / 1000
 
     public static let retryableStatuses: Set<Int> = [429, 502, 503, 504]
     public static let maximumTokenBytes = 8192
