@@ -191,6 +191,7 @@ struct ErgonomicsTests {
             (["env", "set", "loacl", "--api-base", "https://api.example/"], "no environment named 'loacl'", "did you mean 'local'?"),
             (["env", "remove", "locl"], "no environment named 'locl'", "did you mean 'local'?"),
             (["member", "remove", "ownr"], "no current member named 'ownr'", "did you mean 'owner'?"),
+            (["unlock", "--keep-fresh", "pw@locl"], "no environment named 'locl'", "did you mean 'local'?"),
         ] as [([String], String, String?)] {
             let result = try vault.run(arguments, removing: locked)
             #expect(result.status == 6, "\(arguments): \(result.status) \(result.stderrText)")

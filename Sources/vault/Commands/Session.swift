@@ -114,6 +114,11 @@ extension VaultCLI {
                 }
                 running = status
             }
+            // The names of --keep-fresh, with suggestions, before the passphrase.
+            for entry in keepFresh {
+                let parts = entry.split(separator: "@", omittingEmptySubsequences: false).map(String.init)
+                try vault.requireNames(profile: parts[0], environment: parts.count > 1 ? parts[1] : nil)
+            }
             // The passphrase (or identity) first: a restart never leaves the vault locked by mistake.
             let unlocked = try options.unlock(vault)
             if let running, let client = AgentSession.client(vaultPath: path, noAgent: false) {
