@@ -193,6 +193,16 @@ final class PostgresSession: @unchecked Sendable {
         prefetched.removeAll()
     }
 
+    /// Forgets every statement prepared on this connection, and deallocates them on the
+    /// server (without waiting): after any failed transaction, since what failed may have
+    /// made other plans stale too (a column's type changed and changed back: "cache lookup
+    /// failed for type"). They are prepared again on their next use.
+    func forgetPreparedStatements() {
+        for statement in prepared.values { _ = statement.deallocate() }
+        prepared.removeAll()
+        preparations = 0
+    }
+
     /// The rows of a query started ahead, if it was.
     fileprivate func takePrefetched(sql: String, values: [DatabaseValue]) throws -> [Row]? {
         guard !prefetched.isEmpty, let pending = prefetched.removeValue(forKey: StoreQuery(sql: sql, values: values)) else { return nil }

@@ -195,7 +195,10 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             return result
         } catch {
             session.discardPrefetched()
-            if !session.connection.isClosed { _ = try? session.execute("ROLLBACK") }
+            if !session.connection.isClosed {
+                _ = try? session.execute("ROLLBACK")
+                session.forgetPreparedStatements()
+            }
             checkIn(session)
             throw Self.map(error, location: location, committing: committing)
         }
