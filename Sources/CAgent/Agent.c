@@ -253,7 +253,21 @@ int vault_config_read(char *const *envp, vault_config_visitor visit, void *conte
     char path[PATH_MAX];
     if (why_capacity > 0) why[0] = '\0';
     if (!vault_config_path(envp, path, sizeof path)) return 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    // Its directory first: a directory others can write lets them swap the file.
+    char *slash = strrchr(path, '/');
+    if (slash == NULL) return 0;
+    *slash = '\0';
+    int directory = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory < 0) return 0;
+    struct stat folder;
+    if (fstat(directory, &folder) != 0 || folder.st_uid != geteuid() || (folder.st_mode & 022)) {
+        snprintf(why, why_capacity, "its directory %s belongs to another user or others can write it", path);
+        close(directory);
+        return -1;
+    }
+    int fd = openat(directory, slash + 1, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    *slash = '/';
+    close(directory);
     if (fd < 0) {
         if (errno == ENOENT || errno == ENOTDIR) return 0;
         snprintf(why, why_capacity, "%s", errno == ELOOP ? "it is a symbolic link" : strerror(errno));
@@ -288,6 +302,11 @@ int vault_config_read(char *const *envp, vault_config_visitor visit, void *conte
     }
     close(fd);
     text[length] = '\0';
+    if (memchr(text, '\0', length) != NULL) {
+        snprintf(why, why_capacity, "it contains a NUL byte");
+        free(text);
+        return -1;
+    }
     int number = 0;
     for (char *line = text; line < text + length;) {
         char *end = memchr(line, '\n', (size_t)(text + length - line));
@@ -329,11 +348,26 @@ static void config_lookup_visit(int line, const char *key, const char *value, vo
 int vault_default_vault_path(char *const *envp, char *out, size_t capacity) {
     const char *path = nonempty(envp, "VAULT_PATH");
     if (path != NULL) return fits(snprintf(out, capacity, "%s", path), capacity);
-    struct config_lookup lookup = { "vault", out, capacity, 0 };
-    char why[128];
+    char configured[PATH_MAX];
+    struct config_lookup lookup = { "vault", configured, sizeof configured, 0 };
+    char why[PATH_MAX + 96];
     int read = vault_config_read(envp, config_lookup_visit, &lookup, why, sizeof why);
     if (read < 0 || lookup.found < 0) return 0;
-    if (lookup.found == 1) return 1;
+    if (lookup.found == 1) {
+        // An absolute path, `~/…` (the home directory), or a team vault's URL; a relative
+        // path would name a file in whatever directory the command runs in: not used.
+        if (configured[0] == '/' || vault_is_postgres_url(configured)) return fits(snprintf(out, capacity, "%s", configured), capacity);
+        if (configured[0] == '~' && configured[1] == '/') {
+            const char *home = nonempty(envp, "HOME");
+            if (home == NULL) {
+                struct passwd *entry = getpwuid(geteuid());
+                if (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') return 0;
+                home = entry->pw_dir;
+            }
+            return fits(snprintf(out, capacity, "%s%s", home, configured + 1), capacity);
+        }
+        return 0;
+    }
     char directory[PATH_MAX];
     if (!vault_data_directory(envp, directory, sizeof directory)) return 0;
     return fits(snprintf(out, capacity, "%s/vault.db", directory), capacity);
@@ -459,7 +493,7 @@ static int wait_for(int fd, short events, long long deadline) {
 }
 
 // Waits for the first byte of the agent's answer, as wait_for does. At a terminal, a wait
-// longer than VAULT_WAITING_NOTICE_MS (the agent is making a slow exchange) shows one line
+// longer than VAULT_WAITING_NOTICE_MS (a slow exchange, a long verify) shows one line
 // on stderr, rewritten each second and ended when the wait ends, as `vault` itself shows
 // while it waits for a token endpoint.
 static int wait_for_answer(int fd, long long deadline) {
@@ -482,7 +516,7 @@ static int wait_for_answer(int fd, long long deadline) {
         long long waited = now_ms() - started;
         if (terminal && waited >= VAULT_WAITING_NOTICE_MS) {
             char line[96];
-            int count = snprintf(line, sizeof line, "\rvault: waiting for the agent's exchange with the token endpoint (%lld s)", waited / 1000);
+            int count = snprintf(line, sizeof line, "\rvault: waiting for the agent (%lld s)", waited / 1000);
             if (count > 0 && write(2, line, (size_t)count) > 0) shown = 1;
         }
     }

@@ -36,7 +36,7 @@ public struct VaultConfig: Sendable {
             var entries: [(line: Int, key: String, value: String?)] = []
         }
         let lines = Lines()
-        var why = [CChar](repeating: 0, count: 256)
+        var why = [CChar](repeating: 0, count: Int(PATH_MAX) + 128)
         let status = withExtendedLifetime(lines) {
             vault_config_read(environ, { line, key, value, context in
                 guard let context, let key else { return }
@@ -67,6 +67,11 @@ public struct VaultConfig: Sendable {
                 continue
             }
             if !value.isEmpty { config.values[entry.key] = value }
+        }
+        if let vault = config.values["vault"], !vault.hasPrefix("/"), !vault.hasPrefix("~/"), !PostgresLocation.isURL(vault) {
+            config.warnings.append("\(location): `vault = \(vault.sanitisedForDisplay(limit: 80))` is not used: give an absolute path, "
+                                   + "a path starting with ~/, or a postgres:// URL (a relative path would depend on the current directory)")
+            config.values["vault"] = nil
         }
         if let vault = config.values["vault"], PostgresLocation.isURL(vault),
            let components = URLComponents(string: vault), components.password != nil {

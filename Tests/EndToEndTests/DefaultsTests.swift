@@ -92,8 +92,29 @@ struct DefaultsTests {
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         let used = try vault.run(["list"], removing: ["VAULT_PATH"])
         #expect(used.status == 0 && used.stderrText.isEmpty, "\(used.stderrText)")
+        // A relative `vault` is not used (it would depend on the current directory); `~/` is
+        // the home directory; a NUL byte or a directory others can write: the file is not used.
+        _ = try Self.writeConfig(vault, "vault = vault.db\n")
+        let relative = try vault.run(["list"], removing: ["VAULT_PATH"])
+        #expect(relative.status == 6 && relative.stderrText.contains("`vault = vault.db` is not used"), "\(relative.stderrText)")
+        let home = try Self.writeConfig(vault, "vault = ~/\(vault.path.dropFirst(vault.directory.count + 1))\n")
+        #expect(vault.path.hasPrefix(vault.directory + "/"))
+        let tilde = try vault.run(["list", "--json"], removing: ["VAULT_PATH"])
+        #expect(tilde.status == 0 && tilde.stdoutText.contains("\"pw\""), "\(tilde.stderrText)")
+        try Data("vault = \(vault.path)\u{0}junk\n".utf8).write(to: URL(fileURLWithPath: home))
+        #expect(try vault.run(["list"], removing: ["VAULT_PATH"]).stderrText.contains("contains a NUL byte"))
+        _ = try Self.writeConfig(vault, "vault = \(vault.path)\n")
+        let directory = (home as NSString).deletingLastPathComponent
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory)
+        let looseDirectory = try vault.run(["list"], removing: ["VAULT_PATH"])
+        #expect(looseDirectory.status == 6 && looseDirectory.stderrText.contains("others can write it"), "\(looseDirectory.stderrText)")
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory)
+        // doctor with no vault at the configured place still says where it looked.
+        _ = try Self.writeConfig(vault, "vault = \(vault.directory)/missing.db\n")
+        let doctor = try vault.run(["doctor"], removing: ["VAULT_PATH"])
+        #expect(doctor.status == 6 && doctor.stdoutText.contains("vault from") && doctor.stdoutText.contains("missing.db"), "\(doctor.stdoutText)")
         // No config file at all: nothing said.
-        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.removeItem(atPath: home)
         #expect(try vault.run(["list"]).stderrText.isEmpty)
         expectNoLeaks(vault)
     }

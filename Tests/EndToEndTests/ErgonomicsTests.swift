@@ -198,6 +198,10 @@ struct ErgonomicsTests {
             #expect(result.stderrText.contains(message), "\(arguments): \(result.stderrText)")
             if let hint { #expect(result.stderrText.contains(hint), "\(arguments): \(result.stderrText)") }
         }
+        // Names are compared as stored, NFC: an environment typed decomposed is found.
+        #expect(try vault.run(["env", "add", "cafe\u{301}", "--token-url", fixture.stub.tokenURL]).status == 0)
+        let composed = try vault.run(["token", "pw", "--env", "caf\u{e9}"], removing: locked)
+        #expect(composed.status == 64 && composed.stderrText.contains("no terminal to prompt on"), "found, then the passphrase: \(composed.stderrText)")
         let again = try vault.run(["init"], removing: locked)
         #expect(again.status == 1 && again.stderrText.contains("a vault already exists"), "\(again.stderrText)")
         let remove = try vault.run(["remove", "pw"], removing: locked)

@@ -281,8 +281,22 @@ struct IndependentReaderTests {
         #expect(try fixture.token("pw", ["--fresh"]).status == 0, "the password grant works again with the password given")
         #expect(try vault.run(["verify"]).status == 0)
         #expect(try vault.run(["audit", "verify"]).status == 0)
+        // Rows from before an edit, put back by someone who can write the file, no longer
+        // open: every edit gives the profile a new uid and seals its versions again.
+        let saved = try vault.sql("SELECT hex(nonce) || ' ' || hex(ciphertext) FROM secret_version WHERE field = 'client_secret' AND version = 1 AND profile_id = (SELECT id FROM profile WHERE name = 'pw')").stdoutText
+            .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
+        let cachedBefore = try vault.sql("SELECT hex(nonce) || ' ' || hex(ciphertext) || ' ' || expires_at FROM token_cache WHERE profile_id = (SELECT id FROM profile WHERE name = 'pw')").stdoutText
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(saved.count == 2 && !cachedBefore.isEmpty)
+        #expect(try vault.run(["edit", "pw", "--scope", "other.scope"]).status == 0)
+        #expect(try vault.run(["verify"]).status == 0, "the re-sealed versions open")
+        let clean = try independentReader(path: vault.path, passphrase: vault.passphrase)
+        #expect(clean.error == nil, "the independent reader opens the edited vault: \(clean.error ?? "")")
+        try vault.sql("UPDATE secret_version SET nonce = X'\(saved[0])', ciphertext = X'\(saved[1])' WHERE field = 'client_secret' AND version = 1 AND profile_id = (SELECT id FROM profile WHERE name = 'pw')")
+        let restored = try vault.run(["verify"])
+        #expect(restored.status == 7 && restored.stderrText.contains("client_secret version 1 of profile 'pw'"), "\(restored.stderrText)")
         let reader = try independentReader(path: vault.path, passphrase: vault.passphrase)
-        #expect(reader.error == nil, "\(reader.error ?? "")")
+        #expect(reader.error != nil, "the independent reader refuses the put-back row too")
         expectNoLeaks(vault)
     }
 }

@@ -153,6 +153,15 @@ struct StorageFaultTests {
         let token = try run(["token", "pw", "--fresh"])
         #expect(token.stdout.isEmpty)
         #expect(token.status == 1 && token.stderrText.contains("is read-only here"), "\(token.stderrText)")
+        // An exchange that would not be audited, an agent that could serve nothing, a follow
+        // that would never see a new record: refused too.
+        let verify = try run(["rotate", "pw", "--password", "--verify", "--secrets-stdin"], stdin: Data(#"{"password":"read-only-verify"}"#.utf8))
+        LeakScanner.shared.register(secret: "read-only-verify")
+        #expect(verify.status == 1 && verify.stderrText.contains("is read-only here"), "\(verify.stderrText)")
+        let unlock = try run(["unlock", "--for", "1m"])
+        #expect(unlock.status == 1 && unlock.stderrText.contains("is read-only here"), "\(unlock.stderrText)")
+        let follow = try run(["audit", "--follow"])
+        #expect(follow.status == 1 && follow.stderrText.contains("cannot follow"), "\(follow.stderrText)")
     }
 
     @Test("a lock held past VAULT_BUSY_TIMEOUT: exit 1, 'locked by another process', nothing changed; works once released")

@@ -161,7 +161,7 @@ struct TerminalTests {
         #expect(try session.run(["unlock", "--for", "5m"]).status == 0)
         defer { _ = try? session.run(["lock"], passphrase: false) }
         let shown = try vault.runOnTerminal(["token", "pw", "--fresh", "--timeout", "4"], env: session.env, removing: ["VAULT_PASSPHRASE"], steps: [
-            .expect("vault: waiting for the agent's exchange with the token endpoint (2 s)"),
+            .expect("vault: waiting for the agent (2 s)"),
             .expect("(3 s)"),
         ])
         #expect(shown.status == 5, "\(shown.stdoutText)")
@@ -197,6 +197,11 @@ struct TerminalTests {
         #expect(!unpaged.stdoutText.contains("paged: ") && dataRows(unpaged) == 50)
         let short = try vault.runOnTerminal(["audit", "--limit", "3"], env: ["PAGER": "sed 's/^/paged: /'"], steps: [], rows: 24)
         #expect(!short.stdoutText.contains("paged: ") && dataRows(short) == 3, "shorter than the screen: no pager")
+
+        // Ctrl-C while the pager runs is the pager's: vault waits for it and ends with it.
+        let patient = try vault.runOnTerminal(["audit"], env: ["PAGER": "sh -c 'trap \"\" INT; cat >/dev/null; echo pager-started; sleep 1; echo pager-done'"],
+                                              steps: [.expect("pager-started"), .sendRaw("\u{3}"), .expect("pager-done")], rows: 24)
+        #expect(patient.status == 0, "vault ended before its pager: \(patient.status) \(patient.stdoutText)")
 
         // Local time: the same instants with the zone's offset.
         let local = try vault.runOnTerminal(["audit", "--limit", "1", "--local-time"], env: ["TZ": "Asia/Kolkata"], steps: [], rows: 200)

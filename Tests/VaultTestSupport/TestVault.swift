@@ -71,11 +71,14 @@ public final class TestVault: @unchecked Sendable {
         case send(String)
         /// Wait this many seconds, reading what the terminal shows.
         case pause(Double)
+        /// Type exactly these characters (no newline): `"\u{3}"` is Ctrl-C.
+        case sendRaw(String)
 
         var json: [String] {
             switch self {
             case .expect(let text): ["expect", text]
             case .send(let line): ["send", line]
+            case .sendRaw(let text): ["sendraw", text]
             case .pause(let seconds): ["sleep", String(seconds)]
             }
         }

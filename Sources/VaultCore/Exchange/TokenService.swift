@@ -77,8 +77,8 @@ extension UnlockedVault {
     /// exchange, and commits the audit record before returning (fail closed: exit 8
     /// and no token if the record cannot be written).
     public func obtainToken(_ options: TokenOptions, exchange: TokenExchange) async throws(VaultError) -> DeliveredToken {
-        // Every token needs its audit record: a vault that cannot be written gets no exchange.
-        if vault.database.isReadOnlyHere { throw SQLiteFile.readOnlyRefusal(vault.database.path) }
+        // Every exchange needs its audit record: a vault that cannot be written gets none.
+        try vault.requireWritable()
         // A cache hit: one transaction that reads, checks and audits (no secret opened).
         if !options.fresh, let hit = try deliverCachedToken(profile: options.profile, environment: options.environment,
                                                             minTTL: options.minTTL, action: options.action) {
@@ -113,6 +113,7 @@ extension UnlockedVault {
     @discardableResult
     public func rotateVerified(profileNamed name: String, secrets: SecretInput, environment: String?,
                                exchange: TokenExchange) async throws(VaultError) -> [SecretVersionInfo] {
+        try vault.requireWritable()
         let target = try exchangeTarget(profile: name, environment: environment)
         let (profile, env, current) = (target.profile, target.environment, target.credentials)
         let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,

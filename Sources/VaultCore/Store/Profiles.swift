@@ -104,11 +104,14 @@ struct Profiles {
     /// Changes the profile's settings (`vault edit`), keeping its secrets and their history;
     /// drops its cached tokens (issued for the old settings). A profile that becomes a
     /// client-credentials one loses its username and password versions; one that becomes
-    /// a password one gets `password` as version 1.
+    /// a password one gets `password` as version 1. The profile gets a new uid and every
+    /// kept version is sealed again under it (FORMAT.md §3.4): a secret row or cached token
+    /// from before the edit, put back by someone who can write the store, no longer opens.
     func edit(_ name: String, _ change: ProfileEdit) throws -> (Profile, [String]) {
         var record = try verified(named: name)
         try tx.checkVersionSequence(record)
         let before = record
+        let uid = Sodium.randomBytes(16)
         if let environment = change.environment { record.environment = try tx.environment(named: environment).name }
         if let clientID = change.clientID { record.clientID = clientID }
         if let scope = change.scope { record.scope = scope }
@@ -129,7 +132,7 @@ struct Profiles {
             record.grantType = .password
             record.username = username
             record.passwordVersion = 1
-            try tx.sealSecret(password, profileID: record.id!, profileUID: [UInt8](record.uid ?? Data()), field: .password, version: 1,
+            try tx.sealSecret(password, profileID: record.id!, profileUID: uid, field: .password, version: 1,
                               key: tx.keys.secretKey).insert(tx.db)
         case (.clientCredentials, .clientCredentials):
             guard change.username == nil else { throw VaultError.usage("--username is only for the password grant") }
@@ -143,6 +146,15 @@ struct Profiles {
         if record.scope != before.scope { changed.append("scope") }
         if record.environment != before.environment { changed.append("environment") }
         guard !changed.isEmpty else { throw VaultError.usage("nothing changes: the profile already has these settings") }
+        for row in try SecretVersionRecord.fetchAll(tx.db, where: "profile_id", is: record.id, orderBy: "field, version") {
+            guard row.field != SecretField.password.rawValue || before.grantType == .password else { continue }  // sealed just above
+            guard let field = SecretField(rawValue: row.field) else { throw VaultError.integrity("a sealed secret has an unknown field name") }
+            var resealed = try tx.sealSecret(tx.openSecret(row, profile: before, key: tx.keys.secretKey), profileID: row.profileID,
+                                             profileUID: uid, field: field, version: row.version, key: tx.keys.secretKey)
+            resealed.createdAt = row.createdAt
+            try resealed.update(tx.db)
+        }
+        record.uid = Data(uid)
         record.updatedAt = tx.now.iso8601
         record.mac = Data(tx.profileMAC(record))
         try record.update(tx.db)

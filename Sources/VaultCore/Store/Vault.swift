@@ -206,13 +206,22 @@ public final class Vault: Sendable {
 
     /// Profile and environment names only, for shell completion (no passphrase, no checks
     /// beyond opening the file).
+    /// Whether this process cannot write the vault (a file in a read-only place): it is
+    /// read as it is, and every change, exchange and `--follow` is refused.
+    public var isReadOnlyHere: Bool { database.isReadOnlyHere }
+
+    /// Refuses, before anything is sent or changed, when ``isReadOnlyHere``.
+    public func requireWritable() throws(VaultError) {
+        if isReadOnlyHere { throw SQLiteFile.readOnlyRefusal(database.path) }
+    }
+
     public func names() throws(VaultError) -> (profiles: [String], environments: [String]) {
         let profiles = try database.read { db in try String.fetchAll(db, sql: "SELECT name FROM profile ORDER BY name") }
         return (profiles, try environments().map(\.name))
     }
 
     public func environment(named name: String) throws(VaultError) -> Environment {
-        guard let environment = try environments().first(where: { $0.name == name }) else {
+        guard let environment = try environments().first(where: { $0.name == name.precomposedStringWithCanonicalMapping }) else {
             throw .notFound("no environment named '\(name.sanitisedForDisplay(limit: 64))'")
         }
         return environment

@@ -108,6 +108,13 @@ struct AuditListing: ParsableArguments {
         if !follow { return try AuditTable.printOnce(vaultPath: options.vaultPath, query: query, format: format) }
         // --follow: the recent past (like tail -f), then each new record as it is appended.
         let vault = try options.openForReading()
+        // A vault read as it is (this user cannot write it, so SQLite cannot share its
+        // write-ahead log index) would never show the records appended after the start.
+        if vault.isReadOnlyHere {
+            throw VaultError.failure("cannot follow \(VaultOptions.display(options.resolvedPath)): you cannot write it or its directory, "
+                                     + "so records appended after the start would not be seen",
+                                     hint: "follow it as a user who can write the vault's directory; one-shot `vault audit` works")
+        }
         let stop = InterruptFlag()
         if limit == nil, since == nil, !all { query.limit = 10 }
         var printedHeader = false

@@ -13,7 +13,15 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
 
         @MainActor func run() async throws {
-            var report = try DoctorReport.run(path: options.resolvedPath)
+            var report: DoctorReport
+            do {
+                report = try DoctorReport.run(path: options.resolvedPath)
+            } catch {
+                // No vault to check (or none that opens): where the settings came from is
+                // then what helps most.
+                if json { Output.json(settingsChecks()) } else { Output.table(["CHECK", "STATUS", "DETAIL"], settingsChecks().map { [$0.name, $0.status, $0.detail] }) }
+                throw error
+            }
             report.checks.insert(contentsOf: settingsChecks(), at: 0)
             if json {
                 Output.json(report.checks)

@@ -99,6 +99,8 @@ extension VaultCLI {
         @MainActor func run() async throws {
             let path = options.resolvedPath
             let vault = try options.open()
+            // An agent of a vault it cannot write could hand out no token (each needs its record).
+            try vault.requireWritable()
             let network = try AgentNetwork.current(cacert: cacert)
             // The directory the agent will use, checked before the passphrase is asked for.
             try AgentProtocol.preparePrivateDirectory(AgentProtocol.directory())

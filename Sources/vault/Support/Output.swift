@@ -174,6 +174,9 @@ enum Pager {
         guard !command.trimmingCharacters(in: .whitespaces).isEmpty, command != "cat" else { return Output.stdout(text) }
         if configured == nil, getenv("LESS") == nil { setenv("LESS", "FRX", 1) }
         for name in LocalEnvironment.secretVariables { unsetenv(name) }
+        // Ctrl-C belongs to the pager while it runs (as git does): vault waits for it.
+        let previousInterrupt = signal(SIGINT, SIG_IGN), previousQuit = signal(SIGQUIT, SIG_IGN)
+        defer { signal(SIGINT, previousInterrupt); signal(SIGQUIT, previousQuit) }
         guard let pipe = popen(command, "w") else { return Output.stdout(text) }
         var bytes = Array(text.utf8)
         _ = fwrite(&bytes, 1, bytes.count, pipe)

@@ -140,7 +140,7 @@ extension Vault {
         if !known.profiles.contains(profile.precomposedStringWithCanonicalMapping) {
             throw Self.missing("profile", profile, in: known.profiles)
         }
-        if let environment, !known.environments.contains(environment) {
+        if let environment, !known.environments.contains(environment.precomposedStringWithCanonicalMapping) {
             throw Self.missing("environment", environment, in: known.environments)
         }
     }
@@ -148,7 +148,7 @@ extension Vault {
     /// Exit 6, with the nearest name as a hint, unless an environment named `name` exists.
     func requireEnvironment(_ name: String) throws(VaultError) {
         let known = try names().environments
-        if !known.contains(name) { throw Self.missing("environment", name, in: known) }
+        if !known.contains(name.precomposedStringWithCanonicalMapping) { throw Self.missing("environment", name, in: known) }
     }
 
     /// Exit 6, with the nearest name as a hint, unless `name` is a current member.
