@@ -218,28 +218,26 @@ long vault_agent_write_request(const vault_agent_request *request, char *const *
 
 // MARK: - Where
 
+// HOME, else the password database's home directory; NULL when neither names one.
+static const char *home_directory(char *const *envp) {
+    const char *home = nonempty(envp, "HOME");
+    if (home != NULL) return home;
+    struct passwd *entry = getpwuid(geteuid());
+    return (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') ? NULL : entry->pw_dir;
+}
+
 int vault_data_directory(char *const *envp, char *out, size_t capacity) {
     const char *data = nonempty(envp, "XDG_DATA_HOME");
     if (data != NULL) return fits(snprintf(out, capacity, "%s/gbg-vault", data), capacity);
-    const char *home = nonempty(envp, "HOME");
-    if (home == NULL) {
-        struct passwd *entry = getpwuid(geteuid());
-        if (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') return 0;
-        home = entry->pw_dir;
-    }
-    return fits(snprintf(out, capacity, "%s/.local/share/gbg-vault", home), capacity);
+    const char *home = home_directory(envp);
+    return home != NULL && fits(snprintf(out, capacity, "%s/.local/share/gbg-vault", home), capacity);
 }
 
 int vault_config_path(char *const *envp, char *out, size_t capacity) {
     const char *config = nonempty(envp, "XDG_CONFIG_HOME");
     if (config != NULL) return fits(snprintf(out, capacity, "%s/gbg-vault/config", config), capacity);
-    const char *home = nonempty(envp, "HOME");
-    if (home == NULL) {
-        struct passwd *entry = getpwuid(geteuid());
-        if (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') return 0;
-        home = entry->pw_dir;
-    }
-    return fits(snprintf(out, capacity, "%s/.config/gbg-vault/config", home), capacity);
+    const char *home = home_directory(envp);
+    return home != NULL && fits(snprintf(out, capacity, "%s/.config/gbg-vault/config", home), capacity);
 }
 
 static char *trimmed(char *start, char *end) {
@@ -358,13 +356,8 @@ int vault_default_vault_path(char *const *envp, char *out, size_t capacity) {
         // path would name a file in whatever directory the command runs in: not used.
         if (configured[0] == '/' || vault_is_postgres_url(configured)) return fits(snprintf(out, capacity, "%s", configured), capacity);
         if (configured[0] == '~' && configured[1] == '/') {
-            const char *home = nonempty(envp, "HOME");
-            if (home == NULL) {
-                struct passwd *entry = getpwuid(geteuid());
-                if (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') return 0;
-                home = entry->pw_dir;
-            }
-            return fits(snprintf(out, capacity, "%s%s", home, configured + 1), capacity);
+            const char *home = home_directory(envp);
+            return home != NULL && fits(snprintf(out, capacity, "%s%s", home, configured + 1), capacity);
         }
         return 0;
     }
