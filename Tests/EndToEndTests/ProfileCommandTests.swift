@@ -240,7 +240,8 @@ struct IndependentReaderTests {
         let vault = fixture.vault
         #expect(try fixture.token("pw").status == 0)
         #expect(try vault.sql("SELECT count(*) FROM token_cache").stdoutText == "1\n")
-        let secretsBefore = try vault.sql("SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3").stdoutText
+        let versionsBefore = try vault.sql("SELECT profile_id, field, version, created_at FROM secret_version ORDER BY 1, 2, 3").stdoutText
+        let sealedBefore = try vault.sql("SELECT hex(ciphertext) FROM secret_version WHERE profile_id = (SELECT id FROM profile WHERE name = 'pw') ORDER BY field, version").stdoutText
         let state = { try vault.sql("SELECT name, client_id, username, grant_type, scope, environment, hex(mac) FROM profile ORDER BY name; SELECT count(*) FROM audit_record").stdoutText }
         let before = try state()
 
@@ -260,7 +261,10 @@ struct IndependentReaderTests {
         let moved = try vault.run(["edit", "pw", "--env", "eu", "--username", "other@example.com"])
         #expect(moved.status == 0 && moved.stderrText.contains("username, environment"), "\(moved.stderrText)")
         #expect(try vault.sql("SELECT count(*) FROM token_cache").stdoutText == "0\n")
-        #expect(try vault.sql("SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3").stdoutText == secretsBefore)
+        // The same versions, sealed again under the profile's new uid (its other profile untouched).
+        #expect(try vault.sql("SELECT profile_id, field, version, created_at FROM secret_version ORDER BY 1, 2, 3").stdoutText == versionsBefore)
+        let sealedAfter = try vault.sql("SELECT hex(ciphertext) FROM secret_version WHERE profile_id = (SELECT id FROM profile WHERE name = 'pw') ORDER BY field, version").stdoutText
+        #expect(Set(sealedAfter.split(separator: "\n")).isDisjoint(with: sealedBefore.split(separator: "\n")), "every version sealed again")
         let shown = try JSONSerialization.jsonObject(with: vault.run(["show", "pw", "--json"]).stdout) as? [String: Any]
         #expect(shown?["environment"] as? String == "eu" && shown?["username"] as? String == "other@example.com")
         let record = try fixture.auditJSON(["--limit", "1"]).first
