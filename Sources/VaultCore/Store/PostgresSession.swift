@@ -193,14 +193,15 @@ final class PostgresSession: @unchecked Sendable {
         prefetched.removeAll()
     }
 
-    /// Forgets every statement prepared on this connection, and deallocates them on the
-    /// server (without waiting): after any failed transaction, since what failed may have
-    /// made other plans stale too (a column's type changed and changed back: "cache lookup
-    /// failed for type"). They are prepared again on their next use.
+    /// Forgets every statement prepared on this connection: after any failed transaction,
+    /// since what failed may have made other plans stale too (a column's type changed and
+    /// changed back: "cache lookup failed for type"). They are prepared again on their next
+    /// use. (Not deallocated on the server: PostgresNIO 1.33.2's `deallocate()` on a
+    /// connection the server has just ended leaks its promise, a crash in a debug build; the
+    /// server drops them with the connection, and ``maximumPreparations`` bounds how many
+    /// one connection makes.)
     func forgetPreparedStatements() {
-        for statement in prepared.values { _ = statement.deallocate() }
         prepared.removeAll()
-        preparations = 0
     }
 
     /// The rows of a query started ahead, if it was.
