@@ -1,10 +1,12 @@
 // The client side of the agent protocol and its location rules (CAgent.h, PROTOCOL.md).
-// Only libc and libsodium's BLAKE2b; no allocation; nothing is printed. One file, longer
+// Only libc and libsodium's BLAKE2b; no allocation; nothing is printed but the waiting line
+// at a terminal (wait_for_answer). The config file's parser is in Config.c. One file, longer
 // than most here, because it is one thing: where the socket is, whom to trust, the request's
 // bytes and the round trip, in the order a call runs them, each written once for both
 // clients (the constructor before main and the Swift commands).
 #define _GNU_SOURCE
 #include "CAgent.h"
+#include "Environment.h"
 
 #include <sodium.h>
 #include <dirent.h>
@@ -22,26 +24,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-// MARK: - The environment
-
-// The value of `name` in `envp` as getenv(3) finds it (the first entry); NULL when unset.
-static const char *variable(char *const *envp, const char *name) {
-    if (envp == NULL) return NULL;
-    size_t length = strlen(name);
-    for (char *const *entry = envp; *entry != NULL; entry++) {
-        if (strncmp(*entry, name, length) == 0 && (*entry)[length] == '=') return *entry + length + 1;
-    }
-    return NULL;
-}
-
-// As `variable`, with an empty value counting as unset.
-static const char *nonempty(char *const *envp, const char *name) {
-    const char *value = variable(envp, name);
-    return (value == NULL || value[0] == '\0') ? NULL : value;
-}
-
-static int fits(int count, size_t capacity) { return count >= 0 && (size_t)count < capacity; }
 
 // MARK: - Writing JSON
 
@@ -218,14 +200,6 @@ long vault_agent_write_request(const vault_agent_request *request, char *const *
 
 // MARK: - Where
 
-// HOME, else the password database's home directory; NULL when neither names one.
-static const char *home_directory(char *const *envp) {
-    const char *home = nonempty(envp, "HOME");
-    if (home != NULL) return home;
-    struct passwd *entry = getpwuid(geteuid());
-    return (entry == NULL || entry->pw_dir == NULL || entry->pw_dir[0] == '\0') ? NULL : entry->pw_dir;
-}
-
 int vault_data_directory(char *const *envp, char *out, size_t capacity) {
     const char *data = nonempty(envp, "XDG_DATA_HOME");
     if (data != NULL) return fits(snprintf(out, capacity, "%s/gbg-vault", data), capacity);
@@ -233,125 +207,13 @@ int vault_data_directory(char *const *envp, char *out, size_t capacity) {
     return home != NULL && fits(snprintf(out, capacity, "%s/.local/share/gbg-vault", home), capacity);
 }
 
-int vault_config_path(char *const *envp, char *out, size_t capacity) {
-    const char *config = nonempty(envp, "XDG_CONFIG_HOME");
-    if (config != NULL) return fits(snprintf(out, capacity, "%s/gbg-vault/config", config), capacity);
-    const char *home = home_directory(envp);
-    return home != NULL && fits(snprintf(out, capacity, "%s/.config/gbg-vault/config", home), capacity);
-}
-
-static char *trimmed(char *start, char *end) {
-    while (start < end && (*start == ' ' || *start == '\t')) start++;
-    while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) end--;
-    *end = '\0';
-    return start;
-}
-
-int vault_config_read(char *const *envp, vault_config_visitor visit, void *context, char *why, size_t why_capacity) {
-    char path[PATH_MAX];
-    if (why_capacity > 0) why[0] = '\0';
-    if (!vault_config_path(envp, path, sizeof path)) return 0;
-    // Its directory first: a directory others can write lets them swap the file.
-    char *slash = strrchr(path, '/');
-    if (slash == NULL) return 0;
-    *slash = '\0';
-    int directory = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (directory < 0) return 0;
-    struct stat folder;
-    if (fstat(directory, &folder) != 0 || folder.st_uid != geteuid() || (folder.st_mode & 022)) {
-        snprintf(why, why_capacity, "its directory %s belongs to another user or others can write it", path);
-        close(directory);
-        return -1;
-    }
-    int fd = openat(directory, slash + 1, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    *slash = '/';
-    close(directory);
-    if (fd < 0) {
-        if (errno == ENOENT || errno == ENOTDIR) return 0;
-        snprintf(why, why_capacity, "%s", errno == ELOOP ? "it is a symbolic link" : strerror(errno));
-        return -1;
-    }
-    struct stat info;
-    enum { limit = 64 * 1024 };
-    const char *problem = NULL;
-    if (fstat(fd, &info) != 0) problem = "it cannot be inspected";
-    else if (!S_ISREG(info.st_mode)) problem = "it is not a regular file";
-    else if (info.st_uid != geteuid()) problem = "it belongs to another user";
-    else if (info.st_mode & 022) problem = "group or others can write it";
-    else if (info.st_size > limit) problem = "it is larger than 64 KiB";
-    if (problem != NULL) {
-        snprintf(why, why_capacity, "%s", problem);
-        close(fd);
-        return -1;
-    }
-    char *text = malloc(limit + 1);
-    if (text == NULL) {
-        snprintf(why, why_capacity, "out of memory");
-        close(fd);
-        return -1;
-    }
-    size_t length = 0;
-    for (;;) {
-        ssize_t n = read(fd, text + length, limit - length);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        length += (size_t)n;
-        if (length == limit) break;
-    }
-    close(fd);
-    text[length] = '\0';
-    if (memchr(text, '\0', length) != NULL) {
-        snprintf(why, why_capacity, "it contains a NUL byte");
-        free(text);
-        return -1;
-    }
-    int number = 0;
-    for (char *line = text; line < text + length;) {
-        char *end = memchr(line, '\n', (size_t)(text + length - line));
-        if (end == NULL) end = text + length;
-        char *next = end + 1;
-        number++;
-        char *content = trimmed(line, end);
-        if (content[0] != '\0' && content[0] != '#' && visit != NULL) {
-            char *equals = strchr(content, '=');
-            if (equals == NULL) {
-                visit(number, content, NULL, context);
-            } else {
-                char *key = trimmed(content, equals);
-                char *value = trimmed(equals + 1, equals + 1 + strlen(equals + 1));
-                visit(number, key, value, context);
-            }
-        }
-        line = next;
-    }
-    free(text);
-    return 1;
-}
-
-struct config_lookup {
-    const char *key;
-    char *out;
-    size_t capacity;
-    int found;
-};
-
-static void config_lookup_visit(int line, const char *key, const char *value, void *context) {
-    (void)line;
-    struct config_lookup *lookup = context;
-    if (value != NULL && value[0] != '\0' && strcmp(key, lookup->key) == 0) {
-        lookup->found = fits(snprintf(lookup->out, lookup->capacity, "%s", value), lookup->capacity) ? 1 : -1;
-    }
-}
-
 int vault_default_vault_path(char *const *envp, char *out, size_t capacity) {
     const char *path = nonempty(envp, "VAULT_PATH");
     if (path != NULL) return fits(snprintf(out, capacity, "%s", path), capacity);
     char configured[PATH_MAX];
-    struct config_lookup lookup = { "vault", configured, sizeof configured, 0 };
-    char why[PATH_MAX + 96];
-    int read = vault_config_read(envp, config_lookup_visit, &lookup, why, sizeof why);
-    if (read < 0 || lookup.found < 0) return 0;
-    if (lookup.found == 1) {
+    int found = vault_config_value(envp, "vault", configured, sizeof configured);
+    if (found < 0) return 0;
+    if (found == 1) {
         // An absolute path, `~/…` (the home directory), or a team vault's URL; a relative
         // path would name a file in whatever directory the command runs in: not used.
         if (configured[0] == '/' || vault_is_postgres_url(configured)) return fits(snprintf(out, capacity, "%s", configured), capacity);
