@@ -14,6 +14,9 @@ public enum VaultError: Error, Sendable, Equatable {
     case notFound(String, hint: String? = nil)
     /// Vault data failed authentication or is corrupt. Exit 7.
     case integrity(String)
+    /// The store is not the vault this user's clients remember at its location: replaced,
+    /// rolled back or forked (FORMAT.md §12); the hint names the deliberate way on.
+    case notAsRemembered(String, hint: String)
     /// The token endpoint rejected the credentials with an OAuth error. Exit 4.
     case rejected(error: String, description: String?, status: Int, hint: String?)
     /// The token endpoint could not be reached or kept failing. Exit 5.
@@ -41,7 +44,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .rejected: 4
         case .unavailable: 5
         case .notFound: 6
-        case .integrity, .malformedResponse: 7
+        case .integrity, .notAsRemembered, .malformedResponse: 7
         case .auditRefused: 8
         case .usage: 64
         case .newerVersion, .failure, .keysChanged: 1
@@ -61,6 +64,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .wrongIdentitySlot: "this identity cannot open the vault: it has no key slot here (not a member, or removed)"
         case .notFound(let what, _): what
         case .integrity(let what): "integrity failure: \(what)"
+        case .notAsRemembered(let what, _): "integrity failure: \(what)"
         case .rejected(let error, let description, let status, _):
             "the token endpoint rejected the credentials (HTTP \(status), \(error))"
                 + (description.map { ": \($0)" } ?? "")
@@ -87,6 +91,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .rejected(_, _, _, let hint): hint
         case .unavailable: "check the network, proxy settings and the environment's token URL, then retry"
         case .integrity: "`vault verify` names every problem; restore the vault from a backup"
+        case .notAsRemembered(_, let hint): hint
         case .usage(_, let hint): hint
         case .newerVersion: "upgrade gbg-vault to open this vault"
         case .keysChanged: "run the command again"

@@ -136,6 +136,20 @@ struct VaultOptions: ParsableArguments {
     /// who made one, to join other vaults, is still asked for this vault's passphrase);
     /// the passphrase prompt.
     func unlock(_ vault: Vault) throws(VaultError) -> UnlockedVault {
+        try Self.checkedAgainstKnownState(unlockUnchecked(vault))
+    }
+
+    /// Checks an unlocked vault against what this user's clients remember of its location
+    /// (pinned on first use; refused, exit 7, when replaced, rolled back or forked:
+    /// FORMAT.md §12), and guards this process's writes the same way.
+    static func checkedAgainstKnownState(_ unlocked: UnlockedVault) throws(VaultError) -> UnlockedVault {
+        try unlocked.checkKnownState(KnownVaults.forUser())
+        return unlocked
+    }
+
+    /// ``unlock(_:)`` without the check against the known state (`vault verify
+    /// --accept-rollback`/`--repin`, which check the vault in full instead).
+    func unlockUnchecked(_ vault: Vault) throws(VaultError) -> UnlockedVault {
         if let path = identity ?? LocalEnvironment.value("VAULT_IDENTITY_FILE") {
             return try vault.unlock(identity: Self.openIdentity(path))
         }

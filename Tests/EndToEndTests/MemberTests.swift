@@ -288,6 +288,7 @@ struct MemberTests {
         for round in 0..<rounds {
             for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
             try FileManager.default.copyItem(atPath: pristine, toPath: vault.path)
+            vault.forgetKnownVaults()  // each round starts from the restored copy, on purpose
             let child = try ChildProcess(Binaries.vault, ["member", "remove", "ci"], environment: vault.environment())
             child.closeStdin()
             usleep(UInt32.random(in: 0...span, using: &generator))

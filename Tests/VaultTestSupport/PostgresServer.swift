@@ -124,10 +124,21 @@ public final class PostgresServer: @unchecked Sendable {
         return result.stdoutText
     }
 
-    /// `pg_dump` of a whole database (plain SQL), as the administrator.
-    public func dump(database: String = "vault") throws -> Data {
+    /// Runs a SQL file (a plain `pg_dump`, say) with psql as the administrator; fails on an error.
+    public func restore(_ sql: Data, database: String = "vault") throws {
+        let file = NSTemporaryDirectory() + "gv-restore-" + UUID().uuidString + ".sql"
+        try sql.write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let result = try Binaries.run("/usr/bin/psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port),
+                                                         "-U", admin, "-d", database, "-f", file],
+                                      environment: ["PATH": "/usr/bin:/bin", "PGPASSWORD": adminPassword, "PGSSLMODE": "disable"])
+        guard result.status == 0 else { throw HarnessError.commandFailed("psql -f: \(result.stderrText)") }
+    }
+
+    /// `pg_dump` of a whole database (plain SQL), or of one schema, as the administrator.
+    public func dump(database: String = "vault", schema: String? = nil) throws -> Data {
         let dump = FileManager.default.isExecutableFile(atPath: binDirectory + "/pg_dump") ? binDirectory + "/pg_dump" : "/usr/bin/pg_dump"
-        let result = try Binaries.run(dump, ["-h", "127.0.0.1", "-p", String(port), "-U", admin, "-d", database],
+        let result = try Binaries.run(dump, ["-h", "127.0.0.1", "-p", String(port), "-U", admin, "-d", database] + (schema.map { ["-n", $0] } ?? []),
                                       environment: ["PATH": "/usr/bin:/bin", "PGPASSWORD": adminPassword, "PGSSLMODE": "disable"])
         guard result.status == 0 else { throw HarnessError.commandFailed("pg_dump: \(result.stderrText)") }
         return result.stdout

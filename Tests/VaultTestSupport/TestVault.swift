@@ -34,6 +34,12 @@ public final class TestVault: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
+    /// Forgets what this test user's clients remember of the vaults they used (FORMAT.md
+    /// §12): for tests that put a vault back to an earlier copy on purpose, round after round.
+    public func forgetKnownVaults() {
+        unlink(directory + "/.local/state/gbg-vault/known-vaults")
+    }
+
     /// The environment of a `vault` run: cheap test-only KDF, the passphrase, no terminal.
     public func environment(_ extra: [String: String] = [:]) -> [String: String] {
         var env: [String: String] = [

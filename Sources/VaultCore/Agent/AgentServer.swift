@@ -60,6 +60,9 @@ public final class AgentServer: @unchecked Sendable {
                 keepFresh: [(profile: String, environment: String?)] = [], cacert: String? = nil, urlLink: String? = nil) throws(VaultError) {
         let vault = try Vault.open(at: vaultPath)
         unlocked = try vault.unlock(identity: identity)
+        // What this user's clients remember of the vault (FORMAT.md §12): checked once here,
+        // then at every write transaction of the agent.
+        try unlocked.checkKnownState(KnownVaults.forUser())
         self.vaultPath = vaultPath
         network = try AgentNetwork.current(cacert: cacert)
         var transport = TransportOptions(caBundlePath: network.caBundle, environment: network.proxy)

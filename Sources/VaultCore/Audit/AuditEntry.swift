@@ -14,13 +14,16 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
     case token, exec, refresh
     /// `vault verify PROFILE`: an exchange whose token is discarded.
     case verify
+    /// `vault verify --accept-rollback` / `--repin`: an older, diverged or replaced vault
+    /// accepted deliberately (FORMAT.md §12).
+    case acceptRollback = "accept-rollback", repin
 
     /// Actions that may open a new key epoch (their record carries `previous_key_mac`).
     var startsKeyEpoch: Bool {
         switch self {
         case .rekey, .memberRemove: true
         case .initialise, .add, .edit, .rotate, .remove, .passwd, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
-             .token, .exec, .refresh, .verify: false
+             .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
         }
     }
 
@@ -29,7 +32,7 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
         switch self {
         case .initialise, .upgrade: true
         case .add, .edit, .rotate, .remove, .passwd, .rekey, .envAdd, .envSet, .envRemove, .memberAdd, .memberRemove,
-             .token, .exec, .refresh, .verify: false
+             .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
         }
     }
 }

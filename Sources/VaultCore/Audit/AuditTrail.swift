@@ -24,7 +24,8 @@ public enum AuditChain {
     /// written each time (an `INSERT` made to do nothing is an integrity failure).
     @discardableResult
     static func append(_ entry: AuditEntry, db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys,
-                       previous: AuditEpochKeys? = nil, genesis: Bool = false, signer: AuditSigner?) throws -> AuditEntry {
+                       previous: AuditEpochKeys? = nil, genesis: Bool = false, signer: AuditSigner?,
+                       trail: TrailMark? = nil) throws -> AuditEntry {
         var entry = entry
         let previousMAC: [UInt8]
         let headRow = try db.rows(headQuery).first
@@ -42,6 +43,8 @@ public enum AuditChain {
                   newestSeq == head.seq, Sodium.constantTimeEqual([UInt8](newestMAC), [UInt8](head.lastMAC)) else {
                 throw VaultError.integrity("the audit trail does not end at the record its head names; vault does not append to it")
             }
+            // The trail must extend the newest record this process saw (FORMAT.md §12).
+            try trail?.guarding.check(headSeq: head.seq, headMAC: [UInt8](head.lastMAC), db: db)
             entry.seq = head.seq + 1
             previousMAC = [UInt8](head.lastMAC)
         }
@@ -71,6 +74,7 @@ public enum AuditChain {
         ]
         try row.insert(db, orFail: recordFailure)
         try db.executeExpecting(sql: headSQL, arguments: headArguments, changes: 1, failure: headFailure)
+        trail?.appended = (entry.seq, mac)
         return entry
     }
 

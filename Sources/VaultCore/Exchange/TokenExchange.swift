@@ -25,7 +25,7 @@ public struct ExchangeResult: Sendable {
         case .rejected?: .rejected
         case .unavailable?: .unavailable
         case .malformedResponse?: .malformed
-        case .wrongPassphrase?, .wrongIdentityPassphrase?, .wrongIdentitySlot?, .notFound?, .integrity?, .auditRefused?,
+        case .wrongPassphrase?, .wrongIdentityPassphrase?, .wrongIdentitySlot?, .notFound?, .integrity?, .notAsRemembered?, .auditRefused?,
              .usage?, .newerVersion?, .keysChanged?, .relayed?, .failure?: .error
         }
     }

@@ -298,6 +298,11 @@ extension SQLiteFileStore {
     /// A local read is cheap: the agent looks before every request it serves.
     var headerPollInterval: TimeInterval { 0 }
     var agentSocketPath: String? { file.agentSocketPath }
+    var locationIdentity: String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
     func agentLaunch(vaultPath: String) -> AgentLaunchNames { AgentLaunchNames(vaultArgument: vaultPath) }
     func isSameVault(as destination: String) -> Bool { file.isSameVault(as: destination) }
     func storageError(_ error: any Error) -> VaultError { SQLiteFile.map(error, path: path) }

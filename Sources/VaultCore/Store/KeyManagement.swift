@@ -82,7 +82,7 @@ struct KeyManagement {
         let action: AuditAction = removed == nil ? .rekey : .memberRemove
         let text = [removed.map { "member=\($0)" }, "resealed=\(count)", "epoch=\(next.epoch)", detail].compactMap { $0 }.joined(separator: " ")
         try AuditChain.append(tx.entry(action, detail: text), db: tx.db, vaultID: tx.vaultID, keys: next.auditEpochKeys,
-                              previous: keys.auditEpochKeys, signer: tx.signer)
+                              previous: keys.auditEpochKeys, signer: tx.signer, trail: tx.trail)
         return (count, updated)
     }
 

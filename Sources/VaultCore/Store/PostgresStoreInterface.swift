@@ -32,6 +32,7 @@ extension PostgresStore {
     /// between requests do not add a round trip to each.
     var headerPollInterval: TimeInterval { 2 }
     var agentSocketPath: String? { AgentProtocol.socketPath(store: location.identity) }
+    var locationIdentity: String { location.identity }
 
     /// The URL without its password; the password in the agent's environment, readable
     /// only by this user (as libpq's `PGPASSWORD`); a second socket name by the URL as the

@@ -115,7 +115,7 @@ extension UnlockedVault {
             committed = try write { try TokenCache(tx: $0).record(entry, cache: cache) }
         } catch {
             switch error {
-            case .integrity: throw error
+            case .integrity, .notAsRemembered: throw error
             default: throw .auditRefused(error.message)
             }
         }

@@ -23,6 +23,10 @@ public final class UnlockedVault: @unchecked Sendable {
     /// and sign audit records. For the passphrase, the owner's identity from the header.
     private var currentIdentity: MemberIdentity
     var identity: MemberIdentity { lock.withLock { currentIdentity } }
+    /// The rollback and fork check of this process's writes, once ``checkKnownState(_:)``
+    /// or ``pinKnownState(_:)`` ran (FORMAT.md §12).
+    private var trailGuard: TrailGuard?
+    func adoptTrailGuard(_ guarding: TrailGuard) { lock.withLock { trailGuard = guarding } }
 
     init(vault: Vault, header: VaultHeader, keys: VaultKeys, identity: MemberIdentity, member: String) {
         self.vault = vault
@@ -139,10 +143,15 @@ public final class UnlockedVault: @unchecked Sendable {
     /// the reads `body` will make first sent ahead (``VaultStore/write(prefetching:_:)``).
     func write<T>(prefetching queries: [StoreQuery] = [], _ body: (VaultTransaction) throws -> T) throws(VaultError) -> T {
         try withCurrentKeys { (keys) throws(VaultError) in
-            try database.write(prefetching: [Self.currentKeysQuery] + queries) { db in
+            let mark = lock.withLock { trailGuard }.map(TrailMark.init)
+            let result = try database.write(prefetching: [Self.currentKeysQuery] + queries) { db in
                 try expectCurrent(db, keys: keys)
-                return try body(transaction(db, keys))
+                return try body(transaction(db, keys, trail: mark))
             }
+            if let mark, let appended = mark.appended {
+                mark.guarding.committed(appended, now: Int64(now.timeIntervalSince1970))
+            }
+            return result
         }
     }
 
@@ -158,8 +167,8 @@ public final class UnlockedVault: @unchecked Sendable {
     }
 
     /// The transaction value of `db` with `keys`.
-    func transaction(_ db: StoreDB, _ keys: VaultKeys) -> VaultTransaction {
-        VaultTransaction(db: db, keys: keys, vaultID: vaultID, signer: signer, signedFromSeq: header.signedFromSeq, now: now)
+    func transaction(_ db: StoreDB, _ keys: VaultKeys, trail: TrailMark? = nil) -> VaultTransaction {
+        VaultTransaction(db: db, keys: keys, vaultID: vaultID, signer: signer, signedFromSeq: header.signedFromSeq, now: now, trail: trail)
     }
 
     /// A read snapshot whose keys are checked inside it.

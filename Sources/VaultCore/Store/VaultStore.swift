@@ -49,6 +49,9 @@ protocol VaultStore: AnyObject, Sendable {
     var headerPollInterval: TimeInterval { get }
     /// The agent socket of this vault (PROTOCOL.md §1); nil when it cannot be named.
     var agentSocketPath: String? { get }
+    /// Where this store is, as the record of known vaults names it (FORMAT.md §12): a file
+    /// vault's absolute path with symbolic links resolved; a team vault's location identity.
+    var locationIdentity: String { get }
     /// How the launcher names this vault to the agent it starts (`vaultPath` as the
     /// command was given it).
     func agentLaunch(vaultPath: String) -> AgentLaunchNames

@@ -16,13 +16,15 @@ struct VaultTransaction {
     /// The signed-from sequence number of the vault's header (FORMAT.md §6.7).
     let signedFromSeq: Int64
     let now: Date
+    /// The rollback check of the unlocked vault, when it has one (``TrailGuard``).
+    var trail: TrailMark? = nil
 
     // MARK: - The audit record
 
     /// Appends `entry` to the audit chain, signed, in this transaction.
     @discardableResult
     func audit(_ entry: AuditEntry) throws -> AuditEntry {
-        try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer)
+        try AuditChain.append(entry, db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: signer, trail: trail)
     }
 
     /// A record of `action` at this transaction's time.

@@ -30,7 +30,10 @@ extension VaultCLI {
             let passphrase = try options.passphrase.new(allowShort: allowShortPassphrase)
             var parameters = kdf.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled { parameters = .testOnlyInsecure }
-            _ = try Vault.initialise(at: path, passphrase: passphrase, kdf: parameters, detail: "kdf=\(kdf.rawValue)")
+            let vault = try Vault.initialise(at: path, passphrase: passphrase, kdf: parameters, detail: "kdf=\(kdf.rawValue)")
+            // The new vault is pinned at its location (a vault made again where an old one
+            // was removed replaces what was remembered of the old one).
+            try vault.pinKnownState(KnownVaults.forUser())
             Output.info("created vault at \(VaultOptions.display(path)) (\(parameters))")
         }
     }

@@ -21,7 +21,8 @@ extension VaultCLI {
         @MainActor func run() async throws {
             // Always the passphrase (member 'owner'), never an identity.
             let locked = try options.open()
-            let vault = try options.passphrase.withExisting { (passphrase) throws(VaultError) in try locked.unlock(passphrase: passphrase) }
+            let vault = try VaultOptions.checkedAgainstKnownState(
+                options.passphrase.withExisting { (passphrase) throws(VaultError) in try locked.unlock(passphrase: passphrase) })
             let newPassphrase = try options.passphrase.replacement(newPassphraseFile: newPassphraseFile, allowShort: allowShortPassphrase)
             var parameters = kdf?.parameters
             if KDFParameters.testOnlyInsecureKDFEnabled, parameters != nil { parameters = .testOnlyInsecure }

@@ -1,0 +1,184 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What this user's clients remember about each vault they opened (FORMAT.md §12): per
+/// location, the vault id and the owner's signing key pinned on first use, and the highest
+/// audit record seen with its MAC. A store that is another vault, has another owner, ends
+/// below that record, or holds another record at its sequence number is refused (exit 7):
+/// a replaced vault, a restored older copy (a rollback) or a diverged one (a fork).
+///
+/// One file, `${XDG_STATE_HOME:-$HOME/.local/state}/gbg-vault/known-vaults`: one JSON
+/// object per line, mode 0600 in a 0700 directory; updates are read, merged and written to
+/// a temporary file renamed over it, under an exclusive `flock` of `known-vaults.lock`.
+public struct KnownVaults: Sendable {
+    /// The file's path.
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// This user's file (`XDG_STATE_HOME` when it is an absolute path, else
+    /// `$HOME/.local/state`, else the password database's home directory).
+    public static func forUser() -> KnownVaults {
+        let base: String
+        if let state = LocalEnvironment.value("XDG_STATE_HOME"), state.hasPrefix("/") {
+            base = state
+        } else {
+            base = (LocalEnvironment.value("HOME").flatMap { $0.hasPrefix("/") ? $0 : nil } ?? NSHomeDirectory()) + "/.local/state"
+        }
+        return KnownVaults(path: base + "/gbg-vault/known-vaults")
+    }
+
+    /// One vault as last seen at one location.
+    public struct Entry: Codable, Equatable, Sendable {
+        /// The store's location identity (a file vault's real path; a team vault's
+        /// `postgres://USER@HOST:PORT/DATABASE?schema=SCHEMA`).
+        public var location: String
+        /// The vault id (hex) and the owner's Ed25519 public key (hex), pinned on first use.
+        public var vaultID: String
+        public var ownerSignKey: String
+        /// The highest audit record seen and its MAC (hex).
+        public var seq: Int64
+        public var mac: String
+        /// Unix seconds: when this location was pinned, and when the entry last moved.
+        public var pinnedAt: Int64
+        public var seenAt: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case location, seq, mac
+            case vaultID = "vault_id", ownerSignKey = "owner_sign_key", pinnedAt = "pinned_at", seenAt = "seen_at"
+        }
+    }
+
+    /// The entry of `location`, if any. A file that is not this user's, or that others can
+    /// write, is refused (exit 7): its promises would be anyone's.
+    public func entry(for location: String) throws(VaultError) -> Entry? {
+        try readAll().first { $0.location == location }
+    }
+
+    /// Replaces (or adds) the entry of `entry.location`.
+    public func store(_ entry: Entry) throws(VaultError) {
+        try update(flushing: true) { entries in
+            entries.removeAll { $0.location == entry.location }
+            entries.append(entry)
+        }
+    }
+
+    /// Moves the entry of `location` forward to `seq`/`mac` when `seq` is higher than the
+    /// one it holds (another process may have moved it further meanwhile).
+    public func advance(location: String, to seq: Int64, mac: String, at now: Int64) throws(VaultError) {
+        try update(flushing: false) { entries in
+            guard let index = entries.firstIndex(where: { $0.location == location }), entries[index].seq < seq else { return }
+            entries[index].seq = seq
+            entries[index].mac = mac
+            entries[index].seenAt = now
+        }
+    }
+
+    private var directory: String { (path as NSString).deletingLastPathComponent }
+
+    nonisolated(unsafe) private static var warned = false
+    private static let warnedLock = NSLock()
+
+    /// A warning on standard error, once per process.
+    static func warnOnce(_ message: String) {
+        let first = warnedLock.withLock { () -> Bool in
+            defer { warned = true }
+            return !warned
+        }
+        guard first else { return }
+        FileHandle.standardError.write(Data("vault: warning: \(message)\n".utf8))
+    }
+
+    private func readAll() throws(VaultError) -> [Entry] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            if errno == ENOENT { return [] }
+            throw .integrity("cannot read \(path) (\(String(cString: strerror(errno)))): the record of the vaults you used")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw .integrity("\(path) is not a regular file")
+        }
+        guard info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
+            throw .integrity("\(path) belongs to another user or others can write it; vault does not trust it (make it yours, mode 0600)")
+        }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = read(fd, &buffer, buffer.count)
+            if count < 0 { if errno == EINTR { continue }; throw .integrity("cannot read \(path)") }
+            if count == 0 { break }
+            data.append(contentsOf: buffer[0..<count])
+        }
+        let decoder = JSONDecoder()
+        var entries: [Entry] = []
+        for line in data.split(separator: UInt8(ascii: "\n")) where !line.isEmpty {
+            guard let entry = try? decoder.decode(Entry.self, from: Data(line)) else {
+                throw .integrity("\(path) has a line that is not a known-vault entry; vault does not guess (fix or remove the line)")
+            }
+            entries.append(entry)
+        }
+        return entries
+    }
+
+    /// Read, change, write back: under an exclusive lock, to a temporary file renamed over
+    /// the old one (a reader sees the old file or the new one, never a part). A pin is
+    /// flushed to the disk before the rename; a move forward is not (it happens at every
+    /// audit record, and a crash that loses it leaves an older record remembered, which the
+    /// vault still holds).
+    private func update(flushing: Bool, _ change: (inout [Entry]) -> Void) throws(VaultError) {
+        try makeDirectory()
+        let lockPath = path + ".lock"
+        let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard lockFD >= 0 else { throw .failure("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        defer { close(lockFD) }
+        while flock(lockFD, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw .failure("cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+        }
+        var entries = try readAll()
+        let before = entries
+        change(&entries)
+        guard entries != before else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var bytes = Data()
+        for entry in entries.sorted(by: { $0.location < $1.location }) {
+            guard let line = try? encoder.encode(entry) else { continue }
+            bytes.append(line)
+            bytes.append(UInt8(ascii: "\n"))
+        }
+        let temporary = path + ".tmp"
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw .failure("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = !flushing || fsync(fd) == 0
+        close(fd)
+        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw .failure("cannot write \(path): \(reason)")
+        }
+    }
+
+    /// The directory, made 0700 when missing (its parents too: `~/.local/state` may not
+    /// exist yet); an existing one must be this user's and closed to others.
+    private func makeDirectory() throws(VaultError) {
+        var info = stat()
+        if lstat(directory, &info) != 0 {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw .failure("cannot create \(directory): \(error.localizedDescription)")
+            }
+            guard lstat(directory, &info) == 0 else { throw .failure("cannot create \(directory)") }
+        }
+        guard (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
+            throw .integrity("\(directory) is not a directory of yours closed to others; vault does not keep its record of vaults there")
+        }
+    }
+}

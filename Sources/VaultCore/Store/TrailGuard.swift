@@ -1,0 +1,190 @@
+import Foundation
+import GRDB
+
+/// The rollback, fork and replacement check of one unlocked vault against what this user's
+/// clients remember of it (``KnownVaults``, FORMAT.md §12).
+///
+/// At unlock (``UnlockedVault/checkKnownState(_:)``): the store must be the vault pinned at
+/// its location (same vault id, same owner signing key), its audit trail must reach the
+/// highest record seen there, and hold at that sequence number the record seen (same MAC).
+/// Then, in every write transaction, the head the audit append reads must extend the
+/// newest record this process saw (no extra query while nobody else wrote; one indexed
+/// read when someone did), and after the commit the remembered record moves forward.
+final class TrailGuard: @unchecked Sendable {
+    let known: KnownVaults
+    let location: String
+    private let lock = NSLock()
+    private var seen: (seq: Int64, mac: [UInt8])
+    private let pinnedAt: Int64
+
+    init(known: KnownVaults, location: String, seen: (seq: Int64, mac: [UInt8]), pinnedAt: Int64) {
+        self.known = known
+        self.location = location
+        self.seen = seen
+        self.pinnedAt = pinnedAt
+    }
+
+    /// The newest record this process knows of.
+    var newestSeen: (seq: Int64, mac: [UInt8]) { lock.withLock { seen } }
+
+    /// Checks that a trail whose head is `headSeq`/`headMAC` extends the newest record seen;
+    /// `db` answers for the record at that sequence number when the head moved past it.
+    func check(headSeq: Int64, headMAC: [UInt8], db: StoreDB) throws {
+        let (seq, mac) = newestSeen
+        if headSeq < seq {
+            throw Self.rollback(location: location, headSeq: headSeq, seenSeq: seq, since: pinnedAt)
+        }
+        let stored: [UInt8]?
+        if headSeq == seq {
+            stored = headMAC
+        } else {
+            stored = try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [seq]).map { [UInt8]($0) }
+        }
+        guard let stored, Sodium.constantTimeEqual(stored, mac) else {
+            throw Self.fork(location: location, seenSeq: seq, since: pinnedAt)
+        }
+    }
+
+    /// After a commit that appended `record`: remembers it, here and in the file.
+    func committed(_ record: (seq: Int64, mac: [UInt8]), now: Int64) {
+        let moved = lock.withLock { () -> Bool in
+            guard record.seq > seen.seq else { return false }
+            seen = record
+            return true
+        }
+        guard moved else { return }
+        do {
+            try known.advance(location: location, to: record.seq, mac: record.mac.hexString, at: now)
+        } catch {
+            // The commit stands; the record of it lags (the next check is against an older
+            // record, which the trail still holds). Said once, on standard error.
+            KnownVaults.warnOnce("cannot remember audit record \(record.seq) in \(known.path) (\(error.message))")
+        }
+    }
+
+    static func date(_ seconds: Int64) -> String {
+        Date(timeIntervalSince1970: TimeInterval(seconds)).iso8601.prefix(10).description
+    }
+
+    static let acceptHint = "if you restored it yourself, `vault verify --accept-rollback` checks it in full and accepts it (audited)"
+    static let repinHint = "if it was replaced on purpose, `vault verify --repin` checks it in full and pins it (audited)"
+
+    static func rollback(location: String, headSeq: Int64, seenSeq: Int64, since: Int64) -> VaultError {
+        .notAsRemembered("this vault is older than the one you used at \(location.sanitisedForDisplay(limit: 200)) (known since \(date(since))): "
+                         + "its audit trail ends at record \(headSeq), and you saw record \(seenSeq): a restored backup or dump, "
+                         + "or a rollback by someone with access to the store", hint: acceptHint)
+    }
+
+    static func fork(location: String, seenSeq: Int64, since: Int64) -> VaultError {
+        .notAsRemembered("this vault's audit record \(seenSeq) is not the one you saw at \(location.sanitisedForDisplay(limit: 200)) "
+                         + "(known since \(date(since))): an older copy restored and used again (a fork), or a rewritten trail",
+                         hint: acceptHint)
+    }
+}
+
+/// Per write transaction: what its audit append wrote, for ``TrailGuard/committed(_:now:)``.
+final class TrailMark: @unchecked Sendable {
+    let guarding: TrailGuard
+    var appended: (seq: Int64, mac: [UInt8])?
+    init(_ guarding: TrailGuard) { self.guarding = guarding }
+}
+
+extension UnlockedVault {
+    /// The store's state as the check at unlock reads it: the audit head, the record at
+    /// `seq`, the owner's signing key.
+    static func knownStateQuery(seq: Int64) -> StoreQuery {
+        StoreQuery("""
+            SELECT h.seq, h.last_mac, (SELECT mac FROM audit_record WHERE seq = ?) AS seen_mac,
+                (SELECT sign_public_key FROM member WHERE kind = 'passphrase') AS owner_key
+            FROM audit_head h WHERE h.id = 1
+            """, [seq])
+    }
+
+    /// Checks this vault against what `known` remembers of its location, or pins it there
+    /// when nothing is (trust on first use); then guards every write of this process
+    /// (``TrailGuard``). Exit 7 when the store is another vault, has another owner, or is
+    /// older than or diverged from what was seen.
+    public func checkKnownState(_ known: KnownVaults) throws(VaultError) {
+        let location = database.locationIdentity
+        let entry = try known.entry(for: location)
+        let now = Int64(self.now.timeIntervalSince1970)
+        let read = try database.read { db -> (seq: Int64, mac: [UInt8], seenMAC: [UInt8]?, owner: [UInt8])? in
+            guard let row = try db.rows(Self.knownStateQuery(seq: entry?.seq ?? 0)).first,
+                  let seq = row["seq"] as Int64?, let mac = row["last_mac"] as Data?, let owner = row["owner_key"] as Data? else {
+                return nil
+            }
+            return (seq, [UInt8](mac), (row["seen_mac"] as Data?).map { [UInt8]($0) }, [UInt8](owner))
+        }
+        // A vault without an audit head or an owner is refused by every operation, with the
+        // problem named (the head is checked before any append or exchange; `verify` names
+        // it): nothing to compare or pin.
+        guard let state = read else { return }
+        guard let entry else {
+            do {
+                try known.store(.init(location: location, vaultID: vaultID.hexString, ownerSignKey: state.owner.hexString,
+                                      seq: state.seq, mac: state.mac.hexString, pinnedAt: now, seenAt: now))
+            } catch {
+                // A home that cannot be written (a read-only container, another user's): the
+                // command goes on, unprotected against a later rollback, and says so.
+                KnownVaults.warnOnce("cannot remember this vault in \(known.path) (\(error.message)); a later rollback or replacement of it will not be noticed")
+                return
+            }
+            Trace.debug("pinned the vault at \(location) in \(known.path) (first use)")
+            adoptTrailGuard(TrailGuard(known: known, location: location, seen: (state.seq, state.mac), pinnedAt: now))
+            return
+        }
+        let shown = location.sanitisedForDisplay(limit: 200)
+        guard entry.vaultID == vaultID.hexString else {
+            throw .notAsRemembered("the vault at \(shown) is not the one pinned there on \(TrailGuard.date(entry.pinnedAt)) "
+                                   + "(vault id \(entry.vaultID.prefix(16))…, now \(vaultID.hexString.prefix(16))…): it was replaced",
+                                   hint: TrailGuard.repinHint)
+        }
+        guard entry.ownerSignKey == state.owner.hexString else {
+            throw .notAsRemembered("the vault at \(shown) has another owner than the one pinned there on \(TrailGuard.date(entry.pinnedAt)) "
+                                   + "(owner key \(entry.ownerSignKey.prefix(16))…, now \(state.owner.hexString.prefix(16))…): "
+                                   + "another vault made with this vault's id", hint: TrailGuard.repinHint)
+        }
+        guard let seenMAC = [UInt8](hex: entry.mac) else {
+            throw .integrity("\(known.path) holds a MAC that is not hex for \(shown)")
+        }
+        let guarding = TrailGuard(known: known, location: location, seen: (entry.seq, seenMAC), pinnedAt: entry.pinnedAt)
+        if state.seq < entry.seq {
+            throw TrailGuard.rollback(location: location, headSeq: state.seq, seenSeq: entry.seq, since: entry.pinnedAt)
+        }
+        guard let stored = state.seq == entry.seq ? state.mac : state.seenMAC, Sodium.constantTimeEqual(stored, seenMAC) else {
+            throw TrailGuard.fork(location: location, seenSeq: entry.seq, since: entry.pinnedAt)
+        }
+        guarding.committed((state.seq, state.mac), now: now)
+        adoptTrailGuard(guarding)
+    }
+
+    /// Pins the vault as it is now at its location (`vault verify --repin`, `--accept-rollback`
+    /// after a sound verification, `vault init`), replacing what was remembered there.
+    public func pinKnownState(_ known: KnownVaults) throws(VaultError) {
+        let location = database.locationIdentity
+        let now = Int64(self.now.timeIntervalSince1970)
+        let state = try database.read { db -> (seq: Int64, mac: [UInt8], owner: [UInt8]) in
+            guard let row = try db.rows(Self.knownStateQuery(seq: 0)).first,
+                  let seq = row["seq"] as Int64?, let mac = row["last_mac"] as Data?, let owner = row["owner_key"] as Data? else {
+                throw VaultError.integrity("the vault has no audit head or no owner; vault refuses to work without them")
+            }
+            return (seq, [UInt8](mac), [UInt8](owner))
+        }
+        try known.store(.init(location: location, vaultID: vaultID.hexString, ownerSignKey: state.owner.hexString,
+                              seq: state.seq, mac: state.mac.hexString, pinnedAt: now, seenAt: now))
+        adoptTrailGuard(TrailGuard(known: known, location: location, seen: (state.seq, state.mac), pinnedAt: now))
+    }
+}
+
+extension UnlockedVault {
+    /// Records a deliberate acceptance (`vault verify --accept-rollback` / `--repin`) in the
+    /// audit trail; its sequence number.
+    public func recordAcceptance(_ action: AuditAction, detail: String) throws(VaultError) -> Int64 {
+        try write { tx in try tx.audit(tx.entry(action, detail: detail)).seq }
+    }
+}
+
+extension UnlockedVault {
+    /// The location identity under which ``KnownVaults`` remembers this vault.
+    public var knownLocation: String { database.locationIdentity }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import Testing
+import VaultTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a user's clients remember of each vault (FORMAT.md §12): a vault put back to an
+/// older copy, a copy used again after that (a fork), or another vault in its place is
+/// refused with exit 7 until accepted deliberately (`vault verify --accept-rollback` /
+/// `--repin`, audited), on a file and on PostgreSQL, with and without an agent.
+@Suite("rollback, fork and replacement of a vault", .serialized)
+struct RollbackTests {
+    /// The file that remembers the vaults of this test's user.
+    func knownFile(_ vault: TestVault) -> String { vault.directory + "/.local/state/gbg-vault/known-vaults" }
+
+    @Test("a file vault put back to an older copy is refused; --accept-rollback accepts it, audited; nothing leaks")
+    func fileRollback() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        let older = vault.directory + "/older.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: older)
+        #expect(try fixture.token("pw", ["--fresh"]).status == 0)
+        let newSecret = "cs3-" + UUID().uuidString
+        LeakScanner.shared.register(secret: newSecret)
+        #expect(try vault.run(["rotate", "cc", "--secrets-stdin"], stdin: Data(#"{"client_secret":"\#(newSecret)"}"#.utf8)).status == 0)
+        let remembered = try String(contentsOfFile: knownFile(vault), encoding: .utf8)
+        #expect(remembered.contains("\"location\""))
+        var mode = stat()
+        #expect(stat(knownFile(vault), &mode) == 0 && mode.st_mode & 0o777 == 0o600)
+
+        try FileManager.default.removeItem(atPath: vault.path)
+        try FileManager.default.copyItem(atPath: older, toPath: vault.path)
+        let requests = try fixture.stub.tokenRequests()
+        for command in [["token", "pw"], ["token", "pw", "--fresh"], ["rotate", "cc", "--secrets-stdin"], ["verify"], ["exec", "pw", "--", "/bin/true"]] {
+            let refused = try vault.run(command, stdin: Data(#"{"client_secret":"x-\#(UUID().uuidString)"}"#.utf8))
+            #expect(refused.status == 7, "\(command): \(refused.stderrText)")
+            #expect(refused.stdout.isEmpty)
+            #expect(refused.stderrText.contains("older than the one you used") && refused.stderrText.contains("--accept-rollback"),
+                    "\(refused.stderrText)")
+        }
+        #expect(try fixture.stub.tokenRequests() == requests, "nothing was sent for a refused vault")
+
+        let accepted = try vault.run(["verify", "--accept-rollback"])
+        #expect(accepted.status == 0, "\(accepted.stderrText)")
+        let records = try fixture.auditJSON()
+        #expect(records.first?["action"] as? String == "accept-rollback", "\(records.first ?? [:])")
+        #expect(try fixture.token("pw").status == 0)
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
+    @Test("a fork: an older copy used again by a client that never saw the newer one is refused by the client that did")
+    func fileFork() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let older = vault.directory + "/older.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: older)
+        #expect(try fixture.token("pw").status == 0)  // record n+1, remembered here
+        try FileManager.default.removeItem(atPath: vault.path)
+        try FileManager.default.copyItem(atPath: older, toPath: vault.path)
+        // Another client (its own state directory) never saw record n+1: it writes its own.
+        let elsewhere = vault.directory + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let other = try vault.run(["token", "pw"], env: ["XDG_STATE_HOME": elsewhere], expectTokenOnStdout: true)
+        #expect(other.status == 0, "\(other.stderrText)")
+        let refused = try vault.run(["token", "pw"])
+        #expect(refused.status == 7)
+        #expect(refused.stderrText.contains("is not the one you saw") && refused.stderrText.contains("fork"), "\(refused.stderrText)")
+        #expect(try vault.run(["verify", "--accept-rollback"]).status == 0)
+        #expect(try fixture.token("pw").status == 0)
+    }
+
+    @Test("another vault in the pinned one's place is refused; --accept-rollback does not accept it, --repin does")
+    func replaced() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        // Someone else makes a vault (same passphrase, so only the pin can tell) and puts it here.
+        let impostor = TestVault(passphrase: vault.passphrase)
+        try impostor.initialise()
+        try FileManager.default.removeItem(atPath: vault.path)
+        try FileManager.default.copyItem(atPath: impostor.path, toPath: vault.path)
+        let refused = try vault.run(["list"])
+        #expect(refused.status == 0, "metadata reads without the passphrase are not checked")
+        let unlocked = try vault.run(["env", "add", "x", "--token-url", "https://example.invalid/t"])
+        #expect(unlocked.status == 7)
+        #expect(unlocked.stderrText.contains("is not the one pinned there") && unlocked.stderrText.contains("--repin"), "\(unlocked.stderrText)")
+        #expect(try vault.run(["verify", "--accept-rollback"]).status == 64)
+        let repinned = try vault.run(["verify", "--repin"])
+        #expect(repinned.status == 0, "\(repinned.stderrText)")
+        #expect(try fixture.auditJSON().first?["action"] as? String == "repin")
+        #expect(try vault.run(["env", "add", "x", "--token-url", "https://example.invalid/t"]).status == 0)
+    }
+
+    @Test("a state file others can write is not trusted")
+    func looseStateFile() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        #expect(try fixture.token("pw").status == 0)
+        chmod(knownFile(fixture.vault), 0o666)
+        let refused = try fixture.token("pw")
+        #expect(refused.status == 7 && refused.stderrText.contains("others can write"), "\(refused.stderrText)")
+    }
+
+    @Test("a team vault restored from pg_dump is refused, also by a running agent at its next transaction; accepted deliberately")
+    func teamRollback() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture(postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let schema = try #require(vault.path.components(separatedBy: "schema=").last)
+        #expect(try fixture.token("pw").status == 0)
+        let dump = try server.dump(schema: schema)
+        var template = Array("/tmp/gv-run-XXXXXX".utf8CString)
+        let runtime = String(cString: try #require(mkdtemp(&template)))
+        defer {
+            _ = try? vault.run(["lock"], env: ["XDG_RUNTIME_DIR": runtime])
+            try? FileManager.default.removeItem(atPath: runtime)
+        }
+        #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+        for _ in 0..<3 {
+            let viaAgent = registeringToken(try vault.run(["token", "pw", "--fresh"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"],
+                                                          expectTokenOnStdout: true))
+            #expect(viaAgent.status == 0, "\(viaAgent.stderrText)")
+        }
+        try server.psql("DROP SCHEMA \"\(schema)\" CASCADE", database: "vault")
+        try server.restore(dump)
+
+        let requests = try fixture.stub.tokenRequests()
+        let viaAgent = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+        #expect(viaAgent.status == 7 && viaAgent.stdout.isEmpty, "\(viaAgent.stderrText)")
+        #expect(viaAgent.stderrText.contains("older than the one you used"), "\(viaAgent.stderrText)")
+        let direct = try vault.run(["token", "pw", "--no-agent"])
+        #expect(direct.status == 7 && direct.stdout.isEmpty)
+        #expect(try fixture.stub.tokenRequests() == requests)
+        #expect(try vault.run(["verify", "--accept-rollback"]).status == 0)
+        #expect(try fixture.token("pw", ["--no-agent"]).status == 0)
+        expectNoLeaks(vault)
+    }
+}
