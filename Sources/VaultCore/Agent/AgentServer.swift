@@ -172,6 +172,7 @@ public final class AgentServer: @unchecked Sendable {
         // a write to a loop that has shut down.
         let deadline = Date().addingTimeInterval(5)
         while lock.withLock({ inFlight }) > 0, Date() < deadline { usleep(5_000) }
+        unlocked.flushKnownState()
         let closed = DispatchSemaphore(value: 0)
         Task { [httpClients] in
             await httpClients.shutdown()

@@ -27,6 +27,7 @@ public final class UnlockedVault: @unchecked Sendable {
     /// or ``pinKnownState(_:)`` ran (FORMAT.md §12).
     private var trailGuard: TrailGuard?
     func adoptTrailGuard(_ guarding: TrailGuard) { lock.withLock { trailGuard = guarding } }
+    var trailGuardForFlush: TrailGuard? { lock.withLock { trailGuard } }
 
     init(vault: Vault, header: VaultHeader, keys: VaultKeys, identity: MemberIdentity, member: String) {
         self.vault = vault
