@@ -6,6 +6,22 @@ import VaultTestSupport
 /// `VAULT_TEST_BIN_DIR`) the release binary.
 @Suite("arguments")
 struct ArgumentTests {
+    @Test("the test builds' fault points: armed in the debug binary, ignored by the release binary (compiled out)")
+    func faultPointsOnlyInTestBuilds() throws {
+        let vault = TestVault(passphrase: "fixture passphrase v1 ✓")
+        try FileManager.default.createDirectory(atPath: (vault.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.copyItem(atPath: repositoryRoot.appendingPathComponent("testvectors/v1/v1-interactive.db").path, toPath: vault.path)
+        // The fixture with a real Argon2id preset: a release binary refuses the test-only KDF.
+        let result = try vault.run(["upgrade"], env: ["GBG_VAULT_TEST_FAULT": "upgrade-format3-begins:ioerror"],
+                                   removing: ["GBG_VAULT_TEST_ONLY_INSECURE_KDF"])
+        if ProcessInfo.processInfo.environment["VAULT_TEST_BIN_DIR"] != nil {
+            #expect(result.status == 0 && result.stderrText.contains("from format 1 to format 3"), "release: \(result.stderrText)")
+        } else {
+            #expect(result.status == 1 && result.stderrText.contains("but not to format 3"), "debug: \(result.stderrText)")
+        }
+    }
+
     @Test("arguments reach vault byte for byte: spaces, non-ASCII, an emoji, on the fast and the full way")
     func exact() throws {
         let vault = TestVault()

@@ -101,6 +101,33 @@ struct UpgradeTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a failure or a kill in the format-3 step (a test fault point) leaves a complete format-2 vault, said so; the next unlock finishes")
+    func failedSecondStep() throws {
+        let fixtures = try Fixtures()
+        for action in ["ioerror", "kill"] {
+            let vault = try vault(from: "v1-testkdf", fixtures: fixtures)
+            let failed = try vault.run(["upgrade"], env: ["GBG_VAULT_TEST_FAULT": "upgrade-format3-begins:\(action)"])
+            if action == "ioerror" {
+                #expect(failed.status == 1, "\(failed.stderrText)")
+                #expect(failed.stderrText.contains("upgraded to format 2, but not to format 3") && failed.stderrText.contains("input/output error"),
+                        "\(failed.stderrText)")
+                #expect(!failed.stderrText.contains("nothing was changed"), "\(failed.stderrText)")
+            } else {
+                #expect(failed.status == 128 + 9 || failed.status == -9, "killed: \(failed.status)")
+            }
+            let between = try #require(try independentReader(path: vault.path, passphrase: fixtures.passphrase).report)
+            #expect(between["format_version"] as? Int == 2, "\(action)")
+            #expect((between["profiles"] as? [String: [String: String]])?["pw"] == fixtures.expected("pw"))
+            let finished = try vault.run(["upgrade"])
+            #expect(finished.status == 0 && finished.stderrText.contains("from format 2 to format 3"), "\(finished.stderrText)")
+            let after = try #require(try independentReader(path: vault.path, passphrase: fixtures.passphrase).report)
+            #expect(after["format_version"] as? Int == 3)
+            #expect((after["profiles"] as? [String: [String: String]])?["cc"] == fixtures.expected("cc"))
+            #expect(try vault.run(["verify"]).status == 0)
+            expectNoLeaks(vault)
+        }
+    }
+
     @Test("vault upgrade on the fixture with a real Argon2id preset; a second run has nothing to do")
     func explicitUpgrade() throws {
         let fixtures = try Fixtures()

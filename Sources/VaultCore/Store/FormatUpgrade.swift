@@ -33,13 +33,37 @@ enum FormatUpgrade {
                 after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
         }
         upgrades[SQLiteFile.format3Migration] = DataUpgrade(
-            before: { db in try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header) },
+            before: { db in
+                try FaultPoint.reached(FaultPoint.upgradeFormat3Begins)
+                try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header)
+            },
             after: { db in try writeFormat3(db, keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
         do {
             try vault.database.migrate(upgrades: upgrades)
         } catch {
             if case .failure(let message, _) = error, message == alreadyUpgradedMessage { return }
+            // Each step commits on its own: a failure in the second one leaves the first
+            // saved, which the message must not deny.
+            if header.formatVersion == 1, (try? vault.header().formatVersion) == 2 {
+                throw Self.afterFirstStep(error)
+            }
             throw error
+        }
+    }
+
+    /// `error` of the format-2 to format-3 step, said of an upgrade whose first step (format
+    /// 1 to 2) was saved.
+    static func afterFirstStep(_ error: VaultError) -> VaultError {
+        let saved = "the vault was upgraded to format 2, but not to format 3"
+        switch error {
+        case .failure(let message, let hint):
+            let cause = message.replacingOccurrences(of: "; nothing was changed", with: "")
+                .replacingOccurrences(of: " and the vault is unchanged", with: "")
+            return .failure("\(saved): \(cause)", hint: hint ?? "fix the cause and unlock again: the upgrade goes on from format 2")
+        case .integrity(let message):
+            return .integrity("\(saved): \(message)")
+        default:
+            return error
         }
     }
 
