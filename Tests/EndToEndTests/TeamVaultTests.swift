@@ -436,6 +436,41 @@ struct TeamVaultTests {
     }
 
     /// TLS: verify-full against a server whose certificate a test CA signed.
+    @Test("sslmode=require: SCRAM with the real server works; a server in the middle asking for a cleartext or MD5 password gets nothing")
+    func requireRefusesRevealingMethods() throws {
+        guard let server = try startPostgres(tls: true) else { return }
+        defer { server.stop() }
+        let vault = TestVault(postgres: server)
+        let url = server.url(schema: "req_vault", sslmode: "require", host: "127.0.0.1")
+        let initialised = try vault.run(["init", "--vault", url])
+        #expect(initialised.status == 0, "SCRAM over unverified TLS is fine: \(initialised.stderrText)")
+        #expect(try vault.run(["list", "--vault", url]).status == 0)
+        let doctor = try vault.run(["doctor", "--vault", url])
+        #expect(doctor.stdoutText.contains("sslmode=require"), "\(doctor.stdoutText)")
+
+        for mode in ["cleartext", "md5"] {
+            let log = vault.directory + "/fake-\(mode).log"
+            let fake = try ChildProcess("/usr/bin/env", ["python3", "-u", repositoryRoot.appendingPathComponent("Tests/tools/fake_pg_server.py").path,
+                                                         server.directory + "/server.crt", server.directory + "/server.key", mode, log],
+                                        environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"])
+            defer { fake.kill(SIGKILL); _ = fake.wait(timeout: 5) }
+            fake.closeStdin()
+            let output = OutputCollector(fake.stdoutDescriptor)
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, !output.text.contains("PORT ") { usleep(20_000) }
+            let port = try #require(output.text.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+            let target = "postgres://vault_admin@127.0.0.1:\(port)/vault?sslmode=require&schema=req_vault"
+            let result = try vault.run(["list", "--vault", target])
+            #expect(result.status == 1, "\(mode): \(result.stderrText)")
+            #expect(result.stderrText.contains(mode == "cleartext" ? "in clear text" : "MD5") && result.stderrText.contains("the password was not sent"),
+                    "\(mode): \(result.stderrText)")
+            let seen = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            #expect(seen.contains("sent R\(mode == "cleartext" ? 3 : 5)"), "\(mode): the fake server asked: \(seen)")
+            #expect(!seen.contains("received p"), "\(mode): a password message reached the fake server: \(seen)")
+        }
+        expectNoLeaks(vault)
+    }
+
     @Test("TLS: verify-full with the CA works; without it, or under another name, the connection is refused")
     func tls() throws {
         guard let server = try startPostgres(tls: true) else { return }

@@ -69,7 +69,20 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
 
     private func openSession() throws(VaultError) -> PostgresSession {
         var configuration: PostgresConnection.Configuration
-        if location.host.hasPrefix("/") {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let unverified = PostgresUnverifiedTLS.Outcome()
+        if location.sslMode == .require, !location.host.hasPrefix("/"), let tlsContext {
+            // TLS without a verified certificate: only SCRAM may have the password
+            // (``PostgresUnverifiedTLS``).
+            do {
+                let channel = try PostgresUnverifiedTLS.connect(host: location.host, port: location.port, context: tlsContext,
+                                                                timeout: .seconds(10), on: loop, outcome: unverified)
+                configuration = .init(establishedChannel: channel, username: location.user, password: location.password,
+                                      database: location.database)
+            } catch {
+                throw unverified.refusal.map(unverifiedRefusal) ?? Self.map(error, location: location)
+            }
+        } else if location.host.hasPrefix("/") {
             configuration = .init(unixSocketPath: location.host + "/.s.PGSQL.\(location.port)", username: location.user,
                                   password: location.password, database: location.database)
         } else {
@@ -91,12 +104,19 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             return nextID
         }
         do {
-            let connection = try PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
+            let connection = try PostgresConnection.connect(on: loop, configuration: configuration,
                                                             id: id, logger: PostgresSession.logger).wait()
             return PostgresSession(connection: connection)
         } catch {
-            throw Self.map(error, location: location)
+            throw unverified.refusal.map(unverifiedRefusal) ?? Self.map(error, location: location)
         }
+    }
+
+    /// The refusal of a server reached with `sslmode=require` (``PostgresUnverifiedTLS``).
+    private func unverifiedRefusal(_ why: String) -> VaultError {
+        .failure("refusing the PostgreSQL server at \(location.host):\(location.port): \(why), and with sslmode=require its "
+                 + "certificate is not verified, so it could be anyone in the middle; the password was not sent",
+                 hint: "use sslmode=verify-full with the server's CA (sslrootcert=…), or have the server use scram-sha-256")
     }
 
     private func checkOut() throws(VaultError) -> PostgresSession {
