@@ -242,6 +242,12 @@ def read_v2(db, h, data_key, audit_key, report):
     macs = {e: subkey(k, 1, b"gbgvaudt") for e, k in keys.items()}
     prev, expected_seq, current = bytes(32), 1, 1
     members = report.get("_members")
+    # §6.7 rule 5: the record each member row's added_seq and removed_seq points at.
+    membership = {}
+    for name, (kind, _, added, removed) in (members or {}).items():
+        membership.setdefault(added, []).append((name, False, kind == "passphrase"))
+        if removed is not None:
+            membership.setdefault(removed, []).append((name, True, kind == "passphrase"))
     signed_sql = ", member, signature" if members is not None else ", NULL, NULL"
     for row in db.execute(f"SELECT {AUDIT_COLS}, key_epoch, previous_key_mac{signed_sql} FROM audit_record ORDER BY seq"):
         seq, action, mac, rec_epoch, pkm, signer, signature = row[0], row[2], row[18], row[19], row[20], row[21], row[22]
@@ -255,6 +261,19 @@ def read_v2(db, h, data_key, audit_key, report):
                 check(added <= seq and (removed is None or seq <= removed), f"record {seq} signed outside {signer}'s membership")
                 if seq == h["signed_from"]:
                     check(kind == "passphrase" and action in ("init", "upgrade"), f"record {seq} is not an owner-signed init/upgrade")
+                # §6.7 rule 6: only the owner rekeys, removes members and changes the passphrase.
+                if action in ("rekey", "member-remove", "passwd"):
+                    check(kind == "passphrase", f"record {seq} ({action}) is not signed by the owner")
+                detail = row[17] or ""
+                for (name, removal, owner) in membership.pop(seq, []):
+                    if owner and not removal:
+                        check(seq == h["signed_from"], f"the owner's row points at record {seq}, not the first signed record")
+                    elif removal:
+                        check(action == "member-remove" and detail.split(" ")[0] == f"member={name}",
+                              f"member {name}'s removed_seq points at record {seq}, not its member-remove record")
+                    else:
+                        check(action == "member-add" and detail == f"member={name}",
+                              f"member {name}'s added_seq points at record {seq}, not its member-add record")
                 check(sig_ok(signature, s("gbg-vault/v3 audit-signature") + d(vid) + i64(seq) + s(signer) + d(mac), sign_pk),
                       f"record {seq} signature by {signer}")
                 report["signatures"] += 1
@@ -272,6 +291,7 @@ def read_v2(db, h, data_key, audit_key, report):
         check(blake2b(msg, macs[current]) == mac, f"audit record {seq} MAC")
         prev, expected_seq = mac, expected_seq + 1
     check(expected_seq > 1, "the audit trail is empty")
+    check(not membership, f"member rows point at records that do not exist: {sorted(membership)}")
     head = db.execute("SELECT seq, key_epoch, last_mac, mac FROM audit_head").fetchone()
     check(head is not None, "the audit head is missing")
     check(head[1] == epoch == current, "head epoch")

@@ -69,6 +69,56 @@ struct MemberKeyTests {
         #expect(try reopened.verifyEverything().problems.isEmpty)
     }
 
+    @Test("a key holder re-pointing a member row at another record, or signing an owner-only record: verify names it")
+    func membershipRecords() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (owner, path) = try makeVault("the passphrase")
+        let vaultID = owner.vaultID
+        let bob = MemberIdentity.generate()
+        let ci = MemberIdentity.generate()
+        try owner.addMember(name: "bob", recipient: bob.recipient)
+        try owner.addMember(name: "ci", recipient: ci.recipient)
+        _ = try owner.removeMember(named: "ci")
+        try owner.addEnvironment(name: "extra", tokenURL: "https://extra.example/t", apiBase: nil)
+        #expect(try owner.verifyAudit().firstFailure == nil)
+        #expect(try owner.verifyEverything().problems.isEmpty)
+        let keys = owner.keys
+        /// Changes one member row as a key holder can (the member MAC recomputed), checks that
+        /// verification names it, and puts the row back.
+        func expectRefused(_ name: String, _ change: (inout MemberRecord) -> Void, _ words: String) throws {
+            var original: MemberRecord?
+            try owner.vault.database.write { db in
+                var row = try #require(try MemberRecord.fetchOne(db, key: name))
+                original = row
+                change(&row)
+                row.mac = Data(MemberCrypto.mac(row, vaultID: vaultID, key: keys.metadataKey))
+                try row.update(db)
+            }
+            let reopened = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase"))
+            let failure = try reopened.verifyAudit().firstFailure
+            #expect(failure?.reason.contains(words) == true, "\(name): \(failure?.reason ?? "no failure")")
+            #expect(try reopened.verifyEverything().problems.contains { $0.contains(words) })
+            try owner.vault.database.write { db in try #require(original).update(db) }
+            #expect(try owner.verifyAudit().firstFailure == nil)
+        }
+        let bobAdded = try #require(try owner.vault.members().first { $0.name == "bob" }).addedSeq
+        // bob's row pointed at ci's member-add record, at the environment's record, at a record that does not exist.
+        try expectRefused("bob", { $0.addedSeq = bobAdded + 1 }, "not a member-add record for it")
+        try expectRefused("bob", { $0.addedSeq = bobAdded + 3 }, "not a member-add record for it")
+        try expectRefused("ci", { $0.removedSeq = bobAdded + 3 }, "not a member-remove record for it")
+        try expectRefused("ci", { $0.removedSeq = 99 }, "does not exist")
+        try expectRefused("owner", { $0.addedSeq = bobAdded }, "outside the member's membership")
+        // An owner-only record (ci's removal) attributed to bob and signed with bob's key.
+        let removal = bobAdded + 2
+        try owner.vault.database.write { db in
+            let mac = try #require(try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [removal]))
+            let signature = bob.sign(Format.auditSignatureInput(vaultID: vaultID, seq: removal, member: "bob", mac: [UInt8](mac)))
+            try db.execute(sql: "UPDATE audit_record SET member = 'bob', signature = ? WHERE seq = ?", arguments: [Data(signature), removal])
+        }
+        let forged = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase")).verifyAudit().firstFailure
+        #expect(forged?.seq == removal && forged?.reason.contains("only the owner can member-remove") == true, "\(String(describing: forged))")
+    }
+
     @Test("someone who can write the file seals keys of their own to the owner: the passphrase unlock refuses the slot (exit 7)")
     func substitutedOwnerSlot() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }

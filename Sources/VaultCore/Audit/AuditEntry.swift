@@ -27,6 +27,16 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// Actions only the owner (the passphrase) can take: their records, from the first
+    /// signed one on, must be signed by the owner (FORMAT.md §6.7, rule 6).
+    var ownerOnly: Bool {
+        switch self {
+        case .rekey, .memberRemove, .passwd: true
+        case .initialise, .add, .edit, .rotate, .remove, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
+             .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
+        }
+    }
+
     /// Actions whose record may be the vault's first signed one (FORMAT.md §6.7).
     var mayStartSignatures: Bool {
         switch self {

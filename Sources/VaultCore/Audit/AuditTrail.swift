@@ -166,6 +166,9 @@ public enum AuditChain {
         if seq == rules.signedFrom, member.kind != "passphrase" || AuditAction(rawValue: row.action)?.mayStartSignatures != true {
             return "record \(seq), the first signed record, is not an init or upgrade record signed by the owner"
         }
+        if member.kind != "passphrase", let action = AuditAction(rawValue: row.action), action.ownerOnly {
+            return "record \(seq) (\(action.rawValue)) is signed by '\(display)', but only the owner can \(action.rawValue)"
+        }
         let input = Format.auditSignatureInput(vaultID: vaultID, seq: seq, member: name, mac: mac)
         guard Sodium.verify(signature: [UInt8](signature), message: input, publicKey: [UInt8](member.signPublicKey)) else {
             return "record \(seq)'s signature does not verify under member '\(display)' (forged, re-signed by another member, or its signer edited)"
@@ -173,9 +176,43 @@ public enum AuditChain {
         return nil
     }
 
+    /// The record each member row's `added_seq` and `removed_seq` must point at (FORMAT.md
+    /// §6.7, rule 5): the owner's addition is the first signed record; a recipient's, a
+    /// `member-add` record whose detail is `member=NAME`; a removal, a `member-remove` record
+    /// whose detail starts with `member=NAME`.
+    struct MembershipRecord {
+        let member: String
+        let removal: Bool
+        let owner: Bool
+    }
+
+    static func membershipProblem(_ row: AuditRow, expected: MembershipRecord, signedFrom: Int64) -> String? {
+        let display = expected.member.sanitisedForDisplay(limit: 64)
+        if expected.owner, !expected.removal {
+            return row.seq == signedFrom ? nil
+                : "the owner's member row says it was added by record \(row.seq), which is not the vault's first signed record"
+        }
+        let words = (row.detail ?? "").split(separator: " ", omittingEmptySubsequences: false)
+        let names = words.first == Substring("member=\(expected.member)") && (!expected.removal ? words.count == 1 : true)
+        let action = expected.removal ? AuditAction.memberRemove : AuditAction.memberAdd
+        guard row.action == action.rawValue, names else {
+            return "member '\(display)' says it was \(expected.removal ? "removed" : "added") by record \(row.seq), "
+                + "which is not a \(action.rawValue) record for it (a member row edited or planted)"
+        }
+        return nil
+    }
+
     /// Walks the whole chain in order (FORMAT.md §6.5, and §6.7 when `signatures` is given).
     static func verify(db: StoreDB, vaultID: [UInt8], current: AuditEpochKeys, signatures: SignatureRules? = nil) throws -> Verification {
         let byName = Dictionary((signatures?.members ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var membership: [Int64: [MembershipRecord]] = [:]
+        for member in signatures?.members ?? [] {
+            let owner = member.kind == "passphrase"
+            membership[member.addedSeq, default: []].append(MembershipRecord(member: member.name, removal: false, owner: owner))
+            if let removed = member.removedSeq {
+                membership[removed, default: []].append(MembershipRecord(member: member.name, removal: true, owner: owner))
+            }
+        }
         let keys = try epochKeys(db: db, vaultID: vaultID, current: current)
         var previous = zeroMAC
         var expectedSeq: Int64 = 1
@@ -233,11 +270,19 @@ public enum AuditChain {
             if let signatures, let problem = signatureProblem(row, mac: computed, vaultID: vaultID, rules: signatures, byName: byName) {
                 return failure(row.seq, problem)
             }
+            if let signatures, let expected = membership.removeValue(forKey: row.seq) {
+                for one in expected {
+                    if let problem = membershipProblem(row, expected: one, signedFrom: signatures.signedFrom) { return failure(row.seq, problem) }
+                }
+            }
             previous = computed
             expectedSeq += 1
             checked += 1
         }
         let lastSeq = expectedSeq - 1
+        if let (seq, expected) = membership.min(by: { $0.key < $1.key }), let one = expected.first {
+            return failure(seq, "member '\(one.member.sanitisedForDisplay(limit: 64))' says it was \(one.removal ? "removed" : "added") by record \(seq), which does not exist")
+        }
         guard checked > 0 else {
             return failure(1, "the audit trail is empty (every record was removed); it must start with the init record")
         }
