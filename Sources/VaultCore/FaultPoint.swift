@@ -1,25 +1,43 @@
 import Foundation
 import GRDB
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Named points in the write paths where a test build can be told to fail, so that each
 /// point's outcome is covered on every run instead of by a random kill (RELIABILITY.md,
-/// "Fault points"). Armed by `GBG_VAULT_TEST_FAULT=NAME:ACTION` — `kill` (SIGKILL, as a
+/// "Fault points"). Armed by `GBG_VAULT_TEST_FAULT=NAME:ACTION[:N]` — `kill` (SIGKILL, as a
 /// crash or a power cut there would end the process) or `ioerror` (the store answers with
-/// an input/output error there). Release builds compile the check out: the variable means
-/// nothing to them (a test runs the release binary with it armed).
+/// an input/output error there), at the point's `N`th hit in the process (default 1).
+/// Release builds compile the check out: the variable means nothing to them (a test runs
+/// the release binary with it armed).
 enum FaultPoint {
+    /// Inside a write transaction (both stores), once it holds the writer lock and its
+    /// schema check passed, before the operation's first statement.
+    static let writeBegins = "write-begins"
+    /// Inside a write transaction, after the operation's last statement, before `COMMIT`.
+    static let writeCommits = "write-commits"
+    /// After a write transaction's `COMMIT` returned, before anything else (the reply, the
+    /// token, the next transaction).
+    static let writeCommitted = "write-committed"
     /// The upgrade of a format-2 vault to format 3 (FORMAT.md §9.1) begins, inside its
     /// transaction: after the format-1 to format-2 step of the same upgrade committed.
     static let upgradeFormat3Begins = "upgrade-format3-begins"
+
+    /// Every point, for the tests that go through them all.
+    static let all = [writeBegins, writeCommits, writeCommitted, upgradeFormat3Begins]
 
     /// Stops here when this point is armed (test builds only).
     @inline(__always)
     static func reached(_ name: String) throws {
         #if DEBUG
-        guard let armed = armed, armed.name == name else { return }
+        guard let armed, armed.name == name else { return }
+        let hit = hits.withLockedValue { count -> Int in
+            count += 1
+            return count
+        }
+        guard hit == armed.hit else { return }
         switch armed.action {
         case "kill":
             kill(getpid(), SIGKILL)
@@ -32,9 +50,12 @@ enum FaultPoint {
     }
 
     #if DEBUG
-    private static let armed: (name: String, action: String)? = {
-        guard let value = LocalEnvironment.value("GBG_VAULT_TEST_FAULT"), let colon = value.lastIndex(of: ":") else { return nil }
-        return (String(value[..<colon]), String(value[value.index(after: colon)...]))
+    private static let armed: (name: String, action: String, hit: Int)? = {
+        guard let value = LocalEnvironment.value("GBG_VAULT_TEST_FAULT") else { return nil }
+        let parts = value.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 2 || parts.count == 3 else { return nil }
+        return (parts[0], parts[1], parts.count == 3 ? Int(parts[2]) ?? 1 : 1)
     }()
+    private static let hits = NIOLockedValueBox(0)
     #endif
 }

@@ -149,9 +149,12 @@ final class FileStore: SQLiteFileStore {
                 try db.inTransaction(.immediate) {
                     let connection = SQLiteConnection(db)
                     try file.expectCheckedSchema(connection)
+                    try FaultPoint.reached(FaultPoint.writeBegins)
                     result = try body(connection)
+                    try FaultPoint.reached(FaultPoint.writeCommits)
                     return .commit
                 }
+                try FaultPoint.reached(FaultPoint.writeCommitted)
                 return result!
             }
         } catch {

@@ -200,16 +200,19 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
                 checker = side
                 digest = try side.start(Self.fingerprintSQL, fingerprintArguments)
             }
+            if !readOnly { try FaultPoint.reached(FaultPoint.writeBegins) }
             let result = try body(session)
             try session.settlePrefetched()
             try session.flush()
             if let digest { try expectCheckedSchema(session, fingerprint: try digest.rows().first?["fingerprint"] ?? "") }
+            if !readOnly { try FaultPoint.reached(FaultPoint.writeCommits) }
             committing = true
             try session.send("COMMIT")
             if !readOnly {
                 // A read-only transaction has nothing to commit: nobody waits for its COMMIT
                 // (the session's next statement queues behind it). A write waits for it.
                 try session.flush()
+                try FaultPoint.reached(FaultPoint.writeCommitted)
             }
             checkIn(session)
             return result

@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+import VaultTestSupport
+
+/// Every write fault point (a test build's `GBG_VAULT_TEST_FAULT`, `Sources/VaultCore/FaultPoint.swift`)
+/// with `kill`, for each kind of write: the process dies exactly there, and afterwards the
+/// vault is exactly as before the command (killed before `COMMIT`) or exactly as after it
+/// (killed after), its chain and every secret verify, and no token was printed. Each
+/// round starts again from the same copy of the vault.
+@Suite("fault points: a kill at each named point of a write", .serialized)
+struct FaultPointTests {
+    struct Command {
+        let arguments: [String]
+        var stdin: Data? = nil
+        var env: [String: String] = [:]
+    }
+
+    static let points = ["write-begins", "write-commits", "write-committed"]
+
+    /// The number of audit records `audit verify` checked (with `passphrase`), or nil when it
+    /// does not verify.
+    func records(_ vault: TestVault, passphrase: String) throws -> Int? {
+        let result = try vault.run(["audit", "verify"], env: ["VAULT_PASSPHRASE": passphrase])
+        guard result.status == 0 else { return nil }
+        let words = result.stdoutText.split(whereSeparator: { !$0.isNumber })
+        return words.first.flatMap { Int($0) }
+    }
+
+    func run(store: String) throws {
+        var server: PostgresServer?
+        if store == "postgres" {
+            guard let started = try startPostgres() else { return }
+            server = started
+        }
+        defer { server?.stop() }
+        let fixture = try Fixture(postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        let passphrase = vault.passphrase
+        let newPassphrase = "fault point passphrase ✓ " + UUID().uuidString
+        LeakScanner.shared.register(secret: newPassphrase)
+        let newSecret = "cc-fault-" + UUID().uuidString
+        LeakScanner.shared.register(secret: newSecret)
+        var commands = [
+            Command(arguments: ["token", "pw", "--fresh"]),
+            Command(arguments: ["rotate", "cc", "--secrets-stdin"], stdin: Data(#"{"client_secret":"\#(newSecret)"}"#.utf8)),
+        ]
+        if store == "file" {
+            commands += [
+                Command(arguments: ["token", "pw"]),
+                Command(arguments: ["add", "p3", "--client-id", "c3", "--grant", "client-credentials", "--secrets-stdin"],
+                        stdin: Data(#"{"client_secret":"\#(newSecret)"}"#.utf8)),
+                Command(arguments: ["env", "add", "x", "--token-url", "https://x.example/t"]),
+                Command(arguments: ["remove", "cc", "--yes"]),
+                Command(arguments: ["rekey"]),
+                Command(arguments: ["passwd"], env: ["VAULT_NEW_PASSPHRASE": newPassphrase]),
+            ]
+        }
+
+        // The vault every round starts from.
+        let pristine = vault.directory + "/pristine.db"
+        var dump: Data?
+        let schema = vault.path.components(separatedBy: "schema=").last ?? ""
+        if let server {
+            dump = try server.dump(schema: schema)
+        } else {
+            try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            try FileManager.default.copyItem(atPath: vault.path, toPath: pristine)
+        }
+        func restore() throws {
+            if let server, let dump {
+                try server.psql("DROP SCHEMA \"\(schema)\" CASCADE", database: "vault")
+                try server.restore(dump)
+            } else {
+                for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
+                try FileManager.default.copyItem(atPath: pristine, toPath: vault.path)
+            }
+            vault.forgetKnownVaults()
+        }
+        let before = try #require(try records(vault, passphrase: passphrase))
+
+        var rounds = 0
+        for command in commands {
+            for point in Self.points {
+                try restore()
+                var environment = vault.environment(command.env.merging(["GBG_VAULT_TEST_FAULT": "\(point):kill"]) { a, _ in a })
+                environment["VAULT_PASSPHRASE"] = passphrase
+                let child = try ChildProcess(Binaries.vault, command.arguments, environment: environment)
+                if let stdin = command.stdin { child.writeStdin(stdin) }
+                child.closeStdin()
+                let output = OutputCollector(child.stdoutDescriptor)
+                let status = child.wait(timeout: 60)
+                let label = "\(store) \(command.arguments.joined(separator: " ")) at \(point)"
+                #expect(status == 128 + 9 || status == -9, "\(label): killed there (status \(String(describing: status)))")
+                #expect(output.text.isEmpty, "\(label): nothing printed (no token without its committed record)")
+                let committed = point == "write-committed"
+                let opener = committed && command.arguments == ["passwd"] ? newPassphrase : passphrase
+                let count = try records(vault, passphrase: opener)
+                #expect(count == (committed ? before + 1 : before), "\(label): \(String(describing: count)) records, \(before) before")
+                let verify = try vault.run(["verify"], env: ["VAULT_PASSPHRASE": opener])
+                #expect(verify.status == 0, "\(label): \(verify.stderrText)")
+                if store == "file" {
+                    let read = try independentReader(path: vault.path, passphrase: opener)
+                    let report = try #require(read.report, "\(label): \(read.error ?? "")")
+                    let cc = (report["profiles"] as? [String: [String: String]])?["cc"]
+                    switch command.arguments.first {
+                    case "rotate": #expect((cc?["client_secret/v2"] == newSecret) == committed, "\(label)")
+                    case "remove": #expect((cc == nil) == committed, "\(label)")
+                    default: #expect(cc?["client_secret/v1"] == fixture.ccSecret, "\(label)")
+                    }
+                }
+                rounds += 1
+            }
+        }
+        print("fault points (\(store)): \(rounds) kills, each left the vault exactly before or exactly after")
+        expectNoLeaks(vault)
+    }
+
+    @Test("file vault: token (exchange and cache hit), rotate, add, env add, remove, rekey, passwd × every write point")
+    func file() throws { try run(store: "file") }
+
+    @Test("team vault (PostgreSQL): token --fresh and rotate × every write point, the COMMIT included")
+    func team() throws { try run(store: "postgres") }
+}
