@@ -21,12 +21,15 @@ enum FaultPoint {
     /// After a write transaction's `COMMIT` returned, before anything else (the reply, the
     /// token, the next transaction).
     static let writeCommitted = "write-committed"
+    /// Before each statement an operation runs on a store (reads included), in any
+    /// transaction: with `:N`, the Nth statement of the process.
+    static let statement = "statement"
     /// The upgrade of a format-2 vault to format 3 (FORMAT.md §9.1) begins, inside its
     /// transaction: after the format-1 to format-2 step of the same upgrade committed.
     static let upgradeFormat3Begins = "upgrade-format3-begins"
 
     /// Every point, for the tests that go through them all.
-    static let all = [writeBegins, writeCommits, writeCommitted, upgradeFormat3Begins]
+    static let all = [writeBegins, writeCommits, writeCommitted, statement, upgradeFormat3Begins]
 
     /// Stops here when this point is armed (test builds only).
     @inline(__always)

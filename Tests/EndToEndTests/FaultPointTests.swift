@@ -117,6 +117,72 @@ struct FaultPointTests {
         expectNoLeaks(vault)
     }
 
+    /// Kills each command before its 1st, 2nd, … statement until it runs to the end: every
+    /// kill leaves the vault exactly as before (each of these commands makes one write
+    /// transaction, its statements before its `COMMIT`). `GBG_VAULT_FAULT_COMMANDS=all`
+    /// runs every command below; CI runs the first two (the cache hit, and `rekey`, which
+    /// rewrites every row).
+    @Test("file vault: a kill before each statement of token (cache hit) and rekey (every write command with GBG_VAULT_FAULT_COMMANDS=all)")
+    func everyStatement() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        let newSecret = "cc-statement-" + UUID().uuidString
+        LeakScanner.shared.register(secret: newSecret)
+        let newPassphrase = "statement passphrase ✓ " + UUID().uuidString
+        LeakScanner.shared.register(secret: newPassphrase)
+        var commands = [
+            Command(arguments: ["token", "pw"]),
+            Command(arguments: ["rekey"]),
+        ]
+        if ProcessInfo.processInfo.environment["GBG_VAULT_FAULT_COMMANDS"] == "all" {
+            commands += [
+                Command(arguments: ["rotate", "cc", "--secrets-stdin"], stdin: Data(#"{"client_secret":"\#(newSecret)"}"#.utf8)),
+                Command(arguments: ["token", "pw", "--fresh"]),
+                Command(arguments: ["add", "p3", "--client-id", "c3", "--grant", "client-credentials", "--secrets-stdin"],
+                        stdin: Data(#"{"client_secret":"\#(newSecret)"}"#.utf8)),
+                Command(arguments: ["env", "add", "x", "--token-url", "https://x.example/t"]),
+                Command(arguments: ["remove", "cc", "--yes"]),
+                Command(arguments: ["passwd"], env: ["VAULT_NEW_PASSPHRASE": newPassphrase]),
+            ]
+        }
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        let pristine = vault.directory + "/pristine.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: pristine)
+        let before = try #require(try records(vault, passphrase: vault.passphrase))
+        var kills = 0
+        for command in commands {
+            var statement = 1
+            while statement < 500 {
+                for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
+                try FileManager.default.copyItem(atPath: pristine, toPath: vault.path)
+                vault.forgetKnownVaults()
+                var environment = vault.environment(command.env.merging(["GBG_VAULT_TEST_FAULT": "statement:kill:\(statement)"]) { a, _ in a })
+                environment["VAULT_PASSPHRASE"] = vault.passphrase
+                let child = try ChildProcess(Binaries.vault, command.arguments, environment: environment)
+                if let stdin = command.stdin { child.writeStdin(stdin) }
+                child.closeStdin()
+                let output = OutputCollector(child.stdoutDescriptor)
+                let status = child.wait(timeout: 60)
+                let label = "\(command.arguments.joined(separator: " ")) before statement \(statement)"
+                if status == 0 { break }  // fewer statements than that: the command ran to its end
+                #expect(status == 128 + 9 || status == -9, "\(label): status \(String(describing: status))")
+                #expect(output.text.isEmpty, "\(label): nothing printed")
+                #expect(try records(vault, passphrase: vault.passphrase) == before, "\(label): the vault as before")
+                #expect(try vault.run(["verify"]).status == 0, "\(label)")
+                let read = try independentReader(path: vault.path, passphrase: vault.passphrase)
+                #expect((read.report?["profiles"] as? [String: [String: String]])?["cc"]?["client_secret/v1"] == fixture.ccSecret, "\(label)")
+                kills += 1
+                statement += 1
+            }
+            #expect(statement > 1 && statement < 500, "\(command.arguments): \(statement - 1) statements")
+            print("statement kills: \(command.arguments.joined(separator: " ")): \(statement - 1) statements, each killed once")
+        }
+        print("statement kills: \(kills) in all, each left the vault exactly as before")
+        expectNoLeaks(vault)
+    }
+
     @Test("file vault: token (exchange and cache hit), rotate, add, env add, remove, rekey, passwd × every write point")
     func file() throws { try run(store: "file") }
 

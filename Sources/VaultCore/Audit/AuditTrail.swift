@@ -280,11 +280,11 @@ public enum AuditChain {
             checked += 1
         }
         let lastSeq = expectedSeq - 1
-        if let (seq, expected) = membership.min(by: { $0.key < $1.key }), let one = expected.first {
-            return failure(seq, "member '\(one.member.sanitisedForDisplay(limit: 64))' says it was \(one.removal ? "removed" : "added") by record \(seq), which does not exist")
-        }
         guard checked > 0 else {
             return failure(1, "the audit trail is empty (every record was removed); it must start with the init record")
+        }
+        if let (seq, expected) = membership.min(by: { $0.key < $1.key }), let one = expected.first {
+            return failure(seq, "member '\(one.member.sanitisedForDisplay(limit: 64))' says it was \(one.removal ? "removed" : "added") by record \(seq), which does not exist")
         }
         guard let head = try AuditHeadRecord.fetchOne(db, key: 1) else {
             return failure(lastSeq, "the audit chain head is missing")

@@ -310,16 +310,19 @@ extension PostgresSession: StoreConnection {
     var changesCount: Int { lastChanges }
 
     func execute(sql: String, values: [DatabaseValue]) throws {
+        try FaultPoint.reached(FaultPoint.statement)
         lastChanges = try execute(sql, values)
     }
 
     /// Sent without waiting; checked with the next statement that waits, at the latest
     /// before the transaction commits (``send(_:_:expectingChanges:failure:)``).
     func executeExpecting(sql: String, values: [DatabaseValue], changes: Int, failure: any Error) throws {
+        try FaultPoint.reached(FaultPoint.statement)
         try send(sql, values, expectingChanges: changes, failure: failure)
     }
 
     func rows(sql: String, values: [DatabaseValue]) throws -> [Row] {
+        try FaultPoint.reached(FaultPoint.statement)
         if let rows = try takePrefetched(sql: sql, values: values) { return rows }
         return try rows(sql, values)
     }

@@ -12,19 +12,23 @@ final class SQLiteConnection: SQLiteDialect {
     var changesCount: Int { db.changesCount }
 
     func execute(sql: String, values: [DatabaseValue]) throws {
+        try FaultPoint.reached(FaultPoint.statement)
         try db.execute(sql: sql, arguments: StatementArguments(values))
     }
 
     func executeExpecting(sql: String, values: [DatabaseValue], changes: Int, failure: any Error) throws {
+        try FaultPoint.reached(FaultPoint.statement)
         try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(values))
         guard db.changesCount == changes else { throw failure }
     }
 
     func rows(sql: String, values: [DatabaseValue]) throws -> [Row] {
-        try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(values))
+        try FaultPoint.reached(FaultPoint.statement)
+        return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(values))
     }
 
     func column(sql: String, values: [DatabaseValue], firstRowOnly: Bool) throws -> [DatabaseValue] {
+        try FaultPoint.reached(FaultPoint.statement)
         let statement = try db.cachedStatement(sql: sql)
         guard statement.columnCount == 1 else {
             throw VaultError.failure("internal error: a scalar query returned \(statement.columnCount) columns")
@@ -36,7 +40,8 @@ final class SQLiteConnection: SQLiteDialect {
     }
 
     func records<Record: FetchableRecord>(_ type: Record.Type, sql: String, values: [DatabaseValue]) throws -> [Record] {
-        try Record.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(values))
+        try FaultPoint.reached(FaultPoint.statement)
+        return try Record.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(values))
     }
 }
 
