@@ -17,6 +17,18 @@ struct FaultPointTests {
 
     static let points = ["write-begins", "write-commits", "write-committed"]
 
+    /// Runs `command` with `GBG_VAULT_TEST_FAULT=fault`; its exit status and what it printed.
+    func runArmed(_ vault: TestVault, _ command: Command, fault: String, passphrase: String) throws -> (Int32?, String) {
+        var environment = vault.environment(command.env.merging(["GBG_VAULT_TEST_FAULT": fault]) { a, _ in a })
+        environment["VAULT_PASSPHRASE"] = passphrase
+        let child = try ChildProcess(Binaries.vault, command.arguments, environment: environment)
+        if let stdin = command.stdin { child.writeStdin(stdin) }
+        child.closeStdin()
+        let output = OutputCollector(child.stdoutDescriptor)
+        let status = child.wait(timeout: 60)
+        return (status, output.text)
+    }
+
     /// The number of audit records `audit verify` checked (with `passphrase`), or nil when it
     /// does not verify.
     func records(_ vault: TestVault, passphrase: String) throws -> Int? {
@@ -84,16 +96,10 @@ struct FaultPointTests {
         for command in commands {
             for point in Self.points {
                 try restore()
-                var environment = vault.environment(command.env.merging(["GBG_VAULT_TEST_FAULT": "\(point):kill"]) { a, _ in a })
-                environment["VAULT_PASSPHRASE"] = passphrase
-                let child = try ChildProcess(Binaries.vault, command.arguments, environment: environment)
-                if let stdin = command.stdin { child.writeStdin(stdin) }
-                child.closeStdin()
-                let output = OutputCollector(child.stdoutDescriptor)
-                let status = child.wait(timeout: 60)
+                let (status, output) = try runArmed(vault, command, fault: "\(point):kill", passphrase: passphrase)
                 let label = "\(store) \(command.arguments.joined(separator: " ")) at \(point)"
                 #expect(status == 128 + 9 || status == -9, "\(label): killed there (status \(String(describing: status)))")
-                #expect(output.text.isEmpty, "\(label): nothing printed (no token without its committed record)")
+                #expect(output.isEmpty, "\(label): nothing printed (no token without its committed record)")
                 let committed = point == "write-committed"
                 let opener = committed && command.arguments == ["passwd"] ? newPassphrase : passphrase
                 let count = try records(vault, passphrase: opener)
@@ -158,17 +164,11 @@ struct FaultPointTests {
                 for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
                 try FileManager.default.copyItem(atPath: pristine, toPath: vault.path)
                 vault.forgetKnownVaults()
-                var environment = vault.environment(command.env.merging(["GBG_VAULT_TEST_FAULT": "statement:kill:\(statement)"]) { a, _ in a })
-                environment["VAULT_PASSPHRASE"] = vault.passphrase
-                let child = try ChildProcess(Binaries.vault, command.arguments, environment: environment)
-                if let stdin = command.stdin { child.writeStdin(stdin) }
-                child.closeStdin()
-                let output = OutputCollector(child.stdoutDescriptor)
-                let status = child.wait(timeout: 60)
+                let (status, output) = try runArmed(vault, command, fault: "statement:kill:\(statement)", passphrase: vault.passphrase)
                 let label = "\(command.arguments.joined(separator: " ")) before statement \(statement)"
                 if status == 0 { break }  // fewer statements than that: the command ran to its end
                 #expect(status == 128 + 9 || status == -9, "\(label): status \(String(describing: status))")
-                #expect(output.text.isEmpty, "\(label): nothing printed")
+                #expect(output.isEmpty, "\(label): nothing printed")
                 #expect(try records(vault, passphrase: vault.passphrase) == before, "\(label): the vault as before")
                 #expect(try vault.run(["verify"]).status == 0, "\(label)")
                 let read = try independentReader(path: vault.path, passphrase: vault.passphrase)

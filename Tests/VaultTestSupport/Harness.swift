@@ -67,7 +67,15 @@ public final class ChildProcess: @unchecked Sendable {
     public var stderrDescriptor: Int32 { stderrFD }
     private var exitStatus: Int32?
 
+    /// The sanitizers' settings of `scripts/sanitize.sh`, which every child gets too (a
+    /// sanitized `vault` writes its reports where the script looks for them).
+    static let sanitizerVariables = ["ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"]
+
     public init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
+        var environment = environment
+        for name in Self.sanitizerVariables where environment[name] == nil {
+            if let value = ProcessInfo.processInfo.environment[name] { environment[name] = value }
+        }
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
         // O_CLOEXEC from the start: a process spawned meanwhile by another test thread must not
         // inherit these ends (it would hold a pipe open, and the reader would wait for it).
