@@ -97,6 +97,24 @@ struct RollbackTests {
         #expect(try vault.run(["env", "add", "x", "--token-url", "https://example.invalid/t"]).status == 0)
     }
 
+    @Test("an older copy put at a new path (a link planted where the vault was) is pinned there with a warning naming where the vault was seen further")
+    func olderCopyElsewhere() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        try vault.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        let older = vault.directory + "/older.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: older)
+        #expect(try fixture.token("pw").status == 0)
+        #expect(try fixture.token("pw", ["--fresh"]).status == 0)
+        let current = vault.directory + "/current.db"
+        try FileManager.default.moveItem(atPath: vault.path, toPath: current)
+        try FileManager.default.createSymbolicLink(atPath: vault.path, withDestinationPath: older)
+        let result = try fixture.token("pw")
+        #expect(result.stderrText.contains("this vault was seen further along at") && result.stderrText.contains(vault.path),
+                "\(result.status): \(result.stderrText)")
+    }
+
     @Test("a state file others can write is not trusted")
     func looseStateFile() throws {
         let fixture = try Fixture()
@@ -105,6 +123,12 @@ struct RollbackTests {
         chmod(knownFile(fixture.vault), 0o666)
         let refused = try fixture.token("pw")
         #expect(refused.status == 7 && refused.stderrText.contains("others can write"), "\(refused.stderrText)")
+        #expect(!refused.stderrText.contains("restore the vault from a backup"), "the hint is about the file, not the vault")
+        chmod(knownFile(fixture.vault), 0o600)
+        let folder = (knownFile(fixture.vault) as NSString).deletingLastPathComponent
+        chmod(folder, 0o777)
+        let looseFolder = try fixture.token("pw")
+        #expect(looseFolder.status == 7 && looseFolder.stderrText.contains("closed to others"), "\(looseFolder.stderrText)")
     }
 
     @Test("a team vault restored from pg_dump is refused, also by a running agent at its next transaction; accepted deliberately")

@@ -436,7 +436,7 @@ struct TeamVaultTests {
     }
 
     /// TLS: verify-full against a server whose certificate a test CA signed.
-    @Test("sslmode=require: SCRAM with the real server works; a server in the middle asking for a cleartext or MD5 password gets nothing")
+    @Test("sslmode=require: SCRAM with the real server works; a server in the middle asking for a cleartext or MD5 password, or sending before the startup message, gets nothing")
     func requireRefusesRevealingMethods() throws {
         guard let server = try startPostgres(tls: true) else { return }
         defer { server.stop() }
@@ -448,7 +448,7 @@ struct TeamVaultTests {
         let doctor = try vault.run(["doctor", "--vault", url])
         #expect(doctor.stdoutText.contains("sslmode=require"), "\(doctor.stdoutText)")
 
-        for mode in ["cleartext", "md5"] {
+        for mode in ["cleartext", "md5", "early"] {
             let log = vault.directory + "/fake-\(mode).log"
             let fake = try ChildProcess("/usr/bin/env", ["python3", "-u", repositoryRoot.appendingPathComponent("Tests/tools/fake_pg_server.py").path,
                                                          server.directory + "/server.crt", server.directory + "/server.key", mode, log],
@@ -462,10 +462,14 @@ struct TeamVaultTests {
             let target = "postgres://vault_admin@127.0.0.1:\(port)/vault?sslmode=require&schema=req_vault"
             let result = try vault.run(["list", "--vault", target])
             #expect(result.status == 1, "\(mode): \(result.stderrText)")
-            #expect(result.stderrText.contains(mode == "cleartext" ? "in clear text" : "MD5") && result.stderrText.contains("the password was not sent"),
-                    "\(mode): \(result.stderrText)")
+            // (An early message normally lands before the startup message goes out, and is
+            // refused as such; were it to land after, PostgresNIO refuses it as out of turn.)
+            if mode != "early" {
+                let why = mode == "cleartext" ? "in clear text" : "MD5"
+                #expect(result.stderrText.contains(why) && result.stderrText.contains("the password was not sent"), "\(mode): \(result.stderrText)")
+            }
             let seen = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            #expect(seen.contains("sent R\(mode == "cleartext" ? 3 : 5)"), "\(mode): the fake server asked: \(seen)")
+            #expect(seen.contains(mode == "early" ? "sent early Z" : "sent R\(mode == "cleartext" ? 3 : 5)"), "\(mode): the fake server: \(seen)")
             #expect(!seen.contains("received p"), "\(mode): a password message reached the fake server: \(seen)")
         }
         expectNoLeaks(vault)

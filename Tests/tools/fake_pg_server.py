@@ -4,7 +4,9 @@ completes TLS with a self-signed certificate (any client that does not verify it
 this far), then asks for the password the way MODE says, and records what the client
 sends next. It never answers a query.
 
-Usage: fake_pg_server.py CERT KEY MODE LOG   (MODE: cleartext or md5)
+Usage: fake_pg_server.py CERT KEY MODE LOG   (MODE: cleartext, md5, or early: a
+ReadyForQuery sent right after the handshake, before the client's startup message, then
+the cleartext request)
 Prints "PORT n" when listening on 127.0.0.1; appends one line per connection to LOG:
 "startup", then "sent R<code>", then "received <type> <length>" for the client's next
 message ("received p …" means a password message reached it), or "closed".
@@ -47,6 +49,9 @@ while True:
             continue
         raw.sendall(b"S")
         conn = context.wrap_socket(raw, server_side=True)
+        if mode == "early":
+            conn.sendall(b"Z" + struct.pack(">i", 5) + b"I")
+            log("sent early Z")
         (length,) = struct.unpack(">i", read_exactly(conn, 4))
         read_exactly(conn, length - 4)
         log("startup")

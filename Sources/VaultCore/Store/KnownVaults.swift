@@ -57,13 +57,26 @@ public struct KnownVaults: Sendable {
         try readAll().first { $0.location == location }
     }
 
-    /// Replaces (or adds) the entry of `entry.location`.
-    public func store(_ entry: Entry) throws(VaultError) {
+    /// Replaces (or adds) the entry of `entry.location`; with `onlyIfAbsent`, adds it only
+    /// when no other process pinned that location meanwhile.
+    public func store(_ entry: Entry, onlyIfAbsent: Bool = false) throws(VaultError) {
         try update(flushing: true) { entries in
+            if onlyIfAbsent, entries.contains(where: { $0.location == entry.location }) { return }
             entries.removeAll { $0.location == entry.location }
             entries.append(entry)
         }
     }
+
+    /// The entries of other locations that hold the same vault (copies, backups, or an
+    /// older copy put at a new path).
+    public func entries(ofVault vaultID: String, except location: String) throws(VaultError) -> [Entry] {
+        try readAll().filter { $0.vaultID == vaultID && $0.location != location }
+    }
+
+    /// The way on from a problem with the file itself (never "restore a backup": that would
+    /// be a rollback).
+    static let fileHint = "the file only records what your clients saw of each vault: make it yours (mode 0600, its directory 0700), "
+        + "or remove it to forget every pin and record"
 
     /// Moves the entry of `location` forward to `seq`/`mac` when `seq` is higher than the
     /// one it holds (another process may have moved it further meanwhile).
@@ -95,15 +108,19 @@ public struct KnownVaults: Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else {
             if errno == ENOENT { return [] }
-            throw .integrity("cannot read \(path) (\(String(cString: strerror(errno)))): the record of the vaults you used")
+            throw .notAsRemembered("cannot read \(path) (\(String(cString: strerror(errno)))), the record of the vaults you used", hint: Self.fileHint)
         }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw .integrity("\(path) is not a regular file")
+            throw .notAsRemembered("\(path) is not a regular file", hint: Self.fileHint)
         }
         guard info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
-            throw .integrity("\(path) belongs to another user or others can write it; vault does not trust it (make it yours, mode 0600)")
+            throw .notAsRemembered("\(path) belongs to another user or others can write it; vault does not trust it", hint: Self.fileHint)
+        }
+        var folder = stat()
+        guard lstat(directory, &folder) == 0, (folder.st_mode & S_IFMT) == S_IFDIR, folder.st_uid == geteuid(), folder.st_mode & 0o022 == 0 else {
+            throw .notAsRemembered("\(directory) is not a directory of yours closed to others; vault does not trust the record in it", hint: Self.fileHint)
         }
         var data = Data()
         var buffer = [UInt8](repeating: 0, count: 65_536)
@@ -117,7 +134,7 @@ public struct KnownVaults: Sendable {
         var entries: [Entry] = []
         for line in data.split(separator: UInt8(ascii: "\n")) where !line.isEmpty {
             guard let entry = try? decoder.decode(Entry.self, from: Data(line)) else {
-                throw .integrity("\(path) has a line that is not a known-vault entry; vault does not guess (fix or remove the line)")
+                throw .notAsRemembered("\(path) has a line that is not a known-vault entry; vault does not guess", hint: Self.fileHint)
             }
             entries.append(entry)
         }
@@ -178,7 +195,8 @@ public struct KnownVaults: Sendable {
             guard lstat(directory, &info) == 0 else { throw .failure("cannot create \(directory)") }
         }
         guard (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
-            throw .integrity("\(directory) is not a directory of yours closed to others; vault does not keep its record of vaults there")
+            throw .notAsRemembered("\(directory) is not a directory of yours closed to others; vault does not keep its record of vaults there",
+                                   hint: Self.fileHint)
         }
     }
 }

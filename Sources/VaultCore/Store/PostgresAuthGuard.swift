@@ -14,9 +14,10 @@ import NIOTLS
 /// PostgresNIO (1.33) has no setting for this, and answers a cleartext request by sending
 /// the password. So for this mode the vault makes the TCP connection and the TLS session
 /// itself and hands PostgresNIO the established channel, with ``AuthenticationMethodGuard``
-/// between the TLS handler and PostgresNIO's: it reads only each server message's type
-/// byte, length and, for an authentication request, its code, until the server says it is
-/// ready; it never changes a byte.
+/// between the TLS handler and PostgresNIO's for the whole connection: it reads only each
+/// server message's type byte, length and, for an authentication request, its code; it
+/// never changes a byte. The same holds for `sslmode=verify-ca`, whose certificate may be
+/// any that chains to a trusted root, for any name.
 enum PostgresUnverifiedTLS {
     /// What went wrong, for the connection's error message.
     final class Outcome: @unchecked Sendable {
@@ -111,21 +112,26 @@ enum PostgresUnverifiedTLS {
         }
     }
 
-    /// Watches the server's messages from the start of the session to its first
-    /// ReadyForQuery (`Z`): an authentication request (`R`) for a cleartext password (code
-    /// 3) or an MD5 hash (code 5) closes the connection before PostgresNIO sees it. Bytes
-    /// are held back only while a message's header is incomplete; then passed on unchanged;
-    /// after `Z` the guard removes itself.
-    final class AuthenticationMethodGuard: ChannelInboundHandler, RemovableChannelHandler {
+    /// Watches every message the server sends on the connection: nothing may arrive before
+    /// the client's startup message has gone out (bytes the server sends earlier, with its
+    /// last handshake record for example, would be counted here but dropped before
+    /// PostgresNIO is attached, and the framing of the two would part); an authentication
+    /// request (`R`) for a cleartext password (code 3) or an MD5 hash (code 5), at any time,
+    /// closes the connection before PostgresNIO sees it. Bytes are held back only while a
+    /// message's header is incomplete, then passed on unchanged.
+    final class AuthenticationMethodGuard: ChannelDuplexHandler, RemovableChannelHandler {
         typealias InboundIn = ByteBuffer
         typealias InboundOut = ByteBuffer
+        typealias OutboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
         let outcome: Outcome
         /// Completed when the TLS handshake is: the channel is then PostgresNIO's.
         private var handshake: EventLoopPromise<Void>?
+        /// Whether the client has written anything (its startup message comes first).
+        private var startupSent = false
         private var held: ByteBuffer?
         /// Body bytes of the current message still to pass.
         private var remaining = 0
-        private var ready = false
         private var refused = false
 
         init(outcome: Outcome, handshake: EventLoopPromise<Void>) {
@@ -162,15 +168,21 @@ enum PostgresUnverifiedTLS {
             context.fireChannelInactive()
         }
 
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            startupSent = true
+            context.write(data, promise: promise)
+        }
+
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard !refused else { return }
+            guard startupSent else { return refuse(context, "the server sent data before the connection's startup message") }
             var incoming = unwrapInboundIn(data)
             if held == nil { held = incoming } else { held!.writeBuffer(&incoming) }
             guard var buffer = held else { return }
             var checked = 0
             let end = buffer.readableBytes
             let base = buffer.readerIndex
-            while checked < end, !ready {
+            while checked < end {
                 if remaining > 0 {
                     let skip = min(remaining, end - checked)
                     checked += skip
@@ -187,15 +199,6 @@ enum PostgresUnverifiedTLS {
                 }
                 checked += 5
                 remaining = Int(length) - 4
-                if type == UInt8(ascii: "Z") { ready = true }
-            }
-            if ready {
-                // Everything up to the end of `Z` (its body is 1 byte) was checked; what
-                // follows is the session's, not the guard's.
-                held = nil
-                context.fireChannelRead(wrapInboundOut(buffer))
-                context.pipeline.syncOperations.removeHandler(self, promise: nil)
-                return
             }
             let passed = buffer.readSlice(length: checked)!
             held = buffer.readableBytes > 0 ? buffer : nil

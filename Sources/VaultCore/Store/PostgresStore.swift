@@ -71,9 +71,9 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         var configuration: PostgresConnection.Configuration
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let unverified = PostgresUnverifiedTLS.Outcome()
-        if location.sslMode == .require, !location.host.hasPrefix("/"), let tlsContext {
-            // TLS without a verified certificate: only SCRAM may have the password
-            // (``PostgresUnverifiedTLS``).
+        if location.sslMode == .require || location.sslMode == .verifyCA, !location.host.hasPrefix("/"), let tlsContext {
+            // TLS whose certificate does not prove the server's name: only SCRAM may have
+            // the password (``PostgresUnverifiedTLS``).
             do {
                 let channel = try PostgresUnverifiedTLS.connect(host: location.host, port: location.port, context: tlsContext,
                                                                 timeout: .seconds(10), on: loop, outcome: unverified)
@@ -114,8 +114,8 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
 
     /// The refusal of a server reached with `sslmode=require` (``PostgresUnverifiedTLS``).
     private func unverifiedRefusal(_ why: String) -> VaultError {
-        .failure("refusing the PostgreSQL server at \(location.host):\(location.port): \(why), and with sslmode=require its "
-                 + "certificate is not verified, so it could be anyone in the middle; the password was not sent",
+        .failure("refusing the PostgreSQL server at \(location.host):\(location.port): \(why), and with sslmode=\(location.sslMode.rawValue) "
+                 + "its certificate does not prove its name, so it could be anyone in the middle; the password was not sent",
                  hint: "use sslmode=verify-full with the server's CA (sslrootcert=…), or have the server use scram-sha-256")
     }
 

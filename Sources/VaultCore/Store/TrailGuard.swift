@@ -150,9 +150,16 @@ extension UnlockedVault {
         // it): nothing to compare or pin.
         guard let state = read else { return }
         guard let entry else {
+            // The same vault seen further along elsewhere: a copy or backup opened here, or an
+            // older copy put at a new path (a link planted where the vault was). Said, not
+            // refused: copies of one vault are legitimate.
+            if let further = try known.entries(ofVault: vaultID.hexString, except: location).filter({ $0.seq > state.seq }).max(by: { $0.seq < $1.seq }) {
+                KnownVaults.warnOnce("this vault was seen further along at \(further.location.sanitisedForDisplay(limit: 200)) (audit record "
+                                     + "\(further.seq), here \(state.seq)); if this is not a copy or backup you made, it may be an older copy put here")
+            }
             do {
                 try known.store(.init(location: location, vaultID: vaultID.hexString, ownerSignKey: state.owner.hexString,
-                                      seq: state.seq, mac: state.mac.hexString, pinnedAt: now, seenAt: now))
+                                      seq: state.seq, mac: state.mac.hexString, pinnedAt: now, seenAt: now), onlyIfAbsent: true)
             } catch {
                 // A home that cannot be written (a read-only container, another user's): the
                 // command goes on, unprotected against a later rollback, and says so.
@@ -223,4 +230,14 @@ extension UnlockedVault {
 
     /// The location identity under which ``KnownVaults`` remembers this vault.
     public var knownLocation: String { database.locationIdentity }
+
+    /// The owner's Ed25519 public key as the member table holds it.
+    public func ownerSignKey() throws(VaultError) -> [UInt8] {
+        try database.read { db -> [UInt8] in
+            guard let key = try Data.fetchOne(db, sql: "SELECT sign_public_key FROM member WHERE kind = 'passphrase'") else {
+                throw VaultError.integrity("the vault has no owner")
+            }
+            return [UInt8](key)
+        }
+    }
 }

@@ -48,8 +48,10 @@ extension VaultCLI {
             let known = KnownVaults.forUser()
             let unlocked = try options.unlockUnchecked(vault)
             let before = try known.entry(for: unlocked.knownLocation)
-            if acceptRollback, !repin, let before, before.vaultID != unlocked.vaultID.hexString {
-                throw VaultError.usage("this is another vault than the one pinned here; --accept-rollback accepts an older copy of the same vault",
+            let ownerKey = try unlocked.ownerSignKey().hexString
+            if acceptRollback, !repin, let before, before.vaultID != unlocked.vaultID.hexString || before.ownerSignKey != ownerKey {
+                throw VaultError.usage("this is another vault, or has another owner, than the one pinned here; "
+                                       + "--accept-rollback accepts an older copy of the same vault",
                                        hint: "`vault verify --repin` if the vault was replaced on purpose")
             }
             let report = try unlocked.verifyEverything()
@@ -58,10 +60,11 @@ extension VaultCLI {
                 Output.info("vault verification failed: \(report.problems.count) problem(s); nothing was accepted")
                 throw ExitCode(7)
             }
-            try unlocked.pinKnownState(known)
             let was = before.map { "vault \($0.vaultID.prefix(16)), audit record \($0.seq) seen, pinned \(Date(timeIntervalSince1970: TimeInterval($0.pinnedAt)).iso8601)" }
                 ?? "nothing remembered"
+            // The record first: a vault is never accepted without it.
             let record = try unlocked.recordAcceptance(repin ? .repin : .acceptRollback, detail: "before: \(was)")
+            try unlocked.pinKnownState(known)
             Output.info("vault verified and accepted as it is now (audit record \(record)); before: \(was)")
         }
     }
