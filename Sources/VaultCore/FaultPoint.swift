@@ -28,9 +28,6 @@ enum FaultPoint {
     /// transaction: after the format-1 to format-2 step of the same upgrade committed.
     static let upgradeFormat3Begins = "upgrade-format3-begins"
 
-    /// Every point, for the tests that go through them all.
-    static let all = [writeBegins, writeCommits, writeCommitted, statement, upgradeFormat3Begins]
-
     /// Stops here when this point is armed (test builds only).
     @inline(__always)
     static func reached(_ name: String) throws {

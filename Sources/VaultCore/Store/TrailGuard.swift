@@ -30,18 +30,23 @@ final class TrailGuard: @unchecked Sendable {
     /// Checks that a trail whose head is `headSeq`/`headMAC` extends the newest record seen;
     /// `db` answers for the record at that sequence number when the head moved past it.
     func check(headSeq: Int64, headMAC: [UInt8], db: StoreDB) throws {
-        let (seq, mac) = newestSeen
-        if headSeq < seq {
-            throw Self.rollback(location: location, headSeq: headSeq, seenSeq: seq, since: pinnedAt)
+        let seen = newestSeen
+        try expectExtends(headSeq: headSeq, headMAC: headMAC, seen: seen) {
+            try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [seen.seq]).map { [UInt8]($0) }
         }
-        let stored: [UInt8]?
-        if headSeq == seq {
-            stored = headMAC
-        } else {
-            stored = try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [seq]).map { [UInt8]($0) }
+    }
+
+    /// The one rule of both checks (at unlock and in each write): a trail whose head is
+    /// `headSeq`/`headMAC` extends `seen` when it is not shorter and holds `seen`'s record at
+    /// its sequence number (the head's own MAC when they are the same record, else what
+    /// `recordAtSeen` reads).
+    func expectExtends(headSeq: Int64, headMAC: [UInt8], seen: (seq: Int64, mac: [UInt8]),
+                       recordAtSeen: () throws -> [UInt8]?) throws {
+        if headSeq < seen.seq {
+            throw Self.rollback(location: location, headSeq: headSeq, seenSeq: seen.seq, since: pinnedAt)
         }
-        guard let stored, Sodium.constantTimeEqual(stored, mac) else {
-            throw Self.fork(location: location, seenSeq: seq, since: pinnedAt)
+        guard let stored = headSeq == seen.seq ? headMAC : try recordAtSeen(), Sodium.constantTimeEqual(stored, seen.mac) else {
+            throw Self.fork(location: location, seenSeq: seen.seq, since: pinnedAt)
         }
     }
 
@@ -130,6 +135,18 @@ extension UnlockedVault {
             """, [seq])
     }
 
+    /// What the known-vaults record compares, in one snapshot (``knownStateQuery(seq:)``):
+    /// nil for a vault without an audit head or an owner.
+    private func knownState(seenSeq: Int64) throws(VaultError) -> (seq: Int64, mac: [UInt8], seenMAC: [UInt8]?, owner: [UInt8])? {
+        try database.read { db in
+            guard let row = try db.rows(Self.knownStateQuery(seq: seenSeq)).first,
+                  let seq = row["seq"] as Int64?, let mac = row["last_mac"] as Data?, let owner = row["owner_key"] as Data? else {
+                return nil
+            }
+            return (seq, [UInt8](mac), (row["seen_mac"] as Data?).map { [UInt8]($0) }, [UInt8](owner))
+        }
+    }
+
     /// Checks this vault against what `known` remembers of its location, or pins it there
     /// when nothing is (trust on first use); then guards every write of this process
     /// (``TrailGuard``). Exit 7 when the store is another vault, has another owner, or is
@@ -138,13 +155,7 @@ extension UnlockedVault {
         let location = database.locationIdentity
         let entry = try known.entry(for: location)
         let now = Int64(self.now.timeIntervalSince1970)
-        let read = try database.read { db -> (seq: Int64, mac: [UInt8], seenMAC: [UInt8]?, owner: [UInt8])? in
-            guard let row = try db.rows(Self.knownStateQuery(seq: entry?.seq ?? 0)).first,
-                  let seq = row["seq"] as Int64?, let mac = row["last_mac"] as Data?, let owner = row["owner_key"] as Data? else {
-                return nil
-            }
-            return (seq, [UInt8](mac), (row["seen_mac"] as Data?).map { [UInt8]($0) }, [UInt8](owner))
-        }
+        let read = try knownState(seenSeq: entry?.seq ?? 0)
         // A vault without an audit head or an owner is refused by every operation, with the
         // problem named (the head is checked before any append or exchange; `verify` names
         // it): nothing to compare or pin.
@@ -185,11 +196,10 @@ extension UnlockedVault {
             throw .integrity("\(known.path) holds a MAC that is not hex for \(shown)")
         }
         let guarding = TrailGuard(known: known, location: location, seen: (entry.seq, seenMAC), pinnedAt: entry.pinnedAt)
-        if state.seq < entry.seq {
-            throw TrailGuard.rollback(location: location, headSeq: state.seq, seenSeq: entry.seq, since: entry.pinnedAt)
-        }
-        guard let stored = state.seq == entry.seq ? state.mac : state.seenMAC, Sodium.constantTimeEqual(stored, seenMAC) else {
-            throw TrailGuard.fork(location: location, seenSeq: entry.seq, since: entry.pinnedAt)
+        do {
+            try guarding.expectExtends(headSeq: state.seq, headMAC: state.mac, seen: (entry.seq, seenMAC)) { state.seenMAC }
+        } catch {
+            throw (error as? VaultError) ?? .integrity("the vault's audit trail could not be compared with what was seen")
         }
         guarding.committed((state.seq, state.mac), now: now)
         adoptTrailGuard(guarding)
@@ -200,12 +210,8 @@ extension UnlockedVault {
     public func pinKnownState(_ known: KnownVaults) throws(VaultError) {
         let location = database.locationIdentity
         let now = Int64(self.now.timeIntervalSince1970)
-        let state = try database.read { db -> (seq: Int64, mac: [UInt8], owner: [UInt8]) in
-            guard let row = try db.rows(Self.knownStateQuery(seq: 0)).first,
-                  let seq = row["seq"] as Int64?, let mac = row["last_mac"] as Data?, let owner = row["owner_key"] as Data? else {
-                throw VaultError.integrity("the vault has no audit head or no owner; vault refuses to work without them")
-            }
-            return (seq, [UInt8](mac), [UInt8](owner))
+        guard let state = try knownState(seenSeq: 0) else {
+            throw .integrity("the vault has no audit head or no owner; vault refuses to work without them")
         }
         try known.store(.init(location: location, vaultID: vaultID.hexString, ownerSignKey: state.owner.hexString,
                               seq: state.seq, mac: state.mac.hexString, pinnedAt: now, seenAt: now))
@@ -233,11 +239,7 @@ extension UnlockedVault {
 
     /// The owner's Ed25519 public key as the member table holds it.
     public func ownerSignKey() throws(VaultError) -> [UInt8] {
-        try database.read { db -> [UInt8] in
-            guard let key = try Data.fetchOne(db, sql: "SELECT sign_public_key FROM member WHERE kind = 'passphrase'") else {
-                throw VaultError.integrity("the vault has no owner")
-            }
-            return [UInt8](key)
-        }
+        guard let state = try knownState(seenSeq: 0) else { throw .integrity("the vault has no audit head or no owner") }
+        return state.owner
     }
 }
