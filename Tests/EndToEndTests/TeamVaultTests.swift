@@ -457,8 +457,9 @@ struct TeamVaultTests {
             fake.closeStdin()
             let output = OutputCollector(fake.stdoutDescriptor)
             let deadline = Date().addingTimeInterval(10)
-            while Date() < deadline, !output.text.contains("PORT ") { usleep(20_000) }
-            let port = try #require(output.text.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+            // python3 -u writes "PORT", " ", the number and the newline separately: wait for the whole line.
+            while Date() < deadline, !(output.text.hasPrefix("PORT ") && output.text.hasSuffix("\n")) { usleep(20_000) }
+            let port = try #require(Int(output.text.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)), "the fake server's port: \(output.text)")
             let target = "postgres://vault_admin@127.0.0.1:\(port)/vault?sslmode=require&schema=req_vault"
             let result = try vault.run(["list", "--vault", target])
             #expect(result.status == 1, "\(mode): \(result.stderrText)")
