@@ -1,9 +1,18 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
+
+// `scripts/fuzz.sh` sets GBG_VAULT_FUZZ=1: the project's own code is then compiled with
+// libFuzzer's coverage instrumentation and AddressSanitizer (its C with
+// UndefinedBehaviorSanitizer in trap mode too), and the `vault-fuzz` executable, whose `main` is
+// libFuzzer's, is added. Other builds never see either.
+let fuzzing = ProcessInfo.processInfo.environment["GBG_VAULT_FUZZ"] == "1"
+let fuzzSwift: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []
+let fuzzC: [CSetting] = fuzzing ? [.unsafeFlags(["-fsanitize=fuzzer-no-link,address,undefined", "-fsanitize-trap=undefined"])] : []
 
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
-]
+] + fuzzSwift
 
 let package = Package(
     name: "gbg-vault",
@@ -34,6 +43,7 @@ let package = Package(
         // sqlite3_db_config (variadic in C): defensive mode on, trusted_schema off.
         .target(
             name: "CSQLiteHardening",
+            cSettings: fuzzC,
             linkerSettings: [.linkedLibrary("sqlite3")]
         ),
         // The library: crypto, sealed store, token exchange, audit. No argument parsing.
@@ -60,14 +70,14 @@ let package = Package(
         ),
         // prctl(PR_SET_DUMPABLE) (variadic in C), pipe2 (a GNU extension) and spawn
         // attributes, for the command layer, the agent launcher and the test harness.
-        .target(name: "CProcess"),
+        .target(name: "CProcess", cSettings: fuzzC),
         // The agent protocol's client side, written once: where an agent's socket is, whom a
         // client trusts, the request's bytes, one round trip (libsodium's BLAKE2b names a team
         // vault's socket). No constructor: the library links it.
-        .target(name: "CAgent", dependencies: ["CSodium"]),
+        .target(name: "CAgent", dependencies: ["CSodium"], cSettings: fuzzC),
         // `vault token …` through the agent before `main`: a constructor, so it belongs to the
         // `vault` executable alone, never to a library product.
-        .target(name: "CTokenClient", dependencies: ["CAgent"]),
+        .target(name: "CTokenClient", dependencies: ["CAgent"], cSettings: fuzzC),
         // The thin command layer.
         .executableTarget(
             name: "vault",
@@ -107,10 +117,23 @@ let package = Package(
             path: "Tests/VaultTestSupport",
             swiftSettings: swiftSettings
         ),
+        // The fuzz targets' checks (Fuzz/README.md): libFuzzer runs them through `vault-fuzz`;
+        // the suite runs each committed corpus and regression input through them too.
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "VaultCore", "CAgent",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ],
+            path: "Fuzz/Targets",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [
-                "VaultCore", "VaultTestSupport", "CProcess", "CAgent",
+                "VaultCore", "VaultTestSupport", "CProcess", "CAgent", "FuzzTargets",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -124,3 +147,14 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+if fuzzing {
+    package.targets.append(.executableTarget(
+        name: "vault-fuzz",
+        dependencies: ["FuzzTargets"],
+        path: "Fuzz/Driver",
+        swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])],
+        linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
+    ))
+    package.products.append(.executable(name: "vault-fuzz", targets: ["vault-fuzz"]))
+}

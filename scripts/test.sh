@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 swift build --build-tests
 swift test --skip-build 2>&1 | tee /tmp/gbg-vault-test.log
-# The committed man page must match the command tree (issue: man page checked in CI).
+# The committed man page must match the command tree.
 bash scripts/manpage.sh --check

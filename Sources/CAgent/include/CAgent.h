@@ -85,7 +85,8 @@ int vault_default_vault_path(char *const *envp, char *out, size_t capacity);
 int vault_config_path(char *const *envp, char *out, size_t capacity);
 
 /// Called for each line of the config file that is neither blank nor a `#` comment: its
-/// number (from 1), the key and the value, each trimmed of spaces and tabs; `value` is NULL
+/// number (from 1), the key and the value, each trimmed of spaces and tabs (and, at its end,
+/// of carriage returns, so that CRLF files read the same); `value` is NULL
 /// on a line without `=`.
 typedef void (*vault_config_visitor)(int line, const char *key, const char *value, void *context);
 

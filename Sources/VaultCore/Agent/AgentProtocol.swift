@@ -123,6 +123,11 @@ public struct AgentNetwork: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey { case caBundle = "ca_bundle", proxy }
 
+    package init(caBundle: String?, proxy: [String: String]) {
+        self.caBundle = caBundle
+        self.proxy = proxy
+    }
+
     /// This process's settings, with `cacert` (else `VAULT_CA_BUNDLE`), as a client would
     /// send them (CAgent's rules: which variables, empty ones left out, the bundle resolved).
     public static func current(cacert: String?) throws(VaultError) -> AgentNetwork {
@@ -177,6 +182,11 @@ public enum AgentOperation: Sendable, Equatable {
 public struct AgentRequest: Sendable, Equatable {
     public var version: Int
     public var operation: AgentOperation
+
+    package init(version: Int, operation: AgentOperation) {
+        self.version = version
+        self.operation = operation
+    }
 
     /// The wire form (PROTOCOL.md, "Requests"); fields this version does not know are ignored.
     private struct Wire: Decodable {

@@ -117,8 +117,7 @@ public final class AgentServer: @unchecked Sendable {
                     }
                     return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldBitLength: .fourBytes),
-                                                 maximumBufferSize: AgentProtocol.maximumFrame + 4),
+                            AgentServer.frameDecoder(),
                             LengthFieldPrepender(lengthFieldBitLength: .fourBytes),
                             handler,
                         ])
@@ -362,6 +361,14 @@ public final class AgentServer: @unchecked Sendable {
         let token = delivered.token.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
         return .token(.init(accessToken: token, tokenType: delivered.tokenType, expiresAt: delivered.expiresAt, expiresIn: delivered.expiresIn,
                             environment: delivered.environment.name, apiBase: delivered.environment.apiBase, fromCache: delivered.fromCache))
+    }
+}
+
+extension AgentServer {
+    /// The reader of a connection's request frames (PROTOCOL.md, "Frames"): a 4-byte
+    /// big-endian length, then the request; more than the largest frame is refused.
+    package static func frameDecoder() -> ByteToMessageHandler<LengthFieldBasedFrameDecoder> {
+        ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldBitLength: .fourBytes), maximumBufferSize: AgentProtocol.maximumFrame + 4)
     }
 }
 

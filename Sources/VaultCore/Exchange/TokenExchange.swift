@@ -213,7 +213,7 @@ public struct TokenExchange: Sendable {
     }
 
     /// Maps a non-retryable response to a token or an error (and so to its exit code).
-    static func interpret(_ response: HTTPResponseData, grant: GrantType) -> Result<IssuedToken, VaultError> {
+    package static func interpret(_ response: HTTPResponseData, grant: GrantType) -> Result<IssuedToken, VaultError> {
         let body = try? JSONDecoder().decode(ResponseBody.self, from: Data(response.body))
         switch response.status {
         case 200:
@@ -282,7 +282,7 @@ public struct TokenExchange: Sendable {
         return bytes.first != 0x3d
     }
 
-    static func parseRetryAfter(_ value: String) -> Duration? {
+    package static func parseRetryAfter(_ value: String) -> Duration? {
         if let seconds = Int(value.trimmingCharacters(in: .whitespaces)), seconds >= 0 { return .seconds(seconds) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (libFuzzer, AddressSanitizer; the C code with UndefinedBehavior-
+# Sanitizer in trap mode too) of every parser of untrusted bytes: the targets and their
+# properties are listed in Fuzz/README.md.
+#   bash scripts/fuzz.sh [--time SECONDS] [TARGET...]    (default: 60 s each, every target)
+# Builds in .build-fuzz (the first build compiles the dependencies: minutes), runs each
+# target from its committed seeds (Fuzz/corpus/TARGET) plus what earlier runs found
+# (.build-fuzz/corpus/TARGET), and prints executions, coverage and crashes per target. A
+# crash's input is kept in .build-fuzz/crashes/TARGET/; commit it to Fuzz/regressions/TARGET/
+# with its fix (the suite runs every committed input through the Swift targets). Exits 1 when
+# any target crashed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=60
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --time) seconds="$2"; shift 2 ;;
+    --time=*) seconds="${1#--time=}"; shift ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) targets+=("$1"); shift ;;
+  esac
+done
+swift_targets=(agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url pgpass vault-file)
+c_targets=(config-file token-arguments)
+[ ${#targets[@]} -eq 0 ] && targets=("${swift_targets[@]}" "${c_targets[@]}")
+scratch="$PWD/.build-fuzz"
+mkdir -p "$scratch/c" "$scratch/logs"
+
+needs_swift=0
+for t in "${targets[@]}"; do
+  case " ${swift_targets[*]} " in *" $t "*) needs_swift=1 ;; esac
+  case " ${swift_targets[*]} ${c_targets[*]} " in *" $t "*) ;; *) echo "fuzz: unknown target '$t'" >&2; exit 64 ;; esac
+done
+if [ "$needs_swift" = 1 ]; then
+  echo "== building vault-fuzz (.build-fuzz)"
+  GBG_VAULT_FUZZ=1 swift build --scratch-path "$scratch" --product vault-fuzz 2>&1 | grep -E "error|Compiling vault_fuzz|Build complete" || true
+  [ -x "$scratch/debug/vault-fuzz" ] || { echo "fuzz: the build failed (GBG_VAULT_FUZZ=1 swift build --scratch-path .build-fuzz --product vault-fuzz)" >&2; exit 1; }
+fi
+for t in "${c_targets[@]}"; do
+  case " ${targets[*]} " in *" $t "*) ;; *) continue ;; esac
+  source="Fuzz/C/${t//-/_}.c"
+  if [ ! -x "$scratch/c/$t" ] || [ "$source" -nt "$scratch/c/$t" ] || [ -n "$(find Sources/CAgent Sources/CTokenClient -newer "$scratch/c/$t" -name '*.[ch]')" ]; then
+    echo "== building $t"
+    clang -g -O1 -fsanitize=fuzzer,address,undefined -fsanitize-trap=undefined -I Sources/CAgent/include -I Sources/CTokenClient/include \
+      "$source" Sources/CAgent/*.c $(pkg-config --libs libsodium) -o "$scratch/c/$t"
+  fi
+done
+
+status=0
+report="$scratch/report.md"
+{
+  echo "| target | seconds | executions | exec/s | coverage (edges) | features | corpus | crashes |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+} > "$report"
+for t in "${targets[@]}"; do
+  corpus="$scratch/corpus/$t"
+  crashes="$scratch/crashes/$t"
+  mkdir -p "$corpus" "$crashes"
+  binary="$scratch/debug/vault-fuzz"
+  case " ${c_targets[*]} " in *" $t "*) binary="$scratch/c/$t" ;; esac
+  options=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$crashes/" -timeout=10 -rss_limit_mb=4096)
+  case "$t" in
+    agent-frames|agent-request-writer|agent-answer) options+=(-dict=Fuzz/dict/agent.dict) ;;
+    token-response) options+=(-dict=Fuzz/dict/token-response.dict) ;;
+    postgres-url) options+=(-dict=Fuzz/dict/postgres-url.dict) ;;
+    recipient|identity-file) options+=(-dict=Fuzz/dict/identity.dict) ;;
+    vault-file) options+=(-max_len=200000) ;;
+  esac
+  seeds=("Fuzz/corpus/$t")
+  [ -d "Fuzz/regressions/$t" ] && seeds+=("Fuzz/regressions/$t")
+  log="$scratch/logs/$t.log"
+  echo "== $t: ${seconds} s"
+  before="$(ls "$crashes" | wc -l)"
+  export TMPDIR="$scratch/tmp/$t"
+  mkdir -p "$TMPDIR"
+  VAULT_FUZZ_TARGET="$t" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1" \
+    "$binary" "${options[@]}" "$corpus" "${seeds[@]}" > "$log" 2>&1 || true
+  rm -rf "$TMPDIR"
+  unset TMPDIR
+  executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
+  rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
+  last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
+  coverage="$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last")"
+  features="$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")"
+  found="$(( $(ls "$crashes" | wc -l) - before ))"
+  if grep -qE "ERROR: (libFuzzer|AddressSanitizer)|vault-fuzz: |SUMMARY: " "$log" && [ "$found" -eq 0 ]; then found=1; fi
+  echo "| $t | $seconds | ${executions:-?} | ${rate:-?} | ${coverage:-?} | ${features:-?} | $(ls "$corpus" | wc -l) | $found |" >> "$report"
+  if [ "$found" -gt 0 ]; then
+    status=1
+    echo "   CRASH: $(grep -m1 -E "vault-fuzz: |ERROR: |Fatal error|SUMMARY" "$log" | cut -c1-200)"
+    echo "   log: $log; inputs: $crashes"
+  fi
+done
+cat "$report"
+exit $status
