@@ -24,7 +24,9 @@ done
 swift_targets=(agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url pgpass vault-file)
 c_targets=(config-file token-arguments)
 [ ${#targets[@]} -eq 0 ] && targets=("${swift_targets[@]}" "${c_targets[@]}")
-scratch="$PWD/.build-fuzz"
+# GBG_VAULT_FUZZ_SCRATCH: another build directory (CI uses .build once its suite has run:
+# only the project's own targets are then compiled again, in about a minute).
+scratch="${GBG_VAULT_FUZZ_SCRATCH:-$PWD/.build-fuzz}"
 mkdir -p "$scratch/c" "$scratch/logs"
 
 needs_swift=0
@@ -33,9 +35,12 @@ for t in "${targets[@]}"; do
   case " ${swift_targets[*]} ${c_targets[*]} " in *" $t "*) ;; *) echo "fuzz: unknown target '$t'" >&2; exit 64 ;; esac
 done
 if [ "$needs_swift" = 1 ]; then
-  echo "== building vault-fuzz (.build-fuzz)"
-  GBG_VAULT_FUZZ=1 swift build --scratch-path "$scratch" --product vault-fuzz 2>&1 | grep -E "error|Compiling vault_fuzz|Build complete" || true
-  [ -x "$scratch/debug/vault-fuzz" ] || { echo "fuzz: the build failed (GBG_VAULT_FUZZ=1 swift build --scratch-path .build-fuzz --product vault-fuzz)" >&2; exit 1; }
+  echo "== building vault-fuzz ($scratch)"
+  if ! GBG_VAULT_FUZZ=1 swift build --scratch-path "$scratch" --product vault-fuzz > "$scratch/logs/build.log" 2>&1; then
+    grep -E "error" "$scratch/logs/build.log" | head -20
+    echo "fuzz: the build failed (log: $scratch/logs/build.log)" >&2
+    exit 1
+  fi
 fi
 for t in "${c_targets[@]}"; do
   case " ${targets[*]} " in *" $t "*) ;; *) continue ;; esac

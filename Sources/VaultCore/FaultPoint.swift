@@ -28,6 +28,13 @@ enum FaultPoint {
     /// transaction: after the format-1 to format-2 step of the same upgrade committed.
     static let upgradeFormat3Begins = "upgrade-format3-begins"
 
+    /// `vault copy`: after each table's rows went into the destination, inside the
+    /// transaction that builds it (`:N`: after the Nth table).
+    static let copyTable = "copy-table"
+
+    /// The agent, before it writes an answer (after the operation's commit, if any).
+    static let agentAnswers = "agent-answers"
+
     /// Stops here when this point is armed (test builds only).
     @inline(__always)
     static func reached(_ name: String) throws {

@@ -186,6 +186,69 @@ struct FaultPointTests {
     @Test("file vault: token (exchange and cache hit), rotate, add, env add, remove, rekey, passwd × every write point")
     func file() throws { try run(store: "file") }
 
+    @Test("vault copy, file to file and file to PostgreSQL: a kill after each table leaves no destination, and the copy then made verifies")
+    func copy() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        #expect(try fixture.token("pw").status == 0)
+        let before = try #require(try records(vault, passphrase: vault.passphrase))
+        let tables = 10  // VaultCopy.tables
+        let env = ["PGPASSWORD": server.adminPassword]
+        for destinationKind in ["file", "postgres"] {
+            for table in 1...tables {
+                let destination = destinationKind == "file"
+                    ? vault.directory + "/copy-\(table).db"
+                    : server.url(schema: "copy_\(table)")
+                let (status, output) = try runArmed(vault, Command(arguments: ["copy", "--to", destination], env: env),
+                                                    fault: "copy-table:kill:\(table)", passphrase: vault.passphrase)
+                let label = "copy to \(destinationKind), killed after table \(table)"
+                #expect(status == 128 + 9 || status == -9, "\(label): killed there (status \(String(describing: status)))")
+                #expect(output.isEmpty, "\(label)")
+                // Nothing at the destination: no file, no vault in the schema.
+                if destinationKind == "file" {
+                    #expect(!FileManager.default.fileExists(atPath: destination), "\(label): a destination file exists")
+                } else {
+                    let listed = try vault.run(["list", "--vault", destination], env: env)
+                    #expect(listed.status == 6, "\(label): \(listed.status) \(listed.stderrText)")
+                }
+                // The source is as it was, and the same copy made again is whole.
+                #expect(try records(vault, passphrase: vault.passphrase) == before, "\(label): the source changed")
+                let copied = try vault.run(["copy", "--to", destination], env: env)
+                #expect(copied.status == 0, "\(label): the copy made afterwards: \(copied.stderrText)")
+                let verified = try vault.run(["verify", "--vault", destination], env: env)
+                #expect(verified.status == 0, "\(label): \(verified.stderrText)")
+            }
+        }
+        // What a killed file copy leaves: its private build directory beside the destination
+        // (0700, a sealed copy, never at the destination's name).
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: vault.directory).filter { $0.hasPrefix(".gbg-vault-tmp-") }
+        print("copy kills: \(2 * tables), each left no destination; \(leftovers.count) private build directories left behind by the file copies")
+        expectNoLeaks(vault)
+    }
+
+    @Test("the agent killed after a token's commit, before its answer: no token printed without a record, the chain verifies, the next command goes on without it")
+    func agentKilledBeforeAnswer() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        let before = try #require(try records(session.vault, passphrase: session.vault.passphrase))
+        #expect(try session.run(["unlock", "--for", "10m"], extra: ["GBG_VAULT_TEST_FAULT": "agent-answers:kill:1"]).status == 0)
+        // Without the passphrase: the agent commits the exchange's record, dies, and the
+        // client has nothing to fall back on.
+        let unanswered = try session.run(["token", "cc", "--fresh"], passphrase: false)
+        #expect(unanswered.status != 0 && unanswered.stdout.isEmpty, "\(unanswered.stderrText)")
+        #expect(try session.waitUntilLocked(seconds: 10))
+        #expect(try records(session.vault, passphrase: session.vault.passphrase) == before + 1, "the exchange's record, committed before the kill")
+        // With it: the command goes on without the agent (stale socket removed) and its token has its own record.
+        let fallback = try session.run(["token", "cc"], token: true)
+        #expect(fallback.status == 0, "\(fallback.stderrText)")
+        #expect(try records(session.vault, passphrase: session.vault.passphrase) ?? 0 >= before + 1)
+        #expect(try session.vault.run(["verify"]).status == 0)
+        expectNoLeaks(session.vault)
+    }
+
     @Test("team vault (PostgreSQL): token --fresh and rotate × every write point, the COMMIT included")
     func team() throws { try run(store: "postgres") }
 }

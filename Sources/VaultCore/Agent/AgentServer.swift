@@ -402,6 +402,7 @@ final class AgentConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         server.requestStarted()
         Task {
             let (answer, thenEnd) = await server.answer(bytes)
+            try? FaultPoint.reached(FaultPoint.agentAnswers)
             var payload = answer.frame()
             var buffer = channel.allocator.buffer(capacity: payload.count)
             buffer.writeBytes(payload)

@@ -37,6 +37,7 @@ public enum VaultCopy {
             _ = try Stores.create(at: destination) { to in
                 for table in tables {
                     summary.rows[table.name] = try copyTable(table.name, order: table.order, from: from, to: to)
+                    try FaultPoint.reached(FaultPoint.copyTable)
                 }
                 // Rows keep their ids; new profiles are numbered after them.
                 try to.continueNumbering(table: "profile", column: "id")
