@@ -44,7 +44,16 @@ struct StorageFaultTests {
         try vault.sql("SELECT name, client_id FROM profile ORDER BY name; SELECT profile_id, field, version, hex(ciphertext) FROM secret_version ORDER BY 1, 2, 3;").stdoutText
     }
 
-    @Test("disk full during add, rotate and an audit write: clear message, exit 1 or 8, nothing lost")
+    /// Every row of the vault at `path` that a write could change.
+    func snapshot(_ vault: TestVault, path: String) throws -> String {
+        let sql = ["vault_header", "environment", "profile", "secret_version", "token_cache", "member", "key_slot", "audit_record", "audit_head"]
+            .map { "SELECT * FROM \($0) ORDER BY 1;" }.joined(separator: " ")
+        let result = try Binaries.run("/usr/bin/sqlite3", ["-readonly", path, sql], environment: [:])
+        #expect(result.status == 0, "\(result.stderrText)")
+        return result.stdoutText
+    }
+
+    @Test("disk full during every kind of write (add, rotate, env add and set, remove, rekey, passwd, member add, a cache hit's record, copy, backup, an exchange's record): clear message, exit 1 or 8, nothing changed")
     func diskFull() throws {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
@@ -73,6 +82,35 @@ struct StorageFaultTests {
         disk.unfill()
         #expect(try vault.run(["list", "--json"], env: env).stdoutText == before)
         #expect(try vault.run(["audit", "verify"], env: env).status == 0)
+        // Every other kind of write, each on a disk filled again: refused with the disk-full
+        // message, and every row as it was (read once the disk has room again).
+        #expect(try vault.run(["env", "add", "mine", "--token-url", "https://mine.example/t"], env: env).status == 0)
+        let sealedBefore = try snapshot(vault, path: moved)
+        let identity = vault.directory + "/disk-full.id"
+        let recipient = try vault.run(["identity", "new", "--no-passphrase", "--out", identity]).stdoutText
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let writes: [(arguments: [String], env: [String: String])] = [
+            (["env", "add", "full", "--token-url", "https://full.example/t"], [:]),
+            (["env", "set", "mine", "--api-base", "https://full.example/api/"], [:]),
+            (["remove", "cc", "--yes"], [:]),
+            (["rekey"], [:]),
+            (["passwd"], ["VAULT_NEW_PASSPHRASE": "disk full new passphrase ✓"]),
+            (["member", "add", "robot", "--recipient", recipient], [:]),
+            (["token", "cc"], [:]),
+            (["copy", "--to", disk.mount + "/copy.db"], [:]),
+            (["backup", disk.mount + "/backup.db"], [:]),
+        ]
+        for write in writes {
+            disk.fill()
+            let result = try vault.run(write.arguments, env: env.merging(write.env) { a, _ in a })
+            disk.unfill()
+            let label = write.arguments.joined(separator: " ")
+            #expect(result.status == 1 || (write.arguments.first == "token" && result.status == 8), "\(label): \(result.status) \(result.stderrText)")
+            #expect(result.stderrText.contains("disk is full"), "\(label): \(result.stderrText)")
+            #expect(result.stdout.isEmpty, "\(label)")
+            #expect(try snapshot(vault, path: moved) == sealedBefore, "\(label): the vault changed")
+            #expect(!FileManager.default.fileExists(atPath: disk.mount + "/copy.db") && !FileManager.default.fileExists(atPath: disk.mount + "/backup.db"))
+        }
         #expect(try fixture.token("cc", ["--fresh", "--vault", moved]).status == 0)
         if let data = FileManager.default.contents(atPath: moved) { LeakScanner.shared.scan(data, artefact: "vault on full disk", includeTokens: true) }
         expectNoLeaks(vault)
