@@ -3,7 +3,7 @@
 # postgresql is for the team-vault tests, which start their own server (never the system one).
 set -euo pipefail
 need=()
-for pkg in libsodium-dev libsqlite3-dev zlib1g-dev binutils sqlite3 curl openssl python3 util-linux strace postgresql man-db groff-base; do
+for pkg in libsodium-dev libsqlite3-dev pkg-config zlib1g-dev binutils sqlite3 curl openssl python3 util-linux strace postgresql man-db groff-base; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
