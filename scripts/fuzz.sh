@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-swift_targets=(agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url pgpass vault-file)
+swift_targets=(agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url postgres-url-parts pgpass vault-file)
 c_targets=(config-file token-arguments)
 [ ${#targets[@]} -eq 0 ] && targets=("${swift_targets[@]}" "${c_targets[@]}")
 # GBG_VAULT_FUZZ_SCRATCH: another build directory (CI uses .build once its suite has run:
@@ -68,7 +68,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     agent-frames|agent-request-writer|agent-answer) options+=(-dict=Fuzz/dict/agent.dict) ;;
     token-response) options+=(-dict=Fuzz/dict/token-response.dict) ;;
-    postgres-url) options+=(-dict=Fuzz/dict/postgres-url.dict) ;;
+    postgres-url|postgres-url-parts) options+=(-dict=Fuzz/dict/postgres-url.dict) ;;
     recipient|identity-file) options+=(-dict=Fuzz/dict/identity.dict) ;;
     vault-file) options+=(-max_len=200000) ;;
   esac

@@ -13,17 +13,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char directory[64];
+static char directory[512];
 static char *environment[3];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc; (void)argv;
-    strcpy(directory, "/tmp/vault-fuzz-config-XXXXXX");
+    const char *temporary = getenv("TMPDIR");
+    snprintf(directory, sizeof directory, "%s/vault-fuzz-config-XXXXXX", temporary != NULL && temporary[0] != '\0' ? temporary : "/tmp");
     if (mkdtemp(directory) == NULL) abort();
-    char path[128];
+    char path[600];
     snprintf(path, sizeof path, "%s/gbg-vault", directory);
     if (mkdir(path, 0700) != 0) abort();
-    static char home[96];
+    static char home[600];
     snprintf(home, sizeof home, "XDG_CONFIG_HOME=%s", directory);
     environment[0] = home;
     environment[1] = "HOME=/nonexistent";
@@ -53,7 +54,7 @@ static void trim_into(const uint8_t *start, const uint8_t *end, char *out) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > 4096) return 0;
-    char path[128];
+    char path[600];
     snprintf(path, sizeof path, "%s/gbg-vault/config", directory);
     unlink(path);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);

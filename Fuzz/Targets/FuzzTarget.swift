@@ -17,6 +17,7 @@ public struct FuzzTarget: Sendable {
         FuzzTarget(name: "recipient", check: Recipients.check),
         FuzzTarget(name: "identity-file", check: IdentityFiles.check),
         FuzzTarget(name: "postgres-url", check: PostgresURLs.check),
+        FuzzTarget(name: "postgres-url-parts", check: PostgresURLParts.check),
         FuzzTarget(name: "pgpass", check: PasswordFiles.check),
         FuzzTarget(name: "vault-file", check: VaultFiles.check),
     ]
@@ -77,6 +78,8 @@ enum Scratch {
     static let directory: String = {
         var template = Array((NSTemporaryDirectory() + "/vault-fuzz-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else { fatalError("vault-fuzz: cannot make a scratch directory") }
+        // Each file is removed after its input; the directory goes at exit.
+        atexit { rmdir(Scratch.directory) }
         return String(cString: made)
     }()
 

@@ -12,7 +12,11 @@ enum PostgresURLs {
         do {
             location = try PostgresLocation.parse(text, environment: [:], readPasswordFile: false)
         } catch {
-            if let password = URLComponents(string: text)?.password, password.count >= 4, error.message.contains(password) {
+            // (A password that is also a word of the message, or pasted elsewhere in the URL, is
+            // not a finding.)
+            if let components = URLComponents(string: text), let password = components.password, password.count >= 8,
+               let userinfo = components.percentEncodedPassword.map({ ":" + $0 + "@" }),
+               !text.replacingOccurrences(of: userinfo, with: "@").contains(password), error.message.contains(password) {
                 return "a refusal echoes the password"
             }
             return checkRefusal(error, allowed: [64])
@@ -28,6 +32,64 @@ enum PostgresURLs {
         withoutPassword.password = nil
         guard shown == withoutPassword else { return "the displayed form parses to another location" }
         if URLComponents(string: location.display)?.password != nil { return "display shows a password" }
+        return nil
+    }
+}
+
+/// `postgres://` URLs built from valid parts, as users write them: any user, password and
+/// database text (percent-encoded), a host name, an IPv4 address, an IPv6 address in
+/// brackets (with or without a zone), an IDNA name in its `xn--` form, or a socket directory
+/// in `host=`; a port or none; a schema; an sslmode. Each parses to exactly those parts, and
+/// its display form to the same location.
+enum PostgresURLParts {
+    static func check(_ input: [UInt8]) -> String? {
+        var reader = FuzzReader(input)
+        func text(_ limit: Int) -> String {
+            String(decoding: reader.chunk(limit: limit), as: UTF8.self).unicodeScalars
+                .filter { $0.properties.generalCategory != .control }.reduce(into: "") { $0.unicodeScalars.append($1) }
+        }
+        func encoded(_ text: String) -> String {
+            text.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? ""
+        }
+        let user = text(24), password = text(24), database = text(24).replacingOccurrences(of: "/", with: "")
+        guard !user.isEmpty, !database.isEmpty else { return nil }
+        let label = String(decoding: reader.chunk(limit: 12).map { "abcdefghijklmnopqrstuvwxyz0123456789-".utf8.map { $0 }[Int($0) % 37] }, as: UTF8.self)
+        var v6 = [UInt8](repeating: 0, count: 16)
+        for i in 0..<16 { v6[i] = reader.byte() }
+        var text6 = [CChar](repeating: 0, count: 64)
+        _ = v6.withUnsafeBytes { inet_ntop(AF_INET6, $0.baseAddress, &text6, 64) }
+        let address6 = String(cString: text6)
+        let hostKind = reader.byte() % 6
+        let (authority, host, socket): (String, String, String?) = switch hostKind {
+        case 0: ("db-" + label + ".example.com", "db-" + label + ".example.com", nil)
+        case 1: ("\(reader.byte()).\(reader.byte()).\(reader.byte()).\(reader.byte())", "", nil)
+        case 2: ("[" + address6 + "]", address6, nil)
+        case 3: ("[" + address6 + "%25eth0]", address6 + "%eth0", nil)
+        case 4: ("xn--" + label + "-kva.example", "xn--" + label + "-kva.example", nil)
+        default: ("", "/run/" + label, "/run/" + label)
+        }
+        let port = reader.bool() ? (Int(reader.byte()) * 256 + Int(reader.byte())) % 65535 + 1 : nil
+        let schema = "s_" + String(label.filter { $0.isLetter || $0.isNumber }).lowercased()
+        let modes: [PostgresLocation.SSLMode] = [.disable, .require, .verifyCA, .verifyFull]
+        let mode = modes[Int(reader.byte()) % 4]
+        let userinfo = encoded(user) + (password.isEmpty ? "" : ":" + encoded(password))
+        var url = "postgres://\(userinfo)@\(authority)\(port.map { ":\($0)" } ?? "")/\(encoded(database))?schema=\(schema)&sslmode=\(mode.rawValue)"
+        if let socket { url += "&host=" + encoded(socket) }
+        let location: PostgresLocation
+        do {
+            location = try PostgresLocation.parse(url, environment: [:], readPasswordFile: false)
+        } catch {
+            return "refused \(url.debugDescription): \(error.message)"
+        }
+        let expectedHost = hostKind == 1 ? String(authority) : host
+        guard location.user == user, location.password == (password.isEmpty ? nil : password), location.host == expectedHost,
+              location.port == (port ?? 5432), location.database == database, location.schema == schema, location.sslMode == mode else {
+            return "\(url.debugDescription) parsed as \(location.user.debugDescription)@\(location.host.debugDescription):\(location.port)/\(location.database.debugDescription)"
+        }
+        guard let shown = try? PostgresLocation.parse(location.display, environment: [:], readPasswordFile: false),
+              shown.identity == location.identity else {
+            return "the display form \(location.display.debugDescription) does not name the same location"
+        }
         return nil
     }
 }

@@ -193,13 +193,48 @@ struct PostgresStoreTests {
         #expect(try PostgresLocation.parse("postgres://carol@db/gbg", environment: ["PGPASSFILE": file]).password == nil)
     }
 
-    @Test("the host is URLComponents.host's text; the environment is read variable by variable")
+    @Test("the password file as libpq reads it: the password ends at an unescaped ':', \\* is a plain *, a lone \\ at the end is kept, CRs dropped, socket directories by path, empty passwords count as none")
+    func passwordFileAsLibpq() throws {
+        let dir = NSTemporaryDirectory() + "pgpass-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/pgpass"
+        func password(_ contents: String, _ url: String, _ environment: [String: String] = [:]) throws -> String? {
+            try contents.write(toFile: file, atomically: true, encoding: .utf8)
+            chmod(file, 0o600)
+            return try PostgresLocation.parse(url, environment: ["PGPASSFILE": file].merging(environment) { a, _ in a }).password
+        }
+        #expect(try password("*:*:*:*:abc:def\n", "postgres://u@db/gbg") == "abc")
+        #expect(try password("db:5432:gbg:u:a\\:b\\\n", "postgres://u@db/gbg") == "a:b\\")
+        #expect(try password("\\*:5432:gbg:u:literal\n*:5432:gbg:u:wild\n", "postgres://u@db/gbg") == "wild")
+        #expect(try password("db:5432:gbg:u:crlf\r\r\n", "postgres://u@db/gbg") == "crlf")
+        #expect(try password("db:5432:gbg:u:no-final-newline", "postgres://u@db/gbg") == "no-final-newline")
+        #expect(try password("localhost:5432:gbg:u:default-dir\n", "postgres://u@x/gbg?host=/var/run/postgresql") == "default-dir")
+        #expect(try password("localhost:5432:gbg:u:default-dir\n", "postgres://u@x/gbg?host=/srv/pg") == nil)
+        #expect(try password("/srv/pg:5432:gbg:u:by-path\n", "postgres://u@x/gbg?host=/srv/pg") == "by-path")
+        #expect(try password("db:5432:gbg:u:from-file\n", "postgres://u:@db/gbg") == "from-file", "an empty URL password is none")
+        #expect(try password("db:5432:gbg:u:from-file\n", "postgres://u@db/gbg", ["PGPASSWORD": ""]) == "from-file", "so is an empty PGPASSWORD")
+    }
+
+    @Test("the host as the connection uses it: IPv6 without brackets (a zone decoded), IDNA names in their xn-- form; the environment is read variable by variable")
     func hostAndVariables() throws {
-        for host in ["127.0.0.1", "db.example", "localhost", "[::1]", "[fe80::1]", "DB.Example", "xn--bcher-kva.example", "bücher.example"] {
-            let components = try #require(URLComponents(string: "postgres://u@\(host):5432/gbg"))
-            if let location = try? PostgresLocation.parse("postgres://u@\(host):5432/gbg", environment: [:]) {
-                #expect(location.host == components.host, "\(host)")
-            }
+        let hosts = ["127.0.0.1": "127.0.0.1", "db.example": "db.example", "localhost": "localhost", "[::1]": "::1", "[fe80::1]": "fe80::1",
+                     "[fe80::1%25eth0]": "fe80::1%eth0", "DB.Example": "DB.Example", "xn--bcher-kva.example": "xn--bcher-kva.example",
+                     "bücher.example": "xn--bcher-kva.example"]
+        for (written, used) in hosts {
+            let location = try PostgresLocation.parse("postgres://u@\(written):5432/gbg", environment: [:], readPasswordFile: false)
+            #expect(location.host == used, "\(written)")
+            // The display form names the same location again.
+            #expect(try PostgresLocation.parse(location.display, environment: [:], readPasswordFile: false).identity == location.identity, "\(written)")
+        }
+        for refused in ["[::1", "[not-an-address]", "db%3Aa5433", "[fe80::1%25eth%200]"] {
+            #expect(throws: VaultError.self, "\(refused)") { try PostgresLocation.parse("postgres://u@\(refused):5432/gbg", environment: [:], readPasswordFile: false) }
+        }
+        // host= names an IPv6 address or a socket directory too; both are shown again as given.
+        for (query, used) in [("host=::1", "::1"), ("host=/srv/pg", "/srv/pg")] {
+            let location = try PostgresLocation.parse("postgres://u@x:6000/gbg?\(query)&schema=team2", environment: [:], readPasswordFile: false)
+            #expect(location.host == used && location.port == 6000)
+            #expect(try PostgresLocation.parse(location.display, environment: [:], readPasswordFile: false) == location, "\(location.display)")
         }
         // The process environment is read variable by variable, and what parse reads from it
         // is what it reads from a dictionary of the same variables.

@@ -51,7 +51,13 @@ public struct PostgresLocation: Sendable, Equatable {
         components.scheme = "postgres"
         components.percentEncodedUser = encoded(user)
         // A socket directory goes in `host=`; the port names its socket file, so it stays.
-        components.host = host.hasPrefix("/") ? "" : host
+        if host.hasPrefix("/") {
+            components.host = ""
+        } else if host.contains(":") {
+            components.percentEncodedHost = "[" + host.replacingOccurrences(of: "%", with: "%25") + "]"
+        } else {
+            components.percentEncodedHost = host
+        }
         components.port = port
         components.percentEncodedPath = "/" + encoded(database)
         var items = [URLQueryItem(name: "schema", value: schema), URLQueryItem(name: "sslmode", value: sslMode.rawValue)]
@@ -80,14 +86,15 @@ public struct PostgresLocation: Sendable, Equatable {
         guard isURL(text), let components = URLComponents(string: text) else {
             throw .usage("the vault URL is not a valid postgres:// URL", hint: "postgres://USER@HOST[:PORT]/DATABASE?sslmode=verify-full")
         }
-        // A URL is printable ASCII (anything else percent-encoded), and what it encodes is
-        // valid UTF-8 without control characters: the same text then always names the
-        // same location, and its display form names it again.
-        guard text.utf8.allSatisfy({ (0x21...0x7e).contains($0) }) else {
-            throw .usage("the vault URL has a space, a control character or non-ASCII text: percent-encode it (%20, %C3%A9, …)")
+        // No space or control character in the text, and what it percent-encodes is valid
+        // UTF-8 without control characters: the same text then always names the same
+        // location, and its display form names it again.
+        guard !text.unicodeScalars.contains(where: { $0 == " " || $0.properties.generalCategory == .control }) else {
+            throw .usage("the vault URL has a space or a control character: percent-encode it (%20)")
         }
+        // (The host is checked below, in the form the URL gives it.)
         for (encoded, decoded) in [(components.percentEncodedUser, components.user), (components.percentEncodedPassword, components.password),
-                                   (components.percentEncodedHost, components.host), (components.percentEncodedPath, components.path)] {
+                                   (components.percentEncodedPath, components.path)] {
             guard encoded == nil || decoded.map({ !$0.unicodeScalars.contains { $0.properties.generalCategory == .control } }) == true else {
                 throw .usage("the vault URL has a percent-encoding that is not valid UTF-8 text, or encodes a control character")
             }
@@ -98,7 +105,7 @@ public struct PostgresLocation: Sendable, Equatable {
             if let password = components.password, !password.isEmpty { text = text.replacingOccurrences(of: password, with: "***") }
             return text.sanitisedForDisplay(limit: limit)
         }
-        var host = components.host ?? ""
+        var host = components.encodedHost ?? ""
         var schema = defaultSchema
         var sslMode: SSLMode?
         var rootCertificate = variable("PGSSLROOTCERT")
@@ -126,16 +133,16 @@ public struct PostgresLocation: Sendable, Equatable {
             }
         }
         guard !host.isEmpty else { throw .usage("the vault URL names no host") }
-        // A host name or an IPv4 or IPv6 address; a socket directory (`host=/path`) is a path.
+        // A host name (IDNA names as the URL gives them, in their xn-- form), an IPv4
+        // address, or an IPv6 address (in brackets in the URL; a zone as %25zone); a socket
+        // directory (`host=/path`) is a path.
         if !host.hasPrefix("/") {
-            let bytes = Array(host.utf8)
-            let isName = bytes.allSatisfy { $0.isASCIIAlphanumeric || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
-            var address = in6_addr()
-            let isIPv6 = inet_pton(AF_INET6, host, &address) == 1
-            guard isName || isIPv6 else { throw .usage("the vault URL's host is neither a host name nor an IP address") }
+            guard let checked = Self.checkedHost(host) else { throw .usage("the vault URL's host is neither a host name nor an IP address") }
+            host = checked
         }
-        let database = String(components.path.drop(while: { $0 == "/" }))
-        guard !database.isEmpty, !database.contains("/") else { throw .usage("the vault URL names no database (postgres://USER@HOST/DATABASE)") }
+        // Scalar by scalar: a combining mark after the `/` must not hide it.
+        let database = String(String.UnicodeScalarView(components.path.unicodeScalars.drop(while: { $0 == "/" })))
+        guard !database.isEmpty, !database.unicodeScalars.contains("/") else { throw .usage("the vault URL names no database (postgres://USER@HOST/DATABASE)") }
         guard let user = components.user ?? variable("PGUSER"), !user.isEmpty else {
             throw .usage("the vault URL names no user (postgres://USER@HOST/DATABASE)")
         }
@@ -150,7 +157,9 @@ public struct PostgresLocation: Sendable, Equatable {
         guard (1...65535).contains(port) else { throw .usage("the port in the vault URL is out of range") }
         var location = PostgresLocation(user: user, password: components.password, host: host, port: port, database: database,
                                         schema: schema, sslMode: sslMode ?? .verifyFull, rootCertificate: rootCertificate)
-        if location.password == nil { location.password = variable("PGPASSWORD") }
+        // As libpq: an empty password (in the URL or PGPASSWORD) is no password.
+        if location.password?.isEmpty == true { location.password = nil }
+        if location.password == nil, let password = variable("PGPASSWORD"), !password.isEmpty { location.password = password }
         if location.password == nil, readPasswordFile { location.password = try passwordFromFile(for: location, variable: variable) }
         return location
     }
@@ -160,11 +169,17 @@ public struct PostgresLocation: Sendable, Equatable {
         getenv(name).map { String(cString: $0) }
     }
 
-    /// The password from libpq's password file (`PGPASSFILE`, else `~/.pgpass`): lines
-    /// `host:port:database:user:password`, `*` matches anything, `\` escapes `:` and `\`;
-    /// like libpq, a file that the group or others can read is ignored (with a warning).
+    /// The password from libpq's password file (`PGPASSFILE`, else `~/.pgpass`), read as
+    /// libpq's `passwordFromFile` reads it: lines `host:port:database:user:password`, byte
+    /// by byte; trailing CR and LF dropped; `#` lines skipped; a field of exactly `*`
+    /// matches anything; `\` escapes the next byte (`\*` is a plain `*`); the password
+    /// ends at the first unescaped `:`, and a lone `\` at its end is kept. The host of a
+    /// socket directory is `localhost` for the default directories (`/var/run/postgresql`,
+    /// `/tmp`) and the directory itself otherwise. Like libpq, a file that the group or
+    /// others can read is ignored (with a warning).
     package static func passwordFromFile(for location: PostgresLocation, variable: (String) -> String?) throws(VaultError) -> String? {
-        let path = variable("PGPASSFILE") ?? (variable("HOME").map { $0 + "/.pgpass" } ?? "")
+        let named = variable("PGPASSFILE").flatMap { $0.isEmpty ? nil : $0 }
+        let path = named ?? (variable("HOME").map { $0 + "/.pgpass" } ?? "")
         guard !path.isEmpty else { return nil }
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
@@ -173,33 +188,72 @@ public struct PostgresLocation: Sendable, Equatable {
             return nil
         }
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        let hostKey = location.host.hasPrefix("/") ? "localhost" : location.host
+        let hostKey = ["/var/run/postgresql", "/tmp"].contains(location.host) ? "localhost" : location.host
         let wanted = [hostKey, String(location.port), location.database, location.user].map { Array($0.utf8) }
-        // As libpq reads it: byte by byte (a combining mark after a `:` is still a
-        // separator), lines end at `\n` (a `\r` before it is dropped).
-        for var line in [UInt8](data).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
-            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-            guard line.first != UInt8(ascii: "#") else { continue }
-            var fields: [[UInt8]] = [[]]
-            var escaped = false
-            for byte in line {
-                if escaped {
-                    fields[fields.count - 1].append(byte)
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: ":"), fields.count < 5 {
-                    fields.append([])
+        let colon = UInt8(ascii: ":"), backslash = UInt8(ascii: "\\")
+        for var line in [UInt8](data).split(separator: UInt8(ascii: "\n")) {
+            while line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+            guard !line.isEmpty, line.first != UInt8(ascii: "#") else { continue }
+            var rest = line[...]
+            // The four fields, each up to an unescaped `:`.
+            var matches = true
+            for expected in wanted {
+                if rest.starts(with: [UInt8(ascii: "*"), colon]) {
+                    rest = rest.dropFirst(2)
+                    continue
+                }
+                var field: [UInt8] = []
+                var ended = false
+                while let byte = rest.popFirst() {
+                    if byte == backslash, let next = rest.popFirst() {
+                        field.append(next)
+                    } else if byte == colon {
+                        ended = true
+                        break
+                    } else {
+                        field.append(byte)
+                    }
+                }
+                guard ended, field == expected else { matches = false; break }
+            }
+            guard matches else { continue }
+            var password: [UInt8] = []
+            while let byte = rest.popFirst(), byte != colon {
+                if byte == backslash, let next = rest.popFirst() {
+                    password.append(next)
                 } else {
-                    fields[fields.count - 1].append(byte)
+                    password.append(byte)
                 }
             }
-            guard fields.count == 5 else { continue }
-            if zip(fields.prefix(4), wanted).allSatisfy({ $0 == Array("*".utf8) || $0 == $1 }) {
-                return String(validating: fields[4], as: UTF8.self)
-            }
+            return String(validating: password, as: UTF8.self)
         }
         return nil
+    }
+}
+
+extension PostgresLocation {
+    /// `host` as the connection uses it (an IPv6 address without its brackets, its zone
+    /// decoded), or nil when it is neither a host name nor an IP address.
+    static func checkedHost(_ text: String) -> String? {
+        var host = text
+        let bracketed = host.hasPrefix("[") && host.hasSuffix("]")
+        if bracketed {
+            host = String(host.dropFirst().dropLast()).removingPercentEncoding ?? ""
+        }
+        if bracketed || host.contains(":") {
+            let parts = host.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
+            var address = in6_addr()
+            guard inet_pton(AF_INET6, String(parts[0]), &address) == 1 else { return nil }
+            if parts.count == 2 {
+                guard !parts[1].isEmpty, parts[1].utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
+                else { return nil }
+            }
+            return host
+        }
+        let bytes = Array(host.utf8)
+        guard !bytes.isEmpty, bytes.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") })
+        else { return nil }
+        return host
     }
 }
 
