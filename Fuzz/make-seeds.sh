@@ -13,7 +13,7 @@ cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; wait 2>/dev/null
 trap cleanup EXIT
 export GBG_VAULT_TEST_ONLY_INSECURE_KDF=1 HOME="$work/home" XDG_RUNTIME_DIR="$work/run" XDG_STATE_HOME="$work/state"
 mkdir -p "$HOME" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-for target in agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url pgpass vault-file config-file token-arguments; do
+for target in agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url postgres-url-parts pgpass vault-file config-file token-arguments; do
   mkdir -p "$corpus/$target"
 done
 
@@ -99,6 +99,9 @@ for i, url in enumerate(["postgres://vault_admin:pw@db.example.com:5433/vault?ss
 save("pgpass", "simple", bytes([2]) + b"db" + bytes([5]) + b"vault" + bytes([5]) + b"admin" + bytes([6]) + b"s3:c\\r" + bytes([0x31])
      + b"# a comment\n*:*:*:*:other\n")
 PY
+# The URL-parts target: user, password, database and host label as length-prefixed text
+# (FuzzTargets' PostgresURLParts), the rest zeros.
+printf 'user\x08password\x05vault\x03abc' > "$corpus/postgres-url-parts/simple"
 # The C targets: config files and `vault token` argument lists (NUL-separated).
 printf '# gbg-vault config\nvault = /home/u/team.db\nformat=json\n  env = eu  \nbroken line\n' > "$corpus/config-file/basic"
 printf 'vault = postgres://u@h/d?sslmode=require\n' > "$corpus/config-file/postgres"
