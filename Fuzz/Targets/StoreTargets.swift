@@ -51,7 +51,7 @@ enum PostgresURLParts {
         func encoded(_ text: String) -> String {
             text.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? ""
         }
-        let user = text(24), password = text(24), database = text(24).replacingOccurrences(of: "/", with: "")
+        let user = text(24), password = text(24), database = String(String.UnicodeScalarView(text(24).unicodeScalars.filter { $0 != "/" }))
         guard !user.isEmpty, !database.isEmpty else { return nil }
         let label = String(decoding: reader.chunk(limit: 12).map { "abcdefghijklmnopqrstuvwxyz0123456789-".utf8.map { $0 }[Int($0) % 37] }, as: UTF8.self)
         var v6 = [UInt8](repeating: 0, count: 16)
