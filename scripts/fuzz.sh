@@ -21,8 +21,15 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-swift_targets=(agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url postgres-url-parts pgpass vault-file)
-c_targets=(config-file token-arguments)
+# The targets are the seed folders (the suite checks that every Swift target has one); the
+# C ones are those with a source in Fuzz/C (config_file.c is `config-file`).
+c_targets=()
+for source in Fuzz/C/*.c; do name="$(basename "$source" .c)"; c_targets+=("${name//_/-}"); done
+swift_targets=()
+for folder in Fuzz/corpus/*/; do
+  name="$(basename "$folder")"
+  case " ${c_targets[*]} " in *" $name "*) ;; *) swift_targets+=("$name") ;; esac
+done
 [ ${#targets[@]} -eq 0 ] && targets=("${swift_targets[@]}" "${c_targets[@]}")
 # GBG_VAULT_FUZZ_SCRATCH: another build directory (CI uses .build once its suite has run:
 # only the project's own targets are then compiled again, in about a minute).
