@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Opens a gbg-vault file using only FORMAT.md, a key source and libsodium (ctypes).
 
-Independent of the Swift code. For format 3 it unwraps the owner's identity with the
-passphrase (§4.2), or opens a member identity file (§10.2), finds the member's key slot
+Independent of the Swift code. For formats 3 and 4 it unwraps the owner's identity with
+the passphrase (§4.2), or opens a member identity file (§10.2), finds the member's key slot
 by trying every slot (§10.3), checks every member MAC (§10.4) and every audit signature
-(§6.7). As for format 2 it checks the header (§4.4), unwraps the
+(§6.7); for format 4 also the owner's signature on every member row and key slot
+(§10.6). As for format 2 it checks the header (§4.4), unwraps the
 keys (§4.2), checks every environment and profile MAC (§5.3) and the version sequences
 (§3.4), opens every secret version (§5.1) and cached token (§5.2), unwraps the retired
 audit keys (§6.6) and verifies the audit chain (§6.5). Format 1 (§9) is read too, so a
@@ -55,12 +56,12 @@ def read_header(db, allow_test):
                      f"wrapped_keys, header_digest{epoch_sql}{signed_sql} FROM vault_header").fetchall()
     check(len(row) == 1, "the header must be exactly one row")
     (fv, vid, alg, ops, mem, salt, knonce, wrapped, digest, epoch, signed_from) = row[0]
-    check(fv in (1, 2, 3), f"format version {fv}")
+    check(fv in (1, 2, 3, 4), f"format version {fv}")
     check(len(vid) == 16 and len(salt) == 16 and len(knonce) == 24 and len(wrapped) == 80 and len(digest) == 32, "header blob lengths")
     check(epoch >= 1, "key epoch")
-    check(fv < 3 or (signed_from is not None and signed_from >= 1), "format 3 without signed_from_seq")
-    label = {1: "gbg-vault/v1 header", 2: "gbg-vault/v2 header", 3: "gbg-vault/v3 header"}[fv]
-    ep = (i64(epoch) if fv >= 2 else b"") + (i64(signed_from) if fv == 3 else b"")
+    check(fv < 3 or (signed_from is not None and signed_from >= 1), "format 3 or 4 without signed_from_seq")
+    label = {1: "gbg-vault/v1 header", 2: "gbg-vault/v2 header", 3: "gbg-vault/v3 header", 4: "gbg-vault/v3 header"}[fv]
+    ep = (i64(epoch) if fv >= 2 else b"") + (i64(signed_from) if fv >= 3 else b"")
     expect = blake2b(s(label) + u32(fv) + d(vid) + ep + s(alg) + u64(ops) + u64(mem) + d(salt) + d(knonce) + d(wrapped))
     check(expect == digest, "header digest mismatch")
     check(alg == "argon2id13", "kdf algorithm")
@@ -90,9 +91,9 @@ def sig_ok(signature, message, pk):
     return sodium.crypto_sign_verify_detached(signature, message, ctypes.c_ulonglong(len(message)), pk) == 0
 
 def unwrap_owner(h, passphrase):
-    """§4.2 format 3: the passphrase opens the owner's identity (box secret key ‖ signing seed)."""
+    """§4.2 formats 3 and 4: the passphrase opens the owner's identity (box secret key ‖ signing seed)."""
     kek = pwhash(passphrase, h["salt"], h["ops"], h["mem"])
-    wrap_ad = s("gbg-vault/v3 wrap") + u32(3) + d(h["vid"]) + s(h["alg"]) + u64(h["ops"]) + u64(h["mem"]) + d(h["salt"])
+    wrap_ad = s("gbg-vault/v3 wrap") + u32(h["fv"]) + d(h["vid"]) + s(h["alg"]) + u64(h["ops"]) + u64(h["mem"]) + d(h["salt"])
     return kek, aead_open(kek, h["knonce"], h["wrapped"], wrap_ad, "wrong passphrase (wrapped owner identity)")
 
 def identity_secret(path):
@@ -139,7 +140,27 @@ def open_slot(db, h, identity):
         key = subkey(box_sk, 1, b"gbgvownr")
         check(endorsement is not None and blake2b(s("gbg-vault/v3 owner-slot") + d(h["vid"]) + i64(epoch) + d(sealed), key) == endorsement,
               "the owner's key slot was not sealed by the owner")
+    if h["fv"] >= 4:
+        # §10.6 before the keys are trusted: the member's row and its slot are signed by the owner
+        owner_pk = db.execute("SELECT sign_public_key FROM member WHERE name = 'owner' AND kind = 'passphrase'").fetchone()
+        check(owner_pk is not None, "the owner's member row is missing")
+        full = db.execute("SELECT name, uid, kind, box_public_key, sign_public_key, added_seq, removed_seq, created_at, owner_signature "
+                          "FROM member WHERE name = ?", (member,)).fetchone()
+        check(full[8] is not None and sig_ok(full[8], member_sig_input(h, full[:8]), owner_pk[0]), f"member {member}: owner signature")
+        slot_sig = db.execute("SELECT owner_signature FROM key_slot WHERE member = ?", (member,)).fetchone()[0]
+        check(slot_sig is not None and sig_ok(slot_sig, slot_sig_input(h, member, row[0], box_pk, epoch, sealed), owner_pk[0]),
+              f"key slot of {member}: owner signature")
     return member, data_key, audit_key
+
+def member_sig_input(h, row):
+    """§10.6 what the owner signs for a member row."""
+    (name, uid, kind, box_pk, sign_pk, added, removed, created) = row
+    return (s("gbg-vault/v4 member-signature") + d(h["vid"]) + s(name) + d(uid) + s(kind) + d(box_pk) + d(sign_pk)
+            + i64(added) + opt_i(removed) + s(created))
+
+def slot_sig_input(h, member, uid, box_pk, epoch, sealed):
+    """§10.6 what the owner signs for a key slot."""
+    return s("gbg-vault/v4 key-slot-signature") + d(h["vid"]) + s(member) + d(uid) + d(box_pk) + i64(epoch) + d(sealed)
 
 def check_members(db, h, data_key, report):
     """§10.4 member MACs; returns name → (kind, sign key, added, removed)."""
@@ -154,6 +175,11 @@ def check_members(db, h, data_key, report):
         report["members"].append({"name": name, "kind": kind, "recipient": recipient_string(box_pk, sign_pk),
                                   "added_seq": added, "removed_seq": removed})
     check([n for n, v in members.items() if v[0] == "passphrase"] == ["owner"], "exactly one passphrase member, owner")
+    if h["fv"] >= 4:
+        # §10.6 every member row carries the owner's signature
+        owner_pk = members["owner"][1]
+        for row in db.execute("SELECT name, uid, kind, box_public_key, sign_public_key, added_seq, removed_seq, created_at, owner_signature FROM member"):
+            check(row[8] is not None and sig_ok(row[8], member_sig_input(h, row[:8]), owner_pk), f"member {row[0]}: owner signature")
     # §10.3 every slot: a current member's, this epoch, its MAC; every current member has one
     uids = dict(db.execute("SELECT name, uid FROM member"))
     current = {n for n, v in members.items() if v[3] is None}
@@ -163,6 +189,11 @@ def check_members(db, h, data_key, report):
         check((endorsement is not None) == (members[member][0] == "passphrase"), f"key slot of {member}: endorsement only on the owner's")
         m = blake2b(s("gbg-vault/v3 key-slot-mac") + d(h["vid"]) + s(member) + d(uids[member]) + i64(epoch) + d(sealed), meta_key)
         check(m == mac, f"key slot of {member} MAC (swapped or moved)")
+        if h["fv"] >= 4:
+            box_pk = db.execute("SELECT box_public_key FROM member WHERE name = ?", (member,)).fetchone()[0]
+            sig = db.execute("SELECT owner_signature FROM key_slot WHERE member = ?", (member,)).fetchone()[0]
+            check(sig is not None and sig_ok(sig, slot_sig_input(h, member, uids[member], box_pk, epoch, sealed), members["owner"][1]),
+                  f"key slot of {member}: owner signature")
         slots.add(member)
     check(slots == current, "every current member has exactly one key slot")
     return members
@@ -341,7 +372,7 @@ def main():
     try:
         h = read_header(db, allow_test)
         kek, identity = None, None
-        if h["fv"] == 3:
+        if h["fv"] >= 3:
             if identity_path:
                 identity = identity_secret(identity_path)
             else:

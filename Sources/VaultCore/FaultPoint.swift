@@ -27,6 +27,9 @@ enum FaultPoint {
     /// The upgrade of a format-2 vault to format 3 (FORMAT.md §9.1) begins, inside its
     /// transaction: after the format-1 to format-2 step of the same upgrade committed.
     static let upgradeFormat3Begins = "upgrade-format3-begins"
+    /// The upgrade of a format-3 vault to format 4 (FORMAT.md §9.1) begins, inside its
+    /// transaction (after any earlier step of the same upgrade committed).
+    static let upgradeFormat4Begins = "upgrade-format4-begins"
 
     /// `vault copy`: after each table's rows went into the destination, inside the
     /// transaction that builds it (`:N`: after the Nth table).

@@ -16,9 +16,9 @@ struct ArgumentTests {
         let result = try vault.run(["upgrade"], env: ["GBG_VAULT_TEST_FAULT": "upgrade-format3-begins:ioerror"],
                                    removing: ["GBG_VAULT_TEST_ONLY_INSECURE_KDF"])
         if ProcessInfo.processInfo.environment["VAULT_TEST_BIN_DIR"] != nil {
-            #expect(result.status == 0 && result.stderrText.contains("from format 1 to format 3"), "release: \(result.stderrText)")
+            #expect(result.status == 0 && result.stderrText.contains("from format 1 to format 4"), "release: \(result.stderrText)")
         } else {
-            #expect(result.status == 1 && result.stderrText.contains("but not to format 3"), "debug: \(result.stderrText)")
+            #expect(result.status == 1 && result.stderrText.contains("but not to format 4"), "debug: \(result.stderrText)")
         }
     }
 

@@ -169,7 +169,7 @@ struct ProfileCommandTests {
         close(fd)
         let result = try Binaries.run(copy, ["init"], environment: vault.environment())
         #expect(result.status == 0, "\(result.stderrText)")
-        #expect(try vault.sql("SELECT identifier FROM grdb_migrations ORDER BY identifier").stdoutText == "0001_initial\n0002_format2\n0003_members\n")
+        #expect(try vault.sql("SELECT identifier FROM grdb_migrations ORDER BY identifier").stdoutText == "0001_initial\n0002_format2\n0003_members\n0004_signed_members\n")
         try vault.sql("INSERT INTO grdb_migrations VALUES ('9999_from_the_future')")
         let newer = try vault.run(["list"])
         #expect(newer.status == 1)

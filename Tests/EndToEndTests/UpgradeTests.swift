@@ -84,24 +84,26 @@ struct UpgradeTests {
         }
         let read = try independentReader(path: vault.path, passphrase: fixtures.passphrase)
         let report = try #require(read.report, "\(read.error ?? "")")
-        #expect(report["format_version"] as? Int == 3)
+        #expect(report["format_version"] as? Int == 4)
         let profiles = report["profiles"] as? [String: [String: String]]
         #expect(profiles?["pw"] == fixtures.expected("pw"))
         #expect(profiles?["cc"] == fixtures.expected("cc"))
-        // 12 format-1 records, the upgrades to format 2 (unsigned) and to format 3 (the first
-        // signed record), env-add, 2 tokens; 4 signed records.
-        #expect(report["audit_records"] as? Int == 17)
-        #expect(report["signatures"] as? Int == 4)
-        let audit = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json", "--limit", "5"]).stdout) as? [[String: Any]]
+        // 12 format-1 records, the upgrades to format 2 (unsigned), to format 3 (the first
+        // signed record) and to format 4, env-add, 2 tokens; 5 signed records.
+        #expect(report["audit_records"] as? Int == 18)
+        #expect(report["signatures"] as? Int == 5)
+        let audit = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json", "--limit", "6"]).stdout) as? [[String: Any]]
         #expect(audit?.last?["action"] as? String == "upgrade")
+        #expect(audit?.dropLast(2).last?["action"] as? String == "upgrade" && audit?.dropLast(2).last?["member"] as? String == "owner"
+                && (audit?.dropLast(2).last?["detail"] as? String)?.contains("format 3 to 4") == true)
         #expect((audit?.last?["detail"] as? String)?.contains("12 record(s) re-MAC'd, 6 secret version(s) re-sealed, 2 cached token(s) dropped") == true)
         #expect(audit?.dropLast().last?["action"] as? String == "upgrade" && audit?.dropLast().last?["member"] as? String == "owner")
         #expect(try vault.run(["verify"]).status == 0)
-        #expect(try vault.run(["audit", "verify"]).stdoutText.contains("17 record(s)"))
+        #expect(try vault.run(["audit", "verify"]).stdoutText.contains("18 record(s)"))
         expectNoLeaks(vault)
     }
 
-    @Test("a failure or a kill in the format-3 step (a test fault point) leaves a complete format-2 vault, said so; the next unlock finishes")
+    @Test("a failure or a kill in the format-3 step (a test fault point) leaves a complete format-2 vault, said so; the next unlock finishes to format 4")
     func failedSecondStep() throws {
         let fixtures = try Fixtures()
         for action in ["ioerror", "kill"] {
@@ -109,7 +111,7 @@ struct UpgradeTests {
             let failed = try vault.run(["upgrade"], env: ["GBG_VAULT_TEST_FAULT": "upgrade-format3-begins:\(action)"])
             if action == "ioerror" {
                 #expect(failed.status == 1, "\(failed.stderrText)")
-                #expect(failed.stderrText.contains("upgraded to format 2, but not to format 3") && failed.stderrText.contains("input/output error"),
+                #expect(failed.stderrText.contains("upgraded to format 2, but not to format 4") && failed.stderrText.contains("input/output error"),
                         "\(failed.stderrText)")
                 #expect(!failed.stderrText.contains("nothing was changed"), "\(failed.stderrText)")
             } else {
@@ -119,9 +121,9 @@ struct UpgradeTests {
             #expect(between["format_version"] as? Int == 2, "\(action)")
             #expect((between["profiles"] as? [String: [String: String]])?["pw"] == fixtures.expected("pw"))
             let finished = try vault.run(["upgrade"])
-            #expect(finished.status == 0 && finished.stderrText.contains("from format 2 to format 3"), "\(finished.stderrText)")
+            #expect(finished.status == 0 && finished.stderrText.contains("from format 2 to format 4"), "\(finished.stderrText)")
             let after = try #require(try independentReader(path: vault.path, passphrase: fixtures.passphrase).report)
-            #expect(after["format_version"] as? Int == 3)
+            #expect(after["format_version"] as? Int == 4)
             #expect((after["profiles"] as? [String: [String: String]])?["cc"] == fixtures.expected("cc"))
             #expect(try vault.run(["verify"]).status == 0)
             expectNoLeaks(vault)
@@ -134,11 +136,11 @@ struct UpgradeTests {
         let vault = try vault(from: "v1-interactive", fixtures: fixtures)
         let result = try vault.run(["upgrade"], removing: ["GBG_VAULT_TEST_ONLY_INSECURE_KDF"])
         #expect(result.status == 0, "\(result.stderrText)")
-        #expect(result.stderrText.contains("from format 1 to format 3"))
+        #expect(result.stderrText.contains("from format 1 to format 4"))
         let again = try vault.run(["upgrade"], removing: ["GBG_VAULT_TEST_ONLY_INSECURE_KDF"])
-        #expect(again.stderrText.contains("already format 3"))
+        #expect(again.stderrText.contains("already format 4"))
         let read = try independentReader(path: vault.path, passphrase: fixtures.passphrase)
-        #expect(read.report?["format_version"] as? Int == 3, "\(read.error ?? "")")
+        #expect(read.report?["format_version"] as? Int == 4, "\(read.error ?? "")")
         #expect((read.report?["profiles"] as? [String: [String: String]])?["pw"] == fixtures.expected("pw"))
         expectNoLeaks(vault)
     }

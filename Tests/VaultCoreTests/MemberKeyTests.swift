@@ -83,23 +83,38 @@ struct MemberKeyTests {
         #expect(try owner.verifyAudit().firstFailure == nil)
         #expect(try owner.verifyEverything().problems.isEmpty)
         let keys = owner.keys
-        /// Changes one member row as a key holder can (the member MAC recomputed), checks that
-        /// verification names it, and puts the row back.
+        /// Changes one member row as a key holder can (the member MAC recomputed): the owner's
+        /// signature no longer verifies (exit 7). Then the same change signed by the owner
+        /// itself (as only the owner could): the §6.7 membership checks still name it. The
+        /// row is put back after each.
         func expectRefused(_ name: String, _ change: (inout MemberRecord) -> Void, _ words: String) throws {
             var original: MemberRecord?
-            try owner.vault.database.write { db in
-                var row = try #require(try MemberRecord.fetchOne(db, key: name))
-                original = row
-                change(&row)
-                row.mac = Data(MemberCrypto.mac(row, vaultID: vaultID, key: keys.metadataKey))
-                try row.update(db)
+            for signedByOwner in [false, true] {
+                try owner.vault.database.write { db in
+                    var row = try #require(try MemberRecord.fetchOne(db, key: name))
+                    original = row
+                    change(&row)
+                    row.mac = Data(MemberCrypto.mac(row, vaultID: vaultID, key: keys.metadataKey))
+                    if signedByOwner { row = MemberCrypto.authenticated(row, vaultID: vaultID, key: keys.metadataKey, owner: owner.identity) }
+                    try row.update(db)
+                }
+                if signedByOwner {
+                    let reopened = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase"))
+                    let failure = try reopened.verifyAudit().firstFailure
+                    #expect(failure?.reason.contains(words) == true, "\(name): \(failure?.reason ?? "no failure")")
+                    #expect(try reopened.verifyEverything().problems.contains { $0.contains(words) })
+                } else {
+                    do {
+                        // (The owner's own row is checked at the unlock already.)
+                        _ = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase")).verifyAudit()
+                        Issue.record("\(name): a row a key holder changed was accepted")
+                    } catch {
+                        #expect(error.exitCode == 7 && error.message.contains("is not signed by the owner"), "\(name): \(error)")
+                    }
+                }
+                try owner.vault.database.write { db in try #require(original).update(db) }
+                #expect(try owner.verifyAudit().firstFailure == nil)
             }
-            let reopened = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase"))
-            let failure = try reopened.verifyAudit().firstFailure
-            #expect(failure?.reason.contains(words) == true, "\(name): \(failure?.reason ?? "no failure")")
-            #expect(try reopened.verifyEverything().problems.contains { $0.contains(words) })
-            try owner.vault.database.write { db in try #require(original).update(db) }
-            #expect(try owner.verifyAudit().firstFailure == nil)
         }
         let bobAdded = try #require(try owner.vault.members().first { $0.name == "bob" }).addedSeq
         // bob's row pointed at ci's member-add record, at the environment's record, at a record that does not exist.
@@ -139,11 +154,11 @@ struct MemberKeyTests {
             _ = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase"))
             Issue.record("the substituted slot was accepted")
         } catch {
-            #expect(error.exitCode == 7 && error.message.contains("not sealed by the owner"), "\(error)")
+            #expect(error.exitCode == 7 && error.message.contains("key slot of member 'owner' is not signed by the owner"), "\(error)")
         }
     }
 
-    @Test("only the owner can re-key or remove a member (the owner's new slot needs its endorsement); a member can add members")
+    @Test("only the owner can re-key, add or remove a member (it signs every member row and key slot)")
     func ownerOnlyKeyChanges() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let (owner, path) = try makeVault("the passphrase")
@@ -152,7 +167,9 @@ struct MemberKeyTests {
         let asAlice = try Vault.open(at: path).unlock(identity: alice)
         #expect(throws: VaultError.self) { try asAlice.rekey() }
         #expect(throws: VaultError.self) { _ = try asAlice.removeMember(named: "alice") }
-        try asAlice.addMember(name: "bob", recipient: bob.recipient)
+        #expect(throws: VaultError.self) { try asAlice.addMember(name: "bob", recipient: bob.recipient) }
+        #expect(throws: VaultError.wrongIdentitySlot) { _ = try Vault.open(at: path).unlock(identity: bob) }
+        try owner.addMember(name: "bob", recipient: bob.recipient)
         #expect(try Vault.open(at: path).unlock(identity: bob).member == "bob")
         _ = try owner.removeMember(named: "bob")
         #expect(throws: VaultError.wrongIdentitySlot) { _ = try Vault.open(at: path).unlock(identity: bob) }

@@ -88,7 +88,7 @@ struct TamperTests {
             }
         }
         for (column, value) in [("format_version", "0"), ("format_version", "1"), ("kdf_opslimit", "kdf_opslimit + 1"),
-                                ("format_version", "2"), ("kdf_memlimit", "kdf_memlimit * 2"), ("kdf_algorithm", "'argon2i13'"),
+                                ("format_version", "2"), ("format_version", "3"), ("kdf_memlimit", "kdf_memlimit * 2"), ("kdf_algorithm", "'argon2i13'"),
                                 ("key_epoch", "key_epoch + 1"), ("key_epoch", "key_epoch + 2"), ("signed_from_seq", "signed_from_seq + 1")] {
             let original = try db.read { try DatabaseValue.fetchOne($0, sql: "SELECT \(column) FROM vault_header")! }
             try db.write { try $0.execute(sql: "UPDATE vault_header SET \(column) = \(value)") }
@@ -96,10 +96,10 @@ struct TamperTests {
             try db.write { try $0.execute(sql: "UPDATE vault_header SET \(column) = ?", arguments: [original]) }
             tried += 1
         }
-        try db.write { try $0.execute(sql: "UPDATE vault_header SET format_version = 4") }
+        try db.write { try $0.execute(sql: "UPDATE vault_header SET format_version = 5") }
         #expect(throws: VaultError.self) { _ = try vault.vault.unlock(passphrase: passphrase) }
-        do { _ = try vault.vault.unlock(passphrase: passphrase) } catch { #expect(error.exitCode == 1 && error.message.contains("format version 4")) }
-        try db.write { try $0.execute(sql: "UPDATE vault_header SET format_version = 3") }
+        do { _ = try vault.vault.unlock(passphrase: passphrase) } catch { #expect(error.exitCode == 1 && error.message.contains("format version 5")) }
+        try db.write { try $0.execute(sql: "UPDATE vault_header SET format_version = 4") }
         print("tamper matrix: \(tried) header fields/bytes altered")
         _ = try vault.vault.unlock(passphrase: passphrase)
     }

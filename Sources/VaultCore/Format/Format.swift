@@ -249,6 +249,38 @@ extension Format {
         return Sodium.blake2b(e.bytes, key: key, length: 32)
     }
 
+    /// §10.6 What the owner signs for a member row (format 4): every field but the MAC.
+    /// Unlike the MAC, it is not keyed by anything a member holds, so no member can change
+    /// another member's keys, its name or when it was added or removed.
+    public static func memberSignatureInput(vaultID: [UInt8], name: String, uid: [UInt8], kind: String, boxPublicKey: [UInt8],
+                                            signPublicKey: [UInt8], addedSeq: Int64, removedSeq: Int64?, createdAt: String) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.memberSignature)
+        e.data(vaultID)
+        e.str(name)
+        e.data(uid)
+        e.str(kind)
+        e.data(boxPublicKey)
+        e.data(signPublicKey)
+        e.i64(addedSeq)
+        e.optionalI64(removedSeq)
+        e.str(createdAt)
+        return e.bytes
+    }
+
+    /// §10.6 What the owner signs for a key slot (format 4): the sealed box, for this
+    /// member's row and box key, in this epoch.
+    public static func slotSignatureInput(vaultID: [UInt8], memberName: String, memberUID: [UInt8], boxPublicKey: [UInt8],
+                                          epoch: Int64, sealed: [UInt8]) -> [UInt8] {
+        var e = CanonicalEncoder(label: Labels.slotSignature)
+        e.data(vaultID)
+        e.str(memberName)
+        e.data(memberUID)
+        e.data(boxPublicKey)
+        e.i64(epoch)
+        e.data(sealed)
+        return e.bytes
+    }
+
     /// §10.1 A recipient's checksum: the first 4 bytes of BLAKE2b-128 over its two public keys.
     public static func recipientChecksum(boxPublicKey: [UInt8], signPublicKey: [UInt8]) -> [UInt8] {
         var e = CanonicalEncoder(label: Labels.recipientChecksum)

@@ -4,7 +4,7 @@
 /// read a format-1 vault once, while upgrading it (FORMAT.md §9).
 public enum Labels {
     /// The format this build writes.
-    public static let formatVersion: UInt32 = 3
+    public static let formatVersion: UInt32 = 4
     /// SQLite `PRAGMA application_id` of a vault file ("GBGV").
     public static let applicationID: Int32 = 0x4742_4756
     public static let kdfAlgorithm = "argon2id13"
@@ -30,6 +30,10 @@ public enum Labels {
     public static let ownerContext = "gbgvownr"
     public static let memberMAC = "gbg-vault/v3 member"
     public static let auditSignature = "gbg-vault/v3 audit-signature"
+    /// Format 4 (FORMAT.md §10.6): the owner signs every member row and every key slot.
+    /// The header, wrap and digest keep their format-3 labels (`format_version` is in them).
+    public static let memberSignature = "gbg-vault/v4 member-signature"
+    public static let slotSignature = "gbg-vault/v4 key-slot-signature"
     /// The member of the passphrase slot.
     public static let ownerMember = "owner"
     public static let identityAD = "gbg-vault/identity"

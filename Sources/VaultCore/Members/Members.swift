@@ -15,13 +15,32 @@ struct MemberRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord, S
     var removedSeq: Int64?
     var createdAt: String
     var mac: Data
+    /// Format 4: the owner's signature over the row (§10.6); nil only in a format-3 vault.
+    var ownerSignature: Data?
 
     enum CodingKeys: String, CodingKey {
         case name, uid, kind, boxPublicKey = "box_public_key", signPublicKey = "sign_public_key"
-        case addedSeq = "added_seq", removedSeq = "removed_seq", createdAt = "created_at", mac
+        case addedSeq = "added_seq", removedSeq = "removed_seq", createdAt = "created_at", mac, ownerSignature = "owner_signature"
+    }
+
+    /// The row's columns; `owner_signature` only when set, so that the format-3 step of an
+    /// upgrade (whose table has no such column yet) can write the row too.
+    func encode(to container: inout PersistenceContainer) {
+        container["name"] = name
+        container["uid"] = uid
+        container["kind"] = kind
+        container["box_public_key"] = boxPublicKey
+        container["sign_public_key"] = signPublicKey
+        container["added_seq"] = addedSeq
+        container["removed_seq"] = removedSeq
+        container["created_at"] = createdAt
+        container["mac"] = mac
+        if let ownerSignature { container["owner_signature"] = ownerSignature }
     }
 
     var recipient: Recipient { Recipient(boxPublicKey: [UInt8](boxPublicKey), signPublicKey: [UInt8](signPublicKey)) }
+
+    var isOwner: Bool { kind == "passphrase" }
 }
 
 /// §3.10 A key slot: the vault keys sealed to one current member.
@@ -34,9 +53,21 @@ struct KeySlotRecord: Codable, FetchableRecord, PersistableRecord, StoreRecord, 
     var mac: Data
     /// The owner's slot only: the owner's endorsement (§10.3).
     var endorsement: Data?
+    /// Format 4: the owner's signature over the slot (§10.6); nil only in a format-3 vault.
+    var ownerSignature: Data?
 
     enum CodingKeys: String, CodingKey {
-        case member, keyEpoch = "key_epoch", sealed, mac, endorsement
+        case member, keyEpoch = "key_epoch", sealed, mac, endorsement, ownerSignature = "owner_signature"
+    }
+
+    /// As ``MemberRecord/encode(to:)``: `owner_signature` only when set.
+    func encode(to container: inout PersistenceContainer) {
+        container["member"] = member
+        container["key_epoch"] = keyEpoch
+        container["sealed"] = sealed
+        container["mac"] = mac
+        container["endorsement"] = endorsement
+        if let ownerSignature { container["owner_signature"] = ownerSignature }
     }
 }
 
@@ -69,24 +100,72 @@ enum MemberCrypto {
                            boxPublicKey: [UInt8](member.boxPublicKey), dataKey: keys.dataKey, auditKey: keys.auditKey)
     }
 
-    /// §10.3 `crypto_box_seal(data_key ‖ audit_key ‖ binding, member's box key)`. The
-    /// owner's slot needs `owner` (the owner's identity) to endorse it.
-    static func sealSlot(keys: VaultKeys, for member: MemberRecord, vaultID: [UInt8], owner: MemberIdentity?) throws -> KeySlotRecord {
+    /// §10.3 `crypto_box_seal(data_key ‖ audit_key ‖ binding, member's box key)`, endorsed
+    /// (the owner's own slot) and signed (§10.6) by `owner`, the owner's identity: only the
+    /// owner writes key slots.
+    static func sealSlot(keys: VaultKeys, for member: MemberRecord, vaultID: [UInt8], owner: MemberIdentity) throws -> KeySlotRecord {
         let binding = slotBinding(vaultID: vaultID, epoch: keys.epoch, member: member, keys: keys)
         let plaintext = SecureBytes.concatenating([keys.dataKey, keys.auditKey, SecureBytes(copying: binding)])
         let sealed = try Sodium.sealBox(plaintext, to: [UInt8](member.boxPublicKey))
         var endorsement: Data?
-        if member.kind == "passphrase" {
-            guard let owner else {
-                throw VaultError.usage("only the owner (the passphrase) can seal the owner's key slot: rekey and member remove need the passphrase")
-            }
+        if member.isOwner {
             // The owner's key changed meanwhile (a `passwd` by another process): nothing is written.
             guard Sodium.constantTimeEqual(owner.recipient.boxPublicKey, [UInt8](member.boxPublicKey)) else { throw VaultError.keysChanged }
             endorsement = Data(try ownerEndorsement(owner: owner, epoch: keys.epoch, sealed: sealed, vaultID: vaultID))
         }
         return KeySlotRecord(member: member.name, keyEpoch: keys.epoch, sealed: Data(sealed),
                              mac: Data(slotMAC(member: member, epoch: keys.epoch, sealed: sealed, vaultID: vaultID, key: keys.metadataKey)),
-                             endorsement: endorsement)
+                             endorsement: endorsement,
+                             ownerSignature: Data(owner.sign(slotSignatureInput(member: member, epoch: keys.epoch, sealed: sealed, vaultID: vaultID))))
+    }
+
+    /// §10.6 What the owner signs for `member`'s row.
+    static func signatureInput(_ r: MemberRecord, vaultID: [UInt8]) -> [UInt8] {
+        Format.memberSignatureInput(vaultID: vaultID, name: r.name, uid: [UInt8](r.uid), kind: r.kind, boxPublicKey: [UInt8](r.boxPublicKey),
+                                    signPublicKey: [UInt8](r.signPublicKey), addedSeq: r.addedSeq, removedSeq: r.removedSeq, createdAt: r.createdAt)
+    }
+
+    /// §10.6 What the owner signs for `member`'s slot holding `sealed`.
+    static func slotSignatureInput(member: MemberRecord, epoch: Int64, sealed: [UInt8], vaultID: [UInt8]) -> [UInt8] {
+        Format.slotSignatureInput(vaultID: vaultID, memberName: member.name, memberUID: [UInt8](member.uid),
+                                  boxPublicKey: [UInt8](member.boxPublicKey), epoch: epoch, sealed: sealed)
+    }
+
+    /// `member` with its MAC under `key` and the owner's signature (§10.4, §10.6): every
+    /// write of a member row goes through here, by the owner.
+    static func authenticated(_ member: MemberRecord, vaultID: [UInt8], key: SecureBytes, owner: MemberIdentity) -> MemberRecord {
+        var r = member
+        r.mac = Data(mac(r, vaultID: vaultID, key: key))
+        r.ownerSignature = Data(owner.sign(signatureInput(r, vaultID: vaultID)))
+        return r
+    }
+
+    /// §10.6 The owner's row among `members`, whose signing key is the root every other
+    /// signature is checked against (itself pinned by each client, FORMAT.md §12).
+    static func ownerRow(_ members: [MemberRecord]) throws -> MemberRecord {
+        let owners = members.filter(\.isOwner)
+        guard owners.count == 1, owners[0].name == Labels.ownerMember else {
+            throw VaultError.integrity("the member table does not have exactly one passphrase member, 'owner'")
+        }
+        return owners[0]
+    }
+
+    /// §10.6 `member`'s row carries the owner's signature.
+    static func checkSignature(of member: MemberRecord, owner: MemberRecord, vaultID: [UInt8]) throws {
+        guard let signature = member.ownerSignature,
+              Sodium.verify(signature: [UInt8](signature), message: signatureInput(member, vaultID: vaultID), publicKey: [UInt8](owner.signPublicKey)) else {
+            throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' is not signed by the owner (its keys or dates were changed by someone else)")
+        }
+    }
+
+    /// §10.6 `slot` (of `member`) carries the owner's signature.
+    static func checkSignature(of slot: KeySlotRecord, member: MemberRecord, owner: MemberRecord, vaultID: [UInt8]) throws {
+        guard let signature = slot.ownerSignature,
+              Sodium.verify(signature: [UInt8](signature),
+                            message: slotSignatureInput(member: member, epoch: slot.keyEpoch, sealed: [UInt8](slot.sealed), vaultID: vaultID),
+                            publicKey: [UInt8](owner.signPublicKey)) else {
+            throw VaultError.integrity("the key slot of member '\(member.name.sanitisedForDisplay(limit: 64))' is not signed by the owner (keys sealed by someone else?)")
+        }
     }
 
     /// §10.3 The owner's endorsement of its own slot, keyed by a subkey of the owner's
@@ -104,13 +183,15 @@ enum MemberCrypto {
 
     /// Every slot belongs to a current member, is for `keys`' epoch and carries its MAC;
     /// every current member has its slot (a swapped, moved or extra slot is exit 7).
-    static func checkSlots(_ db: StoreDB, members: [MemberRecord], keys: VaultKeys, vaultID: [UInt8]) throws {
+    /// With `signed` (format 4), every slot also carries the owner's signature (§10.6).
+    static func checkSlots(_ db: StoreDB, members: [MemberRecord], keys: VaultKeys, vaultID: [UInt8], signed: Bool = true) throws {
+        let owner = try ownerRow(members)
         let current = Dictionary(members.filter { $0.removedSeq == nil }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let slots = try KeySlotRecord.fetchAll(db)
         for slot in slots {
             let display = slot.member.sanitisedForDisplay(limit: 64)
             guard let member = current[slot.member] else { throw VaultError.integrity("a key slot belongs to '\(display)', who is not a current member") }
-            guard (slot.endorsement != nil) == (member.kind == "passphrase") else {
+            guard (slot.endorsement != nil) == member.isOwner else {
                 throw VaultError.integrity("the key slot of member '\(display)' has an endorsement where it must not, or lacks one")
             }
             guard slot.keyEpoch == keys.epoch,
@@ -118,6 +199,7 @@ enum MemberCrypto {
                                                    key: keys.metadataKey), [UInt8](slot.mac)) else {
                 throw VaultError.integrity("the key slot of member '\(display)' does not verify (swapped, moved or from another epoch)")
             }
+            if signed { try checkSignature(of: slot, member: member, owner: owner, vaultID: vaultID) }
         }
         guard Set(slots.map(\.member)) == Set(current.keys) else {
             throw VaultError.integrity("not every current member has a key slot")
@@ -127,7 +209,11 @@ enum MemberCrypto {
     /// Opens the slot sealed to `identity`, trying every slot (as age tries every stanza)
     /// so that "no slot for this identity" and "a slot that does not open" take the same
     /// time. Returns the member and its keys; nil when no slot opens.
-    static func openSlot(identity: MemberIdentity, db: StoreDB, vaultID: [UInt8], epoch: Int64) throws -> (member: MemberRecord, keys: VaultKeys)? {
+    /// With `signed` (format 4), the member's row and slot must carry the owner's
+    /// signatures (§10.6), under the owner row's key: a slot sealed by anyone else (a
+    /// database administrator with keys of their own) is refused before anything is read
+    /// or written with its keys.
+    static func openSlot(identity: MemberIdentity, db: StoreDB, vaultID: [UInt8], epoch: Int64, signed: Bool = true) throws -> (member: MemberRecord, keys: VaultKeys)? {
         let slots = try KeySlotRecord.fetchAll(db)
         var found: (KeySlotRecord, SecureBytes)?
         for slot in slots {
@@ -143,6 +229,14 @@ enum MemberCrypto {
               Sodium.constantTimeEqual([UInt8](member.boxPublicKey), identity.recipient.boxPublicKey),
               Sodium.constantTimeEqual([UInt8](member.signPublicKey), identity.recipient.signPublicKey) else {
             throw VaultError.integrity("a key slot opened by this identity belongs to another member (slots were swapped)")
+        }
+        if signed {
+            // Before the box's keys are used for anything: the slot and the row are the owner's work.
+            guard let owner = try MemberRecord.fetchOne(db, key: Labels.ownerMember), owner.isOwner else {
+                throw VaultError.integrity("the owner's member row is missing")
+            }
+            try checkSignature(of: member, owner: owner, vaultID: vaultID)
+            try checkSignature(of: slot, member: member, owner: owner, vaultID: vaultID)
         }
         let keys: VaultKeys
         do {
@@ -161,7 +255,7 @@ enum MemberCrypto {
                                        [UInt8](slot.mac)) else {
             throw VaultError.integrity("the key slot of member '\(member.name.sanitisedForDisplay(limit: 64))' does not verify (swapped or moved)")
         }
-        if member.kind == "passphrase" {
+        if member.isOwner {
             // The owner checks that its slot is its own work, not keys someone else sealed to it.
             let expected = try ownerEndorsement(owner: identity, epoch: epoch, sealed: [UInt8](slot.sealed), vaultID: vaultID)
             guard let endorsement = slot.endorsement, Sodium.constantTimeEqual(expected, [UInt8](endorsement)) else {

@@ -295,6 +295,7 @@ protocol SQLiteFileStore: VaultStore {
 extension SQLiteFileStore {
     var path: String { file.path }
     var knownMigrations: [String] { SQLiteFile.knownMigrations }
+    var formatMigrations: [UInt32: String] { SQLiteFile.formatMigrations }
     var pendingMigrations: [String] { file.pendingMigrations }
     var schemaRefused: Bool { file.schemaRefused }
     var isStillInPlace: Bool { file.isStillInPlace }

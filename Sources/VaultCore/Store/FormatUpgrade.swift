@@ -1,9 +1,9 @@
 import Foundation
 import GRDB
 
-/// The upgrades of an older vault file to format 3 (FORMAT.md §9), run by the first
-/// unlock (or `vault upgrade`): format 1 to 2 (§9.2), then format 2 to 3 (§9.1), each in
-/// the transaction of its migration.
+/// The upgrades of an older vault to format 4 (FORMAT.md §9), run by the first unlock
+/// with the passphrase (or `vault upgrade`): format 1 to 2 (§9.3), format 2 to 3 (§9.2),
+/// then format 3 to 4 (§9.1), each in the transaction of its migration.
 ///
 /// Format 1 to 2. Inside the migration's transaction, before its SQL: every format-1 MAC is checked,
 /// every secret version opened, the version sequences and the audit chain verified. A
@@ -16,50 +16,83 @@ import GRDB
 /// Format 2 to 3: first the stored header (still format 2, these keys' epoch) and the
 /// audit chain's head are checked; then the owner's identity, member row and key slot,
 /// the header rewrapped as format 3, and the `upgrade` record, the first one signed.
+///
+/// Format 3 to 4: first every member row and key slot (MACs, the owner's endorsement) and
+/// the whole audit trail with its signatures are checked; then the owner signs every member
+/// row and key slot, the header is rewrapped as format 4, and a signed `upgrade` record
+/// is appended. Only the passphrase can: it is the owner's signature.
 enum FormatUpgrade {
     private final class State: @unchecked Sendable {
         var secrets: [(profileID: Int64, field: SecretField, version: Int64, secret: SecureBytes)] = []
         var entries: [AuditRow] = []
         var cachedTokens = 0
+        /// The owner's identity: unwrapped from a format-3 header, or made by the 2-to-3 step.
+        var owner: MemberIdentity?
     }
 
-    static func run(vault: Vault, header: VaultHeader, keys: VaultKeys, kek: SecureBytes) throws(VaultError) {
+    static func run(vault: Vault, header: VaultHeader, kek: SecureBytes) throws(VaultError) {
         let vaultID = header.vaultID
         let state = State()
+        let store = vault.database
+        let keys: VaultKeys
         var upgrades: [String: DataUpgrade] = [:]
-        if header.formatVersion == 1 {
-            upgrades[SQLiteFile.format2Migration] = DataUpgrade(
-                before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
-                after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+        if header.formatVersion < 3 {
+            guard let unwrapped = try header.unwrap(kek: kek) else { throw .wrongPassphrase }
+            keys = unwrapped
+            if header.formatVersion == 1, let name = store.formatMigrations[2] {
+                upgrades[name] = DataUpgrade(
+                    before: { db in try checkFormat1(db, header: header, keys: keys, vaultID: vaultID, state: state) },
+                    after: { db in try writeFormat2(db, header: header, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+            }
+            if let name = store.formatMigrations[3] {
+                upgrades[name] = DataUpgrade(
+                    before: { db in
+                        try FaultPoint.reached(FaultPoint.upgradeFormat3Begins)
+                        try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header)
+                    },
+                    after: { db in try writeFormat3(db, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+            }
+        } else {
+            // Format 3: the owner's identity from the header, the keys from its slot (checked
+            // by format 3's rules: there are no signatures yet).
+            guard let owner = try header.unwrapOwner(kek: kek) else { throw .wrongPassphrase }
+            let opened = try store.read { db in try MemberCrypto.openSlot(identity: owner, db: db, vaultID: vaultID, epoch: header.keyEpoch, signed: false) }
+            guard let opened else {
+                throw .integrity("the passphrase is right, but the owner's key slot does not open: it was damaged or removed")
+            }
+            keys = opened.keys
+            state.owner = owner
         }
-        upgrades[SQLiteFile.format3Migration] = DataUpgrade(
-            before: { db in
-                try FaultPoint.reached(FaultPoint.upgradeFormat3Begins)
-                try checkFormat2(db, vaultID: vaultID, keys: keys, expected: header)
-            },
-            after: { db in try writeFormat3(db, keys: keys, kek: kek, vaultID: vaultID, clock: vault.clock) })
+        if let name = store.formatMigrations[4] {
+            upgrades[name] = DataUpgrade(
+                before: { db in
+                    try FaultPoint.reached(FaultPoint.upgradeFormat4Begins)
+                    try checkFormat3(db, vaultID: vaultID, keys: keys, expected: header, state: state)
+                },
+                after: { db in try writeFormat4(db, keys: keys, kek: kek, vaultID: vaultID, state: state, clock: vault.clock) })
+        }
         do {
-            try vault.database.migrate(upgrades: upgrades)
+            try store.migrate(upgrades: upgrades)
         } catch {
             if case .failure(let message, _) = error, message == alreadyUpgradedMessage { return }
-            // Each step commits on its own: a failure in the second one leaves the first
+            // Each step commits on its own: a failure in a later one leaves the earlier ones
             // saved, which the message must not deny.
-            if header.formatVersion == 1, (try? vault.header().formatVersion) == 2 {
-                throw Self.afterFirstStep(error)
+            if let reached = try? vault.header().formatVersion, reached > header.formatVersion, reached < Labels.formatVersion {
+                throw Self.afterEarlierSteps(error, reached: reached)
             }
             throw error
         }
     }
 
-    /// `error` of the format-2 to format-3 step, said of an upgrade whose first step (format
-    /// 1 to 2) was saved.
-    static func afterFirstStep(_ error: VaultError) -> VaultError {
-        let saved = "the vault was upgraded to format 2, but not to format 3"
+    /// `error` of a later step, said of an upgrade whose earlier steps (up to format
+    /// `reached`) were saved.
+    static func afterEarlierSteps(_ error: VaultError, reached: UInt32) -> VaultError {
+        let saved = "the vault was upgraded to format \(reached), but not to format \(Labels.formatVersion)"
         switch error {
         case .failure(let message, let hint):
             let cause = message.replacingOccurrences(of: "; nothing was changed", with: "")
                 .replacingOccurrences(of: " and the vault is unchanged", with: "")
-            return .failure("\(saved): \(cause)", hint: hint ?? "fix the cause and unlock again: the upgrade goes on from format 2")
+            return .failure("\(saved): \(cause)", hint: hint ?? "fix the cause and unlock again: the upgrade goes on from format \(reached)")
         case .integrity(let message):
             return .integrity("\(saved): \(message)")
         default:
@@ -176,12 +209,14 @@ enum FormatUpgrade {
     /// new identity, wrapped in the header), its key slot, the format-3 header and the
     /// `upgrade` record, the first one signed (by the owner). Existing records keep their
     /// MACs and stay unsigned (FORMAT.md §6.7).
-    private static func writeFormat3(_ db: StoreDB, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], clock: any VaultClock) throws {
+    private static func writeFormat3(_ db: StoreDB, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], state: State,
+                                     clock: any VaultClock) throws {
         guard var header = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
         let head = try AuditChain.checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys.auditEpochKeys)
         let owner = MemberIdentity.generate()
+        state.owner = owner
         let firstSigned = head.seq + 1
-        try Vault.insertOwner(owner, keys: keys, addedSeq: firstSigned, vaultID: vaultID, createdAt: clock.now().iso8601, db: db)
+        try Vault.insertOwner(owner, keys: keys, addedSeq: firstSigned, vaultID: vaultID, createdAt: clock.now().iso8601, db: db, signed: false)
         header.formatVersion = 3
         header.signedFromSeq = firstSigned
         try header.wrapOwner(owner, kek: kek)
@@ -189,6 +224,67 @@ enum FormatUpgrade {
         guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
         try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok,
                                          detail: "format 2 to 3: members; the passphrase is member 'owner'; records from \(firstSigned) on are signed"),
+                              db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
+    }
+
+    /// Format 3 to 4, checked first: the stored header is the format-3 one of these keys
+    /// (the one unlocked, or the one the 2-to-3 step just wrote), every member row and key
+    /// slot verifies by format 3's rules, the owner's row holds the owner's identity, and
+    /// the whole audit trail verifies with its signatures: the owner signs nothing that was
+    /// edited (FORMAT.md §9.1).
+    private static func checkFormat3(_ db: StoreDB, vaultID: [UInt8], keys: VaultKeys, expected: VaultHeader, state: State) throws {
+        guard let stored = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
+        guard stored.formatVersion == 3 else { throw VaultError.failure(alreadyUpgradedMessage) }
+        if expected.formatVersion == 3, stored != expected { throw VaultError.keysChanged }
+        try stored.validate()
+        guard stored.vaultID == vaultID, stored.keyEpoch == keys.epoch, let owner = state.owner else { throw VaultError.keysChanged }
+        let members = try MemberRecord.fetchAll(db, orderBy: "added_seq, name")
+        for member in members {
+            guard Sodium.constantTimeEqual(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)),
+                  member.uid.count == 16, ["passphrase", "recipient"].contains(member.kind) else {
+                throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify); the vault was not upgraded")
+            }
+        }
+        let ownerRow = try MemberCrypto.ownerRow(members)
+        guard Sodium.constantTimeEqual([UInt8](ownerRow.boxPublicKey), owner.recipient.boxPublicKey),
+              Sodium.constantTimeEqual([UInt8](ownerRow.signPublicKey), owner.recipient.signPublicKey) else {
+            throw VaultError.integrity("the owner's member row does not hold the passphrase's identity; the vault was not upgraded")
+        }
+        try MemberCrypto.checkSlots(db, members: members, keys: keys, vaultID: vaultID, signed: false)
+        let verification = try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys,
+                                                 signatures: .init(signedFrom: stored.signedFromSeq, members: members))
+        if let failure = verification.firstFailure {
+            throw VaultError.integrity("audit record \(failure.seq): \(failure.reason); the vault was not upgraded")
+        }
+    }
+
+    /// Format 4, after the migration's SQL: the owner's signature on every member row and
+    /// key slot (the MACs stay), the format-4 header, and the signed `upgrade` record.
+    private static func writeFormat4(_ db: StoreDB, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], state: State,
+                                     clock: any VaultClock) throws {
+        guard var header = try HeaderRecord.fetchOne(db, key: 1)?.header, let owner = state.owner else {
+            throw VaultError.integrity("the vault header is missing")
+        }
+        var byName: [String: MemberRecord] = [:]
+        for member in try MemberRecord.fetchAll(db) {
+            let signed = MemberCrypto.authenticated(member, vaultID: vaultID, key: keys.metadataKey, owner: owner)
+            try signed.update(db)
+            byName[member.name] = signed
+        }
+        var slots = 0
+        for var slot in try KeySlotRecord.fetchAll(db) {
+            guard let member = byName[slot.member] else { throw VaultError.integrity("a key slot belongs to no member") }
+            slot.ownerSignature = Data(owner.sign(MemberCrypto.slotSignatureInput(member: member, epoch: slot.keyEpoch,
+                                                                                  sealed: [UInt8](slot.sealed), vaultID: vaultID)))
+            try slot.update(db)
+            slots += 1
+        }
+        header.formatVersion = 4
+        try header.wrapOwner(owner, kek: kek)
+        try HeaderRecord(header).update(db)
+        guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
+        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok,
+                                         detail: "format 3 to 4: \(byName.count) member row(s) and \(slots) key slot(s) signed by the owner; only the owner adds members"),
                               db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
     }
 }

@@ -17,7 +17,7 @@ struct KeyManagement {
             throw VaultError.integrity("the owner's member row is missing")
         }
         owner.boxPublicKey = Data(newOwner.recipient.boxPublicKey)
-        owner.mac = Data(MemberCrypto.mac(owner, vaultID: tx.vaultID, key: tx.keys.metadataKey))
+        owner = MemberCrypto.authenticated(owner, vaultID: tx.vaultID, key: tx.keys.metadataKey, owner: newOwner)
         try owner.update(tx.db)
         try tx.db.execute(sql: "DELETE FROM key_slot WHERE member = ?", arguments: [Labels.ownerMember])
         try MemberCrypto.sealSlot(keys: tx.keys, for: owner, vaultID: tx.vaultID, owner: newOwner).insert(tx.db)
@@ -62,7 +62,7 @@ struct KeyManagement {
                 guard member.removedSeq == nil else { throw VaultError.notFound("member '\(member.name)' was already removed") }
                 member.removedSeq = recordSeq
             }
-            member.mac = Data(MemberCrypto.mac(member, vaultID: tx.vaultID, key: next.metadataKey))
+            member = MemberCrypto.authenticated(member, vaultID: tx.vaultID, key: next.metadataKey, owner: owner)
             try member.update(tx.db)
             if member.removedSeq == nil {
                 try MemberCrypto.sealSlot(keys: next, for: member, vaultID: tx.vaultID, owner: owner).insert(tx.db)
@@ -86,9 +86,9 @@ struct KeyManagement {
         return (count, updated)
     }
 
-    /// `member add`'s transaction: the member's row (MAC'd), a key slot with the current
-    /// keys, and a signed `member-add` record.
-    func addMember(name: String, recipient: Recipient) throws {
+    /// `member add`'s transaction: the member's row (MAC'd and signed by `owner`), a key
+    /// slot with the current keys (signed by `owner`), and a signed `member-add` record.
+    func addMember(name: String, recipient: Recipient, owner: MemberIdentity) throws {
         let members = try tx.checkedMembers()
         if members.contains(where: { $0.name == name }) {
             throw VaultError.failure("a member named '\(name)' exists or existed (names are never reused, so old records keep their signer)")
@@ -97,12 +97,13 @@ struct KeyManagement {
             throw VaultError.failure("that recipient is already member '\(same.name)'")
         }
         let seq = (try AuditHeadRecord.fetchOne(tx.db, key: 1)?.seq ?? 0) + 1
-        var record = MemberRecord(name: name, uid: Data(Sodium.randomBytes(16)), kind: "recipient",
-                                  boxPublicKey: Data(recipient.boxPublicKey), signPublicKey: Data(recipient.signPublicKey),
-                                  addedSeq: seq, removedSeq: nil, createdAt: tx.now.iso8601, mac: Data())
-        record.mac = Data(MemberCrypto.mac(record, vaultID: tx.vaultID, key: tx.keys.metadataKey))
+        let record = MemberCrypto.authenticated(
+            MemberRecord(name: name, uid: Data(Sodium.randomBytes(16)), kind: "recipient",
+                         boxPublicKey: Data(recipient.boxPublicKey), signPublicKey: Data(recipient.signPublicKey),
+                         addedSeq: seq, removedSeq: nil, createdAt: tx.now.iso8601, mac: Data()),
+            vaultID: tx.vaultID, key: tx.keys.metadataKey, owner: owner)
         try record.insert(tx.db)
-        try MemberCrypto.sealSlot(keys: tx.keys, for: record, vaultID: tx.vaultID, owner: nil).insert(tx.db)
+        try MemberCrypto.sealSlot(keys: tx.keys, for: record, vaultID: tx.vaultID, owner: owner).insert(tx.db)
         try tx.audit(tx.entry(.memberAdd, detail: "member=\(name)"))
     }
 }
@@ -155,10 +156,17 @@ extension UnlockedVault {
     }
 
     /// Adds a member who opens the vault with the identity behind `recipient` (`vault
-    /// member add`), in one transaction.
+    /// member add`), in one transaction. Only the owner can: the owner signs every member
+    /// row and key slot (FORMAT.md §10.6), so that no member can give itself, or anyone,
+    /// another member's name or keys.
     public func addMember(name: String, recipient: Recipient) throws(VaultError) {
+        guard isOwner else {
+            throw .usage("only the owner (the passphrase) can add a member: the owner signs every member's keys",
+                         hint: "run it with the vault passphrase (--passphrase-file, VAULT_PASSPHRASE_FILE, VAULT_PASSPHRASE or the prompt)")
+        }
         let name = try NameRule.validate(name, what: "member")
-        try write { try KeyManagement(tx: $0).addMember(name: name, recipient: recipient) }
+        let owner = identity
+        try write { try KeyManagement(tx: $0).addMember(name: name, recipient: recipient, owner: owner) }
     }
 
     /// Removes a member (`vault member remove`): a new key epoch whose keys are sealed to

@@ -260,6 +260,41 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// Names of the migrations this build knows for PostgreSQL, in order.
     static var knownMigrations: [String] { embeddedPostgresMigrations.map(\.name) }
 
+    /// The migration that brings a team vault to each format whose data it changes (a team
+    /// vault starts at format 3): format 4, the owner's signatures (FORMAT.md §9.1).
+    static let formatMigrations: [UInt32: String] = [4: "0002_signed_members"]
+
+    /// Migrations this build knows that the schema has not applied yet (as of its last check).
+    var pendingMigrations: [String] { Array(Self.knownMigrations.dropFirst(schemaState.withLockedValue { $0.applied })) }
+
+    /// Applies the pending migrations in one transaction that holds every table of the
+    /// vault in `ACCESS EXCLUSIVE` mode (no reader or writer sees a half-upgraded vault),
+    /// each with its data upgrade around its SQL; a vault already upgraded by another
+    /// process is left as it is.
+    func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {
+        try transaction("BEGIN ISOLATION LEVEL READ COMMITTED",
+                        locks: ["LOCK TABLE \(Self.tables.joined(separator: ", ")) IN ACCESS EXCLUSIVE MODE"], readOnly: false,
+                        checkingSchema: false) { session in
+            let applied = try verifySchema(session)
+            for migration in embeddedPostgresMigrations.dropFirst(applied.count) {
+                guard let upgrade = upgrades[migration.name] else {
+                    throw VaultError.failure("this vault must be unlocked with its passphrase to be upgraded", hint: "run `vault upgrade`")
+                }
+                try upgrade.before(session)
+                try session.script(migration.sql)
+                // Statements prepared before the tables changed cannot run after ("cached plan
+                // must not change result type"): prepared again from here on.
+                session.forgetPreparedStatements()
+                try session.execute("INSERT INTO \(Self.migrationsTable) (identifier, applied_at) VALUES (?, ?)",
+                                    [migration.name.databaseValue, Date().iso8601.databaseValue])
+                try upgrade.after(session)
+            }
+        }
+        // The pool's other sessions prepared their statements against the old tables.
+        close()
+        _ = try checkSchema()
+    }
+
     /// Checks that the schema holds a vault written by this build's migrations and
     /// exactly the tables, columns, constraints and indexes they create: a trigger, rule,
     /// policy, row-level security, function, view or extra column added by someone with
@@ -269,7 +304,10 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", locks: [], readOnly: true, checkingSchema: false) { session in
             let fingerprint = try Self.schemaFingerprint(session, schema: location.schema)
             let applied = try verifySchema(session)
-            schemaState.withLockedValue { $0.fingerprint = fingerprint }
+            schemaState.withLockedValue {
+                $0.fingerprint = fingerprint
+                $0.applied = applied.count
+            }
             return applied
         }
     }
@@ -362,8 +400,11 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         guard fingerprint != schemaState.withLockedValue({ $0.fingerprint }) else { return }
         Trace.debug("the team vault's schema changed since it was checked; checking it again")
         do {
-            _ = try verifySchema(session)
-            schemaState.withLockedValue { $0.fingerprint = fingerprint }
+            let applied = try verifySchema(session)
+            schemaState.withLockedValue {
+                $0.fingerprint = fingerprint
+                $0.applied = applied.count
+            }
         } catch {
             schemaState.withLockedValue { $0.refused = true }
             throw error
@@ -373,6 +414,8 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     private struct SchemaState {
         var fingerprint: String?
         var refused = false
+        /// How many of this build's migrations the schema had at its last check.
+        var applied = 0
     }
     private let schemaState = NIOLockedValueBox(SchemaState())
 

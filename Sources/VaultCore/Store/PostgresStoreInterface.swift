@@ -23,10 +23,8 @@ extension PostgresStore {
 
     var path: String { location.display }
     var knownMigrations: [String] { Self.knownMigrations }
-    /// A team vault starts at the current format; the schema check refuses any other.
-    var pendingMigrations: [String] { [] }
+    var formatMigrations: [UInt32: String] { Self.formatMigrations }
     func appliedMigrations() throws(VaultError) -> [String] { try checkSchema() }
-    func migrate(upgrades: [String: DataUpgrade]) throws(VaultError) {}
     var isStillInPlace: Bool { true }
     /// The header is read over the network: at most every 2 s, so that the agent's checks
     /// between requests do not add a round trip to each.

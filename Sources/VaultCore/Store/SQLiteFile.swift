@@ -56,10 +56,9 @@ final class SQLiteFile: Sendable {
 
     // MARK: Migrations
 
-    /// The migration that turns a format-1 vault into format 2 (FORMAT.md §9.2).
-    static let format2Migration = "0002_format2"
-    /// The migration that turns a format-2 vault into format 3, with members (FORMAT.md §9.1).
-    static let format3Migration = "0003_members"
+    /// The migration that brings a vault file to each format (FORMAT.md §9): format 2
+    /// (random identifiers, key epochs), 3 (members), 4 (the owner's signatures).
+    static let formatMigrations: [UInt32: String] = [2: "0002_format2", 3: "0003_members", 4: "0004_signed_members"]
 
     /// The migrations, embedded at build time from `Migrations/*.sql`. A migration that
     /// changes the sealed format needs its entry in `upgrades` when the vault already
@@ -68,7 +67,7 @@ final class SQLiteFile: Sendable {
         var migrator = DatabaseMigrator()
         for migration in embeddedMigrations {
             migrator.registerMigration(migration.name) { db in
-                let formatChange = [format2Migration, format3Migration].contains(migration.name)
+                let formatChange = formatMigrations.values.contains(migration.name)
                 let headerRows = formatChange ? try Int.fetchOne(db, sql: "SELECT count(*) FROM vault_header") ?? 0 : 0
                 guard headerRows > 0 else {
                     try db.execute(sql: migration.sql)

@@ -38,15 +38,23 @@ public final class Vault: Sendable {
                              identity: owner, member: Labels.ownerMember)
     }
 
-    /// The owner's member row and key slot (a new vault, or the format-3 upgrade).
+    /// The owner's member row and key slot (a new vault, or the format-2 to 3 step of an
+    /// upgrade, whose tables have no signature columns yet: `signed` false; the format-4
+    /// step signs them).
     static func insertOwner(_ owner: MemberIdentity, keys: VaultKeys, addedSeq: Int64, vaultID: [UInt8], createdAt: String,
-                            db: StoreDB) throws {
-        var record = MemberRecord(name: Labels.ownerMember, uid: Data(Sodium.randomBytes(16)), kind: "passphrase",
-                                  boxPublicKey: Data(owner.recipient.boxPublicKey), signPublicKey: Data(owner.recipient.signPublicKey),
-                                  addedSeq: addedSeq, removedSeq: nil, createdAt: createdAt, mac: Data())
-        record.mac = Data(MemberCrypto.mac(record, vaultID: vaultID, key: keys.metadataKey))
+                            db: StoreDB, signed: Bool = true) throws {
+        var record = MemberCrypto.authenticated(
+            MemberRecord(name: Labels.ownerMember, uid: Data(Sodium.randomBytes(16)), kind: "passphrase",
+                         boxPublicKey: Data(owner.recipient.boxPublicKey), signPublicKey: Data(owner.recipient.signPublicKey),
+                         addedSeq: addedSeq, removedSeq: nil, createdAt: createdAt, mac: Data()),
+            vaultID: vaultID, key: keys.metadataKey, owner: owner)
+        var slot = try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID, owner: owner)
+        if !signed {
+            record.ownerSignature = nil
+            slot.ownerSignature = nil
+        }
         try record.insert(db)
-        try MemberCrypto.sealSlot(keys: keys, for: record, vaultID: vaultID, owner: owner).insert(db)
+        try slot.insert(db)
     }
 
     /// Opens the vault at `path`; exit 6 when there is none.
@@ -79,9 +87,8 @@ public final class Vault: Sendable {
         Trace.debug("deriving the key-encryption key: argon2id \(header.kdf.presetName ?? "custom") (\(header.kdf))")
         let kek = try header.deriveKEK(passphrase: passphrase)
         if header.formatVersion < Labels.formatVersion {
-            guard let keys = try header.unwrap(kek: kek) else { throw .wrongPassphrase }
             Trace.debug("upgrading the vault from format \(header.formatVersion) to format \(Labels.formatVersion)")
-            try FormatUpgrade.run(vault: self, header: header, keys: keys, kek: kek)
+            try FormatUpgrade.run(vault: self, header: header, kek: kek)
             header = try self.header()
             try header.validate()
         }
@@ -103,8 +110,9 @@ public final class Vault: Sendable {
         let header = try header()
         try header.validate()
         guard header.formatVersion == Labels.formatVersion else {
-            throw .usage("this vault has no members yet (format \(header.formatVersion)): unlock it once with the passphrase, which upgrades it",
-                         hint: "`vault upgrade` with the passphrase")
+            let why = header.formatVersion < 3 ? "has no members yet" : "has no owner signatures on its members yet"
+            throw .usage("this vault \(why) (format \(header.formatVersion)): the owner must unlock it once with the passphrase, which upgrades it to format \(Labels.formatVersion)",
+                         hint: "the owner runs `vault upgrade`")
         }
         return try unlock(identity: identity, header: header, wrongIdentity: .wrongIdentitySlot)
     }
@@ -130,9 +138,9 @@ public final class Vault: Sendable {
 
     // MARK: - Metadata reads (no passphrase)
 
-    /// Members, current and removed (format 3; no passphrase, MACs not checked here).
+    /// Members, current and removed (format 3 on; no passphrase, MACs not checked here).
     public func members() throws(VaultError) -> [Member] {
-        guard database.pendingMigrations.isEmpty else { return [] }
+        guard hasMembers else { return [] }
         return try database.read { db in
             let slots = Set(try String.fetchAll(db, sql: "SELECT member FROM key_slot"))
             return try MemberRecord.fetchAll(db, orderBy: "added_seq, name").map {
@@ -239,9 +247,12 @@ public final class Vault: Sendable {
         try auditFollowStep(query, json: true).lines
     }
 
-    /// Whether the file has format 3's member columns (an older vault not yet unlocked
-    /// has not).
-    var hasMembers: Bool { database.pendingMigrations.isEmpty }
+    /// Whether the store has format 3's member tables and columns (an older vault not yet
+    /// unlocked has not).
+    var hasMembers: Bool {
+        guard let members = database.formatMigrations[3] else { return true }
+        return !database.pendingMigrations.contains(members)
+    }
 
     /// One step of `vault audit --follow`, in one read snapshot: the matching records
     /// (oldest first; as JSON lines or entries) and the newest sequence number in the

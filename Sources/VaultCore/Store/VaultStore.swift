@@ -32,6 +32,9 @@ protocol VaultStore: AnyObject, Sendable {
     var pendingMigrations: [String] { get }
     /// Applied migration identifiers (`vault doctor`).
     func appliedMigrations() throws(VaultError) -> [String]
+    /// The migration that brings this store to each format version whose data it changes
+    /// (the keys of ``migrate(upgrades:)``'s `upgrades`).
+    var formatMigrations: [UInt32: String] { get }
     /// Applies pending migrations; a format change runs its upgrade in the same transaction.
     func migrate(upgrades: [String: DataUpgrade]) throws(VaultError)
     /// True once a transaction found the schema changed to something other than the
@@ -86,8 +89,7 @@ struct AgentLaunchNames {
 }
 
 /// Work done inside a migration's transaction around its SQL: the format upgrade checks
-/// the old data before the SQL runs and fills the new columns after it (files only: a
-/// team vault starts at the current format).
+/// the old data before the SQL runs and fills the new columns after it.
 struct DataUpgrade: Sendable {
     var before: @Sendable (StoreDB) throws -> Void
     var after: @Sendable (StoreDB) throws -> Void

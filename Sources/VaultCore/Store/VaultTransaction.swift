@@ -155,9 +155,9 @@ struct VaultTransaction {
 
     // MARK: - Members
 
-    /// Every member row, each MAC checked under the current metadata key, and every key slot
-    /// (FORMAT.md §10).
-    func checkedMembers() throws -> [MemberRecord] {
+    /// Every member row, each MAC checked under the current metadata key and (`signed`:
+    /// format 4) each signed by the owner, and every key slot (FORMAT.md §10).
+    func checkedMembers(signed: Bool = true) throws -> [MemberRecord] {
         let members = try MemberRecord.fetchAll(db, orderBy: "added_seq, name")
         for member in members {
             guard Sodium.constantTimeEqual(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)),
@@ -165,10 +165,11 @@ struct VaultTransaction {
                 throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
             }
         }
-        guard members.filter({ $0.kind == "passphrase" }).map(\.name) == [Labels.ownerMember] else {
-            throw VaultError.integrity("the member table does not have exactly one passphrase member, 'owner'")
+        let owner = try MemberCrypto.ownerRow(members)
+        if signed {
+            for member in members { try MemberCrypto.checkSignature(of: member, owner: owner, vaultID: vaultID) }
         }
-        try MemberCrypto.checkSlots(db, members: members, keys: keys, vaultID: vaultID)
+        try MemberCrypto.checkSlots(db, members: members, keys: keys, vaultID: vaultID, signed: signed)
         return members
     }
 }

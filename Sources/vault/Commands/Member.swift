@@ -30,7 +30,7 @@ extension VaultCLI {
     struct AddMember: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "add",
-            abstract: "Give a member identity its own key slot (needs the passphrase or a member identity, even while unlocked).")
+            abstract: "Give a member identity its own key slot, signed by the owner (needs the passphrase, even while unlocked).")
         @Argument(help: "The member's name (letters, digits, . _ -).") var name: String
         @Option(help: ArgumentHelp("The member's recipient, as `vault identity show` prints it (gbgv1...).", valueName: "recipient"))
         var recipient: String

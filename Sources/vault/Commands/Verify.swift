@@ -72,8 +72,8 @@ extension VaultCLI {
     struct Upgrade: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "upgrade",
-            abstract: "Upgrade a format-1 or format-2 vault to format 3 now (the first unlock does it anyway).",
-            discussion: "One transaction: every format-1 MAC, secret and audit record is checked first; a vault that fails is left as it was (exit 7).")
+            abstract: "Upgrade a vault of an older format to format 4 now, with the passphrase (the first unlock with it does it anyway).",
+            discussion: "One transaction per format step: everything the older format authenticates (MACs, secrets, key slots, the audit trail and its signatures) is checked first; a vault that fails is left as it was (exit 7). Members cannot open a vault of an older format until the owner has upgraded it.")
 
         @OptionGroup var options: VaultOptions
 

