@@ -25,7 +25,7 @@ cp "$work/sealed.id" "$corpus/identity-file/sealed"
 tr -d '\n' < "$work/plain.recipient" > "$corpus/recipient/plain"
 tr -d '\n' < "$work/sealed.recipient" > "$corpus/recipient/sealed"
 
-# A format-3 vault with profiles of both grants, a user environment, tokens and a member.
+# A format-4 vault with profiles of both grants, a user environment, tokens and a member.
 cat > "$work/accounts.json" <<JSON
 {"clients": [{"client_id": "client-pw", "client_secret": "seed-secret-pw", "grants": ["password"]},
              {"client_id": "client-cc", "client_secret": "seed-secret-cc", "grants": ["client_credentials"], "scopes": ["gbg.token"]}],
@@ -46,7 +46,8 @@ GBG_CLIENT_SECRET=seed-secret-cc "$bin/vault" add cc --client-id client-cc --gra
 GBG_CLIENT_SECRET=seed-secret-cc "$bin/vault" rotate cc --secrets-from-env > /dev/null
 "$bin/vault" member add robot --recipient "$(cat "$work/plain.recipient")" > /dev/null
 sqlite3 "$VAULT_PATH" "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;" > /dev/null
-cp "$VAULT_PATH" "$corpus/vault-file/format-3"
+cp "$VAULT_PATH" "$corpus/vault-file/format-4"
+cp testvectors/v3/v3-testkdf.db "$corpus/vault-file/format-3"
 cp testvectors/v1/v1-testkdf.db "$corpus/vault-file/format-1"
 # Token responses as the endpoint sends them (made-up tokens), behind the target's status, grant and
 # Retry-After prefix (FuzzTargets' TokenResponses).

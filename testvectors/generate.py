@@ -115,7 +115,9 @@ def recipient(box_pk, sign_pk):
     return "gbgv1" + base64.urlsafe_b64encode(box_pk + sign_pk + checksum).decode().rstrip("=")
 
 def members_vectors(kek, salt, ops, mem, key_nonce):
-    """FORMAT.md §4.2 (format 3), §6.7, §10: recipients, the owner wrap, a key slot, member MAC, a signed record."""
+    """FORMAT.md §4.2 (format 4), §6.7, §10, §12: recipients, the owner wrap, a key slot, member MAC, the owner's
+    signatures on a member row and a key slot, a signed record; failures for re-attribution, an outsider's slot,
+    and what a client remembers (rollback, fork)."""
     owner_secret = bytes(range(0x01, 0x41))          # box secret key ‖ Ed25519 seed
     alice_secret = bytes(range(0x41, 0x81))
     ids = {}
@@ -124,9 +126,9 @@ def members_vectors(kek, salt, ops, mem, key_nonce):
         sign_pk, sign_sk = sign_keys(secret[32:])
         ids[name] = dict(secret=secret, box_pk=box_pk, sign_pk=sign_pk, sign_sk=sign_sk, recipient=recipient(box_pk, sign_pk))
     epoch, signed_from = 2, 1
-    wad = s("gbg-vault/v3 wrap") + u32(3) + d(VAULT_ID) + s("argon2id13") + u64(ops) + u64(mem) + d(salt)
+    wad = s("gbg-vault/v3 wrap") + u32(4) + d(VAULT_ID) + s("argon2id13") + u64(ops) + u64(mem) + d(salt)
     wrapped = seal(kek, key_nonce, owner_secret, wad)
-    digest = blake2b(s("gbg-vault/v3 header") + u32(3) + d(VAULT_ID) + i64(epoch) + i64(signed_from) + s("argon2id13")
+    digest = blake2b(s("gbg-vault/v3 header") + u32(4) + d(VAULT_ID) + i64(epoch) + i64(signed_from) + s("argon2id13")
                      + u64(ops) + u64(mem) + d(salt) + d(key_nonce) + d(wrapped))
     meta_key = subkey(DATA_KEY, 1, b"gbgvmeta")
     alice_uid = bytes(range(0x10, 0x20))
@@ -138,6 +140,13 @@ def members_vectors(kek, salt, ops, mem, key_nonce):
                       + d(DATA_KEY) + d(AUDIT_KEY))
     sealed = seal_box(DATA_KEY + AUDIT_KEY + binding, ids["alice"]["box_pk"])   # random ephemeral key: open it, do not compare it
     slot_mac = blake2b(s("gbg-vault/v3 key-slot-mac") + d(VAULT_ID) + s("alice") + d(alice_uid) + i64(epoch) + d(sealed), meta_key)
+    # §10.6 the owner's signatures on alice's row and slot (Ed25519 is deterministic)
+    member_sig_input = (s("gbg-vault/v4 member-signature") + d(VAULT_ID) + s("alice") + d(alice_uid) + s("recipient")
+                        + d(ids["alice"]["box_pk"]) + d(ids["alice"]["sign_pk"]) + i64(2) + opt_i(None) + s("2026-11-29T10:00:00Z"))
+    member_sig = sign(member_sig_input, ids["owner"]["sign_sk"])
+    slot_sig_input = (s("gbg-vault/v4 key-slot-signature") + d(VAULT_ID) + s("alice") + d(alice_uid) + d(ids["alice"]["box_pk"])
+                      + i64(epoch) + d(sealed))
+    slot_sig = sign(slot_sig_input, ids["owner"]["sign_sk"])
     owner_sealed = seal_box(DATA_KEY + AUDIT_KEY + bytes(32), ids["owner"]["box_pk"])
     endorsement = blake2b(s("gbg-vault/v3 owner-slot") + d(VAULT_ID) + i64(epoch) + d(owner_sealed),
                           subkey(owner_secret[:32], 1, b"gbgvownr"))
@@ -174,15 +183,40 @@ def members_vectors(kek, salt, ops, mem, key_nonce):
     fails.append({"kind": "slot-mac", "member": "owner", "member_uid": h(bytes(16)), "sealed": h(sealed), "mac": h(slot_mac),
                   "expect": "fail", "reason": "alice's slot moved to the owner's row: the slot MAC names the member"})
     assert swapped != slot_mac
+    # §10.6 a member who gave alice a signing key of its own (the row's MAC recomputed): the owner's signature fails
+    mallory_pk, mallory_sk = sign_keys(bytes(range(0x90, 0xb0)))
+    forged_row = (s("gbg-vault/v4 member-signature") + d(VAULT_ID) + s("alice") + d(alice_uid) + s("recipient")
+                  + d(ids["alice"]["box_pk"]) + d(mallory_pk) + i64(2) + opt_i(None) + s("2026-11-29T10:00:00Z"))
+    assert not verify(member_sig, forged_row, ids["owner"]["sign_pk"])
+    fails.append({"kind": "signature", "input": h(forged_row), "signature": h(member_sig), "public_key": h(ids["owner"]["sign_pk"]),
+                  "expect": "fail", "reason": "alice's row with another signing key: the owner's member signature no longer verifies"})
+    self_signed = sign(forged_row, mallory_sk)
+    fails.append({"kind": "signature", "input": h(forged_row), "signature": h(self_signed), "public_key": h(ids["owner"]["sign_pk"]),
+                  "expect": "fail", "reason": "a member row signed by a member, not the owner"})
+    # §10.6 keys an outsider sealed to alice (a database administrator): another sealed box under the owner's slot signature
+    outsider = seal_box(bytes(range(0xc0, 0xe0)) + bytes(range(0xe0, 0xff)) + b"\x00" + bytes(32), ids["alice"]["box_pk"])
+    outsider_input = (s("gbg-vault/v4 key-slot-signature") + d(VAULT_ID) + s("alice") + d(alice_uid) + d(ids["alice"]["box_pk"])
+                      + i64(epoch) + d(outsider))
+    fails.append({"kind": "signature", "input": h(outsider_input), "signature": h(slot_sig), "public_key": h(ids["owner"]["sign_pk"]),
+                  "expect": "fail", "reason": "a key slot sealed by someone else: the owner's slot signature covers the sealed box"})
+    # §12.2 what a client remembers: it saw record 7 with MAC `rmac`
+    fails.append({"kind": "known-state", "seen_seq": 7, "seen_mac": h(rmac), "head_seq": 5, "head_mac": h(prev),
+                  "mac_at_seen_seq": None, "expect": "fail", "reason": "rollback: the store's head is before the record seen"})
+    fails.append({"kind": "known-state", "seen_seq": 7, "seen_mac": h(rmac), "head_seq": 9, "head_mac": h(prev),
+                  "mac_at_seen_seq": h(prev), "expect": "fail", "reason": "fork: another record stands at the seq seen"})
+    fails.append({"kind": "known-state", "seen_seq": 7, "seen_mac": h(rmac), "head_seq": 7, "head_mac": h(prev),
+                  "mac_at_seen_seq": h(prev), "expect": "fail", "reason": "fork: the head is at the seq seen, with another MAC"})
     return {
-        "description": "format 3 (FORMAT.md §4.2, §6.7, §10): recipients, the owner's wrapped identity, a key slot, a member MAC, a signed record",
+        "description": "format 4 (FORMAT.md §4.2, §6.7, §10, §12): recipients, the owner's wrapped identity, a key slot, a member MAC, the owner's signatures on a member row and a key slot, a signed record",
         "vault_id": h(VAULT_ID), "data_key": h(DATA_KEY), "audit_key": h(AUDIT_KEY), "key_epoch": epoch, "signed_from_seq": signed_from,
         "identities": {n: {"secret": h(v["secret"]), "expect_box_public_key": h(v["box_pk"]), "expect_sign_public_key": h(v["sign_pk"]),
                            "expect_recipient": v["recipient"]} for n, v in ids.items()},
         "header": {"kek": h(kek), "salt": h(salt), "opslimit": ops, "memlimit": mem, "key_nonce": h(key_nonce),
                    "expect_wrap_ad": h(wad), "expect_wrapped_keys": h(wrapped), "expect_header_digest": h(digest)},
         "member": member, "expect_member_mac": h(member_mac),
-        "slot": {"member": "alice", "sealed": h(sealed), "expect_binding": h(binding), "expect_mac": h(slot_mac)},
+        "expect_member_signature_input": h(member_sig_input), "expect_member_signature": h(member_sig),
+        "slot": {"member": "alice", "sealed": h(sealed), "expect_binding": h(binding), "expect_mac": h(slot_mac),
+                 "expect_signature_input": h(slot_sig_input), "expect_signature": h(slot_sig)},
         "owner_slot": {"sealed": h(owner_sealed), "expect_endorsement": h(endorsement)},
         "record": record, "previous_mac": h(prev), "expect_record_mac": h(rmac), "expect_signature_input": h(sig_input),
         "expect_signature": h(signature),

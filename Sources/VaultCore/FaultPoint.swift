@@ -24,7 +24,7 @@ enum FaultPoint {
     /// Before each statement an operation runs on a store (reads included), in any
     /// transaction: with `:N`, the Nth statement of the process.
     static let statement = "statement"
-    /// The upgrade of a format-2 vault to format 3 (FORMAT.md §9.1) begins, inside its
+    /// The upgrade of a format-2 vault to format 3 (FORMAT.md §9.2) begins, inside its
     /// transaction: after the format-1 to format-2 step of the same upgrade committed.
     static let upgradeFormat3Begins = "upgrade-format3-begins"
     /// The upgrade of a format-3 vault to format 4 (FORMAT.md §9.1) begins, inside its

@@ -167,17 +167,22 @@ struct UpgradeTests {
         expectNoLeaks(vault)
     }
 
-    @Test("SIGKILL during the upgrade: the file is always a whole format-1, format-2 or format-3 vault (each step is one transaction)")
+    @Test("SIGKILL during the upgrade: the file is always a whole format-1, 2, 3 or 4 vault (each step is one transaction)")
     func killedUpgrade() throws {
         let fixtures = try Fixtures()
         let rounds = Int(ProcessInfo.processInfo.environment["GBG_VAULT_UPGRADE_KILLS"] ?? "") ?? 40
         var generator = SeededGenerator(seed: UInt64(ProcessInfo.processInfo.environment["GBG_VAULT_CRASH_SEED"] ?? "") ?? 20261129)
         var outcomes: [Int: Int] = [:]
+        // The window: one uninterrupted upgrade, timed here (a loaded machine is slower).
+        let timed = try vault(from: "v1-testkdf", fixtures: fixtures)
+        let started = Date()
+        #expect(try timed.run(["upgrade"]).status == 0)
+        let span = UInt32(min(2_000_000, max(20_000, Date().timeIntervalSince(started) * 1_200_000)))
         for round in 0..<rounds {
             let vault = try vault(from: "v1-testkdf", fixtures: fixtures)
             let child = try ChildProcess(Binaries.vault, ["upgrade"], environment: vault.environment())
             child.closeStdin()
-            usleep(UInt32.random(in: 0...60_000, using: &generator))
+            usleep(UInt32.random(in: 0...span, using: &generator))
             child.kill(SIGKILL)
             _ = child.wait(timeout: 30)
             let read = try independentReader(path: vault.path, passphrase: fixtures.passphrase)
@@ -187,12 +192,12 @@ struct UpgradeTests {
             let profiles = report["profiles"] as? [String: [String: String]]
             #expect(profiles?["pw"] == fixtures.expected("pw"), "round \(round)")
             #expect(profiles?["cc"] == fixtures.expected("cc"), "round \(round)")
-            #expect(report["audit_records"] as? Int == [1: 12, 2: 13, 3: 14][format], "round \(round)")
+            #expect(report["audit_records"] as? Int == [1: 12, 2: 13, 3: 14, 4: 15][format], "round \(round)")
             // And the binary opens it either way.
             #expect(try vault.run(["verify"]).status == 0, "round \(round)")
         }
-        print("upgrade kills: \(rounds) rounds, left format 1: \(outcomes[1] ?? 0), format 2: \(outcomes[2] ?? 0), format 3: \(outcomes[3] ?? 0)")
-        #expect(outcomes.keys.allSatisfy { (1...3).contains($0) })
+        print("upgrade kills: \(rounds) rounds in 0–\(span / 1000) ms, left format 1: \(outcomes[1] ?? 0), format 2: \(outcomes[2] ?? 0), format 3: \(outcomes[3] ?? 0), format 4: \(outcomes[4] ?? 0)")
+        #expect(outcomes.keys.allSatisfy { (1...4).contains($0) })
         expectNoLeaks()
     }
 }

@@ -146,7 +146,7 @@ struct TestVectorTests {
         #expect(Format.tokenFingerprint(SecureBytes(utf8: v["fingerprint_token"] as! String), key: one.fingerprintKey) == v["expect_fingerprint"] as? String)
     }
 
-    @Test("format 3: recipients, the owner's wrapped identity, a key slot, a member MAC, a signed record; their failure cases")
+    @Test("format 4: recipients, the owner's wrapped identity, a key slot, a member MAC, the owner's signatures, a signed record; their failure cases (re-attribution, an outsider's slot, rollback and fork)")
     func members() throws {
         let v = try Self.load("members")
         let vaultID = try bytes(v, "vault_id")
@@ -165,17 +165,17 @@ struct TestVectorTests {
         }
         // The header wraps the owner's identity (§4.2).
         let h = try #require(v["header"] as? [String: Any])
-        var header = VaultHeader(formatVersion: 3, vaultID: vaultID, kdfAlgorithm: "argon2id13",
+        var header = VaultHeader(formatVersion: 4, vaultID: vaultID, kdfAlgorithm: "argon2id13",
                                  kdf: KDFParameters(opslimit: UInt64(try int(h, "opslimit")), memlimit: UInt64(try int(h, "memlimit"))),
                                  salt: try bytes(h, "salt"), keyNonce: try bytes(h, "key_nonce"), wrappedKeys: [], headerDigest: [],
                                  createdAt: "", keyEpoch: epoch, signedFromSeq: try int(v, "signed_from_seq"))
-        #expect(Format.wrapAD(formatVersion: 3, vaultID: vaultID, keyEpoch: epoch, kdfAlgorithm: "argon2id13", opslimit: header.kdf.opslimit,
+        #expect(Format.wrapAD(formatVersion: 4, vaultID: vaultID, keyEpoch: epoch, kdfAlgorithm: "argon2id13", opslimit: header.kdf.opslimit,
                               memlimit: header.kdf.memlimit, salt: header.salt) == (try bytes(h, "expect_wrap_ad")))
         let kek = SecureBytes(copying: try bytes(h, "kek"))
         let owner = try #require(made["owner"])
         header.wrappedKeys = try Sodium.seal(key: kek, nonce: header.keyNonce, plaintext: owner.secret, additionalData: header.wrapAdditionalData)
         #expect(header.wrappedKeys == (try bytes(h, "expect_wrapped_keys")))
-        header.headerDigest = Format.headerDigest(formatVersion: 3, vaultID: vaultID, keyEpoch: epoch, signedFromSeq: header.signedFromSeq,
+        header.headerDigest = Format.headerDigest(formatVersion: 4, vaultID: vaultID, keyEpoch: epoch, signedFromSeq: header.signedFromSeq,
                                                   kdfAlgorithm: "argon2id13", opslimit: header.kdf.opslimit, memlimit: header.kdf.memlimit,
                                                   salt: header.salt, keyNonce: header.keyNonce, wrappedKeys: header.wrappedKeys)
         #expect(header.headerDigest == (try bytes(h, "expect_header_digest")))
@@ -196,6 +196,13 @@ struct TestVectorTests {
         let sealed = try bytes(slot, "sealed")
         #expect(Format.slotMAC(vaultID: vaultID, memberName: "alice", memberUID: try bytes(m, "uid"), epoch: epoch, sealed: sealed,
                                key: keys.metadataKey) == (try bytes(slot, "expect_mac")))
+        // The owner's signatures on alice's row and slot (§10.6).
+        let signedRow = MemberCrypto.signatureInput(member, vaultID: vaultID)
+        #expect(signedRow == (try bytes(v, "expect_member_signature_input")))
+        #expect(owner.sign(signedRow) == (try bytes(v, "expect_member_signature")))
+        let signedSlot = MemberCrypto.slotSignatureInput(member: member, epoch: epoch, sealed: sealed, vaultID: vaultID)
+        #expect(signedSlot == (try bytes(slot, "expect_signature_input")))
+        #expect(owner.sign(signedSlot) == (try bytes(slot, "expect_signature")))
         let opened = try #require(made["alice"]?.openBox(sealed))
         #expect(opened.slice(0..<32).constantTimeEquals(keys.dataKey) && opened.slice(32..<64).constantTimeEquals(keys.auditKey))
         #expect(owner.openBox(sealed) == nil, "sealed to alice only")
@@ -222,6 +229,17 @@ struct TestVectorTests {
             case "endorsement":
                 #expect(try MemberCrypto.ownerEndorsement(owner: owner, epoch: epoch, sealed: try bytes(c, "sealed"), vaultID: vaultID)
                         != (try bytes(c, "endorsement")), "\(reason)")
+            case "known-state":
+                let guarding = TrailGuard(known: KnownVaults(path: "/nonexistent/known-vaults"), location: "vector",
+                                          seen: (try int(c, "seen_seq"), try bytes(c, "seen_mac")), pinnedAt: 0)
+                let atSeen = c["mac_at_seen_seq"] as? String
+                #expect(throws: VaultError.self, "\(reason)") {
+                    try guarding.expectExtends(headSeq: try int(c, "head_seq"), headMAC: try bytes(c, "head_mac"),
+                                               seen: guarding.newestSeen) { atSeen.flatMap { [UInt8](hex: $0) } }
+                }
+                // The same seen record further along a trail that holds it: accepted.
+                try guarding.expectExtends(headSeq: try int(c, "seen_seq") + 2, headMAC: try bytes(c, "head_mac"),
+                                           seen: guarding.newestSeen) { try bytes(c, "seen_mac") }
             case "slot-mac":
                 var moved = member
                 moved.name = try #require(c["member"] as? String)

@@ -27,7 +27,7 @@ public struct VaultHeader: Sendable, Equatable {
     public static let oldestReadableFormat: UInt32 = 1
 
     /// Additional data of the key-wrapping AEAD (FORMAT.md §4.2; §9 for formats 1 and 2).
-    /// Only format 2 binds the key epoch: format 1 had none, and format 3 wraps the owner's
+    /// Only format 2 binds the key epoch: format 1 had none, and formats 3 and 4 wrap the owner's
     /// identity, which a `rekey` does not change.
     public var wrapAdditionalData: [UInt8] {
         Format.wrapAD(formatVersion: formatVersion, vaultID: vaultID, keyEpoch: keyEpoch, kdfAlgorithm: kdfAlgorithm,

@@ -12,9 +12,9 @@ public enum Format {}
 // MARK: - §4 The header
 
 extension Format {
-    /// §4.2 The additional data of the key-wrapping AEAD: format 3 wraps the owner's identity
-    /// (a `rekey` does not change it, so no key epoch); format 2 bound the key epoch (§9.1);
-    /// format 1 (§9.2) had none.
+    /// §4.2 The additional data of the key-wrapping AEAD: formats 3 and 4 wrap the owner's
+    /// identity (a `rekey` does not change it, so no key epoch); format 2 bound the key epoch
+    /// (§9.2); format 1 (§9.3) had none.
     public static func wrapAD(formatVersion: UInt32, vaultID: [UInt8], keyEpoch: Int64, kdfAlgorithm: String,
                               opslimit: UInt64, memlimit: UInt64, salt: [UInt8]) -> [UInt8] {
         var e = CanonicalEncoder(label: formatVersion == 1 ? Labels.V1.wrapAD : formatVersion == 2 ? Labels.wrapAD : Labels.wrapADV3)
@@ -301,11 +301,11 @@ extension Format {
     }
 }
 
-// MARK: - §9.2 Format 1, read only by the upgrade
+// MARK: - §9.3 Format 1, read only by the upgrade
 
 extension Format {
     public enum V1 {
-        /// §9.2 A format-1 profile MAC: the row's id, no uid, no secret versions.
+        /// §9.3 A format-1 profile MAC: the row's id, no uid, no secret versions.
         public static func profileMAC(vaultID: [UInt8], id: Int64, name: String, clientID: String, username: String?,
                                       grantType: String, scope: String?, environment: String, key: SecureBytes) -> [UInt8] {
             var e = CanonicalEncoder(label: Labels.V1.profileMAC)
@@ -320,7 +320,7 @@ extension Format {
             return Sodium.blake2b(e.bytes, key: key, length: 32)
         }
 
-        /// §9.2 A format-1 environment MAC: no uid.
+        /// §9.3 A format-1 environment MAC: no uid.
         public static func environmentMAC(vaultID: [UInt8], name: String, tokenURL: String, apiBase: String?, key: SecureBytes) -> [UInt8] {
             var e = CanonicalEncoder(label: Labels.V1.environmentMAC)
             e.data(vaultID)
@@ -330,7 +330,7 @@ extension Format {
             return Sodium.blake2b(e.bytes, key: key, length: 32)
         }
 
-        /// §9.2 A format-1 secret's additional data: the table name and the profile's row id.
+        /// §9.3 A format-1 secret's additional data: the table name and the profile's row id.
         public static func secretAD(vaultID: [UInt8], profileID: Int64, field: String, version: Int64) -> [UInt8] {
             var e = CanonicalEncoder(label: Labels.V1.secretAD)
             e.data(vaultID)
@@ -341,7 +341,7 @@ extension Format {
             return e.bytes
         }
 
-        /// §9.2 A format-1 record MAC: no key epoch.
+        /// §9.3 A format-1 record MAC: no key epoch.
         static func auditMAC(_ record: AuditRow, previousMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
             var e = CanonicalEncoder(label: Labels.V1.auditMAC)
             e.data(vaultID)
@@ -351,7 +351,7 @@ extension Format {
             return Sodium.blake2b(e.bytes, key: key, length: 32)
         }
 
-        /// §9.2 A format-1 head MAC: no key epoch.
+        /// §9.3 A format-1 head MAC: no key epoch.
         public static func auditHeadMAC(seq: Int64, lastMAC: [UInt8], vaultID: [UInt8], key: SecureBytes) -> [UInt8] {
             var e = CanonicalEncoder(label: Labels.V1.auditHeadMAC)
             e.data(vaultID)

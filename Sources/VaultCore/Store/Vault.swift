@@ -79,8 +79,8 @@ public final class Vault: Sendable {
     /// The format version of the stored header (1 until the upgrade).
     public func formatVersion() throws(VaultError) -> UInt32 { try header().formatVersion }
 
-    /// Checks the header and derives the keys; exit 3 on a wrong passphrase. A format-1
-    /// or format-2 vault is upgraded to format 3 here, in one transaction (FORMAT.md §9).
+    /// Checks the header and derives the keys; exit 3 on a wrong passphrase. A format-1, 2
+    /// or 3 vault is upgraded to format 4 here, one transaction per step (FORMAT.md §9).
     public func unlock(passphrase: SecureBytes) throws(VaultError) -> UnlockedVault {
         var header = try header()
         try header.validate()
