@@ -280,6 +280,7 @@ def read_v2(db, h, data_key, audit_key, report):
         if removed is not None:
             membership.setdefault(removed, []).append((name, True, kind == "passphrase"))
     signed_sql = ", member, signature" if members is not None else ", NULL, NULL"
+    added_by_members = []  # §6.7 rule 7 (format 4): member-add records not signed by the owner, before a "format 3 to 4:" upgrade
     for row in db.execute(f"SELECT {AUDIT_COLS}, key_epoch, previous_key_mac{signed_sql} FROM audit_record ORDER BY seq"):
         seq, action, mac, rec_epoch, pkm, signer, signature = row[0], row[2], row[18], row[19], row[20], row[21], row[22]
         if members is not None:
@@ -296,6 +297,10 @@ def read_v2(db, h, data_key, audit_key, report):
                 if action in ("rekey", "member-remove", "passwd"):
                     check(kind == "passphrase", f"record {seq} ({action}) is not signed by the owner")
                 detail = row[17] or ""
+                if h["fv"] >= 4 and action == "member-add" and kind != "passphrase":
+                    added_by_members.append(seq)
+                elif action == "upgrade" and detail.startswith("format 3 to 4:"):
+                    added_by_members = []
                 for (name, removal, owner) in membership.pop(seq, []):
                     if owner and not removal:
                         check(seq == h["signed_from"], f"the owner's row points at record {seq}, not the first signed record")
@@ -323,6 +328,7 @@ def read_v2(db, h, data_key, audit_key, report):
         prev, expected_seq = mac, expected_seq + 1
     check(expected_seq > 1, "the audit trail is empty")
     check(not membership, f"member rows point at records that do not exist: {sorted(membership)}")
+    check(not added_by_members, f"record {added_by_members[:1]} (member-add) is not signed by the owner, as format 4 requires")
     head = db.execute("SELECT seq, key_epoch, last_mac, mac FROM audit_head").fetchone()
     check(head is not None, "the audit head is missing")
     check(head[1] == epoch == current, "head epoch")
@@ -373,6 +379,8 @@ def main():
         h = read_header(db, allow_test)
         kek, identity = None, None
         if h["fv"] >= 3:
+            # §4.4 step 2: a member identity never opens a vault of an older format
+            check(h["fv"] == 4 or not identity_path, "a member identity does not open a format-3 vault: the owner must upgrade it")
             if identity_path:
                 identity = identity_secret(identity_path)
             else:

@@ -113,6 +113,58 @@ struct OwnerSignatureTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a removed member who kept a copy puts the older key epoch (keys, slots, rows) back under the current trail: every unlock refuses it before anything is sealed under those keys")
+    func epochRollback() throws {
+        let team = try TeamFixture()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
+        // What ci keeps while a member: a copy (the same vault, key epoch 1).
+        let kept = vault.directory + "/kept-by-ci.db"
+        #expect(try vault.run(["copy", "--to", kept], removing: ["VAULT_PASSPHRASE"]).status == 0)
+        #expect(try vault.run(["member", "remove", "ci"]).status == 0)
+        #expect(try team.run(as: team.alicePath, ["token", "pw", "--fresh"], token: true).status == 0, "alice writes in epoch 2")
+        let recordsBefore = try team.audit().count
+        let summary = try forge(team, server: nil, ["epoch-rollback", kept, team.ciPath])
+        #expect(summary["epoch"] as? Int == 1, "\(summary)")
+        let secret = "would-be-captured-" + UUID().uuidString
+        LeakScanner.shared.register(secret: secret)
+        let add = try vault.run(["add", "new", "--client-id", "c", "--grant", "client-credentials", "--secrets-stdin"],
+                                env: ["VAULT_IDENTITY_FILE": team.alicePath, "VAULT_IDENTITY_PASSPHRASE": team.alicePassphrase],
+                                removing: ["VAULT_PASSPHRASE"], stdin: Data(#"{"client_secret":"\#(secret)"}"#.utf8))
+        let ownerToken = try vault.run(["token", "pw", "--fresh"])
+        let ciToken = try team.run(as: team.ciPath, ["token", "cc"])
+        for (name, result) in [("alice's add", add), ("the owner's token", ownerToken), ("ci's token", ciToken)] {
+            #expect(result.status == 7 && result.stdout.isEmpty, "\(name): \(result.status) \(result.stderrText)")
+            #expect(result.stderrText.contains("put back to an older epoch"), "\(name): \(result.stderrText)")
+        }
+        #expect(try team.audit().count == recordsBefore, "nothing appended")
+        #expect(try vault.run(["list", "--json"]).stdoutText.contains("\"new\"") == false, "nothing added")
+        expectNoLeaks(vault)
+    }
+
+    @Test("a member who turns an upgraded vault back to format 3 (its pre-upgrade copy under the current trail) gets nothing signed: the owner's unlock refuses it (exit 7)")
+    func downgradeRefused() throws {
+        let vault = TestVault(passphrase: "fixture passphrase v1 ✓")
+        try FileManager.default.createDirectory(atPath: (vault.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.copyItem(atPath: Self.v3.appendingPathComponent("v3-testkdf.db").path, toPath: vault.path)
+        let rebuilt = vault.directory + "/rebuilt.db"
+        try FileManager.default.copyItem(atPath: vault.path, toPath: rebuilt)  // the member's copy from before the upgrade
+        #expect(try vault.run(["upgrade"]).status == 0)
+        let grafted = try Binaries.run("/usr/bin/sqlite3", [rebuilt, """
+            ATTACH '\(vault.path)' AS new; DELETE FROM audit_record; INSERT INTO audit_record SELECT * FROM new.audit_record;
+            DELETE FROM audit_head; INSERT INTO audit_head SELECT * FROM new.audit_head;
+            """], environment: ["PATH": "/usr/bin:/bin"])
+        #expect(grafted.status == 0, "\(grafted.stderrText)")
+        for suffix in ["", "-wal", "-shm"] { unlink(vault.path + suffix) }
+        try FileManager.default.moveItem(atPath: rebuilt, toPath: vault.path)
+        let token = try vault.run(["token", "pw"])
+        #expect(token.status == 7 && token.stderrText.contains("turned back to an older format"), "\(token.status) \(token.stderrText)")
+        #expect(try vault.sql("SELECT format_version FROM vault_header").stdoutText == "3\n", "nothing was signed or upgraded")
+    }
+
     /// The format-3 fixture: owner, alice (who added carol, as format 3 allowed), bob
     /// (removed), two profiles, signed records by three members.
     private static let v3 = repositoryRoot.appendingPathComponent("testvectors/v3")

@@ -158,6 +158,20 @@ struct MemberKeyTests {
         }
     }
 
+    @Test("a member-add record signed by a member (format 3's rule) in a format-4 vault: verify names it")
+    func memberAddByMember() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (owner, path) = try makeVault("the passphrase")
+        let alice = MemberIdentity.generate(), bob = MemberIdentity.generate()
+        try owner.addMember(name: "alice", recipient: alice.recipient)
+        let asAlice = try Vault.open(at: path).unlock(identity: alice)
+        let ownerIdentity = owner.identity
+        // The rows signed by the owner (as if stolen), the record signed by alice.
+        try asAlice.write { tx in try KeyManagement(tx: tx).addMember(name: "bob", recipient: bob.recipient, owner: ownerIdentity) }
+        let failure = try Vault.open(at: path).unlock(passphrase: SecureBytes(utf8: "the passphrase")).verifyAudit().firstFailure
+        #expect(failure?.reason.contains("since format 4 only the owner adds members") == true, "\(String(describing: failure))")
+    }
+
     @Test("only the owner can re-key, add or remove a member (it signs every member row and key slot)")
     func ownerOnlyKeyChanges() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -16,12 +16,19 @@ file itself) or `--dialect pg` (the team vault's schema, via psql).
       MEMBER's box key, with the binding, slot MAC and row MAC those keys give, so that
       MEMBER would open the attacker's keys and seal whatever it adds under them.
 
+  epoch-rollback VAULT.db OLD.db IDENTITY   (--dialect sqlite only)
+      As a removed member who kept OLD.db, a copy from while it was a member (an older
+      key epoch), and can write the store: put the older epoch's header fields, member
+      rows, key slots, profiles, environments and secrets back under the current audit
+      trail, with the head re-MAC'd under the older audit key the member still holds, so
+      that the remaining members would seal new secrets under keys it knows.
+
 Test tool only: the keys it makes are thrown away; it prints no secret.
 """
 import ctypes, json, os, sqlite3, sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "testvectors"))
-from generate import sodium, subkey, blake2b, s, d, i64, opt_i  # noqa: E402
+from generate import sodium, subkey, blake2b, s, d, u32, u64, i64, opt_i  # noqa: E402
 from open_vault import read_header, identity_secret, open_slot  # noqa: E402
 
 
@@ -87,6 +94,28 @@ def seal_outsider(db, h, member, dialect):
             f"UPDATE member SET mac = {literal(row_mac, dialect)} WHERE name = '{name}';"], {"member": name}
 
 
+def epoch_rollback(db, h, old_path, identity_path):
+    old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True)
+    oh = read_header(old, True)
+    assert oh["vid"] == h["vid"] and oh["epoch"] < h["epoch"], "OLD.db must be an older epoch of the same vault"
+    member, _, old_audit_key = open_slot(old, oh, identity_secret(identity_path))
+    digest = blake2b(s("gbg-vault/v3 header") + u32(oh["fv"]) + d(oh["vid"]) + i64(oh["epoch"]) + i64(oh["signed_from"])
+                     + s(oh["alg"]) + u64(oh["ops"]) + u64(oh["mem"]) + d(oh["salt"]) + d(oh["knonce"]) + d(oh["wrapped"]))
+    (seq, last_mac) = db.execute("SELECT seq, last_mac FROM audit_head").fetchone()
+    head_mac = blake2b(s("gbg-vault/v2 audit-head") + d(h["vid"]) + i64(seq) + i64(oh["epoch"]) + d(last_mac),
+                       subkey(old_audit_key, 1, b"gbgvaudt"))
+    x = lambda b: literal(b, "sqlite")
+    tables = ["member", "environment", "profile", "secret_version", "key_slot"]
+    return ([f"ATTACH '{old_path}' AS old;", "PRAGMA foreign_keys = OFF;", "BEGIN;", "DELETE FROM token_cache;",
+             "DELETE FROM retired_audit_key;"]
+            + [f"DELETE FROM {name};" for name in reversed(tables)]
+            + [f"INSERT INTO {name} SELECT * FROM old.{name};" for name in tables]
+            + [f"UPDATE vault_header SET key_epoch = {oh['epoch']}, kdf_salt = {x(oh['salt'])}, key_nonce = {x(oh['knonce'])}, "
+               f"wrapped_keys = {x(oh['wrapped'])}, header_digest = {x(digest)};",
+               f"UPDATE audit_head SET key_epoch = {oh['epoch']}, mac = {x(head_mac)};", "COMMIT;"],
+            {"member": member, "epoch": oh["epoch"], "head": seq})
+
+
 def main():
     mode, path = sys.argv[1], sys.argv[2]
     dialect = sys.argv[sys.argv.index("--dialect") + 1] if "--dialect" in sys.argv else "sqlite"
@@ -94,6 +123,8 @@ def main():
     h = read_header(db, True)
     if mode == "reattribute":
         statements, summary = reattribute(db, h, sys.argv[3], sys.argv[4], dialect)
+    elif mode == "epoch-rollback":
+        statements, summary = epoch_rollback(db, h, sys.argv[3], sys.argv[4])
     elif mode == "seal-outsider":
         statements, summary = seal_outsider(db, h, sys.argv[3], dialect)
     else:

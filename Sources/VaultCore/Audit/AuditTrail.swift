@@ -9,7 +9,8 @@ public enum AuditChain {
     /// reads first (and a writer may send ahead).
     static let headQuery = StoreQuery("""
         SELECT h.*, (SELECT seq FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_seq,
-            (SELECT mac FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_mac
+            (SELECT mac FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_mac,
+            (SELECT key_epoch FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_epoch
         FROM audit_head h WHERE h.id = 1
         """)
 
@@ -42,6 +43,11 @@ public enum AuditChain {
             guard let headRow, let newestSeq = headRow["newest_seq"] as Int64?, let newestMAC = headRow["newest_mac"] as Data?,
                   newestSeq == head.seq, Sodium.constantTimeEqual([UInt8](newestMAC), [UInt8](head.lastMAC)) else {
                 throw VaultError.integrity("the audit trail does not end at the record its head names; vault does not append to it")
+            }
+            // The newest record is of the keys' epoch: keys (and rows) put back to an older
+            // epoch under a newer trail are refused (FORMAT.md §6.4).
+            guard (headRow["newest_epoch"] as Int64? ?? 1) == head.keyEpoch else {
+                throw VaultError.integrity("the newest audit record is of another key epoch than the vault's keys (keys put back to an older epoch?); vault does not append to it")
             }
             // The trail must extend the newest record this process saw (FORMAT.md §12).
             try trail?.guarding.check(headSeq: head.seq, headMAC: [UInt8](head.lastMAC), db: db)
@@ -90,6 +96,46 @@ public enum AuditChain {
             throw VaultError.integrity("the audit chain head does not verify")
         }
         return head
+    }
+
+    /// The newest record checked as far as one unlock can afford (FORMAT.md §4.4 step 10):
+    /// it is the record the head names, of the header's key epoch, its MAC verifies under
+    /// that epoch's audit key after the record before it, and (from `signedFrom` on) it
+    /// carries the signature of a member whose row the owner signed. So the keys, key slots
+    /// and rows cannot be put back to an older key epoch (by a removed member who kept a
+    /// copy) under the current trail: the newest record was written with the newest keys.
+    static func checkNewestRecord(db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys, signedFrom: Int64) throws {
+        let head = try checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys)
+        let stale = "the vault's keys are of key epoch \(keys.epoch) but its newest audit record, record \(head.seq),"
+        guard let row = try AuditRow.fetchOne(db, sql: "SELECT * FROM audit_record WHERE seq = ?", arguments: [head.seq]) else {
+            throw VaultError.integrity("the audit trail does not end at the record its head names (\(head.seq))")
+        }
+        guard (row.keyEpoch ?? 1) == keys.epoch else {
+            throw VaultError.integrity("\(stale) is of epoch \(row.keyEpoch ?? 1): the keys and key slots were put back to an older epoch")
+        }
+        let previousMAC: [UInt8]
+        if head.seq == 1 {
+            previousMAC = zeroMAC
+        } else {
+            guard let mac = try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [head.seq - 1]) else {
+                throw VaultError.integrity("audit record \(head.seq - 1) is missing")
+            }
+            previousMAC = [UInt8](mac)
+        }
+        let mac = Format.auditMAC(row, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
+        guard Sodium.constantTimeEqual(mac, [UInt8](row.mac)), Sodium.constantTimeEqual(mac, [UInt8](head.lastMAC)) else {
+            throw VaultError.integrity("\(stale) does not verify under them (the keys were put back to an older epoch, or the record was edited)")
+        }
+        guard head.seq >= signedFrom else { return }
+        guard let name = row.member, let signature = row.signature, let member = try MemberRecord.fetchOne(db, key: name),
+              let owner = try MemberRecord.fetchOne(db, key: Labels.ownerMember), owner.isOwner else {
+            throw VaultError.integrity("the newest audit record, record \(head.seq), is not signed by a member")
+        }
+        try MemberCrypto.checkSignature(of: member, owner: owner, vaultID: vaultID)
+        guard Sodium.verify(signature: [UInt8](signature), message: Format.auditSignatureInput(vaultID: vaultID, seq: head.seq, member: name, mac: mac),
+                            publicKey: [UInt8](member.signPublicKey)) else {
+            throw VaultError.integrity("the newest audit record, record \(head.seq), is not signed by its member '\(name.sanitisedForDisplay(limit: 64))'")
+        }
     }
 
     /// The audit keys of every epoch, newest first unwrapped from the current one
@@ -145,6 +191,9 @@ public enum AuditChain {
     struct SignatureRules {
         var signedFrom: Int64
         var members: [MemberRecord]
+        /// Format 4: a `member-add` signed by a member other than the owner must precede the
+        /// `format 3 to 4` upgrade record (false: checking a format-3 trail, where members added members).
+        var ownerAddsMembers = true
     }
 
     /// The signature rules of §6.7 for one record whose MAC is `mac`; nil when they hold.
@@ -214,6 +263,9 @@ public enum AuditChain {
             }
         }
         let keys = try epochKeys(db: db, vaultID: vaultID, current: current)
+        // §6.7 rule 7: `member-add` records signed by a member other than the owner are
+        // format 3's, so each must be followed by the `format 3 to 4` upgrade record.
+        var addedByMembers: [(seq: Int64, member: String)] = []
         var previous = zeroMAC
         var expectedSeq: Int64 = 1
         var epoch: Int64 = 1
@@ -270,6 +322,13 @@ public enum AuditChain {
             if let signatures, let problem = signatureProblem(row, mac: computed, vaultID: vaultID, rules: signatures, byName: byName) {
                 return failure(row.seq, problem)
             }
+            if signatures?.ownerAddsMembers == true, let action = AuditAction(rawValue: row.action) {
+                if action == .memberAdd, let name = row.member, byName[name]?.isOwner == false {
+                    addedByMembers.append((row.seq, name))
+                } else if action == .upgrade, row.detail?.hasPrefix(FormatUpgrade.format4Detail) == true {
+                    addedByMembers.removeAll()
+                }
+            }
             if let signatures, let expected = membership.removeValue(forKey: row.seq) {
                 for one in expected {
                     if let problem = membershipProblem(row, expected: one, signedFrom: signatures.signedFrom) { return failure(row.seq, problem) }
@@ -282,6 +341,9 @@ public enum AuditChain {
         let lastSeq = expectedSeq - 1
         guard checked > 0 else {
             return failure(1, "the audit trail is empty (every record was removed); it must start with the init record")
+        }
+        if let first = addedByMembers.first {
+            return failure(first.seq, "record \(first.seq) (member-add) is signed by '\(first.member.sanitisedForDisplay(limit: 64))', but since format 4 only the owner adds members")
         }
         if let (seq, expected) = membership.min(by: { $0.key < $1.key }), let one = expected.first {
             return failure(seq, "member '\(one.member.sanitisedForDisplay(limit: 64))' says it was \(one.removal ? "removed" : "added") by record \(seq), which does not exist")

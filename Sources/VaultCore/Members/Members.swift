@@ -216,27 +216,36 @@ enum MemberCrypto {
     static func openSlot(identity: MemberIdentity, db: StoreDB, vaultID: [UInt8], epoch: Int64, signed: Bool = true) throws -> (member: MemberRecord, keys: VaultKeys)? {
         let slots = try KeySlotRecord.fetchAll(db)
         var found: (KeySlotRecord, SecureBytes)?
+        var opening = 0
         for slot in slots {
-            if let opened = identity.openBox([UInt8](slot.sealed)), found == nil {
-                found = (slot, opened)
+            if let opened = identity.openBox([UInt8](slot.sealed)) {
+                opening += 1
+                if found == nil { found = (slot, opened) }
             }
         }
         guard let (slot, plaintext) = found else { return nil }
+        guard opening == 1 else { throw VaultError.integrity("\(opening) key slots open for this identity (a slot was copied to another member's row)") }
         guard plaintext.count == 96, slot.keyEpoch == epoch else {
             throw VaultError.integrity("the key slot of member '\(slot.member.sanitisedForDisplay(limit: 64))' is not for the vault's current key epoch")
         }
         guard let member = try MemberRecord.fetchOne(db, key: slot.member), member.removedSeq == nil,
-              Sodium.constantTimeEqual([UInt8](member.boxPublicKey), identity.recipient.boxPublicKey),
-              Sodium.constantTimeEqual([UInt8](member.signPublicKey), identity.recipient.signPublicKey) else {
+              Sodium.constantTimeEqual([UInt8](member.boxPublicKey), identity.recipient.boxPublicKey) else {
             throw VaultError.integrity("a key slot opened by this identity belongs to another member (slots were swapped)")
         }
+        guard Sodium.constantTimeEqual([UInt8](member.signPublicKey), identity.recipient.signPublicKey) else {
+            throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' has another signing key than this identity (its row was edited)")
+        }
+        var ownerRow: MemberRecord?
         if signed {
-            // Before the box's keys are used for anything: the slot and the row are the owner's work.
+            // Before the box's keys are used for anything: the slot and the row are the owner's
+            // work, under the owner row's key, which that row itself must carry signed.
             guard let owner = try MemberRecord.fetchOne(db, key: Labels.ownerMember), owner.isOwner else {
                 throw VaultError.integrity("the owner's member row is missing")
             }
+            try checkSignature(of: owner, owner: owner, vaultID: vaultID)
             try checkSignature(of: member, owner: owner, vaultID: vaultID)
             try checkSignature(of: slot, member: member, owner: owner, vaultID: vaultID)
+            ownerRow = owner
         }
         let keys: VaultKeys
         do {
@@ -248,8 +257,10 @@ enum MemberCrypto {
         guard Sodium.constantTimeEqual(binding, slotBinding(vaultID: vaultID, epoch: epoch, member: member, keys: keys)) else {
             throw VaultError.integrity("the key slot of member '\(member.name.sanitisedForDisplay(limit: 64))' is bound to another vault, epoch or member")
         }
-        guard Sodium.constantTimeEqual(mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)) else {
-            throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
+        for row in [member] + (ownerRow.map { [$0] } ?? []) {
+            guard Sodium.constantTimeEqual(mac(row, vaultID: vaultID, key: keys.metadataKey), [UInt8](row.mac)) else {
+                throw VaultError.integrity("member '\(row.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
+            }
         }
         guard Sodium.constantTimeEqual(slotMAC(member: member, epoch: epoch, sealed: [UInt8](slot.sealed), vaultID: vaultID, key: keys.metadataKey),
                                        [UInt8](slot.mac)) else {

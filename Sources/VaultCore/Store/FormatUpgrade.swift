@@ -55,7 +55,15 @@ enum FormatUpgrade {
         } else {
             // Format 3: the owner's identity from the header, the keys from its slot (checked
             // by format 3's rules: there are no signatures yet).
-            guard let owner = try header.unwrapOwner(kek: kek) else { throw .wrongPassphrase }
+            guard let owner = try header.unwrapOwner(kek: kek) else {
+                // The identity wrapped for format 4 under a header that says 3: turned back.
+                var written = header
+                written.formatVersion = 4
+                if try written.unwrapOwner(kek: kek) != nil {
+                    throw .integrity("the vault header says format 3, but its owner identity was wrapped for format 4: the vault was turned back to an older format")
+                }
+                throw .wrongPassphrase
+            }
             let opened = try store.read { db in try MemberCrypto.openSlot(identity: owner, db: db, vaultID: vaultID, epoch: header.keyEpoch, signed: false) }
             guard let opened else {
                 throw .integrity("the passphrase is right, but the owner's key slot does not open: it was damaged or removed")
@@ -99,6 +107,11 @@ enum FormatUpgrade {
             return error
         }
     }
+
+    /// How the `upgrade` record of the format-3 to 4 step begins (FORMAT.md §9.1): a
+    /// format-3 store whose trail holds one was turned back (refused), and `member-add`
+    /// records by members must precede it (§6.7).
+    static let format4Detail = "format 3 to 4:"
 
     /// The failure that aborts this process's upgrade transaction when another process
     /// finished the upgrade first; `run` then simply goes on.
@@ -251,8 +264,15 @@ enum FormatUpgrade {
             throw VaultError.integrity("the owner's member row does not hold the passphrase's identity; the vault was not upgraded")
         }
         try MemberCrypto.checkSlots(db, members: members, keys: keys, vaultID: vaultID, signed: false)
+        // A vault that was upgraded once and is format 3 again was turned back (a member's
+        // old copy of the tables under the current trail): signing it would sign whatever
+        // that member put in.
+        if let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM audit_record WHERE action = 'upgrade' AND detail LIKE ? ORDER BY seq LIMIT 1",
+                                        arguments: [format4Detail + "%"]) {
+            throw VaultError.integrity("this format-3 vault was already upgraded to format 4 (audit record \(seq)): it was turned back to an older format; the vault was not upgraded")
+        }
         let verification = try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys,
-                                                 signatures: .init(signedFrom: stored.signedFromSeq, members: members))
+                                                 signatures: .init(signedFrom: stored.signedFromSeq, members: members, ownerAddsMembers: false))
         if let failure = verification.firstFailure {
             throw VaultError.integrity("audit record \(failure.seq): \(failure.reason); the vault was not upgraded")
         }
@@ -284,7 +304,7 @@ enum FormatUpgrade {
         try HeaderRecord(header).update(db)
         guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
         try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok,
-                                         detail: "format 3 to 4: \(byName.count) member row(s) and \(slots) key slot(s) signed by the owner; only the owner adds members"),
+                                         detail: "\(format4Detail) \(byName.count) member row(s) and \(slots) key slot(s) signed by the owner; only the owner adds members"),
                               db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
     }
 }

@@ -130,7 +130,7 @@ extension UnlockedVault {
     static func knownStateQuery(seq: Int64) -> StoreQuery {
         StoreQuery("""
             SELECT h.seq, h.last_mac, (SELECT mac FROM audit_record WHERE seq = ?) AS seen_mac,
-                (SELECT sign_public_key FROM member WHERE kind = 'passphrase') AS owner_key
+                (SELECT sign_public_key FROM member WHERE name = 'owner' AND kind = 'passphrase') AS owner_key
             FROM audit_head h WHERE h.id = 1
             """, [seq])
     }

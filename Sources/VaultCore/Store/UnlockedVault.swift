@@ -84,7 +84,11 @@ public final class UnlockedVault: @unchecked Sendable {
         try stored.validate()
         guard stored.vaultID == vaultID, stored.formatVersion == Labels.formatVersion else { return false }
         let opened = try database.read { db in
-            try MemberCrypto.openSlot(identity: identity, db: db, vaultID: vaultID, epoch: stored.keyEpoch)
+            let opened = try MemberCrypto.openSlot(identity: identity, db: db, vaultID: vaultID, epoch: stored.keyEpoch)
+            if let opened {
+                try AuditChain.checkNewestRecord(db: db, vaultID: vaultID, keys: opened.keys.auditEpochKeys, signedFrom: stored.signedFromSeq)
+            }
+            return opened
         }
         guard let opened, opened.member.name == member else { return false }
         lock.withLock {

@@ -129,7 +129,11 @@ public final class Vault: Sendable {
             guard let current = try HeaderRecord.fetchOne(db, key: 1)?.header else { throw VaultError.integrity("the vault header is missing") }
             try current.validate()
             guard current.vaultID == header.vaultID, current.formatVersion == header.formatVersion else { throw VaultError.keysChanged }
-            return (current, try MemberCrypto.openSlot(identity: identity, db: db, vaultID: current.vaultID, epoch: current.keyEpoch))
+            let opened = try MemberCrypto.openSlot(identity: identity, db: db, vaultID: current.vaultID, epoch: current.keyEpoch)
+            if let opened {
+                try AuditChain.checkNewestRecord(db: db, vaultID: current.vaultID, keys: opened.keys.auditEpochKeys, signedFrom: current.signedFromSeq)
+            }
+            return (current, opened)
         }
         guard let opened = found.1 else { throw wrongIdentity }
         Trace.debug("unlocked as member '\(opened.member.name)' (key epoch \(found.0.keyEpoch))")
