@@ -12,3 +12,6 @@ ALTER TABLE member ADD COLUMN owner_signature BLOB CHECK (owner_signature IS NUL
 
 -- §3.10 The owner's Ed25519 signature over the key slot (§10.6).
 ALTER TABLE key_slot ADD COLUMN owner_signature BLOB CHECK (owner_signature IS NULL OR length(owner_signature) = 64);
+
+-- §4.4 step 10, §6.4: the highest key epoch in the trail, read at every unlock and append.
+CREATE INDEX audit_record_epoch ON audit_record (key_epoch);

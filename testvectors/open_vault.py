@@ -121,12 +121,15 @@ def open_slot(db, h, identity):
     """§10.3 try every slot; the one that opens must be this member's, for this epoch, bound to it."""
     box_sk, seed = identity[:32], identity[32:]
     box_pk, sign_pk = box_public(box_sk), sign_public(seed)
-    found = None
+    found, opening = None, 0
     for (member, epoch, sealed, endorsement) in db.execute("SELECT member, key_epoch, sealed, endorsement FROM key_slot"):
         opened = seal_open(sealed, box_pk, box_sk)
-        if opened is not None and found is None:
-            found = (member, epoch, opened, sealed, endorsement)
+        if opened is not None:
+            opening += 1
+            if found is None:
+                found = (member, epoch, opened, sealed, endorsement)
     check(found is not None, "this identity has no key slot in the vault")
+    check(opening == 1, f"{opening} key slots open for this identity (a slot copied to another row)")
     (member, epoch, opened, sealed, endorsement) = found
     check(len(opened) == 96 and epoch == h["epoch"], "key slot epoch")
     row = db.execute("SELECT uid, box_public_key, sign_public_key, removed_seq FROM member WHERE name = ?", (member,)).fetchone()
@@ -293,8 +296,8 @@ def read_v2(db, h, data_key, audit_key, report):
                 check(added <= seq and (removed is None or seq <= removed), f"record {seq} signed outside {signer}'s membership")
                 if seq == h["signed_from"]:
                     check(kind == "passphrase" and action in ("init", "upgrade"), f"record {seq} is not an owner-signed init/upgrade")
-                # §6.7 rule 6: only the owner rekeys, removes members and changes the passphrase.
-                if action in ("rekey", "member-remove", "passwd"):
+                # §6.7 rule 6: only the owner rekeys, removes members, changes the passphrase and upgrades.
+                if action in ("rekey", "member-remove", "passwd", "upgrade"):
                     check(kind == "passphrase", f"record {seq} ({action}) is not signed by the owner")
                 detail = row[17] or ""
                 if h["fv"] >= 4 and action == "member-add" and kind != "passphrase":

@@ -5,3 +5,4 @@
 
 ALTER TABLE member ADD COLUMN owner_signature BYTEA CHECK (owner_signature IS NULL OR length(owner_signature) = 64);
 ALTER TABLE key_slot ADD COLUMN owner_signature BYTEA CHECK (owner_signature IS NULL OR length(owner_signature) = 64);
+CREATE INDEX audit_record_epoch ON audit_record (key_epoch);

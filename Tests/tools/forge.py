@@ -21,7 +21,10 @@ file itself) or `--dialect pg` (the team vault's schema, via psql).
       key epoch), and can write the store: put the older epoch's header fields, member
       rows, key slots, profiles, environments and secrets back under the current audit
       trail, with the head re-MAC'd under the older audit key the member still holds, so
-      that the remaining members would seal new secrets under keys it knows.
+      that the remaining members would seal new secrets under keys it knows. With
+      --append, it also appends a record of its own under the older epoch (MAC'd with its
+      old audit key, signed with its own key, whose restored row is current), so that the
+      newest record is of the older epoch too.
 
 Test tool only: the keys it makes are thrown away; it prints no secret.
 """
@@ -29,7 +32,7 @@ import ctypes, json, os, sqlite3, sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "testvectors"))
 from generate import sodium, subkey, blake2b, s, d, u32, u64, i64, opt_i  # noqa: E402
-from open_vault import read_header, identity_secret, open_slot  # noqa: E402
+from open_vault import read_header, identity_secret, open_slot, audit_fields  # noqa: E402
 
 
 def sign_keypair():
@@ -94,7 +97,7 @@ def seal_outsider(db, h, member, dialect):
             f"UPDATE member SET mac = {literal(row_mac, dialect)} WHERE name = '{name}';"], {"member": name}
 
 
-def epoch_rollback(db, h, old_path, identity_path):
+def epoch_rollback(db, h, old_path, identity_path, append=False):
     old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True)
     oh = read_header(old, True)
     assert oh["vid"] == h["vid"] and oh["epoch"] < h["epoch"], "OLD.db must be an older epoch of the same vault"
@@ -102,9 +105,21 @@ def epoch_rollback(db, h, old_path, identity_path):
     digest = blake2b(s("gbg-vault/v3 header") + u32(oh["fv"]) + d(oh["vid"]) + i64(oh["epoch"]) + i64(oh["signed_from"])
                      + s(oh["alg"]) + u64(oh["ops"]) + u64(oh["mem"]) + d(oh["salt"]) + d(oh["knonce"]) + d(oh["wrapped"]))
     (seq, last_mac) = db.execute("SELECT seq, last_mac FROM audit_head").fetchone()
-    head_mac = blake2b(s("gbg-vault/v2 audit-head") + d(h["vid"]) + i64(seq) + i64(oh["epoch"]) + d(last_mac),
-                       subkey(old_audit_key, 1, b"gbgvaudt"))
+    mac_key = subkey(old_audit_key, 1, b"gbgvaudt")
     x = lambda b: literal(b, "sqlite")
+    appended = []
+    if append:
+        secret = identity_secret(identity_path)
+        pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(64)
+        sodium.crypto_sign_seed_keypair(pk, sk, secret[32:])
+        seq, at = seq + 1, 1764384000000
+        row = (seq, at, "token", "cc", None, None, None, "cache_hit") + (None,) * 10
+        mac = blake2b(s("gbg-vault/v2 audit") + d(h["vid"]) + d(last_mac) + i64(seq) + i64(oh["epoch"]) + audit_fields(row), mac_key)
+        sig = sign(s("gbg-vault/v3 audit-signature") + d(h["vid"]) + i64(seq) + s(member) + d(mac), sk.raw)
+        appended = [f"INSERT INTO audit_record (seq, at, action, profile, outcome, mac, key_epoch, member, signature) VALUES "
+                    f"({seq}, {at}, 'token', 'cc', 'cache_hit', {x(mac)}, {oh['epoch']}, '{member}', {x(sig)});"]
+        last_mac = mac
+    head_mac = blake2b(s("gbg-vault/v2 audit-head") + d(h["vid"]) + i64(seq) + i64(oh["epoch"]) + d(last_mac), mac_key)
     tables = ["member", "environment", "profile", "secret_version", "key_slot"]
     return ([f"ATTACH '{old_path}' AS old;", "PRAGMA foreign_keys = OFF;", "BEGIN;", "DELETE FROM token_cache;",
              "DELETE FROM retired_audit_key;"]
@@ -112,7 +127,8 @@ def epoch_rollback(db, h, old_path, identity_path):
             + [f"INSERT INTO {name} SELECT * FROM old.{name};" for name in tables]
             + [f"UPDATE vault_header SET key_epoch = {oh['epoch']}, kdf_salt = {x(oh['salt'])}, key_nonce = {x(oh['knonce'])}, "
                f"wrapped_keys = {x(oh['wrapped'])}, header_digest = {x(digest)};",
-               f"UPDATE audit_head SET key_epoch = {oh['epoch']}, mac = {x(head_mac)};", "COMMIT;"],
+               *appended,
+               f"UPDATE audit_head SET seq = {seq}, key_epoch = {oh['epoch']}, last_mac = {x(last_mac)}, mac = {x(head_mac)};", "COMMIT;"],
             {"member": member, "epoch": oh["epoch"], "head": seq})
 
 
@@ -124,7 +140,7 @@ def main():
     if mode == "reattribute":
         statements, summary = reattribute(db, h, sys.argv[3], sys.argv[4], dialect)
     elif mode == "epoch-rollback":
-        statements, summary = epoch_rollback(db, h, sys.argv[3], sys.argv[4])
+        statements, summary = epoch_rollback(db, h, sys.argv[3], sys.argv[4], append="--append" in sys.argv)
     elif mode == "seal-outsider":
         statements, summary = seal_outsider(db, h, sys.argv[3], dialect)
     else:

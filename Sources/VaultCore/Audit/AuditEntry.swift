@@ -31,8 +31,8 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
     /// signed one on, must be signed by the owner (FORMAT.md §6.7, rule 6).
     var ownerOnly: Bool {
         switch self {
-        case .rekey, .memberRemove, .passwd: true
-        case .initialise, .add, .edit, .rotate, .remove, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
+        case .rekey, .memberRemove, .passwd, .upgrade: true
+        case .initialise, .add, .edit, .rotate, .remove, .envAdd, .envSet, .envRemove, .memberAdd,
              .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
         }
     }

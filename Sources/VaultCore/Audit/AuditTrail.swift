@@ -10,7 +10,8 @@ public enum AuditChain {
     static let headQuery = StoreQuery("""
         SELECT h.*, (SELECT seq FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_seq,
             (SELECT mac FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_mac,
-            (SELECT key_epoch FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_epoch
+            (SELECT key_epoch FROM audit_record ORDER BY seq DESC LIMIT 1) AS newest_epoch,
+            (SELECT max(key_epoch) FROM audit_record) AS highest_epoch
         FROM audit_head h WHERE h.id = 1
         """)
 
@@ -46,11 +47,19 @@ public enum AuditChain {
             }
             // The newest record is of the keys' epoch: keys (and rows) put back to an older
             // epoch under a newer trail are refused (FORMAT.md §6.4).
-            guard (headRow["newest_epoch"] as Int64? ?? 1) == head.keyEpoch else {
+            guard (headRow["newest_epoch"] as Int64? ?? 1) == head.keyEpoch, (headRow["highest_epoch"] as Int64? ?? 1) == head.keyEpoch else {
                 throw VaultError.integrity("the newest audit record is of another key epoch than the vault's keys (keys put back to an older epoch?); vault does not append to it")
             }
-            // The trail must extend the newest record this process saw (FORMAT.md §12).
-            try trail?.guarding.check(headSeq: head.seq, headMAC: [UInt8](head.lastMAC), db: db)
+            // The trail must extend the newest record this process saw (FORMAT.md §12); a
+            // newest record another process wrote since is checked as an unlock checks it
+            // (§4.4 step 10), so that a long-running process never appends under keys put
+            // back to an older epoch.
+            if let trail {
+                try trail.guarding.check(headSeq: head.seq, headMAC: [UInt8](head.lastMAC), db: db)
+                if head.seq != trail.guarding.newestSeen.seq {
+                    try checkNewestRecord(db: db, vaultID: vaultID, keys: previous ?? keys, signedFrom: trail.signedFrom)
+                }
+            }
             entry.seq = head.seq + 1
             previousMAC = [UInt8](head.lastMAC)
         }
@@ -105,28 +114,44 @@ public enum AuditChain {
     /// and rows cannot be put back to an older key epoch (by a removed member who kept a
     /// copy) under the current trail: the newest record was written with the newest keys.
     static func checkNewestRecord(db: StoreDB, vaultID: [UInt8], keys: AuditEpochKeys, signedFrom: Int64) throws {
-        let head = try checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys)
+        /// A failure here is rare and means tampering: the whole chain is walked to name the
+        /// first bad record (§6.5), which is more use than "the newest one".
+        func refuse(_ reason: String) throws -> Never {
+            if let first = try? verify(db: db, vaultID: vaultID, current: keys).firstFailure {
+                throw VaultError.integrity("audit record \(first.seq): \(first.reason)")
+            }
+            throw VaultError.integrity(reason)
+        }
+        let head: AuditHeadRecord
+        do {
+            head = try checkedHead(try AuditHeadRecord.fetchOne(db, key: 1), vaultID: vaultID, keys: keys)
+        } catch VaultError.integrity(let reason) {
+            try refuse(reason)
+        }
         let stale = "the vault's keys are of key epoch \(keys.epoch) but its newest audit record, record \(head.seq),"
         guard let row = try AuditRow.fetchOne(db, sql: "SELECT * FROM audit_record WHERE seq = ?", arguments: [head.seq]) else {
-            throw VaultError.integrity("the audit trail does not end at the record its head names (\(head.seq))")
+            try refuse("audit record \(head.seq), which the audit head names, is missing")
         }
-        guard (row.keyEpoch ?? 1) == keys.epoch else {
-            throw VaultError.integrity("\(stale) is of epoch \(row.keyEpoch ?? 1): the keys and key slots were put back to an older epoch")
+        // The highest epoch anywhere in the trail, not only the newest record's: a record
+        // appended under an older epoch's keys after newer ones is the same attack.
+        let highest = try Int64.fetchOne(db, sql: "SELECT max(key_epoch) FROM audit_record") ?? 1
+        guard (row.keyEpoch ?? 1) == keys.epoch, highest == keys.epoch else {
+            throw VaultError.integrity("\(stale) is of epoch \(row.keyEpoch ?? 1) and the trail reaches epoch \(highest): the keys and key slots were put back to an older epoch")
         }
-        let previousMAC: [UInt8]
-        if head.seq == 1 {
-            previousMAC = zeroMAC
-        } else {
+        guard signedFrom <= head.seq else {
+            throw VaultError.integrity("the header says records are signed from \(signedFrom) on, after the newest record (\(head.seq))")
+        }
+        var previousMAC = zeroMAC
+        if head.seq > 1 {
             guard let mac = try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [head.seq - 1]) else {
-                throw VaultError.integrity("audit record \(head.seq - 1) is missing")
+                try refuse("audit record \(head.seq - 1) is missing")
             }
             previousMAC = [UInt8](mac)
         }
         let mac = Format.auditMAC(row, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch, key: keys.macKey)
         guard Sodium.constantTimeEqual(mac, [UInt8](row.mac)), Sodium.constantTimeEqual(mac, [UInt8](head.lastMAC)) else {
-            throw VaultError.integrity("\(stale) does not verify under them (the keys were put back to an older epoch, or the record was edited)")
+            try refuse("\(stale) does not verify under them (the keys were put back to an older epoch, or the record was edited)")
         }
-        guard head.seq >= signedFrom else { return }
         guard let name = row.member, let signature = row.signature, let member = try MemberRecord.fetchOne(db, key: name),
               let owner = try MemberRecord.fetchOne(db, key: Labels.ownerMember), owner.isOwner else {
             throw VaultError.integrity("the newest audit record, record \(head.seq), is not signed by a member")

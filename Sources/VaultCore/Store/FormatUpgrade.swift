@@ -264,17 +264,18 @@ enum FormatUpgrade {
             throw VaultError.integrity("the owner's member row does not hold the passphrase's identity; the vault was not upgraded")
         }
         try MemberCrypto.checkSlots(db, members: members, keys: keys, vaultID: vaultID, signed: false)
-        // A vault that was upgraded once and is format 3 again was turned back (a member's
-        // old copy of the tables under the current trail): signing it would sign whatever
-        // that member put in.
-        if let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM audit_record WHERE action = 'upgrade' AND detail LIKE ? ORDER BY seq LIMIT 1",
-                                        arguments: [format4Detail + "%"]) {
-            throw VaultError.integrity("this format-3 vault was already upgraded to format 4 (audit record \(seq)): it was turned back to an older format; the vault was not upgraded")
-        }
         let verification = try AuditChain.verify(db: db, vaultID: vaultID, current: keys.auditEpochKeys,
                                                  signatures: .init(signedFrom: stored.signedFromSeq, members: members, ownerAddsMembers: false))
         if let failure = verification.firstFailure {
             throw VaultError.integrity("audit record \(failure.seq): \(failure.reason); the vault was not upgraded")
+        }
+        // A vault that was upgraded once and is format 3 again was turned back (a member's
+        // old copy of the tables under the current trail): signing it would sign whatever
+        // that member put in. (The trail verified: such a record is the owner's.)
+        if let seq = try Int64.fetchOne(db, sql: """
+            SELECT seq FROM audit_record WHERE action = 'upgrade' AND substr(detail, 1, \(format4Detail.utf8.count)) = ? ORDER BY seq LIMIT 1
+            """, arguments: [format4Detail]) {
+            throw VaultError.integrity("this format-3 vault was already upgraded to format 4 (audit record \(seq)): it was turned back to an older format; the vault was not upgraded")
         }
     }
 

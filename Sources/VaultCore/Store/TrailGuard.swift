@@ -120,8 +120,14 @@ final class TrailGuard: @unchecked Sendable {
 /// Per write transaction: what its audit append wrote, for ``TrailGuard/committed(_:now:)``.
 final class TrailMark: @unchecked Sendable {
     let guarding: TrailGuard
+    /// The vault's first signed record (§6.7), for the check of a newest record another
+    /// process wrote.
+    let signedFrom: Int64
     var appended: (seq: Int64, mac: [UInt8])?
-    init(_ guarding: TrailGuard) { self.guarding = guarding }
+    init(_ guarding: TrailGuard, signedFrom: Int64) {
+        self.guarding = guarding
+        self.signedFrom = signedFrom
+    }
 }
 
 extension UnlockedVault {

@@ -148,7 +148,7 @@ public final class UnlockedVault: @unchecked Sendable {
     /// the reads `body` will make first sent ahead (``VaultStore/write(prefetching:_:)``).
     func write<T>(prefetching queries: [StoreQuery] = [], _ body: (VaultTransaction) throws -> T) throws(VaultError) -> T {
         try withCurrentKeys { (keys) throws(VaultError) in
-            let mark = lock.withLock { trailGuard }.map(TrailMark.init)
+            let mark = lock.withLock { trailGuard }.map { TrailMark($0, signedFrom: header.signedFromSeq) }
             let result = try database.write(prefetching: [Self.currentKeysQuery] + queries) { db in
                 try expectCurrent(db, keys: keys)
                 return try body(transaction(db, keys, trail: mark))
