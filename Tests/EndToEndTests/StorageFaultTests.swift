@@ -101,6 +101,9 @@ struct StorageFaultTests {
             (["backup", disk.mount + "/backup.db"], [:]),
         ]
         for write in writes {
+            // An empty WAL, so that the write needs new space (a WAL grown by an earlier,
+            // failed write would have room for a small one).
+            _ = try Binaries.run("/usr/bin/sqlite3", [moved, "PRAGMA wal_checkpoint(TRUNCATE)"], environment: [:])
             disk.fill()
             let result = try vault.run(write.arguments, env: env.merging(write.env) { a, _ in a })
             disk.unfill()

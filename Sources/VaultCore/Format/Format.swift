@@ -198,7 +198,16 @@ extension Format {
     public static func memberMAC(vaultID: [UInt8], name: String, uid: [UInt8], kind: String, boxPublicKey: [UInt8],
                                  signPublicKey: [UInt8], addedSeq: Int64, removedSeq: Int64?, createdAt: String,
                                  key: SecureBytes) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.memberMAC)
+        Sodium.blake2b(memberFields(label: Labels.memberMAC, vaultID: vaultID, name: name, uid: uid, kind: kind, boxPublicKey: boxPublicKey,
+                                    signPublicKey: signPublicKey, addedSeq: addedSeq, removedSeq: removedSeq, createdAt: createdAt),
+                       key: key, length: 32)
+    }
+
+    /// §10.4, §10.6 A member row's fields after `label`: what its MAC and the owner's
+    /// signature cover.
+    static func memberFields(label: String, vaultID: [UInt8], name: String, uid: [UInt8], kind: String, boxPublicKey: [UInt8],
+                             signPublicKey: [UInt8], addedSeq: Int64, removedSeq: Int64?, createdAt: String) -> [UInt8] {
+        var e = CanonicalEncoder(label: label)
         e.data(vaultID)
         e.str(name)
         e.data(uid)
@@ -208,7 +217,7 @@ extension Format {
         e.i64(addedSeq)
         e.optionalI64(removedSeq)
         e.str(createdAt)
-        return Sodium.blake2b(e.bytes, key: key, length: 32)
+        return e.bytes
     }
 
     /// §10.3 The 32-byte binding sealed inside a key slot: the slot belongs to this vault,
@@ -254,17 +263,8 @@ extension Format {
     /// another member's keys, its name or when it was added or removed.
     public static func memberSignatureInput(vaultID: [UInt8], name: String, uid: [UInt8], kind: String, boxPublicKey: [UInt8],
                                             signPublicKey: [UInt8], addedSeq: Int64, removedSeq: Int64?, createdAt: String) -> [UInt8] {
-        var e = CanonicalEncoder(label: Labels.memberSignature)
-        e.data(vaultID)
-        e.str(name)
-        e.data(uid)
-        e.str(kind)
-        e.data(boxPublicKey)
-        e.data(signPublicKey)
-        e.i64(addedSeq)
-        e.optionalI64(removedSeq)
-        e.str(createdAt)
-        return e.bytes
+        memberFields(label: Labels.memberSignature, vaultID: vaultID, name: name, uid: uid, kind: kind, boxPublicKey: boxPublicKey,
+                     signPublicKey: signPublicKey, addedSeq: addedSeq, removedSeq: removedSeq, createdAt: createdAt)
     }
 
     /// §10.6 What the owner signs for a key slot (format 4): the sealed box, for this

@@ -140,6 +140,17 @@ enum MemberCrypto {
         return r
     }
 
+    /// §10.4 Every row's MAC under `key` (and a known kind, a 16-byte uid): a row a
+    /// member changed without the keys, or moved from another vault or epoch, fails.
+    static func checkMACs(_ members: [MemberRecord], vaultID: [UInt8], key: SecureBytes) throws {
+        for member in members {
+            guard Sodium.constantTimeEqual(mac(member, vaultID: vaultID, key: key), [UInt8](member.mac)),
+                  member.uid.count == 16, ["passphrase", "recipient"].contains(member.kind) else {
+                throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
+            }
+        }
+    }
+
     /// §10.6 The owner's row among `members`, whose signing key is the root every other
     /// signature is checked against (itself pinned by each client, FORMAT.md §12).
     static func ownerRow(_ members: [MemberRecord]) throws -> MemberRecord {

@@ -230,14 +230,23 @@ enum FormatUpgrade {
         state.owner = owner
         let firstSigned = head.seq + 1
         try Vault.insertOwner(owner, keys: keys, addedSeq: firstSigned, vaultID: vaultID, createdAt: clock.now().iso8601, db: db, signed: false)
-        header.formatVersion = 3
         header.signedFromSeq = firstSigned
+        try finish(db, header: header, format: 3, owner: owner, keys: keys, kek: kek, clock: clock,
+                   detail: "format 2 to 3: members; the passphrase is member 'owner'; records from \(firstSigned) on are signed")
+    }
+
+    /// The end of the 2-to-3 and 3-to-4 steps: the header in `format`, the owner identity
+    /// wrapped again under the same KEK (a fresh nonce; `WRAP_AD` holds the version), and
+    /// the `upgrade` record signed by the owner.
+    private static func finish(_ db: StoreDB, header: VaultHeader, format: UInt32, owner: MemberIdentity, keys: VaultKeys, kek: SecureBytes,
+                               clock: any VaultClock, detail: String) throws {
+        var header = header
+        header.formatVersion = format
         try header.wrapOwner(owner, kek: kek)
         try HeaderRecord(header).update(db)
         guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
-        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok,
-                                         detail: "format 2 to 3: members; the passphrase is member 'owner'; records from \(firstSigned) on are signed"),
-                              db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
+        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok, detail: detail),
+                              db: db, vaultID: header.vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
     }
 
     /// Format 3 to 4, checked first: the stored header is the format-3 one of these keys
@@ -252,12 +261,7 @@ enum FormatUpgrade {
         try stored.validate()
         guard stored.vaultID == vaultID, stored.keyEpoch == keys.epoch, let owner = state.owner else { throw VaultError.keysChanged }
         let members = try MemberRecord.fetchAll(db, orderBy: "added_seq, name")
-        for member in members {
-            guard Sodium.constantTimeEqual(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)),
-                  member.uid.count == 16, ["passphrase", "recipient"].contains(member.kind) else {
-                throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify); the vault was not upgraded")
-            }
-        }
+        try MemberCrypto.checkMACs(members, vaultID: vaultID, key: keys.metadataKey)
         let ownerRow = try MemberCrypto.ownerRow(members)
         guard Sodium.constantTimeEqual([UInt8](ownerRow.boxPublicKey), owner.recipient.boxPublicKey),
               Sodium.constantTimeEqual([UInt8](ownerRow.signPublicKey), owner.recipient.signPublicKey) else {
@@ -283,7 +287,7 @@ enum FormatUpgrade {
     /// key slot (the MACs stay), the format-4 header, and the signed `upgrade` record.
     private static func writeFormat4(_ db: StoreDB, keys: VaultKeys, kek: SecureBytes, vaultID: [UInt8], state: State,
                                      clock: any VaultClock) throws {
-        guard var header = try HeaderRecord.fetchOne(db, key: 1)?.header, let owner = state.owner else {
+        guard let header = try HeaderRecord.fetchOne(db, key: 1)?.header, let owner = state.owner else {
             throw VaultError.integrity("the vault header is missing")
         }
         var byName: [String: MemberRecord] = [:]
@@ -300,12 +304,7 @@ enum FormatUpgrade {
             try slot.update(db)
             slots += 1
         }
-        header.formatVersion = 4
-        try header.wrapOwner(owner, kek: kek)
-        try HeaderRecord(header).update(db)
-        guard db.changesCount == 1 else { throw VaultError.integrity("the vault header was not updated") }
-        try AuditChain.append(AuditEntry(at: clock.now().unixMilliseconds, action: .upgrade, outcome: .ok,
-                                         detail: "\(format4Detail) \(byName.count) member row(s) and \(slots) key slot(s) signed by the owner; only the owner adds members"),
-                              db: db, vaultID: vaultID, keys: keys.auditEpochKeys, signer: AuditSigner(member: Labels.ownerMember, identity: owner))
+        try finish(db, header: header, format: 4, owner: owner, keys: keys, kek: kek, clock: clock,
+                   detail: "\(format4Detail) \(byName.count) member row(s) and \(slots) key slot(s) signed by the owner; only the owner adds members")
     }
 }

@@ -159,12 +159,7 @@ struct VaultTransaction {
     /// format 4) each signed by the owner, and every key slot (FORMAT.md §10).
     func checkedMembers(signed: Bool = true) throws -> [MemberRecord] {
         let members = try MemberRecord.fetchAll(db, orderBy: "added_seq, name")
-        for member in members {
-            guard Sodium.constantTimeEqual(MemberCrypto.mac(member, vaultID: vaultID, key: keys.metadataKey), [UInt8](member.mac)),
-                  member.uid.count == 16, ["passphrase", "recipient"].contains(member.kind) else {
-                throw VaultError.integrity("member '\(member.name.sanitisedForDisplay(limit: 64))' was edited (its MAC does not verify)")
-            }
-        }
+        try MemberCrypto.checkMACs(members, vaultID: vaultID, key: keys.metadataKey)
         let owner = try MemberCrypto.ownerRow(members)
         if signed {
             for member in members { try MemberCrypto.checkSignature(of: member, owner: owner, vaultID: vaultID) }
