@@ -24,7 +24,9 @@ file itself) or `--dialect pg` (the team vault's schema, via psql).
       that the remaining members would seal new secrets under keys it knows. With
       --append, it also appends a record of its own under the older epoch (MAC'd with its
       old audit key, signed with its own key, whose restored row is current), so that the
-      newest record is of the older epoch too.
+      newest record is of the older epoch too. With --relabel as well, the newer epoch's
+      records are relabelled as the older epoch (key_epoch only; their MACs untouched), so
+      that no record names an epoch above the header's.
 
 Test tool only: the keys it makes are thrown away; it prints no secret.
 """
@@ -97,7 +99,7 @@ def seal_outsider(db, h, member, dialect):
             f"UPDATE member SET mac = {literal(row_mac, dialect)} WHERE name = '{name}';"], {"member": name}
 
 
-def epoch_rollback(db, h, old_path, identity_path, append=False):
+def epoch_rollback(db, h, old_path, identity_path, append=False, relabel=False):
     old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True)
     oh = read_header(old, True)
     assert oh["vid"] == h["vid"] and oh["epoch"] < h["epoch"], "OLD.db must be an older epoch of the same vault"
@@ -127,6 +129,8 @@ def epoch_rollback(db, h, old_path, identity_path, append=False):
             + [f"INSERT INTO {name} SELECT * FROM old.{name};" for name in tables]
             + [f"UPDATE vault_header SET key_epoch = {oh['epoch']}, kdf_salt = {x(oh['salt'])}, key_nonce = {x(oh['knonce'])}, "
                f"wrapped_keys = {x(oh['wrapped'])}, header_digest = {x(digest)};",
+               *([f"UPDATE audit_record SET key_epoch = {oh['epoch']}, previous_key_mac = NULL WHERE key_epoch > {oh['epoch']};"]
+                 if relabel else []),
                *appended,
                f"UPDATE audit_head SET seq = {seq}, key_epoch = {oh['epoch']}, last_mac = {x(last_mac)}, mac = {x(head_mac)};", "COMMIT;"],
             {"member": member, "epoch": oh["epoch"], "head": seq})
@@ -140,7 +144,7 @@ def main():
     if mode == "reattribute":
         statements, summary = reattribute(db, h, sys.argv[3], sys.argv[4], dialect)
     elif mode == "epoch-rollback":
-        statements, summary = epoch_rollback(db, h, sys.argv[3], sys.argv[4], append="--append" in sys.argv)
+        statements, summary = epoch_rollback(db, h, sys.argv[3], sys.argv[4], append="--append" in sys.argv, relabel="--relabel" in sys.argv)
     elif mode == "seal-outsider":
         statements, summary = seal_outsider(db, h, sys.argv[3], dialect)
     else:

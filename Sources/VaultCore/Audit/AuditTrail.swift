@@ -276,8 +276,12 @@ public enum AuditChain {
         return nil
     }
 
-    /// Walks the whole chain in order (FORMAT.md §6.5, and §6.7 when `signatures` is given).
-    static func verify(db: StoreDB, vaultID: [UInt8], current: AuditEpochKeys, signatures: SignatureRules? = nil) throws -> Verification {
+    /// Walks the whole chain in order (FORMAT.md §6.5, and §6.7 when `signatures` is given);
+    /// from record `from` on (its own MAC included, after the stored MAC and epoch of the
+    /// record before it) when `from` > 1: what a client checks at unlock since the record it
+    /// saw last (§12.2).
+    static func verify(db: StoreDB, vaultID: [UInt8], current: AuditEpochKeys, signatures: SignatureRules? = nil,
+                       from: Int64 = 1) throws -> Verification {
         let byName = Dictionary((signatures?.members ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var membership: [Int64: [MembershipRecord]] = [:]
         for member in signatures?.members ?? [] {
@@ -298,11 +302,20 @@ public enum AuditChain {
         func failure(_ seq: Int64, _ reason: String) -> Verification {
             Verification(recordsChecked: checked, firstFailure: (seq, reason))
         }
+        if from > 1 {
+            guard let before = try Row.fetchOne(db, sql: "SELECT mac, key_epoch FROM audit_record WHERE seq = ?", arguments: [from - 1]),
+                  let mac = before["mac"] as Data? else {
+                return failure(from - 1, "record \(from - 1) is missing")
+            }
+            previous = [UInt8](mac)
+            epoch = before["key_epoch"] as Int64? ?? 1
+            expectedSeq = from
+        }
         // In pages of `verifyPage` records by sequence number (one snapshot: the caller's
         // read), so a trail of millions is never held in memory at once.
         var page: [AuditRow] = []
         var pageIndex = 0
-        var lastFetched: Int64 = 0
+        var lastFetched: Int64 = expectedSeq - 1
         func next() throws -> AuditRow? {
             if pageIndex == page.count {
                 page = try AuditRow.fetchAll(db, sql: "SELECT * FROM audit_record WHERE seq > ? ORDER BY seq LIMIT \(verifyPage)",

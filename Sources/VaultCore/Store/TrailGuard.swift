@@ -167,6 +167,8 @@ extension UnlockedVault {
         // it): nothing to compare or pin.
         guard let state = read else { return }
         guard let entry else {
+            // First use: the whole trail verifies before it is trusted (FORMAT.md §12.2).
+            try verifyTrail(since: 1)
             // The same vault seen further along elsewhere: a copy or backup opened here, or an
             // older copy put at a new path (a link planted where the vault was). Said, not
             // refused: copies of one vault are legitimate.
@@ -207,8 +209,22 @@ extension UnlockedVault {
         } catch {
             throw (error as? VaultError) ?? .integrity("the vault's audit trail could not be compared with what was seen")
         }
+        // The record seen and every one after it verify under their epochs' keys: a newer
+        // epoch's records relabelled as an older one (keys put back under the trail) fail.
+        try verifyTrail(since: entry.seq)
         guarding.committed((state.seq, state.mac), now: now)
         adoptTrailGuard(guarding)
+    }
+
+    /// §12.2: every audit record from `seq` to the head verifies (MACs under their epochs'
+    /// keys, the epochs in order, the head), with the current keys.
+    private func verifyTrail(since seq: Int64) throws(VaultError) {
+        let verification = try read { tx in
+            try AuditChain.verify(db: tx.db, vaultID: vaultID, current: tx.keys.auditEpochKeys, from: max(1, seq))
+        }
+        if let failure = verification.firstFailure {
+            throw .integrity("audit record \(failure.seq): \(failure.reason)")
+        }
     }
 
     /// Pins the vault as it is now at its location (`vault verify --repin`, `--accept-rollback`
