@@ -87,7 +87,7 @@ public enum VaultError: Error, Sendable, Equatable {
         case .wrongIdentityPassphrase:
             "check the identity passphrase source (VAULT_IDENTITY_PASSPHRASE_FILE, VAULT_IDENTITY_PASSPHRASE, prompt)"
         case .wrongIdentitySlot:
-            "ask a member to run `vault member add NAME --recipient …` with your `vault identity show`"
+            "ask the owner to run `vault member add NAME --recipient …` with your `vault identity show`"
         case .rejected(_, _, _, let hint): hint
         case .unavailable: "check the network, proxy settings and the environment's token URL, then retry"
         case .integrity: "`vault verify` names every problem; restore the vault from a backup"
