@@ -149,6 +149,71 @@ struct OwnerSignatureTests {
         expectNoLeaks(vault)
     }
 
+    @Test("a command that unlocked before a removed member put the older epoch back does not take the older keys when it writes: the reload refuses an epoch that went back")
+    func reloadRefusesOlderEpoch() throws {
+        let team = try TeamFixture()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
+        let kept = vault.directory + "/kept-by-ci.db"
+        #expect(try vault.run(["copy", "--to", kept], removing: ["VAULT_PASSPHRASE"]).status == 0)
+        #expect(try vault.run(["member", "remove", "ci"]).status == 0)
+        let secret = "written-after-the-plant-" + UUID().uuidString
+        LeakScanner.shared.register(secret: secret)
+        // alice's `add` unlocks (epoch 2, every check passes), then waits for its secret.
+        var env = vault.environment()
+        env["VAULT_IDENTITY_FILE"] = team.alicePath
+        env["VAULT_IDENTITY_PASSPHRASE"] = team.alicePassphrase
+        env["VAULT_PASSPHRASE"] = nil
+        env["VAULT_VERBOSE"] = "1"
+        let add = try ChildProcess(Binaries.vault, ["add", "new", "--client-id", "c", "--grant", "client-credentials", "--secrets-stdin"],
+                                   environment: env)
+        let heard = OutputCollector(add.stderrDescriptor)
+        defer { add.kill(SIGKILL); _ = add.wait(timeout: 10) }
+        let deadline = Date().addingTimeInterval(60)
+        while !heard.text.contains("unlocked as member 'alice'"), Date() < deadline { usleep(50_000) }
+        #expect(heard.text.contains("unlocked as member 'alice'"), "\(heard.text)")
+        _ = try forge(team, server: nil, ["epoch-rollback", kept, team.ciPath, "--append", "--relabel"])
+        add.writeStdin(Data(#"{"client_secret":"\#(secret)"}"#.utf8))
+        add.closeStdin()
+        let status = add.wait(timeout: 60)
+        let said = String(decoding: heard.finish(), as: UTF8.self)
+        #expect(status == 7, "\(String(describing: status)) \(said)")
+        #expect(said.contains("went from 2 back to 1"), "\(said)")
+        #expect(try vault.run(["list", "--json"], removing: ["VAULT_PASSPHRASE"]).stdoutText.contains("\"new\"") == false, "nothing added")
+        expectNoLeaks(vault)
+    }
+
+    @Test("a symbolic link planted where the vault was (to another vault, or to an older copy of this one) is the same location: compared with what was seen there, refused")
+    func linkPlantedAtThePath() throws {
+        let team = try TeamFixture()
+        defer { team.fixture.stub.stop() }
+        let vault = team.vault
+        try team.addBoth()
+        #expect(try team.run(as: team.alicePath, ["token", "pw", "--fresh"], token: true).status == 0, "alice pins the vault")
+        let older = vault.directory + "/older.db"
+        #expect(try vault.run(["copy", "--to", older], removing: ["VAULT_PASSPHRASE"]).status == 0)
+        #expect(try team.run(as: team.alicePath, ["token", "cc", "--fresh"], token: true).status == 0, "the vault moves on")
+        // Another vault, made by an outsider, with alice added by her public recipient.
+        let outsider = TestVault(passphrase: "outsider's own passphrase")
+        #expect(try outsider.run(["init"]).status == 0)
+        #expect(try outsider.run(["member", "add", "alice", "--recipient", team.recipient(team.alicePath)]).status == 0)
+        for (target, expected) in [(outsider.path, "replaced"), (older, "older than")] {
+            let original = vault.path + ".real"
+            try FileManager.default.moveItem(atPath: vault.path, toPath: original)
+            for suffix in ["-wal", "-shm"] { try? FileManager.default.moveItem(atPath: vault.path + suffix, toPath: original + suffix) }
+            try FileManager.default.createSymbolicLink(atPath: vault.path, withDestinationPath: target)
+            let result = try team.run(as: team.alicePath, ["verify"])
+            #expect(result.status == 7 && result.stderrText.contains(expected), "\(target): \(result.status) \(result.stderrText)")
+            try FileManager.default.removeItem(atPath: vault.path)
+            try FileManager.default.moveItem(atPath: original, toPath: vault.path)
+            for suffix in ["-wal", "-shm"] { try? FileManager.default.moveItem(atPath: original + suffix, toPath: vault.path + suffix) }
+        }
+        #expect(try team.run(as: team.alicePath, ["token", "pw"], token: true).status == 0, "the real vault again")
+        expectNoLeaks(vault)
+    }
+
     @Test("a member who turns an upgraded vault back to format 3 (its pre-upgrade copy under the current trail) gets nothing signed: the owner's unlock refuses it (exit 7)")
     func downgradeRefused() throws {
         let vault = TestVault(passphrase: "fixture passphrase v1 ✓")

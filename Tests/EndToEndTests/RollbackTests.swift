@@ -97,7 +97,7 @@ struct RollbackTests {
         #expect(try vault.run(["env", "add", "x", "--token-url", "https://example.invalid/t"]).status == 0)
     }
 
-    @Test("an older copy put at a new path (a link planted where the vault was) is pinned there with a warning naming where the vault was seen further")
+    @Test("an older copy opened at another path is pinned there with a warning naming where the vault was seen further; a link planted where the vault was is the same place, refused")
     func olderCopyElsewhere() throws {
         let fixture = try Fixture()
         defer { fixture.stub.stop() }
@@ -107,12 +107,14 @@ struct RollbackTests {
         try FileManager.default.copyItem(atPath: vault.path, toPath: older)
         #expect(try fixture.token("pw").status == 0)
         #expect(try fixture.token("pw", ["--fresh"]).status == 0)
+        let elsewhere = try fixture.token("pw", ["--vault", older])
+        #expect(elsewhere.stderrText.contains("this vault was seen further along at") && elsewhere.stderrText.contains(vault.path),
+                "\(elsewhere.status): \(elsewhere.stderrText)")
         let current = vault.directory + "/current.db"
         try FileManager.default.moveItem(atPath: vault.path, toPath: current)
         try FileManager.default.createSymbolicLink(atPath: vault.path, withDestinationPath: older)
-        let result = try fixture.token("pw")
-        #expect(result.stderrText.contains("this vault was seen further along at") && result.stderrText.contains(vault.path),
-                "\(result.status): \(result.stderrText)")
+        let linked = try fixture.token("pw")
+        #expect(linked.status == 7 && linked.stderrText.contains("older than"), "\(linked.status): \(linked.stderrText)")
     }
 
     @Test("a state file others can write is not trusted")

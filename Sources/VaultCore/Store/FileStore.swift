@@ -302,11 +302,10 @@ extension SQLiteFileStore {
     /// A local read is cheap: the agent looks before every request it serves.
     var headerPollInterval: TimeInterval { 0 }
     var agentSocketPath: String? { file.agentSocketPath }
-    var locationIdentity: String {
-        guard let resolved = realpath(path, nil) else { return path }
-        defer { free(resolved) }
-        return String(cString: resolved)
-    }
+    /// The path as configured, made absolute, with `.` and `..` removed by their names,
+    /// symbolic links not resolved (FORMAT.md §12.1): a link planted where the vault was is
+    /// the same location, compared with what was seen there.
+    var locationIdentity: String { SQLiteFile.lexicalAbsolutePath(path) }
     func agentLaunch(vaultPath: String) -> AgentLaunchNames { AgentLaunchNames(vaultArgument: vaultPath) }
     func isSameVault(as destination: String) -> Bool { file.isSameVault(as: destination) }
     func storageError(_ error: any Error) -> VaultError { SQLiteFile.map(error, path: path) }

@@ -54,6 +54,21 @@ final class SQLiteFile: Sendable {
         !PostgresLocation.isURL(destination) && (destination as NSString).standardizingPath == (path as NSString).standardizingPath
     }
 
+    /// `path` made absolute (against the working directory), with empty, `.` and `..`
+    /// components removed by their names alone: no symbolic link is followed.
+    static func lexicalAbsolutePath(_ path: String) -> String {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var parts: [Substring] = []
+        for part in absolute.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..": _ = parts.popLast()
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
     // MARK: Migrations
 
     /// The migration that brings a vault file to each format (FORMAT.md §9): format 2

@@ -162,10 +162,11 @@ extension UnlockedVault {
         let entry = try known.entry(for: location)
         let now = Int64(self.now.timeIntervalSince1970)
         let read = try knownState(seenSeq: entry?.seq ?? 0)
-        // A vault without an audit head or an owner is refused by every operation, with the
-        // problem named (the head is checked before any append or exchange; `verify` names
-        // it): nothing to compare or pin.
-        guard let state = read else { return }
+        // A vault without an audit head or an owner was refused by the unlock; one that lost
+        // them since (another process, in between) is not compared or pinned but refused.
+        guard let state = read else {
+            throw .integrity("the vault has no audit head or no owner: nothing to compare with what was seen")
+        }
         guard let entry else {
             // First use: the whole trail verifies before it is trusted (FORMAT.md §12.2).
             try verifyTrail(since: 1)

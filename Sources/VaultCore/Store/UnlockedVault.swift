@@ -83,10 +83,22 @@ public final class UnlockedVault: @unchecked Sendable {
         let stored = try vault.header()
         try stored.validate()
         guard stored.vaultID == vaultID, stored.formatVersion == Labels.formatVersion else { return false }
+        // A rekey only moves the epoch forward: an older epoch is keys put back under the
+        // trail (by a removed member who kept a copy), never taken (FORMAT.md §4.2).
+        let held = keys.epoch
+        guard stored.keyEpoch > held else {
+            throw .integrity("the vault's key epoch went from \(held) back to \(stored.keyEpoch) while this command ran: the keys were put back to an older epoch")
+        }
+        let seen = lock.withLock { trailGuard }?.newestSeen.seq
         let opened = try database.read { db in
             let opened = try MemberCrypto.openSlot(identity: identity, db: db, vaultID: vaultID, epoch: stored.keyEpoch)
             if let opened {
-                try AuditChain.checkNewestRecord(db: db, vaultID: vaultID, keys: opened.keys.auditEpochKeys, signedFrom: stored.signedFromSeq)
+                let audit = opened.keys.auditEpochKeys
+                try AuditChain.checkNewestRecord(db: db, vaultID: vaultID, keys: audit, signedFrom: stored.signedFromSeq)
+                // And every record since the one this process saw last, as at unlock (§12.2).
+                if let seen, let failure = try AuditChain.verify(db: db, vaultID: vaultID, current: audit, from: max(1, seen)).firstFailure {
+                    throw VaultError.integrity("audit record \(failure.seq): \(failure.reason)")
+                }
             }
             return opened
         }
