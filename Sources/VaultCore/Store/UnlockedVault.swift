@@ -83,10 +83,11 @@ public final class UnlockedVault: @unchecked Sendable {
         let stored = try vault.header()
         try stored.validate()
         guard stored.vaultID == vaultID, stored.formatVersion == Labels.formatVersion else { return false }
-        // A rekey only moves the epoch forward: an older epoch is keys put back under the
-        // trail (by a removed member who kept a copy), never taken (FORMAT.md §4.2).
+        // A rekey only moves the epoch forward (a `passwd` keeps it): an older epoch is keys
+        // put back under the trail (by a removed member who kept a copy), never taken
+        // (FORMAT.md §4.2).
         let held = keys.epoch
-        guard stored.keyEpoch > held else {
+        guard stored.keyEpoch >= held else {
             throw .integrity("the vault's key epoch went from \(held) back to \(stored.keyEpoch) while this command ran: the keys were put back to an older epoch")
         }
         let seen = lock.withLock { trailGuard }?.newestSeen.seq
