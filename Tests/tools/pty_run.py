@@ -32,10 +32,14 @@ import time
 def main():
     job = json.load(sys.stdin)
     deadline = time.monotonic() + float(job.get("timeout", 30))
+    size = struct.pack("HHHH", job.get("rows", 24), job.get("cols", 80), 0, 0)
     pid, fd = pty.fork()
     if pid == 0:
+        # The size is set on the terminal before the command starts: set by the parent after
+        # the fork, a command that asks at once (on a loaded machine) could see 0 rows.
+        fcntl.ioctl(0, termios.TIOCSWINSZ, size)
         os.execve(job["argv"][0], job["argv"], job.get("env", {}))
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", job.get("rows", 24), job.get("cols", 80), 0, 0))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
     transcript = bytearray()
     matched = 0  # how much of the transcript earlier expects consumed
 
