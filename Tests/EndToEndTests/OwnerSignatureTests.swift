@@ -113,6 +113,18 @@ struct OwnerSignatureTests {
         expectNoLeaks(vault)
     }
 
+    /// alice and ci are members; ci fetches a token and keeps a copy of the vault (key epoch
+    /// 1), then the owner removes ci (epoch 2). Returns the copy's path.
+    private func removedMemberKeepsCopy(_ team: TeamFixture) throws -> String {
+        let vault = team.vault
+        try team.addBoth()
+        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
+        let kept = vault.directory + "/kept-by-ci.db"
+        #expect(try vault.run(["copy", "--to", kept], removing: ["VAULT_PASSPHRASE"]).status == 0)
+        #expect(try vault.run(["member", "remove", "ci"]).status == 0)
+        return kept
+    }
+
     @Test("a removed member who kept a copy puts the older key epoch (keys, slots, rows) back under the current trail, and appends a record of its own under it: every unlock refuses it before anything is sealed under those keys",
           arguments: ["plain", "append", "append and relabel"])
     func epochRollback(variant: String) throws {
@@ -120,12 +132,7 @@ struct OwnerSignatureTests {
         let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
-        try team.addBoth()
-        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
-        // What ci keeps while a member: a copy (the same vault, key epoch 1).
-        let kept = vault.directory + "/kept-by-ci.db"
-        #expect(try vault.run(["copy", "--to", kept], removing: ["VAULT_PASSPHRASE"]).status == 0)
-        #expect(try vault.run(["member", "remove", "ci"]).status == 0)
+        let kept = try removedMemberKeepsCopy(team)
         #expect(try team.run(as: team.alicePath, ["token", "pw", "--fresh"], token: true).status == 0, "alice writes in epoch 2")
         let recordsBefore = try team.audit().count
         let summary = try forge(team, server: nil, ["epoch-rollback", kept, team.ciPath] + (append ? ["--append"] : [])
@@ -154,11 +161,7 @@ struct OwnerSignatureTests {
         let team = try TeamFixture()
         defer { team.fixture.stub.stop() }
         let vault = team.vault
-        try team.addBoth()
-        #expect(try team.run(as: team.ciPath, ["token", "cc", "--fresh"], token: true).status == 0)
-        let kept = vault.directory + "/kept-by-ci.db"
-        #expect(try vault.run(["copy", "--to", kept], removing: ["VAULT_PASSPHRASE"]).status == 0)
-        #expect(try vault.run(["member", "remove", "ci"]).status == 0)
+        let kept = try removedMemberKeepsCopy(team)
         let secret = "written-after-the-plant-" + UUID().uuidString
         LeakScanner.shared.register(secret: secret)
         // alice's `add` unlocks (epoch 2, every check passes), then waits for its secret.
