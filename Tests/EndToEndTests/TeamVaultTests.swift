@@ -265,7 +265,13 @@ struct TeamVaultTests {
         killed.closeStdin()
         let killedOutput = OutputCollector(killed.stderrDescriptor)
         _ = OutputCollector(killed.stdoutDescriptor)
-        usleep(1_000_000)
+        // Killed once it waits for the lock inside its transaction (not after a fixed
+        // sleep, which a loaded machine can outrun).
+        let waitingBy = Date().addingTimeInterval(5)
+        let waitingSQL = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gbg-vault' AND wait_event_type = 'Lock'"
+        while try server.psql(waitingSQL, database: "vault").trimmingCharacters(in: .whitespacesAndNewlines) == "0", Date() < waitingBy {
+            usleep(50_000)
+        }
         try server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gbg-vault' AND state = 'active'",
                         database: "vault")
         let killedStatus = killed.wait(timeout: 20)
@@ -278,11 +284,17 @@ struct TeamVaultTests {
         // 3. The server stops while vault waits for the token endpoint: the token is
         // withheld (exit 8) because its audit record cannot be written; after a restart
         // the chain is whole and tokens flow again.
+        // The server stops once the request has reached the endpoint (which answers
+        // after 1.5 s): on a loaded machine a fixed sleep could stop it before vault
+        // had even read the vault, a different fault (covered in step 2).
+        let requestsBefore = try fixture.stub.tokenRequests()
         let exchange = try ChildProcess(Binaries.vault, ["token", "pw", "--fresh"], environment: vault.environment())
         exchange.closeStdin()
         let out = OutputCollector(exchange.stdoutDescriptor)
         let err = OutputCollector(exchange.stderrDescriptor)
-        usleep(500_000)
+        let reachBy = Date().addingTimeInterval(20)
+        while try fixture.stub.tokenRequests() == requestsBefore, Date() < reachBy { usleep(50_000) }
+        #expect(try fixture.stub.tokenRequests() > requestsBefore, "the exchange reached the endpoint")
         try server.stopServer()
         let exchangeStatus = exchange.wait(timeout: 30)
         let printed = out.finish()
