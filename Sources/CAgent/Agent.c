@@ -170,9 +170,15 @@ long vault_agent_write_request(const vault_agent_request *request, char *const *
             put_key(&w, &field, "format");
             put_string(&w, request->format);
         }
-        if (request->action == VAULT_AGENT_ACTION_EXEC) {
+        static const char *const actions[] = { "token", "exec", "serve", "proxy" };
+        if (request->action < VAULT_AGENT_ACTION_TOKEN || request->action > VAULT_AGENT_ACTION_PROXY) return -1;
+        if (request->action != VAULT_AGENT_ACTION_TOKEN) {
             put_key(&w, &field, "action");
-            put_string(&w, "exec");
+            put_string(&w, actions[request->action]);
+        }
+        if (request->caller != NULL) {
+            put_key(&w, &field, "caller");
+            put_string(&w, request->caller);
         }
         if (request->fresh) {
             put_key(&w, &field, "fresh");

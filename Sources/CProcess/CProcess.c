@@ -40,6 +40,11 @@ long cprocess_find(const void *haystack, unsigned long haystack_len, const void 
 }
 
 int cprocess_spawnattr_detached(posix_spawnattr_t *attributes) {
+    if (cprocess_spawnattr_child(attributes) != 0) return -1;
+    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+}
+
+int cprocess_spawnattr_child(posix_spawnattr_t *attributes) {
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);
@@ -47,5 +52,9 @@ int cprocess_spawnattr_detached(posix_spawnattr_t *attributes) {
     for (unsigned i = 0; i < sizeof numbers / sizeof numbers[0]; i++) sigaddset(&defaults, numbers[i]);
     if (posix_spawnattr_setsigmask(attributes, &none) != 0) return -1;
     if (posix_spawnattr_setsigdefault(attributes, &defaults) != 0) return -1;
-    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+}
+
+int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, first);
 }

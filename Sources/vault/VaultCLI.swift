@@ -24,7 +24,7 @@ struct VaultCLI: AsyncParsableCommand {
         subcommands: [
             Init.self, Add.self, Edit.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
             Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Copy.self, Doctor.self,
-            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, IdentityCommand.self, MemberCommand.self, AgentServe.self,
+            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, Serve.self, IdentityCommand.self, MemberCommand.self, AgentServe.self,
         ]
     )
 }
@@ -250,6 +250,20 @@ enum ProcessHardening {
         _ = cprocess_disable_dumpable()
         originalUmask = umask(0o077)
         signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Runs `body` (a `posix_spawn`) with the caller's core limit and umask, restored here
+    /// again afterwards: the child gets them, this process keeps its own.
+    static func withChildSettings<R>(_ body: () -> R) -> R {
+        var hardened = rlimit()
+        getrlimit(Int32(RLIMIT_CORE.rawValue), &hardened)
+        setrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
+        let own = umask(originalUmask)
+        defer {
+            umask(own)
+            setrlimit(Int32(RLIMIT_CORE.rawValue), &hardened)
+        }
+        return body()
     }
 
     /// Restores the soft core limit and the caller's umask before `exec` hands the

@@ -38,6 +38,8 @@ enum {
 enum {
     VAULT_AGENT_ACTION_TOKEN = 0,
     VAULT_AGENT_ACTION_EXEC = 1,
+    VAULT_AGENT_ACTION_SERVE = 2,
+    VAULT_AGENT_ACTION_PROXY = 3,
 };
 
 /// One request. Strings are UTF-8; NULL (or a negative number) is "not given", and the
@@ -58,6 +60,8 @@ typedef struct vault_agent_request {
     long long connect_timeout_ms;
     /// `--cacert`; NULL: `VAULT_CA_BUNDLE` from the environment, if set and not empty.
     const char *ca_bundle;
+    /// Who asked `vault serve` or `vault proxy` for the token (the record's `caller=`); NULL: not given.
+    const char *caller;
 } vault_agent_request;
 
 /// Writes `request` as the JSON object of a frame (without its length prefix), with the

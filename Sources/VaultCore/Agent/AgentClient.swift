@@ -67,7 +67,12 @@ public struct AgentClient: Sendable {
         case .token(let token):
             request.op = Int32(VAULT_AGENT_OP_TOKEN)
             request.print = token.print ? 1 : 0
-            request.action = Int32(token.action == .exec ? VAULT_AGENT_ACTION_EXEC : VAULT_AGENT_ACTION_TOKEN)
+            switch token.action {
+            case .token, .refresh: request.action = Int32(VAULT_AGENT_ACTION_TOKEN)
+            case .exec: request.action = Int32(VAULT_AGENT_ACTION_EXEC)
+            case .serve: request.action = Int32(VAULT_AGENT_ACTION_SERVE)
+            case .proxy: request.action = Int32(VAULT_AGENT_ACTION_PROXY)
+            }
             request.fresh = token.fresh ? 1 : 0
             request.min_ttl = token.minTTL ?? -1
             request.timeout_ms = token.timeoutMs ?? -1
@@ -79,11 +84,14 @@ public struct AgentClient: Sendable {
                 withOptionalCString(token.environment) { environment in
                     withOptionalCString(token.format?.rawValue) { format in
                         withOptionalCString(cacert) { bundle in
-                            request.profile = profile
-                            request.environment = environment
-                            request.format = format
-                            request.ca_bundle = bundle
-                            return vault_agent_write_request(&request, environ, buffer, 16 * 1024)
+                            withOptionalCString(token.caller) { caller in
+                                request.profile = profile
+                                request.environment = environment
+                                request.format = format
+                                request.ca_bundle = bundle
+                                request.caller = caller
+                                return vault_agent_write_request(&request, environ, buffer, 16 * 1024)
+                            }
                         }
                     }
                 }

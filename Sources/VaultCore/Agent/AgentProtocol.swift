@@ -99,9 +99,12 @@ public struct AgentTokenRequest: Sendable, Equatable {
     /// The exchange's overall deadline and connect timeout, in milliseconds (nil: the defaults).
     public var timeoutMs: Int64?
     public var connectTimeoutMs: Int64?
+    /// Who asked `vault serve` or `vault proxy` (``TokenOptions/caller``).
+    public var caller: String?
 
     public init(profile: String, environment: String? = nil, print: Bool, format: TokenFormat? = nil, action: TokenAction = .token,
-                fresh: Bool = false, minTTL: Int64? = nil, timeoutMs: Int64? = nil, connectTimeoutMs: Int64? = nil) {
+                fresh: Bool = false, minTTL: Int64? = nil, timeoutMs: Int64? = nil, connectTimeoutMs: Int64? = nil, caller: String? = nil) {
+        self.caller = caller
         self.profile = profile
         self.environment = environment
         self.print = print
@@ -206,9 +209,10 @@ public struct AgentRequest: Sendable, Equatable {
         var minTTL: Int64?
         var timeoutMs: Int64?
         var connectTimeoutMs: Int64?
+        var caller: String?
         enum CodingKeys: String, CodingKey {
             case profile, environment, print, format, action, fresh, minTTL = "min_ttl", timeoutMs = "timeout_ms"
-            case connectTimeoutMs = "connect_timeout_ms"
+            case connectTimeoutMs = "connect_timeout_ms", caller
         }
     }
 
@@ -243,14 +247,15 @@ public struct AgentRequest: Sendable, Equatable {
             }
             var action = TokenAction.token
             if let text = token.action {
-                guard let known = TokenAction(rawValue: text), known == .token || known == .exec else {
+                guard let known = TokenAction(rawValue: text), known != .refresh else {
                     throw .usage("unknown token action '\(text.sanitisedForDisplay(limit: 20))'")
                 }
                 action = known
             }
+            if let caller = token.caller { try TokenOptions.checkCaller(caller) }
             operation = .token(AgentTokenRequest(profile: token.profile, environment: token.environment, print: token.print ?? false,
                                                  format: format, action: action, fresh: token.fresh ?? false, minTTL: token.minTTL,
-                                                 timeoutMs: token.timeoutMs, connectTimeoutMs: token.connectTimeoutMs),
+                                                 timeoutMs: token.timeoutMs, connectTimeoutMs: token.connectTimeoutMs, caller: token.caller),
                                network: network)
         default:
             throw .usage("unknown agent operation '\(wire.op.sanitisedForDisplay(limit: 40))'",

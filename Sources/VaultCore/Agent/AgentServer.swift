@@ -241,7 +241,7 @@ public final class AgentServer: @unchecked Sendable {
             defer { refreshing.remove(index) }
             switch result {
             case .success(let token):
-                let margin = min(TokenOptions.defaultMinTTL + 60, max(1, token.expiresIn / 2))
+                let margin = TokenOptions.renewalMargin(lifetime: token.expiresIn)
                 fresh[index].expiresAt = token.expiresAt
                 fresh[index].nextRefreshAt = max(now + 1, token.expiresAt - margin)
                 fresh[index].refreshes += 1
@@ -355,7 +355,8 @@ public final class AgentServer: @unchecked Sendable {
         try TokenOptions.checkMinTTL(minTTL)
         try TokenOptions.checkTimeouts(timeoutMs: request.timeoutMs, connectTimeoutMs: request.connectTimeoutMs)
         let delivered = try await unlocked.obtainToken(
-            TokenOptions(profile: request.profile, environment: request.environment, fresh: request.fresh, minTTL: minTTL, action: request.action),
+            TokenOptions(profile: request.profile, environment: request.environment, fresh: request.fresh, minTTL: minTTL, action: request.action,
+                         caller: request.caller),
             exchange: exchange(timeoutMs: request.timeoutMs, connectTimeoutMs: request.connectTimeoutMs))
         if request.print { return .output(TokenOutput.render(delivered, format: request.format ?? .standard)) }
         let token = delivered.token.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }

@@ -12,6 +12,12 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
     case memberAdd = "member-add", memberRemove = "member-remove"
     /// A token delivered by `vault token`, `vault exec` or a renewal by the agent.
     case token, exec, refresh
+    /// A token handed out by `vault serve`'s endpoint (`detail` names the caller), or taken
+    /// by `vault proxy` for its upstream requests.
+    case serve, proxy
+    /// A summary of the requests `vault proxy` forwarded, anchoring its request log
+    /// (FORMAT.md §6.8).
+    case proxyRequests = "proxy-requests"
     /// `vault verify PROFILE`: an exchange whose token is discarded.
     case verify
     /// `vault verify --accept-rollback` / `--repin`: an older, diverged or replaced vault
@@ -23,7 +29,7 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
         switch self {
         case .rekey, .memberRemove: true
         case .initialise, .add, .edit, .rotate, .remove, .passwd, .upgrade, .envAdd, .envSet, .envRemove, .memberAdd,
-             .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
+             .token, .exec, .refresh, .serve, .proxy, .proxyRequests, .verify, .acceptRollback, .repin: false
         }
     }
 
@@ -33,7 +39,7 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
         switch self {
         case .rekey, .memberRemove, .passwd, .upgrade: true
         case .initialise, .add, .edit, .rotate, .remove, .envAdd, .envSet, .envRemove, .memberAdd,
-             .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
+             .token, .exec, .refresh, .serve, .proxy, .proxyRequests, .verify, .acceptRollback, .repin: false
         }
     }
 
@@ -42,7 +48,7 @@ public enum AuditAction: String, Sendable, CaseIterable, Codable {
         switch self {
         case .initialise, .upgrade: true
         case .add, .edit, .rotate, .remove, .passwd, .rekey, .envAdd, .envSet, .envRemove, .memberAdd, .memberRemove,
-             .token, .exec, .refresh, .verify, .acceptRollback, .repin: false
+             .token, .exec, .refresh, .serve, .proxy, .proxyRequests, .verify, .acceptRollback, .repin: false
         }
     }
 }

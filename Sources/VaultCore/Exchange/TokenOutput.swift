@@ -23,6 +23,10 @@ public enum TokenAction: String, Sendable {
     case exec
     /// A renewal by the agent (`vault unlock --keep-fresh`).
     case refresh
+    /// A token handed out by `vault serve`'s endpoint.
+    case serve
+    /// A token `vault proxy` puts on the requests it forwards.
+    case proxy
 
     /// The action its audit record names.
     var auditAction: AuditAction {
@@ -30,6 +34,8 @@ public enum TokenAction: String, Sendable {
         case .token: .token
         case .exec: .exec
         case .refresh: .refresh
+        case .serve: .serve
+        case .proxy: .proxy
         }
     }
 }

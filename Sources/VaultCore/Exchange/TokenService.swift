@@ -12,9 +12,29 @@ public struct TokenOptions: Sendable {
     public var minTTL: Int64
     /// The audit action.
     public var action: TokenAction
+    /// Who asked, for the record's `detail` (`caller=…`): `vault serve`'s and `vault
+    /// proxy`'s callers. Shown as given; at most ``maximumCallerLength`` printable ASCII.
+    public var caller: String?
+
+    /// The longest `caller`.
+    public static let maximumCallerLength = 120
+
+    /// Checks a `caller` value: printable ASCII without spaces, 1…``maximumCallerLength``.
+    public static func checkCaller(_ value: String) throws(VaultError) {
+        guard (1...maximumCallerLength).contains(value.utf8.count), value.utf8.allSatisfy({ (0x21...0x7e).contains($0) }) else {
+            throw .usage("a caller is 1 to \(maximumCallerLength) printable ASCII characters without spaces")
+        }
+    }
 
     /// `--min-ttl`'s default: GBG asks clients to renew before a token expires.
     public static let defaultMinTTL: Int64 = 300
+    /// How long before it expires a kept-fresh token is renewed (`--keep-fresh`, `vault
+    /// serve`, `vault proxy`): the default `--min-ttl` plus a minute, so that a `vault token`
+    /// never waits on the network, or half the lifetime of a short-lived token.
+    public static func renewalMargin(lifetime: Int64) -> Int64 {
+        min(defaultMinTTL + 60, max(1, lifetime / 2))
+    }
+
     /// The largest `--min-ttl` (366 days).
     public static let maximumMinTTL: Int64 = 366 * 24 * 3600
 
@@ -39,13 +59,18 @@ public struct TokenOptions: Sendable {
         guard (0...maximumMinTTL).contains(value) else { throw .usage("--min-ttl must be between 0 and \(maximumMinTTL)") }
     }
 
-    public init(profile: String, environment: String? = nil, fresh: Bool = false, minTTL: Int64 = defaultMinTTL, action: TokenAction = .token) {
+    public init(profile: String, environment: String? = nil, fresh: Bool = false, minTTL: Int64 = defaultMinTTL, action: TokenAction = .token,
+                caller: String? = nil) {
         self.profile = profile
         self.environment = environment
         self.fresh = fresh
         self.minTTL = minTTL
         self.action = action
+        self.caller = caller
     }
+
+    /// The record's `detail` for `caller`.
+    var callerDetail: String? { caller.map { "caller=\($0)" } }
 }
 
 /// A token that may leave `vault`: its audit record is already committed.
@@ -81,14 +106,15 @@ extension UnlockedVault {
         try vault.requireWritable()
         // A cache hit: one transaction that reads, checks and audits (no secret opened).
         if !options.fresh, let hit = try deliverCachedToken(profile: options.profile, environment: options.environment,
-                                                            minTTL: options.minTTL, action: options.action) {
+                                                            minTTL: options.minTTL, action: options.action, detail: options.callerDetail) {
             return hit
         }
 
         let target = try exchangeTarget(profile: options.profile, environment: options.environment)
         let (profile, environment) = (target.profile, target.environment)
         var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action.auditAction, outcome: .ok, profile: profile.name,
-                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant)
+                               environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant,
+                               detail: options.callerDetail)
 
         let request = TokenRequest(tokenURL: target.tokenURL, grant: profile.grant, clientID: profile.clientID,
                                    clientSecret: target.credentials.clientSecret, username: profile.username,

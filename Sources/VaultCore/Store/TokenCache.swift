@@ -25,7 +25,7 @@ struct TokenCache {
     /// sequence), the cached token opened (the secrets are not: a cache hit needs no
     /// credentials), and its audit record appended. Nil (nothing written) when there is no
     /// cached token for the current secret versions with more than `minTTL` seconds left.
-    func deliver(profile name: String, environment: String?, minTTL: Int64, action: TokenAction) throws -> DeliveredToken? {
+    func deliver(profile name: String, environment: String?, minTTL: Int64, action: TokenAction, detail: String?) throws -> DeliveredToken? {
         let reads = Self.reads(profile: name, environment: environment)
         let profile = try Profiles(tx: tx).verified(named: name)
         let environment = try tx.environment(named: environment ?? profile.environment, query: reads.environment)
@@ -48,7 +48,7 @@ struct TokenCache {
             throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
         }
         var entry = AuditEntry(at: now.unixMilliseconds, action: action.auditAction, outcome: .cacheHit, profile: profile.name,
-                               environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType)
+                               environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType, detail: detail)
         entry.tokenType = "Bearer"
         entry.expiresAt = record.expiresAt
         entry.expiresIn = record.expiresAt - Int64(now.timeIntervalSince1970)
@@ -86,11 +86,11 @@ extension UnlockedVault {
     /// Delivers a usable cached token (``TokenCache/deliver(profile:environment:minTTL:action:)``)
     /// in one write transaction, its record committed before the token is returned. A
     /// storage failure is ``VaultError/auditRefused(_:)`` (exit 8), as for any exchange.
-    func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: TokenAction) throws(VaultError) -> DeliveredToken? {
+    func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: TokenAction, detail: String?) throws(VaultError) -> DeliveredToken? {
         let delivered: DeliveredToken?
         do {
             delivered = try write(prefetching: TokenCache.reads(profile: name, environment: environment).all) {
-                try TokenCache(tx: $0).deliver(profile: name, environment: environment, minTTL: minTTL, action: action)
+                try TokenCache(tx: $0).deliver(profile: name, environment: environment, minTTL: minTTL, action: action, detail: detail)
             }
         } catch {
             switch error {

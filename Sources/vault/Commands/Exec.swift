@@ -18,6 +18,12 @@ extension VaultCLI {
                 and vault's exit status is the command's. Without a command, $SHELL (else /bin/sh) is \
                 started; leave it with `exit`. A command that is not found exits 127, one that cannot \
                 be run 126, as in a shell.
+
+                With --serve, the command gets its own token endpoint instead of a token (for programs \
+                that run longer than a token lives): \(ServiceVariables.tokenURL), \(ServiceVariables.clientID), \
+                \(ServiceVariables.clientSecret) (this run's placeholders), \(ServiceVariables.username), \
+                \(ServiceVariables.password) (ignored placeholders) and \(ServiceVariables.apiBase); vault stays \
+                to serve it, forwards SIGINT/SIGTERM/SIGHUP, and exits with the command's status when it ends.
                 """)
 
         @OptionGroup var selection: TokenSelection
@@ -26,9 +32,18 @@ extension VaultCLI {
         var name: String?
         @Argument(parsing: .postTerminator, help: "The command and its arguments, after -- (default: $SHELL).") var command: [String] = []
         @OptionGroup var options: VaultOptions
+        @Flag(help: "Give the command a local token endpoint and placeholder credentials instead of a token (see `vault serve`).")
+        var serve = false
+
+        func validate() throws {
+            if serve, selection.fresh || selection.minTtl != nil {
+                throw ValidationError("--fresh and --min-ttl do not apply to --serve (its endpoint keeps the token fresh)")
+            }
+        }
 
         @MainActor func run() async throws {
             let name = try VaultOptions.profile(self.name)
+            if serve { try await runServing(name) }
             let token: SecureBytes
             let apiBase: String?
             let expiresAt: Int64
@@ -61,15 +76,8 @@ extension VaultCLI {
             setenv("GBG_API_BASE", apiBase ?? "", 1)
             setenv("GBG_TOKEN_EXPIRES_AT", Date(timeIntervalSince1970: TimeInterval(expiresAt)).iso8601, 1)
             setenv("GBG_VAULT_PROFILE", name, 1)
-            var program = command
-            if program.isEmpty {
-                let shell = ProcessInfo.processInfo.environment["SHELL"].flatMap { $0.isEmpty ? nil : $0 } ?? "/bin/sh"
-                program = [shell]
-                if isatty(STDERR_FILENO) == 1 {
-                    Output.info("starting \(shell) with the token of '\(name.sanitisedForDisplay(limit: 64))'; `exit` leaves it")
-                }
-            }
             ProcessHardening.restoreForChild()
+            let program = self.program(name)
             var argv: [UnsafeMutablePointer<CChar>?] = program.map { strdup($0) }
             argv.append(nil)
             execvp(program[0], &argv)
@@ -77,6 +85,28 @@ extension VaultCLI {
             // As a shell does: 127 when there is no such command, 126 when it cannot be run.
             Output.error(.failure("cannot run '\(program[0].sanitisedForDisplay(limit: 100))': \(String(cString: strerror(code)))"))
             Glibc.exit(code == ENOENT || code == ENOTDIR ? 127 : 126)
+        }
+
+        /// The command, else $SHELL (else /bin/sh).
+        private func program(_ name: String) -> [String] {
+            if !command.isEmpty { return command }
+            let shell = ProcessInfo.processInfo.environment["SHELL"].flatMap { $0.isEmpty ? nil : $0 } ?? "/bin/sh"
+            if isatty(STDERR_FILENO) == 1 {
+                Output.info("starting \(shell) with the token of '\(name.sanitisedForDisplay(limit: 64))'; `exit` leaves it")
+            }
+            return [shell]
+        }
+
+        /// `--serve`: an endpoint on a free loopback port for the command alone, ended with it.
+        @MainActor private func runServing(_ name: String) async throws -> Never {
+            let source = try LocalService.tokenSource(options, network: network, profile: name, environment: selection.env, action: .serve)
+            let (endpoint, listener) = try await EndpointService.start(source: source, address: .loopback)
+            let apiBase = try await endpoint.keeper.current(caller: "start").apiBase ?? ""
+            let variables = EndpointService.variables(endpoint: endpoint, listener: listener)
+                + [(ServiceVariables.username, ServiceVariables.placeholderUsername), (ServiceVariables.password, ServiceVariables.placeholderPassword),
+                   (ServiceVariables.apiBase, apiBase), ("GBG_VAULT_PROFILE", name)]
+            let child = try LocalService.Child.spawn(program(name), variables: variables, vaultPath: options.resolvedPath)
+            await LocalService.run(keeper: endpoint.keeper, listeners: [listener], deadline: nil, child: child, serve: endpoint.serve)
         }
     }
 }

@@ -1,0 +1,174 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where `vault serve` and `vault proxy` listen: a TCP address (`HOST:PORT`, `[IPV6]:PORT`;
+/// port 0 picks a free one) or a Unix socket (`unix:PATH`, made 0600, and only processes of
+/// this user are served).
+public enum ListenAddress: Sendable, Equatable {
+    case tcp(host: String, port: Int)
+    case unix(path: String)
+
+    /// The default: a free port on the IPv4 loopback.
+    public static let loopback = ListenAddress.tcp(host: "127.0.0.1", port: 0)
+
+    public static func parse(_ text: String) throws(VaultError) -> ListenAddress {
+        if text.hasPrefix("unix:") {
+            let path = String(text.dropFirst(5))
+            guard !path.isEmpty, !path.utf8.contains(0) else { throw .usage("--listen unix: needs a path") }
+            let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+            guard absolute.utf8.count < 100 else { throw .usage("--listen unix:\(path.sanitisedForDisplay(limit: 60)): the path is too long for a socket") }
+            return .unix(path: absolute)
+        }
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw .usage("--listen takes HOST:PORT, [IPV6]:PORT or unix:PATH")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
+                throw .usage("--listen takes HOST:PORT, [IPV6]:PORT or unix:PATH")
+            }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else {
+            throw .usage("--listen takes HOST:PORT, [IPV6]:PORT or unix:PATH, with a port from 0 to 65535")
+        }
+        // An address, never a name: what the listener is reachable on is what the user typed.
+        guard (try? SocketAddress(ipAddress: String(host), port: port)) != nil else {
+            throw .usage("--listen: '\(String(host).sanitisedForDisplay(limit: 60))' is not an IP address")
+        }
+        return .tcp(host: String(host), port: port)
+    }
+
+    /// Whether only this machine can connect (a loopback address or a Unix socket).
+    public var isLocalOnly: Bool {
+        switch self {
+        case .unix: true
+        case .tcp(let host, _): host.hasPrefix("127.") || host == "::1"
+        }
+    }
+}
+
+/// One accepted connection: its HTTP/1.1 parts, and who is on the other end
+/// (`tcp:ADDRESS:PORT`, or `unix:uid=U,pid=P` for a Unix socket), for audit records.
+public struct LocalConnection: Sendable {
+    public let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+    public let caller: String
+}
+
+/// A listening socket of `vault serve` or `vault proxy`: HTTP/1.1 with keep-alive. A Unix
+/// socket is created 0600 and serves only peers with this process's uid (`SO_PEERCRED`);
+/// connections from another uid are closed before a byte is read.
+public final class LocalListener: Sendable {
+    public let address: ListenAddress
+    /// The bound TCP port (0 for a Unix socket).
+    public let port: Int
+    let server: NIOAsyncChannel<LocalConnection?, Never>
+    let socketIdentity: (dev: UInt64, ino: UInt64)?
+
+    private init(address: ListenAddress, port: Int, server: NIOAsyncChannel<LocalConnection?, Never>, socketIdentity: (dev: UInt64, ino: UInt64)?) {
+        self.address = address
+        self.port = port
+        self.server = server
+        self.socketIdentity = socketIdentity
+    }
+
+    /// How a caller reaches it: `http://HOST:PORT` or `unix:PATH`.
+    public var location: String {
+        switch address {
+        case .unix(let path): "unix:\(path)"
+        case .tcp(let host, _): "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+        }
+    }
+
+    public static func bind(_ address: ListenAddress, group: any EventLoopGroup) async throws(VaultError) -> LocalListener {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        let isUnix: Bool
+        if case .unix = address { isUnix = true } else { isUnix = false }
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<LocalConnection?> = { channel in
+            let caller: EventLoopFuture<String?>
+            if isUnix {
+                let provider = channel as! any SocketOptionProvider
+                let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+                    level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+                caller = credentials.map { peer in peer.uid == geteuid() ? "unix:uid=\(peer.uid),pid=\(peer.pid)" : nil }
+            } else {
+                let remote = channel.remoteAddress
+                let text = remote.map { "tcp:\($0.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"):\($0.port ?? 0)" } ?? "tcp:?"
+                caller = channel.eventLoop.makeSucceededFuture(text)
+            }
+            return caller.flatMap { caller in
+                guard let caller else {
+                    Trace.debug("refused a connection from another user")
+                    return channel.close().map { nil }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    return LocalConnection(channel: wrapped, caller: caller)
+                }
+            }
+        }
+        do {
+            switch address {
+            case .tcp(let host, let port):
+                let server = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+                return LocalListener(address: address, port: server.channel.localAddress?.port ?? port, server: server, socketIdentity: nil)
+            case .unix(let path):
+                var info = stat()
+                if lstat(path, &info) == 0 {
+                    guard (info.st_mode & S_IFMT) == S_IFSOCK, info.st_uid == geteuid() else {
+                        throw VaultError.usage("--listen unix:\(path.sanitisedForDisplay(limit: 100)): something else is at that path (only a socket of yours is replaced)")
+                    }
+                    unlink(path)
+                }
+                let previous = umask(0o177)
+                defer { umask(previous) }
+                let server = try await bootstrap.bind(unixDomainSocketPath: path, childChannelInitializer: initializer)
+                chmod(path, 0o600)
+                guard lstat(path, &info) == 0, info.st_mode & 0o177 == 0 else {
+                    try? await server.channel.close()
+                    throw VaultError.failure("the socket \(path.sanitisedForDisplay(limit: 100)) could not be made private")
+                }
+                return LocalListener(address: address, port: 0, server: server, socketIdentity: (UInt64(info.st_dev), UInt64(info.st_ino)))
+            }
+        } catch let error as VaultError {
+            throw error
+        } catch {
+            throw .failure("cannot listen on \(address): \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        }
+    }
+
+    /// Accepts connections and runs `handle` for each (concurrently) until ``close()``.
+    public func serve(_ handle: @escaping @Sendable (LocalConnection) async -> Void) async {
+        try? await withThrowingDiscardingTaskGroup { group in
+            try await server.executeThenClose { inbound in
+                for try await connection in inbound {
+                    guard let connection else { continue }
+                    group.addTask { await handle(connection) }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting; removes a Unix socket that is still this listener's.
+    public func close() async {
+        try? await server.channel.close()
+        if case .unix(let path) = address, let identity = socketIdentity {
+            var info = stat()
+            if lstat(path, &info) == 0, UInt64(info.st_dev) == identity.dev, UInt64(info.st_ino) == identity.ino { unlink(path) }
+        }
+    }
+}
