@@ -142,8 +142,8 @@ long vault_agent_write_network(const char *ca_bundle, char *const *envp, char *o
 }
 
 long vault_agent_write_request(const vault_agent_request *request, char *const *envp, char *out, size_t capacity) {
-    static const char *const operations[] = { NULL, "status", "lock", "verify", "audit-verify", "token" };
-    if (request->op < VAULT_AGENT_OP_STATUS || request->op > VAULT_AGENT_OP_TOKEN) return -1;
+    static const char *const operations[] = { NULL, "status", "lock", "verify", "audit-verify", "token", "proxy-requests" };
+    if (request->op < VAULT_AGENT_OP_STATUS || request->op > VAULT_AGENT_OP_PROXY_REQUESTS) return -1;
     struct writer w = { out, 0, capacity, 0 };
     int first = 1;
     put(&w, "{", 1);
@@ -199,6 +199,21 @@ long vault_agent_write_request(const vault_agent_request *request, char *const *
         put(&w, "}", 1);
         put_key(&w, &first, "network");
         put_network(&w, request->ca_bundle, envp);
+    }
+    if (request->op == VAULT_AGENT_OP_PROXY_REQUESTS) {
+        if (request->profile == NULL || request->summary == NULL) return -1;
+        int field = 1;
+        put_key(&w, &first, "requests");
+        put(&w, "{", 1);
+        put_key(&w, &field, "profile");
+        put_string(&w, request->profile);
+        if (request->environment != NULL) {
+            put_key(&w, &field, "environment");
+            put_string(&w, request->environment);
+        }
+        put_key(&w, &field, "summary");
+        put_string(&w, request->summary);
+        put(&w, "}", 1);
     }
     put(&w, "}", 1);
     return w.failed ? -1 : (long)w.length;

@@ -14,7 +14,9 @@ struct AuthStub: ParsableCommand {
         abstract: "A local GBG GO token endpoint for offline use, demos and tests.",
         discussion: """
             Serves POST /as/token.oauth2 (and the v1 path /captain/api/as/token.oauth2) with both \
-            grants and RFC 6749 errors, and GET /_stub/stats with request counts. With --port 0 the \
+            grants and RFC 6749 errors, GET /_stub/stats with request counts, a small fake of the API \
+            under /v2/captain/ (ping, headers, echo, stream?bytes=N; each checks the bearer token it \
+            issued) and POST /_stub/revoke (every token issued so far stops working). With --port 0 the \
             first line on stdout is `PORT <n>`. Logs go to stderr, without secrets.
             """)
 
@@ -138,6 +140,7 @@ struct StubSettings: Sendable {
 final class StubState: Sendable {
     struct Counts: Sendable { var requests = 0; var tokenRequests = 0; var issued = 0; var tokenConnections = 0 }
     let counts = NIOLockedValueBox(Counts())
+    let api = ApiFake()
 }
 
 /// A minimal response description.

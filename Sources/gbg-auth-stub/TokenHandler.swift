@@ -12,6 +12,8 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
+    /// The body of an API request, digested as it arrives instead of kept.
+    private var digest: ApiFake.Digest?
     /// This connection has carried a token request (counted once, as `token_connections`).
     private var carriedTokenRequest = false
     static let maximumRequestBytes = 64 * 1024
@@ -27,8 +29,11 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             head = requestHead
             body = []
             tooLarge = false
+            digest = requestHead.uri.hasPrefix(ApiFake.prefix) ? ApiFake.Digest() : nil
         case .body(var buffer):
-            if body.count + buffer.readableBytes > Self.maximumRequestBytes {
+            if digest != nil {
+                digest!.add(buffer.readableBytesView)
+            } else if body.count + buffer.readableBytes > Self.maximumRequestBytes {
                 tooLarge = true
             } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
                 body += bytes
@@ -52,9 +57,20 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             return counts
         }
         if head.method == .GET, path == "/_stub/stats" {
+            let api = state.api.counts.withLockedValue { $0 }
             send(.json(.ok, ["requests": counts.requests, "token_requests": counts.tokenRequests, "issued": counts.issued,
-                             "token_connections": counts.tokenConnections]),
+                             "token_connections": counts.tokenConnections, "api_requests": api.requests, "api_unauthorized": api.unauthorized]),
                  requestID: requestID, context: context)
+            return
+        }
+        if path.hasPrefix(ApiFake.prefix) {
+            api(head, path: path, requestID: requestID, context: context)
+            return
+        }
+        if head.method == .POST, path == "/_stub/revoke" {
+            state.api.revokeAll()
+            log("revoked every token issued so far")
+            send(.json(.ok, ["revoked": true]), requestID: requestID, context: context)
             return
         }
         if path.hasSuffix("/as/token.oauth2") { carriedTokenRequest = true }
@@ -140,8 +156,9 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         state.counts.withLockedValue { $0.issued += 1 }
         var random = SystemRandomNumberGenerator()
-        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
-        return .json(.ok, ["access_token": "stub-\(token)", "token_type": "Bearer", "expires_in": settings.book.tokenTTL ?? 3600])
+        let token = "stub-" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
+        state.api.issued(token, expiresIn: settings.book.tokenTTL ?? 3600)
+        return .json(.ok, ["access_token": token, "token_type": "Bearer", "expires_in": settings.book.tokenTTL ?? 3600])
     }
 
     /// Decodes an `application/x-www-form-urlencoded` body (`+` is a space).
@@ -154,6 +171,59 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             result[name] = parts.count > 1 ? decode(parts[1]) ?? "" : ""
         }
         return result
+    }
+
+    // MARK: - The API fake
+
+    private func api(_ head: HTTPRequestHead, path: String, requestID: String, context: ChannelHandlerContext) {
+        let fake = state.api
+        let authorised = fake.authorised(head)
+        fake.counts.withLockedValue {
+            $0.requests += 1
+            if !authorised { $0.unauthorized += 1 }
+        }
+        let resource = String(path.dropFirst(ApiFake.prefix.count))
+        log("\(head.method) \(path) status=\(authorised ? "ok" : "401") request_id=\(requestID)")
+        guard authorised else {
+            var refused = StubResponse.json(.unauthorized, ["error": "invalid_token", "error_description": "missing, unknown or expired token"])
+            refused.extraHeaders.append(("WWW-Authenticate", "Bearer error=\"invalid_token\""))
+            send(refused, requestID: requestID, context: context)
+            return
+        }
+        switch (head.method, resource) {
+        case (.GET, "ping"):
+            send(.json(.ok, ["ok": true]), requestID: requestID, context: context)
+        case (.GET, "headers"):
+            send(.json(.ok, ["uri": head.uri, "names": head.headers.map { $0.name.lowercased() }.sorted()]), requestID: requestID, context: context)
+        case (.POST, "echo"), (.PUT, "echo"):
+            let digest = self.digest ?? ApiFake.Digest()
+            send(.json(.ok, ["received": digest.count, "digest": digest.hex]), requestID: requestID, context: context)
+        case (.GET, "stream"):
+            let query = URLComponents(string: head.uri)?.queryItems ?? []
+            let total = max(0, Int(query.first { $0.name == "bytes" }?.value ?? "0") ?? 0)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/octet-stream")
+            headers.add(name: "Content-Length", value: String(total))
+            headers.add(name: "X-Request-ID", value: requestID)
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            stream(offset: 0, total: total, context: context)
+        default:
+            send(.json(.notFound, ["error": "not_found"]), requestID: requestID, context: context)
+        }
+    }
+
+    /// Writes the stream's next chunk once the previous one is written (so a slow reader
+    /// slows the writer instead of filling memory).
+    private func stream(offset: Int, total: Int, context: ChannelHandlerContext) {
+        guard offset < total else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
+        let count = min(64 * 1024, total - offset)
+        let chunk = context.channel.allocator.buffer(bytes: ApiFake.pattern(offset: offset, count: count))
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk)))).assumeIsolated().whenSuccess { [self] in
+            stream(offset: offset + count, total: total, context: context)
+        }
     }
 
     // MARK: - Writing

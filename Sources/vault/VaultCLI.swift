@@ -24,7 +24,7 @@ struct VaultCLI: AsyncParsableCommand {
         subcommands: [
             Init.self, Add.self, Edit.self, List.self, Show.self, Rotate.self, History.self, Remove.self,
             Passwd.self, Rekey.self, Env.self, Token.self, Exec.self, Audit.self, Backup.self, Copy.self, Doctor.self,
-            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, Serve.self, IdentityCommand.self, MemberCommand.self, AgentServe.self,
+            Verify.self, Upgrade.self, Unlock.self, Lock.self, Status.self, Serve.self, Proxy.self, IdentityCommand.self, MemberCommand.self, AgentServe.self,
         ]
     )
 }

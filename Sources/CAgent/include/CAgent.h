@@ -32,6 +32,7 @@ enum {
     VAULT_AGENT_OP_VERIFY = 3,
     VAULT_AGENT_OP_AUDIT_VERIFY = 4,
     VAULT_AGENT_OP_TOKEN = 5,
+    VAULT_AGENT_OP_PROXY_REQUESTS = 6,
 };
 
 /// The audit action of a token request.
@@ -62,6 +63,9 @@ typedef struct vault_agent_request {
     const char *ca_bundle;
     /// Who asked `vault serve` or `vault proxy` for the token (the record's `caller=`); NULL: not given.
     const char *caller;
+    /// proxy-requests: the summary of a stretch of `vault proxy`'s request log, as its
+    /// record's `detail` (the agent reads it back strictly); with `profile` and `environment`.
+    const char *summary;
 } vault_agent_request;
 
 /// Writes `request` as the JSON object of a frame (without its length prefix), with the

@@ -64,6 +64,7 @@ public struct AgentClient: Sendable {
         case .lock: request.op = Int32(VAULT_AGENT_OP_LOCK)
         case .verify: request.op = Int32(VAULT_AGENT_OP_VERIFY)
         case .auditVerify: request.op = Int32(VAULT_AGENT_OP_AUDIT_VERIFY)
+        case .proxyRequests: break
         case .token(let token):
             request.op = Int32(VAULT_AGENT_OP_TOKEN)
             request.print = token.print ? 1 : 0
@@ -79,7 +80,19 @@ public struct AgentClient: Sendable {
             request.connect_timeout_ms = token.connectTimeoutMs ?? -1
             wait = (token.timeoutMs ?? Int64(VAULT_TOKEN_TIMEOUT_SECONDS) * 1000) + Int64(VAULT_AGENT_ANSWER_MARGIN_SECONDS) * 1000
         }
-        if case .token(let token) = operation {
+        if case .proxyRequests(let profile, let environment, let summary) = operation {
+            request.op = Int32(VAULT_AGENT_OP_PROXY_REQUESTS)
+            length = profile.withCString { profile in
+                withOptionalCString(environment) { environment in
+                    summary.detail.withCString { summary in
+                        request.profile = profile
+                        request.environment = environment
+                        request.summary = summary
+                        return vault_agent_write_request(&request, environ, buffer, 16 * 1024)
+                    }
+                }
+            }
+        } else if case .token(let token) = operation {
             length = token.profile.withCString { profile in
                 withOptionalCString(token.environment) { environment in
                     withOptionalCString(token.format?.rawValue) { format in
@@ -144,6 +157,7 @@ public struct AgentClient: Sendable {
 public enum AgentOperationCall: Sendable {
     case status, lock, verify, auditVerify
     case token(AgentTokenRequest)
+    case proxyRequests(profile: String, environment: String?, summary: RequestLog.Summary)
 }
 
 private func withOptionalCString<R>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {

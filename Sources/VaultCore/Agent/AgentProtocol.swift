@@ -179,6 +179,8 @@ public enum AgentOperation: Sendable, Equatable {
     case auditVerify
     /// A token, exactly as `vault token`/`vault exec` obtain one with the passphrase.
     case token(AgentTokenRequest, network: AgentNetwork)
+    /// A `proxy-requests` record: `vault proxy`'s summary of a stretch of its request log.
+    case proxyRequests(profile: String, environment: String?, summary: RequestLog.Summary)
 }
 
 /// A request as the agent reads it.
@@ -197,6 +199,13 @@ public struct AgentRequest: Sendable, Equatable {
         var op: String
         var token: TokenWire?
         var network: AgentNetwork?
+        var requests: RequestsWire?
+    }
+
+    private struct RequestsWire: Decodable {
+        var profile: String
+        var environment: String?
+        var summary: String
     }
 
     private struct TokenWire: Decodable {
@@ -257,9 +266,14 @@ public struct AgentRequest: Sendable, Equatable {
                                                  format: format, action: action, fresh: token.fresh ?? false, minTTL: token.minTTL,
                                                  timeoutMs: token.timeoutMs, connectTimeoutMs: token.connectTimeoutMs, caller: token.caller),
                                network: network)
+        case "proxy-requests":
+            guard let requests = wire.requests, let summary = RequestLog.Summary(detail: requests.summary) else {
+                throw .usage("a proxy-requests request needs its profile and a valid summary")
+            }
+            operation = .proxyRequests(profile: requests.profile, environment: requests.environment, summary: summary)
         default:
             throw .usage("unknown agent operation '\(wire.op.sanitisedForDisplay(limit: 40))'",
-                         hint: "only token, status, lock, verify and audit-verify are served; everything else needs the passphrase")
+                         hint: "only token, proxy-requests, status, lock, verify and audit-verify are served; everything else needs the passphrase")
         }
         return AgentRequest(version: wire.version, operation: operation)
     }
@@ -280,6 +294,8 @@ public enum AgentAnswer: Sendable {
     case status(Status)
     case verification(FullVerification)
     case audit(AuditCheck)
+    /// A record was appended (`proxy-requests`): its sequence number.
+    case recorded(Int64)
     /// The operation failed: the command's exit code, message and hint. With `ending`, the
     /// agent is shutting down (its time is up, the keys changed, …): the client goes on
     /// without it.
@@ -365,6 +381,7 @@ public enum AgentAnswer: Sendable {
         var status: Status?
         var verification: FullVerification?
         var audit: AuditCheck?
+        var recorded: Int64?
         var error: Failure?
     }
 
@@ -377,6 +394,7 @@ public enum AgentAnswer: Sendable {
         case .status(let status): wire = Wire(ok: true, status: status)
         case .verification(let report): wire = Wire(ok: true, verification: report)
         case .audit(let check): wire = Wire(ok: true, audit: check)
+        case .recorded(let seq): wire = Wire(ok: true, recorded: seq)
         case .failure(let failure): wire = Wire(ok: false, error: failure)
         }
         let encoder = JSONEncoder()
@@ -400,6 +418,7 @@ public enum AgentAnswer: Sendable {
         if let status = wire.status { return .status(status) }
         if let report = wire.verification { return .verification(report) }
         if let check = wire.audit { return .audit(check) }
+        if let seq = wire.recorded { return .recorded(seq) }
         return nil
     }
 }

@@ -338,6 +338,8 @@ public final class AgentServer: @unchecked Sendable {
                                      failureReason: result.firstFailure?.reason)), false)
             case .token(let token, let network):
                 return (try await self.token(token, network: network), false)
+            case .proxyRequests(let profile, let environment, let summary):
+                return (.recorded(try unlocked.recordProxyRequests(summary, profile: profile, environment: environment).seq), false)
             }
         } catch {
             noteFailure(error)

@@ -133,7 +133,8 @@ extension UnlockedVault {
     }
 
     /// Appends an audit record on its own (failed exchanges, `rotate --verify`).
-    public func appendAudit(_ entry: AuditEntry) throws(VaultError) {
+    @discardableResult
+    public func appendAudit(_ entry: AuditEntry) throws(VaultError) -> AuditEntry {
         try write { try $0.audit(entry) }
     }
 

@@ -23,7 +23,9 @@ extension VaultCLI {
                 that run longer than a token lives): \(ServiceVariables.tokenURL), \(ServiceVariables.clientID), \
                 \(ServiceVariables.clientSecret) (this run's placeholders), \(ServiceVariables.username), \
                 \(ServiceVariables.password) (ignored placeholders) and \(ServiceVariables.apiBase); vault stays \
-                to serve it, forwards SIGINT/SIGTERM/SIGHUP, and exits with the command's status when it ends.
+                to serve it, forwards SIGINT/SIGTERM/SIGHUP, and exits with the command's status when it ends. \
+                With --proxy, the command gets its own API proxy instead: \(ServiceVariables.apiBase) is the \
+                proxy's URL and \(ServiceVariables.proxyKey) the key to send in \(ApiProxy.keyHeader).
                 """)
 
         @OptionGroup var selection: TokenSelection
@@ -34,16 +36,20 @@ extension VaultCLI {
         @OptionGroup var options: VaultOptions
         @Flag(help: "Give the command a local token endpoint and placeholder credentials instead of a token (see `vault serve`).")
         var serve = false
+        @Flag(help: "Give the command its own API proxy (see `vault proxy`) instead of a token.")
+        var proxy = false
 
         func validate() throws {
-            if serve, selection.fresh || selection.minTtl != nil {
-                throw ValidationError("--fresh and --min-ttl do not apply to --serve (its endpoint keeps the token fresh)")
+            if serve && proxy { throw ValidationError("--serve and --proxy go separately") }
+            if serve || proxy, selection.fresh || selection.minTtl != nil {
+                throw ValidationError("--fresh and --min-ttl do not apply to --serve and --proxy (they keep the token fresh)")
             }
         }
 
         @MainActor func run() async throws {
             let name = try VaultOptions.profile(self.name)
             if serve { try await runServing(name) }
+            if proxy { try await runProxy(name) }
             let token: SecureBytes
             let apiBase: String?
             let expiresAt: Int64
@@ -99,7 +105,7 @@ extension VaultCLI {
 
         /// `--serve`: an endpoint on a free loopback port for the command alone, ended with it.
         @MainActor private func runServing(_ name: String) async throws -> Never {
-            let source = try LocalService.tokenSource(options, network: network, profile: name, environment: selection.env, action: .serve)
+            let (source, _) = try LocalService.tokenSource(options, network: network, profile: name, environment: selection.env, action: .serve)
             let (endpoint, listener) = try await EndpointService.start(source: source, address: .loopback)
             let apiBase = try await endpoint.keeper.current(caller: "start").apiBase ?? ""
             let variables = EndpointService.variables(endpoint: endpoint, listener: listener)
@@ -107,6 +113,14 @@ extension VaultCLI {
                    (ServiceVariables.apiBase, apiBase), ("GBG_VAULT_PROFILE", name)]
             let child = try LocalService.Child.spawn(program(name), variables: variables, vaultPath: options.resolvedPath)
             await LocalService.run(keeper: endpoint.keeper, listeners: [listener], deadline: nil, child: child, serve: endpoint.serve)
+        }
+
+        /// `--proxy`: a proxy on a free loopback port for the command alone, ended with it.
+        @MainActor private func runProxy(_ name: String) async throws -> Never {
+            let running = try await ProxyService.start(options: options, network: network, profile: name, environment: selection.env, address: .loopback)
+            let child = try LocalService.Child.spawn(program(name), variables: running.variables + [("GBG_VAULT_PROFILE", name)],
+                                                     vaultPath: options.resolvedPath)
+            await running.run(deadline: nil, child: child)
         }
     }
 }

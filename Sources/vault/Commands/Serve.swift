@@ -55,15 +55,10 @@ extension VaultCLI {
         @MainActor func run() async throws {
             let name = try VaultOptions.profile(self.name)
             let address = try service.address()
-            let source = try LocalService.tokenSource(options, network: network, profile: name, environment: service.env, action: .serve)
+            let (source, _) = try LocalService.tokenSource(options, network: network, profile: name, environment: service.env, action: .serve)
             let (endpoint, listener) = try await EndpointService.start(source: source, address: address)
             let lines = EndpointService.variables(endpoint: endpoint, listener: listener).map { "\($0.0)=\($0.1)" }.joined(separator: "\n") + "\n"
-            if let credentialsOut {
-                try PrivateFile.write(Array(lines.utf8), to: credentialsOut)
-                Output.info("the endpoint's credentials are in \(credentialsOut.sanitisedForDisplay(limit: 200))")
-            } else {
-                Output.stdout(lines)
-            }
+            try PrivateFile.hand(lines, to: credentialsOut, what: "the endpoint's credentials")
             if !address.isLocalOnly {
                 Output.warning("listening on \(listener.location): reachable from other machines and containers on that network; callers still need the credentials")
             }
@@ -100,9 +95,131 @@ enum EndpointService {
     }
 }
 
+extension VaultCLI {
+    struct Proxy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "proxy",
+            abstract: "An authenticating reverse proxy to the environment's API base: programs call the API without a token or secret.",
+            discussion: """
+                A request to http://ADDR/PATH goes to the environment's API base + PATH with \
+                `Authorization: Bearer <token>` set by vault (an incoming Authorization is dropped), \
+                bodies streamed both ways, TLS with the CA and proxy settings of `vault token`. On a 401 \
+                from the API it takes a fresh token and retries once (requests whose body was at most \
+                64 KiB). TCP callers must send this run's key in the \(ApiProxy.keyHeader) header; it is \
+                printed once as \(ServiceVariables.proxyKey)=… beside \(ServiceVariables.apiBase)=… (or \
+                written to --credentials-out). On --listen unix:PATH the socket (0600) and the caller's uid \
+                are the check instead. Each request is a line of a request log (method, path without \
+                query, status, bytes, duration, upstream request id; never a header value or a body) \
+                anchored every minute by a proxy-requests audit record; `vault audit --requests` shows \
+                and checks it.
+                """)
+
+        @OptionGroup var service: ServiceOptions
+        @OptionGroup var network: NetworkOptions
+        @Argument(help: "The profile name (default: VAULT_PROFILE, else the config file's `profile`).", completion: NameCompletion.profiles)
+        var name: String?
+        @Option(help: ArgumentHelp("Write the proxy's URL and key to this file (0600) instead of standard output.", valueName: "path"))
+        var credentialsOut: String?
+        @OptionGroup var options: VaultOptions
+
+        @MainActor func run() async throws {
+            let name = try VaultOptions.profile(self.name)
+            let address = try service.address()
+            let running = try await ProxyService.start(options: options, network: network, profile: name, environment: service.env, address: address)
+            let lines = running.variables.map { "\($0.0)=\($0.1)" }.joined(separator: "\n") + "\n"
+            try PrivateFile.hand(lines, to: credentialsOut, what: "the proxy's URL and key")
+            if !address.isLocalOnly {
+                Output.warning("listening on \(running.listener.location): reachable from other machines and containers on that network; callers still need the key")
+            }
+            Output.info("proxying to \(running.proxy.apiBase.sanitisedForDisplay(limit: 200)) with the tokens of '\(name.sanitisedForDisplay(limit: 64))' "
+                        + "at \(running.listener.location); requests are logged in \(running.log.path); Ctrl-C stops")
+            await running.run(deadline: service.deadline, child: nil)
+        }
+    }
+}
+
+/// A running `vault proxy` (also for `vault exec --proxy`).
+struct ProxyService: Sendable {
+    /// Records the request log's new lines at most this often.
+    static let summarySeconds: TimeInterval = 60
+
+    let proxy: ApiProxy
+    let listener: LocalListener
+    let log: RequestLog
+    let recorder: RequestRecorder
+    let profile: String
+    let environment: String?
+
+    /// Obtains the first token (a record, `caller=start`), opens the request log, listens.
+    static func start(options: VaultOptions, network: NetworkOptions, profile: String, environment: String?,
+                      address: ListenAddress) async throws(VaultError) -> ProxyService {
+        let (source, recorder) = try LocalService.tokenSource(options, network: network, profile: profile, environment: environment, action: .proxy)
+        guard let directory = RequestLog.directory() else { throw .failure("cannot name the request log's directory (no HOME?)") }
+        let log = try RequestLog(directory: directory, profile: profile)
+        let keeper = TokenKeeper(source: source)
+        let first = try await keeper.current(caller: "start")
+        guard let apiBase = first.apiBase, !apiBase.isEmpty else {
+            throw .usage("the environment has no API base to proxy to", hint: "vault env set ENV --api-base URL")
+        }
+        let current = try AgentNetwork.current(cacert: network.cacert)
+        let transport = TransportOptions(caBundlePath: current.caBundle,
+                                         connectTimeout: .milliseconds(network.connectTimeoutMs ?? Int64(TransportOptions.defaultConnectTimeoutSeconds) * 1000),
+                                         environment: current.proxy)
+        var requireKey = true
+        if case .unix = address { requireKey = false }
+        let proxy = try ApiProxy(apiBase: apiBase, keeper: keeper, transport: transport, log: log, requireKey: requireKey)
+        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
+        return ProxyService(proxy: proxy, listener: listener, log: log, recorder: recorder, profile: profile, environment: environment)
+    }
+
+    /// What a caller needs: the proxy's URL (as the API base) and key.
+    var variables: [(String, String)] {
+        if case .unix(let path) = listener.address {
+            return [(ServiceVariables.apiBase, "http://localhost/"), ("GBG_API_SOCKET", path)]
+        }
+        let key = proxy.key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        return [(ServiceVariables.apiBase, "\(listener.location)/"), (ServiceVariables.proxyKey, key)]
+    }
+
+    /// Serves until the end, recording the request log's new lines every minute and at the end.
+    func run(deadline: Date?, child: LocalService.Child?) async -> Never {
+        let summarise: @Sendable () async -> Void = { [log, recorder, profile, environment] in
+            guard let summary = log.takeSummary() else { return }
+            do throws(VaultError) {
+                try await recorder.record(summary, profile: profile, environment: environment)
+            } catch {
+                Output.warning("the request log's lines \(summary.first)-\(summary.last) could not be recorded: \(error.message)")
+            }
+        }
+        let started = Date()
+        let nextSummary = Counter()
+        await LocalService.run(keeper: proxy.keeper, listeners: [listener], deadline: deadline, child: child, tick: {
+            let due = Int(Date().timeIntervalSince(started) / Self.summarySeconds)
+            if due > nextSummary.value {
+                nextSummary.value = due
+                await summarise()
+            }
+        }, finish: { [proxy] in
+            await summarise()
+            await proxy.shutdown()
+        }, serve: proxy.serve)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    var value = 0
+}
+
 /// A file only this user can read, replaced whole (written beside it, then renamed; a link
 /// at the path is replaced, not followed).
 enum PrivateFile {
+    /// `text` on standard output, or into the private file `path` (with a line saying so).
+    static func hand(_ text: String, to path: String?, what: String) throws(VaultError) {
+        guard let path else { return Output.stdout(text) }
+        try write(Array(text.utf8), to: path)
+        Output.info("\(what) are in \(path.sanitisedForDisplay(limit: 200))")
+    }
+
     static func write(_ bytes: [UInt8], to path: String) throws(VaultError) {
         let temporary = path + ".tmp-\(getpid())"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)

@@ -12,21 +12,24 @@ enum LocalService {
     /// The agent when one serves the vault (this process then holds no key), else the vault
     /// unlocked here once (the passphrase or an identity, asked for now).
     static func tokenSource(_ options: VaultOptions, network: NetworkOptions, profile: String, environment: String?,
-                            action: TokenAction) throws(VaultError) -> any TokenSource {
+                            action: TokenAction) throws(VaultError) -> (any TokenSource, RequestRecorder) {
         if let client = AgentSession.client(vaultPath: options.resolvedPath, noAgent: options.noAgent), client.socketExists,
            case .answered(.status) = client.call(.status) {
             Output.info("using the agent of `vault unlock`: this process holds no key, and stops getting tokens at `vault lock`")
-            return AgentTokenSource(client: client, profile: profile, environment: environment, action: action, cacert: network.cacert,
-                                    timeoutMs: network.timeoutMs, connectTimeoutMs: network.connectTimeoutMs)
+            return (AgentTokenSource(client: client, profile: profile, environment: environment, action: action, cacert: network.cacert,
+                                     timeoutMs: network.timeoutMs, connectTimeoutMs: network.connectTimeoutMs),
+                    .agent(client))
         }
         let unlocked = try options.unlock(profile: profile, environment: environment)
-        return VaultTokenSource(unlocked: unlocked, exchange: try network.exchange(), profile: profile, environment: environment, action: action)
+        return (VaultTokenSource(unlocked: unlocked, exchange: try network.exchange(), profile: profile, environment: environment, action: action),
+                .vault(unlocked))
     }
 
     /// Runs until SIGINT, SIGTERM or SIGHUP, `deadline`, or the end of `child`: renews the
     /// kept token about once a second, then closes `listeners` and exits (with the child's
     /// status when there is one, else 0).
     static func run(keeper: TokenKeeper, listeners: [LocalListener], deadline: Date?, child: Child?,
+                    tick: @Sendable () async -> Void = {}, finish: @Sendable () async -> Void = {},
                     serve: @escaping @Sendable (LocalConnection) async -> Void) async -> Never {
         let stop = StopFlag()
         var sources: [any DispatchSourceSignal] = []
@@ -52,9 +55,11 @@ enum LocalService {
                 if let child { kill(child.pid, SIGTERM) } else { stop.set(status: 0) }
             }
             await keeper.renewIfDue()
+            await tick()
             try? await Task.sleep(for: .milliseconds(250))
         }
         for listener in listeners { await listener.close() }
+        await finish()
         _ = sources
         exit(stop.status ?? 0)
     }

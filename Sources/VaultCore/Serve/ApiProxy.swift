@@ -1,0 +1,291 @@
+import AsyncHTTPClient
+import CSodium
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// `vault proxy`: an authenticating reverse proxy to an environment's API base. A request to
+/// `http://ADDR/PATH?QUERY` goes to `API_BASE` + `PATH?QUERY` (the base's own path is the
+/// prefix: `/v2/captain/` and `/journey/start` make `/v2/captain/journey/start`) with
+/// `Authorization: Bearer <token>` set here; an incoming `Authorization` and this proxy's
+/// key header are dropped, as are hop-by-hop headers. Bodies stream both ways. A `401` from
+/// upstream gets one retry with a fresh token when the request's body was small enough to
+/// keep (``retainedBody``); otherwise the `401` is passed on (the next request has the
+/// fresh token). TCP callers must send ``keyHeader`` with this run's key; on a Unix socket
+/// the peer's uid is the check. Each request is a line of the ``RequestLog``.
+public final class ApiProxy: Sendable {
+    /// The header a TCP caller sends with the per-run key.
+    public static let keyHeader = "X-Vault-Proxy-Key"
+    /// Request bodies up to this size are kept until the answer, for a retry after a `401`.
+    public static let retainedBody = 64 * 1024
+
+    public let key: SecureBytes
+    let keyDigest: [UInt8]
+    public let keeper: TokenKeeper
+    let base: (scheme: String, host: String, port: Int?, path: String)
+    public let apiBase: String
+    let client: HTTPClient
+    let log: RequestLog?
+    let requireKey: Bool
+
+    /// `apiBase` must be an absolute http(s) URL; `transport` gives the CA and proxy rules
+    /// (those of `vault token`).
+    public init(apiBase: String, keeper: TokenKeeper, transport: TransportOptions, log: RequestLog?, requireKey: Bool) throws(VaultError) {
+        guard let components = URLComponents(string: apiBase), let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
+              let host = components.host, !host.isEmpty else {
+            throw .usage("the environment's API base '\(apiBase.sanitisedForDisplay(limit: 100))' is not an http(s) URL")
+        }
+        var path = components.percentEncodedPath
+        if !path.hasSuffix("/") { path += "/" }
+        base = (scheme, host, components.port, path)
+        self.apiBase = apiBase
+        let secret = Data(Sodium.randomBytes(32)).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        key = SecureBytes(utf8: secret)
+        keyDigest = Sodium.blake2b(Array(secret.utf8))
+        self.keeper = keeper
+        self.log = log
+        self.requireKey = requireKey
+        var configuration = try AsyncHTTPTransport(options: transport).makeConfiguration(for: apiBase)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.read = .seconds(120)
+        client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+
+    /// Request headers that are the connection's, not the request's (RFC 9110 §7.6.1), and
+    /// what the proxy sets or must not forward.
+    static let dropped: Set<String> = ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer",
+                                       "transfer-encoding", "upgrade", "host", "authorization", keyHeader.lowercased(), "content-length"]
+
+    /// Serves one connection's requests (keep-alive) until it closes.
+    public func serve(_ connection: LocalConnection) async {
+        try? await connection.channel.executeThenClose { inbound, outbound in
+            let reader = PartReader(inbound.makeAsyncIterator())
+            while let part = try await reader.next() {
+                guard case .head(let head) = part else { continue }
+                let keepOpen = try await handle(head, reader: reader, outbound: outbound, caller: connection.caller)
+                if !keepOpen || !head.isKeepAlive { return }
+            }
+        }
+    }
+
+    /// One request; false when the connection must close (its body was not read to the end,
+    /// or the answer broke off).
+    private func handle(_ head: HTTPRequestHead, reader: PartReader, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+                        caller: String) async throws -> Bool {
+        let started = ContinuousClock.now
+        var line = RequestLog.Line(method: head.method.rawValue, path: Self.pathWithoutQuery(head.uri), caller: caller)
+        func finish(_ status: Int) {
+            line.status = status
+            line.durationMs = Int64((ContinuousClock.now - started) / .milliseconds(1))
+            log?.append(line)
+        }
+        if requireKey, !keyMatches(head.headers.first(name: Self.keyHeader)) {
+            let drained = try await reader.drainBody(limit: Self.retainedBody)
+            try await Self.writeError(.unauthorized, "invalid_proxy_key", "send this run's key in the \(Self.keyHeader) header", to: outbound)
+            finish(401)
+            return drained
+        }
+        guard let target = upstreamURL(head.uri) else {
+            let drained = try await reader.drainBody(limit: Self.retainedBody)
+            try await Self.writeError(.badRequest, "invalid_request", "the path must start with / and contain no '..' segment", to: outbound)
+            finish(400)
+            return drained
+        }
+        var headers = HTTPHeaders()
+        let connectionNamed = Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() })
+        for (name, value) in head.headers where !Self.dropped.contains(name.lowercased()) && !connectionNamed.contains(name.lowercased()) {
+            headers.add(name: name, value: value)
+        }
+        let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
+        let hasBody = (declaredLength ?? 0) > 0 || head.headers.contains(name: "transfer-encoding")
+
+        // The body: kept whole when small (a 401 can then be retried), else streamed.
+        var kept = ByteBuffer()
+        var bodyEnded = !hasBody
+        if hasBody {
+            while kept.readableBytes <= Self.retainedBody, let part = try await reader.next() {
+                if case .body(var chunk) = part { kept.writeBuffer(&chunk) } else { bodyEnded = true; break }
+            }
+        }
+        let counter = ByteCounter()
+        var token: HandedToken
+        do {
+            token = try await keeper.current(caller: "proxy")
+        } catch {
+            let drained = bodyEnded ? true : try await reader.drainBody(limit: 0)
+            try await Self.writeError(.serviceUnavailable, "temporarily_unavailable",
+                                      "vault could not obtain the profile's token: \(error.message.sanitisedForDisplay(limit: 200))", to: outbound)
+            finish(503)
+            return drained
+        }
+        var attempt = 0
+        while true {
+            attempt += 1
+            var request = HTTPClientRequest(url: target)
+            request.method = head.method
+            request.headers = headers
+            token.token.withUnsafeBytes { request.headers.replaceOrAdd(name: "Authorization", value: "Bearer " + String(decoding: $0, as: UTF8.self)) }
+            if bodyEnded {
+                counter.count = kept.readableBytes
+                if hasBody || kept.readableBytes > 0 { request.body = .bytes(kept) }
+            } else {
+                let stream = BodyStream(prefix: kept, reader: reader, counter: counter)
+                request.body = .stream(stream, length: declaredLength.map { .known(Int64($0)) } ?? .unknown)
+            }
+            let response: HTTPClientResponse
+            do {
+                response = try await client.execute(request, timeout: .hours(1))
+            } catch {
+                try await Self.writeError(.badGateway, "upstream_unavailable",
+                                          "the API could not be reached: \(AsyncHTTPTransport.cause(of: error).sanitisedForDisplay(limit: 200))", to: outbound)
+                line.bytesIn = counter.count
+                finish(502)
+                return bodyEnded || reader.ended
+            }
+            line.requestID = response.headers.first(name: "X-Request-ID").map { $0.sanitisedForDisplay(limit: 64) }
+            if response.status == .unauthorized, attempt == 1, bodyEnded {
+                // The token was refused (revoked, or expired early): one fresh token, one retry.
+                for try await _ in response.body {}
+                do {
+                    token = try await keeper.current(caller: "proxy", replacing: token)
+                    line.retried = true
+                    continue
+                } catch {
+                    Trace.debug("no fresh token after a 401: \(error.message)")
+                    try await Self.writeError(.unauthorized, "invalid_token", "the API refused the token and no fresh one could be obtained", to: outbound)
+                    line.bytesIn = counter.count
+                    finish(401)
+                    return true
+                }
+            }
+            var responseHeaders = HTTPHeaders()
+            for (name, value) in response.headers where !Self.dropped.contains(name.lowercased()) || name.lowercased() == "content-length" {
+                responseHeaders.add(name: name, value: value)
+            }
+            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: responseHeaders)))
+            var sent = 0
+            do {
+                for try await chunk in response.body {
+                    sent += chunk.readableBytes
+                    try await outbound.write(.body(.byteBuffer(chunk)))
+                }
+            } catch {
+                // The upstream broke off mid-body: the caller sees the connection close.
+                line.bytesIn = counter.count
+                line.bytesOut = sent
+                finish(Int(response.status.code))
+                return false
+            }
+            try await outbound.write(.end(nil))
+            line.bytesIn = counter.count
+            line.bytesOut = sent
+            finish(Int(response.status.code))
+            return bodyEnded || reader.ended
+        }
+    }
+
+    private func keyMatches(_ given: String?) -> Bool {
+        guard let given else { return false }
+        return Sodium.constantTimeEqual(Sodium.blake2b(Array(given.utf8)), keyDigest)
+    }
+
+    /// The upstream URL for an origin-form request target; nil for anything else.
+    func upstreamURL(_ uri: String) -> String? {
+        guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
+        let path = Self.pathWithoutQuery(uri)
+        guard !path.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == ".." || $0 == "." }) else { return nil }
+        let hostPart = base.host.contains(":") ? "[\(base.host)]" : base.host
+        return "\(base.scheme)://\(hostPart)\(base.port.map { ":\($0)" } ?? "")\(base.path)\(uri.dropFirst())"
+    }
+
+    static func pathWithoutQuery(_ uri: String) -> String {
+        String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").sanitisedForDisplay(limit: 200)
+    }
+
+    static func writeError(_ status: HTTPResponseStatus, _ code: String, _ description: String,
+                           to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": code, "error_description": description], options: [.sortedKeys])) ?? Data()
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(data.count))
+        try await outbound.write(contentsOf: [.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)),
+                                              .body(.byteBuffer(ByteBuffer(bytes: data))), .end(nil)])
+    }
+}
+
+/// The parts of one connection, read by the connection's loop and, while a request body
+/// streams upstream, by the HTTP client (one reader at a time).
+final class PartReader: @unchecked Sendable {
+    private var iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
+    /// The current request's `.end` was read.
+    private(set) var ended = false
+
+    init(_ iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator) { self.iterator = iterator }
+
+    func next() async throws -> HTTPServerRequestPart? {
+        let part = try await iterator.next()
+        switch part {
+        case .head: ended = false
+        case .end: ended = true
+        case .body, nil: break
+        }
+        return part
+    }
+
+    /// Reads and discards the rest of the body, up to `limit` bytes; false when more came.
+    func drainBody(limit: Int) async throws -> Bool {
+        var read = 0
+        while !ended, let part = try await next() {
+            if case .body(let chunk) = part {
+                read += chunk.readableBytes
+                if read > limit { return false }
+            }
+        }
+        return true
+    }
+}
+
+/// Bytes sent upstream.
+final class ByteCounter: @unchecked Sendable {
+    var count = 0
+}
+
+/// A request body for the HTTP client: the part already read, then the rest as it arrives
+/// (the channel's back-pressure slows the caller when upstream is slow).
+struct BodyStream: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let prefix: ByteBuffer
+    let reader: PartReader
+    let counter: ByteCounter
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var prefix: ByteBuffer?
+        let reader: PartReader
+        let counter: ByteCounter
+
+        mutating func next() async throws -> ByteBuffer? {
+            if let first = prefix {
+                prefix = nil
+                if first.readableBytes > 0 {
+                    counter.count += first.readableBytes
+                    return first
+                }
+            }
+            while !reader.ended, let part = try await reader.next() {
+                if case .body(let chunk) = part {
+                    counter.count += chunk.readableBytes
+                    return chunk
+                }
+            }
+            return nil
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(prefix: prefix, reader: reader, counter: counter) }
+}
