@@ -254,3 +254,62 @@ public enum RequestRecorder: Sendable {
         }
     }
 }
+
+/// The request logs of a directory checked against the `proxy-requests` records of a
+/// vault's trail (`vault audit requests`).
+public struct RequestLogCheck: Sendable {
+    public struct Checked: Sendable {
+        public var log: String
+        public var line: RequestLog.Line
+        /// Covered by a record whose digest matches.
+        public var anchored: Bool
+    }
+
+    public var lines: [Checked] = []
+    /// Lines a record covers that are missing or changed, or records whose log is gone:
+    /// each a sentence.
+    public var problems: [String] = []
+
+    /// Checks every log named by a record in `records` (and every other log in
+    /// `directory`, whose lines are then unanchored).
+    public static func run(directory: String, records: [AuditEntry]) -> RequestLogCheck {
+        var result = RequestLogCheck()
+        var summaries: [String: [(seq: Int64, summary: RequestLog.Summary)]] = [:]
+        for record in records where record.action == .proxyRequests {
+            guard let summary = record.detail.flatMap(RequestLog.Summary.init(detail:)) else {
+                result.problems.append("record \(record.seq): its summary cannot be read")
+                continue
+            }
+            summaries[summary.name, default: []].append((record.seq, summary))
+        }
+        let present = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter(RequestLog.isValidName)
+        for name in Set(present).union(summaries.keys).sorted() {
+            let path = directory + "/" + name
+            guard let lines = try? RequestLog.read(path) else {
+                result.problems.append("the request log \(name) is missing, though record \(summaries[name]?.first?.seq ?? 0) summarises it")
+                continue
+            }
+            var anchored = Set<Int64>()
+            for (seq, summary) in summaries[name] ?? [] {
+                let range = Int(summary.first - 1)..<Int(summary.last)
+                guard range.upperBound <= lines.count else {
+                    result.problems.append("\(name): record \(seq) covers lines \(summary.first)-\(summary.last), but the log has \(lines.count)")
+                    continue
+                }
+                guard RequestLog.digest(lines[range].map(\.bytes)) == summary.digest else {
+                    result.problems.append("\(name): lines \(summary.first)-\(summary.last) do not match record \(seq) (changed, removed or reordered)")
+                    continue
+                }
+                anchored.formUnion(summary.first...summary.last)
+            }
+            for (index, entry) in lines.enumerated() {
+                guard let line = entry.line else {
+                    result.problems.append("\(name): line \(index + 1) is not a request log line")
+                    continue
+                }
+                result.lines.append(Checked(log: name, line: line, anchored: anchored.contains(Int64(index + 1))))
+            }
+        }
+        return result
+    }
+}

@@ -55,6 +55,56 @@ extension VaultCLI {
     }
 }
 
+/// `vault audit --requests`: the requests `vault proxy` forwarded, from its request logs,
+/// each line checked against the `proxy-requests` record that summarises it (the lines'
+/// BLAKE2b-256 digest): anchored, or not yet (a proxy still running, or killed before its
+/// last summary). A covered line that was changed, removed or reordered is an integrity
+/// failure (exit 7).
+enum RequestListing {
+    static func statusFilter(_ text: String) -> ((Int) -> Bool)? {
+        if text.count == 3, text.hasSuffix("xx"), let first = Int(text.prefix(1)), (1...5).contains(first) { return { $0 / 100 == first } }
+        if let code = Int(text), (100...599).contains(code) { return { $0 == code } }
+        return nil
+    }
+
+    static func print(_ listing: AuditListing, options: VaultOptions) throws(VaultError) {
+        let vault = try options.openForReading()
+        guard let directory = RequestLog.directory() else { throw VaultError.failure("cannot name the request log directory (no HOME?)") }
+        let records = try vault.audit(AuditQuery()).filter { $0.action == .proxyRequests }
+        let check = RequestLogCheck.run(directory: directory, records: records)
+        let since = listing.since.flatMap { TimeArgument.parse($0) }
+        let until = listing.until.flatMap { TimeArgument.parse($0) }
+        let statusMatches = listing.status.flatMap(statusFilter)
+        var lines = check.lines.filter { entry in
+            (listing.profile == nil || entry.line.profile == listing.profile) && (listing.path == nil || entry.line.path.hasPrefix(listing.path!))
+                && (since == nil || entry.line.at >= since!) && (until == nil || entry.line.at <= until!) && (statusMatches?(entry.line.status) ?? true)
+        }.sorted { ($0.line.at, $0.log, $0.line.seq) < ($1.line.at, $1.log, $1.line.seq) }
+        if let limit = listing.limit, lines.count > limit { lines.removeFirst(lines.count - limit) }
+        if listing.json || listing.jsonl {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let objects: [String] = lines.map { entry in
+                let line = (try? encoder.encode(entry.line)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                return #"{"anchored":\#(entry.anchored),"line":\#(line),"log":"\#(entry.log)"}"#
+            }
+            Output.stdout(listing.json ? "[" + objects.joined(separator: ",") + "]\n" : objects.map { $0 + "\n" }.joined())
+        } else {
+            let rows = lines.map { entry -> [String] in
+                let line = entry.line
+                let at = Date(timeIntervalSince1970: TimeInterval(line.at) / 1000)
+                return [listing.localTime ? at.iso8601Local : at.iso8601, line.profile.sanitisedForDisplay(limit: 32), line.method,
+                        line.path.sanitisedForDisplay(limit: 60), String(line.status), String(line.bytesIn), String(line.bytesOut),
+                        String(line.durationMs), line.requestID ?? "-", line.caller, entry.anchored ? "yes" : "no"]
+            }
+            Output.stdout(Output.tableText(["TIME", "PROFILE", "METHOD", "PATH", "STATUS", "IN", "OUT", "MS", "REQUEST ID", "CALLER", "ANCHORED"], rows))
+        }
+        if !check.problems.isEmpty {
+            throw VaultError.notAsRemembered("request logs: " + check.problems.prefix(5).joined(separator: "; "),
+                                             hint: "a request log was edited after its lines were recorded; the proxy-requests records are the reference")
+        }
+    }
+}
+
 /// The filters and formats of `vault audit` (and its older spelling `audit list`).
 struct AuditListing: ParsableArguments {
     /// How many records a table shows at a terminal without `--limit` or `--all`.
@@ -74,6 +124,10 @@ struct AuditListing: ParsableArguments {
     @Option(help: "With --follow: how often to look for new records, in milliseconds.") var interval: Int = 250
     @Flag(help: "Show the table's times in the local time zone (JSON stays UTC).") var localTime = false
     @Flag(help: "Never page the table, even at a terminal.") var noPager = false
+    @Flag(help: "The requests `vault proxy` forwarded (its request logs, each line checked against the trail), oldest first.")
+    var requests = false
+    @Option(help: "With --requests: only this status (200) or class (2xx … 5xx).") var status: String?
+    @Option(help: "With --requests: only paths that start with this.") var path: String?
 
     func validate() throws {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
@@ -86,6 +140,13 @@ struct AuditListing: ParsableArguments {
             if let value, TimeArgument.parse(value) == nil {
                 throw ValidationError("\(flag) '\(value)' is not a time: use ISO 8601, Unix seconds, or an age like 24h")
             }
+        }
+        if !requests, status != nil || path != nil { throw ValidationError("--status and --path filter --requests") }
+        if requests {
+            if env != nil || member != nil || outcome != nil || follow || all {
+                throw ValidationError("--requests takes --profile, --since, --until, --status, --path, --limit, --json or --jsonl")
+            }
+            if let status, RequestListing.statusFilter(status) == nil { throw ValidationError("--status takes a status (200) or a class (2xx … 5xx)") }
         }
         if let outcome, AuditQuery.OutcomeFilter(outcome) == nil {
             throw ValidationError("--outcome must be one of " + AuditQuery.OutcomeFilter.names.joined(separator: ", "))
@@ -104,6 +165,7 @@ struct AuditListing: ParsableArguments {
     var format: AuditTable.Format { AuditTable.Format(json: json, jsonl: jsonl, all: all, localTime: localTime, noPager: noPager) }
 
     @MainActor func run(_ options: VaultOptions) async throws {
+        if requests { return try RequestListing.print(self, options: options) }
         var query = query
         if !follow { return try AuditTable.printOnce(vaultPath: options.vaultPath, query: query, format: format) }
         // --follow: the recent past (like tail -f), then each new record as it is appended.
