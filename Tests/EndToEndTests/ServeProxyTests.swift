@@ -1,0 +1,387 @@
+import Foundation
+import Testing
+import VaultTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `vault serve` or `vault proxy` process: its variables (read from its first stdout
+/// lines), its stderr, stopped (SIGTERM) and leak-scanned by `stop()`.
+final class RunningService: @unchecked Sendable {
+    let child: ChildProcess
+    let stdout: OutputCollector
+    let stderr: OutputCollector
+    let variables: [String: String]
+    private var stopped = false
+
+    /// Starts `vault ARGS…` and waits until it printed a line starting with `lastVariable=`.
+    init(_ vault: TestVault, _ arguments: [String], env: [String: String] = [:], removing: [String] = [], lastVariable: String) throws {
+        var environment = vault.environment(env)
+        for name in removing { environment.removeValue(forKey: name) }
+        child = try ChildProcess(Binaries.vault, arguments, environment: environment)
+        child.closeStdin()
+        stdout = OutputCollector(child.stdoutDescriptor)
+        stderr = OutputCollector(child.stderrDescriptor)
+        let deadline = Date().addingTimeInterval(30)
+        while !stdout.text.contains("\(lastVariable)="), Date() < deadline {
+            if child.wait(timeout: 0.05) != nil { break }
+        }
+        var variables: [String: String] = [:]
+        for line in stdout.text.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { variables[parts[0]] = parts[1] }
+        }
+        self.variables = variables
+        guard variables[lastVariable] != nil else {
+            child.kill(SIGKILL)
+            _ = child.wait(timeout: 5)
+            throw HarnessError.commandFailed("vault \(arguments.first ?? "") did not start: \(stderr.text)")
+        }
+    }
+
+    /// SIGTERM, the exit status; its stderr scanned for secrets and tokens, its stdout for
+    /// secrets (it prints only this run's placeholders).
+    @discardableResult
+    func stop() -> Int32? {
+        guard !stopped else { return child.wait(timeout: 0) }
+        stopped = true
+        child.kill(SIGTERM)
+        var status = child.wait(timeout: 15)
+        if status == nil {
+            child.kill(SIGKILL)
+            status = child.wait(timeout: 5)
+        }
+        LeakScanner.shared.scan(stderr.finish(), artefact: "stderr of a service", includeTokens: true)
+        LeakScanner.shared.scan(stdout.finish(), artefact: "stdout of a service", includeTokens: true)
+        return status
+    }
+
+    deinit { stop() }
+}
+
+/// curl, with `arguments`; the status line's code (`-w`) and the body.
+func curl(_ arguments: [String]) throws -> (code: Int, body: String) {
+    let result = try Binaries.run("/usr/bin/curl", ["-s", "-S", "-w", "\n%{http_code}"] + arguments, environment: ["PATH": "/usr/bin:/bin"], timeout: 120)
+    let text = result.stdoutText
+    let split = text.range(of: "\n", options: .backwards)
+    let code = split.flatMap { Int(text[$0.upperBound...]) } ?? 0
+    return (code, split.map { String(text[..<$0.lowerBound]) } ?? text)
+}
+
+func jsonObject(_ text: String) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+}
+
+/// A Python 3 program (standard library only) run with `environment`.
+func python(_ source: String, environment: [String: String], timeout: TimeInterval = 120) throws -> ProcessResult {
+    let file = NSTemporaryDirectory() + "gv-client-" + UUID().uuidString + ".py"
+    try source.write(toFile: file, atomically: true, encoding: .utf8)
+    defer { unlink(file) }
+    return try Binaries.run("/usr/bin/python3", [file], environment: environment.merging(["PATH": "/usr/bin:/bin"]) { $1 }, timeout: timeout)
+}
+
+/// FNV-1a 64 of `bytes` (the stub's digest of what it received).
+func fnv1a(_ bytes: [UInt8]) -> String {
+    var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes { value = (value ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    return String(format: "%016llx", value)
+}
+
+@Suite("programs and containers: vault serve and vault proxy", .serialized)
+struct ServeProxyTests {
+    /// A GBG client (curl, Python's urllib) against `vault serve`: right and wrong
+    /// placeholder credentials, both grants, Basic and form authentication, RFC 6749 errors;
+    /// the token is the profile's; every token handed out is a record naming the caller.
+    @Test("serve answers an unchanged GBG client with the profile's token, refuses wrong placeholder credentials, audits every token")
+    func serveAnswersClients() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let service = try RunningService(vault, ["serve", "pw"], lastVariable: "GBG_CLIENT_SECRET")
+        defer { service.stop() }
+        let url = try #require(service.variables["GBG_TOKEN_URL"])
+        let id = try #require(service.variables["GBG_CLIENT_ID"])
+        let secret = try #require(service.variables["GBG_CLIENT_SECRET"])
+        #expect(url.hasPrefix("http://127.0.0.1:") && url.hasSuffix("/as/token.oauth2"))
+        #expect(id.hasPrefix("gbgvault-") && secret.count == 43)
+
+        // The request GBG's documentation shows, with the placeholders.
+        let good = try curl(["-d", "grant_type=password", "-d", "client_id=\(id)", "-d", "client_secret=\(secret)",
+                             "-d", "username=vault", "-d", "password=unused", url])
+        let answer = jsonObject(good.body)
+        #expect(good.code == 200, "\(good.body)")
+        let token = try #require(answer["access_token"] as? String)
+        LeakScanner.shared.register(token: token)
+        #expect(answer["token_type"] as? String == "Bearer")
+        #expect((answer["expires_in"] as? Int ?? 0) > 3000)
+        // The same token `vault token` gives: the profile's cached one, not a new exchange.
+        let direct = try fixture.token("pw", ["--format", "raw"])
+        #expect(direct.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == token)
+
+        // Python's standard library, HTTP Basic client authentication, client credentials.
+        let client = try python("""
+            import base64, json, os, urllib.error, urllib.parse, urllib.request
+            def ask(form, basic=None):
+                request = urllib.request.Request(os.environ["URL"], urllib.parse.urlencode(form).encode())
+                if basic: request.add_header("Authorization", "Basic " + base64.b64encode(basic.encode()).decode())
+                try:
+                    with urllib.request.urlopen(request) as response: return response.status, json.load(response)
+                except urllib.error.HTTPError as error: return error.code, json.load(error)
+            print(json.dumps([
+                ask({"grant_type": "client_credentials"}, os.environ["ID"] + ":" + os.environ["SECRET"]),
+                ask({"grant_type": "client_credentials", "client_id": os.environ["ID"], "client_secret": "wrong"}),
+                ask({"grant_type": "password", "client_id": os.environ["ID"]}),
+                ask({"grant_type": "authorization_code", "client_id": os.environ["ID"], "client_secret": os.environ["SECRET"]}),
+                ask({"client_id": os.environ["ID"], "client_secret": os.environ["SECRET"]}),
+                ask({"grant_type": "password", "client_id": os.environ["ID"], "client_secret": os.environ["SECRET"]}, os.environ["ID"] + ":" + os.environ["SECRET"]),
+            ]))
+            """, environment: ["URL": url, "ID": id, "SECRET": secret])
+        let answers = (try JSONSerialization.jsonObject(with: client.stdout) as? [[Any]]) ?? []
+        func pair(_ i: Int) -> (Int, String?) {
+            (answers[safe: i]?.first as? Int ?? 0, ((answers[safe: i]?.last as? [String: Any])?["error"] as? String))
+        }
+        #expect(answers.count == 6, "\(client.stderrText)")
+        #expect(pair(0).0 == 200 && ((answers[safe: 0]?.last as? [String: Any])?["access_token"] as? String) == token)
+        #expect(pair(1) == (401, "invalid_client"))
+        #expect(pair(2) == (401, "invalid_client"))
+        #expect(pair(3) == (400, "unsupported_grant_type"))
+        #expect(pair(4) == (400, "invalid_request"))
+        #expect(pair(5) == (400, "invalid_request"), "two client authentication methods")
+
+        // Not a token request: GET, another path, a repeated parameter, an oversized body.
+        #expect(try curl([url]).code == 405)
+        #expect(try curl(["-d", "x=1", url.replacingOccurrences(of: "/as/token.oauth2", with: "/other")]).code == 404)
+        #expect(try curl(["-d", "grant_type=password&grant_type=password&client_id=\(id)&client_secret=\(secret)", url]).code == 400)
+        #expect(try curl(["-d", "grant_type=password&client_id=\(id)&client_secret=\(secret)&pad=" + String(repeating: "a", count: 20_000), url]).code == 413)
+        #expect(try curl(["-H", "Content-Type: application/json", "-d", "{}", url]).code == 400)
+
+        #expect(service.stop() == 0, "SIGTERM ends serve cleanly")
+        let records = try fixture.auditJSON().filter { $0["action"] as? String == "serve" }
+        let callers = records.compactMap { $0["detail"] as? String }
+        #expect(records.count == 3, "start, curl, python: \(callers)")
+        #expect(callers.contains("caller=start"))
+        #expect(callers.filter { $0.hasPrefix("caller=tcp:127.0.0.1:") }.count == 2)
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
+    /// `--listen unix:PATH`: 0600, this user's processes only (another uid is closed before
+    /// a byte is read); with the agent, serve holds no key and stops handing out tokens at
+    /// `vault lock`.
+    @Test("serve on a Unix socket through the agent: another uid is refused, vault lock stops the tokens")
+    func serveUnixSocketWithAgent() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        #expect(try session.run(["unlock"]).status == 0)
+        let socket = session.runtime + "/serve.sock"
+        let service = try RunningService(session.vault, ["serve", "pw", "--listen", "unix:\(socket)"], env: session.env,
+                                         removing: ["VAULT_PASSPHRASE"], lastVariable: "GBG_CLIENT_SECRET")
+        defer { service.stop() }
+        #expect(service.stderr.text.contains("holds no key"))
+        var info = stat()
+        #expect(lstat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let form = "grant_type=password&client_id=\(service.variables["GBG_CLIENT_ID"] ?? "")&client_secret=\(service.variables["GBG_CLIENT_SECRET"] ?? "")"
+        let good = try curl(["--unix-socket", socket, "-d", form, "http://localhost/as/token.oauth2"])
+        #expect(good.code == 200, "\(good.body)")
+        if let token = jsonObject(good.body)["access_token"] as? String { LeakScanner.shared.register(token: token) }
+
+        // Another uid, even with the socket opened to it, gets nothing.
+        chmod(session.runtime, 0o755)
+        chmod(socket, 0o666)
+        let other = try Binaries.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null",
+                                                          "-w", "%{http_code}", "--unix-socket", socket, "-d", form, "http://localhost/as/token.oauth2"],
+                                     environment: ["PATH": "/usr/bin:/bin"], timeout: 30)
+        #expect(other.stdoutText == "000", "closed before any answer: \(other.stdoutText) \(other.stderrText)")
+        chmod(socket, 0o600)
+        chmod(session.runtime, 0o700)
+
+        #expect(try session.run(["lock"], passphrase: false).status == 0)
+        let locked = try curl(["--unix-socket", socket, "-d", form, "http://localhost/as/token.oauth2"])
+        #expect(locked.code == 503 && jsonObject(locked.body)["error"] as? String == "temporarily_unavailable", "\(locked.body)")
+        #expect(service.stop() == 0)
+        #expect(lstat(socket, &info) != 0, "the socket is removed at the end")
+        let callers = try session.fixture.auditJSON().filter { $0["action"] as? String == "serve" }.compactMap { $0["detail"] as? String }
+        #expect(callers.contains { $0.hasPrefix("caller=unix:uid=\(getuid()),pid=") }, "\(callers)")
+        expectNoLeaks(session.vault)
+    }
+
+    /// `exec --serve`: a child that runs through several token lifetimes keeps getting valid
+    /// tokens (each checked against the stub's API); it holds no secret, no passphrase and
+    /// no descriptor of vault's; vault exits with its status.
+    @Test("exec --serve: a child outlives several short token lifetimes, every token it gets works, vault exits with its status")
+    func execServeOutlivesTokens() throws {
+        let fixture = try Fixture(tokenTTL: 6)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let result = try vault.run(["exec", "--serve", "pw", "--", "/usr/bin/python3", "-c", """
+            import json, os, time, urllib.parse, urllib.request
+            form = {k: os.environ[v] for k, v in [("client_id", "GBG_CLIENT_ID"), ("client_secret", "GBG_CLIENT_SECRET"),
+                    ("username", "GBG_USERNAME"), ("password", "GBG_PASSWORD")]}
+            form["grant_type"] = "password"
+            seen, failures = set(), 0
+            for i in range(10):
+                answer = json.load(urllib.request.urlopen(os.environ["GBG_TOKEN_URL"], urllib.parse.urlencode(form).encode()))
+                seen.add(answer["access_token"])
+                ping = urllib.request.Request(os.environ["GBG_API_BASE"] + "ping", headers={"Authorization": "Bearer " + answer["access_token"]})
+                try: urllib.request.urlopen(ping).read()
+                except Exception: failures += 1
+                time.sleep(2)
+            print(json.dumps({"distinct": len(seen), "failures": failures, "fds": sorted(os.listdir("/proc/self/fd")),
+                              "environment": sorted(os.environ)}))
+            raise SystemExit(7)
+            """], timeout: 120)
+        #expect(result.status == 7, "vault exits with the child's status: \(result.stderrText)")
+        let report = jsonObject(result.stdoutText)
+        #expect((report["distinct"] as? Int ?? 0) >= 3, "tokens renewed across lifetimes: \(report)")
+        #expect(report["failures"] as? Int == 0, "every token handed out was valid")
+        #expect(report["fds"] as? [String] == ["0", "1", "2", "3"], "only stdio (3 is the listing itself)")
+        let names = Set(report["environment"] as? [String] ?? [])
+        #expect(names.isDisjoint(with: ["VAULT_PASSPHRASE", "VAULT_PASSPHRASE_FILE", "GBG_ACCESS_TOKEN"]))
+        #expect(names.isSuperset(of: ["GBG_TOKEN_URL", "GBG_CLIENT_ID", "GBG_CLIENT_SECRET", "GBG_API_BASE"]))
+        let renewals = try fixture.auditJSON().filter { $0["action"] as? String == "serve" && $0["detail"] as? String == "caller=renewal" }
+        #expect(renewals.count >= 2, "renewed ahead of expiry by serve itself")
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
+    /// The proxy: key required over TCP; Authorization set by vault (the caller's dropped,
+    /// the key header not forwarded); keep-alive; chunked and large bodies both ways intact;
+    /// a 401 from upstream → a fresh token → one retry; upstream down → 502; the request log
+    /// anchored by a proxy-requests record whose digest matches.
+    @Test("proxy: the key, Authorization set by vault, keep-alive, chunked and large bodies, 401 → refresh → retry, upstream down, the anchored request log")
+    func proxyForwards() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let service = try RunningService(vault, ["proxy", "pw"], lastVariable: "GBG_PROXY_KEY")
+        defer { service.stop() }
+        let base = try #require(service.variables["GBG_API_BASE"])
+        let key = try #require(service.variables["GBG_PROXY_KEY"])
+        let keyHeader = "X-Vault-Proxy-Key: \(key)"
+
+        #expect(try curl([base + "ping"]).code == 401, "no key")
+        #expect(try curl(["-H", "X-Vault-Proxy-Key: wrong", base + "ping"]).code == 401, "a wrong key")
+        let headers = try curl(["-H", keyHeader, "-H", "Authorization: Bearer not-mine", base + "headers?secret-looking=query"])
+        #expect(headers.code == 200, "the stub accepted the token vault set, not the caller's: \(headers.body)")
+        let names = jsonObject(headers.body)["names"] as? [String] ?? []
+        #expect(names.filter { $0 == "authorization" }.count == 1 && !names.contains("x-vault-proxy-key"), "\(names)")
+        #expect(jsonObject(headers.body)["uri"] as? String == "/v2/captain/headers?secret-looking=query")
+        #expect(try curl(["--path-as-is", "-H", keyHeader, base + "../other"]).code == 400)
+        // The proxy's token is the profile's cached one: known to the leak scanner from here.
+        _ = try fixture.token("pw")
+
+        // Keep-alive (one connection, 20 requests) and a chunked upload, from Python.
+        let keepAlive = try python("""
+            import http.client, json, os, urllib.parse
+            url = urllib.parse.urlsplit(os.environ["BASE"])
+            connection = http.client.HTTPConnection(url.hostname, url.port)
+            codes = []
+            for i in range(20):
+                connection.request("GET", "/ping", headers={"X-Vault-Proxy-Key": os.environ["KEY"]})
+                response = connection.getresponse(); response.read(); codes.append(response.status)
+            def chunks():
+                for i in range(16): yield bytes([i % 251]) * 65536
+            connection.request("POST", "/echo", body=chunks(), headers={"X-Vault-Proxy-Key": os.environ["KEY"]}, encode_chunked=True)
+            response = connection.getresponse()
+            print(json.dumps({"codes": codes, "echo": json.load(response), "sock": connection.sock is not None}))
+            """, environment: ["BASE": base, "KEY": key])
+        let report = jsonObject(keepAlive.stdoutText)
+        #expect((report["codes"] as? [Int]) == Array(repeating: 200, count: 20), "\(keepAlive.stdoutText) \(keepAlive.stderrText)")
+        var chunked = [UInt8]()
+        for i in 0..<16 { chunked += [UInt8](repeating: UInt8(i % 251), count: 65536) }
+        let echo = report["echo"] as? [String: Any] ?? [:]
+        #expect(echo["received"] as? Int == chunked.count && echo["digest"] as? String == fnv1a(chunked))
+
+        // 8 MB up and down, intact (the benchmark streams 100 MB bodies).
+        let upload = vault.directory + "/upload.bin"
+        var big = [UInt8](repeating: 0, count: 8 << 20)
+        for i in stride(from: 0, to: big.count, by: 4096) { big[i] = UInt8(truncatingIfNeeded: i >> 12) }
+        try Data(big).write(to: URL(fileURLWithPath: upload))
+        let up = try curl(["-H", keyHeader, "--data-binary", "@\(upload)", base + "echo"])
+        #expect(up.code == 200 && jsonObject(up.body)["received"] as? Int == big.count && jsonObject(up.body)["digest"] as? String == fnv1a(big))
+        let download = vault.directory + "/download.bin"
+        let down = try curl(["-H", keyHeader, "-o", download, base + "stream?bytes=\(8 << 20)"])
+        let received = FileManager.default.contents(atPath: download) ?? Data()
+        #expect(down.code == 200 && received.count == 8 << 20)
+        #expect(received.prefix(600) == Data((0..<600).map { UInt8($0 % 251) }) && received.last == UInt8(((8 << 20) - 1) % 251))
+
+        // Upstream refuses the token (revoked): one fresh token, the request retried.
+        let proxyRecordsBefore = try fixture.auditJSON().filter { $0["action"] as? String == "proxy" }.count
+        #expect(try curl(["-X", "POST", "http://127.0.0.1:\(fixture.stub.port)/_stub/revoke"]).code == 200)
+        let retried = try curl(["-H", keyHeader, "-d", "small body", base + "echo"])
+        #expect(retried.code == 200 && jsonObject(retried.body)["received"] as? Int == 10, "\(retried.body)")
+        #expect(try fixture.auditJSON().filter { $0["action"] as? String == "proxy" }.count == proxyRecordsBefore + 1)
+        _ = try fixture.token("pw")
+
+        // Upstream down: 502, the proxy keeps running.
+        fixture.stub.stop()
+        let down502 = try curl(["-H", keyHeader, base + "ping"])
+        #expect(down502.code == 502 && jsonObject(down502.body)["error"] as? String == "upstream_unavailable", "\(down502.body)")
+
+        #expect(service.stop() == 0)
+        // The request log: every request a line, anchored by the record written at the end.
+        let listed = try vault.run(["audit", "--requests", "--json"])
+        #expect(listed.status == 0, "\(listed.stderrText)")
+        let lines = (try JSONSerialization.jsonObject(with: listed.stdout) as? [[String: Any]]) ?? []
+        #expect(lines.count == 29 && lines.allSatisfy { $0["anchored"] as? Bool == true }, "\(lines.count)")
+        let statuses = lines.compactMap { ($0["line"] as? [String: Any])?["status"] as? Int }
+        #expect(statuses.filter { $0 == 401 }.count == 2 && statuses.last == 502)
+        #expect(lines.contains { ($0["line"] as? [String: Any])?["retried"] as? Bool == true })
+        #expect(!listed.stdoutText.contains("secret-looking"), "paths without their query")
+        let summaries = try fixture.auditJSON().filter { $0["action"] as? String == "proxy-requests" }
+        #expect(summaries.count == 1 && (summaries.first?["detail"] as? String ?? "").contains("lines=1-29 requests=29"))
+        // The filters.
+        let failed = try vault.run(["audit", "--requests", "--status", "4xx", "--json"])
+        #expect(((try JSONSerialization.jsonObject(with: failed.stdout) as? [Any]) ?? []).count == 3)
+
+        // An edited line is found (exit 7).
+        let directory = vault.directory + "/.local/share/gbg-vault/requests"
+        let logName = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first)
+        LeakScanner.shared.scan(try Data(contentsOf: URL(fileURLWithPath: directory + "/" + logName)), artefact: "request log", includeTokens: true)
+        let text = try String(contentsOfFile: directory + "/" + logName, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"status\":502", with: "\"status\":200").write(toFile: directory + "/" + logName, atomically: true, encoding: .utf8)
+        let tampered = try vault.run(["audit", "--requests"])
+        #expect(tampered.status == 7 && tampered.stderrText.contains("do not match record"), "\(tampered.stderrText)")
+        #expect(try vault.run(["audit", "verify"]).status == 0)
+        expectNoLeaks(vault)
+    }
+
+    /// `exec --proxy`: the child reaches the API through its own proxy with the key it was
+    /// given, holds no token; vault exits with its status; a Unix-socket proxy needs no key.
+    @Test("exec --proxy gives a child its own proxy and key; a Unix-socket proxy serves this uid without a key")
+    func execProxyAndUnixSocket() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let result = try vault.run(["exec", "--proxy", "pw", "--", "/usr/bin/python3", "-c", """
+            import json, os, urllib.request
+            request = urllib.request.Request(os.environ["GBG_API_BASE"] + "ping", headers={"X-Vault-Proxy-Key": os.environ["GBG_PROXY_KEY"]})
+            print(json.dumps({"ping": json.load(urllib.request.urlopen(request)), "token": "GBG_ACCESS_TOKEN" in os.environ}))
+            raise SystemExit(3)
+            """], timeout: 60)
+        #expect(result.status == 3, "\(result.stderrText)")
+        #expect(jsonObject(result.stdoutText)["ping"] as? [String: Bool] == ["ok": true] && jsonObject(result.stdoutText)["token"] as? Bool == false)
+
+        var template = Array("/tmp/gv-px-XXXXXX".utf8CString)
+        let directory = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/proxy.sock"
+        let service = try RunningService(vault, ["proxy", "pw", "--listen", "unix:\(socket)"], lastVariable: "GBG_API_SOCKET")
+        defer { service.stop() }
+        #expect(try curl(["--unix-socket", socket, "http://localhost/ping"]).code == 200)
+        chmod(directory, 0o755)
+        chmod(socket, 0o666)
+        let other = try Binaries.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null",
+                                                          "-w", "%{http_code}", "--unix-socket", socket, "http://localhost/ping"],
+                                     environment: ["PATH": "/usr/bin:/bin"], timeout: 30)
+        #expect(other.stdoutText == "000", "another uid is closed before any answer")
+        #expect(service.stop() == 0)
+        let summaries = try fixture.auditJSON().filter { $0["action"] as? String == "proxy-requests" }
+        #expect(summaries.count == 2, "one per proxy run")
+        expectNoLeaks(vault)
+    }
+}
+
+extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}
