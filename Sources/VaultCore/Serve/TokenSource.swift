@@ -114,6 +114,8 @@ public final class TokenKeeper: @unchecked Sendable {
     private let lock = NSLock()
     private var held: HandedToken?
     private var generations = 0
+    /// The exchange ``current(caller:replacing:)`` started and others wait for.
+    private var inFlight: Task<HandedToken, any Error>?
     private var lifetime: Int64 = 0
     private var failures = 0
     private var nextRenewal: Int64 = 0
@@ -143,7 +145,24 @@ public final class TokenKeeper: @unchecked Sendable {
             return held
         }
         if let kept { return kept }
-        return note(try await source.token(fresh: refused != nil, minTTL: handOutMinTTL, caller: caller))
+        // One exchange for every request that finds the token missing or refused at once
+        // (64 connections hit by the same 401 make one exchange, not 64).
+        let task = lock.withLock { () -> Task<HandedToken, any Error> in
+            if let inFlight { return inFlight }
+            let fresh = refused != nil
+            let minTTL = lifetime > 0 ? min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) : TokenOptions.defaultMinTTL
+            let task = Task { [self] () async throws -> HandedToken in
+                defer { lock.withLock { inFlight = nil } }
+                return note(try await source.token(fresh: fresh, minTTL: minTTL, caller: caller))
+            }
+            inFlight = task
+            return task
+        }
+        do {
+            return try await task.value
+        } catch {
+            throw (error as? VaultError) ?? .failure("the token could not be obtained")
+        }
     }
 
     /// Keeps `token` if it is the newest, and numbers it.
