@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of gbg-vault against the floor that does the same work, side by side in one
 # run (hyperfine). Writes bench/results/latest.md. Needs: hyperfine, curl, sqlite3, gcc,
-# GNU time. Usage: bash bench/run.sh [--quick]
+# GNU time, wrk. Usage: bash bench/run.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Release builds: scripts/build-release.sh (one self-contained PIE binary; static Swift
@@ -11,6 +11,8 @@ quick=0; [ "${1:-}" = "--quick" ] && quick=1
 pg_only=0; [ "${1:-}" = "--postgres-only" ] && pg_only=1
 # Only the sessions tables (every spelling of a token request through the agent).
 if [ "${1:-}" = "--sessions" ]; then exec bash bench/sessions.sh "" "${2:-200}"; fi
+# Only `vault serve` and `vault proxy` (keep-alive clients with wrk, 100 MB bodies).
+if [ "${1:-}" = "--serve-proxy" ]; then exec bash bench/serve_proxy.sh "" "${2:-10}"; fi
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
 built="$(bash scripts/build-release.sh vault gbg-auth-stub 2>/dev/null | tail -1)"
 work="$(mktemp -d)"; stub_pid=""
@@ -142,6 +144,10 @@ export VAULT_PASSPHRASE_FILE="$work/pass"
 # 3c. Every spelling of a token request through the agent (file and team vault), vs curl
 # and the process floors, interleaved (bench/sessions.sh).
 bash bench/sessions.sh "$BIN" $((runs * 20)) >> "$out"
+
+# 3d. `vault serve` and `vault proxy` against the stub and direct requests (bench/serve_proxy.sh).
+echo "## vault serve and vault proxy" >> "$out"
+bash bench/serve_proxy.sh "$BIN" 10 >> "$out"
 
 # 4. audit --profile X --limit 50 --json on 1,000,000 records vs sqlite3.
 v="$work/audit.db"; VAULT_PATH="$v" "$BIN/vault" init --kdf interactive 2>/dev/null
