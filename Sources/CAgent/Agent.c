@@ -141,6 +141,16 @@ long vault_agent_write_network(const char *ca_bundle, char *const *envp, char *o
     return w.failed ? -1 : (long)w.length;
 }
 
+/// The `profile` and, when given, `environment` fields of a token or proxy-requests object.
+static void put_profile(struct writer *w, int *field, const vault_agent_request *request) {
+    put_key(w, field, "profile");
+    put_string(w, request->profile);
+    if (request->environment != NULL) {
+        put_key(w, field, "environment");
+        put_string(w, request->environment);
+    }
+}
+
 long vault_agent_write_request(const vault_agent_request *request, char *const *envp, char *out, size_t capacity) {
     static const char *const operations[] = { NULL, "status", "lock", "verify", "audit-verify", "token", "proxy-requests" };
     if (request->op < VAULT_AGENT_OP_STATUS || request->op > VAULT_AGENT_OP_PROXY_REQUESTS) return -1;
@@ -156,12 +166,7 @@ long vault_agent_write_request(const vault_agent_request *request, char *const *
         int field = 1;
         put_key(&w, &first, "token");
         put(&w, "{", 1);
-        put_key(&w, &field, "profile");
-        put_string(&w, request->profile);
-        if (request->environment != NULL) {
-            put_key(&w, &field, "environment");
-            put_string(&w, request->environment);
-        }
+        put_profile(&w, &field, request);
         if (request->print) {
             put_key(&w, &field, "print");
             put_text(&w, "true");
@@ -205,12 +210,7 @@ long vault_agent_write_request(const vault_agent_request *request, char *const *
         int field = 1;
         put_key(&w, &first, "requests");
         put(&w, "{", 1);
-        put_key(&w, &field, "profile");
-        put_string(&w, request->profile);
-        if (request->environment != NULL) {
-            put_key(&w, &field, "environment");
-            put_string(&w, request->environment);
-        }
+        put_profile(&w, &field, request);
         put_key(&w, &field, "summary");
         put_string(&w, request->summary);
         put(&w, "}", 1);

@@ -68,6 +68,13 @@ func curl(_ arguments: [String]) throws -> (code: Int, body: String) {
     return (code, split.map { String(text[..<$0.lowerBound]) } ?? text)
 }
 
+/// curl as uid 65534 over the Unix socket `socket`; stdout is the status code (`000`: no answer).
+func curlAsNobody(socket: String, _ arguments: [String]) throws -> ProcessResult {
+    try Binaries.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null",
+                                          "-w", "%{http_code}", "--unix-socket", socket] + arguments,
+                     environment: ["PATH": "/usr/bin:/bin"], timeout: 30)
+}
+
 func jsonObject(_ text: String) -> [String: Any] {
     (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
 }
@@ -188,9 +195,7 @@ struct ServeProxyTests {
         // Another uid, even with the socket opened to it, gets nothing.
         chmod(session.runtime, 0o755)
         chmod(socket, 0o666)
-        let other = try Binaries.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null",
-                                                          "-w", "%{http_code}", "--unix-socket", socket, "-d", form, "http://localhost/as/token.oauth2"],
-                                     environment: ["PATH": "/usr/bin:/bin"], timeout: 30)
+        let other = try curlAsNobody(socket: socket, ["-d", form, "http://localhost/as/token.oauth2"])
         #expect(other.stdoutText == "000", "closed before any answer: \(other.stdoutText) \(other.stderrText)")
         chmod(socket, 0o600)
         chmod(session.runtime, 0o700)
@@ -371,9 +376,7 @@ struct ServeProxyTests {
         #expect(try curl(["--unix-socket", socket, "http://localhost/ping"]).code == 200)
         chmod(directory, 0o755)
         chmod(socket, 0o666)
-        let other = try Binaries.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null",
-                                                          "-w", "%{http_code}", "--unix-socket", socket, "http://localhost/ping"],
-                                     environment: ["PATH": "/usr/bin:/bin"], timeout: 30)
+        let other = try curlAsNobody(socket: socket, ["http://localhost/ping"])
         #expect(other.stdoutText == "000", "another uid is closed before any answer")
         #expect(service.stop() == 0)
         let summaries = try fixture.auditJSON().filter { $0["action"] as? String == "proxy-requests" }

@@ -39,8 +39,7 @@ public final class ApiProxy: Sendable {
         if !path.hasSuffix("/") { path += "/" }
         base = (scheme, host, components.port, path)
         self.apiBase = apiBase
-        let secret = Data(Sodium.randomBytes(32)).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let secret = PlaceholderCredentials.randomSecret()
         key = SecureBytes(utf8: secret)
         keyDigest = Sodium.blake2b(Array(secret.utf8))
         self.keeper = keeper
@@ -60,7 +59,7 @@ public final class ApiProxy: Sendable {
     /// Request headers that are the connection's, not the request's (RFC 9110 §7.6.1), and
     /// what the proxy sets or must not forward.
     static let dropped: Set<String> = ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer",
-                                       "transfer-encoding", "upgrade", "host", "authorization", keyHeader.lowercased(), "content-length"]
+                                       "transfer-encoding", "upgrade", "host", "authorization", keyHeader.lowercased(), "content-length", "expect"]
 
     /// Serves one connection's requests (keep-alive) until it closes.
     public func serve(_ connection: LocalConnection) async {
@@ -105,6 +104,11 @@ public final class ApiProxy: Sendable {
         let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
         let hasBody = (declaredLength ?? 0) > 0 || head.headers.contains(name: "transfer-encoding")
 
+        // A client that waits for `100 Continue` (curl does for bodies over 1 MB) gets it
+        // here, once its key is checked, instead of waiting a second for nothing.
+        if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .continue)))
+        }
         // The body: kept whole when small (a 401 can then be retried), else streamed.
         var kept = ByteBuffer()
         var bodyEnded = !hasBody

@@ -13,9 +13,14 @@ public struct PlaceholderCredentials: Sendable {
     /// Fresh random credentials: `gbgvault-` and 12 hex digits; 32 random bytes, base64url.
     public static func generate() -> PlaceholderCredentials {
         let id = "gbgvault-" + Sodium.randomBytes(6).map { String(format: "%02x", $0) }.joined()
-        let secret = Data(Sodium.randomBytes(32)).base64EncodedString()
+        return PlaceholderCredentials(clientID: id, clientSecret: SecureBytes(utf8: randomSecret()))
+    }
+
+    /// 32 random bytes as unpadded base64url (43 characters): a placeholder secret, the
+    /// proxy's key.
+    static func randomSecret() -> String {
+        Data(Sodium.randomBytes(32)).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        return PlaceholderCredentials(clientID: id, clientSecret: SecureBytes(utf8: secret))
     }
 
     init(clientID: String, clientSecret: SecureBytes) {
