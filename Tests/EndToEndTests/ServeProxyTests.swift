@@ -200,7 +200,20 @@ struct ServeProxyTests {
         chmod(socket, 0o600)
         chmod(session.runtime, 0o700)
 
+        let proxy = try RunningService(session.vault, ["proxy", "pw"], env: session.env, removing: ["VAULT_PASSPHRASE"], lastVariable: "GBG_PROXY_KEY")
+        defer { proxy.stop() }
+        let proxyKey = "X-Vault-Proxy-Key: \(proxy.variables["GBG_PROXY_KEY"] ?? "")"
+        #expect(try curl(["-H", proxyKey, (proxy.variables["GBG_API_BASE"] ?? "") + "ping"]).code == 200)
+
         #expect(try session.run(["lock"], passphrase: false).status == 0)
+        // The proxy forgets the token it held within about a second of the lock.
+        var proxied = 0
+        let forgetBy = Date().addingTimeInterval(10)
+        repeat {
+            usleep(250_000)
+            proxied = try curl(["-H", proxyKey, (proxy.variables["GBG_API_BASE"] ?? "") + "ping"]).code
+        } while proxied != 503 && Date() < forgetBy
+        #expect(proxied == 503, "no API call outlives vault lock")
         let locked = try curl(["--unix-socket", socket, "-d", form, "http://localhost/as/token.oauth2"])
         #expect(locked.code == 503 && jsonObject(locked.body)["error"] as? String == "temporarily_unavailable", "\(locked.body)")
         #expect(service.stop() == 0)
@@ -271,7 +284,11 @@ struct ServeProxyTests {
         let names = jsonObject(headers.body)["names"] as? [String] ?? []
         #expect(names.filter { $0 == "authorization" }.count == 1 && !names.contains("x-vault-proxy-key"), "\(names)")
         #expect(jsonObject(headers.body)["uri"] as? String == "/v2/captain/headers?secret-looking=query")
-        #expect(try curl(["--path-as-is", "-H", keyHeader, base + "../other"]).code == 400)
+        // Nothing leaves the API base: `..` plain, escaped or before `;`, escapes that are not
+        // UTF-8 (the HTTP client would drop the path), absolute targets.
+        for path in ["../other", "%2e%2e/other", ".%2e/x", "..;/x", "admin/%ff", "%c0%ae%c0%ae/x", "a%5c..%5cb"] {
+            #expect(try curl(["--path-as-is", "-H", keyHeader, base + path]).code == 400, "\(path)")
+        }
         // The proxy's token is the profile's cached one: known to the leak scanner from here.
         _ = try fixture.token("pw")
 
@@ -317,6 +334,11 @@ struct ServeProxyTests {
         #expect(retried.code == 200 && jsonObject(retried.body)["received"] as? Int == 10, "\(retried.body)")
         #expect(try fixture.auditJSON().filter { $0["action"] as? String == "proxy" }.count == proxyRecordsBefore + 1)
         _ = try fixture.token("pw")
+        // Refused again at once: the 401 is passed on, no second exchange within 10 s (an API
+        // path that refuses for its own reasons must not send the secrets out on every call).
+        #expect(try curl(["-X", "POST", "http://127.0.0.1:\(fixture.stub.port)/_stub/revoke"]).code == 200)
+        #expect(try curl(["-H", keyHeader, base + "ping"]).code == 401)
+        #expect(try fixture.auditJSON().filter { $0["action"] as? String == "proxy" }.count == proxyRecordsBefore + 1)
 
         // Upstream down: 502, the proxy keeps running.
         fixture.stub.stop()
@@ -328,16 +350,16 @@ struct ServeProxyTests {
         let listed = try vault.run(["audit", "--requests", "--json"])
         #expect(listed.status == 0, "\(listed.stderrText)")
         let lines = (try JSONSerialization.jsonObject(with: listed.stdout) as? [[String: Any]]) ?? []
-        #expect(lines.count == 29 && lines.allSatisfy { $0["anchored"] as? Bool == true }, "\(lines.count)")
+        #expect(lines.count == 36 && lines.allSatisfy { $0["anchored"] as? Bool == true }, "\(lines.count)")
         let statuses = lines.compactMap { ($0["line"] as? [String: Any])?["status"] as? Int }
-        #expect(statuses.filter { $0 == 401 }.count == 2 && statuses.last == 502)
+        #expect(statuses.filter { $0 == 401 }.count == 3 && statuses.last == 502)
         #expect(lines.contains { ($0["line"] as? [String: Any])?["retried"] as? Bool == true })
         #expect(!listed.stdoutText.contains("secret-looking"), "paths without their query")
         let summaries = try fixture.auditJSON().filter { $0["action"] as? String == "proxy-requests" }
-        #expect(summaries.count == 1 && (summaries.first?["detail"] as? String ?? "").contains("lines=1-29 requests=29"))
+        #expect(summaries.count == 1 && (summaries.first?["detail"] as? String ?? "").contains("lines=1-36 requests=36"))
         // The filters.
         let failed = try vault.run(["audit", "--requests", "--status", "4xx", "--json"])
-        #expect(((try JSONSerialization.jsonObject(with: failed.stdout) as? [Any]) ?? []).count == 3)
+        #expect(((try JSONSerialization.jsonObject(with: failed.stdout) as? [Any]) ?? []).count == 10)
 
         // An edited line is found (exit 7).
         let directory = vault.directory + "/.local/share/gbg-vault/requests"
@@ -374,6 +396,17 @@ struct ServeProxyTests {
         let service = try RunningService(vault, ["proxy", "pw", "--listen", "unix:\(socket)"], lastVariable: "GBG_API_SOCKET")
         defer { service.stop() }
         #expect(try curl(["--unix-socket", socket, "http://localhost/ping"]).code == 200)
+        // A caller that sends a request and goes away at once: the request reached the API,
+        // so it is a line of the log (aborted).
+        let gone = try python("""
+            import os, socket
+            s = socket.socket(socket.AF_UNIX); s.connect(os.environ["SOCKET"])
+            s.sendall(b"POST /echo HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 5\\r\\n\\r\\nhello"); s.close()
+            """, environment: ["SOCKET": socket])
+        #expect(gone.status == 0, "\(gone.stderrText)")
+        // A second proxy on the same path refuses the address in use.
+        let second = try vault.run(["proxy", "pw", "--listen", "unix:\(socket)"], timeout: 30)
+        #expect(second.status == 64 && second.stderrText.contains("in use"), "\(second.stderrText)")
         chmod(directory, 0o755)
         chmod(socket, 0o666)
         let other = try curlAsNobody(socket: socket, ["http://localhost/ping"])
@@ -381,6 +414,8 @@ struct ServeProxyTests {
         #expect(service.stop() == 0)
         let summaries = try fixture.auditJSON().filter { $0["action"] as? String == "proxy-requests" }
         #expect(summaries.count == 2, "one per proxy run")
+        let lines = (try JSONSerialization.jsonObject(with: vault.run(["audit", "--requests", "--json"]).stdout) as? [[String: Any]]) ?? []
+        #expect(lines.count == 3 && lines.contains { ($0["line"] as? [String: Any])?["aborted"] as? Bool == true }, "\(lines)")
         expectNoLeaks(vault)
     }
 }

@@ -79,10 +79,21 @@ public final class ApiProxy: Sendable {
                         caller: String) async throws -> Bool {
         let started = ContinuousClock.now
         var line = RequestLog.Line(method: head.method.rawValue, path: Self.pathWithoutQuery(head.uri), caller: caller)
+        var logged = false
         func finish(_ status: Int) {
+            guard !logged else { return }
+            logged = true
             line.status = status
             line.durationMs = Int64((ContinuousClock.now - started) / .milliseconds(1))
             log?.append(line)
+        }
+        // A request that ends any other way (the caller went away, a write failed) is a line
+        // too: what was sent upstream is never missing from the log.
+        defer {
+            if !logged {
+                line.aborted = true
+                finish(line.status)
+            }
         }
         if requireKey, !keyMatches(head.headers.first(name: Self.keyHeader)) {
             let drained = try await reader.drainBody(limit: Self.retainedBody)
@@ -153,6 +164,8 @@ public final class ApiProxy: Sendable {
                 return bodyEnded || reader.ended
             }
             line.requestID = response.headers.first(name: "X-Request-ID").map { $0.sanitisedForDisplay(limit: 64) }
+            line.status = Int(response.status.code)
+            line.bytesIn = counter.count
             if response.status == .unauthorized, attempt == 1, bodyEnded {
                 // The token was refused (revoked, or expired early): one fresh token, one retry.
                 for try await _ in response.body {}
@@ -177,6 +190,7 @@ public final class ApiProxy: Sendable {
             do {
                 for try await chunk in response.body {
                     sent += chunk.readableBytes
+                    line.bytesOut = sent
                     try await outbound.write(.body(.byteBuffer(chunk)))
                 }
             } catch {
@@ -202,10 +216,23 @@ public final class ApiProxy: Sendable {
     /// The upstream URL for an origin-form request target; nil for anything else.
     func upstreamURL(_ uri: String) -> String? {
         guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
-        let path = Self.pathWithoutQuery(uri)
-        guard !path.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == ".." || $0 == "." }) else { return nil }
+        let path = String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        // Every escape must decode to UTF-8 (an invalid one made the HTTP client drop the
+        // whole path), and no segment may be `.` or `..`, escaped or not, nor start so
+        // before a `;` (`..;/`): the request stays under the API base, whatever a server
+        // behind it normalises.
+        guard let decoded = path.removingPercentEncoding, !decoded.contains("\\") else { return nil }
+        let segments = decoded.split(separator: "/", omittingEmptySubsequences: false)
+        guard !segments.contains(where: { segment in
+            let name = segment.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            return name == "." || name == ".."
+        }) else { return nil }
         let hostPart = base.host.contains(":") ? "[\(base.host)]" : base.host
-        return "\(base.scheme)://\(hostPart)\(base.port.map { ":\($0)" } ?? "")\(base.path)\(uri.dropFirst())"
+        let url = "\(base.scheme)://\(hostPart)\(base.port.map { ":\($0)" } ?? "")\(base.path)\(uri.dropFirst())"
+        // What the HTTP client will send must be the base's path and then the caller's.
+        guard let parsed = URLComponents(string: url), parsed.host?.lowercased() == base.host.lowercased(),
+              parsed.percentEncodedPath.hasPrefix(base.path) else { return nil }
+        return url
     }
 
     static func pathWithoutQuery(_ uri: String) -> String {

@@ -90,6 +90,9 @@ public final class LocalListener: Sendable {
         }
     }
 
+    /// How long a connection may be idle (nothing read or written) before it is closed.
+    static let idleSeconds: Int64 = 150
+
     public static func bind(_ address: ListenAddress, group: any EventLoopGroup) async throws(VaultError) -> LocalListener {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -115,6 +118,10 @@ public final class LocalListener: Sendable {
                     return channel.close().map { nil }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    // A connection with neither a byte read nor written for this long is closed
+                    // (a held connection costs memory, and a caller waiting on an answer sees
+                    // bytes long before: an exchange's deadline is 30 s, the API's read 120 s).
+                    try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: .seconds(Self.idleSeconds)), IdleCloser()])
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                     return LocalConnection(channel: wrapped, caller: caller)
@@ -132,6 +139,10 @@ public final class LocalListener: Sendable {
                     guard (info.st_mode & S_IFMT) == S_IFSOCK, info.st_uid == geteuid() else {
                         throw VaultError.usage("--listen unix:\(path.sanitisedForDisplay(limit: 100)): something else is at that path (only a socket of yours is replaced)")
                     }
+                    // A socket someone still listens on is in use; only a stale one is replaced.
+                    guard !Self.answers(path) else {
+                        throw VaultError.usage("--listen unix:\(path.sanitisedForDisplay(limit: 100)): the address is in use (another process listens there)")
+                    }
                     unlink(path)
                 }
                 let previous = umask(0o177)
@@ -148,6 +159,23 @@ public final class LocalListener: Sendable {
             throw error
         } catch {
             throw .failure("cannot listen on \(address): \(String(describing: error).sanitisedForDisplay(limit: 200))")
+        }
+    }
+
+    /// Whether a process accepts connections on the Unix socket `path`.
+    static func answers(_ path: String) -> Bool {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { Glibc.close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
         }
     }
 
@@ -169,6 +197,19 @@ public final class LocalListener: Sendable {
         if case .unix(let path) = address, let identity = socketIdentity {
             var info = stat()
             if lstat(path, &info) == 0, UInt64(info.st_dev) == identity.dev, UInt64(info.st_ino) == identity.ino { unlink(path) }
+        }
+    }
+}
+
+/// Closes the connection on ``IdleStateHandler``'s event.
+final class IdleCloser: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
         }
     }
 }

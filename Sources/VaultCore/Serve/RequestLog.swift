@@ -29,10 +29,13 @@ public final class RequestLog: @unchecked Sendable {
         public var caller: String
         /// Sent again with a fresh token after a `401`.
         public var retried: Bool?
+        /// The exchange with the caller broke off (it went away, or a write failed): the
+        /// request may have reached the API; `status` is the API's, or 0 before its answer.
+        public var aborted: Bool?
 
         enum CodingKeys: String, CodingKey {
             case seq, at, profile, method, path, status, bytesIn = "bytes_in", bytesOut = "bytes_out", durationMs = "ms"
-            case requestID = "request_id", caller, retried
+            case requestID = "request_id", caller, retried, aborted
         }
 
         public init(method: String, path: String, caller: String) {

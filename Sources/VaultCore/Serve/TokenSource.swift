@@ -51,6 +51,16 @@ public struct AgentTokenSource: TokenSource {
         self.connectTimeoutMs = connectTimeoutMs
     }
 
+    /// Whether the agent still serves the vault (a `status` call, which does not count as use).
+    func isAlive() async -> Bool {
+        let client = client
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            DispatchQueue.global().async {
+                if case .answered(.status) = client.call(.status) { continuation.resume(returning: true) } else { continuation.resume(returning: false) }
+            }
+        }
+    }
+
     public func token(fresh: Bool, minTTL: Int64, caller: String) async throws(VaultError) -> HandedToken {
         let request = AgentTokenRequest(profile: profile, environment: environment, print: false, action: action, fresh: fresh,
                                         minTTL: minTTL, timeoutMs: timeoutMs, connectTimeoutMs: connectTimeoutMs, caller: caller)
@@ -113,6 +123,8 @@ public final class TokenKeeper: @unchecked Sendable {
     public let source: any TokenSource
     private let lock = NSLock()
     private var held: HandedToken?
+    /// When a refused token was last replaced.
+    private var lastReplacement = Date.distantPast
     private var generations = 0
     /// The exchange ``current(caller:replacing:)`` started and others wait for.
     private var inFlight: Task<HandedToken, any Error>?
@@ -141,7 +153,14 @@ public final class TokenKeeper: @unchecked Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         let kept: HandedToken? = lock.withLock {
             guard let held, held.expiresAt - min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) > now else { return nil }
-            if let refused, refused.generation == held.generation { return nil }
+            // A refused token is replaced, but not more often than every
+            // `minimumReplacementSeconds`: an API path that answers 401 for its own reasons
+            // must not send the real secrets to the token endpoint on every call.
+            if let refused, refused.generation == held.generation,
+               Date().timeIntervalSince(lastReplacement) >= Self.minimumReplacementSeconds {
+                lastReplacement = Date()
+                return nil
+            }
             return held
         }
         if let kept { return kept }
@@ -178,6 +197,20 @@ public final class TokenKeeper: @unchecked Sendable {
                 nextRenewal = max(now + 1, token.expiresAt - TokenOptions.renewalMargin(lifetime: lifetime))
             }
             return token
+        }
+    }
+
+    /// The shortest time between two replacements of a refused token.
+    public static let minimumReplacementSeconds: TimeInterval = 10
+
+    /// With the agent: forgets the token held here once the agent has ended (`vault
+    /// lock`), so that nothing this process holds outlives the session. Call about once a
+    /// second.
+    public func forgetIfSessionEnded() async {
+        guard let agent = source as? AgentTokenSource, lock.withLock({ held != nil }) else { return }
+        if await !agent.isAlive() {
+            lock.withLock { held = nil }
+            Trace.debug("the agent ended: the token held here is forgotten")
         }
     }
 

@@ -70,14 +70,14 @@ extension VaultCLI {
 
 /// Starting `vault serve`'s endpoint (also for `vault exec --serve`).
 enum EndpointService {
-    /// Obtains the first token (a record, `caller=start`: a wrong profile, refused
-    /// credentials or an unreachable endpoint end the command here with their exit code),
-    /// then listens.
+    /// Listens, then obtains the first token (a record, `caller=start`: a wrong profile,
+    /// refused credentials or an unreachable endpoint end the command here with their exit
+    /// code); nothing is served before that.
     static func start(source: any TokenSource, address: ListenAddress) async throws(VaultError) -> (LocalTokenEndpoint, LocalListener) {
+        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
         let keeper = TokenKeeper(source: source)
         _ = try await keeper.current(caller: "start")
         let endpoint = LocalTokenEndpoint(credentials: .generate(), keeper: keeper)
-        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
         return (endpoint, listener)
     }
 
@@ -150,17 +150,20 @@ struct ProxyService: Sendable {
     let profile: String
     let environment: String?
 
-    /// Obtains the first token (a record, `caller=start`), opens the request log, listens.
+    /// Listens, obtains the first token (a record, `caller=start`), opens the request log;
+    /// nothing is served before `run`.
     static func start(options: VaultOptions, network: NetworkOptions, profile: String, environment: String?,
                       address: ListenAddress) async throws(VaultError) -> ProxyService {
         let (source, recorder) = try LocalService.tokenSource(options, network: network, profile: profile, environment: environment, action: .proxy)
         guard let directory = RequestLog.directory() else { throw .failure("cannot name the request log's directory (no HOME?)") }
-        let log = try RequestLog(directory: directory, profile: profile)
+        // The address first (one in use costs no exchange), then the first token, then the log.
+        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
         let keeper = TokenKeeper(source: source)
         let first = try await keeper.current(caller: "start")
         guard let apiBase = first.apiBase, !apiBase.isEmpty else {
             throw .usage("the environment has no API base to proxy to", hint: "vault env set ENV --api-base URL")
         }
+        let log = try RequestLog(directory: directory, profile: profile)
         let current = try AgentNetwork.current(cacert: network.cacert)
         let transport = TransportOptions(caBundlePath: current.caBundle,
                                          connectTimeout: .milliseconds(network.connectTimeoutMs ?? Int64(TransportOptions.defaultConnectTimeoutSeconds) * 1000),
@@ -168,7 +171,6 @@ struct ProxyService: Sendable {
         var requireKey = true
         if case .unix = address { requireKey = false }
         let proxy = try ApiProxy(apiBase: apiBase, keeper: keeper, transport: transport, log: log, requireKey: requireKey)
-        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
         return ProxyService(proxy: proxy, listener: listener, log: log, recorder: recorder, profile: profile, environment: environment)
     }
 

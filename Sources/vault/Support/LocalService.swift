@@ -54,6 +54,7 @@ enum LocalService {
                 Output.info("--for is up: stopping")
                 if let child { kill(child.pid, SIGTERM) } else { stop.set(status: 0) }
             }
+            await keeper.forgetIfSessionEnded()
             await keeper.renewIfDue()
             await tick()
             try? await Task.sleep(for: .milliseconds(250))
