@@ -80,6 +80,7 @@ public final class ApiProxy: Sendable {
         let started = ContinuousClock.now
         var line = RequestLog.Line(method: head.method.rawValue, path: Self.pathWithoutQuery(head.uri), caller: caller)
         var logged = false
+        let counter = ByteCounter()
         func finish(_ status: Int) {
             guard !logged else { return }
             logged = true
@@ -92,6 +93,7 @@ public final class ApiProxy: Sendable {
         defer {
             if !logged {
                 line.aborted = true
+                line.bytesIn = max(line.bytesIn, counter.count)
                 finish(line.status)
             }
         }
@@ -126,9 +128,9 @@ public final class ApiProxy: Sendable {
         if hasBody {
             while kept.readableBytes <= Self.retainedBody, let part = try await reader.next() {
                 if case .body(var chunk) = part { kept.writeBuffer(&chunk) } else { bodyEnded = true; break }
+                line.bytesIn = kept.readableBytes
             }
         }
-        let counter = ByteCounter()
         var token: HandedToken
         do {
             token = try await keeper.current(caller: "proxy")
@@ -167,18 +169,21 @@ public final class ApiProxy: Sendable {
             line.status = Int(response.status.code)
             line.bytesIn = counter.count
             if response.status == .unauthorized, attempt == 1, bodyEnded {
-                // The token was refused (revoked, or expired early): one fresh token, one retry.
-                for try await _ in response.body {}
+                // The token was refused (revoked, or expired early): one fresh token, one
+                // retry. No new one (replaced less than 10 s ago, or none could be had): the
+                // API's 401 is passed on as it came.
+                let replacement: HandedToken?
                 do {
-                    token = try await keeper.current(caller: "proxy", replacing: token)
-                    line.retried = true
-                    continue
+                    replacement = try await keeper.current(caller: "proxy", replacing: token)
                 } catch {
                     Trace.debug("no fresh token after a 401: \(error.message)")
-                    try await Self.writeError(.unauthorized, "invalid_token", "the API refused the token and no fresh one could be obtained", to: outbound)
-                    line.bytesIn = counter.count
-                    finish(401)
-                    return true
+                    replacement = nil
+                }
+                if let replacement, replacement.generation != token.generation {
+                    for try await _ in response.body {}
+                    token = replacement
+                    line.retried = true
+                    continue
                 }
             }
             var responseHeaders = HTTPHeaders()
@@ -194,9 +199,10 @@ public final class ApiProxy: Sendable {
                     try await outbound.write(.body(.byteBuffer(chunk)))
                 }
             } catch {
-                // The upstream broke off mid-body: the caller sees the connection close.
+                // The upstream broke off mid-body, or the caller went away: the connection closes.
                 line.bytesIn = counter.count
                 line.bytesOut = sent
+                line.aborted = true
                 finish(Int(response.status.code))
                 return false
             }
@@ -235,8 +241,9 @@ public final class ApiProxy: Sendable {
         return url
     }
 
+    /// The path as logged: without its query or fragment.
     static func pathWithoutQuery(_ uri: String) -> String {
-        String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").sanitisedForDisplay(limit: 200)
+        String(uri.prefix { $0 != "?" && $0 != "#" }).sanitisedForDisplay(limit: 200)
     }
 
     static func writeError(_ status: HTTPResponseStatus, _ code: String, _ description: String,

@@ -98,6 +98,8 @@ public final class LocalListener: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A caller may close its sending side after the request and still read the answer.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
         let isUnix: Bool
         if case .unix = address { isUnix = true } else { isUnix = false }
         let initializer: @Sendable (any Channel) -> EventLoopFuture<LocalConnection?> = { channel in
@@ -122,7 +124,10 @@ public final class LocalListener: Sendable {
                     // (a held connection costs memory, and a caller waiting on an answer sees
                     // bytes long before: an exchange's deadline is 30 s, the API's read 120 s).
                     try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: .seconds(Self.idleSeconds)), IdleCloser()])
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Without SwiftNIO's error handler: it answers a malformed request (or a body
+                    // cut short by a reset) with a 400 of its own, which could cross the answer
+                    // vault writes; a malformed request closes the connection instead.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                     return LocalConnection(channel: wrapped, caller: caller)
                 }

@@ -151,17 +151,13 @@ public final class TokenKeeper: @unchecked Sendable {
     /// none, it is about to expire, or `replacing` is it (an upstream refused it).
     public func current(caller: String, replacing refused: HandedToken? = nil) async throws(VaultError) -> HandedToken {
         let now = Int64(Date().timeIntervalSince1970)
-        let kept: HandedToken? = lock.withLock {
-            guard let held, held.expiresAt - min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) > now else { return nil }
-            // A refused token is replaced, but not more often than every
-            // `minimumReplacementSeconds`: an API path that answers 401 for its own reasons
-            // must not send the real secrets to the token endpoint on every call.
-            if let refused, refused.generation == held.generation,
-               Date().timeIntervalSince(lastReplacement) >= Self.minimumReplacementSeconds {
-                lastReplacement = Date()
-                return nil
-            }
-            return held
+        let (kept, replacing) = lock.withLock { () -> (HandedToken?, Task<HandedToken, any Error>?) in
+            // A refused token is being replaced: wait for the new one.
+            if refused != nil, let inFlight { return (nil, inFlight) }
+            return (keptToken(now: now, refused: refused), nil)
+        }
+        if let replacing {
+            do { return try await replacing.value } catch { throw (error as? VaultError) ?? .failure("the token could not be obtained") }
         }
         if let kept { return kept }
         // One exchange for every request that finds the token missing or refused at once
@@ -182,6 +178,22 @@ public final class TokenKeeper: @unchecked Sendable {
         } catch {
             throw (error as? VaultError) ?? .failure("the token could not be obtained")
         }
+    }
+
+    /// The held token if it may be used (call with the lock held): not about to expire, and
+    /// not the refused one, unless that was replaced less than
+    /// ``minimumReplacementSeconds`` ago (then it is used as it is, and the API's 401 passed on).
+    private func keptToken(now: Int64, refused: HandedToken?) -> HandedToken? {
+        guard let held, held.expiresAt - min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) > now else { return nil }
+        // A refused token is replaced, but not more often than every
+        // `minimumReplacementSeconds`: an API path that answers 401 for its own reasons
+        // must not send the real secrets to the token endpoint on every call.
+        if let refused, refused.generation == held.generation,
+           Date().timeIntervalSince(lastReplacement) >= Self.minimumReplacementSeconds {
+            lastReplacement = Date()
+            return nil
+        }
+        return held
     }
 
     /// Keeps `token` if it is the newest, and numbers it.
