@@ -126,6 +126,14 @@ public struct AgentClient: Sendable {
         }
     }
 
+    /// ``call(_:cacert:)`` for async code: the call blocks (a socket round trip, up to an
+    /// exchange's deadline), so it runs off the cooperative threads.
+    public func callDetached(_ operation: AgentOperationCall, cacert: String? = nil) async -> Outcome {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+            DispatchQueue.global().async { continuation.resume(returning: call(operation, cacert: cacert)) }
+        }
+    }
+
     /// How a call that ended with `result` (a VAULT_AGENT_ code of vault_agent_call) went,
     /// for this client and for the outcome `vault`'s client before `main` hands over.
     public static func outcome(ofCall result: Int32, answer: UnsafeBufferPointer<UInt8>, detail: Int64, socketPath: String) -> Outcome {

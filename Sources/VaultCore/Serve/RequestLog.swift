@@ -242,11 +242,7 @@ public enum RequestRecorder: Sendable {
         case .vault(let unlocked):
             try unlocked.recordProxyRequests(summary, profile: profile, environment: environment)
         case .agent(let client):
-            let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<AgentClient.Outcome, Never>) in
-                DispatchQueue.global().async {
-                    continuation.resume(returning: client.call(.proxyRequests(profile: profile, environment: environment, summary: summary)))
-                }
-            }
+            let outcome = await client.callDetached(.proxyRequests(profile: profile, environment: environment, summary: summary))
             switch outcome {
             case .answered(.recorded): return
             case .answered(.failure(let failure)): throw failure.error

@@ -53,23 +53,14 @@ public struct AgentTokenSource: TokenSource {
 
     /// Whether the agent still serves the vault (a `status` call, which does not count as use).
     func isAlive() async -> Bool {
-        let client = client
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            DispatchQueue.global().async {
-                if case .answered(.status) = client.call(.status) { continuation.resume(returning: true) } else { continuation.resume(returning: false) }
-            }
-        }
+        if case .answered(.status) = await client.callDetached(.status) { return true }
+        return false
     }
 
     public func token(fresh: Bool, minTTL: Int64, caller: String) async throws(VaultError) -> HandedToken {
         let request = AgentTokenRequest(profile: profile, environment: environment, print: false, action: action, fresh: fresh,
                                         minTTL: minTTL, timeoutMs: timeoutMs, connectTimeoutMs: connectTimeoutMs, caller: caller)
-        let (client, cacert) = (client, cacert)
-        // The call blocks (a socket round trip, up to an exchange's deadline): off the
-        // cooperative threads.
-        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<AgentClient.Outcome, Never>) in
-            DispatchQueue.global().async { continuation.resume(returning: client.call(.token(request), cacert: cacert)) }
-        }
+        let outcome = await client.callDetached(.token(request), cacert: cacert)
         switch outcome {
         case .answered(.token(let token)):
             return HandedToken(token: SecureBytes(utf8: token.accessToken), tokenType: token.tokenType, expiresAt: token.expiresAt,
@@ -138,8 +129,11 @@ public final class TokenKeeper: @unchecked Sendable {
 
     /// The `--min-ttl` of a hand-out: the default, or a quarter of the lifetime of a
     /// short-lived token (which the renewal replaces at half its lifetime).
-    var handOutMinTTL: Int64 {
-        lock.withLock { lifetime > 0 ? min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) : TokenOptions.defaultMinTTL }
+    var handOutMinTTL: Int64 { lock.withLock { handOutMinTTLLocked } }
+
+    /// ``handOutMinTTL`` with the lock held.
+    private var handOutMinTTLLocked: Int64 {
+        lifetime > 0 ? min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) : TokenOptions.defaultMinTTL
     }
 
     /// A token for `caller`, with its own audit record.
@@ -165,7 +159,7 @@ public final class TokenKeeper: @unchecked Sendable {
         let task = lock.withLock { () -> Task<HandedToken, any Error> in
             if let inFlight { return inFlight }
             let fresh = refused != nil
-            let minTTL = lifetime > 0 ? min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) : TokenOptions.defaultMinTTL
+            let minTTL = handOutMinTTLLocked
             let task = Task { [self] () async throws -> HandedToken in
                 defer { lock.withLock { inFlight = nil } }
                 return note(try await source.token(fresh: fresh, minTTL: minTTL, caller: caller))
@@ -184,7 +178,7 @@ public final class TokenKeeper: @unchecked Sendable {
     /// not the refused one, unless that was replaced less than
     /// ``minimumReplacementSeconds`` ago (then it is used as it is, and the API's 401 passed on).
     private func keptToken(now: Int64, refused: HandedToken?) -> HandedToken? {
-        guard let held, held.expiresAt - min(TokenOptions.defaultMinTTL, max(1, lifetime / 4)) > now else { return nil }
+        guard let held, held.expiresAt - handOutMinTTLLocked > now else { return nil }
         // A refused token is replaced, but not more often than every
         // `minimumReplacementSeconds`: an API path that answers 401 for its own reasons
         // must not send the real secrets to the token endpoint on every call.

@@ -167,18 +167,7 @@ public struct KnownVaults: Sendable {
             bytes.append(line)
             bytes.append(UInt8(ascii: "\n"))
         }
-        let temporary = path + ".tmp"
-        unlink(temporary)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw .failure("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = !flushing || fsync(fd) == 0
-        close(fd)
-        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw .failure("cannot write \(path): \(reason)")
-        }
+        try PrivateFile.write([UInt8](bytes), to: path, flush: flushing)
     }
 
     /// The directory, made 0700 when missing (its parents too: `~/.local/state` may not

@@ -212,29 +212,11 @@ final class Counter: @unchecked Sendable {
     var value = 0
 }
 
-/// A file only this user can read, replaced whole (written beside it, then renamed; a link
-/// at the path is replaced, not followed).
-enum PrivateFile {
+extension PrivateFile {
     /// `text` on standard output, or into the private file `path` (with a line saying so).
     static func hand(_ text: String, to path: String?, what: String) throws(VaultError) {
         guard let path else { return Output.stdout(text) }
         try write(Array(text.utf8), to: path)
         Output.info("\(what) are in \(path.sanitisedForDisplay(limit: 200))")
-    }
-
-    static func write(_ bytes: [UInt8], to path: String) throws(VaultError) {
-        let temporary = path + ".tmp-\(getpid())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw .failure("cannot write \(path.sanitisedForDisplay(limit: 200)): \(String(cString: strerror(errno)))")
-        }
-        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-        let synced = fsync(descriptor) == 0
-        close(descriptor)
-        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
-            let why = String(cString: strerror(errno))
-            unlink(temporary)
-            throw .failure("cannot write \(path.sanitisedForDisplay(limit: 200)): \(why)")
-        }
     }
 }
