@@ -9,6 +9,9 @@ import PackageDescription
 let fuzzing = ProcessInfo.processInfo.environment["GBG_VAULT_FUZZ"] == "1"
 let fuzzSwift: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []
 let fuzzC: [CSetting] = fuzzing ? [.unsafeFlags(["-fsanitize=fuzzer-no-link,address,undefined", "-fsanitize-trap=undefined"])] : []
+// The same build's executables and test bundle carry AddressSanitizer's runtime, so the
+// suite's sanitizer subset (scripts/sanitize.sh ci) runs on it too.
+let fuzzLink: [LinkerSetting] = fuzzing ? [.unsafeFlags(["-sanitize=address"])] : []
 
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -88,7 +91,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            linkerSettings: fuzzLink
         ),
         // A local stand-in for the GBG token endpoint (offline use, demos, tests).
         .executableTarget(
@@ -102,7 +106,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            linkerSettings: fuzzLink
         ),
         // Build-time tool: turns Migrations/*.sql into Swift string literals.
         .executableTarget(name: "migration-embedder"),
@@ -137,12 +142,14 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            linkerSettings: fuzzLink
         ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["VaultTestSupport", "vault", "gbg-auth-stub"],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            linkerSettings: fuzzLink
         ),
     ],
     swiftLanguageModes: [.v6]

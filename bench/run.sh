@@ -14,6 +14,8 @@ if [ "${1:-}" = "--sessions" ]; then exec bash bench/sessions.sh "" "${2:-200}";
 # Only `vault serve` and `vault proxy` (keep-alive clients with wrk, 100 MB bodies).
 if [ "${1:-}" = "--serve-proxy" ]; then exec bash bench/serve_proxy.sh "" "${2:-10}"; fi
 apt-get install -y -qq hyperfine time gcc sqlite3 curl >/dev/null 2>&1 || true
+# The binaries measured are first checked as built (the release tests and the demo).
+bash scripts/release-check.sh >&2
 built="$(bash scripts/build-release.sh vault gbg-auth-stub 2>/dev/null | tail -1)"
 work="$(mktemp -d)"; stub_pid=""
 # The binaries as README's "Install" puts them in place (`install`, a fresh sequential

@@ -2,7 +2,9 @@
 # Coverage-guided fuzzing (libFuzzer, AddressSanitizer; the C code with UndefinedBehavior-
 # Sanitizer in trap mode too) of every parser of untrusted bytes: the targets and their
 # properties are listed in Fuzz/README.md.
-#   bash scripts/fuzz.sh [--time SECONDS] [TARGET...]    (default: 60 s each, every target)
+#   bash scripts/fuzz.sh [--time SECONDS] [--jobs N] [TARGET...]
+#   (default: 60 s each, every target, one at a time; --jobs runs N targets side by side, each
+#   libFuzzer process on one core: CI gives each target 20 s, two at a time)
 # Builds in .build-fuzz (the first build compiles the dependencies: minutes), runs each
 # target from its committed seeds (Fuzz/corpus/TARGET) plus what earlier runs found
 # (.build-fuzz/corpus/TARGET), and prints executions, coverage and crashes per target. A
@@ -12,12 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=60
+jobs=1
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --time) seconds="$2"; shift 2 ;;
     --time=*) seconds="${1#--time=}"; shift ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --jobs=*) jobs="${1#--jobs=}"; shift ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -59,19 +64,13 @@ for t in "${c_targets[@]}"; do
   fi
 done
 
-status=0
-report="$scratch/report.md"
-{
-  echo "| target | seconds | executions | exec/s | coverage (edges) | features | corpus | crashes |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-} > "$report"
-for t in "${targets[@]}"; do
-  corpus="$scratch/corpus/$t"
-  crashes="$scratch/crashes/$t"
+# One target: runs libFuzzer, writes its report row to $scratch/rows/TARGET and its crash
+# lines (if any) to $scratch/rows/TARGET.crash.
+fuzz_target() {
+  local t="$1" corpus="$scratch/corpus/$1" crashes="$scratch/crashes/$1" binary="$scratch/debug/vault-fuzz"
   mkdir -p "$corpus" "$crashes"
-  binary="$scratch/debug/vault-fuzz"
   case " ${c_targets[*]} " in *" $t "*) binary="$scratch/c/$t" ;; esac
-  options=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$crashes/" -timeout=10 -rss_limit_mb=4096)
+  local options=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$crashes/" -timeout=10 -rss_limit_mb=4096)
   case "$t" in
     agent-frames|agent-request-writer|agent-answer) options+=(-dict=Fuzz/dict/agent.dict) ;;
     token-response) options+=(-dict=Fuzz/dict/token-response.dict) ;;
@@ -79,17 +78,15 @@ for t in "${targets[@]}"; do
     recipient|identity-file) options+=(-dict=Fuzz/dict/identity.dict) ;;
     vault-file) options+=(-max_len=200000) ;;
   esac
-  seeds=("Fuzz/corpus/$t")
+  local seeds=("Fuzz/corpus/$t")
   [ -d "Fuzz/regressions/$t" ] && seeds+=("Fuzz/regressions/$t")
-  log="$scratch/logs/$t.log"
-  echo "== $t: ${seconds} s"
+  local log="$scratch/logs/$t.log" before
   before="$(ls "$crashes" | wc -l)"
-  export TMPDIR="$scratch/tmp/$t"
-  mkdir -p "$TMPDIR"
-  VAULT_FUZZ_TARGET="$t" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1" \
+  mkdir -p "$scratch/tmp/$t"
+  TMPDIR="$scratch/tmp/$t" VAULT_FUZZ_TARGET="$t" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1" \
     "$binary" "${options[@]}" "$corpus" "${seeds[@]}" > "$log" 2>&1 || true
-  rm -rf "$TMPDIR"
-  unset TMPDIR
+  rm -rf "$scratch/tmp/$t"
+  local executions rate last coverage features found
   executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
   rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
   last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
@@ -97,12 +94,32 @@ for t in "${targets[@]}"; do
   features="$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")"
   found="$(( $(ls "$crashes" | wc -l) - before ))"
   if grep -qE "ERROR: (libFuzzer|AddressSanitizer)|vault-fuzz: |SUMMARY: " "$log" && [ "$found" -eq 0 ]; then found=1; fi
-  echo "| $t | $seconds | ${executions:-?} | ${rate:-?} | ${coverage:-?} | ${features:-?} | $(ls "$corpus" | wc -l) | $found |" >> "$report"
+  echo "| $t | $seconds | ${executions:-?} | ${rate:-?} | ${coverage:-?} | ${features:-?} | $(ls "$corpus" | wc -l) | $found |" > "$scratch/rows/$t"
   if [ "$found" -gt 0 ]; then
-    status=1
-    echo "   CRASH: $(grep -m1 -E "vault-fuzz: |ERROR: |Fatal error|SUMMARY" "$log" | cut -c1-200)"
-    echo "   log: $log; inputs: $crashes"
+    { echo "   $t CRASH: $(grep -m1 -E "vault-fuzz: |ERROR: |Fatal error|SUMMARY" "$log" | cut -c1-200)"
+      echo "   log: $log; inputs: $crashes"; } > "$scratch/rows/$t.crash"
   fi
+}
+
+rm -rf "$scratch/rows"; mkdir -p "$scratch/rows"
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi
+  echo "== $t: ${seconds} s"
+  fuzz_target "$t" &
+  running=$((running + 1))
+done
+wait
+
+status=0
+report="$scratch/report.md"
+{
+  echo "| target | seconds | executions | exec/s | coverage (edges) | features | corpus | crashes |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for t in "${targets[@]}"; do cat "$scratch/rows/$t" 2>/dev/null || echo "| $t | $seconds | ? | ? | ? | ? | ? | 1 |"; done
+} > "$report"
+for t in "${targets[@]}"; do
+  if [ -f "$scratch/rows/$t.crash" ] || [ ! -f "$scratch/rows/$t" ]; then status=1; cat "$scratch/rows/$t.crash" 2>/dev/null || echo "   $t: no result"; fi
 done
 cat "$report"
 exit $status
