@@ -13,7 +13,7 @@ cleanup() { [ -n "$stub_pid" ] && kill "$stub_pid" 2>/dev/null; wait 2>/dev/null
 trap cleanup EXIT
 export GBG_VAULT_TEST_ONLY_INSECURE_KDF=1 HOME="$work/home" XDG_RUNTIME_DIR="$work/run" XDG_STATE_HOME="$work/state"
 mkdir -p "$HOME" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-for target in agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url postgres-url-parts pgpass vault-file config-file token-arguments; do
+for target in agent-frames agent-request-writer agent-answer token-response recipient identity-file postgres-url postgres-url-parts pgpass vault-file config-file token-arguments serve-request proxy-path request-log; do
   mkdir -p "$corpus/$target"
 done
 
@@ -99,6 +99,30 @@ for i, url in enumerate(["postgres://vault_admin:pw@db.example.com:5433/vault?ss
     save("postgres-url", f"url-{i}", url.encode())
 save("pgpass", "simple", bytes([2]) + b"db" + bytes([5]) + b"vault" + bytes([5]) + b"admin" + bytes([6]) + b"s3:c\\r" + bytes([0x31])
      + b"# a comment\n*:*:*:*:other\n")
+# vault serve's endpoint (FuzzTargets' ServeRequests): a method byte (0 POST, 1 GET), then
+# length-prefixed request target, Content-Type and Authorization, then the body; the
+# placeholder credentials are the target's fixed ones.
+import base64
+pid, psecret = b"gbgvault-0123456789ab", b"fuzz-placeholder-secret-0123456789abcdefghi"
+form_type = b"application/x-www-form-urlencoded"
+def serve(method, uri, ctype, auth, body): return bytes([method]) + chunk(uri) + chunk(ctype) + chunk(auth) + body
+save("serve-request", "form-password", serve(0, b"/as/token.oauth2", form_type, b"",
+     b"grant_type=password&client_id=" + pid + b"&client_secret=" + psecret + b"&username=api%40example.com&password=p+w"))
+save("serve-request", "basic-client-credentials", serve(0, b"/captain/api/as/token.oauth2?x=1", form_type + b"; charset=UTF-8",
+     b"Basic " + base64.b64encode(pid + b":" + psecret), b"grant_type=client_credentials&scope=gbg"))
+save("serve-request", "wrong-secret", serve(0, b"/as/token.oauth2", form_type, b"", b"grant_type=password&client_id=" + pid + b"&client_secret=nope"))
+save("serve-request", "both-methods", serve(0, b"/as/token.oauth2", form_type, b"Basic " + base64.b64encode(pid + b":" + psecret),
+     b"grant_type=password&client_secret=" + psecret))
+save("serve-request", "get", serve(1, b"/as/token.oauth2", b"", b"", b""))
+save("serve-request", "repeated", serve(0, b"/as/token.oauth2", form_type, b"", b"grant_type=password&grant_type=password&client_id=" + pid))
+# vault proxy's request targets (ProxyPaths): a byte choosing the API base, then the target.
+for i, uri in enumerate([b"/ping", b"/v2/captain/journey/start?x=1&y=%20", b"/%2e%2e/admin", b"/a;b/c#frag", b"/..;/x", b"//evil.example/x", b"/caf%C3%A9/%ff"]):
+    save("proxy-path", f"target-{i}", bytes([i % 4]) + uri)
+# The request log (RequestLogs): a proxy-requests record's detail, and a log's lines.
+save("request-log", "summary", b"log=pw-20261207T091500Z-4242.jsonl lines=1-3 requests=3 2xx=2 3xx=0 4xx=1 5xx=0 bytes_in=10 bytes_out=2048 digest=" + b"0123456789abcdef" * 4)
+save("request-log", "lines", b'{"seq":1,"at":1796631300000,"profile":"pw","method":"GET","path":"/ping","status":200,"bytes_in":0,"bytes_out":17,"ms":3,"request_id":"r-1","caller":"tcp:127.0.0.1:50000"}\n'
+     + b'{"seq":2,"at":1796631300100,"profile":"pw","method":"POST","path":"/echo","status":0,"bytes_in":9,"bytes_out":0,"ms":1,"caller":"unix:uid=0,pid=7","aborted":true}\n'
+     + b'not json\n{"seq":3')
 PY
 # The URL-parts target: user, password, database and host label as length-prefixed text
 # (FuzzTargets' PostgresURLParts), the rest zeros.

@@ -77,6 +77,7 @@ fuzz_target() {
     postgres-url|postgres-url-parts) options+=(-dict=Fuzz/dict/postgres-url.dict) ;;
     recipient|identity-file) options+=(-dict=Fuzz/dict/identity.dict) ;;
     vault-file) options+=(-max_len=200000) ;;
+    serve-request|proxy-path|request-log) options+=(-dict=Fuzz/dict/serve.dict) ;;
   esac
   local seeds=("Fuzz/corpus/$t")
   [ -d "Fuzz/regressions/$t" ] && seeds+=("Fuzz/regressions/$t")

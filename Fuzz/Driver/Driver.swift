@@ -1,5 +1,6 @@
 // libFuzzer's entry points for `vault-fuzz` (built by scripts/fuzz.sh only): the target is
 // chosen by VAULT_FUZZ_TARGET; a property that fails is a crash libFuzzer records.
+import Dispatch
 import FuzzTargets
 #if canImport(Glibc)
 import Glibc
@@ -21,11 +22,26 @@ public func fuzzerInitialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: Unsafe
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let input = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
-    if let problem = selected!.check(input) {
+    let target = selected!
+    if let problem = blocking({ await target.check(input) }) {
         report("vault-fuzz: \(selected!.name): \(problem)")
         abort()
     }
     return 0
+}
+
+/// Runs a target's check on a task and waits for it here (libFuzzer's thread, not one of
+/// the tasks' threads).
+private func blocking(_ body: @escaping @Sendable () async -> String?) -> String? {
+    final class Box: @unchecked Sendable { var value: String? }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        box.value = await body()
+        done.signal()
+    }
+    done.wait()
+    return box.value
 }
 
 private func report(_ line: String) {

@@ -4,10 +4,11 @@ import VaultCore
 /// One fuzz target: a parser of untrusted bytes and the properties checked on each input
 /// (Fuzz/README.md). `check` returns nil when every property holds, else what failed;
 /// `vault-fuzz` turns that into a crash libFuzzer records, and the suite into a failed
-/// expectation for each committed input.
+/// expectation for each committed input. (Async because `vault serve`'s endpoint answers
+/// on a task; the others are synchronous functions.)
 public struct FuzzTarget: Sendable {
     public let name: String
-    public let check: @Sendable ([UInt8]) -> String?
+    public let check: @Sendable ([UInt8]) async -> String?
 
     public static let all: [FuzzTarget] = [
         FuzzTarget(name: "agent-frames", check: AgentFrames.check),
@@ -20,6 +21,9 @@ public struct FuzzTarget: Sendable {
         FuzzTarget(name: "postgres-url-parts", check: PostgresURLParts.check),
         FuzzTarget(name: "pgpass", check: PasswordFiles.check),
         FuzzTarget(name: "vault-file", check: VaultFiles.check),
+        FuzzTarget(name: "serve-request", check: ServeRequests.check),
+        FuzzTarget(name: "proxy-path", check: ProxyPaths.check),
+        FuzzTarget(name: "request-log", check: RequestLogs.check),
     ]
 
     public static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

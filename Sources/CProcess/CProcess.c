@@ -6,6 +6,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
 #endif
@@ -57,4 +60,44 @@ int cprocess_spawnattr_child(posix_spawnattr_t *attributes) {
 
 int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first) {
     return posix_spawn_file_actions_addclosefrom_np(actions, first);
+}
+
+/// Descriptors 3 to 1023 open at start, one bit each; a descriptor above is never the caller's.
+static unsigned char inherited_descriptors[1024 / 8];
+
+/// Calls `visit` with every descriptor from 3 on listed in /proc/self/fd (not the listing's
+/// own). Returns 0, or -1 when the directory cannot be read.
+static int each_open_descriptor(int (*visit)(int)) {
+    DIR *directory = opendir("/proc/self/fd");
+    if (directory == NULL) return -1;
+    int status = 0;
+    struct dirent *entry;
+    while ((entry = readdir(directory)) != NULL) {
+        char *end;
+        long fd = strtol(entry->d_name, &end, 10);
+        if (*end != '\0' || end == entry->d_name || fd < 3 || fd > 0x7fffffff || fd == dirfd(directory)) continue;
+        if (visit((int)fd) != 0) status = -1;
+    }
+    closedir(directory);
+    return status;
+}
+
+static int remember(int fd) {
+    if (fd < 1024) inherited_descriptors[fd / 8] |= (unsigned char)(1u << (fd % 8));
+    return 0;
+}
+
+static int close_on_exec_unless_inherited(int fd) {
+    if (fd < 1024 && (inherited_descriptors[fd / 8] & (1u << (fd % 8)))) return 0;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) return errno == EBADF ? 0 : -1;
+    return fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0 ? -1 : 0;
+}
+
+void cprocess_remember_inherited_descriptors(void) {
+    (void)each_open_descriptor(remember);
+}
+
+int cprocess_cloexec_own_descriptors(void) {
+    return each_open_descriptor(close_on_exec_unless_inherited);
 }

@@ -244,6 +244,7 @@ enum ProcessHardening {
     nonisolated(unsafe) static var originalUmask: mode_t = 0o022
 
     static func apply() {
+        cprocess_remember_inherited_descriptors()
         getrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
         var none = rlimit(rlim_cur: 0, rlim_max: originalCoreLimit.rlim_max)
         setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
@@ -267,8 +268,13 @@ enum ProcessHardening {
     }
 
     /// Restores the soft core limit and the caller's umask before `exec` hands the
-    /// process to the user's command.
-    static func restoreForChild() {
+    /// process to the user's command, and marks close-on-exec every descriptor vault
+    /// opened (SwiftNIO's epoll and event descriptors, the vault's database): the command
+    /// gets the descriptors its caller gave vault, no others.
+    static func restoreForChild() throws(VaultError) {
+        guard cprocess_cloexec_own_descriptors() == 0 else {
+            throw .failure("cannot keep vault's own descriptors from the command (\(String(cString: strerror(errno))))")
+        }
         setrlimit(Int32(RLIMIT_CORE.rawValue), &originalCoreLimit)
         signal(SIGPIPE, SIG_DFL)
         umask(originalUmask)

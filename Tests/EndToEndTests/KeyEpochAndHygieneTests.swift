@@ -128,6 +128,24 @@ struct KeyEpochAndHygieneTests {
         expectNoLeaks(fixture.vault)
     }
 
+    @Test("exec gives the command only the descriptors it was given: no epoll, eventfd or database descriptor of vault's")
+    func execDescriptors() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        // vault is started with stdio and descriptor 5 only (a launcher closes the rest, which
+        // the test process would otherwise hand down). 5 is the caller's to give: kept, as a
+        // shell keeps it. In the command, 3 is the listing's own directory descriptor.
+        let launcher = "import os, sys; os.closerange(3, 65536); os.dup2(os.open('/dev/null', os.O_RDONLY), 5); os.execv(sys.argv[1], sys.argv[1:])"
+        let listing = "import os; print(' '.join(sorted(os.listdir('/proc/self/fd'), key=int)))"
+        for arguments in [["exec", "pw", "--", "python3", "-c", listing], ["exec", "pw", "--fresh", "--", "python3", "-c", listing]] {
+            let result = try Binaries.run("/usr/bin/env", ["python3", "-c", launcher, Binaries.vault] + arguments,
+                                          environment: fixture.vault.environment())
+            #expect(result.status == 0, "\(result.stderrText)")
+            #expect(result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "0 1 2 3 5", "\(arguments): \(result.stdoutText)")
+        }
+        expectNoLeaks(fixture.vault)
+    }
+
     @Test("--passphrase-file: refused when others can write it or another user owns it, a warning when others can read it")
     func passphraseFilePermissions() throws {
         let vault = TestVault()

@@ -11,7 +11,7 @@ struct FuzzCorpusTests {
         .appendingPathComponent("Fuzz")
 
     @Test("each Swift target's committed inputs", arguments: FuzzTarget.all.map(\.name))
-    func committedInputs(_ name: String) throws {
+    func committedInputs(_ name: String) async throws {
         let target = try #require(FuzzTarget.named(name))
         var count = 0
         for folder in ["corpus", "regressions"] {
@@ -19,7 +19,7 @@ struct FuzzCorpusTests {
             guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { continue }
             for file in files.sorted() {
                 let input = try [UInt8](Data(contentsOf: directory.appendingPathComponent(file)))
-                let problem = target.check(input)
+                let problem = await target.check(input)
                 #expect(problem == nil, "\(folder)/\(name)/\(file): \(problem ?? "")")
                 count += 1
             }

@@ -34,4 +34,15 @@ int cprocess_spawnattr_child(posix_spawnattr_t *attributes);
 /// Closes every descriptor from `first` on in the child (glibc's closefrom action).
 int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first);
 
+/// Notes which descriptors from 3 to 1023 are open now (listed in /proc/self/fd): those the
+/// caller gave this process. Called once, first thing in `main`.
+void cprocess_remember_inherited_descriptors(void);
+
+/// Marks close-on-exec every open descriptor from 3 on that was not open when
+/// ``cprocess_remember_inherited_descriptors`` ran, so that the program this process execs
+/// next gets what its caller gave (stdio, a systemd socket, a `3<file`) and nothing this
+/// process opened (SwiftNIO's epoll and event descriptors, the vault's database). Returns 0
+/// on success.
+int cprocess_cloexec_own_descriptors(void);
+
 #endif

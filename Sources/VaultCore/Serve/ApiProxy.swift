@@ -22,7 +22,7 @@ public final class ApiProxy: Sendable {
     public let key: SecureBytes
     let keyDigest: [UInt8]
     public let keeper: TokenKeeper
-    let base: (scheme: String, host: String, port: Int?, path: String)
+    let base: UpstreamBase
     public let apiBase: String
     let client: HTTPClient
     let log: RequestLog?
@@ -31,13 +31,10 @@ public final class ApiProxy: Sendable {
     /// `apiBase` must be an absolute http(s) URL; `transport` gives the CA and proxy rules
     /// (those of `vault token`).
     public init(apiBase: String, keeper: TokenKeeper, transport: TransportOptions, log: RequestLog?, requireKey: Bool) throws(VaultError) {
-        guard let components = URLComponents(string: apiBase), let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
-              let host = components.host, !host.isEmpty else {
+        guard let base = UpstreamBase(apiBase: apiBase) else {
             throw .usage("the environment's API base '\(apiBase.sanitisedForDisplay(limit: 100))' is not an http(s) URL")
         }
-        var path = components.percentEncodedPath
-        if !path.hasSuffix("/") { path += "/" }
-        base = (scheme, host, components.port, path)
+        self.base = base
         self.apiBase = apiBase
         let secret = PlaceholderCredentials.randomSecret()
         key = SecureBytes(utf8: secret)
@@ -78,7 +75,7 @@ public final class ApiProxy: Sendable {
     private func handle(_ head: HTTPRequestHead, reader: PartReader, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
                         caller: String) async throws -> Bool {
         let started = ContinuousClock.now
-        var line = RequestLog.Line(method: head.method.rawValue, path: Self.pathWithoutQuery(head.uri), caller: caller)
+        var line = RequestLog.Line(method: head.method.rawValue, path: UpstreamBase.loggedPath(head.uri), caller: caller)
         var logged = false
         let counter = ByteCounter()
         func finish(_ status: Int) {
@@ -103,7 +100,7 @@ public final class ApiProxy: Sendable {
             finish(401)
             return drained
         }
-        guard let target = upstreamURL(head.uri) else {
+        guard let target = base.url(for: head.uri) else {
             let drained = try await reader.drainBody(limit: Self.retainedBody)
             try await Self.writeError(.badRequest, "invalid_request", "the path must start with / and contain no '..' segment", to: outbound)
             finish(400)
@@ -219,33 +216,6 @@ public final class ApiProxy: Sendable {
         return Sodium.constantTimeEqual(Sodium.blake2b(Array(given.utf8)), keyDigest)
     }
 
-    /// The upstream URL for an origin-form request target; nil for anything else.
-    func upstreamURL(_ uri: String) -> String? {
-        guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
-        let path = String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        // Every escape must decode to UTF-8 (an invalid one made the HTTP client drop the
-        // whole path), and no segment may be `.` or `..`, escaped or not, nor start so
-        // before a `;` (`..;/`): the request stays under the API base, whatever a server
-        // behind it normalises.
-        guard let decoded = path.removingPercentEncoding, !decoded.contains("\\") else { return nil }
-        let segments = decoded.split(separator: "/", omittingEmptySubsequences: false)
-        guard !segments.contains(where: { segment in
-            let name = segment.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            return name == "." || name == ".."
-        }) else { return nil }
-        let hostPart = base.host.contains(":") ? "[\(base.host)]" : base.host
-        let url = "\(base.scheme)://\(hostPart)\(base.port.map { ":\($0)" } ?? "")\(base.path)\(uri.dropFirst())"
-        // What the HTTP client will send must be the base's path and then the caller's.
-        guard let parsed = URLComponents(string: url), parsed.host?.lowercased() == base.host.lowercased(),
-              parsed.percentEncodedPath.hasPrefix(base.path) else { return nil }
-        return url
-    }
-
-    /// The path as logged: without its query or fragment.
-    static func pathWithoutQuery(_ uri: String) -> String {
-        String(uri.prefix { $0 != "?" && $0 != "#" }).sanitisedForDisplay(limit: 200)
-    }
-
     static func writeError(_ status: HTTPResponseStatus, _ code: String, _ description: String,
                            to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         let data = (try? JSONSerialization.data(withJSONObject: ["error": code, "error_description": description], options: [.sortedKeys])) ?? Data()
@@ -326,4 +296,51 @@ struct BodyStream: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(prefix: prefix, reader: reader, counter: counter) }
+}
+
+/// The API base a proxy forwards to, and how a caller's request target becomes a URL under
+/// it (the base's path, then the caller's path and query).
+public struct UpstreamBase: Sendable, Equatable {
+    public let scheme: String
+    public let host: String
+    public let port: Int?
+    /// Percent-encoded, ending in `/`.
+    public let path: String
+
+    /// nil unless `apiBase` is an absolute http(s) URL with a host.
+    public init?(apiBase: String) {
+        guard let components = URLComponents(string: apiBase), let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
+              let host = components.host, !host.isEmpty else { return nil }
+        var path = components.percentEncodedPath
+        if !path.hasSuffix("/") { path += "/" }
+        (self.scheme, self.host, self.port, self.path) = (scheme, host, components.port, path)
+    }
+
+    /// The upstream URL for an origin-form request target; nil for anything else.
+    public func url(for uri: String) -> String? {
+        guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
+        let path = String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        // Every escape must decode to UTF-8 (an invalid one made the HTTP client drop the
+        // whole path), and no segment may be `.` or `..`, escaped or not, nor start so
+        // before a `;` (`..;/`): the request stays under the API base, whatever a server
+        // behind it normalises.
+        guard let decoded = path.removingPercentEncoding, !decoded.contains("\\") else { return nil }
+        let segments = decoded.split(separator: "/", omittingEmptySubsequences: false)
+        guard !segments.contains(where: { segment in
+            let name = segment.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            return name == "." || name == ".."
+        }) else { return nil }
+        let hostPart = host.contains(":") ? "[\(host)]" : host
+        let url = "\(scheme)://\(hostPart)\(port.map { ":\($0)" } ?? "")\(self.path)\(uri.dropFirst())"
+        // What the HTTP client will send must be the base's path and then the caller's.
+        guard let parsed = URLComponents(string: url), parsed.host?.lowercased() == host.lowercased(),
+              parsed.percentEncodedPath.hasPrefix(self.path) else { return nil }
+        return url
+    }
+
+    /// A request target as the request log keeps it: without its query or fragment, safe
+    /// to show, at most 200 characters.
+    public static func loggedPath(_ uri: String) -> String {
+        String(uri.prefix { $0 != "?" && $0 != "#" }).sanitisedForDisplay(limit: 200)
+    }
 }

@@ -23,7 +23,8 @@ public struct PlaceholderCredentials: Sendable {
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
-    init(clientID: String, clientSecret: SecureBytes) {
+    /// Given credentials (the fuzz target's fixed ones; `vault serve` uses ``generate()``).
+    public init(clientID: String, clientSecret: SecureBytes) {
         self.clientID = clientID
         self.clientSecret = clientSecret
     }
@@ -55,10 +56,10 @@ public final class LocalTokenEndpoint: Sendable {
     }
 
     /// One answer: status, JSON body, extra headers.
-    struct Answer {
-        var status: HTTPResponseStatus
-        var body: SecureBytes
-        var headers: [(String, String)] = []
+    public struct Answer {
+        public var status: HTTPResponseStatus
+        public var body: SecureBytes
+        public var headers: [(String, String)] = []
 
         static func error(_ status: HTTPResponseStatus, _ code: String, _ description: String, headers: [(String, String)] = []) -> Answer {
             let object = ["error": code, "error_description": description]
@@ -112,7 +113,7 @@ public final class LocalTokenEndpoint: Sendable {
     }
 
     /// The answer to one whole request.
-    func answer(_ head: HTTPRequestHead, body: [UInt8], caller: String) async -> Answer {
+    public func answer(_ head: HTTPRequestHead, body: [UInt8], caller: String) async -> Answer {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
         guard Self.tokenPaths.contains(path) else {
             return .error(.notFound, "invalid_request", "only POST /as/token.oauth2 is served here")
@@ -168,13 +169,15 @@ public final class LocalTokenEndpoint: Sendable {
     }
 
     /// An `application/x-www-form-urlencoded` body (`+` a space, percent-decoded, as
-    /// URLComponents reads a query); nil when it is not one or a name repeats (RFC 6749 §3.1).
-    static func form(_ body: [UInt8]) -> [String: String]? {
+    /// URLComponents reads a query); nil when it is not one (a character a query cannot hold
+    /// unescaped, such as a space or a non-ASCII letter) or a name repeats (RFC 6749 §3.1).
+    public static func form(_ body: [UInt8]) -> [String: String]? {
         guard let text = String(validating: body, as: UTF8.self) else { return nil }
         if text.isEmpty { return [:] }
-        var components = URLComponents()
-        components.percentEncodedQuery = text.replacingOccurrences(of: "+", with: "%20")
-        guard let items = components.queryItems else { return nil }
+        // URLComponents(string:) refuses such a character; setting `percentEncodedQuery`
+        // would stop the process instead (a caller without credentials could end serve).
+        guard let components = URLComponents(string: "?" + text.replacingOccurrences(of: "+", with: "%20")),
+              let items = components.queryItems else { return nil }
         var result: [String: String] = [:]
         for item in items {
             guard result[item.name] == nil else { return nil }
@@ -184,7 +187,7 @@ public final class LocalTokenEndpoint: Sendable {
     }
 
     /// `Basic base64(form-encoded id ":" form-encoded secret)` (RFC 6749 §2.3.1).
-    static func basicCredentials(_ header: String) -> (id: String, secret: String)? {
+    public static func basicCredentials(_ header: String) -> (id: String, secret: String)? {
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "basic", let data = Data(base64Encoded: String(parts[1])),
               let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":") else { return nil }

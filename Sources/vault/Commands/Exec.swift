@@ -82,7 +82,7 @@ extension VaultCLI {
             setenv("GBG_API_BASE", apiBase ?? "", 1)
             setenv("GBG_TOKEN_EXPIRES_AT", Date(timeIntervalSince1970: TimeInterval(expiresAt)).iso8601, 1)
             setenv("GBG_VAULT_PROFILE", name, 1)
-            ProcessHardening.restoreForChild()
+            try ProcessHardening.restoreForChild()
             let program = self.program(name)
             var argv: [UnsafeMutablePointer<CChar>?] = program.map { strdup($0) }
             argv.append(nil)
