@@ -168,6 +168,42 @@ struct ServeProxyTests {
         }
         #expect(try curl(["-d", "grant_type=client_credentials&client_id=\(id)&client_secret=\(secret)", url]).code == 200, "still serving")
 
+        // A head trickled a byte a second is cut off 10 s after its first byte; a keep-alive
+        // connection idle for 12 s between two requests is not (both at once).
+        let port = try #require(URLComponents(string: url)?.port)
+        let slow = try python("""
+            import socket, threading, time, json
+            result = {}
+            def trickle():
+                s = socket.create_connection(("127.0.0.1", \(port)))
+                s.settimeout(1.0)
+                start = time.time()
+                s.sendall(b"POST /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\n")
+                while time.time() - start < 40:
+                    try:
+                        s.sendall(b"X")
+                        if s.recv(100) == b"": break
+                    except socket.timeout: pass
+                    except OSError: break
+                result["closed_after"] = time.time() - start
+            def idle():
+                s = socket.create_connection(("127.0.0.1", \(port)))
+                answers = []
+                for wait in (0, 12):
+                    time.sleep(wait)
+                    s.sendall(b"GET /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+                    answers.append(s.recv(4096).split(b" ")[1].decode())
+                result["idle_answers"] = answers
+            threads = [threading.Thread(target=f) for f in (trickle, idle)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            print(json.dumps(result))
+            """, environment: [:])
+        let timing = jsonObject(slow.stdoutText)
+        let closedAfter = timing["closed_after"] as? Double ?? 0
+        #expect(closedAfter > 9 && closedAfter < 16, "the trickled head was cut off after \(closedAfter) s: \(slow.stderrText)")
+        #expect(timing["idle_answers"] as? [String] == ["405", "405"], "\(slow.stdoutText) \(slow.stderrText)")
+
         #expect(service.stop() == 0, "SIGTERM ends serve cleanly")
         let records = try fixture.auditJSON().filter { $0["action"] as? String == "serve" }
         let callers = records.compactMap { $0["detail"] as? String }

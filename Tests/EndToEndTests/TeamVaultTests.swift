@@ -347,7 +347,8 @@ struct TeamVaultTests {
             #expect(try vault.run(["verify"]).status == 0, "restored")
         }
         let attacks: [(String, String, [String], Int32)] = [
-            ("edit a sealed secret", "UPDATE \(schema).secret_version SET ciphertext = overlay(ciphertext placing '\\x00'::bytea from 5 for 1) WHERE field = 'client_secret' AND profile_id = (SELECT id FROM \(schema).profile WHERE name = 'pw')",
+            // (A flip, so the byte always changes: writing 0x00 left it as it was once in 256 runs.)
+            ("edit a sealed secret", "UPDATE \(schema).secret_version SET ciphertext = set_byte(ciphertext, 4, get_byte(ciphertext, 4) # 255) WHERE field = 'client_secret' AND profile_id = (SELECT id FROM \(schema).profile WHERE name = 'pw')",
              ["token", "pw", "--fresh"], 7),
             ("swap sealed secrets between profiles", "UPDATE \(schema).secret_version a SET nonce = b.nonce, ciphertext = b.ciphertext FROM \(schema).secret_version b WHERE a.field = 'client_secret' AND b.field = 'client_secret' AND a.profile_id <> b.profile_id",
              ["token", "cc", "--fresh"], 7),

@@ -92,6 +92,10 @@ public final class LocalListener: Sendable {
 
     /// How long a connection may be idle (nothing read or written) before it is closed.
     static let idleSeconds: Int64 = 150
+    /// How long a request head may take from its first byte to its last before the
+    /// connection is closed (a local caller writes a head at once; one that trickles it a
+    /// byte at a time would otherwise hold the connection as long as it keeps sending).
+    static let headSeconds: Int64 = 10
 
     public static func bind(_ address: ListenAddress, group: any EventLoopGroup) async throws(VaultError) -> LocalListener {
         let bootstrap = ServerBootstrap(group: group)
@@ -123,11 +127,14 @@ public final class LocalListener: Sendable {
                     // A connection with neither a byte read nor written for this long is closed
                     // (a held connection costs memory, and a caller waiting on an answer sees
                     // bytes long before: an exchange's deadline is 30 s, the API's read 120 s).
-                    try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: .seconds(Self.idleSeconds)), IdleCloser()])
+                    let deadline = HeadDeadline()
+                    try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: .seconds(Self.idleSeconds)), IdleCloser(),
+                                                                     HeadDeadline.Start(deadline)])
                     // Without SwiftNIO's error handler: it answers a malformed request (or a body
                     // cut short by a reset) with a 400 of its own, which could cross the answer
                     // vault writes; a malformed request closes the connection instead.
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.addHandler(HeadDeadline.End(deadline))
                     let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                     return LocalConnection(channel: wrapped, caller: caller)
                 }
@@ -215,6 +222,65 @@ final class IdleCloser: ChannelInboundHandler, Sendable {
             context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+/// ``LocalListener/headSeconds``: the first byte read while no request is under way starts
+/// a timer (``Start``, before the HTTP decoder); the decoded head stops it and a request's
+/// end waits for the next head (``End``, after the decoder). The timer closes the
+/// connection. Used on the connection's event loop only.
+final class HeadDeadline {
+    var timer: Scheduled<Void>?
+    var betweenRequests = true
+
+    func stop() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    final class Start: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias InboundOut = ByteBuffer
+        let deadline: HeadDeadline
+
+        init(_ deadline: HeadDeadline) { self.deadline = deadline }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if deadline.betweenRequests, deadline.timer == nil {
+                let channel = context.channel
+                deadline.timer = context.eventLoop.scheduleTask(in: .seconds(LocalListener.headSeconds)) {
+                    Trace.debug("closed a connection whose request head took longer than \(LocalListener.headSeconds) s")
+                    channel.close(promise: nil)
+                }
+            }
+            context.fireChannelRead(data)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            deadline.stop()
+            context.fireChannelInactive()
+        }
+    }
+
+    final class End: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias InboundOut = HTTPServerRequestPart
+        let deadline: HeadDeadline
+
+        init(_ deadline: HeadDeadline) { self.deadline = deadline }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head:
+                deadline.stop()
+                deadline.betweenRequests = false
+            case .end:
+                deadline.betweenRequests = true
+            case .body:
+                break
+            }
+            context.fireChannelRead(data)
         }
     }
 }
