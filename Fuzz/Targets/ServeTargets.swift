@@ -53,7 +53,7 @@ enum ServeRequests {
         let text = answer.body.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
 
         // The model: when the token must be handed out.
-        let path = String(uri.prefix { $0 != "?" })
+        let path = String(String.UnicodeScalarView(uri.unicodeScalars.prefix { $0 != "?" }))
         let isForm = contentType.lowercased().split(separator: ";").first?.trimmingCharacters(in: .whitespaces) == "application/x-www-form-urlencoded"
         var presented: (id: String?, secret: String?)? = form.map { ($0["client_id"], $0["client_secret"]) }
         if !authorization.isEmpty, let fields = presented {
@@ -105,9 +105,11 @@ enum ProxyPaths {
         // The logged path: never the query or fragment (a `?` in it stands for a control
         // character of the path, as text safe to show has it), at most 200 characters and `…`.
         let logged = UpstreamBase.loggedPath(uri)
-        let pathPart = uri.prefix { $0 != "?" && $0 != "#" }
-        let controls = pathPart.unicodeScalars.prefix(200).filter { [.control, .format, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) }.count
-        guard !logged.contains("#"), logged.filter({ $0 == "?" }).count == controls, isDisplaySafe(logged), logged.unicodeScalars.count <= 201 else {
+        // (By scalars: a `?` followed by a combining mark is one character.)
+        let pathPart = uri.unicodeScalars.prefix { $0 != "?" && $0 != "#" }
+        let controls = pathPart.prefix(200).filter { [.control, .format, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) }.count
+        guard !logged.unicodeScalars.contains("#"), logged.unicodeScalars.filter({ $0 == "?" }).count == controls, isDisplaySafe(logged),
+              logged.unicodeScalars.count <= 201 else {
             return "a logged path with a query, a fragment or unsafe text: \(logged.debugDescription)"
         }
         guard let url = base.url(for: uri) else { return nil }

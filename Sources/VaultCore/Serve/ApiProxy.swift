@@ -319,7 +319,7 @@ public struct UpstreamBase: Sendable, Equatable {
     /// The upstream URL for an origin-form request target; nil for anything else.
     public func url(for uri: String) -> String? {
         guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
-        let path = String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        let path = Self.prefix(of: uri) { $0 != "?" }
         // Every escape must decode to UTF-8 (an invalid one made the HTTP client drop the
         // whole path), and no segment may be `.` or `..`, escaped or not, nor start so
         // before a `;` (`..;/`): the request stays under the API base, whatever a server
@@ -341,6 +341,13 @@ public struct UpstreamBase: Sendable, Equatable {
     /// A request target as the request log keeps it: without its query or fragment, safe
     /// to show, at most 200 characters.
     public static func loggedPath(_ uri: String) -> String {
-        String(uri.prefix { $0 != "?" && $0 != "#" }).sanitisedForDisplay(limit: 200)
+        prefix(of: uri) { $0 != "?" && $0 != "#" }.sanitisedForDisplay(limit: 200)
+    }
+
+    /// The text before the first Unicode scalar that `keep` refuses. By scalars, as a URL
+    /// reader splits, not by characters: a `?` followed by a combining mark is one
+    /// character, which a split by characters would miss (fuzzing found the query logged).
+    static func prefix(of text: String, while keep: (Unicode.Scalar) -> Bool) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.prefix(while: keep)))
     }
 }

@@ -114,7 +114,7 @@ public final class LocalTokenEndpoint: Sendable {
 
     /// The answer to one whole request.
     public func answer(_ head: HTTPRequestHead, body: [UInt8], caller: String) async -> Answer {
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
+        let path = UpstreamBase.prefix(of: head.uri) { $0 != "?" }
         guard Self.tokenPaths.contains(path) else {
             return .error(.notFound, "invalid_request", "only POST /as/token.oauth2 is served here")
         }
