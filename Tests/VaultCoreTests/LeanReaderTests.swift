@@ -6,13 +6,16 @@ import Testing
 /// The metadata commands read through ``LeanReader`` (SQLite's C API) rather than a GRDB
 /// connection: every table must read the same either way, odd values included.
 @Suite("lean read-only connection", .serialized)
-struct LeanReaderTests {
+final class LeanReaderTests {
     let directory = NSTemporaryDirectory() + "gbg-vault-lean-" + UUID().uuidString
 
     init() {
         setenv("GBG_VAULT_TEST_ONLY_INSECURE_KDF", "1", 1)
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
+
+    /// Each test's vault goes with it.
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     @Test("every row of every table reads the same through the lean connection as through GRDB, odd text and blobs included")
     func sameRows() throws {

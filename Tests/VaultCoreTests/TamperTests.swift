@@ -7,7 +7,7 @@ import Testing
 /// time, and checks that each is an integrity failure (exit 7): never a wrong plaintext,
 /// never a crash.
 @Suite("tamper matrix", .serialized)
-struct TamperTests {
+final class TamperTests {
     let directory = NSTemporaryDirectory() + "gbg-vault-unit-" + UUID().uuidString
     let passphrase = SecureBytes(utf8: "tamper test passphrase")
 
@@ -15,6 +15,9 @@ struct TamperTests {
         setenv("GBG_VAULT_TEST_ONLY_INSECURE_KDF", "1", 1)
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
+
+    /// Each test's vaults go with it.
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     func makeVault() throws -> UnlockedVault {
         let vault = try Vault.initialise(at: directory + "/\(UUID().uuidString).db", passphrase: passphrase,

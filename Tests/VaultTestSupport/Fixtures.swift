@@ -74,6 +74,8 @@ public final class SessionFixture: @unchecked Sendable {
         runtime = String(cString: made)
     }
 
+    deinit { try? FileManager.default.removeItem(atPath: runtime) }
+
     public var env: [String: String] { ["XDG_RUNTIME_DIR": runtime] }
 
     /// Runs vault with the runtime directory; without any passphrase source when `locked` is false.
