@@ -28,6 +28,7 @@
 #include "CAgent.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -209,18 +210,27 @@ __attribute__((constructor(101))) static void vault_token_client(int argc, char 
                                   &early_answer_length, &early_detail);
     explicit_bzero(request, sizeof request);
     if (early_call == VAULT_AGENT_ANSWERED && early_answer_length > 0 && early_answer[0] == VAULT_AGENT_ANSWER_OUTPUT) {
-        // The output, as the agent wrote it (a closed pipe ends it quietly, as `main`'s
-        // output does), then the copy is wiped.
+        // The output, as the agent wrote it, then the copy is wiped. A closed pipe ends it
+        // quietly, as `main`'s output does; any other failed write (a full disk, a closed
+        // descriptor) is a failure, as in `main` (Output.expectWritten).
         size_t offset = 1;
+        int failed = 0;
         while (offset < early_answer_length) {
             ssize_t written = write(1, early_answer + offset, early_answer_length - offset);
             if (written < 0) {
                 if (errno == EINTR) continue;
+                failed = errno;
                 break;
             }
             offset += (size_t)written;
         }
         explicit_bzero(early_answer, sizeof early_answer);
+        if (failed != 0 && failed != EPIPE) {
+            char message[200];
+            int n = snprintf(message, sizeof message, "vault: error: cannot write the token to standard output: %s\n", strerror(failed));
+            if (n > 0) (void)!write(2, message, (size_t)n < sizeof message ? (size_t)n : sizeof message - 1);
+            _exit(1);
+        }
         _exit(0);
     }
     early_status = VAULT_EARLY_CALLED;

@@ -146,6 +146,51 @@ struct KeyEpochAndHygieneTests {
         expectNoLeaks(fixture.vault)
     }
 
+    /// A token that was not written is not a delivery: exit 1 with the reason, through
+    /// `main` and through the client before `main` (the agent's answer); a reader that went
+    /// away (a closed pipe) still ends the output quietly.
+    @Test("vault token to a full disk or a closed stdout exits 1 with the reason, with and without the agent")
+    func tokenOutputFailure() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        let vault = session.vault
+        func token(_ redirection: String, agent: Bool) throws -> ProcessResult {
+            try Binaries.run("/bin/sh", ["-c", "exec \"$0\" token pw \(redirection)", Binaries.vault],
+                             environment: vault.environment().merging(session.env) { $1 }.filter { agent ? $0.key != "VAULT_PASSPHRASE" : true })
+        }
+        for agent in [false, true] {
+            if agent { #expect(try session.run(["unlock", "--for", "5m"]).status == 0) }
+            let full = try token("> /dev/full", agent: agent)
+            #expect(full.status == 1 && full.stderrText.contains("cannot write the token to standard output: No space left on device"),
+                    "agent \(agent): \(full.status) \(full.stderrText)")
+            let closed = try token(">&-", agent: agent)
+            #expect(closed.status == 1 && closed.stderrText.contains("cannot write the token to standard output"), "agent \(agent): \(closed.stderrText)")
+            let piped = try token("| true", agent: agent)
+            #expect(piped.status == 0, "a closed pipe is quiet: \(piped.stderrText)")
+        }
+        expectNoLeaks(vault)
+    }
+
+    /// The agent is started with stdio on /dev/null and its two channels, nothing else:
+    /// a descriptor the caller gave `vault unlock` is not held for the agent's life.
+    @Test("the agent holds no descriptor the caller gave vault unlock")
+    func agentDescriptors() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        let vault = session.vault
+        let marker = vault.directory + "/caller-only.txt"
+        #expect(FileManager.default.createFile(atPath: marker, contents: Data("x".utf8)))
+        let launcher = "import os, sys; os.dup2(os.open(sys.argv[1], os.O_RDONLY), 7); os.execv(sys.argv[2], sys.argv[2:])"
+        let unlocked = try Binaries.run("/usr/bin/env", ["python3", "-c", launcher, marker, Binaries.vault, "unlock", "--for", "5m"],
+                                        environment: vault.environment().merging(session.env) { $1 })
+        #expect(unlocked.status == 0, "\(unlocked.stderrText)")
+        let pid = try #require(session.status()["pid"] as? Int)
+        let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+        let targets = descriptors.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+        #expect(!targets.contains(marker), "\(targets)")
+        #expect(!descriptors.contains("7") || targets.count == descriptors.count, "\(descriptors) \(targets)")
+    }
+
     @Test("--passphrase-file: refused when others can write it or another user owns it, a warning when others can read it")
     func passphraseFilePermissions() throws {
         let vault = TestVault()

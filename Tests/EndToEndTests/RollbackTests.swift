@@ -131,6 +131,16 @@ struct RollbackTests {
         chmod(folder, 0o777)
         let looseFolder = try fixture.token("pw")
         #expect(looseFolder.status == 7 && looseFolder.stderrText.contains("closed to others"), "\(looseFolder.stderrText)")
+        chmod(folder, 0o700)
+        // A directory above it that others may write (another user could move the record
+        // away: found by an outside review); with the sticky bit, as /tmp has, it is safe.
+        let above = (folder as NSString).deletingLastPathComponent
+        chmod(above, 0o777)
+        let looseAbove = try fixture.token("pw")
+        #expect(looseAbove.status == 7 && looseAbove.stderrText.contains("is not closed to other users"), "\(looseAbove.stderrText)")
+        chmod(above, 0o1777)
+        #expect(try fixture.token("pw").status == 0)
+        chmod(above, 0o755)
     }
 
     @Test("a team vault restored from pg_dump is refused, also by a running agent at its next transaction; accepted deliberately")
@@ -166,7 +176,51 @@ struct RollbackTests {
         #expect(direct.status == 7 && direct.stdout.isEmpty)
         #expect(try fixture.stub.tokenRequests() == requests)
         #expect(try vault.run(["verify", "--accept-rollback"]).status == 0)
-        #expect(try fixture.token("pw", ["--no-agent"]).status == 0)
+        let afterAccept = try fixture.token("pw", ["--no-agent"])
+        #expect(afterAccept.status == 0, "\(afterAccept.stderrText)")
+        expectNoLeaks(vault)
+    }
+
+    /// An agent held back the file's line while it sat idle after a burst (written only at
+    /// the next append a second later, or when it ended), so a copy put back after the agent
+    /// was killed was taken as current; and an agent still running wrote its newer trail back
+    /// over `--accept-rollback` when it ended (both found by an outside review).
+    @Test("an idle agent's records are remembered within about a second: a copy put back after the agent is killed is refused; --accept-rollback ends a running agent first, so its newer trail is not written back over the acceptance")
+    func agentRemembersPromptly() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        let vault = session.vault
+        let older = vault.directory + "/older.db"
+        func burst() throws {
+            for _ in 0..<5 { #expect(try session.run(["token", "pw"], passphrase: false, token: true).status == 0) }
+        }
+        func putBack() throws {
+            // In place (the same file, as `.restore` writes it): a running agent keeps it.
+            #expect(try Binaries.run("/usr/bin/sqlite3", [vault.path, ".restore \(older)"], environment: ["PATH": "/usr/bin:/bin"]).status == 0)
+        }
+
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        #expect(try session.run(["token", "pw"], passphrase: false, token: true).status == 0)
+        #expect(try Binaries.run("/usr/bin/sqlite3", [vault.path, ".backup \(older)"], environment: ["PATH": "/usr/bin:/bin"]).status == 0)
+        try burst()
+        sleep(3)
+        let pid = try #require(session.status()["pid"] as? Int)
+        kill(pid_t(pid), SIGKILL)
+        try putBack()
+        let afterKill = try vault.run(["token", "pw", "--no-agent"], env: session.env)
+        #expect(afterKill.status == 7 && afterKill.stdout.isEmpty, "the burst was remembered before the kill: \(afterKill.stderrText)")
+        #expect(try vault.run(["verify", "--accept-rollback"], env: session.env).status == 0)
+
+        // Now with the agent running when the copy is put back and accepted.
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        #expect(try Binaries.run("/usr/bin/sqlite3", [vault.path, ".backup \(older)"], environment: ["PATH": "/usr/bin:/bin"]).status == 0)
+        try burst()
+        try putBack()
+        let accepted = try vault.run(["verify", "--accept-rollback"], env: session.env)
+        #expect(accepted.status == 0 && accepted.stderrText.contains("the agent of this vault was ended"), "\(accepted.stderrText)")
+        #expect(try session.status()["unlocked"] as? Bool == false)
+        let afterAccept = registeringToken(try vault.run(["token", "pw", "--no-agent"], env: session.env, expectTokenOnStdout: true))
+        #expect(afterAccept.status == 0, "the acceptance stands: \(afterAccept.stderrText)")
         expectNoLeaks(vault)
     }
 }

@@ -33,6 +33,9 @@ public enum AgentLauncher {
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, keyChannel[0], 3)
         posix_spawn_file_actions_adddup2(&actions, statusChannel[1], 4)
+        // Nothing else: not a descriptor the caller gave `vault unlock` (a `7<file`, a CI
+        // job's pipe), which the agent would otherwise hold for its whole life.
+        guard cprocess_file_actions_close_from(&actions, 5) == 0 else { throw .failure("cannot prepare the agent's descriptors") }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

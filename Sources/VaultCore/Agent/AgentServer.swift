@@ -160,6 +160,7 @@ public final class AgentServer: @unchecked Sendable {
             // loop must not wait for.
             Task {
                 if let reason = reasonToEnd() { return stop(reason: reason) }
+                unlocked.flushKnownState(onlyIfDue: true)
                 renewDueTokens()
             }
         }

@@ -65,7 +65,8 @@ public final class ApiProxy: Sendable {
             while let part = try await reader.next() {
                 guard case .head(let head) = part else { continue }
                 let keepOpen = try await handle(head, reader: reader, outbound: outbound, caller: connection.caller)
-                if !keepOpen || !head.isKeepAlive { return }
+                // (A CONNECT's answer, a 400, closes the connection: the caller expects a tunnel.)
+                if !keepOpen || !head.isKeepAlive || head.method == .CONNECT { return }
             }
         }
     }
@@ -316,10 +317,14 @@ public struct UpstreamBase: Sendable, Equatable {
         (self.scheme, self.host, self.port, self.path) = (scheme, host, components.port, path)
     }
 
-    /// The upstream URL for an origin-form request target; nil for anything else.
+    /// The upstream URL for an origin-form request target, without its fragment (never
+    /// sent); nil for anything else.
     public func url(for uri: String) -> String? {
         guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
-        let path = Self.prefix(of: uri) { $0 != "?" }
+        // The path ends at a `?` or a `#`, as URL readers end it (fuzzing found `/%2E#`: a
+        // path read to its end passed the dot check while the URL's path ended in `%2E`).
+        let target = Self.prefix(of: uri) { $0 != "#" }
+        let path = Self.prefix(of: target) { $0 != "?" }
         // Every escape must decode to UTF-8 (an invalid one made the HTTP client drop the
         // whole path), and no segment may be `.` or `..`, escaped or not, nor start so
         // before a `;` (`..;/`): the request stays under the API base, whatever a server
@@ -331,7 +336,7 @@ public struct UpstreamBase: Sendable, Equatable {
             return name == "." || name == ".."
         }) else { return nil }
         let hostPart = host.contains(":") ? "[\(host)]" : host
-        let url = "\(scheme)://\(hostPart)\(port.map { ":\($0)" } ?? "")\(self.path)\(uri.dropFirst())"
+        let url = "\(scheme)://\(hostPart)\(port.map { ":\($0)" } ?? "")\(self.path)\(target.dropFirst())"
         // What the HTTP client will send must be the base's path and then the caller's.
         guard let parsed = URLComponents(string: url), parsed.host?.lowercased() == host.lowercased(),
               parsed.percentEncodedPath.hasPrefix(self.path) else { return nil }

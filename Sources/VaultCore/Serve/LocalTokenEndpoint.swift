@@ -88,8 +88,11 @@ public final class LocalTokenEndpoint: Sendable {
                     let answer = tooLarge ? .error(.payloadTooLarge, "invalid_request", "the request body is too large")
                                           : await self.answer(requestHead, body: body, caller: connection.caller)
                     sodium_memzero(&body, body.count)
-                    try await Self.write(answer, keepAlive: requestHead.isKeepAlive, to: outbound)
-                    if !requestHead.isKeepAlive { return }
+                    // After a CONNECT the caller expects a tunnel, and SwiftNIO sends no body
+                    // with the answer: the connection closes so the caller is not left waiting.
+                    let keepAlive = requestHead.isKeepAlive && requestHead.method != .CONNECT
+                    try await Self.write(answer, keepAlive: keepAlive, to: outbound)
+                    if !keepAlive { return }
                 }
             }
         }

@@ -79,10 +79,14 @@ public struct KnownVaults: Sendable {
         + "or remove it to forget every pin and record"
 
     /// Moves the entry of `location` forward to `seq`/`mac` when `seq` is higher than the
-    /// one it holds (another process may have moved it further meanwhile).
-    public func advance(location: String, to seq: Int64, mac: String, at now: Int64) throws(VaultError) {
+    /// one it holds (another process may have moved it further meanwhile) and the entry is
+    /// still the pin this process checked against (`pinnedAt`): after a deliberate
+    /// acceptance or re-pin, a process that saw the trail before it (an agent of another
+    /// session) does not write that older view back.
+    public func advance(location: String, to seq: Int64, mac: String, at now: Int64, pinnedAt: Int64) throws(VaultError) {
         try update(flushing: false) { entries in
-            guard let index = entries.firstIndex(where: { $0.location == location }), entries[index].seq < seq else { return }
+            guard let index = entries.firstIndex(where: { $0.location == location }), entries[index].pinnedAt == pinnedAt,
+                  entries[index].seq < seq else { return }
             entries[index].seq = seq
             entries[index].mac = mac
             entries[index].seenAt = now
@@ -90,6 +94,28 @@ public struct KnownVaults: Sendable {
     }
 
     private var directory: String { (path as NSString).deletingLastPathComponent }
+
+    /// No other user can move or replace the file's directory: every existing directory
+    /// above it belongs to root or this user, and one that others may write has the sticky
+    /// bit (as /tmp has), so only its owner can move what is in it. (Else another user could
+    /// move the record away, and every rollback would then be taken as a first use.)
+    private func expectSafeAncestors() throws(VaultError) {
+        var current = (directory as NSString).deletingLastPathComponent
+        while true {
+            var info = stat()
+            if stat(current, &info) == 0 {
+                guard (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == 0 || info.st_uid == geteuid(),
+                      info.st_mode & 0o022 == 0 || info.st_mode & S_ISVTX != 0 else {
+                    throw .notAsRemembered("\(current) (above \(directory)) is not closed to other users: another user could move away "
+                                           + "the record of the vaults you used; vault does not trust it there",
+                                           hint: "make \(current) yours and closed to others (or give it the sticky bit), "
+                                           + "or set XDG_STATE_HOME to a directory of yours")
+                }
+            }
+            if current == "/" || current.isEmpty { return }
+            current = (current as NSString).deletingLastPathComponent
+        }
+    }
 
     nonisolated(unsafe) private static var warned = false
     private static let warnedLock = NSLock()
@@ -105,6 +131,7 @@ public struct KnownVaults: Sendable {
     }
 
     private func readAll() throws(VaultError) -> [Entry] {
+        try expectSafeAncestors()
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else {
             if errno == ENOENT { return [] }
@@ -173,6 +200,7 @@ public struct KnownVaults: Sendable {
     /// The directory, made 0700 when missing (its parents too: `~/.local/state` may not
     /// exist yet); an existing one must be this user's and closed to others.
     private func makeDirectory() throws(VaultError) {
+        try expectSafeAncestors()
         var info = stat()
         if lstat(directory, &info) != 0 {
             do {

@@ -76,10 +76,14 @@ final class TrailGuard: @unchecked Sendable {
         if write { persist(record, now: now) }
     }
 
-    /// Writes the newest record seen to the file if a recent one was held back.
-    func flush(now: Int64) {
+    /// Writes the newest record seen to the file if a recent one was held back; with
+    /// `onlyIfDue`, only once ``writeInterval`` has passed since the last write (the agent
+    /// asks every 200 ms, so the file is never more than about a second behind its trail,
+    /// however long it then sits idle).
+    func flush(now: Int64, onlyIfDue: Bool = false) {
         let record = lock.withLock { () -> (seq: Int64, mac: [UInt8])? in
             guard lagging else { return nil }
+            if onlyIfDue, let writtenAt, DispatchTime.now().uptimeNanoseconds &- writtenAt < Self.writeInterval { return nil }
             lagging = false
             writtenAt = DispatchTime.now().uptimeNanoseconds
             return seen
@@ -89,7 +93,7 @@ final class TrailGuard: @unchecked Sendable {
 
     private func persist(_ record: (seq: Int64, mac: [UInt8]), now: Int64) {
         do {
-            try known.advance(location: location, to: record.seq, mac: record.mac.hexString, at: now)
+            try known.advance(location: location, to: record.seq, mac: record.mac.hexString, at: now, pinnedAt: pinnedAt)
         } catch {
             // The commit stands; the record of it lags (the next check is against an older
             // record, which the trail still holds). Said once, on standard error.
@@ -187,7 +191,9 @@ extension UnlockedVault {
                 return
             }
             Trace.debug("pinned the vault at \(location) in \(known.path) (first use)")
-            adoptTrailGuard(TrailGuard(known: known, location: location, seen: (state.seq, state.mac), pinnedAt: now))
+            // (Another process may have pinned it a moment before: its pin is the one kept.)
+            let pinnedAt = (try? known.entry(for: location))??.pinnedAt ?? now
+            adoptTrailGuard(TrailGuard(known: known, location: location, seen: (state.seq, state.mac), pinnedAt: pinnedAt))
             return
         }
         let shown = location.sanitisedForDisplay(limit: 200)
@@ -236,9 +242,12 @@ extension UnlockedVault {
         guard let state = try knownState(seenSeq: 0) else {
             throw .integrity("the vault has no audit head or no owner; vault refuses to work without them")
         }
+        // A pin time of its own (later than the one replaced), which processes that checked
+        // against the old pin see as a new pin and do not move forward (``KnownVaults/advance``).
+        let pinnedAt = max(now, (try known.entry(for: location)?.pinnedAt ?? 0) + 1)
         try known.store(.init(location: location, vaultID: vaultID.hexString, ownerSignKey: state.owner.hexString,
-                              seq: state.seq, mac: state.mac.hexString, pinnedAt: now, seenAt: now))
-        adoptTrailGuard(TrailGuard(known: known, location: location, seen: (state.seq, state.mac), pinnedAt: now))
+                              seq: state.seq, mac: state.mac.hexString, pinnedAt: pinnedAt, seenAt: now))
+        adoptTrailGuard(TrailGuard(known: known, location: location, seen: (state.seq, state.mac), pinnedAt: pinnedAt))
     }
 }
 
@@ -252,9 +261,10 @@ extension UnlockedVault {
 
 extension UnlockedVault {
     /// Writes what this process saw last to the known-vaults file if a write was held
-    /// back (``TrailGuard/writeInterval``): the agent, when it ends.
-    public func flushKnownState() {
-        trailGuardForFlush?.flush(now: Int64(now.timeIntervalSince1970))
+    /// back (``TrailGuard/writeInterval``): the agent, when it ends, and (`onlyIfDue`) every
+    /// 200 ms while it runs.
+    public func flushKnownState(onlyIfDue: Bool = false) {
+        trailGuardForFlush?.flush(now: Int64(now.timeIntervalSince1970), onlyIfDue: onlyIfDue)
     }
 
     /// The location identity under which ``KnownVaults`` remembers this vault.

@@ -342,7 +342,7 @@ enum AgentSession {
         do throws(VaultError) {
             guard let answer = try accepted(outcome) else { return }
             if case .output(let bytes) = answer {
-                Output.stdout(secret: bytes)
+                try Output.stdout(secret: bytes)
                 exit(0)
             }
             throw VaultError.failure("the agent gave an answer of another kind than the one asked for")

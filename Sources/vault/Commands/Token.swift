@@ -47,11 +47,11 @@ extension VaultCLI {
             if let answer = try AgentSession.token(options, selection: selection, network: network, profile: name,
                                                    print: true, format: format, action: .token) {
                 guard case .output(let output) = answer else { throw VaultError.failure("the agent gave no token output") }
-                return Output.stdout(secret: output)
+                return try Output.stdout(secret: output)
             }
             let vault = try options.unlock(profile: name, environment: selection.env)
             let delivered = try await vault.obtainToken(selection.options(profile: name, action: .token), exchange: network.exchange())
-            Output.stdout(secret: TokenOutput.render(delivered, format: format ?? .standard))
+            try Output.stdout(secret: TokenOutput.render(delivered, format: format ?? .standard))
         }
     }
 }

@@ -44,6 +44,9 @@ extension VaultCLI {
         /// check against what was remembered; a sound vault is remembered as it is now and
         /// the acceptance recorded in its audit trail.
         @MainActor func accept() throws {
+            // A running agent of this vault ends first: it remembers the newer trail, and
+            // would write it back over the acceptance when it ended.
+            AgentSession.lockAfterKeyChange(options)
             let vault = try options.open()
             let known = KnownVaults.forUser()
             let unlocked = try options.unlockUnchecked(vault)

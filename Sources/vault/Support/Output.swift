@@ -14,16 +14,18 @@ enum Output {
     /// SIGPIPE is ignored and EPIPE stops the loop).
     static func write(_ fd: Int32, _ text: String) {
         var text = text
-        text.withUTF8 { write(fd, UnsafeRawBufferPointer($0)) }
+        text.withUTF8 { _ = write(fd, UnsafeRawBufferPointer($0)) }
     }
 
-    static func write(_ fd: Int32, _ raw: UnsafeRawBufferPointer) {
+    /// Writes all of `raw` to `fd`; 0, or the errno of the write that failed.
+    static func write(_ fd: Int32, _ raw: UnsafeRawBufferPointer) -> Int32 {
         var offset = 0
         while offset < raw.count {
             let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n < 0 { if errno == EINTR { continue }; break }
+            if n < 0 { if errno == EINTR { continue }; return errno }
             offset += n
         }
+        return 0
     }
 
     /// Lines of text built from values read from the vault file, each sanitised.
@@ -33,18 +35,29 @@ enum Output {
         stdout(text)
     }
 
-    /// Writes guarded bytes to stdout without making a Swift `String` of them.
-    static func stdout(prefix: String = "", secret: SecureBytes, suffix: String = "") {
-        secret.withUnsafeBytes { stdout(prefix: prefix, secret: $0, suffix: suffix) }
+    /// Writes guarded bytes (a token) to stdout without making a Swift `String` of them.
+    static func stdout(prefix: String = "", secret: SecureBytes, suffix: String = "") throws(VaultError) {
+        let failed = secret.withUnsafeBytes { stdout(prefix: prefix, secret: $0, suffix: suffix) }
+        try expectWritten(failed)
     }
 
-    /// Writes lent secret bytes to stdout in one write, and wipes the copy it wrote from.
-    static func stdout(prefix: String = "", secret: UnsafeRawBufferPointer, suffix: String = "") {
+    /// Writes lent secret bytes to stdout in one write, and wipes the copy it wrote from;
+    /// 0, or the errno of the write that failed.
+    static func stdout(prefix: String = "", secret: UnsafeRawBufferPointer, suffix: String = "") -> Int32 {
         var bytes = Array(prefix.utf8)
         bytes += secret
         bytes += Array(suffix.utf8)
-        bytes.withUnsafeBytes { raw in write(1, raw) }
+        let failed = bytes.withUnsafeBytes { raw in write(1, raw) }
         for i in bytes.indices { bytes[i] = 0 }
+        return failed
+    }
+
+    /// A token that could not be written is a failure (a full disk, a closed descriptor),
+    /// not a delivery; a reader that went away (EPIPE) ends the output quietly, as
+    /// everywhere else.
+    static func expectWritten(_ failed: Int32) throws(VaultError) {
+        guard failed != 0, failed != EPIPE else { return }
+        throw .failure("cannot write the token to standard output: \(String(cString: strerror(failed)))")
     }
 
     /// A message on stderr; values from the vault file are in it, so it is sanitised.
