@@ -2,9 +2,11 @@
 # Coverage-guided fuzzing (libFuzzer, AddressSanitizer; the C code with UndefinedBehavior-
 # Sanitizer in trap mode too) of every parser of untrusted bytes: the targets and their
 # properties are listed in Fuzz/README.md.
-#   bash scripts/fuzz.sh [--time SECONDS] [--jobs N] [TARGET...]
-#   (default: 60 s each, every target, one at a time; --jobs runs N targets side by side, each
-#   libFuzzer process on one core: CI gives each target 20 s, two at a time)
+#   bash scripts/fuzz.sh [--time SECONDS] [--jobs N] [--seed N] [TARGET...]
+#   (default: 60 s each, every target, one at a time, a random seed; --jobs runs N targets side
+#   by side, each libFuzzer process on one core; --seed fixes libFuzzer's seed, so that a run
+#   repeats the same inputs: CI gives each target 20 s, two at a time, from a fixed seed, so
+#   that a landing fails on a change and not on the luck of a draw; campaigns draw)
 # Builds in .build-fuzz (the first build compiles the dependencies: minutes), runs each
 # target from its committed seeds (Fuzz/corpus/TARGET) plus what earlier runs found
 # (.build-fuzz/corpus/TARGET), and prints executions, coverage and crashes per target. A
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=60
 jobs=1
+seed=""
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +25,9 @@ while [ $# -gt 0 ]; do
     --time=*) seconds="${1#--time=}"; shift ;;
     --jobs) jobs="$2"; shift 2 ;;
     --jobs=*) jobs="${1#--jobs=}"; shift ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --seed=*) seed="${1#--seed=}"; shift ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -71,6 +76,7 @@ fuzz_target() {
   mkdir -p "$corpus" "$crashes"
   case " ${c_targets[*]} " in *" $t "*) binary="$scratch/c/$t" ;; esac
   local options=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$crashes/" -timeout=10 -rss_limit_mb=4096)
+  [ -n "$seed" ] && options+=(-seed="$seed")
   case "$t" in
     agent-frames|agent-request-writer|agent-answer) options+=(-dict=Fuzz/dict/agent.dict) ;;
     token-response) options+=(-dict=Fuzz/dict/token-response.dict) ;;

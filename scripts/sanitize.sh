@@ -54,7 +54,7 @@ fi
 if [ "$mode" = ci ]; then
   export GBG_VAULT_FUZZ=1
   run asan-ci "${GBG_VAULT_SANITIZE_SCRATCH:-$PWD/.build}" \
-    "TokenClientTests|AgentGuardTests|ArgumentTests|InputHygieneTests|AgentProtocolTests|DefaultsTests|ServeProxyTests"
+    "TokenClientTests|AgentGuardTests|ArgumentTests|InputHygieneTests|AgentProtocolTests|DefaultsTests|TerminalTests"
 fi
 if [ "$mode" = tsan ] || [ "$mode" = all ]; then
   run tsan .build-tsan "SessionTests|AgentGuardTests|LoadTests|PostgresStoreTests" --sanitize=thread

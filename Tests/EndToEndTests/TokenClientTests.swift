@@ -121,14 +121,14 @@ struct TokenClientTests {
             #expect(agent.requests.count == 1, "\(shown): the agent is asked once, whatever it answered")
         }
         // Started with stdout closed, the socket would take descriptor 1: the client before
-        // main stands aside, and the Swift client asks (one request) and writes to the closed
-        // descriptor quietly.
+        // main stands aside, and the Swift client asks (one request); the token cannot be
+        // written, which is a failure (exit 1, the reason), not a delivery.
         let agent = try StandInAgent(path: socket, answer: StandInAgent.frame([UInt8(ascii: "O")] + Array(output.utf8)))
         defer { agent.stop() }
         var shellEnvironment = vault.environment(["XDG_RUNTIME_DIR": runtime])
         shellEnvironment.removeValue(forKey: "VAULT_PASSPHRASE")
         let closed = try Binaries.run("/bin/sh", ["-c", "exec \"$0\" token pw >&-", Binaries.vault], environment: shellEnvironment)
-        #expect(closed.status == 0 && closed.stderrText.isEmpty, "\(closed.stderrText)")
+        #expect(closed.status == 1 && closed.stderrText.contains("cannot write the token to standard output"), "\(closed.stderrText)")
         #expect(agent.requests.count == 1)
         // --no-agent, VAULT_NO_AGENT and --help never reach the agent.
         for (arguments, extra) in [(["token", "pw", "--no-agent"], [String: String]()), (["token", "pw"], ["VAULT_NO_AGENT": "1"]),

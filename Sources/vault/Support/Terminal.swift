@@ -7,7 +7,15 @@ import Glibc
 /// Prompts on the controlling terminal (`/dev/tty`), never on stdout, with echo off for
 /// secrets. Without a terminal it fails with a usage error instead of waiting.
 enum Terminal {
-    nonisolated(unsafe) private static var savedAttributes = termios()
+    /// The terminal's settings to restore, on the heap: a Swift global of an imported C
+    /// struct with trailing padding (termios: 57 bytes, 60 in C) is allocated at the Swift
+    /// size while an assignment copies the C size, which AddressSanitizer reported as a
+    /// 3-byte overflow in the whole-suite run.
+    nonisolated(unsafe) private static let savedAttributes: UnsafeMutablePointer<termios> = {
+        let pointer = UnsafeMutablePointer<termios>.allocate(capacity: 1)
+        pointer.initialize(to: termios())
+        return pointer
+    }()
     nonisolated(unsafe) private static var ttyDescriptor: Int32 = -1
 
     /// Reads one line from the terminal without echo.
@@ -20,10 +28,10 @@ enum Terminal {
         var attributes = termios()
         let canHideEcho = tcgetattr(fd, &attributes) == 0
         if canHideEcho {
-            savedAttributes = attributes
+            savedAttributes.pointee = attributes
             ttyDescriptor = fd
             signal(SIGINT) { _ in
-                tcsetattr(Terminal.ttyDescriptor, TCSAFLUSH, &Terminal.savedAttributes)
+                tcsetattr(Terminal.ttyDescriptor, TCSAFLUSH, Terminal.savedAttributes)
                 _exit(130)
             }
             var hidden = attributes
@@ -33,7 +41,7 @@ enum Terminal {
         }
         defer {
             if canHideEcho {
-                tcsetattr(fd, TCSAFLUSH, &savedAttributes)
+                tcsetattr(fd, TCSAFLUSH, savedAttributes)
                 signal(SIGINT, SIG_DFL)
             }
         }
