@@ -131,6 +131,7 @@ public struct KnownVaults: Sendable {
     }
 
     private func readAll() throws(VaultError) -> [Entry] {
+        // (Every write reads first, under its lock: one check of the directories above serves both.)
         try expectSafeAncestors()
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else {
@@ -200,7 +201,6 @@ public struct KnownVaults: Sendable {
     /// The directory, made 0700 when missing (its parents too: `~/.local/state` may not
     /// exist yet); an existing one must be this user's and closed to others.
     private func makeDirectory() throws(VaultError) {
-        try expectSafeAncestors()
         var info = stat()
         if lstat(directory, &info) != 0 {
             do {
