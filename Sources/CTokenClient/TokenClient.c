@@ -227,7 +227,7 @@ __attribute__((constructor(101))) static void vault_token_client(int argc, char 
         explicit_bzero(early_answer, sizeof early_answer);
         if (failed != 0 && failed != EPIPE) {
             char message[200];
-            int n = snprintf(message, sizeof message, "vault: error: cannot write the token to standard output: %s\n", strerror(failed));
+            int n = snprintf(message, sizeof message, "vault: error: " VAULT_TOKEN_WRITE_FAILURE ": %s\n", strerror(failed));
             if (n > 0) (void)!write(2, message, (size_t)n < sizeof message ? (size_t)n : sizeof message - 1);
             _exit(1);
         }

@@ -65,8 +65,17 @@ struct AgentGuardTests {
         defer { session.stop() }
         let vault = session.vault
         let listener = try Listener()
-        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
         let evil = "http://127.0.0.1:\(listener.port)/as/token.oauth2"
+        // An environment the user made (with the passphrase) whose loopback port an attacker
+        // now listens on (its stub stopped): a session never sends another profile there.
+        #expect(try session.run(["env", "add", "stopped", "--token-url", evil]).status == 0)
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        for arguments in [["token", "pw", "--env", "stopped"], ["token", "--env", "stopped", "pw", "--fresh"],
+                          ["exec", "pw", "--env", "stopped", "--", "true"]] {
+            let refused = try session.run(arguments, passphrase: false)
+            #expect(refused.status == 64 && refused.stderrText.contains("--no-agent") && refused.stdoutText.isEmpty,
+                    "\(arguments): \(refused.stderrText)")
+        }
         let environmentsBefore = try vault.run(["env", "list", "--json"]).stdoutText
         // The environment route: adding or changing one needs the passphrase.
         for arguments in [["env", "add", "evil", "--token-url", evil], ["env", "set", "local", "--token-url", evil]] {
@@ -96,10 +105,12 @@ struct AgentGuardTests {
             #"{"version":1,"op":"env-set","environment":"local","token_url":"\#(evil)"}"#,
             #"{"version":2,"op":"member-add","member":"backup","recipient":"gbgv1x"}"#,
             #"{"version":2,"op":"rotate","profile":"pw","client_secret":"eA=="}"#,
+            #"{"version":2,"op":"token","token":{"profile":"pw","environment":"stopped","fresh":true},"network":{"proxy":{}}}"#,
         ]
         let answers = try Binaries.run("/usr/bin/env", ["python3", "-c", raw, socket] + requests, environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"])
         let lines = answers.stdoutText.split(separator: "\n")
         #expect(lines.count == requests.count && lines.allSatisfy { $0.contains(#""ok":false"#) && $0.contains(#""exit_code":64"#) }, "\(answers.stdoutText)")
+        #expect(lines.last?.contains("only at its own environment") == true, "\(answers.stdoutText)")
         #expect(try vault.run(["env", "list", "--json"]).stdoutText == environmentsBefore, "nothing changed")
         // The network route: the agent's settings are those of `unlock`; a request with a
         // proxy or CA bundle of its own is refused, naming --no-agent.

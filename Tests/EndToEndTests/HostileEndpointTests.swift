@@ -1,6 +1,9 @@
 import Foundation
 import Testing
 import VaultTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("hostile token endpoint, end to end")
 struct HostileEndpointTests {
@@ -29,6 +32,54 @@ struct HostileEndpointTests {
             #expect(result.stdout.isEmpty)
         }
         #expect(!FileManager.default.fileExists(atPath: "/tmp/pwned"))
+        expectNoLeaks(fixture.vault)
+    }
+
+    /// An endpoint that echoes its request (hostile, buggy or verbose) into its error code,
+    /// its description (as sent and percent-encoded in lower case) and its request id: the
+    /// secrets reach neither standard error nor the audit trail; what repeated one is
+    /// withheld, and the refusal is still exit 4 with a record.
+    @Test("an endpoint that echoes the secrets into its error answer: they reach neither the message nor the audit trail")
+    func echoedSecrets() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let script = """
+            import http.server, json, urllib.parse
+            class Echo(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+                    encoded = urllib.parse.quote(form["client_secret"], safe="").lower()
+                    body = json.dumps({"error": "x" + form["password"], "error_description": "bad " + form["client_secret"] + " or " + encoded}).encode()
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("X-Request-ID", form["password"])
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *arguments): pass
+            server = http.server.HTTPServer(("127.0.0.1", 0), Echo)
+            print(server.server_address[1], flush=True)
+            server.serve_forever()
+            """
+        let echo = try ChildProcess("/usr/bin/env", ["python3", "-u", "-c", script], environment: ["PATH": "/usr/local/bin:/usr/bin:/bin"])
+        defer { echo.kill(SIGKILL); _ = echo.wait(timeout: 5) }
+        echo.closeStdin()
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(echo.stdoutDescriptor, &byte, 1) == 1, byte != 0x0a { line.append(byte) }
+        let port = try #require(Int(String(decoding: line, as: UTF8.self)))
+        try fixture.vault.sql("DELETE FROM environment")
+        try fixture.vault.run(["env", "add", "local", "--token-url", "http://127.0.0.1:\(port)/as/token.oauth2"])
+        let refused = try fixture.vault.run(["token", "pw", "--fresh"])
+        #expect(refused.status == 4 && refused.stdout.isEmpty, "\(refused.stderrText)")
+        #expect(refused.stderrText.contains("withheld"), "\(refused.stderrText)")
+        let record = try #require(try fixture.auditJSON(["--limit", "1"]).first)
+        let recorded = String(decoding: try JSONSerialization.data(withJSONObject: record), as: UTF8.self)
+        #expect(record["outcome"] as? String == "rejected" && (record["oauth_error"] as? String ?? "").contains("withheld")
+                && (record["request_id"] as? String ?? "").contains("withheld"), "\(recorded)")
+        for secret in [fixture.clientSecret, fixture.password] {
+            #expect(!refused.stderrText.contains(secret) && !recorded.contains(secret))
+        }
         expectNoLeaks(fixture.vault)
     }
 

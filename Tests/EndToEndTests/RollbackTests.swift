@@ -216,6 +216,13 @@ struct RollbackTests {
         #expect(try Binaries.run("/usr/bin/sqlite3", [vault.path, ".backup \(older)"], environment: ["PATH": "/usr/bin:/bin"]).status == 0)
         try burst()
         try putBack()
+        // The running agent saw the newer trail: its `audit verify` and `verify` do not call
+        // the older one intact (exit 7, as an unlock would; an outside review had seen
+        // "intact" here).
+        for arguments in [["audit", "verify"], ["verify"]] {
+            let checked = try session.run(arguments, passphrase: false)
+            #expect(checked.status == 7 && checked.stderrText.contains("older than"), "\(arguments): \(checked.stderrText)")
+        }
         let accepted = try vault.run(["verify", "--accept-rollback"], env: session.env)
         #expect(accepted.status == 0 && accepted.stderrText.contains("the agent of this vault was ended"), "\(accepted.stderrText)")
         #expect(try session.status()["unlocked"] as? Bool == false)

@@ -168,8 +168,10 @@ struct ServeProxyTests {
         }
         #expect(try curl(["-d", "grant_type=client_credentials&client_id=\(id)&client_secret=\(secret)", url]).code == 200, "still serving")
 
-        // A head trickled a byte a second is cut off 10 s after its first byte; a keep-alive
-        // connection idle for 12 s between two requests is not (both at once).
+        // A head trickled a byte a second, a body trickled after a whole head and a connection
+        // that sends nothing are each cut off 10 s after they began (serve's deadline covers
+        // the whole request); a keep-alive connection idle for 12 s between two requests is
+        // not (all at once).
         let port = try #require(URLComponents(string: url)?.port)
         let slow = try python("""
             import socket, threading, time, json
@@ -186,6 +188,25 @@ struct ServeProxyTests {
                     except socket.timeout: pass
                     except OSError: break
                 result["closed_after"] = time.time() - start
+            def body():
+                s = socket.create_connection(("127.0.0.1", \(port)))
+                s.settimeout(1.0)
+                start = time.time()
+                s.sendall(b"POST /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 1000\\r\\n\\r\\n")
+                while time.time() - start < 40:
+                    try:
+                        s.sendall(b"a")
+                        if s.recv(100) == b"": break
+                    except socket.timeout: pass
+                    except OSError: break
+                result["body_closed_after"] = time.time() - start
+            def silent():
+                s = socket.create_connection(("127.0.0.1", \(port)))
+                s.settimeout(40)
+                start = time.time()
+                try: s.recv(100)
+                except OSError: pass
+                result["silent_closed_after"] = time.time() - start
             def idle():
                 s = socket.create_connection(("127.0.0.1", \(port)))
                 answers = []
@@ -194,7 +215,7 @@ struct ServeProxyTests {
                     s.sendall(b"GET /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
                     answers.append(s.recv(4096).split(b" ")[1].decode())
                 result["idle_answers"] = answers
-            threads = [threading.Thread(target=f) for f in (trickle, idle)]
+            threads = [threading.Thread(target=f) for f in (trickle, body, silent, idle)]
             for t in threads: t.start()
             for t in threads: t.join()
             print(json.dumps(result))
@@ -202,6 +223,10 @@ struct ServeProxyTests {
         let timing = jsonObject(slow.stdoutText)
         let closedAfter = timing["closed_after"] as? Double ?? 0
         #expect(closedAfter > 9 && closedAfter < 16, "the trickled head was cut off after \(closedAfter) s: \(slow.stderrText)")
+        for key in ["body_closed_after", "silent_closed_after"] {
+            let after = timing[key] as? Double ?? 0
+            #expect(after > 9 && after < 16, "\(key): \(after) s: \(slow.stderrText)")
+        }
         #expect(timing["idle_answers"] as? [String] == ["405", "405"], "\(slow.stdoutText) \(slow.stderrText)")
         // CONNECT: an error answer, then the connection closes (the caller expects a tunnel,
         // and the answer has no body: left open, it would wait for the idle timeout).
@@ -221,12 +246,37 @@ struct ServeProxyTests {
         #expect(connectAnswer.first == "404" && (Double(connectAnswer.last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 9) < 3,
                 "\(connect.stdoutText) \(connect.stderrText)")
 
+        // At most 512 connections at once: of 530 opened, those beyond are closed before a
+        // byte is read, the first still answers, and once they close a token is served again.
+        let crowd = try python("""
+            import socket, time, json
+            conns = [socket.create_connection(("127.0.0.1", \(port))) for _ in range(530)]
+            time.sleep(1.5)
+            closed = 0
+            for c in conns:
+                c.setblocking(False)
+                try:
+                    if c.recv(1) == b"": closed += 1
+                except BlockingIOError: pass
+                except OSError: closed += 1
+            first = conns[0]
+            first.setblocking(True); first.settimeout(5)
+            first.sendall(b"GET /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            answer = first.recv(100).split(b" ")[1].decode()
+            for c in conns: c.close()
+            print(json.dumps({"closed": closed, "first": answer}))
+            """, environment: [:])
+        let crowded = jsonObject(crowd.stdoutText)
+        #expect(crowded["closed"] as? Int == 18 && crowded["first"] as? String == "405", "\(crowd.stdoutText) \(crowd.stderrText)")
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(try curl(["-d", "grant_type=client_credentials&client_id=\(id)&client_secret=\(secret)", url]).code == 200, "served after the crowd")
+
         #expect(service.stop() == 0, "SIGTERM ends serve cleanly")
         let records = try fixture.auditJSON().filter { $0["action"] as? String == "serve" }
         let callers = records.compactMap { $0["detail"] as? String }
-        #expect(records.count == 4, "start, curl, python, curl after the refused forms: \(callers)")
+        #expect(records.count == 5, "start, curl, python, curl after the refused forms, curl after the crowd: \(callers)")
         #expect(callers.contains("caller=start"))
-        #expect(callers.filter { $0.hasPrefix("caller=tcp:127.0.0.1:") }.count == 3)
+        #expect(callers.filter { $0.hasPrefix("caller=tcp:127.0.0.1:") }.count == 4)
         #expect(try vault.run(["audit", "verify"]).status == 0)
         expectNoLeaks(vault)
     }

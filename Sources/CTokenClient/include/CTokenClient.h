@@ -25,4 +25,9 @@ int vault_early_claim(int *call, long long *detail, const char **socket, const u
 /// Wipes the kept answer.
 void vault_early_wipe(void);
 
+/// What both clients say (exit 1) when the token cannot be written to standard output for
+/// any reason but a reader that went away (EPIPE, which ends the output quietly), followed
+/// by strerror's text.
+#define VAULT_TOKEN_WRITE_FAILURE "cannot write the token to standard output"
+
 #endif

@@ -357,10 +357,10 @@ public final class AgentServer: @unchecked Sendable {
         let minTTL = request.minTTL ?? TokenOptions.defaultMinTTL
         try TokenOptions.checkMinTTL(minTTL)
         try TokenOptions.checkTimeouts(timeoutMs: request.timeoutMs, connectTimeoutMs: request.connectTimeoutMs)
-        let delivered = try await unlocked.obtainToken(
-            TokenOptions(profile: request.profile, environment: request.environment, fresh: request.fresh, minTTL: minTTL, action: request.action,
-                         caller: request.caller),
-            exchange: exchange(timeoutMs: request.timeoutMs, connectTimeoutMs: request.connectTimeoutMs))
+        var options = TokenOptions(profile: request.profile, environment: request.environment, fresh: request.fresh, minTTL: minTTL,
+                                   action: request.action, caller: request.caller)
+        options.ownEnvironmentOnly = true
+        let delivered = try await unlocked.obtainToken(options, exchange: exchange(timeoutMs: request.timeoutMs, connectTimeoutMs: request.connectTimeoutMs))
         if request.print { return .output(TokenOutput.render(delivered, format: request.format ?? .standard)) }
         let token = delivered.token.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
         return .token(.init(accessToken: token, tokenType: delivered.tokenType, expiresAt: delivered.expiresAt, expiresIn: delivered.expiresIn,

@@ -131,12 +131,12 @@ public struct TokenExchange: Sendable {
                 let response = try await transport.post(url: request.tokenURL, headers: headers, body: body, deadline: deadline)
                 Trace.debug("attempt \(result.attempts): HTTP \(response.status), \(response.body.count) bytes")
                 result.httpStatus = response.status
-                result.requestID = response.header("X-Request-ID").map(Self.sanitiseRequestID)
+                result.requestID = response.header("X-Request-ID").map { request.repeatsSecret($0) ? TokenRequest.withheld : Self.sanitiseRequestID($0) }
                 if Self.retryableStatuses.contains(response.status) {
                     result.error = .unavailable("HTTP \(response.status) from the token endpoint after \(result.attempts) attempt(s)")
                     retryAfter = response.header("Retry-After").flatMap(Self.parseRetryAfter)
                 } else {
-                    let interpreted = Self.interpret(response, grant: request.grant)
+                    let interpreted = Self.interpret(response, grant: request.grant, withholding: request.repeatsSecret)
                     result.token = try? interpreted.get()
                     if case .failure(let error) = interpreted {
                         result.error = error
@@ -212,8 +212,11 @@ public struct TokenExchange: Sendable {
         }
     }
 
-    /// Maps a non-retryable response to a token or an error (and so to its exit code).
-    package static func interpret(_ response: HTTPResponseData, grant: GrantType) -> Result<IssuedToken, VaultError> {
+    /// Maps a non-retryable response to a token or an error (and so to its exit code). An
+    /// error's code or text for which `withholding` is true (it repeats a secret the request
+    /// sent) is replaced by ``TokenRequest/withheld``.
+    package static func interpret(_ response: HTTPResponseData, grant: GrantType,
+                                  withholding: (String) -> Bool = { _ in false }) -> Result<IssuedToken, VaultError> {
         let body = try? JSONDecoder().decode(ResponseBody.self, from: Data(response.body))
         switch response.status {
         case 200:
@@ -225,8 +228,8 @@ public struct TokenExchange: Sendable {
             guard let body, let code = body.error, !code.isEmpty else {
                 return .failure(.malformedResponse("HTTP \(response.status) without an OAuth error body"))
             }
-            let safeCode = code.sanitisedForDisplay(limit: 64)
-            let description = body.errorDescription.map { $0.sanitisedForDisplay(limit: 200) }
+            let safeCode = withholding(code) ? TokenRequest.withheld : code.sanitisedForDisplay(limit: 64)
+            let description = body.errorDescription.map { withholding($0) ? TokenRequest.withheld : $0.sanitisedForDisplay(limit: 200) }
             return .failure(.rejected(error: safeCode, description: description, status: response.status,
                                       hint: hint(for: safeCode, grant: grant)))
         case 300..<400:

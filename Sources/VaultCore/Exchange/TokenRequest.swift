@@ -50,6 +50,43 @@ public struct TokenRequest: Sendable {
         }
         return .concatenating(pieces)
     }
+
+    /// Whether `text` repeats this request's client secret or password
+    /// (``SecureBytes/isRepeated(in:)``).
+    func repeatsSecret(_ text: String) -> Bool {
+        clientSecret.isRepeated(in: text) || (password?.isRepeated(in: text) ?? false)
+    }
+
+    /// What is shown and recorded in place of a server's text that repeats a secret.
+    static let withheld = "(withheld: it repeated a secret the request carried)"
+}
+
+extension SecureBytes {
+    /// Whether `text` repeats these bytes: holds them as they are or form-encoded (hex digits
+    /// in either case), or is itself a piece of them at least 8 bytes long. What a server
+    /// answers (an error's text, a request id) is shown and recorded only when it repeats
+    /// none of the secrets it was sent: an endpoint that echoes its request would otherwise
+    /// put them on standard error and into audit rows.
+    func isRepeated(in text: String) -> Bool {
+        let haystack = Array(text.utf8)
+        guard count > 0, !haystack.isEmpty else { return false }
+        func contains(_ outer: UnsafeRawBufferPointer, _ inner: UnsafeRawBufferPointer, ignoringCase: Bool) -> Bool {
+            guard inner.count > 0, inner.count <= outer.count else { return false }
+            func fold(_ byte: UInt8) -> UInt8 { ignoringCase && (0x41...0x5a).contains(byte) ? byte | 0x20 : byte }
+            for start in 0...(outer.count - inner.count) {
+                var index = 0
+                while index < inner.count, fold(outer[start + index]) == fold(inner[index]) { index += 1 }
+                if index == inner.count { return true }
+            }
+            return false
+        }
+        let encoded = FormEncoding.encode(self)
+        return haystack.withUnsafeBytes { text in
+            withUnsafeBytes { secret in
+                contains(text, secret, ignoringCase: false) || (text.count >= 8 && contains(secret, text, ignoringCase: false))
+            } || encoded.withUnsafeBytes { contains(text, $0, ignoringCase: true) }
+        }
+    }
 }
 
 /// `application/x-www-form-urlencoded` byte serialisation (WHATWG URL §5.2): bytes of

@@ -15,6 +15,10 @@ public struct TokenOptions: Sendable {
     /// Who asked, for the record's `detail` (`caller=…`): `vault serve`'s and `vault
     /// proxy`'s callers. Shown as given; at most ``maximumCallerLength`` printable ASCII.
     public var caller: String?
+    /// Exchange only at the profile's own environment (a cached token of another is still
+    /// handed out): what the agent serves, so that a caller without the passphrase cannot
+    /// send a profile's secrets to another environment's token URL (SECURITY.md).
+    public var ownEnvironmentOnly = false
 
     /// The longest `caller`.
     public static let maximumCallerLength = 120
@@ -110,7 +114,8 @@ extension UnlockedVault {
             return hit
         }
 
-        let target = try exchangeTarget(profile: options.profile, environment: options.environment)
+        let target = try exchangeTarget(profile: options.profile, environment: options.environment,
+                                        ownEnvironmentOnly: options.ownEnvironmentOnly)
         let (profile, environment) = (target.profile, target.environment)
         var entry = AuditEntry(at: vault.clock.now().unixMilliseconds, action: options.action.auditAction, outcome: .ok, profile: profile.name,
                                environment: environment.name, tokenURL: target.tokenURL, grantType: profile.grant,

@@ -163,7 +163,11 @@ public final class ApiProxy: Sendable {
                 finish(502)
                 return bodyEnded || reader.ended
             }
-            line.requestID = response.headers.first(name: "X-Request-ID").map { $0.sanitisedForDisplay(limit: 64) }
+            // The API's own id for the request, unless it repeats the token (an API that echoes
+            // its request would put it in the log).
+            line.requestID = response.headers.first(name: "X-Request-ID").map {
+                token.token.isRepeated(in: $0) ? TokenRequest.withheld : $0.sanitisedForDisplay(limit: 64)
+            }
             line.status = Int(response.status.code)
             line.bytesIn = counter.count
             if response.status == .unauthorized, attempt == 1, bodyEnded {

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -90,14 +91,31 @@ public final class LocalListener: Sendable {
         }
     }
 
-    /// How long a connection may be idle (nothing read or written) before it is closed.
+    /// How long a connection may be idle (nothing read or written) between requests before
+    /// it is closed.
     static let idleSeconds: Int64 = 150
-    /// How long a request head may take from its first byte to its last before the
-    /// connection is closed (a local caller writes a head at once; one that trickles it a
-    /// byte at a time would otherwise hold the connection as long as it keeps sending).
-    static let headSeconds: Int64 = 10
+    /// How long a connection has for its first request, from the accept, and each later
+    /// request from its first byte, before the connection is closed: the head (the proxy,
+    /// whose bodies stream and may be slow) or the whole request (serve, whose bodies are a
+    /// few hundred bytes). A local caller writes a request at once; one that opens a
+    /// connection and sends nothing, or trickles its bytes, would otherwise hold the
+    /// connection as long as it likes.
+    static let requestSeconds: Int64 = 10
+    /// At most this many connections are open at once; one accepted beyond is closed before
+    /// a byte is read. (Each costs memory, about 28 KiB measured: without a cap a review's
+    /// 12,000 held connections took serve to 340 MB; and a process's descriptors are few.)
+    static let maximumConnections = 512
 
-    public static func bind(_ address: ListenAddress, group: any EventLoopGroup) async throws(VaultError) -> LocalListener {
+    /// What ``requestSeconds`` bounds.
+    public enum RequestDeadline: Sendable {
+        /// The request head: its body may take as long as it needs (the proxy's uploads).
+        case head
+        /// The head and the body.
+        case wholeRequest
+    }
+
+    public static func bind(_ address: ListenAddress, deadline: RequestDeadline, group: any EventLoopGroup) async throws(VaultError) -> LocalListener {
+        let open = NIOLockedValueBox(0)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -107,6 +125,16 @@ public final class LocalListener: Sendable {
         let isUnix: Bool
         if case .unix = address { isUnix = true } else { isUnix = false }
         let initializer: @Sendable (any Channel) -> EventLoopFuture<LocalConnection?> = { channel in
+            let admitted = open.withLockedValue { count in
+                guard count < Self.maximumConnections else { return false }
+                count += 1
+                return true
+            }
+            guard admitted else {
+                Trace.debug("closed a connection: \(Self.maximumConnections) are open")
+                return channel.close().map { nil }
+            }
+            channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
             let caller: EventLoopFuture<String?>
             if isUnix {
                 let provider = channel as! any SocketOptionProvider
@@ -127,14 +155,14 @@ public final class LocalListener: Sendable {
                     // A connection with neither a byte read nor written for this long is closed
                     // (a held connection costs memory, and a caller waiting on an answer sees
                     // bytes long before: an exchange's deadline is 30 s, the API's read 120 s).
-                    let deadline = HeadDeadline()
+                    let timer = RequestTimer(coversBody: deadline == .wholeRequest)
                     try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: .seconds(Self.idleSeconds)), IdleCloser(),
-                                                                     HeadDeadline.Start(deadline)])
+                                                                     RequestTimer.Start(timer)])
                     // Without SwiftNIO's error handler: it answers a malformed request (or a body
                     // cut short by a reset) with a 400 of its own, which could cross the answer
                     // vault writes; a malformed request closes the connection instead.
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
-                    try channel.pipeline.syncOperations.addHandler(HeadDeadline.End(deadline))
+                    try channel.pipeline.syncOperations.addHandler(RequestTimer.End(timer))
                     let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                     return LocalConnection(channel: wrapped, caller: caller)
                 }
@@ -226,13 +254,26 @@ final class IdleCloser: ChannelInboundHandler, Sendable {
     }
 }
 
-/// ``LocalListener/headSeconds``: the first byte read while no request is under way starts
-/// a timer (``Start``, before the HTTP decoder); the decoded head stops it and a request's
-/// end waits for the next head (``End``, after the decoder). The timer closes the
+/// ``LocalListener/requestSeconds``: a timer from the accept (the first request) or from the
+/// first byte read while no request is under way (``Start``, before the HTTP decoder), stopped
+/// by the decoded head or, when it covers the body, by the request's end (``End``, after the
+/// decoder); a request's end waits for the next request's first byte. The timer closes the
 /// connection. Used on the connection's event loop only.
-final class HeadDeadline {
+final class RequestTimer {
+    let coversBody: Bool
     var timer: Scheduled<Void>?
     var betweenRequests = true
+
+    init(coversBody: Bool) { self.coversBody = coversBody }
+
+    func start(_ channel: any Channel) {
+        guard timer == nil else { return }
+        let what = coversBody ? "request" : "request head"
+        timer = channel.eventLoop.scheduleTask(in: .seconds(LocalListener.requestSeconds)) {
+            Trace.debug("closed a connection whose \(what) was not whole \(LocalListener.requestSeconds) s after it began")
+            channel.close(promise: nil)
+        }
+    }
 
     func stop() {
         timer?.cancel()
@@ -242,23 +283,28 @@ final class HeadDeadline {
     final class Start: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias InboundOut = ByteBuffer
-        let deadline: HeadDeadline
+        let owner: RequestTimer
 
-        init(_ deadline: HeadDeadline) { self.deadline = deadline }
+        init(_ owner: RequestTimer) { self.owner = owner }
+
+        // The first request's time runs from the accept: a connection that sends nothing is
+        // closed as one that trickles.
+        func handlerAdded(context: ChannelHandlerContext) {
+            if context.channel.isActive { owner.start(context.channel) }
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            owner.start(context.channel)
+            context.fireChannelActive()
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if deadline.betweenRequests, deadline.timer == nil {
-                let channel = context.channel
-                deadline.timer = context.eventLoop.scheduleTask(in: .seconds(LocalListener.headSeconds)) {
-                    Trace.debug("closed a connection whose request head took longer than \(LocalListener.headSeconds) s")
-                    channel.close(promise: nil)
-                }
-            }
+            if owner.betweenRequests { owner.start(context.channel) }
             context.fireChannelRead(data)
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            deadline.stop()
+            owner.stop()
             context.fireChannelInactive()
         }
     }
@@ -266,17 +312,18 @@ final class HeadDeadline {
     final class End: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
         typealias InboundOut = HTTPServerRequestPart
-        let deadline: HeadDeadline
+        let owner: RequestTimer
 
-        init(_ deadline: HeadDeadline) { self.deadline = deadline }
+        init(_ owner: RequestTimer) { self.owner = owner }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
             case .head:
-                deadline.stop()
-                deadline.betweenRequests = false
+                owner.betweenRequests = false
+                if !owner.coversBody { owner.stop() }
             case .end:
-                deadline.betweenRequests = true
+                owner.betweenRequests = true
+                owner.stop()
             case .body:
                 break
             }

@@ -28,6 +28,7 @@ extension UnlockedVault {
         let sqliteProblems = try database.integrityProblems()
         var report = try read { tx -> FullVerification in
             let db = tx.db, keys = tx.keys
+            try expectTrailExtendsSeen(db)
             var report = FullVerification()
             report.keyEpoch = keys.epoch
             func check(_ body: () throws -> Void) {

@@ -40,9 +40,15 @@ struct Profiles {
     /// What an exchange needs, read and checked in one snapshot: the profile and the
     /// environment (MACs checked), the token URL allowed to receive the secrets, the
     /// current secrets (versions checked against the profile MAC), and the audit head.
-    func exchangeTarget(profile name: String, environment: String?) throws -> ExchangeTarget {
+    func exchangeTarget(profile name: String, environment: String?, ownEnvironmentOnly: Bool = false) throws -> ExchangeTarget {
         let record = try verified(named: name)
         let environment = try tx.environment(named: environment ?? record.environment)
+        if ownEnvironmentOnly, environment.name != record.environment {
+            throw VaultError.usage("through the agent, profile '\(record.name.sanitisedForDisplay(limit: 64))' is exchanged only at its own environment "
+                                   + "'\(record.environment.sanitisedForDisplay(limit: 64))', not '\(environment.name.sanitisedForDisplay(limit: 64))' "
+                                   + "(a session never sends a profile's secrets to another token URL)",
+                                   hint: "run with --no-agent to exchange there with the passphrase, or add a profile for that environment")
+        }
         let tokenURL = try EndpointPolicy.validateTokenURL(environment.tokenURL)
         try tx.checkVersionSequence(record)
         try tx.checkAuditHead()
@@ -213,8 +219,8 @@ extension UnlockedVault {
     }
 
     /// What an exchange needs (``Profiles/exchangeTarget(profile:environment:)``).
-    func exchangeTarget(profile name: String, environment: String?) throws(VaultError) -> ExchangeTarget {
-        try read { try Profiles(tx: $0).exchangeTarget(profile: name, environment: environment) }
+    func exchangeTarget(profile name: String, environment: String?, ownEnvironmentOnly: Bool = false) throws(VaultError) -> ExchangeTarget {
+        try read { try Profiles(tx: $0).exchangeTarget(profile: name, environment: environment, ownEnvironmentOnly: ownEnvironmentOnly) }
     }
 
     /// Opens the current version of each secret of `profile` (tests, `rotate --verify`).

@@ -124,6 +124,16 @@ extension UnlockedVault {
         return committed
     }
 
+    /// In a long-running process (the agent, whose `verify` and `audit verify` read a trail
+    /// it unlocked long ago): the trail must still extend the newest record this process saw,
+    /// as at an unlock (exit 7 otherwise: records cut from the end and an older head put back
+    /// are not "intact").
+    func expectTrailExtendsSeen(_ db: StoreDB) throws {
+        guard let guarding = trailGuardForFlush, let row = try db.rows(AuditChain.headQuery).first else { return }
+        let head = try AuditHeadRecord(row: row)
+        try guarding.check(headSeq: head.seq, headMAC: [UInt8](head.lastMAC), db: db)
+    }
+
     /// A record committed to a file that was removed or replaced meanwhile is lost to the
     /// audit trail: the token is withheld.
     private func checkRecordStillInPlace() throws(VaultError) {
@@ -141,7 +151,8 @@ extension UnlockedVault {
     /// Checks the whole audit chain (`vault audit verify`).
     public func verifyAudit() throws(VaultError) -> AuditChain.Verification {
         try read { tx in
-            try AuditChain.verify(db: tx.db, vaultID: tx.vaultID, current: tx.keys.auditEpochKeys,
+            try expectTrailExtendsSeen(tx.db)
+            return try AuditChain.verify(db: tx.db, vaultID: tx.vaultID, current: tx.keys.auditEpochKeys,
                                   signatures: .init(signedFrom: tx.signedFromSeq, members: tx.checkedMembers()))
         }
     }

@@ -58,6 +58,13 @@ final class TrailGuard: @unchecked Sendable {
     /// (bench/results); a process that ends calls ``flush(now:)``.
     static let writeInterval: UInt64 = 1_000_000_000
 
+    /// Whether a write of the file is due at `clock` (the one place of the rule); called
+    /// under `lock`.
+    private func writeDue(at clock: UInt64) -> Bool {
+        guard let writtenAt else { return true }
+        return clock &- writtenAt >= Self.writeInterval
+    }
+
     /// After a commit that appended `record`: remembers it, here and (at most once a second)
     /// in the file.
     func committed(_ record: (seq: Int64, mac: [UInt8]), now: Int64) {
@@ -65,7 +72,7 @@ final class TrailGuard: @unchecked Sendable {
             guard record.seq > seen.seq else { return false }
             seen = record
             let clock = DispatchTime.now().uptimeNanoseconds
-            if let writtenAt, clock &- writtenAt < Self.writeInterval {
+            guard writeDue(at: clock) else {
                 lagging = true
                 return false
             }
@@ -82,10 +89,10 @@ final class TrailGuard: @unchecked Sendable {
     /// however long it then sits idle).
     func flush(now: Int64, onlyIfDue: Bool = false) {
         let record = lock.withLock { () -> (seq: Int64, mac: [UInt8])? in
-            guard lagging else { return nil }
-            if onlyIfDue, let writtenAt, DispatchTime.now().uptimeNanoseconds &- writtenAt < Self.writeInterval { return nil }
+            let clock = DispatchTime.now().uptimeNanoseconds
+            guard lagging, !onlyIfDue || writeDue(at: clock) else { return nil }
             lagging = false
-            writtenAt = DispatchTime.now().uptimeNanoseconds
+            writtenAt = clock
             return seen
         }
         if let record { persist(record, now: now) }

@@ -74,7 +74,7 @@ enum EndpointService {
     /// refused credentials or an unreachable endpoint end the command here with their exit
     /// code); nothing is served before that.
     static func start(source: any TokenSource, address: ListenAddress) async throws(VaultError) -> (LocalTokenEndpoint, LocalListener) {
-        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
+        let listener = try await LocalListener.bind(address, deadline: .wholeRequest, group: MultiThreadedEventLoopGroup.singleton)
         let keeper = TokenKeeper(source: source)
         _ = try await keeper.current(caller: "start")
         let endpoint = LocalTokenEndpoint(credentials: .generate(), keeper: keeper)
@@ -157,7 +157,7 @@ struct ProxyService: Sendable {
         let (source, recorder) = try LocalService.tokenSource(options, network: network, profile: profile, environment: environment, action: .proxy)
         guard let directory = RequestLog.directory() else { throw .failure("cannot name the request log's directory (no HOME?)") }
         // The address first (one in use costs no exchange), then the first token, then the log.
-        let listener = try await LocalListener.bind(address, group: MultiThreadedEventLoopGroup.singleton)
+        let listener = try await LocalListener.bind(address, deadline: .head, group: MultiThreadedEventLoopGroup.singleton)
         let keeper = TokenKeeper(source: source)
         let first = try await keeper.current(caller: "start")
         guard let apiBase = first.apiBase, !apiBase.isEmpty else {

@@ -1,3 +1,4 @@
+import CTokenClient
 import Foundation
 import VaultCore
 #if canImport(Glibc)
@@ -57,7 +58,7 @@ enum Output {
     /// everywhere else.
     static func expectWritten(_ failed: Int32) throws(VaultError) {
         guard failed != 0, failed != EPIPE else { return }
-        throw .failure("cannot write the token to standard output: \(String(cString: strerror(failed)))")
+        throw .failure("\(VAULT_TOKEN_WRITE_FAILURE): \(String(cString: strerror(failed)))")
     }
 
     /// A message on stderr; values from the vault file are in it, so it is sanitised.
