@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
+#include <sys/wait.h>
+#include <pthread.h>
 #endif
 
 int cprocess_disable_dumpable(void) {
@@ -47,12 +49,14 @@ int cprocess_spawnattr_detached(posix_spawnattr_t *attributes) {
     return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
 }
 
+/// The signals a child gets back at their defaults (vault handles or ignores them).
+static const int child_default_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
+
 int cprocess_spawnattr_child(posix_spawnattr_t *attributes) {
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);
-    int numbers[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
-    for (unsigned i = 0; i < sizeof numbers / sizeof numbers[0]; i++) sigaddset(&defaults, numbers[i]);
+    for (unsigned i = 0; i < sizeof child_default_signals / sizeof child_default_signals[0]; i++) sigaddset(&defaults, child_default_signals[i]);
     if (posix_spawnattr_setsigmask(attributes, &none) != 0) return -1;
     if (posix_spawnattr_setsigdefault(attributes, &defaults) != 0) return -1;
     return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
@@ -60,6 +64,110 @@ int cprocess_spawnattr_child(posix_spawnattr_t *attributes) {
 
 int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first) {
     return posix_spawn_file_actions_addclosefrom_np(actions, first);
+}
+
+#if defined(__linux__)
+/// One request to the thread that forks a tied child (cprocess_spawn_tied).
+struct tied_spawn {
+    const char *file;
+    char *const *argv;
+    char *const *envp;
+    pid_t pid;
+    int error;
+    int done[2];
+};
+
+/// Forks and execs the request's program; the child dies with the thread that forked it.
+static pid_t fork_tied(const struct tied_spawn *request) {
+    pid_t parent = getpid();
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int failed = errno;
+        close(report[0]);
+        close(report[1]);
+        errno = failed;
+        return -1;
+    }
+    if (pid == 0) {
+        // Only async-signal-safe calls from here to exec: this process had threads.
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != parent) _exit(127);
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_handler = SIG_DFL;
+        sigemptyset(&action.sa_mask);
+        for (unsigned i = 0; i < sizeof child_default_signals / sizeof child_default_signals[0]; i++) sigaction(child_default_signals[i], &action, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        // Nothing of vault's beyond standard input, output and error (the report pipe closes
+        // at exec).
+        if (report[1] > 3) close_range(3, (unsigned)report[1] - 1, 0);
+        close_range((unsigned)report[1] + 1, ~0U, 0);
+        execvpe(request->file, request->argv, request->envp);
+        int failed = errno;
+        (void)!write(report[1], &failed, sizeof failed);
+        _exit(127);
+    }
+    close(report[1]);
+    int failed = 0;
+    ssize_t got;
+    do got = read(report[0], &failed, sizeof failed); while (got < 0 && errno == EINTR);
+    close(report[0]);
+    if (got == (ssize_t)sizeof failed) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+        errno = failed;
+        return -1;
+    }
+    return pid;
+}
+
+/// The child's parent thread: it forks, reports, and then never ends (every signal blocked,
+/// so none runs a handler here), because the kernel sends the parent-death signal when the
+/// thread that forked ends, not the process. (The Swift program's threads come and go: an
+/// idle dispatch worker that forked ended after a few seconds, and the child with it.)
+static void *tied_parent(void *context) {
+    struct tied_spawn *request = context;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    request->pid = fork_tied(request);
+    request->error = request->pid < 0 ? errno : 0;
+    int done = request->done[1];
+    (void)!write(done, "", 1);  // `request` belongs to the caller from here on
+    for (;;) pause();
+    return NULL;
+}
+#endif
+
+pid_t cprocess_spawn_tied(const char *file, char *const argv[], char *const envp[]) {
+#if defined(__linux__)
+    struct tied_spawn request = {.file = file, .argv = argv, .envp = envp, .pid = -1, .error = 0};
+    if (pipe2(request.done, O_CLOEXEC) != 0) return -1;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attributes, 64 * 1024);
+    pthread_t thread;
+    int created = pthread_create(&thread, &attributes, tied_parent, &request);
+    pthread_attr_destroy(&attributes);
+    if (created != 0) {
+        close(request.done[0]);
+        close(request.done[1]);
+        errno = created;
+        return -1;
+    }
+    char byte;
+    while (read(request.done[0], &byte, 1) < 0 && errno == EINTR) {}
+    close(request.done[0]);
+    close(request.done[1]);
+    errno = request.error;
+    return request.pid;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 /// Descriptors 3 to 1023 open at start, one bit each; a descriptor above is never the caller's.

@@ -10,6 +10,8 @@ import NIOHTTP1
 /// - `GET /v2/captain/ping`: `{"ok":true}`.
 /// - `GET /v2/captain/headers`: the request's URI and the names (never the values) of its
 ///   headers, and whether the token was valid.
+/// - `GET /v2/captain/careless`: `{"ok":true}`, with the caller's bearer token as the
+///   answer's `X-Request-ID` (an API that echoes its request, for the proxy's log).
 /// - `POST|PUT /v2/captain/echo`: reads the body as it arrives (never held whole) and answers
 ///   its size and FNV-1a 64 digest.
 /// - `GET /v2/captain/stream?bytes=N`: N bytes (byte i is i mod 251), written in 64 KiB

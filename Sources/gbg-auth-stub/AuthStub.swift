@@ -15,7 +15,7 @@ struct AuthStub: ParsableCommand {
         discussion: """
             Serves POST /as/token.oauth2 (and the v1 path /captain/api/as/token.oauth2) with both \
             grants and RFC 6749 errors, GET /_stub/stats with request counts, a small fake of the API \
-            under /v2/captain/ (ping, headers, echo, stream?bytes=N; each checks the bearer token it \
+            under /v2/captain/ (ping, headers, careless, echo, stream?bytes=N; each checks the bearer token it \
             issued) and POST /_stub/revoke (every token issued so far stops working). With --port 0 the \
             first line on stdout is `PORT <n>`. Logs go to stderr, without secrets.
             """)

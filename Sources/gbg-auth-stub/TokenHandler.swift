@@ -195,6 +195,10 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
             send(.json(.ok, ["ok": true]), requestID: requestID, context: context)
         case (.GET, "headers"):
             send(.json(.ok, ["uri": head.uri, "names": head.headers.map { $0.name.lowercased() }.sorted()]), requestID: requestID, context: context)
+        case (.GET, "careless"):
+            // An API that echoes its request: the caller's bearer token as its request id.
+            let token = String(head.headers.first(name: "Authorization")?.dropFirst(7) ?? "")
+            send(.json(.ok, ["ok": true]), requestID: token, context: context)
         case (.POST, "echo"), (.PUT, "echo"):
             let digest = self.digest ?? ApiFake.Digest()
             send(.json(.ok, ["received": digest.count, "digest": digest.hex]), requestID: requestID, context: context)
@@ -221,8 +225,12 @@ final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let count = min(64 * 1024, total - offset)
         let chunk = context.channel.allocator.buffer(bytes: ApiFake.pattern(offset: offset, count: count))
+        // The next chunk as a task of its own: a write that completes at once runs its callback
+        // at once, and chaining them directly nested one call per chunk (a 393 MB stream, about
+        // 6,000 deep, ended the stub in a review).
+        let loop = context.eventLoop
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk)))).assumeIsolated().whenSuccess { [self] in
-            stream(offset: offset + count, total: total, context: context)
+            loop.assumeIsolated().execute { [self] in stream(offset: offset + count, total: total, context: context) }
         }
     }
 

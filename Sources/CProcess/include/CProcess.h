@@ -34,6 +34,16 @@ int cprocess_spawnattr_child(posix_spawnattr_t *attributes);
 /// Closes every descriptor from `first` on in the child (glibc's closefrom action).
 int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first);
 
+/// Starts `file` (searched in PATH, as execvp does) with `argv` and `envp` in a child that the
+/// kernel kills (SIGKILL) when this process ends in any way, a SIGKILL of vault included
+/// (PR_SET_PDEATHSIG, set before the program runs; a parent already gone by then ends the
+/// child at once): `vault exec --serve/--proxy`'s command never outlives the endpoint whose
+/// port another user could then take. SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGPIPE at their
+/// defaults, no signal blocked, no descriptor above 2. The kernel's signal follows the thread
+/// that forked, so a thread of its own forks and then lives as long as the process. Returns
+/// the child's pid, or -1 with errno (the program could not be run).
+pid_t cprocess_spawn_tied(const char *file, char *const argv[], char *const envp[]);
+
 /// Notes which descriptors from 3 to 1023 are open now (listed in /proc/self/fd): those the
 /// caller gave this process. Called once, first thing in `main`.
 void cprocess_remember_inherited_descriptors(void);

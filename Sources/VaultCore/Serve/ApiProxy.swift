@@ -96,9 +96,19 @@ public final class ApiProxy: Sendable {
             }
         }
         if requireKey, !keyMatches(head.headers.first(name: Self.keyHeader)) {
+            // Not forwarded, and not a line of the log: any local user can send these, and
+            // would otherwise write to the owner's log without bound.
+            logged = true
             let drained = try await reader.drainBody(limit: Self.retainedBody)
             try await Self.writeError(.unauthorized, "invalid_proxy_key", "send this run's key in the \(Self.keyHeader) header", to: outbound)
-            finish(401)
+            return drained
+        }
+        // TRACE would have the API reflect the request, the token with it (RFC 9110 §9.3.8: no
+        // credentials in a TRACE); CONNECT asks for a tunnel, which the proxy is not.
+        if head.method == .TRACE || head.method == .CONNECT {
+            let drained = try await reader.drainBody(limit: Self.retainedBody)
+            try await Self.writeError(.methodNotAllowed, "invalid_request", "\(head.method.rawValue) is not forwarded", to: outbound)
+            finish(405)
             return drained
         }
         guard let target = base.url(for: head.uri) else {

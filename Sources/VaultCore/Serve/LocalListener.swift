@@ -101,10 +101,21 @@ public final class LocalListener: Sendable {
     /// connection and sends nothing, or trickles its bytes, would otherwise hold the
     /// connection as long as it likes.
     static let requestSeconds: Int64 = 10
-    /// At most this many connections are open at once; one accepted beyond is closed before
-    /// a byte is read. (Each costs memory, about 28 KiB measured: without a cap a review's
-    /// 12,000 held connections took serve to 340 MB; and a process's descriptors are few.)
+    /// At most this many connections are open at once, and never more than half the
+    /// process's descriptor limit (``connectionCap()``); one accepted beyond is closed before
+    /// a byte is read. (Without a cap a review's 12,000 held connections took serve to
+    /// 340 MB, and 1,100 from another user used up a 1,024-descriptor limit: nothing was
+    /// served, and the accept loop spun.)
     static let maximumConnections = 512
+
+    /// The cap now: ``maximumConnections``, or half the soft `RLIMIT_NOFILE` when that is
+    /// lower (read at each accept, so a limit changed while running counts; unlimited reads
+    /// as the largest value), at least 16.
+    static func connectionCap() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return maximumConnections }
+        return max(16, min(maximumConnections, Int(clamping: limit.rlim_cur / 2)))
+    }
 
     /// What ``requestSeconds`` bounds.
     public enum RequestDeadline: Sendable {
@@ -125,13 +136,14 @@ public final class LocalListener: Sendable {
         let isUnix: Bool
         if case .unix = address { isUnix = true } else { isUnix = false }
         let initializer: @Sendable (any Channel) -> EventLoopFuture<LocalConnection?> = { channel in
+            let cap = Self.connectionCap()
             let admitted = open.withLockedValue { count in
-                guard count < Self.maximumConnections else { return false }
+                guard count < cap else { return false }
                 count += 1
                 return true
             }
             guard admitted else {
-                Trace.debug("closed a connection: \(Self.maximumConnections) are open")
+                Trace.debug("closed a connection: \(cap) are open")
                 return channel.close().map { nil }
             }
             channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }

@@ -71,16 +71,14 @@ enum LocalService {
 
         /// Starts `program` (searched in PATH) with this process's environment minus what
         /// opens the vault, plus `variables`; the caller's umask, core limit and signal
-        /// dispositions restored. Exits 127/126 as a shell does when it cannot.
+        /// dispositions restored; killed by the kernel if vault ends first, a SIGKILL
+        /// included (``cprocess_spawn_tied``: its endpoint's port is then free for anyone to
+        /// take). Exits 127/126 as a shell does when it cannot.
         static func spawn(_ program: [String], variables: [(String, String)], vaultPath: String) throws(VaultError) -> Child {
             let removed = Set(LocalEnvironment.secretVariables + (PostgresLocation.isURL(vaultPath) ? ["PGPASSWORD"] : [])
                               + variables.map(\.0))
             var environment = ProcessInfo.processInfo.environment.filter { !removed.contains($0.key) }.map { "\($0.key)=\($0.value)" }
             environment += variables.map { "\($0.0)=\($0.1)" }
-            var attributes = posix_spawnattr_t()
-            posix_spawnattr_init(&attributes)
-            defer { posix_spawnattr_destroy(&attributes) }
-            _ = cprocess_spawnattr_child(&attributes)
             let argv: [UnsafeMutablePointer<CChar>?] = program.map { strdup($0) } + [nil]
             let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
             defer {
@@ -90,15 +88,9 @@ enum LocalService {
                     free(pointer)
                 }
             }
-            // Nothing of this process's beyond standard input, output and error: no socket,
-            // no database, no event loop.
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            _ = cprocess_file_actions_close_from(&actions, 3)
-            var pid: pid_t = 0
-            let status = ProcessHardening.withChildSettings { posix_spawnp(&pid, program[0], &actions, &attributes, argv, envp) }
-            guard status == 0 else {
+            let pid = ProcessHardening.withChildSettings { cprocess_spawn_tied(program[0], argv, envp) }
+            guard pid > 0 else {
+                let status = errno
                 Output.error(.failure("cannot run '\(program[0].sanitisedForDisplay(limit: 100))': \(String(cString: strerror(status)))"))
                 exit(status == ENOENT || status == ENOTDIR ? 127 : 126)
             }
