@@ -366,6 +366,11 @@ struct TeamVaultTests {
              "CREATE FUNCTION public.spy(text) RETURNS boolean LANGUAGE sql SECURITY DEFINER AS 'SELECT true'; "
                 + "CREATE DOMAIN public.watched AS text CHECK (public.spy(VALUE)); "
                 + "ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE public.watched", ["token", "pw"], 7),
+            // An operator in the schema that the checks' own SQL would call (a closer match than
+            // pg_catalog's for `text || name`): an outside review masked a trigger's line this way.
+            ("shadow an operator the schema check could call",
+             "CREATE FUNCTION public.mask(text, name) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ''constraint''::text'; "
+                + "CREATE OPERATOR \(schema).|| (LEFTARG = text, RIGHTARG = name, FUNCTION = public.mask)", ["list"], 7),
         ]
         for (name, sql, command, expected) in attacks {
             try server.psql(sql, database: "vault")
@@ -375,6 +380,9 @@ struct TeamVaultTests {
             if name.hasPrefix("add a trigger") { try server.psql("DROP TRIGGER t ON \(schema).audit_record; DROP FUNCTION \(schema).steal()", database: "vault") }
             if name.hasPrefix("add a row-level") { try server.psql("ALTER TABLE \(schema).audit_record DISABLE ROW LEVEL SECURITY", database: "vault") }
             if name.hasPrefix("add a column") { try server.psql("ALTER TABLE \(schema).profile DROP COLUMN note", database: "vault") }
+            if name.hasPrefix("shadow an operator") {
+                try server.psql("DROP OPERATOR \(schema).|| (text, name); DROP FUNCTION public.mask(text, name)", database: "vault")
+            }
             if name.hasPrefix("swap a column's type") {
                 try server.psql("ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE text COLLATE \"C\"; DROP DOMAIN public.watched; DROP FUNCTION public.spy(text)",
                                 database: "vault")
@@ -416,6 +424,19 @@ struct TeamVaultTests {
         #expect(try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("locked:"), "the agent ended")
         #expect(try vault.run(["verify"]).status == 7)
         try server.psql("DROP TRIGGER hide ON \(schema).audit_head; DROP FUNCTION public.hide()", database: "vault")
+        #expect(try vault.run(["verify"]).status == 0)
+
+        // An operator that would freeze the digest (`bigint || text`, a closer match than
+        // pg_catalog's): its own row moves the digest, and the next transaction refuses it.
+        #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+        #expect(try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true).status == 0)
+        try server.psql("""
+            CREATE FUNCTION public.freeze(bigint, text) RETURNS text LANGUAGE sql IMMUTABLE AS $$SELECT 'frozen'$$;
+            CREATE OPERATOR \(schema).|| (LEFTARG = bigint, RIGHTARG = text, FUNCTION = public.freeze);
+            """, database: "vault")
+        let frozen = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+        #expect(frozen.status == 7 && frozen.stdoutText.isEmpty && frozen.stderrText.contains("operator ||(bigint,text)"), "\(frozen.stderrText)")
+        try server.psql("DROP OPERATOR \(schema).|| (bigint, text); DROP FUNCTION public.freeze(bigint, text)", database: "vault")
         #expect(try vault.run(["verify"]).status == 0)
         expectNoLeaks(vault)
     }

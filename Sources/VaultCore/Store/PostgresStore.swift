@@ -204,7 +204,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             let result = try body(session)
             try session.settlePrefetched()
             try session.flush()
-            if let digest { try expectCheckedSchema(session, fingerprint: try digest.rows().first?["fingerprint"] ?? "") }
+            if let digest { try expectCheckedSchema(session, fingerprint: Self.fingerprint(try digest.rows().first)) }
             if !readOnly { try FaultPoint.reached(FaultPoint.writeCommits) }
             committing = true
             try session.send("COMMIT")
@@ -354,39 +354,61 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     }
 
     /// A digest of the catalog rows that define the vault's tables or attach anything to
-    /// them: the schema's `pg_namespace` row; the tables' `pg_class` rows, found by name;
-    /// their columns, defaults, constraints, triggers, indexes, rules, policies and child
-    /// tables. Any DDL that touches one of them writes a new row version with a transaction
-    /// id newer than every existing one (or removes or adds a row), so the count of rows
-    /// and the sum of their `xmin` move; a move makes the transaction check the whole schema
-    /// again (``expectCheckedSchema(_:)``). (Functions, types and operators made in the
-    /// schema run only through something attached to a table, which moves the digest; the
-    /// full check refuses them.) One query, by the catalogs' indexes.
+    /// them, and of every object in its schema: the schema's `pg_namespace` row; the tables'
+    /// `pg_class` rows, found by name; their columns, defaults, constraints, triggers,
+    /// indexes, rules, policies and child tables; and every function, operator, type,
+    /// collation, conversion, operator class and family, text search object, statistics
+    /// object and extension in the schema (an operator there could change what the vault's
+    /// own SQL, this query's included, calls). Any DDL that touches one of them writes a new
+    /// row version with a transaction id newer than every existing one (or removes or adds a
+    /// row), so the count of rows and the sum of their `xmin` move; a move makes the
+    /// transaction check the whole schema again (``expectCheckedSchema(_:)``). The query calls
+    /// no operator that a schema could shadow with a closer match (`||` on mixed types was
+    /// one: an outside review froze the digest with its own): the two numbers are joined here.
     static let fingerprintSQL = """
-        WITH rel AS (SELECT c.oid, c.xmin FROM pg_class c
-                     WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ?) AND c.relname = ANY(string_to_array(?, ','))),
+        WITH nsp AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = ?),
+        rel AS (SELECT c.oid, c.xmin FROM pg_class c
+                WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relname = ANY(pg_catalog.string_to_array(?, ','))),
         parts(x) AS (
-          SELECT n.xmin FROM pg_namespace n WHERE n.nspname = ?
+          SELECT xmin FROM nsp
           UNION ALL SELECT xmin FROM rel
           UNION ALL SELECT a.xmin FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT d.xmin FROM pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT k.xmin FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT k.xmin FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rel) OR k.connamespace = (SELECT oid FROM nsp)
           UNION ALL SELECT t.xmin FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT x.xmin FROM pg_index x WHERE x.indrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT r.xmin FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)
           UNION ALL SELECT p.xmin FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel))
-        SELECT count(*) || ':' || coalesce(sum(x::text::bigint), 0) AS fingerprint FROM parts
+          UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel)
+          UNION ALL SELECT xmin FROM pg_proc WHERE pronamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_operator WHERE oprnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_type WHERE typnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_collation WHERE collnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_conversion WHERE connamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_opclass WHERE opcnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_opfamily WHERE opfnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_ts_config WHERE cfgnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_ts_dict WHERE dictnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_ts_parser WHERE prsnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_ts_template WHERE tmplnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_statistic_ext WHERE stxnamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT xmin FROM pg_extension WHERE extnamespace = (SELECT oid FROM nsp))
+        SELECT count(*) AS objects, coalesce(sum(x::text::bigint), 0)::text AS versions FROM parts
         """
+
+    /// The digest's two numbers as one value (``fingerprintSQL``).
+    static func fingerprint(_ row: Row?) -> String {
+        guard let row else { return "" }
+        return "\((row["objects"] as Int64?) ?? -1):\((row["versions"] as String?) ?? "")"
+    }
 
     /// The arguments of ``fingerprintSQL`` for this vault.
     private var fingerprintArguments: [DatabaseValue] {
-        [location.schema.databaseValue, Self.tables.joined(separator: ",").databaseValue, location.schema.databaseValue]
+        [location.schema.databaseValue, Self.tables.joined(separator: ",").databaseValue]
     }
 
     static func schemaFingerprint(_ session: PostgresSession, schema: String) throws -> String {
-        try session.rows(fingerprintSQL, [schema.databaseValue, tables.joined(separator: ",").databaseValue, schema.databaseValue])
-            .first?["fingerprint"] ?? ""
+        fingerprint(try session.rows(fingerprintSQL, [schema.databaseValue, tables.joined(separator: ",").databaseValue]).first)
     }
 
     /// In every transaction, before anything is committed or returned: if the catalogs'
@@ -429,20 +451,22 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// (triggers, rules, policies, row-level security, functions). Schema-qualified names
     /// are written without the schema, so the list is the same for every vault.
     static func schemaEntries(_ db: StoreDB, schema: String) throws -> [String] {
+        // Lines are joined by pg_catalog.concat, named with its schema: no operator or
+        // function a schema could shadow with a closer match (`text || name` was one).
         let queries = [
             """
-            SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            SELECT pg_catalog.concat('relation ', c.relkind, ' ', c.relname) AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
             WHERE s.nspname = ?
             """,
             // Columns from pg_attribute, each with its type's schema and name (a domain or a
             // type of another schema is not its base type), modifier, nullability, collation,
             // default, identity and generation.
             """
-            SELECT 'column ' || c.relname || '.' || a.attname || ' ' || tn.nspname || '.' || t.typname || ' typmod=' || a.atttypmod
-                || ' null=' || CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END || ' collation=' || coalesce(co.collname, '-')
-                || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-')
-                || ' identity=' || CASE WHEN a.attidentity = '' THEN '-' ELSE a.attidentity::text END
-                || ' generated=' || CASE WHEN a.attgenerated = '' THEN '-' ELSE a.attgenerated::text END AS line
+            SELECT pg_catalog.concat('column ', c.relname, '.', a.attname, ' ', tn.nspname, '.', t.typname, ' typmod=', a.atttypmod,
+                ' null=', CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END, ' collation=', coalesce(co.collname::text, '-'),
+                ' default=', coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), '-'),
+                ' identity=', CASE WHEN a.attidentity = '' THEN '-' ELSE a.attidentity::text END,
+                ' generated=', CASE WHEN a.attgenerated = '' THEN '-' ELSE a.attgenerated::text END) AS line
             FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace s ON c.relnamespace = s.oid
             JOIN pg_type t ON a.atttypid = t.oid JOIN pg_namespace tn ON t.typnamespace = tn.oid
             LEFT JOIN pg_collation co ON co.oid = a.attcollation
@@ -450,21 +474,42 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             WHERE s.nspname = ? AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
             """,
             """
-            SELECT 'constraint ' || r.relname || ' ' || k.conname || ': ' || pg_get_constraintdef(k.oid) AS line
-            FROM pg_constraint k JOIN pg_class r ON k.conrelid = r.oid JOIN pg_namespace s ON k.connamespace = s.oid WHERE s.nspname = ?
+            SELECT pg_catalog.concat('constraint ', coalesce(r.relname::text, '-'), ' ', k.conname, ': ', pg_catalog.pg_get_constraintdef(k.oid)) AS line
+            FROM pg_constraint k LEFT JOIN pg_class r ON k.conrelid = r.oid JOIN pg_namespace s ON k.connamespace = s.oid WHERE s.nspname = ?
             """,
-            "SELECT 'index ' || indexname || ': ' || indexdef AS line FROM pg_indexes WHERE schemaname = ?",
+            "SELECT pg_catalog.concat('index ', indexname, ': ', indexdef) AS line FROM pg_indexes WHERE schemaname = ?",
             """
-            SELECT 'trigger ' || t.tgname || ' on ' || c.relname AS line FROM pg_trigger t JOIN pg_class c ON t.tgrelid = c.oid
+            SELECT pg_catalog.concat('trigger ', t.tgname, ' on ', c.relname) AS line FROM pg_trigger t JOIN pg_class c ON t.tgrelid = c.oid
             JOIN pg_namespace s ON c.relnamespace = s.oid WHERE s.nspname = ? AND NOT t.tgisinternal
             """,
-            "SELECT 'rule ' || rulename || ' on ' || tablename AS line FROM pg_rules WHERE schemaname = ?",
-            "SELECT 'policy ' || policyname || ' on ' || tablename AS line FROM pg_policies WHERE schemaname = ?",
+            "SELECT pg_catalog.concat('rule ', rulename, ' on ', tablename) AS line FROM pg_rules WHERE schemaname = ?",
+            "SELECT pg_catalog.concat('policy ', policyname, ' on ', tablename) AS line FROM pg_policies WHERE schemaname = ?",
             """
-            SELECT 'row security on ' || c.relname AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            SELECT pg_catalog.concat('row security on ', c.relname) AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
             WHERE s.nspname = ? AND (c.relrowsecurity OR c.relforcerowsecurity)
             """,
-            "SELECT 'function ' || p.proname AS line FROM pg_proc p JOIN pg_namespace s ON p.pronamespace = s.oid WHERE s.nspname = ?",
+            "SELECT pg_catalog.concat('function ', p.proname) AS line FROM pg_proc p JOIN pg_namespace s ON p.pronamespace = s.oid WHERE s.nspname = ?",
+            // Every other kind of object a schema can hold: the vault's holds its tables' row
+            // and array types and nothing else.
+            """
+            SELECT pg_catalog.concat('operator ', o.oprname, '(', pg_catalog.format_type(o.oprleft, NULL), ',', pg_catalog.format_type(o.oprright, NULL), ')') AS line
+            FROM pg_operator o JOIN pg_namespace s ON o.oprnamespace = s.oid WHERE s.nspname = ?
+            """,
+            "SELECT pg_catalog.concat('type ', t.typname, ' ', t.typtype) AS line FROM pg_type t JOIN pg_namespace s ON t.typnamespace = s.oid WHERE s.nspname = ?",
+            """
+            SELECT pg_catalog.concat(kind, ' ', name) AS line FROM (
+              SELECT 'collation' AS kind, collname::text AS name, collnamespace AS namespace FROM pg_collation
+              UNION ALL SELECT 'conversion', conname::text, connamespace FROM pg_conversion
+              UNION ALL SELECT 'operator class', opcname::text, opcnamespace FROM pg_opclass
+              UNION ALL SELECT 'operator family', opfname::text, opfnamespace FROM pg_opfamily
+              UNION ALL SELECT 'text search configuration', cfgname::text, cfgnamespace FROM pg_ts_config
+              UNION ALL SELECT 'text search dictionary', dictname::text, dictnamespace FROM pg_ts_dict
+              UNION ALL SELECT 'text search parser', prsname::text, prsnamespace FROM pg_ts_parser
+              UNION ALL SELECT 'text search template', tmplname::text, tmplnamespace FROM pg_ts_template
+              UNION ALL SELECT 'statistics', stxname::text, stxnamespace FROM pg_statistic_ext
+              UNION ALL SELECT 'extension', extname::text, extnamespace FROM pg_extension) o
+            JOIN pg_namespace s ON o.namespace = s.oid WHERE s.nspname = ?
+            """,
         ]
         var lines: [String] = []
         for sql in queries {
