@@ -64,6 +64,35 @@ struct ExchangeLogicTests {
         #expect(log.delays[1] >= .milliseconds(250) && log.delays[1] <= .milliseconds(500))
     }
 
+    /// An outside review got the secrets past a check for the whole secret: cut, split across
+    /// fields, percent-encoded with `%20`, with escaped slashes. Every form that shares 8
+    /// bytes in a row with a secret (or holds a short one whole) is withheld; text that does
+    /// not, is not.
+    @Test("server text that repeats a secret, whole, cut, split, encoded or escaped, is withheld; other text is not")
+    func repeatedSecrets() async {
+        let secret = "S3cr3t-Client+Secret/xyz=="
+        let password = "P@ssw0rd word%!"
+        let runs = RepeatedRuns([SecureBytes(utf8: secret), SecureBytes(utf8: password)])
+        let repeated = [
+            secret, "bad " + secret + " end", "bad:client_id=c&client_secret=S3cr3t-Client%2BSec", "ES3cr3t-Client", "D+Secret/xyz==",
+            "invalid password P%40ssw0rd%20word%25%21", "P%40SSW0RD+WORD", #"received "S3cr3t-Client+Secret\/xyz==""#, "s3cr3t-c",
+            "req-&username=u&password=P%40ssw0r",
+        ]
+        for text in repeated { #expect(runs.found(in: text), "\(text)") }
+        let other = ["invalid_grant", "The user credentials are incorrect.", "req-200", "S3cr3t-", "Secret", "P@ssw0r", ""]
+        for text in other { #expect(!runs.found(in: text), "\(text)") }
+        let short = RepeatedRuns([SecureBytes(utf8: "p w")])
+        #expect(short.found(in: "bad p w") && short.found(in: "P+W") && short.found(in: "p%20w") && !short.found(in: "pw"))
+
+        // Through the exchange: the code, the description and the request id each withheld.
+        let t = ScriptedTransport([.success(HTTPResponseData(status: 400, headers: [("X-Request-ID", "id-p w")],
+                                                             body: Array(#"{"error":"x-s%26cr%3Dt%2B+%C3%BC","error_description":"cut s&cr=t+ here"}"#.utf8)))])
+        let result = await exchange(t).perform(request())
+        #expect(result.oauthError == TokenRequest.withheld && result.requestID == TokenRequest.withheld)
+        guard case .rejected(_, let description, _, _) = result.error else { Issue.record("not a refusal: \(String(describing: result.error))"); return }
+        #expect(description == TokenRequest.withheld)
+    }
+
     @Test("Retry-After is honoured")
     func retryAfter() async {
         let t = ScriptedTransport([response(429, "", headers: [("Retry-After", "2")]), response(200, okBody)])

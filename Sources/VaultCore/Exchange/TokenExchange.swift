@@ -131,12 +131,13 @@ public struct TokenExchange: Sendable {
                 let response = try await transport.post(url: request.tokenURL, headers: headers, body: body, deadline: deadline)
                 Trace.debug("attempt \(result.attempts): HTTP \(response.status), \(response.body.count) bytes")
                 result.httpStatus = response.status
-                result.requestID = response.header("X-Request-ID").map { request.repeatsSecret($0) ? TokenRequest.withheld : Self.sanitiseRequestID($0) }
+                let secrets = request.secretRuns
+                result.requestID = response.header("X-Request-ID").map { secrets.found(in: $0) ? TokenRequest.withheld : Self.sanitiseRequestID($0) }
                 if Self.retryableStatuses.contains(response.status) {
                     result.error = .unavailable("HTTP \(response.status) from the token endpoint after \(result.attempts) attempt(s)")
                     retryAfter = response.header("Retry-After").flatMap(Self.parseRetryAfter)
                 } else {
-                    let interpreted = Self.interpret(response, grant: request.grant, withholding: request.repeatsSecret)
+                    let interpreted = Self.interpret(response, grant: request.grant, withholding: secrets.found(in:))
                     result.token = try? interpreted.get()
                     if case .failure(let error) = interpreted {
                         result.error = error

@@ -1,3 +1,4 @@
+import CSodium
 import Foundation
 
 /// One token request as GBG expects it: a form POST with exactly the fields
@@ -51,51 +52,82 @@ public struct TokenRequest: Sendable {
         return .concatenating(pieces)
     }
 
-    /// Whether `text` repeats this request's client secret or password
-    /// (``SecureBytes/isRepeated(in:)``).
-    func repeatsSecret(_ text: String) -> Bool {
-        clientSecret.isRepeated(in: text) || (password?.isRepeated(in: text) ?? false)
-    }
+    /// The runs of this request's client secret and password (``RepeatedRuns``).
+    var secretRuns: RepeatedRuns { RepeatedRuns([clientSecret] + (password.map { [$0] } ?? [])) }
 
     /// What is shown and recorded in place of a server's text that repeats a secret.
     static let withheld = "(withheld: it repeated a secret the request carried)"
 }
 
-extension SecureBytes {
-    /// Whether `text` repeats these bytes: holds them as they are or form-encoded (hex digits
-    /// in either case), or is itself a piece of them at least 8 bytes long. What a server
-    /// answers (an error's text, a request id) is shown and recorded only when it repeats
-    /// none of the secrets it was sent: an endpoint that echoes its request would otherwise
-    /// put them on standard error and into audit rows.
-    func isRepeated(in text: String) -> Bool {
-        let haystack = Array(text.utf8)
-        guard count > 0, !haystack.isEmpty else { return false }
-        func contains(_ outer: UnsafeRawBufferPointer, _ inner: UnsafeRawBufferPointer, ignoringCase: Bool) -> Bool {
-            guard inner.count > 0, inner.count <= outer.count else { return false }
-            func fold(_ byte: UInt8) -> UInt8 { ignoringCase && (0x41...0x5a).contains(byte) ? byte | 0x20 : byte }
-            for start in 0...(outer.count - inner.count) {
-                var index = 0
-                while index < inner.count, fold(outer[start + index]) == fold(inner[index]) { index += 1 }
-                if index == inner.count { return true }
+/// What a server answers (an error's code and text, a request id, a header) is shown,
+/// recorded and passed on only when it repeats none of the secrets the request carried: it
+/// repeats one when it holds it whole (a secret shorter than ``run``), or shares a run of
+/// ``run`` consecutive bytes with it, with its form encoding (`+` for a space) or with its
+/// percent-encoding (`%20`), compared without case. An endpoint that echoes its request,
+/// whole, cut, split across fields or encoded another way, would otherwise put the secrets
+/// on standard error and into audit rows. The runs are kept as keyed SipHash values (a key
+/// of this value's own), never as bytes of the secrets.
+struct RepeatedRuns: Sendable {
+    /// How many consecutive bytes of a secret a server's text may share with it.
+    static let run = 8
+
+    private let key: SecureBytes
+    private var hashes = Set<UInt64>()
+    private var lengths = Set<Int>()
+
+    init(_ secrets: [SecureBytes]) {
+        key = SecureBytes.random(count: Int(crypto_shorthash_KEYBYTES))
+        for secret in secrets where secret.count > 0 {
+            for form in [secret, FormEncoding.encode(secret), FormEncoding.encode(secret, spaceAsPercent: true)] {
+                let folded = SecureBytes(count: form.count)
+                form.withUnsafeBytes { input in
+                    folded.withUnsafeMutableBytes { output in for index in 0..<input.count { output[index] = Self.fold(input[index]) } }
+                }
+                folded.withUnsafeBytes { bytes in
+                    let length = min(Self.run, bytes.count)
+                    lengths.insert(length)
+                    for start in 0...(bytes.count - length) { hashes.insert(hash(bytes, start, length)) }
+                }
+            }
+        }
+    }
+
+    /// Whether `text` repeats one of the secrets.
+    func found(in text: String) -> Bool {
+        guard !hashes.isEmpty else { return false }
+        let folded = text.utf8.map(Self.fold)
+        return folded.withUnsafeBytes { bytes in
+            for length in lengths where length <= bytes.count {
+                for start in 0...(bytes.count - length) where hashes.contains(hash(bytes, start, length)) { return true }
             }
             return false
         }
-        let encoded = FormEncoding.encode(self)
-        return haystack.withUnsafeBytes { text in
-            withUnsafeBytes { secret in
-                contains(text, secret, ignoringCase: false) || (text.count >= 8 && contains(secret, text, ignoringCase: false))
-            } || encoded.withUnsafeBytes { contains(text, $0, ignoringCase: true) }
-        }
     }
+
+    private func hash(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> UInt64 {
+        var value: UInt64 = 0
+        key.withUnsafeBytes { key in
+            withUnsafeMutableBytes(of: &value) { out in
+                _ = crypto_shorthash(out.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                     bytes.baseAddress!.advanced(by: start).assumingMemoryBound(to: UInt8.self), UInt64(length),
+                                     key.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+        return value
+    }
+
+    private static func fold(_ byte: UInt8) -> UInt8 { (0x41...0x5a).contains(byte) ? byte | 0x20 : byte }
 }
 
 /// `application/x-www-form-urlencoded` byte serialisation (WHATWG URL §5.2): bytes of
 /// `*-._` and ASCII alphanumerics stay, space becomes `+`, every other byte is `%XX`.
 enum FormEncoding {
-    static func encode(_ value: SecureBytes) -> SecureBytes {
+    /// `spaceAsPercent`: a space as `%20` (percent-encoding, as a URL's path or query writes
+    /// it) instead of `+`.
+    static func encode(_ value: SecureBytes, spaceAsPercent: Bool = false) -> SecureBytes {
         value.withUnsafeBytes { input in
             var length = 0
-            for byte in input { length += keeps(byte) || byte == 0x20 ? 1 : 3 }
+            for byte in input { length += keeps(byte) || (byte == 0x20 && !spaceAsPercent) ? 1 : 3 }
             let output = SecureBytes(count: length)
             output.withUnsafeMutableBytes { out in
                 let hex = Array("0123456789ABCDEF".utf8)
@@ -103,7 +135,7 @@ enum FormEncoding {
                 for byte in input {
                     if keeps(byte) {
                         out[i] = byte; i += 1
-                    } else if byte == 0x20 {
+                    } else if byte == 0x20 && !spaceAsPercent {
                         out[i] = 0x2b; i += 1
                     } else {
                         out[i] = 0x25

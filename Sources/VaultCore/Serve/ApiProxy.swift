@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import CSodium
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -175,8 +176,9 @@ public final class ApiProxy: Sendable {
             }
             // The API's own id for the request, unless it repeats the token (an API that echoes
             // its request would put it in the log).
+            let tokenRuns = runs(of: token)
             line.requestID = response.headers.first(name: "X-Request-ID").map {
-                token.token.isRepeated(in: $0) ? TokenRequest.withheld : $0.sanitisedForDisplay(limit: 64)
+                tokenRuns.found(in: $0) ? TokenRequest.withheld : $0.sanitisedForDisplay(limit: 64)
             }
             line.status = Int(response.status.code)
             line.bytesIn = counter.count
@@ -198,9 +200,12 @@ public final class ApiProxy: Sendable {
                     continue
                 }
             }
+            // The API's headers, but none that repeats the token: the caller gets API calls made
+            // with it, never the token (an API that echoes its request would hand it back;
+            // a body that does is passed on as it comes).
             var responseHeaders = HTTPHeaders()
             for (name, value) in response.headers where !Self.dropped.contains(name.lowercased()) || name.lowercased() == "content-length" {
-                responseHeaders.add(name: name, value: value)
+                responseHeaders.add(name: name, value: tokenRuns.found(in: value) ? TokenRequest.withheld : value)
             }
             try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: responseHeaders)))
             var sent = 0
@@ -223,6 +228,18 @@ public final class ApiProxy: Sendable {
             line.bytesOut = sent
             finish(Int(response.status.code))
             return bodyEnded || reader.ended
+        }
+    }
+
+    /// The runs of the token (``RepeatedRuns``), made once per token.
+    private let tokenRuns = NIOLockedValueBox<(generation: Int, runs: RepeatedRuns)?>(nil)
+
+    private func runs(of token: HandedToken) -> RepeatedRuns {
+        tokenRuns.withLockedValue { kept in
+            if let kept, kept.generation == token.generation { return kept.runs }
+            let made = RepeatedRuns([token.token])
+            kept = (token.generation, made)
+            return made
         }
     }
 
