@@ -174,7 +174,7 @@ struct ServeProxyTests {
         // not (all at once).
         let port = try #require(URLComponents(string: url)?.port)
         let slow = try python("""
-            import socket, threading, time, json
+            import os, socket, threading, time, json
             result = {}
             def dribble(key, first, byte):
                 s = socket.create_connection(("127.0.0.1", \(port)))
@@ -200,16 +200,30 @@ struct ServeProxyTests {
             def idle():
                 s = socket.create_connection(("127.0.0.1", \(port)))
                 answers = []
+                form = os.environ["FORM"].encode()
                 for wait in (0, 12):
                     time.sleep(wait)
-                    s.sendall(b"GET /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
-                    answers.append(s.recv(4096).split(b" ")[1].decode())
+                    s.sendall(b"POST /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/x-www-form-urlencoded\\r\\n"
+                              + b"Content-Length: " + str(len(form)).encode() + b"\\r\\n\\r\\n" + form)
+                    answers.append(s.recv(65536).split(b" ")[1].decode())
                 result["idle_answers"] = answers
-            threads = [threading.Thread(target=f) for f in (trickle, body, silent, idle)]
+            def refused():
+                s = socket.create_connection(("127.0.0.1", \(port)))
+                s.settimeout(5)
+                start, data = time.time(), b""
+                s.sendall(b"GET /as/token.oauth2 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+                try:
+                    while True:
+                        chunk = s.recv(4096)
+                        if not chunk: break
+                        data += chunk
+                except OSError: pass
+                result["refused"] = [data.split(b" ")[1].decode(), round(time.time() - start, 1)]
+            threads = [threading.Thread(target=f) for f in (trickle, body, silent, idle, refused)]
             for t in threads: t.start()
             for t in threads: t.join()
             print(json.dumps(result))
-            """, environment: [:])
+            """, environment: ["FORM": "grant_type=client_credentials&client_id=\(id)&client_secret=\(secret)"])
         let timing = jsonObject(slow.stdoutText)
         let closedAfter = timing["closed_after"] as? Double ?? 0
         #expect(closedAfter > 9 && closedAfter < 16, "the trickled head was cut off after \(closedAfter) s: \(slow.stderrText)")
@@ -217,7 +231,10 @@ struct ServeProxyTests {
             let after = timing[key] as? Double ?? 0
             #expect(after > 9 && after < 16, "\(key): \(after) s: \(slow.stderrText)")
         }
-        #expect(timing["idle_answers"] as? [String] == ["405", "405"], "\(slow.stdoutText) \(slow.stderrText)")
+        #expect(timing["idle_answers"] as? [String] == ["200", "200"], "\(slow.stdoutText) \(slow.stderrText)")
+        // A refused request closes its connection (kept open, it had held it for 150 s).
+        let refusal = timing["refused"] as? [Any] ?? []
+        #expect(refusal.first as? String == "405" && (refusal.last as? Double ?? 9) < 3, "\(slow.stdoutText)")
         // CONNECT: an error answer, then the connection closes (the caller expects a tunnel,
         // and the answer has no body: left open, it would wait for the idle timeout).
         let connect = try python("""
@@ -277,9 +294,9 @@ struct ServeProxyTests {
         #expect(service.stop() == 0, "SIGTERM ends serve cleanly")
         let records = try fixture.auditJSON().filter { $0["action"] as? String == "serve" }
         let callers = records.compactMap { $0["detail"] as? String }
-        #expect(records.count == 5, "start, curl, python, curl after the refused forms, curl after the crowd: \(callers)")
+        #expect(records.count == 7, "start, curl, python, curl after the refused forms, two on a kept-alive connection, curl after the crowd: \(callers)")
         #expect(callers.contains("caller=start"))
-        #expect(callers.filter { $0.hasPrefix("caller=tcp:127.0.0.1:") }.count == 4)
+        #expect(callers.filter { $0.hasPrefix("caller=tcp:127.0.0.1:") }.count == 6)
         #expect(try vault.run(["audit", "verify"]).status == 0)
         expectNoLeaks(vault)
     }

@@ -98,11 +98,13 @@ public final class ApiProxy: Sendable {
         }
         if requireKey, !keyMatches(head.headers.first(name: Self.keyHeader)) {
             // Not forwarded, and not a line of the log: any local user can send these, and
-            // would otherwise write to the owner's log without bound.
+            // would otherwise write to the owner's log without bound. The connection closes
+            // (kept open, one refused request would hold it for the 150 s idle time).
             logged = true
-            let drained = try await reader.drainBody(limit: Self.retainedBody)
-            try await Self.writeError(.unauthorized, "invalid_proxy_key", "send this run's key in the \(Self.keyHeader) header", to: outbound)
-            return drained
+            _ = try await reader.drainBody(limit: Self.retainedBody)
+            try await Self.writeError(.unauthorized, "invalid_proxy_key", "send this run's key in the \(Self.keyHeader) header", to: outbound,
+                                      closing: true)
+            return false
         }
         // TRACE would have the API reflect the request, the token with it (RFC 9110 §9.3.8: no
         // credentials in a TRACE); CONNECT asks for a tunnel, which the proxy is not.
@@ -249,11 +251,12 @@ public final class ApiProxy: Sendable {
     }
 
     static func writeError(_ status: HTTPResponseStatus, _ code: String, _ description: String,
-                           to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+                           to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, closing: Bool = false) async throws {
         let data = (try? JSONSerialization.data(withJSONObject: ["error": code, "error_description": description], options: [.sortedKeys])) ?? Data()
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(data.count))
+        if closing { headers.add(name: "Connection", value: "close") }
         try await outbound.write(contentsOf: [.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)),
                                               .body(.byteBuffer(ByteBuffer(bytes: data))), .end(nil)])
     }

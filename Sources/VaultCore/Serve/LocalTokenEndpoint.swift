@@ -88,9 +88,11 @@ public final class LocalTokenEndpoint: Sendable {
                     let answer = tooLarge ? .error(.payloadTooLarge, "invalid_request", "the request body is too large")
                                           : await self.answer(requestHead, body: body, caller: connection.caller)
                     sodium_memzero(&body, body.count)
-                    // After a CONNECT the caller expects a tunnel, and SwiftNIO sends no body
-                    // with the answer: the connection closes so the caller is not left waiting.
-                    let keepAlive = requestHead.isKeepAlive && requestHead.method != .CONNECT
+                    // Only a token keeps the connection open: after a refusal it closes (an
+                    // outside review held connections 150 s each by one refused request, where a
+                    // silent one has 10 s). After a CONNECT the caller expects a tunnel, and
+                    // SwiftNIO sends no body with the answer: closed too.
+                    let keepAlive = requestHead.isKeepAlive && requestHead.method != .CONNECT && answer.status == .ok
                     try await Self.write(answer, keepAlive: keepAlive, to: outbound)
                     if !keepAlive { return }
                 }
