@@ -230,4 +230,32 @@ struct RollbackTests {
         #expect(afterAccept.status == 0, "the acceptance stands: \(afterAccept.stderrText)")
         expectNoLeaks(vault)
     }
+
+    /// The agent compared the trail only with its own records: an outside review cut the
+    /// records of two tokens taken without the agent while it ran (and put the agent's last
+    /// head back), the agent's `audit verify` said "intact", and its next record made the cut
+    /// permanent. It now takes what the user's other processes saw from the file.
+    @Test("records other processes wrote while an agent runs are remembered by the agent too: a cut of them is refused by its audit verify and its next token")
+    func agentSeesOtherProcesses() throws {
+        let session = try SessionFixture()
+        defer { session.stop() }
+        let vault = session.vault
+        #expect(try session.run(["unlock", "--for", "10m"]).status == 0)
+        #expect(try session.run(["token", "pw"], passphrase: false, token: true).status == 0)
+        let head = try vault.sql("SELECT seq || '|' || key_epoch || '|' || hex(last_mac) || '|' || hex(mac) FROM audit_head")
+            .stdoutText.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "|").map(String.init)
+        try #require(head.count == 4)
+        for _ in 0..<2 {
+            let taken = registeringToken(try vault.run(["token", "pw", "--fresh", "--no-agent"], env: session.env, expectTokenOnStdout: true))
+            #expect(taken.status == 0, "\(taken.stderrText)")
+        }
+        try vault.sql("DELETE FROM audit_record WHERE seq > \(head[0]); "
+                      + "UPDATE audit_head SET seq = \(head[0]), key_epoch = \(head[1]), last_mac = X'\(head[2])', mac = X'\(head[3])'")
+        for arguments in [["audit", "verify"], ["verify"], ["token", "pw"]] {
+            let refused = try session.run(arguments, passphrase: false)
+            #expect(refused.status == 7 && (arguments.first != "token" || refused.stdoutText.isEmpty) && refused.stderrText.contains("older than"),
+                    "\(arguments): \(refused.stderrText)")
+        }
+        expectNoLeaks(vault)
+    }
 }

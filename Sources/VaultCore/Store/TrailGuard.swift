@@ -27,9 +27,11 @@ final class TrailGuard: @unchecked Sendable {
     /// The newest record this process knows of.
     var newestSeen: (seq: Int64, mac: [UInt8]) { lock.withLock { seen } }
 
-    /// Checks that a trail whose head is `headSeq`/`headMAC` extends the newest record seen;
-    /// `db` answers for the record at that sequence number when the head moved past it.
+    /// Checks that a trail whose head is `headSeq`/`headMAC` extends the newest record seen,
+    /// by this process or (``adoptFromFile()``) by any other of this user; `db` answers for
+    /// the record at that sequence number when the head moved past it.
     func check(headSeq: Int64, headMAC: [UInt8], db: StoreDB) throws {
+        adoptFromFile()
         let seen = newestSeen
         try expectExtends(headSeq: headSeq, headMAC: headMAC, seen: seen) {
             try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [seen.seq]).map { [UInt8]($0) }
@@ -47,6 +49,29 @@ final class TrailGuard: @unchecked Sendable {
         }
         guard let stored = headSeq == seen.seq ? headMAC : try recordAtSeen(), Sodium.constantTimeEqual(stored, seen.mac) else {
             throw Self.fork(location: location, seenSeq: seen.seq, since: pinnedAt)
+        }
+    }
+
+    /// The file as this process last read it (device, inode, size, modification time).
+    private var fileStamp: [Int64]?
+
+    /// A long-running process (the agent) takes the newest record the user's other processes
+    /// saw, from the file, when the file changed since it last looked and holds a record
+    /// further along under the same pin. (Without it, an agent compared the trail only with
+    /// its own records: an outside review cut the records of two `--no-agent` tokens, and the
+    /// agent's `audit verify` said "intact" and its next write made the cut permanent.) One
+    /// `stat` per check; the file is read again only when it changed. A file that cannot be
+    /// trusted or read leaves this process's own view as it is.
+    private func adoptFromFile() {
+        var info = stat()
+        guard stat(known.path, &info) == 0 else { return }
+        let stamp = [Int64(info.st_dev), Int64(info.st_ino), Int64(info.st_size), Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)]
+        guard lock.withLock({ stamp != fileStamp }) else { return }
+        let entry = try? known.entry(for: location)
+        lock.withLock {
+            fileStamp = stamp
+            guard let entry, entry.pinnedAt == pinnedAt, entry.seq > seen.seq, let mac = [UInt8](hex: entry.mac) else { return }
+            seen = (entry.seq, mac)
         }
     }
 
