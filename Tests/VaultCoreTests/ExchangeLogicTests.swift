@@ -83,6 +83,15 @@ struct ExchangeLogicTests {
         for text in other { #expect(!runs.found(in: text), "\(text)") }
         let short = RepeatedRuns([SecureBytes(utf8: "p w")])
         #expect(short.found(in: "bad p w") && short.found(in: "P+W") && short.found(in: "p%20w") && !short.found(in: "pw"))
+        // A password that holds a word: a message that says the word is not withheld (runs of
+        // letters and spaces count from 16 bytes), the password whole or its marked runs are.
+        let worded = RepeatedRuns([SecureBytes(utf8: "gen-12-password-3f9a"), SecureBytes(utf8: "password")])
+        #expect(worded.found(in: "Client secret and password are from different generations"), "the whole 8-letter secret 'password'")
+        let wordy = RepeatedRuns([SecureBytes(utf8: "gen-12-password-3f9a")])
+        #expect(!wordy.found(in: "Client secret and password are from different generations"))
+        #expect(wordy.found(in: "x-password-3") && wordy.found(in: "GEN-12-PA"))
+        let letters = RepeatedRuns([SecureBytes(utf8: "correct horse battery staple")])
+        #expect(letters.found(in: "got orse battery stapl") && !letters.found(in: "the correct horse"))
 
         // Through the exchange: the code, the description and the request id each withheld.
         let t = ScriptedTransport([.success(HTTPResponseData(status: 400, headers: [("X-Request-ID", "id-p w")],

@@ -60,20 +60,25 @@ public struct TokenRequest: Sendable {
 }
 
 /// What a server answers (an error's code and text, a request id, a header) is shown,
-/// recorded and passed on only when it repeats none of the secrets the request carried: it
-/// repeats one when it holds it whole (a secret shorter than ``run``), or shares a run of
-/// ``run`` consecutive bytes with it, with its form encoding (`+` for a space) or with its
-/// percent-encoding (`%20`), compared without case. An endpoint that echoes its request,
-/// whole, cut, split across fields or encoded another way, would otherwise put the secrets
-/// on standard error and into audit rows. The runs are kept as keyed SipHash values (a key
-/// of this value's own), never as bytes of the secrets.
+/// recorded and passed on only when it repeats none of the secrets the request carried, as
+/// they are, form-encoded (`+` for a space) or percent-encoded (`%20`), compared without
+/// case. Text repeats a secret when it holds it whole (a secret shorter than ``run``), or
+/// shares with it a run of ``run`` bytes in a row that holds a digit or symbol, or a run of
+/// ``plainRun`` bytes of any kind: an endpoint that echoes its request, whole, cut, split
+/// across fields or encoded another way, would otherwise put the secrets on standard error
+/// and into audit rows. (Runs of letters and spaces alone count only from ``plainRun``:
+/// a password holding a word such as `password` would otherwise withhold every message
+/// that says it.) The runs are kept as keyed SipHash values (a key of this value's own),
+/// never as bytes of the secrets.
 struct RepeatedRuns: Sendable {
-    /// How many consecutive bytes of a secret a server's text may share with it.
     static let run = 8
+    static let plainRun = 16
 
     private let key: SecureBytes
-    private var hashes = Set<UInt64>()
-    private var lengths = Set<Int>()
+    /// Keyed hashes of runs (``counts(_:_:_:)``), and of whole forms shorter than
+    /// ``plainRun`` (always counted), by their length.
+    private var runs: [Int: Set<UInt64>] = [:]
+    private var wholes: [Int: Set<UInt64>] = [:]
 
     init(_ secrets: [SecureBytes]) {
         key = SecureBytes.random(count: Int(crypto_shorthash_KEYBYTES))
@@ -84,9 +89,12 @@ struct RepeatedRuns: Sendable {
                     folded.withUnsafeMutableBytes { output in for index in 0..<input.count { output[index] = Self.fold(input[index]) } }
                 }
                 folded.withUnsafeBytes { bytes in
-                    let length = min(Self.run, bytes.count)
-                    lengths.insert(length)
-                    for start in 0...(bytes.count - length) { hashes.insert(hash(bytes, start, length)) }
+                    if bytes.count < Self.plainRun { wholes[bytes.count, default: []].insert(hash(bytes, 0, bytes.count)) }
+                    for length in [Self.run, Self.plainRun] where length <= bytes.count {
+                        for start in 0...(bytes.count - length) where Self.counts(bytes, start, length) {
+                            runs[length, default: []].insert(hash(bytes, start, length))
+                        }
+                    }
                 }
             }
         }
@@ -94,14 +102,26 @@ struct RepeatedRuns: Sendable {
 
     /// Whether `text` repeats one of the secrets.
     func found(in text: String) -> Bool {
-        guard !hashes.isEmpty else { return false }
+        guard !runs.isEmpty || !wholes.isEmpty else { return false }
         let folded = text.utf8.map(Self.fold)
         return folded.withUnsafeBytes { bytes in
-            for length in lengths where length <= bytes.count {
-                for start in 0...(bytes.count - length) where hashes.contains(hash(bytes, start, length)) { return true }
+            for (counted, table) in [(false, wholes), (true, runs)] {
+                for (length, set) in table where length <= bytes.count {
+                    for start in 0...(bytes.count - length) where (!counted || Self.counts(bytes, start, length)) && set.contains(hash(bytes, start, length)) {
+                        return true
+                    }
+                }
             }
             return false
         }
+    }
+
+    /// Whether a run counts: one of ``plainRun`` always, one of ``run`` only when it holds a
+    /// byte other than a letter or a space.
+    private static func counts(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> Bool {
+        guard length == run else { return true }
+        for index in start..<(start + length) where !((0x61...0x7a).contains(bytes[index]) || bytes[index] == 0x20) { return true }
+        return false
     }
 
     private func hash(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> UInt64 {
