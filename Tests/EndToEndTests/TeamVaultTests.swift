@@ -371,6 +371,13 @@ struct TeamVaultTests {
             ("shadow an operator the schema check could call",
              "CREATE FUNCTION public.mask(text, name) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ''constraint''::text'; "
                 + "CREATE OPERATOR \(schema).|| (LEFTARG = text, RIGHTARG = name, FUNCTION = public.mask)", ["list"], 7),
+            // A foreign key from another schema's table: its internal triggers on the vault's
+            // table cascade into that table, whose own triggers then run inside the vault's
+            // statements (a second review's way in, which the check did not see).
+            ("a foreign key from another schema's table to a vault table",
+             "CREATE TABLE public.shadow (puid bytea REFERENCES \(schema).profile(uid) ON UPDATE CASCADE ON DELETE CASCADE)", ["list"], 7),
+            ("a table of another schema that inherits a vault table (its rows join every read)",
+             "CREATE TABLE public.extra () INHERITS (\(schema).audit_record)", ["audit"], 7),
         ]
         for (name, sql, command, expected) in attacks {
             try server.psql(sql, database: "vault")
@@ -380,6 +387,8 @@ struct TeamVaultTests {
             if name.hasPrefix("add a trigger") { try server.psql("DROP TRIGGER t ON \(schema).audit_record; DROP FUNCTION \(schema).steal()", database: "vault") }
             if name.hasPrefix("add a row-level") { try server.psql("ALTER TABLE \(schema).audit_record DISABLE ROW LEVEL SECURITY", database: "vault") }
             if name.hasPrefix("add a column") { try server.psql("ALTER TABLE \(schema).profile DROP COLUMN note", database: "vault") }
+            if name.hasPrefix("a foreign key from") { try server.psql("DROP TABLE public.shadow", database: "vault") }
+            if name.hasPrefix("a table of another schema") { try server.psql("DROP TABLE public.extra", database: "vault") }
             if name.hasPrefix("shadow an operator") {
                 try server.psql("DROP OPERATOR \(schema).|| (text, name); DROP FUNCTION public.mask(text, name)", database: "vault")
             }

@@ -87,6 +87,10 @@ struct ExchangeLogicTests {
         // letters and spaces count from 16 bytes), the password whole or its marked runs are.
         let worded = RepeatedRuns([SecureBytes(utf8: "gen-12-password-3f9a"), SecureBytes(utf8: "password")])
         #expect(worded.found(in: "Client secret and password are from different generations"), "the whole 8-letter secret 'password'")
+        // A secret of letters alone is compared with its case when whole (a review's password
+        // `Password` withheld "Invalid username or password").
+        let capital = RepeatedRuns([SecureBytes(utf8: "Password")])
+        #expect(!capital.found(in: "Invalid username or password. Account locked after 5 attempts") && capital.found(in: "got Password"))
         let wordy = RepeatedRuns([SecureBytes(utf8: "gen-12-password-3f9a")])
         #expect(!wordy.found(in: "Client secret and password are from different generations"))
         #expect(wordy.found(in: "x-password-3") && wordy.found(in: "GEN-12-PA"))

@@ -61,24 +61,30 @@ public struct TokenRequest: Sendable {
 
 /// What a server answers (an error's code and text, a request id, a header) is shown,
 /// recorded and passed on only when it repeats none of the secrets the request carried, as
-/// they are, form-encoded (`+` for a space) or percent-encoded (`%20`), compared without
-/// case. Text repeats a secret when it holds it whole (a secret shorter than ``run``), or
-/// shares with it a run of ``run`` bytes in a row that holds a digit or symbol, or a run of
-/// ``plainRun`` bytes of any kind: an endpoint that echoes its request, whole, cut, split
-/// across fields or encoded another way, would otherwise put the secrets on standard error
-/// and into audit rows. (Runs of letters and spaces alone count only from ``plainRun``:
-/// a password holding a word such as `password` would otherwise withhold every message
-/// that says it.) The runs are kept as keyed SipHash values (a key of this value's own),
-/// never as bytes of the secrets.
+/// they are, form-encoded (`+` for a space) or percent-encoded (`%20`). Text repeats a
+/// secret when it holds one of these forms whole (one shorter than ``plainRun``; compared
+/// with its case when it is letters and spaces alone, else without), or shares with one,
+/// without regard to case, a run of ``run`` bytes that holds a digit or symbol, or a run
+/// of ``plainRun`` bytes of any kind. (Runs of letters and spaces alone count only from
+/// ``plainRun``: a password holding a word such as `password` would otherwise withhold
+/// every message that says it.) An endpoint that echoes its request, as sent or
+/// URL-encoded, whole, cut or split across fields, would otherwise put the secrets on
+/// standard error and into audit rows. One that transforms a secret first (base64, say) is
+/// not caught: it holds the secret, and chooses what it sends back (SECURITY.md). The runs
+/// are kept as keyed SipHash values (a key of this value's own), never as bytes of the
+/// secrets.
 struct RepeatedRuns: Sendable {
     static let run = 8
     static let plainRun = 16
 
     private let key: SecureBytes
     /// Keyed hashes of runs (``counts(_:_:_:)``), and of whole forms shorter than
-    /// ``plainRun`` (always counted), by their length.
+    /// ``plainRun`` (always counted; one of letters and spaces alone compared exactly, with
+    /// its case, so that a password `Password` does not withhold "invalid password"), by
+    /// their length.
     private var runs: [Int: Set<UInt64>] = [:]
     private var wholes: [Int: Set<UInt64>] = [:]
+    private var exactWholes: [Int: Set<UInt64>] = [:]
 
     init(_ secrets: [SecureBytes]) {
         key = SecureBytes.random(count: Int(crypto_shorthash_KEYBYTES))
@@ -88,8 +94,12 @@ struct RepeatedRuns: Sendable {
                 form.withUnsafeBytes { input in
                     folded.withUnsafeMutableBytes { output in for index in 0..<input.count { output[index] = Self.fold(input[index]) } }
                 }
+                let plain = form.withUnsafeBytes { bytes in bytes.allSatisfy { Self.fold($0) == 0x20 || (0x61...0x7a).contains(Self.fold($0)) } }
+                if plain, form.count < Self.plainRun {
+                    form.withUnsafeBytes { bytes in exactWholes[bytes.count, default: []].insert(hash(bytes, 0, bytes.count)) }
+                }
                 folded.withUnsafeBytes { bytes in
-                    if bytes.count < Self.plainRun { wholes[bytes.count, default: []].insert(hash(bytes, 0, bytes.count)) }
+                    if !plain, bytes.count < Self.plainRun { wholes[bytes.count, default: []].insert(hash(bytes, 0, bytes.count)) }
                     for length in [Self.run, Self.plainRun] where length <= bytes.count {
                         for start in 0...(bytes.count - length) where Self.counts(bytes, start, length) {
                             runs[length, default: []].insert(hash(bytes, start, length))
@@ -102,8 +112,15 @@ struct RepeatedRuns: Sendable {
 
     /// Whether `text` repeats one of the secrets.
     func found(in text: String) -> Bool {
-        guard !runs.isEmpty || !wholes.isEmpty else { return false }
-        let folded = text.utf8.map(Self.fold)
+        guard !runs.isEmpty || !wholes.isEmpty || !exactWholes.isEmpty else { return false }
+        let exact = Array(text.utf8)
+        let exactly = exact.withUnsafeBytes { bytes in
+            exactWholes.contains { length, set in
+                length <= bytes.count && (0...(bytes.count - length)).contains { set.contains(hash(bytes, $0, length)) }
+            }
+        }
+        if exactly { return true }
+        let folded = exact.map(Self.fold)
         return folded.withUnsafeBytes { bytes in
             for (counted, table) in [(false, wholes), (true, runs)] {
                 for (length, set) in table where length <= bytes.count {

@@ -355,8 +355,9 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
 
     /// A digest of the catalog rows that define the vault's tables or attach anything to
     /// them, and of every object in its schema: the schema's `pg_namespace` row; the tables'
-    /// `pg_class` rows, found by name; their columns, defaults, constraints, triggers,
-    /// indexes, rules, policies and child tables; and every function, operator, type,
+    /// `pg_class` rows, found by name; their columns, defaults, constraints (theirs, and any
+    /// other table's foreign key to them, whose internal triggers run on their rows), triggers,
+    /// indexes, rules, policies and inheritance either way; and every function, operator, type,
     /// collation, conversion, operator class and family, text search object, statistics
     /// object and extension in the schema (an operator there could change what the vault's
     /// own SQL, this query's included, calls). Any DDL that touches one of them writes a new
@@ -374,12 +375,13 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
           UNION ALL SELECT xmin FROM rel
           UNION ALL SELECT a.xmin FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT d.xmin FROM pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT k.xmin FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rel) OR k.connamespace = (SELECT oid FROM nsp)
+          UNION ALL SELECT k.xmin FROM pg_constraint k
+                    WHERE k.conrelid IN (SELECT oid FROM rel) OR k.confrelid IN (SELECT oid FROM rel) OR k.connamespace = (SELECT oid FROM nsp)
           UNION ALL SELECT t.xmin FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT x.xmin FROM pg_index x WHERE x.indrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT r.xmin FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)
           UNION ALL SELECT p.xmin FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel)
+          UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel) OR i.inhrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT xmin FROM pg_proc WHERE pronamespace = (SELECT oid FROM nsp)
           UNION ALL SELECT xmin FROM pg_operator WHERE oprnamespace = (SELECT oid FROM nsp)
           UNION ALL SELECT xmin FROM pg_type WHERE typnamespace = (SELECT oid FROM nsp)
@@ -489,6 +491,25 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             WHERE s.nspname = ? AND (c.relrowsecurity OR c.relforcerowsecurity)
             """,
             "SELECT pg_catalog.concat('function ', p.proname) AS line FROM pg_proc p JOIN pg_namespace s ON p.pronamespace = s.oid WHERE s.nspname = ?",
+            // A foreign key from a table of another schema to a vault table: its internal
+            // triggers run on the vault's rows (a cascade then runs that table's own triggers
+            // inside the vault's statements, as an outside review's did). The vault's own
+            // keys are all within its schema.
+            """
+            SELECT pg_catalog.concat('foreign key from ', rs.nspname, '.', r.relname, ' ', k.conname, ' to ', f.relname) AS line
+            FROM pg_constraint k JOIN pg_class r ON k.conrelid = r.oid JOIN pg_namespace rs ON r.relnamespace = rs.oid
+            JOIN pg_class f ON k.confrelid = f.oid JOIN pg_namespace s ON f.relnamespace = s.oid
+            WHERE s.nspname = ? AND rs.oid <> s.oid
+            """,
+            // Inheritance either way: a table of another schema that inherits a vault table
+            // adds its rows to every read of it; a vault table that inherits one is read with
+            // that table's columns. The vault uses none.
+            """
+            SELECT pg_catalog.concat('inheritance ', cn.nspname, '.', c.relname, ' of ', pn.nspname, '.', p.relname) AS line
+            FROM pg_inherits i JOIN pg_class c ON i.inhrelid = c.oid JOIN pg_namespace cn ON c.relnamespace = cn.oid
+            JOIN pg_class p ON i.inhparent = p.oid JOIN pg_namespace pn ON p.relnamespace = pn.oid
+            WHERE ? IN (cn.nspname::text, pn.nspname::text)
+            """,
             // Every other kind of object a schema can hold: the vault's holds its tables' row
             // and array types and nothing else.
             """
