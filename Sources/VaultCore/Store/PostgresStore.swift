@@ -382,21 +382,29 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
           UNION ALL SELECT r.xmin FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)
           UNION ALL SELECT p.xmin FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel) OR i.inhrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT xmin FROM pg_proc WHERE pronamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_operator WHERE oprnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_type WHERE typnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_collation WHERE collnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_conversion WHERE connamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_opclass WHERE opcnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_opfamily WHERE opfnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_ts_config WHERE cfgnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_ts_dict WHERE dictnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_ts_parser WHERE prsnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_ts_template WHERE tmplnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_statistic_ext WHERE stxnamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT xmin FROM pg_extension WHERE extnamespace = (SELECT oid FROM nsp))
+          \(schemaObjectCatalogs.map { "UNION ALL SELECT xmin FROM \($0.catalog) WHERE \($0.namespace) = (SELECT oid FROM nsp)" }.joined(separator: " ")))
         SELECT count(*) AS objects, coalesce(sum(x::text::bigint), 0)::text AS versions FROM parts
         """
+
+    /// Every catalog of objects that live in a schema, with the kind the full check names an
+    /// object of it by, and its name and namespace columns: the vault's schema holds none but
+    /// its tables' row and array types (``schemaEntries(_:schema:)``, which names functions,
+    /// operators and types with more detail), and each row of them is in the digest.
+    /// The objects of ``schemaObjectCatalogs`` but functions, operators and types, as one
+    /// query's rows (`kind`, `name`, `namespace`).
+    static let otherObjectsSQL = schemaObjectCatalogs.filter { !["function", "operator", "type"].contains($0.kind) }
+        .map { "SELECT '\($0.kind)' AS kind, \($0.name)::text AS name, \($0.namespace) AS namespace FROM \($0.catalog)" }
+        .joined(separator: " UNION ALL ")
+
+    static let schemaObjectCatalogs: [(kind: String, catalog: String, name: String, namespace: String)] = [
+        ("function", "pg_proc", "proname", "pronamespace"), ("operator", "pg_operator", "oprname", "oprnamespace"),
+        ("type", "pg_type", "typname", "typnamespace"), ("collation", "pg_collation", "collname", "collnamespace"),
+        ("conversion", "pg_conversion", "conname", "connamespace"), ("operator class", "pg_opclass", "opcname", "opcnamespace"),
+        ("operator family", "pg_opfamily", "opfname", "opfnamespace"), ("text search configuration", "pg_ts_config", "cfgname", "cfgnamespace"),
+        ("text search dictionary", "pg_ts_dict", "dictname", "dictnamespace"), ("text search parser", "pg_ts_parser", "prsname", "prsnamespace"),
+        ("text search template", "pg_ts_template", "tmplname", "tmplnamespace"), ("statistics", "pg_statistic_ext", "stxname", "stxnamespace"),
+        ("extension", "pg_extension", "extname", "extnamespace"),
+    ]
 
     /// The digest's two numbers as one value (``fingerprintSQL``).
     static func fingerprint(_ row: Row?) -> String {
@@ -518,17 +526,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             """,
             "SELECT pg_catalog.concat('type ', t.typname, ' ', t.typtype) AS line FROM pg_type t JOIN pg_namespace s ON t.typnamespace = s.oid WHERE s.nspname = ?",
             """
-            SELECT pg_catalog.concat(kind, ' ', name) AS line FROM (
-              SELECT 'collation' AS kind, collname::text AS name, collnamespace AS namespace FROM pg_collation
-              UNION ALL SELECT 'conversion', conname::text, connamespace FROM pg_conversion
-              UNION ALL SELECT 'operator class', opcname::text, opcnamespace FROM pg_opclass
-              UNION ALL SELECT 'operator family', opfname::text, opfnamespace FROM pg_opfamily
-              UNION ALL SELECT 'text search configuration', cfgname::text, cfgnamespace FROM pg_ts_config
-              UNION ALL SELECT 'text search dictionary', dictname::text, dictnamespace FROM pg_ts_dict
-              UNION ALL SELECT 'text search parser', prsname::text, prsnamespace FROM pg_ts_parser
-              UNION ALL SELECT 'text search template', tmplname::text, tmplnamespace FROM pg_ts_template
-              UNION ALL SELECT 'statistics', stxname::text, stxnamespace FROM pg_statistic_ext
-              UNION ALL SELECT 'extension', extname::text, extnamespace FROM pg_extension) o
+            SELECT pg_catalog.concat(kind, ' ', name) AS line FROM (\(otherObjectsSQL)) o
             JOIN pg_namespace s ON o.namespace = s.oid WHERE s.nspname = ?
             """,
         ]
