@@ -44,15 +44,12 @@ long cprocess_find(const void *haystack, unsigned long haystack_len, const void 
     return hit ? (long)(hit - (const char *)haystack) : -1;
 }
 
-int cprocess_spawnattr_detached(posix_spawnattr_t *attributes) {
-    if (cprocess_spawnattr_child(attributes) != 0) return -1;
-    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-}
-
 /// The signals a child gets back at their defaults (vault handles or ignores them).
 static const int child_default_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
 
-int cprocess_spawnattr_child(posix_spawnattr_t *attributes) {
+/// Spawn attributes for a child: an empty signal mask, and child_default_signals at their
+/// defaults.
+static int spawnattr_child(posix_spawnattr_t *attributes) {
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);
@@ -60,6 +57,11 @@ int cprocess_spawnattr_child(posix_spawnattr_t *attributes) {
     if (posix_spawnattr_setsigmask(attributes, &none) != 0) return -1;
     if (posix_spawnattr_setsigdefault(attributes, &defaults) != 0) return -1;
     return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+}
+
+int cprocess_spawnattr_detached(posix_spawnattr_t *attributes) {
+    if (spawnattr_child(attributes) != 0) return -1;
+    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
 }
 
 int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first) {

@@ -27,9 +27,6 @@ long cprocess_find(const void *haystack, unsigned long haystack_len, const void 
 /// harness. Returns 0 on success.
 int cprocess_spawnattr_detached(posix_spawnattr_t *attributes);
 
-/// Spawn attributes for a child that stays in this session (`vault exec --serve`): an
-/// empty signal mask, and SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE at their defaults.
-int cprocess_spawnattr_child(posix_spawnattr_t *attributes);
 
 /// Closes every descriptor from `first` on in the child (glibc's closefrom action).
 int cprocess_file_actions_close_from(posix_spawn_file_actions_t *actions, int first);

@@ -123,6 +123,8 @@ public struct TokenExchange: Sendable {
         let clock = ContinuousClock()
         func finish(_ r: inout ExchangeResult) -> ExchangeResult { r }
 
+        // The secrets' runs, made once per exchange (not per attempt), for what the server says.
+        let secrets = request.secretRuns
         while true {
             result.attempts += 1
             var retryAfter: Duration?
@@ -131,7 +133,6 @@ public struct TokenExchange: Sendable {
                 let response = try await transport.post(url: request.tokenURL, headers: headers, body: body, deadline: deadline)
                 Trace.debug("attempt \(result.attempts): HTTP \(response.status), \(response.body.count) bytes")
                 result.httpStatus = response.status
-                let secrets = request.secretRuns
                 result.requestID = response.header("X-Request-ID").map { secrets.found(in: $0) ? TokenRequest.withheld : Self.sanitiseRequestID($0) }
                 if Self.retryableStatuses.contains(response.status) {
                     result.error = .unavailable("HTTP \(response.status) from the token endpoint after \(result.attempts) attempt(s)")

@@ -234,10 +234,10 @@ public final class ApiProxy: Sendable {
     }
 
     /// The runs of the token (``RepeatedRuns``), made once per token.
-    private let tokenRuns = NIOLockedValueBox<(generation: Int, runs: RepeatedRuns)?>(nil)
+    private let keptTokenRuns = NIOLockedValueBox<(generation: Int, runs: RepeatedRuns)?>(nil)
 
     private func runs(of token: HandedToken) -> RepeatedRuns {
-        tokenRuns.withLockedValue { kept in
+        keptTokenRuns.withLockedValue { kept in
             if let kept, kept.generation == token.generation { return kept.runs }
             let made = RepeatedRuns([token.token])
             kept = (token.generation, made)
