@@ -566,6 +566,71 @@ struct ServeProxyTests {
 
     /// `exec --proxy`: the child reaches the API through its own proxy with the key it was
     /// given, holds no token; vault exits with its status; a Unix-socket proxy needs no key.
+    @Test("proxy: an endless body from a fast API to a fast caller streams in bounded memory")
+    func proxyRelaysInBoundedMemory() throws {
+        let fixture = try Fixture()
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        // An API that answers any request with an endless chunked body, in 16 KiB chunks as
+        // fast as its socket takes them (an outside review grew the proxy by 2.5 GB so).
+        let upstream = try ChildProcess("/usr/bin/python3", ["-c", """
+            import socket, sys, threading
+            server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(4)
+            print(server.getsockname()[1], flush=True)
+            chunk = b"4000\\r\\n" + b"x" * 16384 + b"\\r\\n"
+            def answer(c):
+                try:
+                    request = b""
+                    while b"\\r\\n\\r\\n" not in request: request += c.recv(65536)
+                    c.sendall(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n")
+                    while True: c.sendall(chunk)
+                except OSError: pass
+            while True:
+                c, _ = server.accept(); threading.Thread(target=answer, args=(c,), daemon=True).start()
+            """], environment: ["PATH": "/usr/bin:/bin"])
+        let upstreamOut = OutputCollector(upstream.stdoutDescriptor)
+        defer {
+            upstream.kill(SIGKILL)
+            _ = upstream.wait(timeout: 5)
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while !upstreamOut.text.contains("\n"), Date() < deadline { usleep(20_000) }
+        let upstreamPort = try #require(Int(upstreamOut.text.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let env = try vault.run(["env", "add", "fast", "--token-url", fixture.stub.tokenURL, "--api-base", "http://127.0.0.1:\(upstreamPort)/v2/captain/"])
+        try #require(env.status == 0, "\(env.stderrText)")
+        let service = try RunningService(vault, ["proxy", "pw", "--env", "fast"], lastVariable: "GBG_PROXY_KEY")
+        defer { service.stop() }
+        let base = try #require(service.variables["GBG_API_BASE"])
+        let key = try #require(service.variables["GBG_PROXY_KEY"])
+        // A caller that reads as fast as it can for 6 s while the proxy's RSS is sampled.
+        let reading = try python("""
+            import json, os, socket, threading, time, urllib.parse
+            url = urllib.parse.urlsplit(os.environ["BASE"])
+            def rss():
+                with open("/proc/%s/status" % os.environ["PID"]) as status:
+                    return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+            c = socket.create_connection((url.hostname, url.port))
+            c.sendall(b"GET /endless HTTP/1.1\\r\\nHost: x\\r\\nX-Vault-Proxy-Key: " + os.environ["KEY"].encode() + b"\\r\\n\\r\\n")
+            buffer = memoryview(bytearray(1 << 20)); received = 0
+            while received < (1 << 20): received += c.recv_into(buffer)
+            start = rss(); peak = [start]; done = [False]
+            def sample():
+                while not done[0]: peak[0] = max(peak[0], rss()); time.sleep(0.05)
+            sampler = threading.Thread(target=sample); sampler.start()
+            until = time.time() + 6
+            while time.time() < until: received += c.recv_into(buffer)
+            done[0] = True; sampler.join(); c.close()
+            print(json.dumps({"start": start, "peak": peak[0], "received": received}))
+            """, environment: ["BASE": base, "KEY": key, "PID": String(service.child.pid)])
+        let report = jsonObject(reading.stdoutText)
+        let start = report["start"] as? Int ?? 0, peak = report["peak"] as? Int ?? Int.max, received = report["received"] as? Int ?? 0
+        #expect(start > 0 && received > 256 << 20, "\(reading.stdoutText) \(reading.stderrText)")
+        // What is in flight is at most two relay windows (2 MiB) and the sockets' buffers.
+        #expect(peak - start < 24 << 10, "RSS grew from \(start) to \(peak) KiB while \(received >> 20) MiB went through")
+        #expect(service.stop() == 0)
+        expectNoLeaks(vault)
+    }
+
     @Test("exec --proxy gives a child its own proxy and key; a Unix-socket proxy serves this uid without a key")
     func execProxyAndUnixSocket() throws {
         let fixture = try Fixture()

@@ -19,6 +19,9 @@ public final class ApiProxy: Sendable {
     public static let keyHeader = "X-Vault-Proxy-Key"
     /// Request bodies up to this size are kept until the answer, for a retry after a `401`.
     public static let retainedBody = 64 * 1024
+    /// At most this many bytes of a response body are handed to the caller's connection
+    /// before the proxy waits for its event loop to take them (``handle``).
+    static let relayWindow = 1024 * 1024
 
     public let key: SecureBytes
     let keyDigest: [UInt8]
@@ -65,7 +68,8 @@ public final class ApiProxy: Sendable {
             let reader = PartReader(inbound.makeAsyncIterator())
             while let part = try await reader.next() {
                 guard case .head(let head) = part else { continue }
-                let keepOpen = try await handle(head, reader: reader, outbound: outbound, caller: connection.caller)
+                let keepOpen = try await handle(head, reader: reader, outbound: outbound, loop: connection.channel.channel.eventLoop,
+                                                caller: connection.caller)
                 // (A CONNECT's answer, a 400, closes the connection: the caller expects a tunnel.)
                 if !keepOpen || !head.isKeepAlive || head.method == .CONNECT { return }
             }
@@ -75,7 +79,7 @@ public final class ApiProxy: Sendable {
     /// One request; false when the connection must close (its body was not read to the end,
     /// or the answer broke off).
     private func handle(_ head: HTTPRequestHead, reader: PartReader, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
-                        caller: String) async throws -> Bool {
+                        loop: any EventLoop, caller: String) async throws -> Bool {
         let started = ContinuousClock.now
         var line = RequestLog.Line(method: head.method.rawValue, path: UpstreamBase.loggedPath(head.uri), caller: caller)
         var logged = false
@@ -211,11 +215,25 @@ public final class ApiProxy: Sendable {
             }
             try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: responseHeaders)))
             var sent = 0
+            var unsettled = 0
+            var settling: EventLoopFuture<Void>?
             do {
                 for try await chunk in response.body {
                     sent += chunk.readableBytes
                     line.bytesOut = sent
                     try await outbound.write(.body(.byteBuffer(chunk)))
+                    // The writer hands each write to the caller's event loop and learns that the
+                    // caller's socket is full only once the loop has done them: until then it
+                    // takes every chunk the API sends (an endless body from a fast API to a fast
+                    // caller grew the proxy by hundreds of MB). Every `relayWindow` bytes the
+                    // loop is asked to answer, and the answer to the previous ask is awaited:
+                    // at most two windows are in flight, and the loop never runs dry.
+                    unsettled += chunk.readableBytes
+                    if unsettled >= Self.relayWindow {
+                        unsettled = 0
+                        if let previous = settling { try await previous.get() }
+                        settling = loop.submit {}
+                    }
                 }
             } catch {
                 // The upstream broke off mid-body, or the caller went away: the connection closes.
