@@ -447,6 +447,29 @@ struct TeamVaultTests {
         #expect(frozen.status == 7 && frozen.stdoutText.isEmpty && frozen.stderrText.contains("operator ||(bigint,text)"), "\(frozen.stderrText)")
         try server.psql("DROP OPERATOR \(schema).|| (bigint, text); DROP FUNCTION public.freeze(bigint, text)", database: "vault")
         #expect(try vault.run(["verify"]).status == 0)
+
+        // Objects of the other kinds a schema holds, one at a time, made (or moved in) while
+        // the agent runs: the digest sees each come by its dependency on the schema.
+        let kinds: [(make: String, named: String, undo: String)] = [
+            ("CREATE FUNCTION public.moved() RETURNS int LANGUAGE sql AS $$SELECT 1$$; ALTER FUNCTION public.moved() SET SCHEMA \(schema)",
+             "function moved", "DROP FUNCTION \(schema).moved()"),
+            ("CREATE COLLATION \(schema).c (provider = libc, locale = 'C')", "collation c", "DROP COLLATION \(schema).c"),
+            ("CREATE TEXT SEARCH CONFIGURATION \(schema).ts (COPY = pg_catalog.simple)", "text search configuration ts",
+             "DROP TEXT SEARCH CONFIGURATION \(schema).ts"),
+            ("CREATE DOMAIN \(schema).d AS int", "type d", "DROP DOMAIN \(schema).d"),
+            ("CREATE TABLE public.shadow (a int); ALTER TABLE public.shadow SET SCHEMA \(schema)", "shadow", "DROP TABLE \(schema).shadow"),
+        ]
+        for kind in kinds {
+            #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
+            #expect(try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true).status == 0)
+            try server.psql(kind.make, database: "vault")
+            let found = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
+            #expect(found.status == 7 && found.stdoutText.isEmpty && found.stderrText.contains(kind.named), "\(kind.named): \(found.stderrText)")
+            try server.psql(kind.undo, database: "vault")
+            let ended = Date().addingTimeInterval(5)
+            while Date() < ended, try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("unlocked:") { usleep(100_000) }
+            #expect(try vault.run(["verify"]).status == 0)
+        }
         expectNoLeaks(vault)
     }
 

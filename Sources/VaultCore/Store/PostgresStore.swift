@@ -357,15 +357,21 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// them, and of every object in its schema: the schema's `pg_namespace` row; the tables'
     /// `pg_class` rows, found by name; their columns, defaults, constraints (theirs, and any
     /// other table's foreign key to them, whose internal triggers run on their rows), triggers,
-    /// indexes, rules, policies and inheritance either way; and every function, operator, type,
-    /// collation, conversion, operator class and family, text search object, statistics
-    /// object and extension in the schema (an operator there could change what the vault's
-    /// own SQL, this query's included, calls). Any DDL that touches one of them writes a new
-    /// row version with a transaction id newer than every existing one (or removes or adds a
-    /// row), so the count of rows and the sum of their `xmin` move; a move makes the
-    /// transaction check the whole schema again (``expectCheckedSchema(_:)``). The query calls
-    /// no operator that a schema could shadow with a closer match (`||` on mixed types was
-    /// one: an outside review froze the digest with its own): the two numbers are joined here.
+    /// indexes, rules, policies and inheritance either way; and the `pg_depend` rows that tie
+    /// an object to the schema: every function, operator, type, collation, conversion,
+    /// operator class and family, text search object, statistics object, extension and
+    /// relation made in it, or moved into it, has one (an operator there could change what
+    /// the vault's own SQL, this query's included, calls; the vault's schema holds none of
+    /// them, so their coming is what counts). Those are found through `pg_depend`'s index:
+    /// scanning the 13 catalogs of ``schemaObjectCatalogs`` for rows of the schema took
+    /// 0.95 ms a transaction, this 0.45 ms (`bench/results/2026-12-07-team-digest.md`). Any
+    /// DDL that touches one of these rows writes a new row version with a transaction id
+    /// newer than every existing one (or removes or adds a row), so the count of rows and the
+    /// sum of their `xmin` move; a move makes the transaction check the whole schema again
+    /// (``expectCheckedSchema(_:)``), which lists every object of those catalogs. The query
+    /// calls no operator that a schema could shadow with a closer match (`||` on mixed types
+    /// was one: an outside review froze the digest with its own): the two numbers are joined
+    /// here.
     static let fingerprintSQL = """
         WITH nsp AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = ?),
         rel AS (SELECT c.oid, c.xmin FROM pg_class c
@@ -382,14 +388,15 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
           UNION ALL SELECT r.xmin FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)
           UNION ALL SELECT p.xmin FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel) OR i.inhrelid IN (SELECT oid FROM rel)
-          \(schemaObjectCatalogs.map { "UNION ALL SELECT xmin FROM \($0.catalog) WHERE \($0.namespace) = (SELECT oid FROM nsp)" }.joined(separator: " ")))
+          UNION ALL SELECT dep.xmin FROM pg_depend dep
+                    WHERE dep.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid AND dep.refobjid = (SELECT oid FROM nsp))
         SELECT count(*) AS objects, coalesce(sum(x::text::bigint), 0)::text AS versions FROM parts
         """
 
     /// Every catalog of objects that live in a schema, with the kind the full check names an
     /// object of it by, and its name and namespace columns: the vault's schema holds none but
     /// its tables' row and array types (``schemaEntries(_:schema:)``, which names functions,
-    /// operators and types with more detail), and each row of them is in the digest.
+    /// operators and types with more detail); the digest sees one come by its `pg_depend` row.
     /// The objects of ``schemaObjectCatalogs`` but functions, operators and types, as one
     /// query's rows (`kind`, `name`, `namespace`).
     static let otherObjectsSQL = schemaObjectCatalogs.filter { !["function", "operator", "type"].contains($0.kind) }
