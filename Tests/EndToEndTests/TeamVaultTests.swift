@@ -378,6 +378,17 @@ struct TeamVaultTests {
              "CREATE TABLE public.shadow (puid bytea REFERENCES \(schema).profile(uid) ON UPDATE CASCADE ON DELETE CASCADE)", ["list"], 7),
             ("a table of another schema that inherits a vault table (its rows join every read)",
              "CREATE TABLE public.extra () INHERITS (\(schema).audit_record)", ["audit"], 7),
+            // Names that hold the vault schema's name and a dot: the check once took `SCHEMA.`
+            // out of every line as text, so `lSCHEMA.ength(mac)` read `length(mac)` and a
+            // domain of a schema named `pSCHEMA.g_catalog` read `pg_catalog.text` (an outside
+            // review ran its own function in every write this way, unseen).
+            ("a CHECK that calls a function of a schema whose name ends in the vault's",
+             "CREATE SCHEMA \"l\(schema)\"; CREATE FUNCTION \"l\(schema)\".ength(bytea) RETURNS int LANGUAGE sql AS 'SELECT pg_catalog.length($1)'; "
+                + "ALTER TABLE \(schema).audit_record DROP CONSTRAINT audit_record_mac_check, "
+                + "ADD CONSTRAINT audit_record_mac_check CHECK (\"l\(schema)\".ength(mac) = 32)", ["list"], 7),
+            ("a column type of a schema named like pg_catalog with the vault's name inside",
+             "CREATE SCHEMA \"p\(schema).g_catalog\"; CREATE DOMAIN \"p\(schema).g_catalog\".text AS pg_catalog.text; "
+                + "ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE \"p\(schema).g_catalog\".text COLLATE \"C\"", ["list"], 7),
         ]
         for (name, sql, command, expected) in attacks {
             try server.psql(sql, database: "vault")
@@ -391,6 +402,14 @@ struct TeamVaultTests {
             if name.hasPrefix("a table of another schema") { try server.psql("DROP TABLE public.extra", database: "vault") }
             if name.hasPrefix("shadow an operator") {
                 try server.psql("DROP OPERATOR \(schema).|| (text, name); DROP FUNCTION public.mask(text, name)", database: "vault")
+            }
+            if name.hasPrefix("a CHECK that calls") {
+                try server.psql("ALTER TABLE \(schema).audit_record DROP CONSTRAINT audit_record_mac_check, "
+                                + "ADD CONSTRAINT audit_record_mac_check CHECK (length(mac) = 32); DROP SCHEMA \"l\(schema)\" CASCADE", database: "vault")
+            }
+            if name.hasPrefix("a column type of a schema named like") {
+                try server.psql("ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE text COLLATE \"C\"; DROP SCHEMA \"p\(schema).g_catalog\" CASCADE",
+                                database: "vault")
             }
             if name.hasPrefix("swap a column's type") {
                 try server.psql("ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE text COLLATE \"C\"; DROP DOMAIN public.watched; DROP FUNCTION public.spy(text)",
@@ -458,6 +477,10 @@ struct TeamVaultTests {
              "DROP TEXT SEARCH CONFIGURATION \(schema).ts"),
             ("CREATE DOMAIN \(schema).d AS int", "type d", "DROP DOMAIN \(schema).d"),
             ("CREATE TABLE public.shadow (a int); ALTER TABLE public.shadow SET SCHEMA \(schema)", "shadow", "DROP TABLE \(schema).shadow"),
+            // A renamed index changes no row of pg_index, only the index's own pg_class row
+            // (an outside review's rename went unseen by the agent).
+            ("ALTER INDEX \(schema).audit_record_at RENAME TO audit_record_at_x", "audit_record_at_x",
+             "ALTER INDEX \(schema).audit_record_at_x RENAME TO audit_record_at"),
         ]
         for kind in kinds {
             #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)

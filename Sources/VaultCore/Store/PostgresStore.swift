@@ -357,7 +357,8 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// them, and of every object in its schema: the schema's `pg_namespace` row; the tables'
     /// `pg_class` rows, found by name; their columns, defaults, constraints (theirs, and any
     /// other table's foreign key to them, whose internal triggers run on their rows), triggers,
-    /// indexes, rules, policies and inheritance either way; and the `pg_depend` rows that tie
+    /// indexes (their `pg_index` and `pg_class` rows: a renamed index was missed without the
+    /// second), rules, policies and inheritance either way; and the `pg_depend` rows that tie
     /// an object to the schema: every function, operator, type, collation, conversion,
     /// operator class and family, text search object, statistics object, extension and
     /// relation made in it, or moved into it, has one (an operator there could change what
@@ -373,22 +374,24 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// was one: an outside review froze the digest with its own): the two numbers are joined
     /// here.
     static let fingerprintSQL = """
-        WITH nsp AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = ?),
-        rel AS (SELECT c.oid, c.xmin FROM pg_class c
+        WITH nsp AS (SELECT oid, xmin FROM pg_catalog.pg_namespace WHERE nspname = ?),
+        rel AS (SELECT c.oid, c.xmin FROM pg_catalog.pg_class c
                 WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relname = ANY(pg_catalog.string_to_array(?, ','))),
         parts(x) AS (
           SELECT xmin FROM nsp
           UNION ALL SELECT xmin FROM rel
-          UNION ALL SELECT a.xmin FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT d.xmin FROM pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT k.xmin FROM pg_constraint k
+          UNION ALL SELECT a.xmin FROM pg_catalog.pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT d.xmin FROM pg_catalog.pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT k.xmin FROM pg_catalog.pg_constraint k
                     WHERE k.conrelid IN (SELECT oid FROM rel) OR k.confrelid IN (SELECT oid FROM rel) OR k.connamespace = (SELECT oid FROM nsp)
-          UNION ALL SELECT t.xmin FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT x.xmin FROM pg_index x WHERE x.indrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT r.xmin FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)
-          UNION ALL SELECT p.xmin FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT i.xmin FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel) OR i.inhrelid IN (SELECT oid FROM rel)
-          UNION ALL SELECT dep.xmin FROM pg_depend dep
+          UNION ALL SELECT t.xmin FROM pg_catalog.pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT x.xmin FROM pg_catalog.pg_index x WHERE x.indrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT ic.xmin FROM pg_catalog.pg_class ic
+                    WHERE ic.oid IN (SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid IN (SELECT oid FROM rel))
+          UNION ALL SELECT r.xmin FROM pg_catalog.pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)
+          UNION ALL SELECT p.xmin FROM pg_catalog.pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT i.xmin FROM pg_catalog.pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rel) OR i.inhrelid IN (SELECT oid FROM rel)
+          UNION ALL SELECT dep.xmin FROM pg_catalog.pg_depend dep
                     WHERE dep.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid AND dep.refobjid = (SELECT oid FROM nsp))
         SELECT count(*) AS objects, coalesce(sum(x::text::bigint), 0)::text AS versions FROM parts
         """
@@ -400,7 +403,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// The objects of ``schemaObjectCatalogs`` but functions, operators and types, as one
     /// query's rows (`kind`, `name`, `namespace`).
     static let otherObjectsSQL = schemaObjectCatalogs.filter { !["function", "operator", "type"].contains($0.kind) }
-        .map { "SELECT '\($0.kind)' AS kind, \($0.name)::text AS name, \($0.namespace) AS namespace FROM \($0.catalog)" }
+        .map { "SELECT '\($0.kind)' AS kind, \($0.name)::text AS name, \($0.namespace) AS namespace FROM pg_catalog.\($0.catalog)" }
         .joined(separator: " UNION ALL ")
 
     static let schemaObjectCatalogs: [(kind: String, catalog: String, name: String, namespace: String)] = [
@@ -472,7 +475,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         // function a schema could shadow with a closer match (`text || name` was one).
         let queries = [
             """
-            SELECT pg_catalog.concat('relation ', c.relkind, ' ', c.relname) AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            SELECT pg_catalog.concat('relation ', c.relkind, ' ', c.relname) AS line FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON c.relnamespace = s.oid
             WHERE s.nspname = ?
             """,
             // Columns from pg_attribute, each with its type's schema and name (a domain or a
@@ -484,36 +487,45 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
                 ' default=', coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), '-'),
                 ' identity=', CASE WHEN a.attidentity = '' THEN '-' ELSE a.attidentity::text END,
                 ' generated=', CASE WHEN a.attgenerated = '' THEN '-' ELSE a.attgenerated::text END) AS line
-            FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace s ON c.relnamespace = s.oid
-            JOIN pg_type t ON a.atttypid = t.oid JOIN pg_namespace tn ON t.typnamespace = tn.oid
-            LEFT JOIN pg_collation co ON co.oid = a.attcollation
-            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON a.attrelid = c.oid JOIN pg_catalog.pg_namespace s ON c.relnamespace = s.oid
+            JOIN pg_catalog.pg_type t ON a.atttypid = t.oid JOIN pg_catalog.pg_namespace tn ON t.typnamespace = tn.oid
+            LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+            LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE s.nspname = ? AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
             """,
             """
             SELECT pg_catalog.concat('constraint ', coalesce(r.relname::text, '-'), ' ', k.conname, ': ', pg_catalog.pg_get_constraintdef(k.oid)) AS line
-            FROM pg_constraint k LEFT JOIN pg_class r ON k.conrelid = r.oid JOIN pg_namespace s ON k.connamespace = s.oid WHERE s.nspname = ?
+            FROM pg_catalog.pg_constraint k LEFT JOIN pg_catalog.pg_class r ON k.conrelid = r.oid JOIN pg_catalog.pg_namespace s ON k.connamespace = s.oid WHERE s.nspname = ?
             """,
-            "SELECT pg_catalog.concat('index ', indexname, ': ', indexdef) AS line FROM pg_indexes WHERE schemaname = ?",
+            // An index's definition names its table with the schema, always: that one name is
+            // written without it here, on the server, where it stands (an outside review had
+            // the schema's name taken out of every line as text, which made `lteam.ength(mac)`
+            // read `length(mac)` and another schema's function pass as pg_catalog's).
             """
-            SELECT pg_catalog.concat('trigger ', t.tgname, ' on ', c.relname) AS line FROM pg_trigger t JOIN pg_class c ON t.tgrelid = c.oid
-            JOIN pg_namespace s ON c.relnamespace = s.oid WHERE s.nspname = ? AND NOT t.tgisinternal
+            SELECT pg_catalog.concat('index ', i.indexname, ': ', pg_catalog.replace(i.indexdef,
+                pg_catalog.concat(' ON ', pg_catalog.quote_ident(i.schemaname), '.', pg_catalog.quote_ident(i.tablename), ' USING '),
+                pg_catalog.concat(' ON ', pg_catalog.quote_ident(i.tablename), ' USING '))) AS line
+            FROM pg_catalog.pg_indexes i WHERE i.schemaname = ?
             """,
-            "SELECT pg_catalog.concat('rule ', rulename, ' on ', tablename) AS line FROM pg_rules WHERE schemaname = ?",
-            "SELECT pg_catalog.concat('policy ', policyname, ' on ', tablename) AS line FROM pg_policies WHERE schemaname = ?",
             """
-            SELECT pg_catalog.concat('row security on ', c.relname) AS line FROM pg_class c JOIN pg_namespace s ON c.relnamespace = s.oid
+            SELECT pg_catalog.concat('trigger ', t.tgname, ' on ', c.relname) AS line FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON t.tgrelid = c.oid
+            JOIN pg_catalog.pg_namespace s ON c.relnamespace = s.oid WHERE s.nspname = ? AND NOT t.tgisinternal
+            """,
+            "SELECT pg_catalog.concat('rule ', rulename, ' on ', tablename) AS line FROM pg_catalog.pg_rules WHERE schemaname = ?",
+            "SELECT pg_catalog.concat('policy ', policyname, ' on ', tablename) AS line FROM pg_catalog.pg_policies WHERE schemaname = ?",
+            """
+            SELECT pg_catalog.concat('row security on ', c.relname) AS line FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON c.relnamespace = s.oid
             WHERE s.nspname = ? AND (c.relrowsecurity OR c.relforcerowsecurity)
             """,
-            "SELECT pg_catalog.concat('function ', p.proname) AS line FROM pg_proc p JOIN pg_namespace s ON p.pronamespace = s.oid WHERE s.nspname = ?",
+            "SELECT pg_catalog.concat('function ', p.proname) AS line FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace s ON p.pronamespace = s.oid WHERE s.nspname = ?",
             // A foreign key from a table of another schema to a vault table: its internal
             // triggers run on the vault's rows (a cascade then runs that table's own triggers
             // inside the vault's statements, as an outside review's did). The vault's own
             // keys are all within its schema.
             """
             SELECT pg_catalog.concat('foreign key from ', rs.nspname, '.', r.relname, ' ', k.conname, ' to ', f.relname) AS line
-            FROM pg_constraint k JOIN pg_class r ON k.conrelid = r.oid JOIN pg_namespace rs ON r.relnamespace = rs.oid
-            JOIN pg_class f ON k.confrelid = f.oid JOIN pg_namespace s ON f.relnamespace = s.oid
+            FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class r ON k.conrelid = r.oid JOIN pg_catalog.pg_namespace rs ON r.relnamespace = rs.oid
+            JOIN pg_catalog.pg_class f ON k.confrelid = f.oid JOIN pg_catalog.pg_namespace s ON f.relnamespace = s.oid
             WHERE s.nspname = ? AND rs.oid <> s.oid
             """,
             // Inheritance either way: a table of another schema that inherits a vault table
@@ -521,28 +533,29 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             // that table's columns. The vault uses none.
             """
             SELECT pg_catalog.concat('inheritance ', cn.nspname, '.', c.relname, ' of ', pn.nspname, '.', p.relname) AS line
-            FROM pg_inherits i JOIN pg_class c ON i.inhrelid = c.oid JOIN pg_namespace cn ON c.relnamespace = cn.oid
-            JOIN pg_class p ON i.inhparent = p.oid JOIN pg_namespace pn ON p.relnamespace = pn.oid
+            FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON i.inhrelid = c.oid JOIN pg_catalog.pg_namespace cn ON c.relnamespace = cn.oid
+            JOIN pg_catalog.pg_class p ON i.inhparent = p.oid JOIN pg_catalog.pg_namespace pn ON p.relnamespace = pn.oid
             WHERE ? IN (cn.nspname::text, pn.nspname::text)
             """,
             // Every other kind of object a schema can hold: the vault's holds its tables' row
             // and array types and nothing else.
             """
             SELECT pg_catalog.concat('operator ', o.oprname, '(', pg_catalog.format_type(o.oprleft, NULL), ',', pg_catalog.format_type(o.oprright, NULL), ')') AS line
-            FROM pg_operator o JOIN pg_namespace s ON o.oprnamespace = s.oid WHERE s.nspname = ?
+            FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace s ON o.oprnamespace = s.oid WHERE s.nspname = ?
             """,
-            "SELECT pg_catalog.concat('type ', t.typname, ' ', t.typtype) AS line FROM pg_type t JOIN pg_namespace s ON t.typnamespace = s.oid WHERE s.nspname = ?",
+            "SELECT pg_catalog.concat('type ', t.typname, ' ', t.typtype) AS line FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace s ON t.typnamespace = s.oid WHERE s.nspname = ?",
             """
             SELECT pg_catalog.concat(kind, ' ', name) AS line FROM (\(otherObjectsSQL)) o
-            JOIN pg_namespace s ON o.namespace = s.oid WHERE s.nspname = ?
+            JOIN pg_catalog.pg_namespace s ON o.namespace = s.oid WHERE s.nspname = ?
             """,
         ]
         var lines: [String] = []
         for sql in queries {
             lines += try String.fetchAll(db, sql: sql, arguments: [schema])
         }
-        let qualified = "\(schema)."
-        return lines.map { $0.replacingOccurrences(of: qualified, with: "") }.sorted()
+        // As the server wrote them: the vault's own names are unqualified (the session's
+        // search path is the vault's schema), anything of another schema is qualified.
+        return lines.sorted()
     }
 
     /// Server facts for `vault doctor`: version, TLS, and the rights this user has on the
