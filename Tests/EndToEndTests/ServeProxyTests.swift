@@ -578,13 +578,18 @@ struct ServeProxyTests {
             server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(4)
             print(server.getsockname()[1], flush=True)
             chunk = b"4000\\r\\n" + b"x" * 16384 + b"\\r\\n"
+            tiny = b"1\\r\\nx\\r\\n" * 4096
             def answer(c):
                 try:
                     request = b""
                     while b"\\r\\n\\r\\n" not in request: request += c.recv(65536)
+                    if b" /v2/captain/ping " in request:
+                        c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok"); return
                     c.sendall(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n")
-                    while True: c.sendall(chunk)
+                    body = tiny if b" /v2/captain/tiny " in request else chunk
+                    while True: c.sendall(body)
                 except OSError: pass
+                finally: c.close()
             while True:
                 c, _ = server.accept(); threading.Thread(target=answer, args=(c,), daemon=True).start()
             """], environment: ["PATH": "/usr/bin:/bin"])
@@ -627,6 +632,68 @@ struct ServeProxyTests {
         #expect(start > 0 && received > 256 << 20, "\(reading.stdoutText) \(reading.stderrText)")
         // What is in flight is at most two relay windows (2 MiB) and the sockets' buffers.
         #expect(peak - start < 24 << 10, "RSS grew from \(start) to \(peak) KiB while \(received >> 20) MiB went through")
+
+        // 1-byte chunks both ways, each for 5 s: from the API to a caller that reads a little
+        // and then stops (the review's took the proxy to 814 MB and kept it busy after the
+        // callers had gone), and from a caller to the stub's echo; meanwhile another caller's
+        // small requests are answered promptly, and the RSS stays bounded.
+        let stubProxy = try RunningService(vault, ["proxy", "pw"], lastVariable: "GBG_PROXY_KEY")
+        defer { stubProxy.stop() }
+        let tiny = try python("""
+            import json, os, socket, threading, time, urllib.parse, urllib.request
+            def rss():
+                total = 0
+                for pid in os.environ["PIDS"].split(","):
+                    with open("/proc/%s/status" % pid) as status:
+                        total += next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+                return total
+            def probe(base, key, path, seconds):
+                worst, until = 0.0, time.time() + seconds
+                while time.time() < until:
+                    began = time.time()
+                    request = urllib.request.Request(base + path, headers={"X-Vault-Proxy-Key": key})
+                    with urllib.request.urlopen(request, timeout=30) as answer: answer.read()
+                    worst = max(worst, time.time() - began); time.sleep(0.2)
+                return worst
+            fast = urllib.parse.urlsplit(os.environ["FAST"])
+            start = rss(); peak = [start]; done = [False]
+            def sample():
+                while not done[0]: peak[0] = max(peak[0], rss()); time.sleep(0.05)
+            sampler = threading.Thread(target=sample); sampler.start()
+            down = socket.create_connection((fast.hostname, fast.port))
+            down.sendall(b"GET /tiny HTTP/1.1\\r\\nHost: x\\r\\nX-Vault-Proxy-Key: " + os.environ["FAST_KEY"].encode() + b"\\r\\n\\r\\n")
+            got, until = 0, time.time() + 1
+            while time.time() < until: got += len(down.recv(65536))
+            down_worst = probe(os.environ["FAST"], os.environ["FAST_KEY"], "ping", 4)
+            down.close()
+            stub = urllib.parse.urlsplit(os.environ["STUB"])
+            up = socket.create_connection((stub.hostname, stub.port))
+            up.sendall(b"POST /echo HTTP/1.1\\r\\nHost: x\\r\\nTransfer-Encoding: chunked\\r\\nX-Vault-Proxy-Key: " + os.environ["STUB_KEY"].encode() + b"\\r\\n\\r\\n")
+            sent, burst = 0, b"1\\r\\nx\\r\\n" * 4096
+            result = {}
+            def upload():
+                global sent
+                until = time.time() + 5
+                while time.time() < until: up.sendall(burst); sent += 4096
+                up.sendall(b"0\\r\\n\\r\\n")
+            uploader = threading.Thread(target=upload); uploader.start()
+            up_worst = probe(os.environ["STUB"], os.environ["STUB_KEY"], "ping", 4)
+            uploader.join()
+            answer = b""
+            up.settimeout(60)
+            while b"}" not in answer: answer += up.recv(65536)
+            done[0] = True; sampler.join()
+            echoed = json.loads(answer.split(b"\\r\\n\\r\\n", 1)[1])
+            print(json.dumps({"start": start, "peak": peak[0], "down": got, "down_worst": down_worst, "up_worst": up_worst,
+                              "sent": sent, "received": echoed.get("received")}))
+            """, environment: ["FAST": base, "FAST_KEY": key, "STUB": try #require(stubProxy.variables["GBG_API_BASE"]),
+                               "STUB_KEY": try #require(stubProxy.variables["GBG_PROXY_KEY"]), "PIDS": "\(service.child.pid),\(stubProxy.child.pid)"])
+        let small = jsonObject(tiny.stdoutText)
+        #expect((small["down"] as? Int ?? 0) > 0 && small["sent"] as? Int == small["received"] as? Int, "\(tiny.stdoutText) \(tiny.stderrText)")
+        #expect((small["down_worst"] as? Double ?? 99) < 2 && (small["up_worst"] as? Double ?? 99) < 2, "probes answered promptly: \(tiny.stdoutText)")
+        let tinyStart = small["start"] as? Int ?? 0, tinyPeak = small["peak"] as? Int ?? Int.max
+        #expect(tinyPeak - tinyStart < 32 << 10, "the two proxies' RSS grew from \(tinyStart) to \(tinyPeak) KiB with 1-byte chunks")
+        #expect(stubProxy.stop() == 0)
         #expect(service.stop() == 0)
         expectNoLeaks(vault)
     }

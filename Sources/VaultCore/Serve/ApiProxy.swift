@@ -22,6 +22,11 @@ public final class ApiProxy: Sendable {
     /// At most this many bytes of a response body are handed to the caller's connection
     /// before the proxy waits for its event loop to take them (``handle``).
     static let relayWindow = 1024 * 1024
+    /// What each chunk counts against ``relayWindow`` besides its bytes: a write of its own
+    /// on the event loop, and the buffer it was read into. Without it an API that sends
+    /// 1-byte chunks had a million writes in flight per window (an outside review's took the
+    /// proxy to 814 MB and kept both cores busy a minute after the callers had gone).
+    static let chunkCost = 4 * 1024
 
     public let key: SecureBytes
     let keyDigest: [UInt8]
@@ -225,10 +230,11 @@ public final class ApiProxy: Sendable {
                     // The writer hands each write to the caller's event loop and learns that the
                     // caller's socket is full only once the loop has done them: until then it
                     // takes every chunk the API sends (an endless body from a fast API to a fast
-                    // caller grew the proxy by hundreds of MB). Every `relayWindow` bytes the
-                    // loop is asked to answer, and the answer to the previous ask is awaited:
-                    // at most two windows are in flight, and the loop never runs dry.
-                    unsettled += chunk.readableBytes
+                    // caller grew the proxy by hundreds of MB). Every `relayWindow` bytes (each
+                    // chunk counting `chunkCost` more) the loop is asked to answer, and the
+                    // answer to the previous ask is awaited: at most two windows are in flight,
+                    // and the loop never runs dry.
+                    unsettled += chunk.readableBytes + Self.chunkCost
                     if unsettled >= Self.relayWindow {
                         unsettled = 0
                         if let previous = settling { try await previous.get() }
