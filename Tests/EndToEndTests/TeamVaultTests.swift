@@ -389,6 +389,11 @@ struct TeamVaultTests {
             ("a column type of a schema named like pg_catalog with the vault's name inside",
              "CREATE SCHEMA \"p\(schema).g_catalog\"; CREATE DOMAIN \"p\(schema).g_catalog\".text AS pg_catalog.text; "
                 + "ALTER TABLE \(schema).audit_record ALTER COLUMN detail TYPE \"p\(schema).g_catalog\".text COLLATE \"C\"", ["list"], 7),
+            // A collation of another schema with the name of pg_catalog's `C` (a third review's,
+            // case-insensitive, made profile names collide; the check compared names only).
+            ("a column collation of another schema named like pg_catalog's",
+             "CREATE COLLATION public.\"C\" (provider = libc, locale = 'C'); "
+                + "ALTER TABLE \(schema).profile ALTER COLUMN name TYPE text COLLATE public.\"C\"", ["list"], 7),
         ]
         for (name, sql, command, expected) in attacks {
             try server.psql(sql, database: "vault")
@@ -402,6 +407,10 @@ struct TeamVaultTests {
             if name.hasPrefix("a table of another schema") { try server.psql("DROP TABLE public.extra", database: "vault") }
             if name.hasPrefix("shadow an operator") {
                 try server.psql("DROP OPERATOR \(schema).|| (text, name); DROP FUNCTION public.mask(text, name)", database: "vault")
+            }
+            if name.hasPrefix("a column collation of another schema") {
+                try server.psql("ALTER TABLE \(schema).profile ALTER COLUMN name TYPE text COLLATE pg_catalog.\"C\"; DROP COLLATION public.\"C\"",
+                                database: "vault")
             }
             if name.hasPrefix("a CHECK that calls") {
                 try server.psql("ALTER TABLE \(schema).audit_record DROP CONSTRAINT audit_record_mac_check, "

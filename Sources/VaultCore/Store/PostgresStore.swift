@@ -479,17 +479,18 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             WHERE s.nspname = ?
             """,
             // Columns from pg_attribute, each with its type's schema and name (a domain or a
-            // type of another schema is not its base type), modifier, nullability, collation,
+            // type of another schema is not its base type), modifier, nullability, collation
+            // with its schema (a review's `public."C"`, case-insensitive, passed as `C`),
             // default, identity and generation.
             """
             SELECT pg_catalog.concat('column ', c.relname, '.', a.attname, ' ', tn.nspname, '.', t.typname, ' typmod=', a.atttypmod,
-                ' null=', CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END, ' collation=', coalesce(co.collname::text, '-'),
+                ' null=', CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END, ' collation=', CASE WHEN co.oid IS NULL THEN '-' ELSE pg_catalog.concat(cn.nspname, '.', co.collname) END,
                 ' default=', coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), '-'),
                 ' identity=', CASE WHEN a.attidentity = '' THEN '-' ELSE a.attidentity::text END,
                 ' generated=', CASE WHEN a.attgenerated = '' THEN '-' ELSE a.attgenerated::text END) AS line
             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON a.attrelid = c.oid JOIN pg_catalog.pg_namespace s ON c.relnamespace = s.oid
             JOIN pg_catalog.pg_type t ON a.atttypid = t.oid JOIN pg_catalog.pg_namespace tn ON t.typnamespace = tn.oid
-            LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+            LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_catalog.pg_namespace cn ON co.collnamespace = cn.oid
             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE s.nspname = ? AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
             """,
