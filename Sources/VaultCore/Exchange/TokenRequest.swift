@@ -94,7 +94,7 @@ struct RepeatedRuns: Sendable {
                 form.withUnsafeBytes { input in
                     folded.withUnsafeMutableBytes { output in for index in 0..<input.count { output[index] = Self.fold(input[index]) } }
                 }
-                let plain = form.withUnsafeBytes { bytes in bytes.allSatisfy { Self.fold($0) == 0x20 || (0x61...0x7a).contains(Self.fold($0)) } }
+                let plain = form.withUnsafeBytes { bytes in bytes.allSatisfy { Self.isLetterOrSpace(Self.fold($0)) } }
                 if plain, form.count < Self.plainRun {
                     form.withUnsafeBytes { bytes in exactWholes[bytes.count, default: []].insert(hash(bytes, 0, bytes.count)) }
                 }
@@ -137,9 +137,12 @@ struct RepeatedRuns: Sendable {
     /// byte other than a letter or a space.
     private static func counts(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> Bool {
         guard length == run else { return true }
-        for index in start..<(start + length) where !((0x61...0x7a).contains(bytes[index]) || bytes[index] == 0x20) { return true }
+        for index in start..<(start + length) where !isLetterOrSpace(bytes[index]) { return true }
         return false
     }
+
+    /// Whether a folded byte is a letter (folded to lower case) or a space.
+    private static func isLetterOrSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (0x61...0x7a).contains(byte) }
 
     private func hash(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> UInt64 {
         var value: UInt64 = 0

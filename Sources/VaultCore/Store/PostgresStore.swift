@@ -364,8 +364,8 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// relation made in it, or moved into it, has one (an operator there could change what
     /// the vault's own SQL, this query's included, calls; the vault's schema holds none of
     /// them, so their coming is what counts). Those are found through `pg_depend`'s index:
-    /// scanning the 13 catalogs of ``schemaObjectCatalogs`` for rows of the schema took
-    /// 0.95 ms a transaction, this 0.45 ms (`bench/results/2026-12-07-team-digest.md`). Any
+    /// scanning those 13 catalogs for rows of the schema took 0.95 ms a transaction, this
+    /// 0.45 ms (`bench/results/2026-12-07-team-digest.md`). Any
     /// DDL that touches one of these rows writes a new row version with a transaction id
     /// newer than every existing one (or removes or adds a row), so the count of rows and the
     /// sum of their `xmin` move; a move makes the transaction check the whole schema again
@@ -396,25 +396,22 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         SELECT count(*) AS objects, coalesce(sum(x::text::bigint), 0)::text AS versions FROM parts
         """
 
-    /// Every catalog of objects that live in a schema, with the kind the full check names an
-    /// object of it by, and its name and namespace columns: the vault's schema holds none but
-    /// its tables' row and array types (``schemaEntries(_:schema:)``, which names functions,
-    /// operators and types with more detail); the digest sees one come by its `pg_depend` row.
-    /// The objects of ``schemaObjectCatalogs`` but functions, operators and types, as one
-    /// query's rows (`kind`, `name`, `namespace`).
-    static let otherObjectsSQL = schemaObjectCatalogs.filter { !["function", "operator", "type"].contains($0.kind) }
+    /// The catalogs of the objects a schema can hold besides relations, functions, operators
+    /// and types (which the full check names with more detail, ``schemaEntries(_:schema:)``),
+    /// with the kind the check names an object of it by, and its name and namespace columns.
+    /// The vault's schema holds none; the digest sees one come by its `pg_depend` row.
+    static let otherObjectCatalogs: [(kind: String, catalog: String, name: String, namespace: String)] = [
+        ("collation", "pg_collation", "collname", "collnamespace"), ("conversion", "pg_conversion", "conname", "connamespace"),
+        ("operator class", "pg_opclass", "opcname", "opcnamespace"), ("operator family", "pg_opfamily", "opfname", "opfnamespace"),
+        ("text search configuration", "pg_ts_config", "cfgname", "cfgnamespace"), ("text search dictionary", "pg_ts_dict", "dictname", "dictnamespace"),
+        ("text search parser", "pg_ts_parser", "prsname", "prsnamespace"), ("text search template", "pg_ts_template", "tmplname", "tmplnamespace"),
+        ("statistics", "pg_statistic_ext", "stxname", "stxnamespace"), ("extension", "pg_extension", "extname", "extnamespace"),
+    ]
+
+    /// The objects of ``otherObjectCatalogs`` as one query's rows (`kind`, `name`, `namespace`).
+    static let otherObjectsSQL = otherObjectCatalogs
         .map { "SELECT '\($0.kind)' AS kind, \($0.name)::text AS name, \($0.namespace) AS namespace FROM pg_catalog.\($0.catalog)" }
         .joined(separator: " UNION ALL ")
-
-    static let schemaObjectCatalogs: [(kind: String, catalog: String, name: String, namespace: String)] = [
-        ("function", "pg_proc", "proname", "pronamespace"), ("operator", "pg_operator", "oprname", "oprnamespace"),
-        ("type", "pg_type", "typname", "typnamespace"), ("collation", "pg_collation", "collname", "collnamespace"),
-        ("conversion", "pg_conversion", "conname", "connamespace"), ("operator class", "pg_opclass", "opcname", "opcnamespace"),
-        ("operator family", "pg_opfamily", "opfname", "opfnamespace"), ("text search configuration", "pg_ts_config", "cfgname", "cfgnamespace"),
-        ("text search dictionary", "pg_ts_dict", "dictname", "dictnamespace"), ("text search parser", "pg_ts_parser", "prsname", "prsnamespace"),
-        ("text search template", "pg_ts_template", "tmplname", "tmplnamespace"), ("statistics", "pg_statistic_ext", "stxname", "stxnamespace"),
-        ("extension", "pg_extension", "extname", "extnamespace"),
-    ]
 
     /// The digest's two numbers as one value (``fingerprintSQL``).
     static func fingerprint(_ row: Row?) -> String {
