@@ -505,6 +505,110 @@ struct TeamVaultTests {
         expectNoLeaks(vault)
     }
 
+    /// A team agent's cache hit after the first is one statement that commits only while
+    /// everything the first one checked is unchanged (FORMAT.md §11.4). Counted in the
+    /// server's statement log; each change falls back to the full transaction, which
+    /// checks it: another process's record and token, a rotation, an administrator's cut
+    /// of the newest record; and concurrent hits through one agent, with other writers,
+    /// leave one intact chain.
+    @Test("a team agent's repeated cache hit is one statement, and anything changed meanwhile sends it back to the full checks")
+    func oneStatementCacheHit() throws {
+        guard let server = try startPostgres() else { return }
+        defer { server.stop() }
+        let fixture = try Fixture(postgres: server)
+        defer { fixture.stub.stop() }
+        let vault = fixture.vault
+        let schema = String(vault.path.split(separator: "=").last!)
+        _ = try server.psql("ALTER DATABASE vault SET log_statement = 'all'")
+        var template = Array("/tmp/gv-run-XXXXXX".utf8CString)
+        let runtime = String(cString: try #require(mkdtemp(&template)))
+        let agentEnv = ["XDG_RUNTIME_DIR": runtime]
+        defer {
+            _ = try? vault.run(["lock"], env: agentEnv)
+            try? FileManager.default.removeItem(atPath: runtime)
+        }
+        let log = server.directory + "/server.log"
+        /// A token through the agent, and the statements the server ran for it.
+        func agentToken(_ profile: String = "pw") throws -> (result: ProcessResult, statements: [String]) {
+            let before = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0
+            let result = try vault.run(["token", profile], env: agentEnv, removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
+            let handle = try #require(FileHandle(forReadingAtPath: log))
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(before))
+            let text = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+            let statements = text.split(separator: "\n").filter { $0.contains("LOG:  execute") || $0.contains("LOG:  statement") }.map(String.init)
+            return (result, statements)
+        }
+        #expect(try vault.run(["unlock", "--for", "5m"], env: agentEnv).status == 0)
+        // The agent's first token is an exchange (the fixture cached none), its first cache
+        // hit a transaction that checks everything, and the next one statement.
+        _ = try agentToken()
+        let first = try agentToken()
+        #expect(first.result.status == 0 && first.statements.count > 1, "the first hit is a transaction: \(first.statements.count)")
+        let second = try agentToken()
+        #expect(second.result.status == 0 && second.result.stdout == first.result.stdout)
+        #expect(second.statements.count == 1 && second.statements.allSatisfy { $0.contains("WITH digest AS") },
+                "one statement: \(second.statements.map { String($0.prefix(120)) })")
+
+        // Another process's fresh token: a new record and a new cached token. The agent's
+        // statement finds the head and the cache row changed, writes nothing, and the full
+        // transaction delivers the new token; then one statement again.
+        let fresh = try fixture.token("pw", ["--fresh", "--no-agent"])
+        #expect(fresh.status == 0 && fresh.stdout != first.result.stdout)
+        let afterFresh = try agentToken()
+        #expect(afterFresh.result.status == 0 && afterFresh.result.stdout == fresh.stdout, "the new token, not the one the agent held")
+        #expect(afterFresh.statements.count > 2, "back to the transaction")
+        #expect(try agentToken().statements.count == 1)
+
+        // A rotation by another process (the profile row and its cached token change).
+        let rotate = try vault.run(["rotate", "pw", "--secrets-stdin"], stdin: Data(
+            #"{"client_secret":"\#(fixture.clientSecret)","password":"\#(fixture.password)"}"#.utf8))
+        #expect(rotate.status == 0, "\(rotate.stderrText)")
+        let afterRotate = try agentToken()
+        #expect(afterRotate.result.status == 0 && afterRotate.result.stdout != fresh.stdout, "a token of the new secret versions")
+        #expect(afterRotate.statements.count > 2)
+
+        // Hits of two profiles interleaved (each moves the head the other's statement
+        // expects: it follows the newest record this agent wrote), concurrent hits through
+        // the agent, and other processes' tokens meanwhile: every one delivered, one chain.
+        #expect(try agentToken("cc").result.status == 0)
+        let failures = LockedArray<String>()
+        let group = DispatchGroup()
+        for worker in 0..<5 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                for i in 0..<12 {
+                    let result = worker == 4
+                        ? try? fixture.token(i % 2 == 0 ? "pw" : "cc", i % 3 == 0 ? ["--fresh", "--no-agent"] : ["--no-agent"])
+                        : try? vault.run(["token", (worker + i) % 2 == 0 ? "pw" : "cc"], env: agentEnv, removing: ["VAULT_PASSPHRASE"],
+                                         expectTokenOnStdout: true)
+                    if result?.status != 0 { failures.append("worker \(worker) token \(i): \(result?.stderrText ?? "did not run")") }
+                }
+            }.start()
+        }
+        group.wait()
+        #expect(failures.values.isEmpty, "\(failures.values.prefix(3))")
+        let verify = try vault.run(["verify"])
+        #expect(verify.status == 0, "\(verify.stdoutText) \(verify.stderrText)")
+        let records = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json", "--all"]).stdout) as? [[String: Any]] ?? []
+        let seqs = records.compactMap { $0["seq"] as? Int }
+        #expect(Set(seqs).count == seqs.count && seqs.max() == seqs.count, "one linear chain 1…n")
+
+        // An administrator cuts the newest record (and leaves the head): the statement finds
+        // the trail not ending where this agent left it, and the full checks refuse. (The
+        // other processes moved the head since the agent's last hit of pw: one transaction
+        // first.)
+        #expect(try agentToken().statements.count > 1)
+        #expect(try agentToken().statements.count == 1)
+        _ = try server.psql("DELETE FROM \(schema).audit_record WHERE seq = (SELECT max(seq) FROM \(schema).audit_record)", database: "vault")
+        let cut = try agentToken()
+        #expect(cut.result.status == 7 && cut.result.stdout.isEmpty, "\(cut.result.stderrText)")
+        #expect(cut.statements.count > 1)
+        _ = try server.psql("ALTER DATABASE vault RESET log_statement")
+        expectNoLeaks(vault)
+    }
+
     @Test("a team agent's URL link: made for the unlock's URL, removed with a killed agent's socket by the next client")
     func urlLink() throws {
         guard let server = try startPostgres() else { return }

@@ -63,6 +63,33 @@ public enum AuditChain {
             entry.seq = head.seq + 1
             previousMAC = [UInt8](head.lastMAC)
         }
+        let sealed = seal(entry, previousMAC: previousMAC, vaultID: vaultID, keys: keys, previous: previous, signer: signer)
+        entry = sealed.entry
+        let (row, mac) = (sealed.row, sealed.mac)
+        // Both writes must change exactly one row.
+        let recordFailure = VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
+        let headFailure = VaultError.integrity("the audit chain head was not stored (something in the database suppressed the write)")
+        let headSQL = """
+            INSERT INTO audit_head (id, seq, key_epoch, last_mac, mac) VALUES (1, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, key_epoch = excluded.key_epoch,
+                last_mac = excluded.last_mac, mac = excluded.mac
+            """
+        let headArguments: [(any DatabaseValueConvertible)?] = [entry.seq, keys.epoch, Data(mac), Data(sealed.headMAC)]
+        try row.insert(db, orFail: recordFailure)
+        try db.executeExpecting(sql: headSQL, arguments: headArguments, changes: 1, failure: headFailure)
+        trail?.appended = (entry.seq, mac)
+        return entry
+    }
+
+    /// `entry` (numbered: its `seq` set) as the row appended after the record whose MAC is
+    /// `previousMAC`: its MAC (FORMAT.md §6.2) under `keys` (and under `previous` too, for
+    /// the first record of a new key epoch), the signature of `signer` (§6.7), and the MAC
+    /// of the head that names it (§6.3). The one place a record is sealed, for both ways
+    /// one is appended (``append(_:db:vaultID:keys:previous:genesis:signer:trail:)`` and the
+    /// team store's single statement, ``UnlockedVault/deliverUnchangedCacheHit(_:)``).
+    static func seal(_ entry: AuditEntry, previousMAC: [UInt8], vaultID: [UInt8], keys: AuditEpochKeys,
+                     previous: AuditEpochKeys? = nil, signer: AuditSigner?) -> (entry: AuditEntry, row: AuditRow, mac: [UInt8], headMAC: [UInt8]) {
+        var entry = entry
         var row = AuditRow(entry)
         let input = Format.auditMACInput(row, previousMAC: previousMAC, vaultID: vaultID, epoch: keys.epoch)
         let mac = Sodium.blake2b(input, key: keys.macKey, length: 32)
@@ -76,21 +103,8 @@ public enum AuditChain {
             row.member = signer.member
             row.signature = Data(signer.identity.sign(Format.auditSignatureInput(vaultID: vaultID, seq: entry.seq, member: signer.member, mac: mac)))
         }
-        // Both writes must change exactly one row.
-        let recordFailure = VaultError.integrity("the audit record was not stored (something in the database suppressed the insert)")
-        let headFailure = VaultError.integrity("the audit chain head was not stored (something in the database suppressed the write)")
-        let headSQL = """
-            INSERT INTO audit_head (id, seq, key_epoch, last_mac, mac) VALUES (1, ?, ?, ?, ?)
-            ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, key_epoch = excluded.key_epoch,
-                last_mac = excluded.last_mac, mac = excluded.mac
-            """
-        let headArguments: [(any DatabaseValueConvertible)?] = [
-            entry.seq, keys.epoch, Data(mac), Data(Format.auditHeadMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey)),
-        ]
-        try row.insert(db, orFail: recordFailure)
-        try db.executeExpecting(sql: headSQL, arguments: headArguments, changes: 1, failure: headFailure)
-        trail?.appended = (entry.seq, mac)
-        return entry
+        let headMAC = Format.auditHeadMAC(seq: entry.seq, epoch: keys.epoch, lastMAC: mac, vaultID: vaultID, key: keys.macKey)
+        return (entry, row, mac, headMAC)
     }
 
     /// The head, which must exist and verify under `keys` (the epoch it names): an empty,

@@ -221,7 +221,7 @@ extension StoreRecord {
     }
 
     /// The record's columns and values, in a fixed order.
-    private func columnsAndValues() throws -> [(String, DatabaseValue)] {
+    func columnsAndValues() throws -> [(String, DatabaseValue)] {
         try databaseDictionary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 

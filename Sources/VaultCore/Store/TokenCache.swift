@@ -25,7 +25,7 @@ struct TokenCache {
     /// sequence), the cached token opened (the secrets are not: a cache hit needs no
     /// credentials), and its audit record appended. Nil (nothing written) when there is no
     /// cached token for the current secret versions with more than `minTTL` seconds left.
-    func deliver(profile name: String, environment: String?, minTTL: Int64, action: TokenAction, detail: String?) throws -> DeliveredToken? {
+    func deliver(profile name: String, environment: String?, minTTL: Int64, action: TokenAction, detail: String?) throws -> (hit: Hit, delivered: DeliveredToken)? {
         let reads = Self.reads(profile: name, environment: environment)
         let profile = try Profiles(tx: tx).verified(named: name)
         let environment = try tx.environment(named: environment ?? profile.environment, query: reads.environment)
@@ -47,17 +47,41 @@ struct TokenCache {
         } catch {
             throw VaultError.integrity("the cached token of profile '\(profile.name.sanitisedForDisplay(limit: 64))' failed authentication")
         }
-        var entry = AuditEntry(at: now.unixMilliseconds, action: action.auditAction, outcome: .cacheHit, profile: profile.name,
-                               environment: environment.name, tokenURL: tokenURL, grantType: profile.grantType, detail: detail)
-        entry.tokenType = "Bearer"
-        entry.expiresAt = record.expiresAt
-        entry.expiresIn = record.expiresAt - Int64(now.timeIntervalSince1970)
-        entry.tokenFingerprint = tx.keys.fingerprint(token: token)
-        entry.attempts = 0
-        entry.durationMs = 0
+        let hit = Hit(token: token, expiresAt: record.expiresAt, environment: environment, profile: profile.name, tokenURL: tokenURL,
+                      grantType: profile.grantType, fingerprint: tx.keys.fingerprint(token: token))
+        let entry = hit.entry(at: now, action: action, detail: detail)
         let committed = try tx.audit(entry)
-        return DeliveredToken(token: token, tokenType: "Bearer", expiresAt: record.expiresAt, expiresIn: entry.expiresIn ?? 0,
-                              environment: environment, fromCache: true, audit: committed)
+        return (hit, hit.delivered(entry: entry, audit: committed))
+    }
+
+    /// A cached token found usable, with what its record says: one record of a cache hit,
+    /// whichever way it is committed.
+    struct Hit {
+        let token: SecureBytes
+        let expiresAt: Int64
+        let environment: Environment
+        let profile: String
+        let tokenURL: String
+        let grantType: GrantType?
+        let fingerprint: String
+
+        /// The record of delivering it at `now`.
+        func entry(at now: Date, action: TokenAction, detail: String?) -> AuditEntry {
+            var entry = AuditEntry(at: now.unixMilliseconds, action: action.auditAction, outcome: .cacheHit, profile: profile,
+                                   environment: environment.name, tokenURL: tokenURL, grantType: grantType, detail: detail)
+            entry.tokenType = "Bearer"
+            entry.expiresAt = expiresAt
+            entry.expiresIn = expiresAt - Int64(now.timeIntervalSince1970)
+            entry.tokenFingerprint = fingerprint
+            entry.attempts = 0
+            entry.durationMs = 0
+            return entry
+        }
+
+        func delivered(entry: AuditEntry, audit: AuditEntry) -> DeliveredToken {
+            DeliveredToken(token: token, tokenType: "Bearer", expiresAt: expiresAt, expiresIn: entry.expiresIn ?? 0,
+                           environment: environment, fromCache: true, audit: audit)
+        }
     }
 
     /// An exchange's record, and for a fresh token its sealed cache entry if the profile is
@@ -82,15 +106,49 @@ struct TokenCache {
     }
 }
 
+/// Cache hits that the team store commits in one statement (``UnlockedVault/deliverUnchangedCacheHit(_:minTTL:action:detail:)``):
+/// per profile and requested environment, the hit the last transaction checked and the
+/// digest of what it read.
+final class UnchangedHits: @unchecked Sendable {
+    struct Entry {
+        let hit: TokenCache.Hit
+        let state: StoreQuery
+        let digest: Data
+        let keyEpoch: Int64
+    }
+
+    private let lock = NSLock()
+    private var entries: [String: Entry] = [:]
+
+    static func key(profile: String, environment: String?) -> String {
+        profile.precomposedStringWithCanonicalMapping + "\u{0}" + (environment ?? "")
+    }
+
+    func entry(_ key: String) -> Entry? { lock.withLock { entries[key] } }
+    func remember(_ key: String, _ entry: Entry?) { lock.withLock { entries[key] = entry } }
+    func forgetAll() { lock.withLock { entries.removeAll() } }
+}
+
 extension UnlockedVault {
     /// Delivers a usable cached token (``TokenCache/deliver(profile:environment:minTTL:action:)``)
     /// in one write transaction, its record committed before the token is returned. A
     /// storage failure is ``VaultError/auditRefused(_:)`` (exit 8), as for any exchange.
+    ///
+    /// On the team store, the transaction also reads the digest of everything it checked
+    /// but the audit head; the next hit of the same profile and environment is then one
+    /// statement that commits its record only if that digest, the head this process last
+    /// saw and the schema are still the same (``deliverUnchangedCacheHit(_:minTTL:action:detail:)``).
     func deliverCachedToken(profile name: String, environment: String?, minTTL: Int64, action: TokenAction, detail: String?) throws(VaultError) -> DeliveredToken? {
-        let delivered: DeliveredToken?
+        let key = UnchangedHits.key(profile: name, environment: environment)
+        if let delivered = try deliverUnchangedCacheHit(key, minTTL: minTTL, action: action, detail: detail) { return delivered }
+        let reads = TokenCache.reads(profile: name, environment: environment)
+        let state = database.stateDigestQuery([Self.currentKeysQuery] + reads.all.filter { $0 != AuditChain.headQuery })
+        let delivered: (hit: TokenCache.Hit, delivered: DeliveredToken, digest: Data?)?
         do {
-            delivered = try write(prefetching: TokenCache.reads(profile: name, environment: environment).all) {
-                try TokenCache(tx: $0).deliver(profile: name, environment: environment, minTTL: minTTL, action: action, detail: detail)
+            delivered = try write(prefetching: reads.all + (state.map { [$0] } ?? [])) { tx in
+                guard let found = try TokenCache(tx: tx).deliver(profile: name, environment: environment, minTTL: minTTL, action: action, detail: detail)
+                else { return nil }
+                return (found.hit, found.delivered, try state.flatMap { try tx.db.rows($0).first?["state"] as Data? })
             }
         } catch {
             switch error {
@@ -98,10 +156,55 @@ extension UnlockedVault {
             default: throw error
             }
         }
-        guard let delivered else { return nil }
-        Trace.debug("audit record \(delivered.audit.seq) committed (\(delivered.audit.action.rawValue), cache_hit)")
+        guard let delivered else {
+            unchangedHits.remember(key, nil)
+            return nil
+        }
+        Trace.debug("audit record \(delivered.delivered.audit.seq) committed (\(delivered.delivered.audit.action.rawValue), cache_hit)")
         try checkRecordStillInPlace()
-        return delivered
+        if let state, let digest = delivered.digest {
+            unchangedHits.remember(key, .init(hit: delivered.hit, state: state, digest: digest, keyEpoch: keys.epoch))
+        }
+        return delivered.delivered
+    }
+
+    /// The team store's cache hit in one statement (FORMAT.md §11.4): the hit the last
+    /// transaction of this profile and environment checked, delivered again with a record
+    /// that follows the newest one this process knows, committed only if the store still
+    /// holds exactly what that transaction read (the digest), that record as its newest
+    /// and head, and the schema last checked. Nil when there is no such hit or anything
+    /// changed (nothing was written; the caller's transaction checks everything again).
+    private func deliverUnchangedCacheHit(_ key: String, minTTL: Int64, action: TokenAction, detail: String?) throws(VaultError) -> DeliveredToken? {
+        guard let remembered = unchangedHits.entry(key), let guarding = trailGuardForFlush else { return nil }
+        let keys = self.keys
+        let now = self.now
+        guard remembered.keyEpoch == keys.epoch, remembered.hit.expiresAt - minTTL > Int64(now.timeIntervalSince1970) else { return nil }
+        let audit = keys.auditEpochKeys
+        let newest = guarding.newestKnown()
+        var entry = remembered.hit.entry(at: now, action: action, detail: detail)
+        entry.seq = newest.seq + 1
+        let sealed = AuditChain.seal(entry, previousMAC: newest.mac, vaultID: vaultID, keys: audit, signer: signer)
+        let head = AuditHeadRecord(seq: newest.seq, keyEpoch: audit.epoch, lastMAC: Data(newest.mac),
+                                   mac: Data(Format.auditHeadMAC(seq: newest.seq, epoch: audit.epoch, lastMAC: newest.mac, vaultID: vaultID, key: audit.macKey)))
+        let next = AuditHeadRecord(seq: entry.seq, keyEpoch: audit.epoch, lastMAC: Data(sealed.mac), mac: Data(sealed.headMAC))
+        let appended: Bool
+        do {
+            appended = try database.appendIfUnchanged(UnchangedAppend(state: remembered.state, stateDigest: remembered.digest, head: head,
+                                                                      record: sealed.row, newHead: next))
+        } catch {
+            if case .integrity = error { throw error }
+            // Whatever failed (a lost connection, a concurrent writer of the same record
+            // number) is met again, and reported, by the full transaction.
+            Trace.debug("the one-statement cache hit failed (\(error.message)); checking everything in a transaction")
+            appended = false
+        }
+        guard appended else {
+            unchangedHits.remember(key, nil)
+            return nil
+        }
+        guarding.committed((entry.seq, sealed.mac), now: Int64(now.timeIntervalSince1970))
+        Trace.debug("audit record \(entry.seq) committed in one statement (\(entry.action.rawValue), cache_hit)")
+        return remembered.hit.delivered(entry: sealed.entry, audit: sealed.entry)
     }
 
     /// Commits the audit record of an exchange (and, for a fresh token, its sealed cache

@@ -27,12 +27,17 @@ final class TrailGuard: @unchecked Sendable {
     /// The newest record this process knows of.
     var newestSeen: (seq: Int64, mac: [UInt8]) { lock.withLock { seen } }
 
+    /// The newest record this process or (``adoptFromFile()``) any other of this user saw.
+    func newestKnown() -> (seq: Int64, mac: [UInt8]) {
+        adoptFromFile()
+        return newestSeen
+    }
+
     /// Checks that a trail whose head is `headSeq`/`headMAC` extends the newest record seen,
     /// by this process or (``adoptFromFile()``) by any other of this user; `db` answers for
     /// the record at that sequence number when the head moved past it.
     func check(headSeq: Int64, headMAC: [UInt8], db: StoreDB) throws {
-        adoptFromFile()
-        let seen = newestSeen
+        let seen = newestKnown()
         try expectExtends(headSeq: headSeq, headMAC: headMAC, seen: seen) {
             try Data.fetchOne(db, sql: "SELECT mac FROM audit_record WHERE seq = ?", arguments: [seen.seq]).map { [UInt8]($0) }
         }

@@ -26,6 +26,8 @@ public final class UnlockedVault: @unchecked Sendable {
     /// The rollback and fork check of this process's writes, once ``checkKnownState(_:)``
     /// or ``pinKnownState(_:)`` ran (FORMAT.md §12).
     private var trailGuard: TrailGuard?
+    /// Cache hits the team store can commit in one statement while nothing changes.
+    let unchangedHits = UnchangedHits()
     func adoptTrailGuard(_ guarding: TrailGuard) { lock.withLock { trailGuard = guarding } }
     var trailGuardForFlush: TrailGuard? { lock.withLock { trailGuard } }
 
@@ -109,6 +111,7 @@ public final class UnlockedVault: @unchecked Sendable {
             currentKeys = opened.keys
             checkedHeaderRow = nil
         }
+        unchangedHits.forgetAll()
         return true
     }
 
@@ -182,6 +185,7 @@ public final class UnlockedVault: @unchecked Sendable {
             if let identity { currentIdentity = identity }
             checkedHeaderRow = nil
         }
+        unchangedHits.forgetAll()
     }
 
     /// The transaction value of `db` with `keys`.

@@ -26,6 +26,10 @@ protocol VaultStore: AnyObject, Sendable {
     /// `body` must run them before it writes).
     func write<T>(prefetching queries: [StoreQuery], _ body: (StoreDB) throws -> T) throws(VaultError) -> T
 
+    /// The team store's cache hit in one statement (see the extension's defaults).
+    func stateDigestQuery(_ reads: [StoreQuery]) -> StoreQuery?
+    func appendIfUnchanged(_ append: UnchangedAppend) throws(VaultError) -> Bool
+
     /// Names of the migrations this build knows for this store, in order.
     var knownMigrations: [String] { get }
     /// Migrations this build knows that the store has not applied yet.
@@ -72,7 +76,29 @@ protocol VaultStore: AnyObject, Sendable {
     func storageError(_ error: any Error) -> VaultError
 }
 
+/// An audit record to append in one statement if nothing it depends on changed
+/// (``PostgresStore/appendIfUnchanged(_:)``).
+struct UnchangedAppend {
+    /// The digest of the reads that were checked (``VaultStore/stateDigestQuery(_:)``), and
+    /// its value when they were.
+    let state: StoreQuery
+    let stateDigest: Data
+    /// The head the trail must still have (its newest record the one it names), and the
+    /// head after `record`.
+    let head: AuditHeadRecord
+    let record: AuditRow
+    let newHead: AuditHeadRecord
+}
+
 extension VaultStore {
+    /// A query whose one row's `state` column digests the answers of `reads`, for
+    /// ``appendIfUnchanged(_:)``; nil for a store without that statement (a file: its
+    /// transactions cost no round trips).
+    func stateDigestQuery(_ reads: [StoreQuery]) -> StoreQuery? { nil }
+    /// Appends an audit record in one statement if nothing it depends on changed (the team
+    /// store); false when it did not (nothing written), and always for a store without it.
+    func appendIfUnchanged(_ append: UnchangedAppend) throws(VaultError) -> Bool { false }
+
     /// A write in one transaction (``write(prefetching:_:)`` with nothing sent ahead).
     func write<T>(_ body: (StoreDB) throws -> T) throws(VaultError) -> T {
         try write(prefetching: [], body)
