@@ -539,6 +539,10 @@ struct TeamVaultTests {
             let statements = text.split(separator: "\n").filter { $0.contains("LOG:  execute") || $0.contains("LOG:  statement") }.map(String.init)
             return (result, statements)
         }
+        /// The hit's statement in its own transaction: `BEGIN`, the statement, `COMMIT`.
+        func isOneStatement(_ statements: [String]) -> Bool {
+            statements.count == 3 && statements[0].contains("BEGIN") && statements[1].contains("WITH digest AS") && statements[2].contains("COMMIT")
+        }
         #expect(try vault.run(["unlock", "--for", "5m"], env: agentEnv).status == 0)
         // The agent's first token is an exchange (the fixture cached none), its first cache
         // hit a transaction that checks everything, and the next one statement.
@@ -547,8 +551,7 @@ struct TeamVaultTests {
         #expect(first.result.status == 0 && first.statements.count > 1, "the first hit is a transaction: \(first.statements.count)")
         let second = try agentToken()
         #expect(second.result.status == 0 && second.result.stdout == first.result.stdout)
-        #expect(second.statements.count == 1 && second.statements.allSatisfy { $0.contains("WITH digest AS") },
-                "one statement: \(second.statements.map { String($0.prefix(120)) })")
+        #expect(isOneStatement(second.statements), "one statement: \(second.statements.map { String($0.prefix(120)) })")
 
         // Another process's fresh token: a new record and a new cached token. The agent's
         // statement finds the head and the cache row changed, writes nothing, and the full
@@ -557,8 +560,8 @@ struct TeamVaultTests {
         #expect(fresh.status == 0 && fresh.stdout != first.result.stdout)
         let afterFresh = try agentToken()
         #expect(afterFresh.result.status == 0 && afterFresh.result.stdout == fresh.stdout, "the new token, not the one the agent held")
-        #expect(afterFresh.statements.count > 2, "back to the transaction")
-        #expect(try agentToken().statements.count == 1)
+        #expect(afterFresh.statements.count > 3, "back to the transaction")
+        #expect(isOneStatement(try agentToken().statements))
 
         // A rotation by another process (the profile row and its cached token change).
         let rotate = try vault.run(["rotate", "pw", "--secrets-stdin"], stdin: Data(
@@ -566,7 +569,7 @@ struct TeamVaultTests {
         #expect(rotate.status == 0, "\(rotate.stderrText)")
         let afterRotate = try agentToken()
         #expect(afterRotate.result.status == 0 && afterRotate.result.stdout != fresh.stdout, "a token of the new secret versions")
-        #expect(afterRotate.statements.count > 2)
+        #expect(afterRotate.statements.count > 3)
 
         // Hits of two profiles interleaved (each moves the head the other's statement
         // expects: it follows the newest record this agent wrote), concurrent hits through
@@ -595,16 +598,36 @@ struct TeamVaultTests {
         let seqs = records.compactMap { $0["seq"] as? Int }
         #expect(Set(seqs).count == seqs.count && seqs.max() == seqs.count, "one linear chain 1…n")
 
+        // A statement-level trigger fires even when no row matches: an outside review's wrote
+        // a row and moved the session's search_path, and both were kept while the statement
+        // was committed on its own. Now it is rolled back (and its connection closed): the
+        // trigger's row is gone, the full checks name the trigger, no token.
+        #expect(try agentToken().statements.count > 3)
+        #expect(isOneStatement(try agentToken().statements))
+        _ = try server.psql("""
+            CREATE SCHEMA evil; CREATE TABLE evil.log (note text);
+            CREATE FUNCTION evil.spy() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+            BEGIN INSERT INTO evil.log VALUES (TG_TABLE_NAME); PERFORM pg_catalog.set_config('search_path', 'evil', false); RETURN NULL; END $$;
+            CREATE TRIGGER spy BEFORE UPDATE ON \(schema).audit_head FOR EACH STATEMENT EXECUTE FUNCTION evil.spy();
+            """, database: "vault")
+        let spied = try agentToken()
+        #expect(spied.result.status == 7 && spied.result.stdout.isEmpty && spied.result.stderrText.contains("trigger spy"), "\(spied.result.stderrText)")
+        #expect(try server.psql("SELECT count(*) FROM evil.log", database: "vault").trimmingCharacters(in: .whitespacesAndNewlines) == "0",
+                "nothing the trigger did was committed")
+        _ = try server.psql("DROP TRIGGER spy ON \(schema).audit_head; DROP SCHEMA evil CASCADE", database: "vault")
+        let ended = Date().addingTimeInterval(5)
+        while Date() < ended, try vault.run(["status"], env: agentEnv).stdoutText.contains("unlocked:") { usleep(100_000) }
+        #expect(try vault.run(["verify"]).status == 0)
+
         // An administrator cuts the newest record (and leaves the head): the statement finds
-        // the trail not ending where this agent left it, and the full checks refuse. (The
-        // other processes moved the head since the agent's last hit of pw: one transaction
-        // first.)
-        #expect(try agentToken().statements.count > 1)
-        #expect(try agentToken().statements.count == 1)
+        // the trail not ending where this agent left it, and the full checks refuse.
+        #expect(try vault.run(["unlock", "--for", "5m"], env: agentEnv).status == 0)
+        #expect(try agentToken().statements.count > 3)
+        #expect(isOneStatement(try agentToken().statements))
         _ = try server.psql("DELETE FROM \(schema).audit_record WHERE seq = (SELECT max(seq) FROM \(schema).audit_record)", database: "vault")
         let cut = try agentToken()
         #expect(cut.result.status == 7 && cut.result.stdout.isEmpty, "\(cut.result.stderrText)")
-        #expect(cut.statements.count > 1)
+        #expect(cut.statements.count > 3)
         _ = try server.psql("ALTER DATABASE vault RESET log_statement")
         expectNoLeaks(vault)
     }

@@ -182,6 +182,9 @@ public final class ApiProxy: Sendable {
                 try await Self.writeError(.badGateway, "upstream_unavailable",
                                           "the API could not be reached: \(AsyncHTTPTransport.cause(of: error).sanitisedForDisplay(limit: 200))", to: outbound)
                 line.bytesIn = counter.count
+                // A caller that went away mid-upload is what failed the upload: aborted, as
+                // when its going away is seen first.
+                if reader.brokeOff { line.aborted = true }
                 finish(502)
                 return bodyEnded || reader.ended
             }
@@ -292,15 +295,26 @@ final class PartReader: @unchecked Sendable {
     private var iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
     /// The current request's `.end` was read.
     private(set) var ended = false
+    /// The caller's connection failed or closed before the current request's `.end`.
+    private(set) var brokeOff = false
 
     init(_ iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator) { self.iterator = iterator }
 
     func next() async throws -> HTTPServerRequestPart? {
-        let part = try await iterator.next()
+        let part: HTTPServerRequestPart?
+        do {
+            part = try await iterator.next()
+        } catch {
+            brokeOff = true
+            throw error
+        }
         switch part {
-        case .head: ended = false
+        case .head:
+            ended = false
+            brokeOff = false
         case .end: ended = true
-        case .body, nil: break
+        case nil: if !ended { brokeOff = true }
+        case .body: break
         }
         return part
     }

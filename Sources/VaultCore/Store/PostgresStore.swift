@@ -93,7 +93,9 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
         // Each session works in the vault's schema only; a writer that stalls inside a
         // transaction is ended by the server rather than holding the vault's lock forever.
         configuration.options.additionalStartupParameters = [
-            ("search_path", "\"\(location.schema)\""),
+            // (`pg_temp` named last: unnamed, a session's temporary tables would come first,
+            // before the vault's own, for every unqualified table name.)
+            ("search_path", "\"\(location.schema)\", pg_temp"),
             ("idle_in_transaction_session_timeout", "60000"),
             // How long a writer waits for the vault's writer lock (VAULT_BUSY_TIMEOUT).
             ("lock_timeout", String(Int(Stores.busyTimeout * 1000))),
@@ -247,16 +249,22 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
                           values: reads.flatMap(\.values))
     }
 
-    /// Appends `append.record` and moves the head in one statement, outside any
-    /// transaction (FORMAT.md §11.4), when, in the statement's snapshot, the head and the
-    /// newest record are `append.head`, `append.state` reads `append.stateDigest`, and the
-    /// schema's digest is the one last checked; otherwise nothing is written (false). The
+    /// Appends `append.record` and moves the head in one statement of its own transaction
+    /// (FORMAT.md §11.4), when, in the statement's snapshot, the head and the newest record
+    /// are `append.head`, `append.state` reads `append.stateDigest`, and the schema's digest
+    /// is the one last checked; committed only then, rolled back otherwise (false). The
     /// statement's locks (`ROW EXCLUSIVE` on the two audit tables) queue it behind every
-    /// writer's lock and keep DDL on them out until it ends; it also returns the schema's
-    /// digest in its snapshot: a record appended under another schema (something in the
-    /// database rewrote the statement) is an integrity failure, and the store is refused.
-    /// A head moved without its record fails the statement (`both_or_neither` divides by
-    /// zero), so it rolls back.
+    /// writer's lock and keep DDL on them out until the transaction ends; it also returns the
+    /// schema's digest in its snapshot: a record appended under another schema (something in
+    /// the database rewrote the statement) is an integrity failure, and the store is refused.
+    ///
+    /// Rolled back, not committed with nothing appended: a statement-level trigger fires
+    /// even when no row matches (an outside review's ran, and its writes and its change of
+    /// the session's `search_path` were kept, while the statement appended nothing). And the
+    /// session of a hit that was not committed is closed, not pooled, so that nothing it ran
+    /// can outlast it. A lock held past `VAULT_BUSY_TIMEOUT` is reported as such (the full
+    /// transaction would wait as long again); any other failure is false, and the caller's
+    /// full transaction meets it again and reports it.
     func appendIfUnchanged(_ append: UnchangedAppend) throws(VaultError) -> Bool {
         let expected = schemaState.withLockedValue { $0.refused ? nil : $0.fingerprint }
         guard let expected else { return false }
@@ -275,9 +283,7 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
                 AND (SELECT objects FROM digest) = ? AND (SELECT versions FROM digest) = ?
               RETURNING 1),
             record AS (INSERT INTO audit_record (\(columns.map(\.0).joined(separator: ", "))) SELECT \(placeholders) FROM head RETURNING 1)
-            SELECT (SELECT count(*) FROM record) AS appended, objects, versions,
-              pg_catalog.int8div(1, (SELECT count(*) FROM record) - (SELECT count(*) FROM head) + 1) AS both_or_neither
-            FROM digest
+            SELECT (SELECT count(*) FROM record) AS appended, (SELECT count(*) FROM head) AS moved, objects, versions FROM digest
             """
         let (head, next) = (append.head, append.newHead)
         let values: [DatabaseValue] = fingerprintArguments
@@ -287,21 +293,41 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
             + append.state.values + [append.stateDigest.databaseValue, expected.objects.databaseValue, expected.versions.databaseValue]
             + columns.map(\.1)
         let session = try checkOut()
-        defer { checkIn(session) }
-        let row: Row?
+        var committed = false
+        defer { if committed { checkIn(session) } else { session.close() } }
         do {
-            try FaultPoint.reached(FaultPoint.writeCommits)
-            row = try session.rows(sql, values).first
+            try session.send("BEGIN ISOLATION LEVEL READ COMMITTED")
+            let row = try session.rows(sql, values).first
+            let appended = row.flatMap { $0["appended"] as Int64? } == 1 && row.flatMap { $0["moved"] as Int64? } == 1
+            guard appended, Self.fingerprint(row) == expected else {
+                try session.execute("ROLLBACK")
+                if appended {
+                    schemaState.withLockedValue { $0.refused = true }
+                    throw VaultError.integrity("the vault's database schema changed under a cache hit's audit record (something in the database rewrote its statement); nothing was written and the token was withheld")
+                }
+                return false
+            }
+            try session.send("COMMIT")
+            try session.flush()
+            committed = true
+            return true
         } catch {
-            throw Self.map(error, location: location, committing: true)
+            let mapped = Self.map(error, location: location)
+            switch mapped {
+            case .integrity where error is VaultError: throw mapped
+            case .failure where (error as? PostgresError).flatMap(Self.sqlState) == "55P03" || (error as? PSQLError)?.serverInfo?[.sqlState] == "55P03":
+                throw mapped
+            default:
+                Trace.debug("the one-statement cache hit failed (\(mapped.message)); checking everything in a transaction")
+                return false
+            }
         }
-        guard let row, let appended = row["appended"] as Int64?, appended == 1 else { return false }
-        guard Self.fingerprint(row) == expected else {
-            schemaState.withLockedValue { $0.refused = true }
-            throw .integrity("the vault's database schema changed while an audit record was appended in one statement (something in the database rewrote it); the token was withheld")
-        }
-        do { try FaultPoint.reached(FaultPoint.writeCommitted) } catch { throw Self.map(error, location: location) }
-        return true
+    }
+
+    /// The SQLSTATE of a server error reported through PostgresNIO's legacy API.
+    private static func sqlState(_ error: PostgresError) -> String? {
+        if case .server(let notice) = error { return notice.fields[.sqlState] }
+        return nil
     }
 
     // MARK: - Creating and opening

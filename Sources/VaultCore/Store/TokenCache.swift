@@ -189,14 +189,15 @@ extension UnlockedVault {
         let next = AuditHeadRecord(seq: entry.seq, keyEpoch: audit.epoch, lastMAC: Data(sealed.mac), mac: Data(sealed.headMAC))
         let appended: Bool
         do {
+            // False for anything changed or failed (a lost connection, a concurrent writer of
+            // the same record number), which the full transaction meets again and reports.
             appended = try database.appendIfUnchanged(UnchangedAppend(state: remembered.state, stateDigest: remembered.digest, head: head,
                                                                       record: sealed.row, newHead: next))
         } catch {
-            if case .integrity = error { throw error }
-            // Whatever failed (a lost connection, a concurrent writer of the same record
-            // number) is met again, and reported, by the full transaction.
-            Trace.debug("the one-statement cache hit failed (\(error.message)); checking everything in a transaction")
-            appended = false
+            switch error {
+            case .failure(let what, _): throw .auditRefused(what)
+            default: throw error
+            }
         }
         guard appended else {
             unchangedHits.remember(key, nil)
