@@ -430,6 +430,12 @@ struct TeamVaultTests {
         expectNoLeaks(vault)
     }
 
+    /// Waits (up to 5 s) for the agent of `env` to end after a refusal that ends it.
+    func awaitAgentEnd(_ vault: TestVault, env: [String: String]) throws {
+        let ended = Date().addingTimeInterval(5)
+        while Date() < ended, try vault.run(["status"], env: env).stdoutText.contains("unlocked:") { usleep(100_000) }
+    }
+
     /// The agent keeps its connections for hours: DDL made meanwhile is found by the next
     /// transaction (the catalogs' digest of the schema moved), before anything runs.
     @Test("a trigger a database administrator adds while a team agent runs is found at its next transaction: no token, the agent ends")
@@ -447,8 +453,12 @@ struct TeamVaultTests {
             try? FileManager.default.removeItem(atPath: runtime)
         }
         #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
-        let first = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
-        #expect(first.status == 0, "\(first.stderrText)")
+        // Two tokens: the exchange, then a cache hit, which primes the agent's one-statement
+        // hit (FORMAT.md §11.4) that the trigger then meets first.
+        for _ in 0..<2 {
+            let first = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"], expectTokenOnStdout: true)
+            #expect(first.status == 0, "\(first.stderrText)")
+        }
         try server.psql("""
             CREATE FUNCTION public.hide() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
             BEGIN DELETE FROM \(schema).audit_record WHERE seq = NEW.seq; RETURN NEW; END $$;
@@ -456,8 +466,7 @@ struct TeamVaultTests {
             """, database: "vault")
         let refused = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
         #expect(refused.status == 7 && refused.stdoutText.isEmpty && refused.stderrText.contains("trigger hide"), "\(refused.stderrText)")
-        let ended = Date().addingTimeInterval(5)
-        while Date() < ended, try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("unlocked:") { usleep(100_000) }
+        try awaitAgentEnd(vault, env: ["XDG_RUNTIME_DIR": runtime])
         #expect(try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("locked:"), "the agent ended")
         #expect(try vault.run(["verify"]).status == 7)
         try server.psql("DROP TRIGGER hide ON \(schema).audit_head; DROP FUNCTION public.hide()", database: "vault")
@@ -498,8 +507,7 @@ struct TeamVaultTests {
             let found = try vault.run(["token", "pw"], env: ["XDG_RUNTIME_DIR": runtime], removing: ["VAULT_PASSPHRASE"])
             #expect(found.status == 7 && found.stdoutText.isEmpty && found.stderrText.contains(kind.named), "\(kind.named): \(found.stderrText)")
             try server.psql(kind.undo, database: "vault")
-            let ended = Date().addingTimeInterval(5)
-            while Date() < ended, try vault.run(["status"], env: ["XDG_RUNTIME_DIR": runtime]).stdoutText.contains("unlocked:") { usleep(100_000) }
+            try awaitAgentEnd(vault, env: ["XDG_RUNTIME_DIR": runtime])
             #expect(try vault.run(["verify"]).status == 0)
         }
         expectNoLeaks(vault)
@@ -615,8 +623,7 @@ struct TeamVaultTests {
         #expect(try server.psql("SELECT count(*) FROM evil.log", database: "vault").trimmingCharacters(in: .whitespacesAndNewlines) == "0",
                 "nothing the trigger did was committed")
         _ = try server.psql("DROP TRIGGER spy ON \(schema).audit_head; DROP SCHEMA evil CASCADE", database: "vault")
-        let ended = Date().addingTimeInterval(5)
-        while Date() < ended, try vault.run(["status"], env: agentEnv).stdoutText.contains("unlocked:") { usleep(100_000) }
+        try awaitAgentEnd(vault, env: agentEnv)
         #expect(try vault.run(["verify"]).status == 0)
 
         // An administrator cuts the newest record (and leaves the head): the statement finds
