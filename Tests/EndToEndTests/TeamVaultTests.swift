@@ -499,6 +499,10 @@ struct TeamVaultTests {
             // (an outside review's rename went unseen by the agent).
             ("ALTER INDEX \(schema).audit_record_at RENAME TO audit_record_at_x", "audit_record_at_x",
              "ALTER INDEX \(schema).audit_record_at_x RENAME TO audit_record_at"),
+            // A rule on the head makes its upsert fail before the digest is compared (an outside
+            // review's answered exit 8 and the agent went on): the failure is the schema's.
+            ("CREATE RULE zr AS ON UPDATE TO \(schema).audit_head DO ALSO NOTIFY vault_rule", "rule zr",
+             "DROP RULE zr ON \(schema).audit_head"),
         ]
         for kind in kinds {
             #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)
@@ -605,6 +609,30 @@ struct TeamVaultTests {
         let records = try JSONSerialization.jsonObject(with: vault.run(["audit", "--json", "--all"]).stdout) as? [[String: Any]] ?? []
         let seqs = records.compactMap { $0["seq"] as? Int }
         #expect(Set(seqs).count == seqs.count && seqs.max() == seqs.count, "one linear chain 1…n")
+
+        // An administrator holds the head's row lock (a no-op update) and edits the
+        // environment in the same transaction: the hit's statement, which waited for that
+        // lock, must not commit after the edit on its earlier snapshot (an outside review's
+        // did, at READ COMMITTED). It fails, and the full checks refuse the edit.
+        #expect(try agentToken().statements.count > 3)
+        #expect(isOneStatement(try agentToken().statements))
+        let url = try server.psql("SELECT token_url FROM \(schema).environment WHERE name = 'local'", database: "vault")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let editor = Thread {
+            _ = try? server.psql("""
+                BEGIN; UPDATE \(schema).audit_head SET seq = seq WHERE id = 1;
+                UPDATE \(schema).environment SET token_url = 'http://127.0.0.1:1/edited' WHERE name = 'local';
+                SELECT pg_sleep(2); COMMIT;
+                """, database: "vault")
+        }
+        editor.start()
+        usleep(700_000)
+        let raced = try agentToken()
+        #expect(raced.result.status == 7 && raced.result.stdout.isEmpty && raced.result.stderrText.contains("environment 'local'"),
+                "\(raced.result.status): \(raced.result.stderrText)")
+        while editor.isExecuting { usleep(50_000) }
+        _ = try server.psql("UPDATE \(schema).environment SET token_url = '\(url)' WHERE name = 'local'", database: "vault")
+        #expect(try vault.run(["verify"]).status == 0)
 
         // A statement-level trigger fires even when no row matches: an outside review's wrote
         // a row and moved the session's search_path, and both were kept while the statement
