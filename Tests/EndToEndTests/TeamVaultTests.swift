@@ -503,6 +503,10 @@ struct TeamVaultTests {
             // review's answered exit 8 and the agent went on): the failure is the schema's.
             ("CREATE RULE zr AS ON UPDATE TO \(schema).audit_head DO ALSO NOTIFY vault_rule", "rule zr",
              "DROP RULE zr ON \(schema).audit_head"),
+            // A foreign key from another schema's table: the digest finds it by its pg_depend
+            // row on the vault's table (no index reaches `confrelid`).
+            ("CREATE TABLE public.refs (p bytea REFERENCES \(schema).profile(uid))", "foreign key from public.refs",
+             "DROP TABLE public.refs"),
         ]
         for kind in kinds {
             #expect(try vault.run(["unlock", "--for", "5m"], env: ["XDG_RUNTIME_DIR": runtime]).status == 0)

@@ -485,7 +485,10 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
     /// A digest of the catalog rows that define the vault's tables or attach anything to
     /// them, and of every object in its schema: the schema's `pg_namespace` row; the tables'
     /// `pg_class` rows, found by name; their columns, defaults, constraints (theirs, and any
-    /// other table's foreign key to them, whose internal triggers run on their rows), triggers,
+    /// other table's foreign key to them, whose internal triggers run on their rows: found by
+    /// the key's `pg_depend` row on the table, through an index, where a condition on
+    /// `confrelid`, which has none, scanned all of `pg_constraint`: 1.04 → 0.52 ms with 3,000
+    /// other tables in the database), triggers,
     /// indexes (their `pg_index` and `pg_class` rows: a renamed index was missed without the
     /// second), rules, policies and inheritance either way; and the `pg_depend` rows that tie
     /// an object to the schema: every function, operator, type, collation, conversion,
@@ -512,7 +515,11 @@ final class PostgresStore: VaultStore, @unchecked Sendable {
           UNION ALL SELECT a.xmin FROM pg_catalog.pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT d.xmin FROM pg_catalog.pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT k.xmin FROM pg_catalog.pg_constraint k
-                    WHERE k.conrelid IN (SELECT oid FROM rel) OR k.confrelid IN (SELECT oid FROM rel) OR k.connamespace = (SELECT oid FROM nsp)
+                    WHERE k.oid IN (SELECT c.oid FROM pg_catalog.pg_constraint c WHERE c.conrelid IN (SELECT oid FROM rel)
+                                    UNION SELECT d.objid FROM pg_catalog.pg_depend d
+                                          WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid
+                                            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+                                            AND d.refobjid IN (SELECT oid FROM rel))
           UNION ALL SELECT t.xmin FROM pg_catalog.pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT x.xmin FROM pg_catalog.pg_index x WHERE x.indrelid IN (SELECT oid FROM rel)
           UNION ALL SELECT ic.xmin FROM pg_catalog.pg_class ic
