@@ -52,6 +52,11 @@ public final class AgentServer: @unchecked Sendable {
     let httpClients = HTTPClientPool()
     /// When a team vault's header was last compared (``reasonToEnd()``).
     private var lastHeaderCheck = Date.distantPast
+    /// The header the vault was unlocked with: a request that met new keys (a `rekey` or
+    /// `passwd` by another process) is served with them once reopened, and the agent ends
+    /// after it, as it ends when it sees the stored header change between requests (an
+    /// outside review's busy member agent went on under the new keys, an idle one ended).
+    private let unlockedHeader: VaultHeader
 
     /// Opens the vault at `vaultPath` as the member whose identity `vault unlock` handed
     /// over (so Argon2id ran once), reads the CA bundle `cacert` (else `VAULT_CA_BUNDLE`)
@@ -60,6 +65,7 @@ public final class AgentServer: @unchecked Sendable {
                 keepFresh: [(profile: String, environment: String?)] = [], cacert: String? = nil, urlLink: String? = nil) throws(VaultError) {
         let vault = try Vault.open(at: vaultPath)
         unlocked = try vault.unlock(identity: identity)
+        unlockedHeader = unlocked.header
         // What this user's clients remember of the vault (FORMAT.md §12): checked once here,
         // then at every write transaction of the agent.
         try unlocked.checkKnownState(KnownVaults.forUser())
@@ -198,7 +204,7 @@ public final class AgentServer: @unchecked Sendable {
             lastHeaderCheck = now
             return true
         }
-        if due, unlocked.storedHeaderChanged() {
+        if unlocked.header != unlockedHeader || (due && unlocked.storedHeaderChanged()) {
             return "the vault's keys or passphrase changed"
         }
         var info = stat()

@@ -29,7 +29,67 @@ final class PostgresSession: @unchecked Sendable {
     /// Rows changed by the last ``execute(sql:values:)``.
     private var lastChanges = 0
 
-    init(connection: PostgresConnection) { self.connection = connection }
+    init(connection: PostgresConnection) {
+        self.connection = connection
+        let watch = closeWatch
+        connection.closeFuture.whenComplete { _ in watch.closed() }
+    }
+
+    /// What to fail when the connection closes: every wait in progress (``awaited(_:)``).
+    private let closeWatch = CloseWatch()
+
+    final class CloseWatch: Sendable {
+        private let state = NIOLockedValueBox<(closed: Bool, next: Int, waiting: [Int: @Sendable () -> Void])>((false, 0, [:]))
+
+        /// Registers `fail` to run when the connection closes; nil (and `fail` not kept)
+        /// when it already has.
+        func register(_ fail: @escaping @Sendable () -> Void) -> Int? {
+            state.withLockedValue { state in
+                guard !state.closed else { return nil }
+                state.next += 1
+                state.waiting[state.next] = fail
+                return state.next
+            }
+        }
+
+        func unregister(_ key: Int?) {
+            guard let key else { return }
+            _ = state.withLockedValue { $0.waiting.removeValue(forKey: key) }
+        }
+
+        func closed() {
+            let waiting = state.withLockedValue { state -> [@Sendable () -> Void] in
+                state.closed = true
+                defer { state.waiting.removeAll() }
+                return Array(state.waiting.values)
+            }
+            waiting.forEach { $0() }
+        }
+    }
+
+    /// Waits for `future`, or fails as a lost connection once the connection has closed:
+    /// PostgresNIO 1.33.2 can leave a statement's promise pending for ever when the server
+    /// ends the connection in the middle of it (an outside review's `vault token
+    /// --no-agent` waited more than ten minutes in a `prepare` after `pg_terminate_backend`).
+    func awaited<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
+        let promise = future.eventLoop.makePromise(of: T.self)
+        let settled = NIOLockedValueBox(false)
+        let settle: @Sendable (Result<T, any Error>) -> Void = { result in
+            let first = settled.withLockedValue { done -> Bool in
+                defer { done = true }
+                return !done
+            }
+            if first { promise.completeWith(result) }
+        }
+        let key = closeWatch.register { settle(.failure(PostgresError.connectionClosed)) }
+        if key == nil { settle(.failure(PostgresError.connectionClosed)) }
+        let watch = closeWatch
+        future.whenComplete { result in
+            watch.unregister(key)
+            settle(result)
+        }
+        return try promise.futureResult.wait()
+    }
 
     private func query(_ sql: String, _ values: [DatabaseValue]) throws -> PostgresQuery {
         var bindings = PostgresBindings(capacity: values.count)
@@ -102,7 +162,7 @@ final class PostgresSession: @unchecked Sendable {
         var first: (any Error)?
         for entry in sent {
             do {
-                let changed = try entry.future.wait()
+                let changed = try awaited(entry.future)
                 if let expected = entry.changes, (changed ?? 0) != expected, first == nil {
                     first = entry.failure ?? VaultError.integrity("a write changed an unexpected number of rows")
                 }
@@ -121,7 +181,7 @@ final class PostgresSession: @unchecked Sendable {
     func execute(_ sql: String, _ values: [DatabaseValue] = []) throws -> Int {
         let future = connection.query(try query(sql, values), logger: Self.logger)
         try flush()
-        return try future.wait().metadata.rows ?? 0
+        return try awaited(future).metadata.rows ?? 0
     }
 
     /// Queries prepared on this connection, by their SQL text (``rows(_:_:)``).
@@ -146,7 +206,7 @@ final class PostgresSession: @unchecked Sendable {
         guard let statement = try preparedStatement(sql) else {
             let future = connection.query(try query(sql, values), logger: Self.logger)
             try flush()
-            return try future.wait().rows.map { try Self.row($0) }
+            return try awaited(future).rows.map { try Self.row($0) }
         }
         let future = statement.execute(values.map(Self.data))
         try flush()
@@ -155,7 +215,7 @@ final class PostgresSession: @unchecked Sendable {
             // of the statement's description (text) while it binds for binary results, so
             // the cells are read as the binary they are (vapor/postgres-nio#303, fixed
             // upstream after 1.33.2).
-            return try future.wait().map { try Self.row($0, format: .binary) }
+            return try awaited(future).map { try Self.row($0, format: .binary) }
         } catch {
             prepared[sql] = nil
             throw error
@@ -220,7 +280,7 @@ final class PostgresSession: @unchecked Sendable {
         /// Its rows; a failure forgets the prepared statement, as ``rows(_:_:)`` does.
         func rows() throws -> [Row] {
             do {
-                return try future.wait().map { try PostgresSession.row($0, format: sql == nil ? nil : .binary) }
+                return try session.awaited(future).map { try PostgresSession.row($0, format: sql == nil ? nil : .binary) }
             } catch {
                 if let sql { session.prepared[sql] = nil }
                 throw error
@@ -246,7 +306,7 @@ final class PostgresSession: @unchecked Sendable {
         guard preparations < Self.maximumPreparations else { return nil }
         try flush()
         preparations += 1
-        let made = try connection.prepare(query: Self.numberedPlaceholders(sql)).wait()
+        let made = try awaited(connection.prepare(query: Self.numberedPlaceholders(sql)))
         prepared[sql] = made
         return made
     }
